@@ -1,0 +1,148 @@
+//! `dbgw-db`: sets up the rates database on a server and runs the local dev cluster.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dbgw_db::{schema, Cluster};
+use secret_store::{DbCredentials, SecretStore, SecretsSettings};
+use startup::telemetry::{LogFormat, LogSettings};
+
+/// Database tooling for dbgw: create roles, load the rates dump, apply migrations, and run
+/// the local PostgreSQL cluster of `make up`.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Directory of the file secret store (local stack).
+    #[arg(long, env = "DBGW_SECRETS_DIR", default_value = ".dev/secrets", global = true)]
+    secrets_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the local dev cluster (created on first use) and make sure its roles have
+    /// passwords in the secret store.
+    Up {
+        #[arg(long, default_value = ".dev/pg")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 5433)]
+        port: u16,
+    },
+    /// Stop the local dev cluster.
+    Down {
+        #[arg(long, default_value = ".dev/pg")]
+        dir: PathBuf,
+    },
+    /// Create roles and the database, load the dump if the database is empty, apply
+    /// migrations. Safe to run again.
+    Setup(Target),
+    /// Apply pending migrations only.
+    Migrate(Target),
+    /// Give a role a new random password and store it in the secret store.
+    SetPassword {
+        #[command(flatten)]
+        target: Target,
+        /// The role whose password changes.
+        #[arg(long)]
+        role: String,
+        /// The secret that receives {"username", "password"}.
+        #[arg(long)]
+        secret: String,
+    },
+}
+
+/// A server reached with the admin credentials held in the secret store.
+#[derive(clap::Args)]
+struct Target {
+    #[arg(long, env = "PGHOST", default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, env = "PGPORT", default_value_t = 5433)]
+    port: u16,
+    #[arg(long, default_value = "rates")]
+    database: String,
+    /// Secret holding the admin login (the RDS master user in production).
+    #[arg(long, default_value = "dbgw/postgres-admin")]
+    admin_secret: String,
+    /// CA bundle that signed the server certificate (e.g. the RDS global bundle).
+    #[arg(long, default_value = ".dev/pg/ca.crt")]
+    ca: PathBuf,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    startup::telemetry::init(&LogSettings {
+        level: "warn".into(),
+        format: LogFormat::Text,
+    });
+    let cli = Cli::parse();
+    let store = SecretStore::from_settings(&SecretsSettings {
+        dir: cli.secrets_dir.clone(),
+        ..Default::default()
+    });
+    match cli.command {
+        Command::Up { dir, port } => {
+            let cluster = tokio::task::spawn_blocking(move || Cluster::dev(&dir, port)).await??;
+            store
+                .put_db_credentials("dbgw/postgres-admin", cluster.admin())
+                .await?;
+            let admin = cluster.connect("postgres").await?;
+            // Each login role of the local stack gets a password kept in the secret store.
+            for (role, secret) in [("rates_api", "dbgw/rates-api")] {
+                let creds = match store.db_credentials(secret).await {
+                    Ok(creds) => creds,
+                    Err(secret_store::Error::NotFound(_)) => {
+                        let creds = DbCredentials::new(role, secret_store::generate_password());
+                        store.put_db_credentials(secret, &creds).await?;
+                        creds
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                use secrecy::ExposeSecret;
+                schema::set_password(&admin, role, creds.password.expose_secret()).await?;
+            }
+            println!("postgres  127.0.0.1:{port}  (TLS CA {})", cluster.ca_cert().display());
+        }
+        Command::Down { dir } => Cluster::stop_dev(&dir)?,
+        Command::Setup(target) => {
+            let server = target.server(&store).await?;
+            schema::setup(&server, &target.database).await?;
+            println!("database {} is set up", target.database);
+        }
+        Command::Migrate(target) => {
+            let server = target.server(&store).await?;
+            let applied = schema::migrate(&server.connect(&target.database).await?).await?;
+            println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+        }
+        Command::SetPassword {
+            target,
+            role,
+            secret,
+        } => {
+            let server = target.server(&store).await?;
+            let password = secret_store::generate_password();
+            schema::set_password(&server.connect("postgres").await?, &role, &password).await?;
+            store
+                .put_db_credentials(&secret, &DbCredentials::new(&role, password))
+                .await?;
+            println!("role {role}: new password stored in secret {secret}");
+        }
+    }
+    Ok(())
+}
+
+impl Target {
+    async fn server(&self, store: &SecretStore) -> anyhow::Result<schema::Server> {
+        let admin = store
+            .db_credentials(&self.admin_secret)
+            .await
+            .context("reading the admin credentials")?;
+        Ok(schema::Server {
+            host: self.host.clone(),
+            port: self.port,
+            admin,
+            ca: Some(self.ca.clone()),
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! Roles, the dump and migrations: everything that makes an empty PostgreSQL server (13 or
+//! later, local or RDS) hold the rates database. Every step is idempotent, so running it on a
+//! server that is already set up changes nothing.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
+use postgres_protocol::escape::escape_identifier;
+use secrecy::ExposeSecret;
+use secret_store::DbCredentials;
+use tokio::io::AsyncWriteExt;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config};
+
+/// Cluster-wide roles (`db/roles.sql`).
+pub const ROLES_SQL: &str = include_str!("../roles.sql");
+/// The dump the task ships (`db/rates.sql`), loaded once into an empty database.
+pub const DUMP_SQL: &str = include_str!("../rates.sql");
+/// Schema changes on top of the dump, applied in order, each once.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_prices_lookup_index",
+        include_str!("../migrations/0001_prices_lookup_index.sql"),
+    ),
+    (
+        "0002_privileges",
+        include_str!("../migrations/0002_privileges.sql"),
+    ),
+];
+
+/// Where a server is and how the admin logs in (always TLS, certificate verified).
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub admin: DbCredentials,
+    /// CA bundle that signed the server certificate; `None` uses the public web roots.
+    pub ca: Option<PathBuf>,
+}
+
+impl Server {
+    /// tokio-postgres settings for `creds` on database `db`.
+    pub fn config(&self, db: &str, creds: &DbCredentials) -> Config {
+        let mut config = Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&creds.username)
+            .password(creds.password.expose_secret())
+            .dbname(db)
+            .ssl_mode(SslMode::Require)
+            .application_name("dbgw-db");
+        config
+    }
+
+    /// Connects as `creds` to `db`; the connection is driven by a spawned task.
+    pub async fn connect_as(&self, db: &str, creds: &DbCredentials) -> anyhow::Result<Client> {
+        let tls = tls_config::postgres_connector(self.ca.as_deref())?;
+        let (client, connection) = self
+            .config(db, creds)
+            .connect(tls)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to {}:{} as {} (database {db})",
+                    self.host, self.port, creds.username
+                )
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Connects as the admin.
+    pub async fn connect(&self, db: &str) -> anyhow::Result<Client> {
+        self.connect_as(db, &self.admin).await
+    }
+}
+
+/// Creates the roles and database `db`, loads the dump into it if it is empty, and applies
+/// pending migrations.
+pub async fn setup(server: &Server, db: &str) -> anyhow::Result<()> {
+    let admin = server.connect("postgres").await?;
+    admin.batch_execute(ROLES_SQL).await.context("creating roles")?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+        .await?
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} OWNER rates_owner ENCODING 'UTF8' TEMPLATE template0",
+                escape_identifier(db)
+            ))
+            .await
+            .context("creating the database")?;
+    }
+    drop(admin);
+
+    let client = server.connect(db).await?;
+    let loaded = client
+        .query_one("SELECT to_regclass('public.prices') IS NOT NULL", &[])
+        .await?
+        .get::<_, bool>(0);
+    if !loaded {
+        load_dump(server, db).await?;
+        client.batch_execute("ANALYZE").await?;
+    }
+    migrate(&client).await?;
+    Ok(())
+}
+
+/// Loads the dump with `psql` (the dump uses `COPY ... FROM stdin`), as `rates_owner` and in
+/// one transaction: a failed load leaves nothing behind.
+async fn load_dump(server: &Server, db: &str) -> anyhow::Result<()> {
+    let mut child = tokio::process::Command::new(crate::cluster::pg_bin("psql")?)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"])
+        .args(["-c", "SET ROLE rates_owner", "-f", "-"])
+        .env("PGHOST", &server.host)
+        .env("PGPORT", server.port.to_string())
+        .env("PGUSER", &server.admin.username)
+        .env("PGPASSWORD", server.admin.password.expose_secret())
+        .env("PGDATABASE", db)
+        .env("PGSSLMODE", if server.ca.is_some() { "verify-full" } else { "require" })
+        .env("PGSSLROOTCERT", server.ca.clone().unwrap_or_else(|| "system".into()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting psql to load the dump")?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(DUMP_SQL.as_bytes()).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "loading the dump failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Applies the migrations not yet recorded in `schema_migrations`, each in its own
+/// transaction as `rates_owner`. Returns the names it applied.
+pub async fn migrate(client: &Client) -> anyhow::Result<Vec<&'static str>> {
+    client
+        .batch_execute(
+            "SET ROLE rates_owner;
+             CREATE TABLE IF NOT EXISTS public.schema_migrations (
+                 version text PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             RESET ROLE;",
+        )
+        .await
+        .context("creating schema_migrations")?;
+    let mut applied = Vec::new();
+    for (version, sql) in MIGRATIONS {
+        let done = client
+            .query_opt(
+                "SELECT 1 FROM public.schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL ROLE rates_owner; \
+                 SELECT pg_advisory_xact_lock(hashtext('dbgw-migrate'));\n{sql}\n\
+                 INSERT INTO public.schema_migrations (version) VALUES ('{version}') \
+                 ON CONFLICT DO NOTHING; COMMIT;"
+            ))
+            .await
+            .with_context(|| format!("migration {version}"))?;
+        applied.push(*version);
+    }
+    Ok(applied)
+}
+
+/// Sets a role's password as a SCRAM-SHA-256 verifier computed here, so the password itself
+/// never crosses the wire nor reaches a server log.
+pub async fn set_password(client: &Client, role: &str, password: &str) -> anyhow::Result<()> {
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    client
+        .batch_execute(&format!(
+            "ALTER ROLE {} PASSWORD '{verifier}'",
+            escape_identifier(role)
+        ))
+        .await
+        .with_context(|| format!("setting the password of role {role}"))
+}

@@ -1,0 +1,66 @@
+//! A small certificate authority for local clusters and tests. Its key lives beside the
+//! cluster it belongs to and never leaves the machine; production uses real certificates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "dbgw local CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// Creates `ca.crt` and `ca.key` in `dir`.
+pub fn create_ca(dir: &Path) -> anyhow::Result<()> {
+    let key = KeyPair::generate()?;
+    let cert = ca_params().self_signed(&key)?;
+    std::fs::write(dir.join("ca.crt"), cert.pem())?;
+    write_private(&dir.join("ca.key"), &key.serialize_pem())
+}
+
+/// Issues a server certificate for `names` (DNS names or IP addresses), signed by the CA in
+/// `ca_dir`, written as `<stem>.crt` and `<stem>.key` in `out_dir`. Returns (cert, key) paths.
+pub fn issue(
+    ca_dir: &Path,
+    names: &[&str],
+    out_dir: &Path,
+    stem: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ca_key_pem = std::fs::read_to_string(ca_dir.join("ca.key")).context("reading CA key")?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    let issuer = Issuer::new(ca_params(), ca_key);
+
+    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    let (crt, pem_key) = (out_dir.join(format!("{stem}.crt")), out_dir.join(format!("{stem}.key")));
+    std::fs::write(&crt, cert.pem())?;
+    write_private(&pem_key, &key.serialize_pem())?;
+    Ok((crt, pem_key))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}

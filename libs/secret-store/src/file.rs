@@ -1,0 +1,62 @@
+//! The local backend: one JSON file per secret, mode 0600, replaced atomically on write so a
+//! reader never sees half a secret.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(dir: PathBuf) -> Self {
+        FileStore { dir }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<SecretString> {
+        match tokio::fs::read_to_string(self.path(id)).await {
+            Ok(text) => Ok(SecretString::from(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(id.into())),
+            Err(source) => Err(Error::Io {
+                id: id.into(),
+                source,
+            }),
+        }
+    }
+
+    pub(crate) async fn put(&self, id: &str, value: &SecretString) -> Result<()> {
+        let path = self.path(id);
+        let value = value.expose_secret().to_string();
+        let io = |source| Error::Io {
+            id: id.to_string(),
+            source,
+        };
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let parent = path.parent().expect("secret path has a parent");
+            std::fs::create_dir_all(parent)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(value.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .expect("secret write task")
+        .map_err(io)
+    }
+}
