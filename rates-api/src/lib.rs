@@ -1,0 +1,90 @@
+//! The rates service: for two ports (or regions) and a range of days, the number of prices
+//! and their average, day by day. The contract is `shared/specs/rates-api.md`; the operator's
+//! guide is `docs/rates-api.md`.
+//!
+//! [`Application::build`] binds the listener and prepares the pool, so tests start the real
+//! service on port 0 and read [`Application::port`]; [`Application::run_until_stopped`] serves
+//! until the given future resolves, then drains in-flight requests.
+//!
+//! - [`settings`]: configuration (defaults, file, environment).
+//! - [`db`]: the connection pool, credentials from the secret store, the rates query.
+//! - [`routes`]: the handlers and request validation.
+//! - [`error`]: JSON errors.
+//! - [`metrics`]: Prometheus metrics and request logs.
+
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use secret_store::SecretStore;
+
+pub use settings::Settings;
+
+/// The service, bound and ready to serve.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    port: u16,
+    router: axum::Router,
+    pool: db::Pool,
+    max_lifetime: std::time::Duration,
+}
+
+impl Application {
+    /// Binds `settings.listen` and builds the pool. Fails on configuration problems (an
+    /// unreadable CA bundle or secret, an address in use), not when the database is down:
+    /// the service then runs and reports not ready until the database is back.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        tls_config::install_provider();
+        let store = SecretStore::from_settings(&settings.secrets);
+        let pool = db::pool(&settings.database, store).await?;
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let router = routes::router(routes::AppState {
+            pool: pool.clone(),
+            max_range_days: settings.api.max_range_days,
+            metrics: Arc::new(metrics::Metrics::default()),
+        });
+        Ok(Application {
+            listener,
+            port,
+            router,
+            pool,
+            max_lifetime: settings.database.max_lifetime.0,
+        })
+    }
+
+    /// The bound port (the real one when `listen` asked for port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting connections, lets in-flight
+    /// requests finish, and returns.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let reaper = tokio::spawn(db::reap_expired(self.pool.clone(), self.max_lifetime));
+        // Responses are small and latency matters more than packet count.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tracing::info!(port = self.port, "rates-api listening");
+        let served = axum::serve(listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        reaper.abort();
+        self.pool.close();
+        tracing::info!("rates-api stopped");
+        served
+    }
+}
