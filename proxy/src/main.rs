@@ -1,1 +1,125 @@
-fn main() {}
+//! `proxy`: the dbgw audit proxy and its tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use proxy::audit::verify;
+use proxy::server::Server;
+use proxy::settings::Settings;
+
+/// dbgw's PostgreSQL audit proxy.
+///
+/// Clients connect to it as to PostgreSQL. It authenticates them (service accounts by
+/// SCRAM-SHA-256 against credentials in the secret store), logs in to the database over
+/// verified TLS, and writes every statement to a hash-chained audit log before forwarding it.
+///
+/// Configuration: built-in defaults (the local stack), then the TOML file given with
+/// --config (or PROXY_CONFIG), then environment variables PROXY_<SECTION>__<KEY>, e.g.
+/// PROXY_UPSTREAM__HOST=db.internal PROXY_AUDIT__DURABILITY=fsync. Secrets never go in
+/// either: they come from the secret store. See docs/proxy.md for every key.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, env = "PROXY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print the effective configuration (defaults + file + environment) as TOML-like JSON.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files (or directories of them), in order. Exits 1 and
+    /// names the first altered, removed, inserted or reordered record.
+    Verify {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Audit {
+            command: AuditCommand::Verify { paths },
+        } => verify_command(&paths),
+        Command::Config => match load(&cli.config) {
+            Ok(s) => {
+                println!("{}", serde_json::to_string_pretty(&s).expect("settings serialize"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Serve => match load(&cli.config).and_then(serve) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+    }
+}
+
+fn load(file: &Option<PathBuf>) -> anyhow::Result<Settings> {
+    startup::config::load(file.as_deref(), "PROXY_")
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("proxy: {e:#}");
+    ExitCode::from(2)
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    startup::telemetry::init(&settings.log);
+    // A full disk must surface as a write error we handle, not as a signal that kills us.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if settings.worker_threads > 0 {
+        runtime.worker_threads(settings.worker_threads);
+    }
+    runtime.build()?.block_on(async move {
+        let stop = startup::shutdown::signal();
+        let server = Server::bind(settings).await?;
+        server.run(stop).await
+    })
+}
+
+fn verify_command(paths: &[PathBuf]) -> ExitCode {
+    let files = match verify::collect(paths) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    match verify::verify(&files) {
+        Ok(Ok(report)) => {
+            println!(
+                "OK: {} records, seq {}..{} in {} file(s){}; head {}",
+                report.records,
+                report.first_seq,
+                report.last_seq,
+                files.len(),
+                if report.from_genesis { " from the start of the chain" } else { " (chain continues from earlier files)" },
+                report.head
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            println!("TAMPERED: {broken}");
+            ExitCode::from(1)
+        }
+        Err(e) => fail(e),
+    }
+}

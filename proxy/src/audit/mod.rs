@@ -1,0 +1,17 @@
+//! The audit log: what is written, how, and how it is checked.
+//!
+//! - [`record`]: the JSON records (connection events, statement intents, outcomes).
+//! - [`writer`]: the write-ahead, hash-chained, rotating file writer.
+//! - [`verify`]: `proxy audit verify`, which finds the first altered, removed, inserted or
+//!   reordered record.
+//!
+//! Every line is one JSON object that starts with `seq` and `prev` and ends with `hash`:
+//! `hash = SHA-256(line up to the comma before "hash")`, and `prev` is the previous record's
+//! hash, across file rotations and restarts.
+
+pub mod record;
+pub mod verify;
+pub mod writer;
+
+pub use record::{Identity, SessionInfo};
+pub use writer::{AuditError, AuditLog, AuditSettings, Durability};

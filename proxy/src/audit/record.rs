@@ -1,0 +1,315 @@
+//! Audit record bodies. A body is the JSON members of a record without its braces and chain
+//! fields; the writer wraps it as `{"seq":..,"prev":..,<body>,"hash":..}`. Bodies are built
+//! on the session's task, outside the writer's lock.
+//!
+//! Record types (`type`):
+//! - `connect`, `auth`, `disconnect`: connection events;
+//! - `statement`: written *before* a statement is forwarded (the intent);
+//! - `outcome`: written after the server answered; `ref` is the `seq` of its `statement`;
+//! - `log_opened`, `rotate`: the writer's own bookkeeping.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+use serde::Serialize;
+
+/// Who is behind a session.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Identity {
+    /// An application logging in with database credentials held by the proxy.
+    Service { name: String },
+    /// A person signed in with the company's identity provider.
+    Person {
+        email: String,
+        subject: String,
+        issuer: String,
+        grant_id: i64,
+    },
+}
+
+impl Identity {
+    pub fn name(&self) -> &str {
+        match self {
+            Identity::Service { name } => name,
+            Identity::Person { email, .. } => email,
+        }
+    }
+}
+
+/// The facts every record of a session repeats, serialized once per session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub session: String,
+    pub client: String,
+    /// `"session":..,"client":..` plus identity and database members once logged in.
+    prefix: String,
+}
+
+impl SessionInfo {
+    pub fn new(session: String, client: String) -> Self {
+        let mut prefix = String::new();
+        member_str(&mut prefix, "session", &session);
+        prefix.push(',');
+        member_str(&mut prefix, "client", &client);
+        SessionInfo {
+            session,
+            client,
+            prefix,
+        }
+    }
+
+    /// Adds who logged in where; later records carry it.
+    pub fn logged_in(&mut self, identity: &Identity, database: &str, db_user: &str, application: &str) {
+        self.prefix.push_str(",\"identity\":");
+        self.prefix
+            .push_str(&serde_json::to_string(identity).expect("identity serializes"));
+        self.prefix.push(',');
+        member_str(&mut self.prefix, "database", database);
+        self.prefix.push(',');
+        member_str(&mut self.prefix, "db_user", db_user);
+        self.prefix.push(',');
+        member_str(&mut self.prefix, "application", application);
+    }
+}
+
+/// Appends `"name":"<escaped value>"`.
+pub fn member_str(out: &mut String, name: &str, value: &str) {
+    out.push('"');
+    out.push_str(name);
+    out.push_str("\":");
+    // serde_json escapes exactly what JSON requires.
+    out.push_str(&serde_json::to_string(value).expect("string serializes"));
+}
+
+fn head(kind: &str, session: &SessionInfo) -> String {
+    let mut b = String::with_capacity(256);
+    member_str(&mut b, "ts", &now());
+    b.push(',');
+    member_str(&mut b, "type", kind);
+    b.push(',');
+    b.push_str(&session.prefix);
+    b
+}
+
+/// Current time, RFC 3339 with microseconds, UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+pub fn connect(session: &SessionInfo, tls: bool) -> String {
+    let mut b = head("connect", session);
+    let _ = write!(b, ",\"tls\":{tls}");
+    b
+}
+
+/// An authentication result; `reason` says why it failed (never contains a secret).
+pub fn auth(
+    session: &SessionInfo,
+    method: &str,
+    user: &str,
+    database: &str,
+    result: Result<(), &str>,
+) -> String {
+    let mut b = head("auth", session);
+    b.push(',');
+    member_str(&mut b, "method", method);
+    b.push(',');
+    member_str(&mut b, "user", user);
+    b.push(',');
+    member_str(&mut b, "requested_database", database);
+    match result {
+        Ok(()) => b.push_str(",\"result\":\"ok\""),
+        Err(reason) => {
+            b.push_str(",\"result\":\"refused\",");
+            member_str(&mut b, "reason", reason);
+        }
+    }
+    b
+}
+
+/// Counters a session reports when it ends.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+    pub statements: u64,
+}
+
+pub fn disconnect(session: &SessionInfo, totals: &Totals, duration_ms: u64, reason: &str) -> String {
+    let mut b = head("disconnect", session);
+    let _ = write!(
+        b,
+        ",\"bytes_from_client\":{},\"bytes_to_client\":{},\"statements\":{},\"duration_ms\":{}",
+        totals.bytes_from_client, totals.bytes_to_client, totals.statements, duration_ms
+    );
+    b.push(',');
+    member_str(&mut b, "reason", reason);
+    b
+}
+
+/// How a statement reached the server.
+#[derive(Debug, Clone, Copy)]
+pub enum Via<'a> {
+    /// Part `index` (0-based) of `count` statements in one Query message.
+    Simple { index: usize, count: usize },
+    /// Parse + Bind + Execute; names as the client gave them ("" is unnamed).
+    Extended { statement: &'a str, portal: &'a str },
+}
+
+/// A statement about to be forwarded. `params` is the JSON array from [`params_json`].
+pub fn statement(session: &SessionInfo, via: Via, text: &str, redacted: bool, params: Option<&str>) -> String {
+    let mut b = head("statement", session);
+    match via {
+        Via::Simple { index, count } => {
+            let _ = write!(b, ",\"protocol\":\"simple\",\"index\":{index},\"of\":{count}");
+        }
+        Via::Extended { statement, portal } => {
+            b.push_str(",\"protocol\":\"extended\",");
+            member_str(&mut b, "prepared", statement);
+            b.push(',');
+            member_str(&mut b, "portal", portal);
+        }
+    }
+    b.push(',');
+    member_str(&mut b, "statement", text);
+    if redacted {
+        b.push_str(",\"redacted\":true");
+    }
+    if let Some(p) = params {
+        b.push_str(",\"params\":");
+        b.push_str(p);
+    }
+    b
+}
+
+/// How a statement ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok { tag: String, rows: Option<u64> },
+    Error { code: String, message: String },
+    /// Never ran: an earlier message in the same batch failed, or the session ended first.
+    NotExecuted { reason: &'static str },
+    /// Forwarded, but the session ended before the server's answer was seen.
+    Unknown { reason: &'static str },
+}
+
+pub fn outcome(session: &SessionInfo, seq: u64, outcome: &Outcome, duration_us: u64) -> String {
+    let mut b = String::with_capacity(160);
+    member_str(&mut b, "ts", &now());
+    b.push_str(",\"type\":\"outcome\",");
+    member_str(&mut b, "session", &session.session);
+    let _ = write!(b, ",\"ref\":{seq}");
+    match outcome {
+        Outcome::Ok { tag, rows } => {
+            b.push_str(",\"status\":\"ok\",");
+            member_str(&mut b, "tag", tag);
+            if let Some(rows) = rows {
+                let _ = write!(b, ",\"rows\":{rows}");
+            }
+        }
+        Outcome::Error { code, message } => {
+            b.push_str(",\"status\":\"error\",");
+            member_str(&mut b, "sqlstate", code);
+            b.push(',');
+            member_str(&mut b, "message", message);
+        }
+        Outcome::NotExecuted { reason } => {
+            b.push_str(",\"status\":\"not_executed\",");
+            member_str(&mut b, "reason", reason);
+        }
+        Outcome::Unknown { reason } => {
+            b.push_str(",\"status\":\"unknown\",");
+            member_str(&mut b, "reason", reason);
+        }
+    }
+    let _ = write!(b, ",\"duration_us\":{duration_us}");
+    b
+}
+
+/// Bound parameters as a JSON array: `null`; a string for a text value; `{"base64": ..}` for
+/// a binary value (or a text value that is not UTF-8). A value over `cap` bytes is cut to
+/// `cap` and marked with its full size: `{"text": .., "truncated_from": 1048576}`.
+pub fn params_json(params: &[crate::protocol::frontend::Param<'_>], cap: usize) -> String {
+    use crate::protocol::frontend::Param;
+    let mut b = String::with_capacity(16 + params.len() * 8);
+    b.push('[');
+    for (i, p) in params.iter().enumerate() {
+        if i > 0 {
+            b.push(',');
+        }
+        let (bytes, binary) = match p {
+            Param::Null => {
+                b.push_str("null");
+                continue;
+            }
+            Param::Text(v) => (*v, false),
+            Param::Binary(v) => (*v, true),
+        };
+        let cut = &bytes[..bytes.len().min(cap)];
+        let truncated = cut.len() < bytes.len();
+        let text = if binary { None } else { utf8_prefix(cut) };
+        match (text, truncated) {
+            (Some(t), false) => b.push_str(&serde_json::to_string(t).expect("str")),
+            (Some(t), true) => {
+                b.push('{');
+                member_str(&mut b, "text", t);
+                let _ = write!(b, ",\"truncated_from\":{}}}", bytes.len());
+            }
+            (None, _) => {
+                b.push('{');
+                member_str(&mut b, "base64", &base64::engine::general_purpose::STANDARD.encode(cut));
+                if truncated {
+                    let _ = write!(b, ",\"truncated_from\":{}", bytes.len());
+                }
+                b.push('}');
+            }
+        }
+    }
+    b.push(']');
+    b
+}
+
+/// `bytes` as text if it is UTF-8, allowing the cap to have cut a character in two.
+fn utf8_prefix(bytes: &[u8]) -> Option<&str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Some(s),
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok(),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frontend::Param;
+
+    #[test]
+    fn params_are_capped_and_marked() {
+        let big = vec![b'a'; 100];
+        let json = params_json(
+            &[Param::Text(b"42"), Param::Null, Param::Binary(&[0, 0, 0, 42]), Param::Text(&big)],
+            10,
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v[0], "42");
+        assert!(v[1].is_null());
+        assert_eq!(v[2]["base64"], "AAAAKg==");
+        assert_eq!(v[3]["text"], "aaaaaaaaaa");
+        assert_eq!(v[3]["truncated_from"], 100);
+    }
+
+    #[test]
+    fn bodies_are_json_members() {
+        let mut s = SessionInfo::new("s1".into(), "127.0.0.1:5000".into());
+        s.logged_in(&Identity::Service { name: "app".into() }, "rates", "app", "psql \"x\"");
+        let body = statement(&s, Via::Simple { index: 0, count: 1 }, "select '\"'", false, None);
+        let v: serde_json::Value = serde_json::from_str(&format!("{{{body}}}")).unwrap();
+        assert_eq!(v["identity"]["kind"], "service");
+        assert_eq!(v["application"], "psql \"x\"");
+        assert_eq!(v["statement"], "select '\"'");
+        let o = outcome(&s, 7, &Outcome::Ok { tag: "SELECT 1".into(), rows: Some(1) }, 12);
+        let v: serde_json::Value = serde_json::from_str(&format!("{{{o}}}")).unwrap();
+        assert_eq!((v["ref"].as_u64(), v["rows"].as_u64()), (Some(7), Some(1)));
+    }
+}

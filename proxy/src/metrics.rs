@@ -1,0 +1,108 @@
+//! Prometheus metrics and the admin HTTP endpoint (`/metrics`, `/health/live`,
+//! `/health/ready`). Hot-path counters are plain atomics behind prometheus-client handles.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::audit::writer::AuditMetrics;
+use crate::audit::AuditLog;
+
+type Labels = [(&'static str, &'static str); 1];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Connections by how they ended up: `accepted`, `refused`, `cancel`.
+    pub connections: Family<Labels, Counter>,
+    pub active_sessions: Gauge,
+    pub statements: Counter,
+    pub bytes_from_clients: Counter,
+    pub bytes_to_clients: Counter,
+    /// Errors by kind: `protocol`, `auth`, `upstream`, `audit`, `io`.
+    pub errors: Family<Labels, Counter>,
+    pub audit: AuditMetrics,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("dbgw_proxy");
+        let m = Metrics {
+            connections: Family::default(),
+            active_sessions: Gauge::default(),
+            statements: Counter::default(),
+            bytes_from_clients: Counter::default(),
+            bytes_to_clients: Counter::default(),
+            errors: Family::default(),
+            audit: AuditMetrics::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Client connections by result", m.connections.clone());
+        registry.register("active_sessions", "Logged-in sessions now", m.active_sessions.clone());
+        registry.register("statements", "Statements audited and forwarded", m.statements.clone());
+        registry.register("client_received_bytes", "Bytes read from clients", m.bytes_from_clients.clone());
+        registry.register("client_sent_bytes", "Bytes written to clients", m.bytes_to_clients.clone());
+        registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register("audit_records", "Audit records written", m.audit.records.clone());
+        registry.register("audit_batches", "Audit write batches", m.audit.batches.clone());
+        registry.register("audit_write_errors", "Failed audit writes", m.audit.write_errors.clone());
+        registry.register("audit_queue_depth", "Audit records waiting to be written", m.audit.buffered.clone());
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        self.errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    pub fn connection(&self, result: &'static str) {
+        self.connections.get_or_create(&[("result", result)]).inc();
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// What the admin endpoint reports on.
+#[derive(Clone)]
+pub struct Health {
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<AuditLog>,
+    pub draining: Arc<AtomicBool>,
+}
+
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn ready(State(h): State<Health>) -> impl IntoResponse {
+    if h.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if !h.audit.is_healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        h.metrics.render(),
+    )
+}

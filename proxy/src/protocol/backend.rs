@@ -1,0 +1,190 @@
+//! Server messages: decoding the ones that carry a statement's outcome, and encoding the
+//! ones the proxy sends itself (authentication, errors, its own cancel key).
+
+use bytes::{BufMut, BytesMut};
+
+use super::{ProtocolError, Reader};
+
+pub const AUTHENTICATION: u8 = b'R';
+pub const BACKEND_KEY_DATA: u8 = b'K';
+pub const PARAMETER_STATUS: u8 = b'S';
+pub const READY_FOR_QUERY: u8 = b'Z';
+pub const COMMAND_COMPLETE: u8 = b'C';
+pub const EMPTY_QUERY: u8 = b'I';
+pub const ERROR_RESPONSE: u8 = b'E';
+pub const NOTICE_RESPONSE: u8 = b'N';
+pub const PORTAL_SUSPENDED: u8 = b's';
+pub const DATA_ROW: u8 = b'D';
+pub const COPY_IN_RESPONSE: u8 = b'G';
+pub const COPY_OUT_RESPONSE: u8 = b'H';
+pub const COPY_BOTH_RESPONSE: u8 = b'W';
+pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+
+/// CommandComplete's tag, e.g. `INSERT 0 3`.
+pub fn command_tag(body: &[u8]) -> Result<&str, ProtocolError> {
+    Reader::new(body, "CommandComplete").cstr()
+}
+
+/// Rows a command tag reports (`SELECT 5`, `INSERT 0 5`, `COPY 5` → 5), if any.
+pub fn tag_rows(tag: &str) -> Option<u64> {
+    let mut words = tag.split(' ');
+    let verb = words.next()?;
+    if !matches!(
+        verb,
+        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "FETCH" | "MOVE"
+    ) {
+        return None;
+    }
+    tag.rsplit(' ').next()?.parse().ok()
+}
+
+/// The fields of an ErrorResponse the audit keeps.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+pub fn error_fields(body: &[u8]) -> Result<ErrorFields, ProtocolError> {
+    let mut r = Reader::new(body, "ErrorResponse");
+    let mut out = ErrorFields::default();
+    loop {
+        let field = r.u8()?;
+        if field == 0 {
+            break;
+        }
+        let value = r.cstr()?;
+        match field {
+            // 'V' is the untranslated severity; prefer it over 'S'.
+            b'V' => out.severity = value.to_string(),
+            b'S' if out.severity.is_empty() => out.severity = value.to_string(),
+            b'C' => out.code = value.to_string(),
+            b'M' => out.message = value.to_string(),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// ReadyForQuery's transaction status: `I` idle, `T` in a transaction, `E` failed transaction.
+pub fn ready_status(body: &[u8]) -> Result<u8, ProtocolError> {
+    let mut r = Reader::new(body, "ReadyForQuery");
+    let s = r.u8()?;
+    r.finish()?;
+    Ok(s)
+}
+
+/// Appends a message with tag `tag` whose body is written by `body`.
+fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_i32(0);
+    body(out);
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn cstr(out: &mut BytesMut, s: &str) {
+    out.put_slice(s.as_bytes());
+    out.put_u8(0);
+}
+
+/// An ErrorResponse (severity `ERROR` or `FATAL`). The message goes to the client verbatim:
+/// never put secrets in it.
+pub fn error(out: &mut BytesMut, severity: &str, code: &str, text: &str) {
+    message(out, ERROR_RESPONSE, |b| {
+        b.put_u8(b'S');
+        cstr(b, severity);
+        b.put_u8(b'V');
+        cstr(b, severity);
+        b.put_u8(b'C');
+        cstr(b, code);
+        b.put_u8(b'M');
+        cstr(b, text);
+        b.put_u8(0);
+    });
+}
+
+pub fn auth_ok(out: &mut BytesMut) {
+    message(out, AUTHENTICATION, |b| b.put_i32(0));
+}
+
+pub fn auth_cleartext(out: &mut BytesMut) {
+    message(out, AUTHENTICATION, |b| b.put_i32(3));
+}
+
+pub fn auth_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
+    message(out, AUTHENTICATION, |b| {
+        b.put_i32(10);
+        for m in mechanisms {
+            cstr(b, m);
+        }
+        b.put_u8(0);
+    });
+}
+
+pub fn auth_sasl_continue(out: &mut BytesMut, data: &[u8]) {
+    message(out, AUTHENTICATION, |b| {
+        b.put_i32(11);
+        b.put_slice(data);
+    });
+}
+
+pub fn auth_sasl_final(out: &mut BytesMut, data: &[u8]) {
+    message(out, AUTHENTICATION, |b| {
+        b.put_i32(12);
+        b.put_slice(data);
+    });
+}
+
+pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
+    message(out, BACKEND_KEY_DATA, |b| {
+        b.put_i32(pid);
+        b.put_i32(secret);
+    });
+}
+
+pub fn ready_for_query(out: &mut BytesMut, status: u8) {
+    message(out, READY_FOR_QUERY, |b| b.put_u8(status));
+}
+
+/// Tells a client asking for a newer minor version or for `_pq_` options what we speak.
+pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unsupported: &[String]) {
+    message(out, NEGOTIATE_PROTOCOL_VERSION, |b| {
+        b.put_i32(minor);
+        b.put_i32(unsupported.len() as i32);
+        for o in unsupported {
+            cstr(b, o);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame;
+
+    #[test]
+    fn encoded_errors_decode_back() {
+        let mut out = BytesMut::new();
+        error(&mut out, "FATAL", "28P01", "password authentication failed");
+        let (h, body) = frame::complete(&out, 1 << 20).unwrap().unwrap();
+        assert_eq!(h.tag, ERROR_RESPONSE);
+        assert_eq!(h.total, out.len());
+        let f = error_fields(body).unwrap();
+        assert_eq!(
+            (f.severity.as_str(), f.code.as_str(), f.message.as_str()),
+            ("FATAL", "28P01", "password authentication failed")
+        );
+    }
+
+    #[test]
+    fn rows_from_tags() {
+        assert_eq!(tag_rows("SELECT 5"), Some(5));
+        assert_eq!(tag_rows("INSERT 0 7"), Some(7));
+        assert_eq!(tag_rows("COPY 3"), Some(3));
+        assert_eq!(tag_rows("CREATE TABLE"), None);
+        assert_eq!(tag_rows("BEGIN"), None);
+    }
+}

@@ -1,0 +1,828 @@
+//! The relay: two loops, one per direction, that forward bytes untouched.
+//!
+//! Client → database: every message header is read; Query, Parse, Bind, Execute and Close
+//! are decoded to build the statement records, which are accepted by the audit log *before*
+//! the bytes that carry them are forwarded. COPY data streams through without buffering.
+//!
+//! Database → client: only the messages that end a statement (CommandComplete, ErrorResponse,
+//! PortalSuspended, EmptyQueryResponse, ReadyForQuery) are decoded, to write outcome records;
+//! DataRows are counted by their headers and never decoded or buffered whole.
+//!
+//! The two loops share a queue of what the server still owes answers for ([`Pending`]): the
+//! client side pushes, in order, before forwarding; the server side pops as answers arrive.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::record::{self, Outcome, Totals, Via};
+use crate::audit::SessionInfo;
+use crate::protocol::backend as be;
+use crate::protocol::frontend as fe;
+use crate::protocol::{frame, ProtocolError};
+use crate::server::Context;
+use crate::sql;
+
+/// Largest server message the relay decodes (errors, command tags); DataRows and COPY data
+/// of any size pass through without being buffered.
+const MAX_DECODED_SERVER_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Why a session is being closed by the proxy, sent to the client as a FATAL error.
+#[derive(Default)]
+pub struct Halt {
+    token: CancellationToken,
+    why: Mutex<Option<(&'static str, String)>>,
+}
+
+impl Halt {
+    /// Asks the relay to close the session with this SQLSTATE and message. The first reason
+    /// given wins.
+    pub fn fire(&self, code: &'static str, message: impl Into<String>) {
+        let mut why = self.why.lock().unwrap();
+        if why.is_none() {
+            *why = Some((code, message.into()));
+        }
+        drop(why);
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<(&'static str, String)> {
+        self.why.lock().unwrap().clone()
+    }
+}
+
+/// How a session's relay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client said goodbye (Terminate) or closed its connection.
+    ClientLeft,
+    /// The database closed the connection.
+    UpstreamClosed,
+    /// The proxy closed the session (shutdown, revocation, audit failure, bad input).
+    Halted(String),
+    /// The client left and the database did not finish in time.
+    DrainTimeout,
+    Io(String),
+}
+
+impl End {
+    pub fn describe(&self) -> String {
+        match self {
+            End::ClientLeft => "client disconnected".into(),
+            End::UpstreamClosed => "database closed the connection".into(),
+            End::Halted(why) => format!("closed by the proxy: {why}"),
+            End::DrainTimeout => "client left; database did not finish in time".into(),
+            End::Io(e) => format!("i/o error: {e}"),
+        }
+    }
+}
+
+/// Something the server still owes an answer for.
+#[derive(Debug)]
+enum Pending {
+    /// A Query message; `seqs` are its statements' records, `next` the one running now.
+    Simple {
+        first: u64,
+        count: usize,
+        next: usize,
+        since: Instant,
+        rows: u64,
+    },
+    /// An Execute; `seq` is the execution's record (shared by the fetches of one portal).
+    Execute { seq: u64, since: Instant, rows: u64 },
+    /// A Sync: answered by ReadyForQuery.
+    Sync,
+    /// A message the proxy refused itself: answer ErrorResponse + ReadyForQuery in its turn.
+    Refused { message: String },
+}
+
+/// State both loops see.
+struct Shared {
+    pending: VecDeque<Pending>,
+    /// Executions suspended by a row limit: first start and rows so far.
+    suspended: HashMap<u64, (Instant, u64)>,
+    /// Transaction status from the last ReadyForQuery.
+    status: u8,
+}
+
+struct Counters {
+    /// Set by the client side when the client has left: nothing more is written to it.
+    client_left: AtomicBool,
+    from_client: AtomicU64,
+    to_client: AtomicU64,
+    statements: AtomicU64,
+}
+
+/// Runs the relay until the session ends. `status` is the transaction status of the
+/// upstream's first ReadyForQuery.
+pub async fn run<C, U>(
+    ctx: &Context,
+    info: &SessionInfo,
+    client: C,
+    upstream: U,
+    status: u8,
+    halt: &Halt,
+) -> (Totals, End)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let shared = Mutex::new(Shared {
+        pending: VecDeque::new(),
+        suspended: HashMap::new(),
+        status,
+    });
+    let refused = Notify::new();
+    let counters = Counters {
+        client_left: AtomicBool::new(false),
+        from_client: AtomicU64::new(0),
+        to_client: AtomicU64::new(0),
+        statements: AtomicU64::new(0),
+    };
+    let end = {
+        let c2u = client_to_upstream(ctx, info, &mut cr, &mut uw, &shared, &refused, &counters);
+        let u2c = upstream_to_client(ctx, info, &mut ur, &mut cw, &shared, &refused, &counters, halt);
+        tokio::pin!(c2u, u2c);
+        tokio::select! {
+            end = &mut u2c => end,
+            left = &mut c2u => match left {
+                Ok(()) => {
+                    let drain = Duration::from_secs(ctx.settings.limits.drain_timeout_secs);
+                    tokio::time::timeout(drain, &mut u2c).await.unwrap_or(End::DrainTimeout)
+                }
+                Err(Refusal { code, message, kind }) => {
+                    ctx.metrics.error(kind);
+                    halt.fire(code, message);
+                    tokio::time::timeout(Duration::from_secs(5), &mut u2c)
+                        .await
+                        .unwrap_or(End::DrainTimeout)
+                }
+            },
+        }
+    };
+    // Whatever is still owed an answer never got one we saw.
+    let mut shared = shared.into_inner().unwrap();
+    while let Some(p) = shared.pending.pop_front() {
+        let unknown = Outcome::Unknown {
+            reason: "the session ended before the database answered",
+        };
+        match p {
+            Pending::Simple { first, count, next, since, .. } => {
+                for i in next..count {
+                    emit(ctx, info, first + i as u64, &unknown, since);
+                }
+            }
+            Pending::Execute { seq, since, .. } => emit(ctx, info, seq, &unknown, since),
+            Pending::Sync | Pending::Refused { .. } => {}
+        }
+    }
+    let totals = Totals {
+        bytes_from_client: counters.from_client.load(Ordering::Relaxed),
+        bytes_to_client: counters.to_client.load(Ordering::Relaxed),
+        statements: counters.statements.load(Ordering::Relaxed),
+    };
+    (totals, end)
+}
+
+/// Why the client side stopped the session.
+struct Refusal {
+    code: &'static str,
+    message: String,
+    /// Metrics label.
+    kind: &'static str,
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(e: ProtocolError) -> Self {
+        Refusal {
+            code: "08P01",
+            message: e.0,
+            kind: "protocol",
+        }
+    }
+}
+
+/// A prepared statement as the client defined it.
+struct Prepared {
+    sql: Arc<str>,
+    redacted: bool,
+}
+
+/// A bound portal: its statement and the JSON of its parameters.
+struct Portal {
+    statement: String,
+    prepared: Option<Arc<Prepared>>,
+    params: String,
+    /// Set at the first Execute: later Executes fetch more rows of the same execution.
+    executed: Option<ExecRef>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ExecRef {
+    /// Index of a record in the batch being written.
+    Batch(usize),
+    Seq(u64),
+}
+
+/// What the client side queues for one batch, resolved to sequence numbers once the batch's
+/// records are accepted.
+enum Planned {
+    Simple { first: usize, count: usize },
+    Execute(ExecRef),
+    Sync,
+}
+
+/// Client-side protocol state: named statements and portals.
+#[derive(Default)]
+struct Extended {
+    statements: HashMap<String, Arc<Prepared>>,
+    portals: HashMap<String, Portal>,
+}
+
+/// A batch of client messages, decoded.
+#[derive(Default)]
+struct Batch {
+    records: Vec<String>,
+    planned: Vec<Planned>,
+}
+
+impl Extended {
+    /// Decodes one complete client message and adds what it means to `batch`.
+    fn message(
+        &mut self,
+        ctx: &Context,
+        info: &SessionInfo,
+        tag: u8,
+        body: &[u8],
+        batch: &mut Batch,
+    ) -> Result<(), Refusal> {
+        match tag {
+            fe::QUERY => {
+                let text = fe::query(body)?;
+                let mut statements = sql::split(text);
+                if statements.is_empty() {
+                    // The server answers EmptyQueryResponse: still one execution.
+                    statements.push(text);
+                }
+                let count = statements.len();
+                let first = batch.records.len();
+                for (index, stmt) in statements.into_iter().enumerate() {
+                    let clean = sql::redact(stmt);
+                    let redacted = matches!(clean, std::borrow::Cow::Owned(_));
+                    batch.records.push(record::statement(
+                        info,
+                        Via::Simple { index, count },
+                        &clean,
+                        redacted,
+                        None,
+                    ));
+                }
+                batch.planned.push(Planned::Simple { first, count });
+            }
+            fe::PARSE => {
+                let p = fe::parse(body)?;
+                let clean = sql::redact(p.sql);
+                let prepared = Prepared {
+                    redacted: matches!(clean, std::borrow::Cow::Owned(_)),
+                    sql: Arc::from(clean.as_ref()),
+                };
+                self.statements.insert(p.statement.to_string(), Arc::new(prepared));
+            }
+            fe::BIND => {
+                let b = fe::bind(body)?;
+                let portal = Portal {
+                    statement: b.statement.to_string(),
+                    prepared: self.statements.get(b.statement).cloned(),
+                    params: record::params_json(&b.params, ctx.settings.audit.param_cap_bytes),
+                    executed: None,
+                };
+                if self.portals.len() > 10_000 {
+                    // Portals die with their transaction, which this side cannot see;
+                    // forget them rather than grow without bound.
+                    self.portals.clear();
+                }
+                self.portals.insert(b.portal.to_string(), portal);
+            }
+            fe::EXECUTE => {
+                let e = fe::execute(body)?;
+                let exec = match self.portals.get_mut(e.portal) {
+                    Some(portal) => match portal.executed {
+                        Some(r) => r,
+                        None => {
+                            let (text, redacted) = match &portal.prepared {
+                                Some(p) => (p.sql.as_ref(), p.redacted),
+                                None => ("", false),
+                            };
+                            let r = ExecRef::Batch(batch.records.len());
+                            batch.records.push(record::statement(
+                                info,
+                                Via::Extended {
+                                    statement: &portal.statement,
+                                    portal: e.portal,
+                                },
+                                text,
+                                redacted,
+                                Some(&portal.params),
+                            ));
+                            portal.executed = Some(r);
+                            r
+                        }
+                    },
+                    None => {
+                        // A portal the proxy did not see bound (a SQL cursor): audit the
+                        // execution by name.
+                        let r = ExecRef::Batch(batch.records.len());
+                        batch.records.push(record::statement(
+                            info,
+                            Via::Extended {
+                                statement: "",
+                                portal: e.portal,
+                            },
+                            "",
+                            false,
+                            None,
+                        ));
+                        r
+                    }
+                };
+                batch.planned.push(Planned::Execute(exec));
+            }
+            fe::CLOSE => match fe::target(body, "Close")? {
+                fe::Target::Statement(name) => {
+                    self.statements.remove(name);
+                }
+                fe::Target::Portal(name) => {
+                    self.portals.remove(name);
+                }
+            },
+            fe::DESCRIBE => {
+                fe::target(body, "Describe")?;
+            }
+            fe::SYNC => batch.planned.push(Planned::Sync),
+            fe::FLUSH | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {}
+            other => {
+                return Err(ProtocolError::new(format!(
+                    "unexpected message type {:?}",
+                    frame::printable(other)
+                ))
+                .into())
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces batch indexes by sequence numbers once the batch is accepted.
+    fn resolve(&mut self, first_seq: u64) {
+        for portal in self.portals.values_mut() {
+            if let Some(ExecRef::Batch(i)) = portal.executed {
+                portal.executed = Some(ExecRef::Seq(first_seq + i as u64));
+            }
+        }
+    }
+}
+
+fn seq_of(r: ExecRef, first_seq: u64) -> u64 {
+    match r {
+        ExecRef::Batch(i) => first_seq + i as u64,
+        ExecRef::Seq(s) => s,
+    }
+}
+
+/// Client → database. Returns `Ok` when the client has left (Terminate forwarded, or its
+/// connection closed and Terminate sent on its behalf).
+async fn client_to_upstream<R, W>(
+    ctx: &Context,
+    info: &SessionInfo,
+    client: &mut R,
+    upstream: &mut W,
+    shared: &Mutex<Shared>,
+    refused: &Notify,
+    counters: &Counters,
+) -> Result<(), Refusal>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let max = ctx.settings.limits.max_message_bytes;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut state = Extended::default();
+    let mut batch = Batch::default();
+    // Bytes of a CopyData message still to pass through.
+    let mut streaming = 0usize;
+    let io = |e: std::io::Error| Refusal {
+        code: "08006",
+        message: format!("connection to the database failed: {e}"),
+        kind: "io",
+    };
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let n = match client.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                counters.client_left.store(true, Ordering::Relaxed);
+                // The client is gone: end the upstream session politely.
+                let _ = upstream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+                let _ = upstream.flush().await;
+                return Ok(());
+            }
+            Ok(n) => n,
+        };
+        counters.from_client.fetch_add(n as u64, Ordering::Relaxed);
+        ctx.metrics.bytes_from_clients.inc_by(n as u64);
+
+        let mut terminated = false;
+        loop {
+            // Scan complete messages; stop before one the proxy refuses.
+            let mut pos = streaming.min(buf.len());
+            streaming -= pos;
+            let mut refuse: Option<(usize, String)> = None;
+            while streaming == 0 {
+                let Some(h) = frame::header(&buf[pos..], max).map_err(|e| Refusal {
+                    code: if e.0.contains("over the limit") { "54000" } else { "08P01" },
+                    message: e.0,
+                    kind: "protocol",
+                })?
+                else {
+                    break;
+                };
+                let avail = buf.len() - pos;
+                if h.tag == fe::COPY_DATA {
+                    if avail >= h.total {
+                        pos += h.total;
+                    } else {
+                        streaming = h.total - avail;
+                        pos = buf.len();
+                    }
+                    continue;
+                }
+                if avail < h.total {
+                    buf.reserve(h.total - avail);
+                    break;
+                }
+                if h.tag == fe::FUNCTION_CALL {
+                    refuse = Some((
+                        h.total,
+                        "FunctionCall messages are refused: they carry no SQL text to audit".into(),
+                    ));
+                    break;
+                }
+                if h.tag == fe::TERMINATE {
+                    terminated = true;
+                }
+                state.message(ctx, info, h.tag, &buf[pos + frame::HEADER_LEN..pos + h.total], &mut batch)?;
+                pos += h.total;
+            }
+
+            // Write-ahead: the records of this batch are accepted before its bytes move.
+            let first_seq = if batch.records.is_empty() {
+                0
+            } else {
+                let seq = ctx.audit.accept(&batch.records).await.map_err(|e| Refusal {
+                    code: "58030",
+                    message: format!("{e}; the statement was not executed"),
+                    kind: "audit",
+                })?;
+                counters
+                    .statements
+                    .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                ctx.metrics.statements.inc_by(batch.records.len() as u64);
+                state.resolve(seq);
+                seq
+            };
+            if !batch.planned.is_empty() || refuse.is_some() {
+                let now = Instant::now();
+                let mut sh = shared.lock().unwrap();
+                for p in batch.planned.drain(..) {
+                    sh.pending.push_back(match p {
+                        Planned::Simple { first, count } => Pending::Simple {
+                            first: first_seq + first as u64,
+                            count,
+                            next: 0,
+                            since: now,
+                            rows: 0,
+                        },
+                        Planned::Execute(r) => Pending::Execute {
+                            seq: seq_of(r, first_seq),
+                            since: now,
+                            rows: 0,
+                        },
+                        Planned::Sync => Pending::Sync,
+                    });
+                }
+                if let Some((_, message)) = &refuse {
+                    sh.pending.push_back(Pending::Refused {
+                        message: message.clone(),
+                    });
+                }
+            }
+            batch.records.clear();
+
+            if pos > 0 {
+                upstream.write_all(&buf[..pos]).await.map_err(io)?;
+                buf.advance(pos);
+            }
+            if terminated {
+                counters.client_left.store(true, Ordering::Relaxed);
+                let _ = upstream.flush().await;
+                return Ok(());
+            }
+            match refuse {
+                Some((len, _)) => {
+                    buf.advance(len);
+                    refused.notify_one();
+                    // More complete messages may follow the refused one.
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Database → client. Returns when the database closes the connection, or when the session
+/// is halted (after telling the client why, at a message boundary).
+#[allow(clippy::too_many_arguments)]
+async fn upstream_to_client<R, W>(
+    ctx: &Context,
+    info: &SessionInfo,
+    upstream: &mut R,
+    client: &mut W,
+    shared: &Mutex<Shared>,
+    refused: &Notify,
+    counters: &Counters,
+    halt: &Halt,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(32 * 1024);
+    // Bytes of a message we pass through without decoding, still to come.
+    let mut skip = 0usize;
+    let mut client_gone = false;
+    // The database's own FATAL already told the client why it is closing.
+    let mut fatal_seen = false;
+    let mut out = BytesMut::new();
+    loop {
+        if buf.capacity() - buf.len() < 8192 {
+            buf.reserve(32 * 1024);
+        }
+        let read = tokio::select! {
+            biased;
+            // A halt is delivered only between messages: never inside a half-sent one.
+            _ = halt.token.cancelled(), if skip == 0 => {
+                let (code, message) = halt.reason().unwrap_or(("57P01", "session closed".into()));
+                if !client_gone {
+                    out.clear();
+                    be::error(&mut out, "FATAL", code, &message);
+                    let _ = client.write_all(&out).await;
+                    let _ = client.flush().await;
+                }
+                return End::Halted(message);
+            }
+            _ = refused.notified() => None,
+            r = upstream.read_buf(&mut buf) => Some(r),
+        };
+        match read {
+            None => {}
+            Some(Ok(0)) => {
+                let left = counters.client_left.load(Ordering::Relaxed);
+                if !client_gone && !left && skip == 0 && !fatal_seen {
+                    out.clear();
+                    be::error(&mut out, "FATAL", "08006", "the connection to the database was lost");
+                    let _ = client.write_all(&out).await;
+                }
+                return End::UpstreamClosed;
+            }
+            Some(Err(e)) => return End::Io(e.to_string()),
+            Some(Ok(_)) => {}
+        }
+
+        let mut pos = skip.min(buf.len());
+        skip -= pos;
+        // The guard must not live across an await: scan and pair inside this block.
+        let scanned: Result<(), End> = (|| {
+        let mut sh = shared.lock().unwrap();
+        while skip == 0 {
+            let h = match frame::header(&buf[pos..], usize::MAX) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return Err(End::Io(format!("bad message from the database: {e}"))),
+            };
+            let avail = buf.len() - pos;
+            match h.tag {
+                be::COMMAND_COMPLETE
+                | be::EMPTY_QUERY
+                | be::ERROR_RESPONSE
+                | be::PORTAL_SUSPENDED
+                | be::READY_FOR_QUERY => {
+                    if h.total > MAX_DECODED_SERVER_MESSAGE {
+                        return Err(End::Io("oversized message from the database".into()));
+                    }
+                    if avail < h.total {
+                        buf.reserve(h.total - avail);
+                        break;
+                    }
+                    let body = &buf[pos + frame::HEADER_LEN..pos + h.total];
+                    if h.tag == be::ERROR_RESPONSE && is_fatal(body) {
+                        fatal_seen = true;
+                    }
+                    answered(ctx, info, &mut sh, h.tag, body);
+                    pos += h.total;
+                }
+                tag => {
+                    if tag == be::DATA_ROW {
+                        if let Some(Pending::Simple { rows, .. } | Pending::Execute { rows, .. }) =
+                            sh.pending.front_mut()
+                        {
+                            *rows += 1;
+                        }
+                    }
+                    if avail >= h.total {
+                        pos += h.total;
+                    } else {
+                        skip = h.total - avail;
+                        pos = buf.len();
+                    }
+                }
+            }
+        }
+        // Refusals whose turn has come (everything before them is answered).
+        out.clear();
+        while skip == 0 && matches!(sh.pending.front(), Some(Pending::Refused { .. })) {
+            if let Some(Pending::Refused { message }) = sh.pending.pop_front() {
+                be::error(&mut out, "ERROR", "0A000", &message);
+                be::ready_for_query(&mut out, sh.status);
+            }
+        }
+        Ok(())
+        })();
+        if let Err(end) = scanned {
+            return end;
+        }
+
+        if !client_gone && pos > 0 {
+            if let Err(_e) = client.write_all(&buf[..pos]).await {
+                // Keep reading: the outcomes of what runs still belong in the audit.
+                client_gone = true;
+            }
+        }
+        if !client_gone && !out.is_empty() {
+            if client.write_all(&out).await.is_err() {
+                client_gone = true;
+            }
+        }
+        if pos > 0 {
+            counters.to_client.fetch_add(pos as u64, Ordering::Relaxed);
+            ctx.metrics.bytes_to_clients.inc_by(pos as u64);
+            buf.advance(pos);
+        }
+    }
+}
+
+fn is_fatal(body: &[u8]) -> bool {
+    be::error_fields(body)
+        .map(|f| f.severity == "FATAL" || f.severity == "PANIC")
+        .unwrap_or(false)
+}
+
+/// Writes an outcome record for the execution `seq` that started at `since`.
+fn emit(ctx: &Context, info: &SessionInfo, seq: u64, outcome: &Outcome, since: Instant) {
+    let micros = since.elapsed().as_micros() as u64;
+    ctx.audit.record(record::outcome(info, seq, outcome, micros));
+}
+
+/// Pairs a statement-ending server message with what is pending.
+fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &[u8]) {
+    let now = Instant::now();
+    match tag {
+        be::COMMAND_COMPLETE | be::EMPTY_QUERY => {
+            let tag_text = if tag == be::EMPTY_QUERY {
+                "EMPTY"
+            } else {
+                be::command_tag(body).unwrap_or("?")
+            };
+            let tag_rows = be::tag_rows(tag_text);
+            match sh.pending.front_mut() {
+                Some(Pending::Simple { first, count, next, since, rows }) if *next < *count => {
+                    let total = tag_rows.map(|t| t.max(*rows));
+                    let outcome = Outcome::Ok { tag: tag_text.to_string(), rows: total };
+                    emit(ctx, info, *first + *next as u64, &outcome, *since);
+                    *next += 1;
+                    *since = now;
+                    *rows = 0;
+                }
+                Some(Pending::Execute { .. }) => {
+                    let Some(Pending::Execute { seq, since, rows }) = sh.pending.pop_front() else {
+                        unreachable!()
+                    };
+                    let (start, earlier) = sh.suspended.remove(&seq).unwrap_or((since, 0));
+                    let fetched = earlier + rows;
+                    let total = tag_rows.map(|t| t.max(fetched)).or((fetched > 0).then_some(fetched));
+                    let outcome = Outcome::Ok { tag: tag_text.to_string(), rows: total };
+                    emit(ctx, info, seq, &outcome, start);
+                }
+                _ => tracing::debug!(session = %info.session, "unpaired command completion"),
+            }
+        }
+        be::PORTAL_SUSPENDED => {
+            if let Some(Pending::Execute { .. }) = sh.pending.front() {
+                let Some(Pending::Execute { seq, since, rows }) = sh.pending.pop_front() else {
+                    unreachable!()
+                };
+                let entry = sh.suspended.entry(seq).or_insert((since, 0));
+                entry.1 += rows;
+            }
+        }
+        be::ERROR_RESPONSE => {
+            let fields = be::error_fields(body).unwrap_or_default();
+            let failed = Outcome::Error {
+                code: fields.code,
+                message: fields.message,
+            };
+            match sh.pending.front_mut() {
+                Some(Pending::Simple { first, count, next, since, .. }) if *next < *count => {
+                    emit(ctx, info, *first + *next as u64, &failed, *since);
+                    let skipped = Outcome::NotExecuted {
+                        reason: "an earlier statement in the same query string failed",
+                    };
+                    for i in *next + 1..*count {
+                        emit(ctx, info, *first + i as u64, &skipped, now);
+                    }
+                    *next = *count;
+                }
+                Some(Pending::Execute { .. }) => {
+                    let Some(Pending::Execute { seq, since, .. }) = sh.pending.pop_front() else {
+                        unreachable!()
+                    };
+                    let start = sh.suspended.remove(&seq).map(|s| s.0).unwrap_or(since);
+                    emit(ctx, info, seq, &failed, start);
+                    // The server skips everything up to the next Sync.
+                    let skipped = Outcome::NotExecuted {
+                        reason: "an earlier message in the same pipeline failed",
+                    };
+                    while let Some(Pending::Execute { .. }) = sh.pending.front() {
+                        let Some(Pending::Execute { seq, .. }) = sh.pending.pop_front() else {
+                            unreachable!()
+                        };
+                        sh.suspended.remove(&seq);
+                        emit(ctx, info, seq, &skipped, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        be::READY_FOR_QUERY => {
+            if let Ok(status) = be::ready_status(body) {
+                sh.status = status;
+            }
+            // Everything up to the Sync (or Query) this answers is settled.
+            while let Some(p) = sh.pending.pop_front() {
+                match p {
+                    Pending::Sync => break,
+                    Pending::Simple { first, count, next, .. } => {
+                        let skipped = Outcome::NotExecuted {
+                            reason: "the server did not run this statement",
+                        };
+                        for i in next..count {
+                            emit(ctx, info, first + i as u64, &skipped, now);
+                        }
+                        break;
+                    }
+                    Pending::Execute { seq, .. } => {
+                        sh.suspended.remove(&seq);
+                        let skipped = Outcome::NotExecuted {
+                            reason: "the server did not run this execution",
+                        };
+                        emit(ctx, info, seq, &skipped, now);
+                    }
+                    Pending::Refused { message } => {
+                        // Cannot happen: a refusal is answered as soon as it is at the front.
+                        tracing::warn!(%message, "refusal overtaken by ReadyForQuery");
+                    }
+                }
+            }
+            if sh.status == b'I' {
+                // Portals die with their transaction; suspended executions end with them.
+                let stale: Vec<u64> = sh.suspended.keys().copied().collect();
+                for seq in stale {
+                    let (since, rows) = sh.suspended.remove(&seq).unwrap();
+                    let outcome = Outcome::Ok {
+                        tag: "PORTAL CLOSED".into(),
+                        rows: Some(rows),
+                    };
+                    emit(ctx, info, seq, &outcome, since);
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,195 @@
+//! The running proxy: shared context, the accept loop, the admin endpoint, and graceful
+//! shutdown (stop accepting, let sessions finish up to a deadline, close the rest, flush the
+//! audit log).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secret_store::SecretStore;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditLog, Identity};
+use crate::auth::service::Verifiers;
+use crate::cancel::CancelMap;
+use crate::metrics::{self, Metrics};
+use crate::relay::Halt;
+use crate::settings::Settings;
+use crate::upstream::Connector;
+
+/// What every session shares.
+pub struct Context {
+    pub settings: Settings,
+    pub audit: Arc<AuditLog>,
+    pub secrets: SecretStore,
+    pub upstream: Connector,
+    pub tls: Option<TlsAcceptor>,
+    pub cancels: CancelMap,
+    pub verifiers: Verifiers,
+    pub metrics: Arc<Metrics>,
+    pub sessions: Sessions,
+}
+
+/// Live sessions, so the proxy can close them (shutdown, revoked access).
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, (Identity, Arc<Halt>)>>,
+}
+
+/// Removes its session from the registry when dropped.
+pub struct Registration<'a> {
+    sessions: &'a Sessions,
+    id: String,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.sessions.live.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Sessions {
+    pub fn add(&self, id: &str, identity: Identity, halt: Arc<Halt>) -> Registration<'_> {
+        self.live.lock().unwrap().insert(id.to_string(), (identity, halt));
+        Registration {
+            sessions: self,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.live.lock().unwrap().len()
+    }
+
+    /// Closes every session for which `which` is true; returns how many.
+    pub fn halt_where(&self, which: impl Fn(&Identity) -> bool, code: &'static str, message: &str) -> usize {
+        let live = self.live.lock().unwrap();
+        let mut n = 0;
+        for (identity, halt) in live.values() {
+            if which(identity) {
+                halt.fire(code, message);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// A proxy bound to its ports, ready to run.
+pub struct Server {
+    ctx: Arc<Context>,
+    listener: TcpListener,
+    admin: TcpListener,
+}
+
+impl Server {
+    /// Opens the audit log, loads TLS material and binds both ports.
+    pub async fn bind(settings: Settings) -> anyhow::Result<Server> {
+        settings.validate()?;
+        let metrics = Metrics::new();
+        let audit = AuditLog::open(settings.audit.clone(), metrics.audit.clone())?;
+        let tls = match (&settings.tls.cert_file, &settings.tls.key_file) {
+            (Some(cert), Some(key)) => {
+                let mut config = Arc::unwrap_or_clone(tls_config::server_config(cert, key)?);
+                // PostgreSQL 17 clients using direct TLS require this ALPN protocol.
+                config.alpn_protocols = vec![b"postgresql".to_vec()];
+                Some(TlsAcceptor::from(Arc::new(config)))
+            }
+            _ => None,
+        };
+        let ctx = Arc::new(Context {
+            upstream: Connector::new(&settings.upstream)?,
+            secrets: SecretStore::from_settings(&settings.secrets),
+            audit,
+            tls,
+            cancels: CancelMap::default(),
+            verifiers: Verifiers::default(),
+            metrics,
+            sessions: Sessions::default(),
+            settings,
+        });
+        let listener = TcpListener::bind(&ctx.settings.listen)
+            .await
+            .with_context(|| format!("binding {}", ctx.settings.listen))?;
+        let admin = TcpListener::bind(&ctx.settings.admin_listen)
+            .await
+            .with_context(|| format!("binding {}", ctx.settings.admin_listen))?;
+        Ok(Server { ctx, listener, admin })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin.local_addr().expect("bound")
+    }
+
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
+    /// Serves until `stop` resolves, then shuts down gracefully.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Server { ctx, listener, admin } = self;
+        let background = CancellationToken::new();
+        let draining = Arc::new(AtomicBool::new(false));
+        tokio::spawn(ctx.audit.clone().run_flusher(background.clone()));
+        let health = metrics::Health {
+            metrics: ctx.metrics.clone(),
+            audit: ctx.audit.clone(),
+            draining: draining.clone(),
+        };
+        let admin_stop = background.clone();
+        tokio::spawn(async move {
+            let app = metrics::router(health);
+            let _ = axum::serve(admin, app)
+                .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+                .await;
+        });
+        tracing::info!(listen = %ctx.settings.listen, admin = %ctx.settings.admin_listen, upstream = %ctx.upstream.address(), "proxy listening");
+
+        let tracker = tokio_util::task::TaskTracker::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        if tracker.len() >= ctx.settings.limits.max_connections {
+                            ctx.metrics.connection("over_limit");
+                            drop(tcp);
+                            continue;
+                        }
+                        tracker.spawn(crate::session::serve(ctx.clone(), tcp, peer));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+
+        // Graceful shutdown: no new sessions; running ones get the grace period.
+        drop(listener);
+        draining.store(true, Ordering::Relaxed);
+        tracker.close();
+        let grace = Duration::from_secs(ctx.settings.shutdown_grace_secs);
+        tracing::info!(sessions = ctx.sessions.count(), grace_secs = grace.as_secs(), "draining sessions");
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            let n = ctx.sessions.halt_where(|_| true, "57P01", "terminating connection: the proxy is shutting down");
+            tracing::warn!(sessions = n, "grace period over: closing sessions");
+            let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+        }
+        background.cancel();
+        ctx.audit.close().map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!("proxy stopped");
+        Ok(())
+    }
+}

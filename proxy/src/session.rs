@@ -1,0 +1,303 @@
+//! One client connection, start to end: TLS negotiation, start-up, authentication, the
+//! upstream login, the relay, and the connection records of the audit log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
+
+use crate::audit::record::{self, Totals};
+use crate::audit::{Identity, SessionInfo};
+use crate::auth::{self, Refused};
+use crate::protocol::backend;
+use crate::protocol::startup::{Request, Startup};
+use crate::relay::{self, Halt};
+use crate::server::Context;
+use crate::settings::Plaintext;
+use crate::upstream::UpstreamError;
+use crate::wire::{self, ReadError};
+
+/// The client's connection, with or without TLS.
+pub type ClientStream = Either<tokio_rustls::server::TlsStream<TcpStream>, TcpStream>;
+
+/// A TLS ClientHello starts with this byte: a client using direct TLS (`sslnegotiation=direct`).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+fn session_id() -> String {
+    hex::encode(rand::random::<[u8; 12]>())
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let _ = tcp.set_nodelay(true);
+    let mut info = SessionInfo::new(session_id(), peer.to_string());
+    let timeout = Duration::from_secs(ctx.settings.limits.startup_timeout_secs);
+
+    let opened = tokio::time::timeout(timeout, open(&ctx, tcp, peer, &mut info)).await;
+    let Ok(Some((client, upstream, identity))) = opened else {
+        if opened.is_err() {
+            ctx.metrics.connection("timeout");
+            tracing::info!(session = %info.session, %peer, "start-up timed out");
+        }
+        return;
+    };
+
+    // Logged in: relay until the end.
+    let key = ctx
+        .cancels
+        .register(upstream.backend_pid, upstream.backend_secret.clone());
+    let halt = Arc::new(Halt::default());
+    let registration = ctx.sessions.add(&info.session, identity.clone(), halt.clone());
+    let mut greeting = BytesMut::new();
+    backend::auth_ok(&mut greeting);
+    greeting.extend_from_slice(&upstream.parameters);
+    backend::backend_key_data(&mut greeting, key.pid, i32::from_be_bytes(key.secret));
+    backend::ready_for_query(&mut greeting, upstream.status);
+    let mut client = client;
+    let (totals, end) = if client.write_all(&greeting).await.is_err() {
+        (Totals::default(), relay::End::ClientLeft)
+    } else {
+        ctx.metrics.active_sessions.inc();
+        let result = relay::run(&ctx, &info, client, upstream.stream, upstream.status, &halt).await;
+        ctx.metrics.active_sessions.dec();
+        result
+    };
+    drop(registration);
+    if matches!(end, relay::End::Halted(_) | relay::End::DrainTimeout) {
+        // Whatever still runs for this session must stop: cancel it upstream.
+        let _ = ctx.upstream.cancel(upstream.backend_pid, &upstream.backend_secret).await;
+    }
+    drop(key);
+    let reason = end.describe();
+    tracing::info!(session = %info.session, user = identity.name(), statements = totals.statements, %reason, "session ended");
+    ctx.audit.record(record::disconnect(
+        &info,
+        &totals,
+        started.elapsed().as_millis() as u64,
+        &reason,
+    ));
+}
+
+/// Everything up to a logged-in upstream session. `None` when the connection ended here
+/// (a cancel request, a refusal); the client has been told why and the audit log has it.
+async fn open(
+    ctx: &Context,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    info: &mut SessionInfo,
+) -> Option<(ClientStream, crate::upstream::Session, Identity)> {
+    let (mut client, request) = match negotiate(ctx, tcp).await {
+        Ok(x) => x,
+        Err(e) => {
+            ctx.metrics.connection("refused");
+            if !matches!(e, ReadError::Closed) {
+                ctx.metrics.error("protocol");
+                tracing::info!(session = %info.session, %peer, error = %e, "bad start-up");
+            }
+            return None;
+        }
+    };
+    let startup = match request {
+        Request::Startup(s) => s,
+        Request::Cancel { pid, secret } => {
+            ctx.metrics.connection("cancel");
+            forward_cancel(ctx, pid, &secret).await;
+            return None;
+        }
+        Request::Ssl | Request::GssEnc => {
+            let _ = refuse(&mut client, "08P01", "unexpected encryption request").await;
+            return None;
+        }
+    };
+    let tls = matches!(client, Either::Left(_));
+    ctx.audit.record(record::connect(info, tls));
+    let user = startup.get("user").unwrap_or("").to_string();
+    let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
+
+    match login(ctx, &mut client, &startup, tls, peer, info, &user, &database).await {
+        Ok((upstream, identity)) => {
+            ctx.metrics.connection("accepted");
+            Some((client, upstream, identity))
+        }
+        Err(refused) => {
+            ctx.metrics.connection("refused");
+            ctx.metrics.error("auth");
+            tracing::info!(session = %info.session, %peer, user, reason = %refused.audit, "login refused");
+            let method = method_for(&user);
+            ctx.audit
+                .record(record::auth(info, method, &user, &database, Err(&refused.audit)));
+            let _ = refuse(&mut client, refused.code, &refused.client).await;
+            None
+        }
+    }
+}
+
+fn method_for(user: &str) -> &'static str {
+    if user.contains('@') {
+        "oidc"
+    } else {
+        "scram-sha-256"
+    }
+}
+
+/// SSLRequest / GSSENCRequest / direct TLS, until the client sends its StartupMessage (or a
+/// CancelRequest).
+async fn negotiate(ctx: &Context, mut tcp: TcpStream) -> Result<(ClientStream, Request), ReadError> {
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
+        let Some(acceptor) = &ctx.tls else {
+            return Err(crate::protocol::ProtocolError::new("direct TLS without a server certificate").into());
+        };
+        let mut tls = acceptor.accept(tcp).await?;
+        let request = wire::read_startup(&mut tls).await?;
+        return Ok((Either::Left(tls), request));
+    }
+    // A client may try GSSAPI encryption first, then TLS: allow a few rounds.
+    for _ in 0..3 {
+        match wire::read_startup(&mut tcp).await? {
+            Request::Ssl => match &ctx.tls {
+                Some(acceptor) => {
+                    tcp.write_all(b"S").await?;
+                    let mut tls = acceptor.accept(tcp).await?;
+                    let request = wire::read_startup(&mut tls).await?;
+                    if matches!(request, Request::Ssl | Request::GssEnc) {
+                        return Err(crate::protocol::ProtocolError::new("encryption requested twice").into());
+                    }
+                    return Ok((Either::Left(tls), request));
+                }
+                None => tcp.write_all(b"N").await?,
+            },
+            Request::GssEnc => tcp.write_all(b"N").await?,
+            other => return Ok((Either::Right(tcp), other)),
+        }
+    }
+    Err(crate::protocol::ProtocolError::new("too many encryption requests").into())
+}
+
+/// Checks the start-up message, authenticates the client and logs in upstream.
+#[allow(clippy::too_many_arguments)]
+async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Context,
+    client: &mut S,
+    startup: &Startup,
+    tls: bool,
+    peer: SocketAddr,
+    info: &mut SessionInfo,
+    user: &str,
+    database: &str,
+) -> Result<(crate::upstream::Session, Identity), Refused> {
+    let plaintext_ok = ctx.settings.tls.plaintext == Plaintext::Loopback && peer.ip().is_loopback();
+    if !tls && !plaintext_ok {
+        return Err(Refused::new(
+            "28000",
+            "this proxy requires TLS: connect with sslmode=require (or verify-full)",
+            "plaintext connection refused",
+        ));
+    }
+    // We speak 3.0: tell a client asking for more, and list options we do not know.
+    let unsupported: Vec<String> = startup
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if startup.minor > 0 || !unsupported.is_empty() {
+        let mut out = BytesMut::new();
+        backend::negotiate_protocol_version(&mut out, 0, &unsupported);
+        auth::send(client, &out).await?;
+    }
+    if user.is_empty() {
+        return Err(Refused::new("28000", "no PostgreSQL user name specified in startup packet", "no user name"));
+    }
+    if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
+        return Err(Refused::new("42501", "replication connections are not allowed through dbgw", "replication requested"));
+    }
+
+    let mut buf = BytesMut::new();
+    let (creds, identity) = if user.contains('@') {
+        return Err(Refused::new(
+            "28000",
+            "signing in with an identity token is not enabled on this proxy",
+            "person login not enabled",
+        ));
+    } else {
+        let secret = ctx.settings.services.get(user).map(String::as_str);
+        let creds = auth::service::authenticate(client, &mut buf, user, secret, &ctx.secrets, &ctx.verifiers).await?;
+        (creds, Identity::Service { name: user.to_string() })
+    };
+    if !buf.is_empty() {
+        return Err(Refused::new("08P01", "unexpected data after authentication", "client sent data before login completed"));
+    }
+
+    // Parameters for the upstream session: what the client asked for, minus what the proxy
+    // decides (user, database) or refuses.
+    let extra: Vec<(String, String)> = startup
+        .params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_."))
+        .cloned()
+        .collect();
+    let application = startup.get("application_name").unwrap_or("");
+    info.logged_in(&identity, database, &creds.username, application);
+
+    // The login is audited before anything reaches the database under it.
+    let auth_record = record::auth(info, method_for(user), user, database, Ok(()));
+    ctx.audit.accept(&[auth_record]).await.map_err(|e| {
+        Refused::new("58030", format!("{e}; login refused"), format!("audit unavailable: {e}"))
+    })?;
+
+    let upstream = ctx
+        .upstream
+        .login(&creds.username, database, &creds.password, &extra)
+        .await
+        .map_err(|e| match e {
+            UpstreamError::Refused(f) => {
+                ctx.metrics.error("upstream");
+                Refused::new(leak_safe_code(&f.code), f.message.clone(), format!("database refused: {} ({})", f.message, f.code))
+            }
+            UpstreamError::Unavailable(why) => {
+                ctx.metrics.error("upstream");
+                tracing::warn!(session = %info.session, error = %why, "upstream unavailable");
+                Refused::new("08006", "the database is unavailable; try again later", format!("database unavailable: {why}"))
+            }
+        })?;
+    Ok((upstream, identity))
+}
+
+/// The database's SQLSTATE, as a static string for our ErrorResponse.
+fn leak_safe_code(code: &str) -> &'static str {
+    match code {
+        "3D000" => "3D000",
+        "53300" => "53300",
+        "57P03" => "57P03",
+        "28P01" | "28000" => "28000",
+        "42501" => "42501",
+        _ => "08006",
+    }
+}
+
+async fn forward_cancel(ctx: &Context, pid: i32, secret: &[u8]) {
+    match ctx.cancels.lookup(pid, secret) {
+        Some((backend_pid, backend_secret)) => {
+            if let Err(e) = ctx.upstream.cancel(backend_pid, &backend_secret).await {
+                tracing::warn!(error = %e, "forwarding a cancel request failed");
+            }
+        }
+        // As PostgreSQL does: say nothing to the sender of a wrong key.
+        None => tracing::info!(pid, "cancel request with an unknown key"),
+    }
+}
+
+/// Sends a FATAL error and closes.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    backend::error(&mut out, "FATAL", code, message);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    stream.shutdown().await
+}

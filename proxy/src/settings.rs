@@ -1,0 +1,168 @@
+//! The proxy's configuration: defaults for the local stack, overridden by a TOML file and
+//! `PROXY_<SECTION>__<KEY>` environment variables (see `startup::config`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditSettings;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where PostgreSQL clients connect.
+    pub listen: String,
+    /// Health and metrics endpoints (`/health/live`, `/health/ready`, `/metrics`).
+    pub admin_listen: String,
+    pub tls: ListenerTls,
+    pub upstream: Upstream,
+    /// Service accounts: database user name → id of the secret holding its credentials.
+    pub services: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub audit: AuditSettings,
+    pub secrets: secret_store::SecretsSettings,
+    pub log: startup::telemetry::LogSettings,
+    /// On SIGTERM, sessions get this long to finish before they are closed.
+    pub shutdown_grace_secs: u64,
+    /// Runtime worker threads; 0 means one per core.
+    pub worker_threads: usize,
+}
+
+/// TLS towards clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain and key. Without them the proxy answers SSLRequest with 'N'.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub plaintext: Plaintext,
+}
+
+/// Which clients may skip TLS. Tokens are refused over plaintext whatever this says.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Plaintext {
+    Never,
+    /// Only clients connecting from a loopback address (the local stack).
+    Loopback,
+}
+
+/// The database behind the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub tls: UpstreamTls,
+    /// CA bundle for the database's certificate (e.g. the RDS global bundle); unset means
+    /// the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name checked against the certificate; defaults to `host`.
+    pub server_name: Option<String>,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// TLS with the certificate chain and host name verified.
+    VerifyFull,
+    /// No TLS: allowed only when `host` is a loopback address (benchmarks, local tests).
+    Disable,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest client message the proxy buffers to audit (Query, Parse, Bind). COPY data
+    /// streams through whatever its size.
+    pub max_message_bytes: usize,
+    /// Time allowed from accept to a logged-in session.
+    pub startup_timeout_secs: u64,
+    /// After a client leaves, how long to wait for the outcomes of statements still running.
+    pub drain_timeout_secs: u64,
+    pub max_connections: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:6432".into(),
+            admin_listen: "127.0.0.1:9187".into(),
+            tls: ListenerTls::default(),
+            upstream: Upstream::default(),
+            services: BTreeMap::from([("rates_api".to_string(), "dbgw/rates-api".to_string())]),
+            limits: Limits::default(),
+            audit: AuditSettings::default(),
+            secrets: Default::default(),
+            log: Default::default(),
+            shutdown_grace_secs: 30,
+            worker_threads: 0,
+        }
+    }
+}
+
+impl Default for ListenerTls {
+    fn default() -> Self {
+        ListenerTls {
+            cert_file: None,
+            key_file: None,
+            plaintext: Plaintext::Never,
+        }
+    }
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            host: "127.0.0.1".into(),
+            port: 5433,
+            tls: UpstreamTls::VerifyFull,
+            ca_file: Some(PathBuf::from(".dev/pg/ca.crt")),
+            server_name: None,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024 * 1024,
+            startup_timeout_secs: 30,
+            drain_timeout_secs: 60,
+            max_connections: 2000,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks what serde cannot: combinations that would weaken security.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.upstream.tls == UpstreamTls::Disable {
+            let loopback = self
+                .upstream
+                .host
+                .parse::<IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(self.upstream.host == "localhost");
+            anyhow::ensure!(
+                loopback,
+                "upstream.tls = \"disable\" is only allowed for a loopback upstream, not {}",
+                self.upstream.host
+            );
+        }
+        anyhow::ensure!(
+            self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
+            "tls.cert_file and tls.key_file go together"
+        );
+        anyhow::ensure!(
+            self.tls.cert_file.is_some() || self.tls.plaintext != Plaintext::Never,
+            "no TLS certificate and plaintext = \"never\": no client could connect"
+        );
+        anyhow::ensure!(self.limits.max_message_bytes >= 1024, "limits.max_message_bytes is too small");
+        Ok(())
+    }
+}

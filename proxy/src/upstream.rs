@@ -1,0 +1,240 @@
+//! The proxy's own connection to the database: TCP, TLS with full verification, start-up,
+//! and login (SCRAM-SHA-256, or a cleartext password such as an RDS IAM token, only inside
+//! TLS). What the server reports during start-up (parameters, its cancel key) is collected
+//! for the session to pass on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use rustls::pki_types::ServerName;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
+
+use crate::auth::scram;
+use crate::protocol::backend::{self, ErrorFields};
+use crate::protocol::{frame, startup};
+use crate::settings::{self, UpstreamTls};
+use crate::wire;
+
+/// A byte stream to the database, with or without TLS.
+pub type Stream = Either<tokio_rustls::client::TlsStream<TcpStream>, TcpStream>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The database could not be reached or spoke nonsense.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database answered with an error (bad login, unknown database, too many
+    /// connections...): passed on to the client.
+    #[error("database refused the session: {} ({})", .0.message, .0.code)]
+    Refused(ErrorFields),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError::Unavailable(e.to_string())
+}
+
+/// A logged-in upstream session, ready for queries.
+pub struct Session {
+    pub stream: Stream,
+    /// The server's ParameterStatus messages, raw, to replay to the client.
+    pub parameters: BytesMut,
+    /// The server's cancel key.
+    pub backend_pid: i32,
+    pub backend_secret: Vec<u8>,
+    /// ReadyForQuery's status byte.
+    pub status: u8,
+}
+
+/// Everything needed to reach the database.
+pub struct Connector {
+    settings: settings::Upstream,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Connector {
+    pub fn new(settings: &settings::Upstream) -> anyhow::Result<Self> {
+        let tls = match settings.tls {
+            UpstreamTls::Disable => None,
+            UpstreamTls::VerifyFull => {
+                let config = tls_config::client_config(settings.ca_file.as_deref())?;
+                let name = settings.server_name.clone().unwrap_or_else(|| settings.host.clone());
+                let name = ServerName::try_from(name)
+                    .map_err(|e| anyhow::anyhow!("upstream server name: {e}"))?;
+                Some((TlsConnector::from(Arc::clone(&config)), name))
+            }
+        };
+        Ok(Connector {
+            settings: settings.clone(),
+            tls,
+        })
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.settings.host, self.settings.port)
+    }
+
+    /// TCP, then TLS if configured.
+    async fn open(&self) -> Result<Stream, UpstreamError> {
+        let timeout = Duration::from_secs(self.settings.connect_timeout_secs);
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(self.address()))
+            .await
+            .map_err(|_| unavailable(format!("connecting to {} timed out", self.address())))?
+            .map_err(|e| unavailable(format!("connecting to {}: {e}", self.address())))?;
+        tcp.set_nodelay(true).map_err(unavailable)?;
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Either::Right(tcp));
+        };
+        let mut tcp = tcp;
+        let mut req = BytesMut::new();
+        startup::ssl_request(&mut req);
+        tcp.write_all(&req).await.map_err(unavailable)?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.map_err(unavailable)?;
+        if answer[0] != b'S' {
+            return Err(unavailable("the database does not accept TLS"));
+        }
+        let tls = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| unavailable("TLS handshake with the database timed out"))?
+            .map_err(|e| unavailable(format!("TLS handshake with the database: {e}")))?;
+        Ok(Either::Left(tls))
+    }
+
+    /// Opens a session as `user` on `database`, passing the client's other start-up
+    /// parameters along.
+    pub async fn login(
+        &self,
+        user: &str,
+        database: &str,
+        password: &SecretString,
+        extra: &[(String, String)],
+    ) -> Result<Session, UpstreamError> {
+        let mut stream = self.open().await?;
+        let mut out = BytesMut::new();
+        let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", database)];
+        params.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        startup::startup_message(&mut out, &params);
+        stream.write_all(&out).await.map_err(unavailable)?;
+
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut scram: Option<scram::ClientExchange> = None;
+        let mut scram_final: Option<scram::ClientFinal> = None;
+        let mut parameters = BytesMut::new();
+        let mut key: Option<(i32, Vec<u8>)> = None;
+        loop {
+            let (tag, body) = wire::read_message(&mut stream, &mut buf, 1 << 20)
+                .await
+                .map_err(|e| unavailable(format!("during login: {e}")))?;
+            match tag {
+                backend::AUTHENTICATION => {
+                    let mut b = &body[..];
+                    if b.len() < 4 {
+                        return Err(unavailable("truncated authentication request"));
+                    }
+                    let code = b.get_i32();
+                    out.clear();
+                    match code {
+                        0 => {}
+                        3 => {
+                            if self.tls.is_none() && !loopback(&self.settings.host) {
+                                return Err(unavailable("refusing to send a cleartext password without TLS"));
+                            }
+                            startup::password(&mut out, password.expose_secret());
+                        }
+                        10 => {
+                            let offered = b
+                                .split(|&c| c == 0)
+                                .any(|m| m == scram::MECHANISM.as_bytes());
+                            if !offered {
+                                return Err(unavailable("the database offers no SASL mechanism we support"));
+                            }
+                            let (exchange, first) = scram::ClientExchange::start();
+                            scram = Some(exchange);
+                            startup::sasl_initial_response(&mut out, scram::MECHANISM, first.as_bytes());
+                        }
+                        11 => {
+                            let exchange = scram.take().ok_or_else(|| unavailable("unexpected SASLContinue"))?;
+                            let (fin, msg) = exchange
+                                .respond(password.expose_secret(), b)
+                                .map_err(unavailable)?;
+                            scram_final = Some(fin);
+                            startup::sasl_response(&mut out, msg.as_bytes());
+                        }
+                        12 => {
+                            let fin = scram_final.take().ok_or_else(|| unavailable("unexpected SASLFinal"))?;
+                            fin.verify(b).map_err(unavailable)?;
+                        }
+                        other => {
+                            return Err(unavailable(format!(
+                                "the database asks for authentication method {other}, which dbgw does not use"
+                            )))
+                        }
+                    }
+                    if !out.is_empty() {
+                        stream.write_all(&out).await.map_err(unavailable)?;
+                    }
+                }
+                backend::PARAMETER_STATUS => {
+                    parameters.extend_from_slice(&[tag]);
+                    parameters.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+                    parameters.extend_from_slice(&body);
+                }
+                backend::BACKEND_KEY_DATA => {
+                    if body.len() < 8 {
+                        return Err(unavailable("truncated BackendKeyData"));
+                    }
+                    let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    key = Some((pid, body[4..].to_vec()));
+                }
+                backend::ERROR_RESPONSE => {
+                    let fields = backend::error_fields(&body).map_err(unavailable)?;
+                    return Err(UpstreamError::Refused(fields));
+                }
+                backend::NOTICE_RESPONSE | backend::NEGOTIATE_PROTOCOL_VERSION => {}
+                backend::READY_FOR_QUERY => {
+                    let status = backend::ready_status(&body).map_err(unavailable)?;
+                    let (backend_pid, backend_secret) =
+                        key.ok_or_else(|| unavailable("the database sent no cancel key"))?;
+                    if !buf.is_empty() {
+                        return Err(unavailable("the database sent data before the first query"));
+                    }
+                    return Ok(Session {
+                        stream,
+                        parameters,
+                        backend_pid,
+                        backend_secret,
+                        status,
+                    });
+                }
+                other => {
+                    return Err(unavailable(format!(
+                        "unexpected message {:?} during login",
+                        frame::printable(other)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Sends a CancelRequest for the backend `pid`/`secret`, on a new connection.
+    pub async fn cancel(&self, pid: i32, secret: &[u8]) -> Result<(), UpstreamError> {
+        let mut stream = self.open().await?;
+        let mut out = BytesMut::new();
+        startup::cancel_request(&mut out, pid, secret);
+        stream.write_all(&out).await.map_err(unavailable)?;
+        stream.flush().await.map_err(unavailable)?;
+        // The server closes the connection once it has read the request.
+        let mut sink = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
+        Ok(())
+    }
+}
+
+fn loopback(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(host == "localhost")
+}

@@ -1,0 +1,241 @@
+//! The stack every proxy test runs against: a throwaway PostgreSQL cluster (TLS, SCRAM), the
+//! proxy in-process on free ports with its own TLS certificate, secret store and audit
+//! directory, and helpers to read what the audit log says.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use dbgw_db::Cluster;
+use proxy::audit::Durability;
+use proxy::server::{Context, Server};
+use proxy::settings::{Plaintext, Settings};
+use secrecy::ExposeSecret;
+use secret_store::{DbCredentials, FileStore, SecretStore};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub struct Stack {
+    pub cluster: Cluster,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub ctx: Arc<Context>,
+    pub ca: PathBuf,
+    /// The application account (read-only) and a writer account, both known to the proxy.
+    pub app: DbCredentials,
+    pub writer: DbCredentials,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct Options {
+    pub durability: Durability,
+    pub plaintext: Plaintext,
+    pub param_cap: usize,
+    pub max_message_bytes: usize,
+    /// Where the audit files go; defaults to a folder of the stack's temporary directory.
+    pub audit_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Buffered,
+            plaintext: Plaintext::Never,
+            param_cap: 2048,
+            max_message_bytes: 64 * 1024 * 1024,
+            audit_dir: None,
+        }
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(opts: Options) -> Stack {
+        let cluster = Cluster::start().expect("cluster");
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::File(FileStore::new(dir.path().join("secrets")));
+        let app = cluster.login_for("rates_api").await.unwrap();
+        store.put_db_credentials("dbgw/rates-api", &app).await.unwrap();
+
+        // A writer account and a table it may change.
+        let admin = cluster.connect("rates").await.unwrap();
+        admin
+            .batch_execute(
+                "CREATE ROLE app_writer LOGIN IN ROLE rates_writer;
+                 SET ROLE rates_owner;
+                 CREATE TABLE notes (id serial PRIMARY KEY, body text, data bytea, n int);
+                 GRANT USAGE ON SEQUENCE notes_id_seq TO rates_writer;
+                 RESET ROLE;",
+            )
+            .await
+            .unwrap();
+        let writer = cluster.login_for("app_writer").await.unwrap();
+        store.put_db_credentials("dbgw/app-writer", &writer).await.unwrap();
+
+        let (cert, key) = cluster
+            .issue_cert(&["localhost", "127.0.0.1"], dir.path(), "proxy")
+            .unwrap();
+        let mut settings = Settings::default();
+        settings.listen = "127.0.0.1:0".into();
+        settings.admin_listen = "127.0.0.1:0".into();
+        settings.tls.cert_file = Some(cert);
+        settings.tls.key_file = Some(key);
+        settings.tls.plaintext = opts.plaintext;
+        settings.upstream.port = cluster.port();
+        settings.upstream.ca_file = Some(cluster.ca_cert());
+        settings.services.insert("app_writer".into(), "dbgw/app-writer".into());
+        settings.secrets.dir = dir.path().join("secrets");
+        settings.audit.dir = opts.audit_dir.unwrap_or_else(|| dir.path().join("audit"));
+        settings.audit.durability = opts.durability;
+        settings.audit.param_cap_bytes = opts.param_cap;
+        settings.limits.max_message_bytes = opts.max_message_bytes;
+        settings.shutdown_grace_secs = 5;
+
+        let server = Server::bind(settings).await.expect("proxy binds");
+        let (addr, admin_addr, ctx) = (server.local_addr(), server.admin_addr(), server.context());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        Stack {
+            ca: cluster.ca_cert(),
+            cluster,
+            dir,
+            addr,
+            admin: admin_addr,
+            ctx,
+            app,
+            writer,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.ctx.settings.audit.dir.clone()
+    }
+
+    /// tokio-postgres settings for `creds` through the proxy, TLS verified.
+    pub fn pg_config(&self, creds: &DbCredentials) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.addr.port())
+            .user(&creds.username)
+            .password(creds.password.expose_secret())
+            .dbname("rates")
+            .application_name("proxy-test")
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        c
+    }
+
+    pub async fn connect(&self, creds: &DbCredentials) -> tokio_postgres::Client {
+        let tls = tls_config::postgres_connector(Some(&self.ca)).unwrap();
+        let (client, conn) = self.pg_config(creds).connect(tls).await.expect("connect through proxy");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Environment for libpq tools (psql, pgbench) through the proxy.
+    pub fn libpq_env(&self, creds: &DbCredentials) -> Vec<(String, String)> {
+        vec![
+            ("PGHOST".into(), "127.0.0.1".into()),
+            ("PGPORT".into(), self.addr.port().to_string()),
+            ("PGUSER".into(), creds.username.clone()),
+            ("PGPASSWORD".into(), creds.password.expose_secret().to_string()),
+            ("PGDATABASE".into(), "rates".into()),
+            ("PGSSLMODE".into(), "verify-full".into()),
+            ("PGSSLROOTCERT".into(), self.ca.display().to_string()),
+            ("PGAPPNAME".into(), "proxy-test".into()),
+        ]
+    }
+
+    /// A command for PostgreSQL client program `name` aimed at the proxy as `creds`.
+    pub fn libpq_command(&self, name: &str, creds: &DbCredentials) -> Command {
+        let mut cmd = Command::new(dbgw_db::cluster::pg_bin(name).unwrap());
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.envs(self.libpq_env(creds));
+        cmd
+    }
+
+    /// Writes buffered audit records now.
+    pub fn flush(&self) {
+        self.ctx.audit.flush().unwrap();
+    }
+
+    /// Every audit record so far, in order.
+    pub fn records(&self) -> Vec<Value> {
+        self.flush();
+        read_records(&self.audit_dir())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn read_records(dir: &Path) -> Vec<Value> {
+    let files = proxy::audit::writer::audit_files(dir).unwrap();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The statements records of an application name, with their outcome records.
+pub fn executions(records: &[Value], application: &str) -> Vec<(Value, Option<Value>)> {
+    let sessions: Vec<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "auth" && r["application"] == application)
+        .filter_map(|r| r["session"].as_str())
+        .collect();
+    records
+        .iter()
+        .filter(|r| r["type"] == "statement" && sessions.contains(&r["session"].as_str().unwrap_or("")))
+        .map(|s| {
+            let outcome = records
+                .iter()
+                .find(|o| o["type"] == "outcome" && o["ref"] == s["seq"])
+                .cloned();
+            (s.clone(), outcome)
+        })
+        .collect()
+}
+
+/// Runs `proxy audit verify` (the real binary) on a directory or files.
+pub fn verify(paths: &[&Path]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["audit", "verify"])
+        .args(paths)
+        .output()
+        .unwrap()
+}
+
+pub fn assert_chain_verifies(dir: &Path) {
+    let out = verify(&[dir]);
+    assert!(
+        out.status.success(),
+        "audit chain must verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
