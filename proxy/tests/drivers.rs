@@ -1,0 +1,110 @@
+//! Drivers in other languages through the proxy: Python psycopg 3 and Node node-postgres.
+//! Their dependencies are pinned in tests/clients (requirements.txt, package-lock.json) and
+//! installed by `make test`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_chain_verifies, executions, Stack};
+use serde_json::json;
+
+fn clients_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+}
+
+fn run_client(stack: &Stack, program: &str, script: &str) {
+    let mut cmd = Command::new(program);
+    cmd.arg(clients_dir().join(script)).envs(stack.libpq_env(&stack.writer));
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program} not runnable ({e}): run `make test-deps`"));
+    assert!(
+        out.status.success(),
+        "{script} failed (missing dependency? run `make test-deps`): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn statements(runs: &[(serde_json::Value, Option<serde_json::Value>)]) -> Vec<String> {
+    runs.iter().map(|(s, _)| s["statement"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3() {
+    let stack = Stack::start().await;
+    run_client(&stack, "python3", "psycopg_client.py");
+    let runs = executions(&stack.records(), "psycopg-test");
+    let texts = statements(&runs);
+    let insert = "INSERT INTO notes (body, n) VALUES ($1, $2)";
+    // psycopg's own statements (BEGIN, the cursor's DECLARE/FETCH/CLOSE) are audited too.
+    let expected = [
+        "BEGIN",
+        "SELECT $1::int * 2, $2::text",
+        insert,
+        insert,
+        insert,
+        insert,
+        "SELECT count(*) FROM notes WHERE body = $1",
+        "COPY notes (body, n) FROM STDIN",
+        "COMMIT",
+        "BEGIN",
+        "SELECT * FROM missing_table WHERE x = $1",
+        "ROLLBACK",
+        // psycopg forgets its prepared statements after a rollback.
+        "DEALLOCATE ALL",
+        "BEGIN",
+        "DECLARE \"big\" CURSOR FOR SELECT n FROM notes WHERE body = 'copied' ORDER BY n",
+    ];
+    assert_eq!(texts[..expected.len()], expected, "{texts:#?}");
+    assert!(texts[expected.len()..].iter().any(|t| t.starts_with("FETCH FORWARD 2 FROM \"big\"")), "{texts:#?}");
+    assert_eq!(texts.last().unwrap(), "COMMIT");
+
+    let (select, out) = &runs[1];
+    // psycopg sends Python ints in binary (int2 here) and strings as text.
+    assert_eq!(select["params"], json!([{"base64": "ABU="}, "zwölf"]));
+    assert_eq!(out.as_ref().unwrap()["rows"], 1);
+    // executemany and the pipeline: one record per execution, each with its own values.
+    let params: Vec<_> = runs[2..6].iter().map(|(s, _)| s["params"].clone()).collect();
+    let int2 = |b64: &str| json!({ "base64": b64 });
+    assert_eq!(
+        params,
+        vec![
+            json!(["many", int2("AAA=")]),
+            json!(["many", int2("AAE=")]),
+            json!(["many", int2("AAI=")]),
+            json!(["piped", int2("AAo=")])
+        ]
+    );
+    assert_eq!(runs[7].1.as_ref().unwrap()["tag"], "COPY 5");
+    assert_eq!(runs[10].1.as_ref().unwrap()["sqlstate"], "42P01");
+    assert!(runs.iter().all(|(_, o)| o.is_some()), "every execution has an outcome");
+    assert_chain_verifies(&stack.audit_dir());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres() {
+    let stack = Stack::start().await;
+    run_client(&stack, "node", "node_pg_client.js");
+    let runs = executions(&stack.records(), "node-pg-test");
+    assert_eq!(
+        statements(&runs),
+        [
+            "SELECT $1::int + $2::int AS sum",
+            "BEGIN",
+            "INSERT INTO notes (body, n) VALUES ($1, $2)",
+            "COMMIT",
+            "SELECT count(*)::int AS c FROM notes WHERE body = 'node'",
+            "SELECT $1::int",
+        ]
+    );
+    assert_eq!(runs[0].0["params"], json!(["40", "2"]));
+    assert_eq!(runs[0].0["protocol"], "extended");
+    assert_eq!(runs[1].0["protocol"], "simple");
+    assert_eq!(runs[2].0["params"], json!(["node", null]));
+    assert_eq!(runs[2].1.as_ref().unwrap()["tag"], "INSERT 0 1");
+    assert_eq!(runs[5].1.as_ref().unwrap()["sqlstate"], "22P02");
+    assert_chain_verifies(&stack.audit_dir());
+    stack.stop().await;
+}
