@@ -239,3 +239,97 @@ pub fn assert_chain_verifies(dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A hand-driven protocol client over plain TCP (stack with `Plaintext::Loopback`), for
+/// sending what no well-behaved driver would.
+pub struct RawClient {
+    pub stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next message, or `None` when the proxy closed the connection.
+    pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() > len {
+                    let msg = self.buf.split_to(len + 1);
+                    return Some((msg[0], msg[5..].to_vec()));
+                }
+            }
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("the proxy neither answered nor closed within 10 s");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads until a message with `tag` (returned) or the end of the connection.
+    pub async fn until(&mut self, tag: u8) -> Option<Vec<u8>> {
+        while let Some((t, body)) = self.recv().await {
+            if t == tag {
+                return Some(body);
+            }
+        }
+        None
+    }
+
+    /// Start-up and SCRAM login; returns once ReadyForQuery arrived.
+    pub async fn login(addr: SocketAddr, creds: &DbCredentials, application: &str) -> RawClient {
+        use proxy::auth::scram::ClientExchange;
+        use proxy::protocol::startup;
+        let mut c = RawClient::connect(addr).await;
+        let mut out = bytes::BytesMut::new();
+        startup::startup_message(
+            &mut out,
+            &[("user", &creds.username), ("database", "rates"), ("application_name", application)],
+        );
+        c.send(&out).await.unwrap();
+        let (t, _) = c.recv().await.expect("SASL request");
+        assert_eq!(t, b'R');
+        let (exchange, first) = ClientExchange::start();
+        out.clear();
+        startup::sasl_initial_response(&mut out, "SCRAM-SHA-256", first.as_bytes());
+        c.send(&out).await.unwrap();
+        let (_, body) = c.recv().await.expect("SASL continue");
+        let (fin, msg) = exchange.respond(creds.password.expose_secret(), &body[4..]).unwrap();
+        out.clear();
+        startup::sasl_response(&mut out, msg.as_bytes());
+        c.send(&out).await.unwrap();
+        let (_, body) = c.recv().await.expect("SASL final");
+        fin.verify(&body[4..]).unwrap();
+        c.until(b'Z').await.expect("ReadyForQuery");
+        c
+    }
+}
+
+/// A Query message.
+pub fn query_msg(sql: &str) -> Vec<u8> {
+    let mut m = vec![b'Q'];
+    m.extend(((sql.len() + 5) as u32).to_be_bytes());
+    m.extend(sql.as_bytes());
+    m.push(0);
+    m
+}
+
+/// The SQLSTATE of an ErrorResponse body.
+pub fn sqlstate(body: &[u8]) -> String {
+    proxy::protocol::backend::error_fields(body).unwrap().code
+}
