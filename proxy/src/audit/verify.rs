@@ -93,7 +93,7 @@ pub fn verify(files: &[PathBuf]) -> anyhow::Result<Result<Report, Broken>> {
                 Some((want_seq, want_prev)) => {
                     if seq > *want_seq {
                         return Ok(Err(broken(format!(
-                            "records removed: expected seq {want_seq}, found seq {seq}"
+                            "records removed or reordered: expected seq {want_seq}, found seq {seq}"
                         ))));
                     }
                     if seq < *want_seq {
