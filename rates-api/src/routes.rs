@@ -364,5 +364,10 @@ mod tests {
             serde_json::to_string(&(0.1_f64 + 0.2)).unwrap(),
             "0.30000000000000004"
         );
+        // Region means from the data (2681098/1833, 17083/17): the correctly rounded
+        // quotient, in its shortest form.
+        let text = |x: f64| serde_json::to_string(&x).unwrap();
+        assert_eq!(text(2681098.0 / 1833.0), "1462.6830332787779");
+        assert_eq!(text(17083.0 / 17.0), "1004.8823529411765");
     }
 }

@@ -1,0 +1,172 @@
+//! The binary, configured from the environment, stops cleanly on SIGTERM: it refuses new
+//! connections at once, finishes the request in flight with correct data, and exits 0.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_day, expected_totals, http_client, Db};
+use secrecy::ExposeSecret;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child if the test fails half-way, so no server outlives it.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
+    let db = Db::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rates-api"))
+        .envs(db.env(&format!("127.0.0.1:{port}")))
+        // The blocked request must outlast the test's steps, not hit the timeout.
+        .env("RATES_API_DATABASE__STATEMENT_TIMEOUT", "60s")
+        .env("RATES_API_LOG__LEVEL", "debug")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logs.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(child);
+    let http = http_client();
+
+    // Ready also means a pooled connection with the statement prepared.
+    eventually(
+        "the binary becomes ready",
+        Duration::from_secs(20),
+        async || match http.get(format!("{base}/health/ready")).send().await {
+            Ok(r) => r.status() == 200,
+            Err(_) => false,
+        },
+    )
+    .await;
+
+    // Hold a lock that makes the rates query wait.
+    let locker = db.cluster.connect("rates").await.unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE prices IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let url = format!(
+        "{base}/rates?date_from=2021-01-01&date_to=2021-01-31&orig_code=CNGGZ&dest_code=EETLL"
+    );
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    });
+    eventually(
+        "the request waits on the lock",
+        Duration::from_secs(10),
+        async || {
+            let waiting: i64 = db
+                .admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'rates-api' AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waiting == 1
+        },
+    )
+    .await;
+
+    let pid = child.0.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+
+    // New connections are refused while the old request is still running.
+    eventually(
+        "new connections are refused",
+        Duration::from_secs(5),
+        async || {
+            matches!(
+                tokio::net::TcpStream::connect(("127.0.0.1", port)).await,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+        },
+    )
+    .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the request finished before the lock was released"
+    );
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the in-flight request completes")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let got = body["rates"].as_array().unwrap();
+    let expected = expected_totals(
+        &db.admin,
+        "2021-01-01",
+        "2021-01-31",
+        &["CNGGZ".to_string()],
+        &["EETLL".to_string()],
+    )
+    .await;
+    assert_eq!(got.len(), 31);
+    for (g, e) in got.iter().zip(&expected) {
+        assert_day(&db.admin, g, e).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exit = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 5 s after the last request"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+
+    // The logs tell what happened and never hold the password, even at debug level.
+    let text = std::fs::read_to_string(logs.path()).unwrap();
+    assert!(text.contains("SIGTERM"), "{text}");
+    assert!(text.contains("\"path\":\"/rates\""), "{text}");
+    assert!(
+        !text.contains(db.creds.password.expose_secret()),
+        "the password is in the logs"
+    );
+}
