@@ -372,3 +372,44 @@ async fn the_rates_query_is_served_by_the_lookup_index() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_port_code_never_expands_even_when_a_region_has_that_slug() {
+    let app = spawn_app().await;
+    let admin = &app.db.admin;
+    // This cluster is throwaway: make a region named like the port CNGGZ, holding another
+    // Chinese port that has prices to EETLL.
+    admin
+        .batch_execute(
+            "INSERT INTO regions (slug, name, parent_slug) VALUES ('CNGGZ', 'Collision', NULL);
+             UPDATE ports SET parent_slug = 'CNGGZ' WHERE code = 'CNSGH';",
+        )
+        .await
+        .unwrap();
+    let got = app
+        .rates("2021-01-05", "2021-01-05", "CNGGZ", "EETLL")
+        .await;
+    assert_eq!(got[0]["count"], 3, "the port code expanded: {:?}", got[0]);
+    // The region walk itself works for that slug when it is not a port code.
+    admin
+        .batch_execute(
+            "INSERT INTO regions (slug, name, parent_slug) VALUES ('collision', 'C', NULL);
+             UPDATE ports SET parent_slug = 'collision' WHERE code = 'CNSGH';",
+        )
+        .await
+        .unwrap();
+    let region = app
+        .rates("2021-01-05", "2021-01-05", "collision", "EETLL")
+        .await;
+    let expected = expected_totals(
+        admin,
+        "2021-01-05",
+        "2021-01-05",
+        &codes(&["CNSGH"]),
+        &codes(&["EETLL"]),
+    )
+    .await;
+    assert!(expected[0].1 > 0, "CNSGH has prices to EETLL that day");
+    assert_day(admin, &region[0], &expected[0]).await;
+    app.stop().await;
+}
