@@ -30,6 +30,19 @@ enum Command {
         #[arg(long, default_value_t = 5433)]
         port: u16,
     },
+    /// Issue a TLS server certificate from the dev cluster's CA (for the local proxy).
+    Cert {
+        #[arg(long, default_value = ".dev/pg")]
+        ca_dir: PathBuf,
+        /// Directory that receives <name>.crt and <name>.key.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "server")]
+        name: String,
+        /// DNS names and IP addresses the certificate is for.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        hosts: Vec<String>,
+    },
     /// Stop the local dev cluster.
     Down {
         #[arg(long, default_value = ".dev/pg")]
@@ -105,6 +118,17 @@ async fn main() -> anyhow::Result<()> {
             println!("postgres  127.0.0.1:{port}  (TLS CA {})", cluster.ca_cert().display());
         }
         Command::Down { dir } => Cluster::stop_dev(&dir)?,
+        Command::Cert {
+            ca_dir,
+            out,
+            name,
+            hosts,
+        } => {
+            std::fs::create_dir_all(&out)?;
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            let (crt, key) = dbgw_db::tls::issue(&ca_dir, &hosts, &out, &name)?;
+            println!("{} {}", crt.display(), key.display());
+        }
         Command::Setup(target) => {
             let server = target.server(&store).await?;
             schema::setup(&server, &target.database).await?;

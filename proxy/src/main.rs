@@ -86,12 +86,10 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if settings.worker_threads > 0 {
-        runtime.worker_threads(settings.worker_threads);
-    }
-    runtime.build()?.block_on(async move {
+    // This runtime accepts connections and serves the admin endpoint; sessions run on the
+    // server's own session threads.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
         let stop = startup::shutdown::signal();
         let server = Server::bind(settings).await?;
         server.run(stop).await

@@ -154,6 +154,7 @@ impl Server {
         tracing::info!(listen = %ctx.settings.listen, admin = %ctx.settings.admin_listen, upstream = %ctx.upstream.address(), "proxy listening");
 
         let tracker = tokio_util::task::TaskTracker::new();
+        let workers = Workers::start(&ctx, &tracker)?;
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -165,7 +166,7 @@ impl Server {
                             drop(tcp);
                             continue;
                         }
-                        tracker.spawn(crate::session::serve(ctx.clone(), tcp, peer));
+                        workers.dispatch(tcp, peer);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -178,6 +179,7 @@ impl Server {
 
         // Graceful shutdown: no new sessions; running ones get the grace period.
         drop(listener);
+        drop(workers);
         draining.store(true, Ordering::Relaxed);
         tracker.close();
         let grace = Duration::from_secs(ctx.settings.shutdown_grace_secs);
@@ -191,5 +193,61 @@ impl Server {
         ctx.audit.close().map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!("proxy stopped");
         Ok(())
+    }
+}
+
+type Handoff = (std::net::TcpStream, std::net::SocketAddr);
+
+/// Session threads, each running its own single-threaded runtime. A session lives on one
+/// thread from start to end: no work stealing and no cross-thread wake-ups in the relay,
+/// which on a small machine cost more than they save. Connections are dealt round-robin.
+struct Workers {
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Workers {
+    fn start(ctx: &Arc<Context>, tracker: &tokio_util::task::TaskTracker) -> anyhow::Result<Workers> {
+        let n = match ctx.settings.worker_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let mut senders = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (ctx, tracker) = (ctx.clone(), tracker.clone());
+            std::thread::Builder::new()
+                .name(format!("session-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        while let Some((tcp, peer)) = rx.recv().await {
+                            match tokio::net::TcpStream::from_std(tcp) {
+                                Ok(tcp) => {
+                                    tracker.spawn(crate::session::serve(ctx.clone(), tcp, peer));
+                                }
+                                Err(e) => tracing::warn!(error = %e, "registering a connection failed"),
+                            }
+                        }
+                        // No more connections: keep running until this thread's sessions end.
+                        tracker.wait().await;
+                    })
+                })?;
+            senders.push(tx);
+        }
+        Ok(Workers {
+            senders,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn dispatch(&self, tcp: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+        match tcp.into_std() {
+            Ok(std) => {
+                let _ = self.senders[i].send((std, peer));
+            }
+            Err(e) => tracing::warn!(error = %e, "handing a connection over failed"),
+        }
     }
 }

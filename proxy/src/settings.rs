@@ -26,7 +26,7 @@ pub struct Settings {
     pub log: startup::telemetry::LogSettings,
     /// On SIGTERM, sessions get this long to finish before they are closed.
     pub shutdown_grace_secs: u64,
-    /// Runtime worker threads; 0 means one per core.
+    /// Session threads (each a single-threaded runtime); 0 means one per core.
     pub worker_threads: usize,
 }
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The local stack behind `make up` / `make down`: a PostgreSQL cluster with the rates data,
+# the audit proxy in front of it, and rates-api reading through the proxy. Everything it
+# creates (data, secrets, audit log, logs, pids) lives under .dev/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=.dev
+PROFILE=${PROFILE:-debug}
+BIN=target/$PROFILE
+PG_PORT=${PG_PORT:-5433}
+mkdir -p "$DEV/run" "$DEV/logs"
+
+need_postgres() {
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BINDIR:-}" ]; then
+    echo "PostgreSQL server binaries are missing: sudo apt-get install -y postgresql-15 (or set PG_BINDIR)" >&2
+    exit 1
+  fi
+}
+
+running() { # name
+  local pid
+  pid=$(cat "$DEV/run/$1.pid" 2>/dev/null) || return 1
+  kill -0 "$pid" 2>/dev/null
+}
+
+start() { # name, health url, command...
+  local name=$1 health=$2
+  shift 2
+  if running "$name"; then
+    echo "$name already running (pid $(cat "$DEV/run/$name.pid"))"
+    return
+  fi
+  nohup "$@" >>"$DEV/logs/$name.log" 2>&1 &
+  echo $! >"$DEV/run/$name.pid"
+  for _ in $(seq 1 100); do
+    if curl -fsS "$health" >/dev/null 2>&1; then return; fi
+    if ! running "$name"; then
+      echo "$name failed to start; last log lines:" >&2
+      tail -n 20 "$DEV/logs/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  echo "$name did not become healthy at $health; see $DEV/logs/$name.log" >&2
+  exit 1
+}
+
+stop() { # name
+  local pid
+  pid=$(cat "$DEV/run/$1.pid" 2>/dev/null) || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    echo "stopped $1"
+  fi
+  rm -f "$DEV/run/$1.pid"
+}
+
+up() {
+  need_postgres
+  if [ "$PROFILE" = release ]; then
+    cargo build --release -q -p dbgw-db -p proxy -p rates-api
+  else
+    cargo build -q -p dbgw-db -p proxy -p rates-api
+  fi
+  "$BIN/dbgw-db" up --dir "$DEV/pg" --port "$PG_PORT" >/dev/null
+  [ -f "$DEV/proxy/proxy.crt" ] || "$BIN/dbgw-db" cert --ca-dir "$DEV/pg" --out "$DEV/proxy" --name proxy >/dev/null
+  start proxy http://127.0.0.1:9187/health/ready "$BIN/proxy" --config config/local/proxy.toml
+  start rates-api http://127.0.0.1:3000/health/ready "$BIN/rates-api" --config config/local/rates-api.toml
+  cat <<EOT
+dbgw local stack is up:
+  postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin secret .dev/secrets/dbgw/postgres-admin.json)
+  proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)
+  rates-api  http://127.0.0.1:3000  (through the proxy)
+Logs in .dev/logs/. Try:
+  curl "http://127.0.0.1:3000/rates?date_from=2021-01-01&date_to=2021-01-31&orig_code=CNGGZ&dest_code=EETLL"
+EOT
+}
+
+down() {
+  stop rates-api
+  stop proxy
+  if [ -d "$DEV/pg/data" ]; then
+    if [ -x "$BIN/dbgw-db" ]; then
+      "$BIN/dbgw-db" down --dir "$DEV/pg"
+    else
+      cargo run -q -p dbgw-db -- down --dir "$DEV/pg"
+    fi
+    echo "stopped postgres"
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
