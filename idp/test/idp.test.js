@@ -1,0 +1,292 @@
+// End-to-end tests: real server.js processes, real HTTP, real tokens.
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { createHash, createPublicKey, verify } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const IDP_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const SERVER = path.join(IDP_DIR, 'server.js');
+const TOKEN = path.join(IDP_DIR, 'token.js');
+
+// Starts server.js on a free port (IDP_PORT=0) and resolves once it prints
+// its "idp listening on <issuer>" line.
+function startIdp(stateDir, env = {}) {
+  const proc = spawn(process.execPath, [SERVER], {
+    env: { ...process.env, IDP_PORT: '0', IDP_STATE_DIR: stateDir, IDP_ISSUER: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr += d; });
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/^idp listening on (\S+)$/m);
+      if (m) {
+        resolve({
+          issuer: m[1],
+          async stop() {
+            proc.kill('SIGTERM');
+            return exited;
+          },
+        });
+      }
+    });
+    exited.then(({ code }) => reject(new Error(`server.js exited early (${code}): ${stderr}`)));
+  });
+}
+
+// Runs token.js; resolves to { code, stdout, stderr } instead of throwing.
+function token(issuer, ...args) {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [TOKEN, '--issuer', issuer, ...args], (err, stdout, stderr) => {
+      resolve({ code: err ? err.code : 0, stdout, stderr });
+    });
+  });
+}
+
+async function tokenFor(issuer, ...args) {
+  const r = await token(issuer, ...args);
+  assert.equal(r.code, 0, `token.js failed: ${r.stderr}`);
+  assert.equal(r.stderr, '');
+  const jwt = r.stdout.trim();
+  assert.match(jwt, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'stdout must be exactly one JWT');
+  return jwt;
+}
+
+function decode(jwt) {
+  const [h, p, s] = jwt.split('.');
+  return {
+    header: JSON.parse(Buffer.from(h, 'base64url')),
+    payload: JSON.parse(Buffer.from(p, 'base64url')),
+    signed: Buffer.from(`${h}.${p}`),
+    signature: Buffer.from(s, 'base64url'),
+  };
+}
+
+const getJson = async (url) => {
+  const res = await fetch(url);
+  assert.equal(res.status, 200, url);
+  return res.json();
+};
+
+async function jwks(issuer) {
+  const meta = await getJson(`${issuer}/.well-known/openid-configuration`);
+  return getJson(meta.jwks_uri);
+}
+
+// Verifies an RS256 JWT against the published JWKS; returns the decoded token.
+async function verifyJwt(issuer, jwt) {
+  const t = decode(jwt);
+  assert.equal(t.header.alg, 'RS256');
+  const { keys } = await jwks(issuer);
+  const jwk = keys.find((k) => k.kid === t.header.kid);
+  assert.ok(jwk, `kid ${t.header.kid} not in JWKS`);
+  assert.equal(jwk.d, undefined, 'JWKS must not publish private key material');
+  const ok = verify('sha256', t.signed, createPublicKey({ key: jwk, format: 'jwk' }), t.signature);
+  assert.ok(ok, 'signature does not verify against the JWKS key');
+  return t;
+}
+
+// An authorization request by hand; returns the IdP's first response.
+function authorize(issuer, params) {
+  const url = new URL(`${issuer}/auth`);
+  url.search = new URLSearchParams({
+    response_type: 'code',
+    scope: 'openid email',
+    code_challenge: createHash('sha256').update('x'.repeat(43)).digest('base64url'),
+    code_challenge_method: 'S256',
+    state: 'st',
+    ...params,
+  });
+  return fetch(url, { redirect: 'manual' });
+}
+
+const tmpState = () => fs.mkdtempSync(path.join(os.tmpdir(), 'dbgw-idp-test-'));
+
+describe('dev IdP', () => {
+  let stateDir;
+  let idp;
+
+  before(async () => {
+    stateDir = tmpState();
+    idp = await startIdp(stateDir);
+  });
+  after(async () => {
+    await idp?.stop();
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('serves /healthz', async () => {
+    const res = await fetch(`${idp.issuer}/healthz`);
+    assert.equal(res.status, 200);
+  });
+
+  it('publishes a discovery document', async () => {
+    const meta = await getJson(`${idp.issuer}/.well-known/openid-configuration`);
+    assert.equal(meta.issuer, idp.issuer);
+    assert.equal(meta.jwks_uri, `${idp.issuer}/jwks`);
+    assert.deepEqual(meta.code_challenge_methods_supported, ['S256']);
+    assert.deepEqual(meta.id_token_signing_alg_values_supported, ['RS256']);
+    assert.deepEqual(meta.response_types_supported, ['code']);
+    for (const s of ['openid', 'email', 'profile', 'groups']) assert.ok(meta.scopes_supported.includes(s), s);
+  });
+
+  it('persists the signing key set with mode 0600', () => {
+    const file = path.join(stateDir, 'jwks.json');
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+    const { keys } = JSON.parse(fs.readFileSync(file, 'utf8'));
+    assert.equal(keys.length, 1);
+    assert.equal(keys[0].kty, 'RSA');
+    assert.equal(keys[0].alg, 'RS256');
+  });
+
+  it('issues a signed ID token for alice through code + PKCE', async () => {
+    const { header, payload } = await verifyJwt(idp.issuer, await tokenFor(idp.issuer, '--email', 'alice@example.com'));
+    assert.equal(header.alg, 'RS256');
+    assert.equal(payload.iss, idp.issuer);
+    assert.equal(payload.aud, 'dbgw-cli');
+    assert.equal(payload.sub, '3f1c2a9e-6b1d-4c57-9d0a-a11ce0000001');
+    assert.equal(payload.email, 'alice@example.com');
+    assert.equal(payload.email_verified, true);
+    assert.equal(payload.name, 'Alice Example');
+    assert.deepEqual(payload.groups, ['engineering']);
+    assert.equal(payload.exp - payload.iat, 600);
+    assert.ok(Math.abs(payload.iat - Date.now() / 1000) < 60);
+  });
+
+  it('issues tokens to the approvals web client with its secret', async () => {
+    const { payload } = await verifyJwt(idp.issuer,
+      await tokenFor(idp.issuer, '--email', 'dana@example.com', '--client', 'dbgw-approvals'));
+    assert.equal(payload.aud, 'dbgw-approvals');
+    assert.equal(payload.name, 'Dana Security');
+    assert.deepEqual(payload.groups, ['data-security']);
+  });
+
+  it('rejects the approvals client with a wrong secret', async () => {
+    const r = await token(idp.issuer, '--email', 'dana@example.com', '--client', 'dbgw-approvals', '--client-secret', 'nope');
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /invalid_client/);
+  });
+
+  it('refuses a wrong password', async () => {
+    const r = await token(idp.issuer, '--email', 'alice@example.com', '--password', 'wrong');
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /invalid email or password/);
+  });
+
+  it('refuses an unknown user', async () => {
+    const r = await token(idp.issuer, '--email', 'mallory@example.com');
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /invalid email or password/);
+  });
+
+  it('accepts any loopback port for registered redirect paths', async () => {
+    for (const [client_id, redirect_uri] of [
+      ['dbgw-cli', 'http://127.0.0.1:51234/callback'],
+      ['dbgw-cli', 'http://[::1]:40000/callback'],
+      ['dbgw-approvals', 'http://127.0.0.1:8080/auth/callback'],
+      ['dbgw-approvals', 'http://127.0.0.1:43210/auth/callback'],
+    ]) {
+      const res = await authorize(idp.issuer, { client_id, redirect_uri });
+      assert.equal(res.status, 303, `${client_id} ${redirect_uri}`);
+      assert.match(res.headers.get('location'), /^\/interaction\/[\w-]+$/);
+    }
+  });
+
+  it('refuses non-loopback and non-matching redirect URIs', async () => {
+    for (const [client_id, redirect_uri] of [
+      ['dbgw-cli', 'http://evil.example:51234/callback'],
+      ['dbgw-cli', 'http://localhost:51234/callback'],
+      ['dbgw-cli', 'http://127.0.0.1:51234/other'],
+      ['dbgw-cli', 'https://127.0.0.1:51234/callback'],
+      ['dbgw-approvals', 'http://evil.example:8080/auth/callback'],
+      ['dbgw-approvals', 'http://127.0.0.1:43210/callback'],
+    ]) {
+      const res = await authorize(idp.issuer, { client_id, redirect_uri });
+      assert.equal(res.status, 400, `${client_id} ${redirect_uri}`);
+      assert.equal(res.headers.get('location'), null);
+      assert.match(await res.text(), /invalid_redirect_uri/);
+    }
+  });
+
+  it('requires PKCE', async () => {
+    const res = await authorize(idp.issuer, {
+      client_id: 'dbgw-cli',
+      redirect_uri: 'http://127.0.0.1:51234/callback',
+      code_challenge: '',
+      code_challenge_method: '',
+    });
+    assert.equal(res.status, 303);
+    const loc = new URL(res.headers.get('location'));
+    assert.equal(loc.origin, 'http://127.0.0.1:51234');
+    assert.equal(loc.searchParams.get('error'), 'invalid_request');
+    assert.match(loc.searchParams.get('error_description'), /PKCE/);
+
+    const plain = await authorize(idp.issuer, {
+      client_id: 'dbgw-cli',
+      redirect_uri: 'http://127.0.0.1:51234/callback',
+      code_challenge: 'x'.repeat(43),
+      code_challenge_method: 'plain',
+    });
+    assert.equal(new URL(plain.headers.get('location')).searchParams.get('error'), 'invalid_request');
+  });
+
+  it('rotates keys without a restart, keeping the old key published', async () => {
+    const before = decode(await tokenFor(idp.issuer, '--email', 'bob@example.com'));
+
+    const res = await fetch(`${idp.issuer}/dev/rotate-keys`, { method: 'POST' });
+    assert.equal(res.status, 200);
+    const { kid, kids } = await res.json();
+    assert.notEqual(kid, before.header.kid);
+    assert.deepEqual(kids, [kid, before.header.kid]);
+
+    const published = (await jwks(idp.issuer)).keys.map((k) => k.kid).sort();
+    assert.deepEqual(published, [kid, before.header.kid].sort());
+
+    const afterRotation = await verifyJwt(idp.issuer, await tokenFor(idp.issuer, '--email', 'bob@example.com'));
+    assert.equal(afterRotation.header.kid, kid);
+    // tokens signed before the rotation still verify against the JWKS
+    await verifyJwt(idp.issuer, `${before.signed}.${before.signature.toString('base64url')}`);
+
+    const onDisk = JSON.parse(fs.readFileSync(path.join(stateDir, 'jwks.json'), 'utf8'));
+    assert.deepEqual(onDisk.keys.map((k) => k.kid), [kid, before.header.kid]);
+  });
+
+  it('answers GET /dev/rotate-keys with 405', async () => {
+    const res = await fetch(`${idp.issuer}/dev/rotate-keys`);
+    assert.equal(res.status, 405);
+  });
+});
+
+describe('dev IdP restart', () => {
+  it('keeps its keys across a restart and honours IDP_ID_TOKEN_TTL', async () => {
+    const stateDir = tmpState();
+    try {
+      const first = await startIdp(stateDir);
+      const kid1 = decode(await tokenFor(first.issuer, '--email', 'alice@example.com')).header.kid;
+      assert.deepEqual(await first.stop(), { code: 0, signal: null }, 'graceful exit on SIGTERM');
+
+      const second = await startIdp(stateDir, { IDP_ID_TOKEN_TTL: '120' });
+      try {
+        const { header, payload } = await verifyJwt(second.issuer,
+          await tokenFor(second.issuer, '--email', 'alice@example.com'));
+        assert.equal(header.kid, kid1);
+        assert.equal(payload.exp - payload.iat, 120);
+        assert.deepEqual((await jwks(second.issuer)).keys.map((k) => k.kid), [kid1]);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+});
