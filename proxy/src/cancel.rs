@@ -65,7 +65,8 @@ impl CancelMap {
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<(i32, Vec<u8>)> {
         let sessions = self.sessions.lock().unwrap();
         let t = sessions.get(&pid)?;
-        bool::from(t.secret.as_slice().ct_eq(secret)).then(|| (t.backend_pid, t.backend_secret.clone()))
+        bool::from(t.secret.as_slice().ct_eq(secret))
+            .then(|| (t.backend_pid, t.backend_secret.clone()))
     }
 
     pub fn len(&self) -> usize {
@@ -86,7 +87,10 @@ mod tests {
         let map = CancelMap::default();
         let key = map.register(4242, vec![1, 2, 3, 4]);
         assert!(key.pid > 0);
-        assert_eq!(map.lookup(key.pid, &key.secret), Some((4242, vec![1, 2, 3, 4])));
+        assert_eq!(
+            map.lookup(key.pid, &key.secret),
+            Some((4242, vec![1, 2, 3, 4]))
+        );
         let mut wrong = key.secret;
         wrong[0] ^= 1;
         assert_eq!(map.lookup(key.pid, &wrong), None);

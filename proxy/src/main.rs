@@ -59,7 +59,10 @@ fn main() -> ExitCode {
         } => verify_command(&paths),
         Command::Config => match load(&cli.config) {
             Ok(s) => {
-                println!("{}", serde_json::to_string_pretty(&s).expect("settings serialize"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).expect("settings serialize")
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -88,7 +91,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     // This runtime accepts connections and serves the admin endpoint; sessions run on the
     // server's own session threads.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let stop = startup::shutdown::signal();
         let server = Server::bind(settings).await?;
@@ -109,7 +114,11 @@ fn verify_command(paths: &[PathBuf]) -> ExitCode {
                 report.first_seq,
                 report.last_seq,
                 files.len(),
-                if report.from_genesis { " from the start of the chain" } else { " (chain continues from earlier files)" },
+                if report.from_genesis {
+                    " from the start of the chain"
+                } else {
+                    " (chain continues from earlier files)"
+                },
                 report.head
             );
             ExitCode::SUCCESS

@@ -46,16 +46,52 @@ impl Metrics {
             audit: AuditMetrics::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Client connections by result", m.connections.clone());
-        registry.register("active_sessions", "Logged-in sessions now", m.active_sessions.clone());
-        registry.register("statements", "Statements audited and forwarded", m.statements.clone());
-        registry.register("client_received_bytes", "Bytes read from clients", m.bytes_from_clients.clone());
-        registry.register("client_sent_bytes", "Bytes written to clients", m.bytes_to_clients.clone());
+        registry.register(
+            "connections",
+            "Client connections by result",
+            m.connections.clone(),
+        );
+        registry.register(
+            "active_sessions",
+            "Logged-in sessions now",
+            m.active_sessions.clone(),
+        );
+        registry.register(
+            "statements",
+            "Statements audited and forwarded",
+            m.statements.clone(),
+        );
+        registry.register(
+            "client_received_bytes",
+            "Bytes read from clients",
+            m.bytes_from_clients.clone(),
+        );
+        registry.register(
+            "client_sent_bytes",
+            "Bytes written to clients",
+            m.bytes_to_clients.clone(),
+        );
         registry.register("errors", "Errors by kind", m.errors.clone());
-        registry.register("audit_records", "Audit records written", m.audit.records.clone());
-        registry.register("audit_batches", "Audit write batches", m.audit.batches.clone());
-        registry.register("audit_write_errors", "Failed audit writes", m.audit.write_errors.clone());
-        registry.register("audit_queue_depth", "Audit records waiting to be written", m.audit.buffered.clone());
+        registry.register(
+            "audit_records",
+            "Audit records written",
+            m.audit.records.clone(),
+        );
+        registry.register(
+            "audit_batches",
+            "Audit write batches",
+            m.audit.batches.clone(),
+        );
+        registry.register(
+            "audit_write_errors",
+            "Failed audit writes",
+            m.audit.write_errors.clone(),
+        );
+        registry.register(
+            "audit_queue_depth",
+            "Audit records waiting to be written",
+            m.audit.buffered.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -102,7 +138,10 @@ async fn ready(State(h): State<Health>) -> impl IntoResponse {
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         h.metrics.render(),
     )
 }

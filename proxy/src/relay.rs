@@ -149,7 +149,9 @@ where
     };
     let end = {
         let c2u = client_to_upstream(ctx, info, &mut cr, &mut uw, &shared, &refused, &counters);
-        let u2c = upstream_to_client(ctx, info, &mut ur, &mut cw, &shared, &refused, &counters, halt);
+        let u2c = upstream_to_client(
+            ctx, info, &mut ur, &mut cw, &shared, &refused, &counters, halt,
+        );
         tokio::pin!(c2u, u2c);
         tokio::select! {
             end = &mut u2c => end,
@@ -175,7 +177,13 @@ where
             reason: "the session ended before the database answered",
         };
         match p {
-            Pending::Simple { first, count, next, since, .. } => {
+            Pending::Simple {
+                first,
+                count,
+                next,
+                since,
+                ..
+            } => {
                 for i in next..count {
                     emit(ctx, info, first + i as u64, &unknown, since);
                 }
@@ -294,7 +302,8 @@ impl Extended {
                     redacted: matches!(clean, std::borrow::Cow::Owned(_)),
                     sql: Arc::from(clean.as_ref()),
                 };
-                self.statements.insert(p.statement.to_string(), Arc::new(prepared));
+                self.statements
+                    .insert(p.statement.to_string(), Arc::new(prepared));
             }
             fe::BIND => {
                 let b = fe::bind(body)?;
@@ -447,7 +456,11 @@ where
             let mut refuse: Option<(usize, String)> = None;
             while streaming == 0 {
                 let Some(h) = frame::header(&buf[pos..], max).map_err(|e| Refusal {
-                    code: if e.0.contains("over the limit") { "54000" } else { "08P01" },
+                    code: if e.0.contains("over the limit") {
+                        "54000"
+                    } else {
+                        "08P01"
+                    },
                     message: e.0,
                     kind: "protocol",
                 })?
@@ -478,7 +491,13 @@ where
                 if h.tag == fe::TERMINATE {
                     terminated = true;
                 }
-                state.message(ctx, info, h.tag, &buf[pos + frame::HEADER_LEN..pos + h.total], &mut batch)?;
+                state.message(
+                    ctx,
+                    info,
+                    h.tag,
+                    &buf[pos + frame::HEADER_LEN..pos + h.total],
+                    &mut batch,
+                )?;
                 pos += h.total;
             }
 
@@ -486,11 +505,15 @@ where
             let first_seq = if batch.records.is_empty() {
                 0
             } else {
-                let seq = ctx.audit.accept(&batch.records).await.map_err(|e| Refusal {
-                    code: "58030",
-                    message: format!("{e}; the statement was not executed"),
-                    kind: "audit",
-                })?;
+                let seq = ctx
+                    .audit
+                    .accept(&batch.records)
+                    .await
+                    .map_err(|e| Refusal {
+                        code: "58030",
+                        message: format!("{e}; the statement was not executed"),
+                        kind: "audit",
+                    })?;
                 counters
                     .statements
                     .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
@@ -565,11 +588,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(32 * 1024);
-    // Bytes of a message we pass through without decoding, still to come.
-    let mut skip = 0usize;
+    let mut side = ServerSide::default();
     let mut client_gone = false;
-    // The database's own FATAL already told the client why it is closing.
-    let mut fatal_seen = false;
     let mut out = BytesMut::new();
     loop {
         if buf.capacity() - buf.len() < 8192 {
@@ -578,7 +598,7 @@ where
         let read = tokio::select! {
             biased;
             // A halt is delivered only between messages: never inside a half-sent one.
-            _ = halt.token.cancelled(), if skip == 0 => {
+            _ = halt.token.cancelled(), if side.skip == 0 => {
                 let (code, message) = halt.reason().unwrap_or(("57P01", "session closed".into()));
                 if !client_gone {
                     out.clear();
@@ -595,9 +615,14 @@ where
             None => {}
             Some(Ok(0)) => {
                 let left = counters.client_left.load(Ordering::Relaxed);
-                if !client_gone && !left && skip == 0 && !fatal_seen {
+                if !client_gone && !left && side.skip == 0 && !side.fatal_seen {
                     out.clear();
-                    be::error(&mut out, "FATAL", "08006", "the connection to the database was lost");
+                    be::error(
+                        &mut out,
+                        "FATAL",
+                        "08006",
+                        "the connection to the database was lost",
+                    );
                     let _ = client.write_all(&out).await;
                 }
                 return End::UpstreamClosed;
@@ -606,12 +631,52 @@ where
             Some(Ok(_)) => {}
         }
 
-        let mut pos = skip.min(buf.len());
-        skip -= pos;
-        // The guard must not live across an await: scan and pair inside this block.
-        let scanned: Result<(), End> = (|| {
+        let pos = match side.scan(ctx, info, &mut buf, shared, &mut out) {
+            Ok(pos) => pos,
+            Err(end) => return end,
+        };
+        // A client that went away stops receiving, but the outcomes of what still runs
+        // belong in the audit: keep reading from the database.
+        if !client_gone && pos > 0 && client.write_all(&buf[..pos]).await.is_err() {
+            client_gone = true;
+        }
+        if !client_gone && !out.is_empty() && client.write_all(&out).await.is_err() {
+            client_gone = true;
+        }
+        if pos > 0 {
+            counters.to_client.fetch_add(pos as u64, Ordering::Relaxed);
+            ctx.metrics.bytes_to_clients.inc_by(pos as u64);
+            buf.advance(pos);
+        }
+    }
+}
+
+/// The server side's scanning state, kept between reads.
+#[derive(Default)]
+struct ServerSide {
+    /// Bytes of a message passed through without decoding, still to come.
+    skip: usize,
+    /// The database's own FATAL already told the client why it is closing.
+    fatal_seen: bool,
+}
+
+impl ServerSide {
+    /// Scans what `buf` holds: pairs the messages that end a statement with what is pending
+    /// and counts DataRows. Returns how many bytes may go to the client (whole messages, or
+    /// the part of a large one that passes through); `out` receives the proxy's own answers
+    /// that are due (refusals). The lock is never held across an await.
+    fn scan(
+        &mut self,
+        ctx: &Context,
+        info: &SessionInfo,
+        buf: &mut BytesMut,
+        shared: &Mutex<Shared>,
+        out: &mut BytesMut,
+    ) -> Result<usize, End> {
+        let mut pos = self.skip.min(buf.len());
+        self.skip -= pos;
         let mut sh = shared.lock().unwrap();
-        while skip == 0 {
+        while self.skip == 0 {
             let h = match frame::header(&buf[pos..], usize::MAX) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
@@ -633,7 +698,7 @@ where
                     }
                     let body = &buf[pos + frame::HEADER_LEN..pos + h.total];
                     if h.tag == be::ERROR_RESPONSE && is_fatal(body) {
-                        fatal_seen = true;
+                        self.fatal_seen = true;
                     }
                     answered(ctx, info, &mut sh, h.tag, body);
                     pos += h.total;
@@ -649,7 +714,7 @@ where
                     if avail >= h.total {
                         pos += h.total;
                     } else {
-                        skip = h.total - avail;
+                        self.skip = h.total - avail;
                         pos = buf.len();
                     }
                 }
@@ -657,34 +722,13 @@ where
         }
         // Refusals whose turn has come (everything before them is answered).
         out.clear();
-        while skip == 0 && matches!(sh.pending.front(), Some(Pending::Refused { .. })) {
+        while self.skip == 0 && matches!(sh.pending.front(), Some(Pending::Refused { .. })) {
             if let Some(Pending::Refused { message }) = sh.pending.pop_front() {
-                be::error(&mut out, "ERROR", "0A000", &message);
-                be::ready_for_query(&mut out, sh.status);
+                be::error(out, "ERROR", "0A000", &message);
+                be::ready_for_query(out, sh.status);
             }
         }
-        Ok(())
-        })();
-        if let Err(end) = scanned {
-            return end;
-        }
-
-        if !client_gone && pos > 0 {
-            if let Err(_e) = client.write_all(&buf[..pos]).await {
-                // Keep reading: the outcomes of what runs still belong in the audit.
-                client_gone = true;
-            }
-        }
-        if !client_gone && !out.is_empty() {
-            if client.write_all(&out).await.is_err() {
-                client_gone = true;
-            }
-        }
-        if pos > 0 {
-            counters.to_client.fetch_add(pos as u64, Ordering::Relaxed);
-            ctx.metrics.bytes_to_clients.inc_by(pos as u64);
-            buf.advance(pos);
-        }
+        Ok(pos)
     }
 }
 
@@ -697,7 +741,8 @@ fn is_fatal(body: &[u8]) -> bool {
 /// Writes an outcome record for the execution `seq` that started at `since`.
 fn emit(ctx: &Context, info: &SessionInfo, seq: u64, outcome: &Outcome, since: Instant) {
     let micros = since.elapsed().as_micros() as u64;
-    ctx.audit.record(record::outcome(info, seq, outcome, micros));
+    ctx.audit
+        .record(record::outcome(info, seq, outcome, micros));
 }
 
 /// Pairs a statement-ending server message with what is pending.
@@ -712,9 +757,18 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
             };
             let tag_rows = be::tag_rows(tag_text);
             match sh.pending.front_mut() {
-                Some(Pending::Simple { first, count, next, since, rows }) if *next < *count => {
+                Some(Pending::Simple {
+                    first,
+                    count,
+                    next,
+                    since,
+                    rows,
+                }) if *next < *count => {
                     let total = tag_rows.map(|t| t.max(*rows));
-                    let outcome = Outcome::Ok { tag: tag_text.to_string(), rows: total };
+                    let outcome = Outcome::Ok {
+                        tag: tag_text,
+                        rows: total,
+                    };
                     emit(ctx, info, *first + *next as u64, &outcome, *since);
                     *next += 1;
                     *since = now;
@@ -726,8 +780,13 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                     };
                     let (start, earlier) = sh.suspended.remove(&seq).unwrap_or((since, 0));
                     let fetched = earlier + rows;
-                    let total = tag_rows.map(|t| t.max(fetched)).or((fetched > 0).then_some(fetched));
-                    let outcome = Outcome::Ok { tag: tag_text.to_string(), rows: total };
+                    let total = tag_rows
+                        .map(|t| t.max(fetched))
+                        .or((fetched > 0).then_some(fetched));
+                    let outcome = Outcome::Ok {
+                        tag: tag_text,
+                        rows: total,
+                    };
                     emit(ctx, info, seq, &outcome, start);
                 }
                 _ => tracing::debug!(session = %info.session, "unpaired command completion"),
@@ -745,11 +804,17 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
         be::ERROR_RESPONSE => {
             let fields = be::error_fields(body).unwrap_or_default();
             let failed = Outcome::Error {
-                code: fields.code,
-                message: fields.message,
+                code: &fields.code,
+                message: &fields.message,
             };
             match sh.pending.front_mut() {
-                Some(Pending::Simple { first, count, next, since, .. }) if *next < *count => {
+                Some(Pending::Simple {
+                    first,
+                    count,
+                    next,
+                    since,
+                    ..
+                }) if *next < *count => {
                     emit(ctx, info, *first + *next as u64, &failed, *since);
                     let skipped = Outcome::NotExecuted {
                         reason: "an earlier statement in the same query string failed",
@@ -788,7 +853,9 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
             while let Some(p) = sh.pending.pop_front() {
                 match p {
                     Pending::Sync => break,
-                    Pending::Simple { first, count, next, .. } => {
+                    Pending::Simple {
+                        first, count, next, ..
+                    } => {
                         let skipped = Outcome::NotExecuted {
                             reason: "the server did not run this statement",
                         };
@@ -816,7 +883,7 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                 for seq in stale {
                     let (since, rows) = sh.suspended.remove(&seq).unwrap();
                     let outcome = Outcome::Ok {
-                        tag: "PORTAL CLOSED".into(),
+                        tag: "PORTAL CLOSED",
                         rows: Some(rows),
                     };
                     emit(ctx, info, seq, &outcome, since);

@@ -54,7 +54,10 @@ impl Drop for Registration<'_> {
 
 impl Sessions {
     pub fn add(&self, id: &str, identity: Identity, halt: Arc<Halt>) -> Registration<'_> {
-        self.live.lock().unwrap().insert(id.to_string(), (identity, halt));
+        self.live
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), (identity, halt));
         Registration {
             sessions: self,
             id: id.to_string(),
@@ -66,7 +69,12 @@ impl Sessions {
     }
 
     /// Closes every session for which `which` is true; returns how many.
-    pub fn halt_where(&self, which: impl Fn(&Identity) -> bool, code: &'static str, message: &str) -> usize {
+    pub fn halt_where(
+        &self,
+        which: impl Fn(&Identity) -> bool,
+        code: &'static str,
+        message: &str,
+    ) -> usize {
         let live = self.live.lock().unwrap();
         let mut n = 0;
         for (identity, halt) in live.values() {
@@ -118,7 +126,11 @@ impl Server {
         let admin = TcpListener::bind(&ctx.settings.admin_listen)
             .await
             .with_context(|| format!("binding {}", ctx.settings.admin_listen))?;
-        Ok(Server { ctx, listener, admin })
+        Ok(Server {
+            ctx,
+            listener,
+            admin,
+        })
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -135,7 +147,11 @@ impl Server {
 
     /// Serves until `stop` resolves, then shuts down gracefully.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let Server { ctx, listener, admin } = self;
+        let Server {
+            ctx,
+            listener,
+            admin,
+        } = self;
         let background = CancellationToken::new();
         let draining = Arc::new(AtomicBool::new(false));
         tokio::spawn(ctx.audit.clone().run_flusher(background.clone()));
@@ -183,9 +199,17 @@ impl Server {
         draining.store(true, Ordering::Relaxed);
         tracker.close();
         let grace = Duration::from_secs(ctx.settings.shutdown_grace_secs);
-        tracing::info!(sessions = ctx.sessions.count(), grace_secs = grace.as_secs(), "draining sessions");
+        tracing::info!(
+            sessions = ctx.sessions.count(),
+            grace_secs = grace.as_secs(),
+            "draining sessions"
+        );
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            let n = ctx.sessions.halt_where(|_| true, "57P01", "terminating connection: the proxy is shutting down");
+            let n = ctx.sessions.halt_where(
+                |_| true,
+                "57P01",
+                "terminating connection: the proxy is shutting down",
+            );
             tracing::warn!(sessions = n, "grace period over: closing sessions");
             let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
         }
@@ -207,15 +231,22 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(ctx: &Arc<Context>, tracker: &tokio_util::task::TaskTracker) -> anyhow::Result<Workers> {
+    fn start(
+        ctx: &Arc<Context>,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> anyhow::Result<Workers> {
         let n = match ctx.settings.worker_threads {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             n => n,
         };
         let mut senders = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let (ctx, tracker) = (ctx.clone(), tracker.clone());
             std::thread::Builder::new()
                 .name(format!("session-{i}"))
@@ -226,7 +257,9 @@ impl Workers {
                                 Ok(tcp) => {
                                     tracker.spawn(crate::session::serve(ctx.clone(), tcp, peer));
                                 }
-                                Err(e) => tracing::warn!(error = %e, "registering a connection failed"),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "registering a connection failed")
+                                }
                             }
                         }
                         // No more connections: keep running until this thread's sessions end.

@@ -52,7 +52,9 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         .cancels
         .register(upstream.backend_pid, upstream.backend_secret.clone());
     let halt = Arc::new(Halt::default());
-    let registration = ctx.sessions.add(&info.session, identity.clone(), halt.clone());
+    let registration = ctx
+        .sessions
+        .add(&info.session, identity.clone(), halt.clone());
     let mut greeting = BytesMut::new();
     backend::auth_ok(&mut greeting);
     greeting.extend_from_slice(&upstream.parameters);
@@ -70,7 +72,10 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
     drop(registration);
     if matches!(end, relay::End::Halted(_) | relay::End::DrainTimeout) {
         // Whatever still runs for this session must stop: cancel it upstream.
-        let _ = ctx.upstream.cancel(upstream.backend_pid, &upstream.backend_secret).await;
+        let _ = ctx
+            .upstream
+            .cancel(upstream.backend_pid, &upstream.backend_secret)
+            .await;
     }
     drop(key);
     let reason = end.describe();
@@ -117,9 +122,24 @@ async fn open(
     let tls = matches!(client, Either::Left(_));
     ctx.audit.record(record::connect(info, tls));
     let user = startup.get("user").unwrap_or("").to_string();
-    let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_string();
 
-    match login(ctx, &mut client, &startup, tls, peer, info, &user, &database).await {
+    match login(
+        ctx,
+        &mut client,
+        &startup,
+        tls,
+        peer,
+        info,
+        &user,
+        &database,
+    )
+    .await
+    {
         Ok((upstream, identity)) => {
             ctx.metrics.connection("accepted");
             Some((client, upstream, identity))
@@ -129,8 +149,13 @@ async fn open(
             ctx.metrics.error("auth");
             tracing::info!(session = %info.session, %peer, user, reason = %refused.audit, "login refused");
             let method = method_for(&user);
-            ctx.audit
-                .record(record::auth(info, method, &user, &database, Err(&refused.audit)));
+            ctx.audit.record(record::auth(
+                info,
+                method,
+                &user,
+                &database,
+                Err(&refused.audit),
+            ));
             let _ = refuse(&mut client, refused.code, &refused.client).await;
             None
         }
@@ -147,11 +172,17 @@ fn method_for(user: &str) -> &'static str {
 
 /// SSLRequest / GSSENCRequest / direct TLS, until the client sends its StartupMessage (or a
 /// CancelRequest).
-async fn negotiate(ctx: &Context, mut tcp: TcpStream) -> Result<(ClientStream, Request), ReadError> {
+async fn negotiate(
+    ctx: &Context,
+    mut tcp: TcpStream,
+) -> Result<(ClientStream, Request), ReadError> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
         let Some(acceptor) = &ctx.tls else {
-            return Err(crate::protocol::ProtocolError::new("direct TLS without a server certificate").into());
+            return Err(crate::protocol::ProtocolError::new(
+                "direct TLS without a server certificate",
+            )
+            .into());
         };
         let mut tls = acceptor.accept(tcp).await?;
         let request = wire::read_startup(&mut tls).await?;
@@ -166,7 +197,10 @@ async fn negotiate(ctx: &Context, mut tcp: TcpStream) -> Result<(ClientStream, R
                     let mut tls = acceptor.accept(tcp).await?;
                     let request = wire::read_startup(&mut tls).await?;
                     if matches!(request, Request::Ssl | Request::GssEnc) {
-                        return Err(crate::protocol::ProtocolError::new("encryption requested twice").into());
+                        return Err(crate::protocol::ProtocolError::new(
+                            "encryption requested twice",
+                        )
+                        .into());
                     }
                     return Ok((Either::Left(tls), request));
                 }
@@ -212,10 +246,21 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         auth::send(client, &out).await?;
     }
     if user.is_empty() {
-        return Err(Refused::new("28000", "no PostgreSQL user name specified in startup packet", "no user name"));
+        return Err(Refused::new(
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+            "no user name",
+        ));
     }
-    if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
-        return Err(Refused::new("42501", "replication connections are not allowed through dbgw", "replication requested"));
+    if startup
+        .get("replication")
+        .is_some_and(|r| r != "false" && r != "0" && r != "off")
+    {
+        return Err(Refused::new(
+            "42501",
+            "replication connections are not allowed through dbgw",
+            "replication requested",
+        ));
     }
 
     let mut buf = BytesMut::new();
@@ -227,11 +272,28 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     } else {
         let secret = ctx.settings.services.get(user).map(String::as_str);
-        let creds = auth::service::authenticate(client, &mut buf, user, secret, &ctx.secrets, &ctx.verifiers).await?;
-        (creds, Identity::Service { name: user.to_string() })
+        let creds = auth::service::authenticate(
+            client,
+            &mut buf,
+            user,
+            secret,
+            &ctx.secrets,
+            &ctx.verifiers,
+        )
+        .await?;
+        (
+            creds,
+            Identity::Service {
+                name: user.to_string(),
+            },
+        )
     };
     if !buf.is_empty() {
-        return Err(Refused::new("08P01", "unexpected data after authentication", "client sent data before login completed"));
+        return Err(Refused::new(
+            "08P01",
+            "unexpected data after authentication",
+            "client sent data before login completed",
+        ));
     }
 
     // Parameters for the upstream session: what the client asked for, minus what the proxy
@@ -239,7 +301,9 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let extra: Vec<(String, String)> = startup
         .params
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_."))
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        })
         .cloned()
         .collect();
     let application = startup.get("application_name").unwrap_or("");
@@ -248,7 +312,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     // The login is audited before anything reaches the database under it.
     let auth_record = record::auth(info, method_for(user), user, database, Ok(()));
     ctx.audit.accept(&[auth_record]).await.map_err(|e| {
-        Refused::new("58030", format!("{e}; login refused"), format!("audit unavailable: {e}"))
+        Refused::new(
+            "58030",
+            format!("{e}; login refused"),
+            format!("audit unavailable: {e}"),
+        )
     })?;
 
     let upstream = ctx
@@ -258,12 +326,20 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|e| match e {
             UpstreamError::Refused(f) => {
                 ctx.metrics.error("upstream");
-                Refused::new(leak_safe_code(&f.code), f.message.clone(), format!("database refused: {} ({})", f.message, f.code))
+                Refused::new(
+                    leak_safe_code(&f.code),
+                    f.message.clone(),
+                    format!("database refused: {} ({})", f.message, f.code),
+                )
             }
             UpstreamError::Unavailable(why) => {
                 ctx.metrics.error("upstream");
                 tracing::warn!(session = %info.session, error = %why, "upstream unavailable");
-                Refused::new("08006", "the database is unavailable; try again later", format!("database unavailable: {why}"))
+                Refused::new(
+                    "08006",
+                    "the database is unavailable; try again later",
+                    format!("database unavailable: {why}"),
+                )
             }
         })?;
     Ok((upstream, identity))
@@ -294,7 +370,11 @@ async fn forward_cancel(ctx: &Context, pid: i32, secret: &[u8]) {
 }
 
 /// Sends a FATAL error and closes.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str) -> std::io::Result<()> {
+async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    code: &str,
+    message: &str,
+) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     backend::error(&mut out, "FATAL", code, message);
     stream.write_all(&out).await?;

@@ -162,7 +162,10 @@ impl Settings {
             self.tls.cert_file.is_some() || self.tls.plaintext != Plaintext::Never,
             "no TLS certificate and plaintext = \"never\": no client could connect"
         );
-        anyhow::ensure!(self.limits.max_message_bytes >= 1024, "limits.max_message_bytes is too small");
+        anyhow::ensure!(
+            self.limits.max_message_bytes >= 1024,
+            "limits.max_message_bytes is too small"
+        );
         Ok(())
     }
 }

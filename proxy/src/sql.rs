@@ -111,13 +111,21 @@ fn tokens(sql: &str) -> Vec<Token> {
         } else if (b == b'E' || b == b'e') && s.get(i + 1) == Some(&b'\'') {
             i = quoted_end(s, i + 2, b'\'', true);
             Kind::Literal
-        } else if matches!(b, b'B' | b'b' | b'X' | b'x' | b'N' | b'n') && s.get(i + 1) == Some(&b'\'') {
+        } else if matches!(b, b'B' | b'b' | b'X' | b'x' | b'N' | b'n')
+            && s.get(i + 1) == Some(&b'\'')
+        {
             i = quoted_end(s, i + 2, b'\'', false);
             Kind::Literal
-        } else if (b == b'U' || b == b'u') && s.get(i + 1) == Some(&b'&') && s.get(i + 2) == Some(&b'\'') {
+        } else if (b == b'U' || b == b'u')
+            && s.get(i + 1) == Some(&b'&')
+            && s.get(i + 2) == Some(&b'\'')
+        {
             i = quoted_end(s, i + 3, b'\'', false);
             Kind::Literal
-        } else if (b == b'U' || b == b'u') && s.get(i + 1) == Some(&b'&') && s.get(i + 2) == Some(&b'"') {
+        } else if (b == b'U' || b == b'u')
+            && s.get(i + 1) == Some(&b'&')
+            && s.get(i + 2) == Some(&b'"')
+        {
             i = quoted_end(s, i + 3, b'"', false);
             Kind::QuotedIdent
         } else if b == b'"' {
@@ -186,7 +194,9 @@ impl Atomic {
         self.words += 1;
         let l = &self.leading;
         let creates_routine = l[0] == b'c'
-            && (l[1] == b'f' || l[1] == b'p' || (l[1] == b'o' && l[2] == b'r' && (l[3] == b'f' || l[3] == b'p')));
+            && (l[1] == b'f'
+                || l[1] == b'p'
+                || (l[1] == b'o' && l[2] == b'r' && (l[3] == b'f' || l[3] == b'p')));
         if creates_routine && paren_depth == 0 {
             match lower.as_str() {
                 "begin" => self.depth += 1,
@@ -312,19 +322,40 @@ mod tests {
     #[test]
     fn splits_on_top_level_semicolons_only() {
         assert_eq!(split("select 1; select 2"), vec!["select 1", "select 2"]);
-        assert_eq!(split("select 1;;  ;select 2;"), vec!["select 1", "select 2"]);
-        assert_eq!(split("select ';'; select 2"), vec!["select ';'", "select 2"]);
+        assert_eq!(
+            split("select 1;;  ;select 2;"),
+            vec!["select 1", "select 2"]
+        );
+        assert_eq!(
+            split("select ';'; select 2"),
+            vec!["select ';'", "select 2"]
+        );
         assert_eq!(split("select e'\\';'; x"), vec!["select e'\\';'", "x"]);
-        assert_eq!(split("select $$a;b$$, $t$;$$;$t$; x"), vec!["select $$a;b$$, $t$;$$;$t$", "x"]);
+        assert_eq!(
+            split("select $$a;b$$, $t$;$$;$t$; x"),
+            vec!["select $$a;b$$, $t$;$$;$t$", "x"]
+        );
         assert_eq!(split("select \"a;b\"; x"), vec!["select \"a;b\"", "x"]);
-        assert_eq!(split("select 1 -- ; no\n; x"), vec!["select 1 -- ; no", "x"]);
-        assert_eq!(split("select /* ; /* ; */ ; */ 1; x"), vec!["select /* ; /* ; */ ; */ 1", "x"]);
+        assert_eq!(
+            split("select 1 -- ; no\n; x"),
+            vec!["select 1 -- ; no", "x"]
+        );
+        assert_eq!(
+            split("select /* ; /* ; */ ; */ 1; x"),
+            vec!["select /* ; /* ; */ ; */ 1", "x"]
+        );
         assert_eq!(split("select $1; x"), vec!["select $1", "x"]);
         assert_eq!(split("select a$b; x"), vec!["select a$b", "x"]);
         assert_eq!(split("  -- only a comment\n"), Vec::<&str>::new());
         assert_eq!(split(""), Vec::<&str>::new());
-        assert_eq!(split("select 'unterminated; x"), vec!["select 'unterminated; x"]);
-        assert_eq!(split("select 'ünï;cödé'; x"), vec!["select 'ünï;cödé'", "x"]);
+        assert_eq!(
+            split("select 'unterminated; x"),
+            vec!["select 'unterminated; x"]
+        );
+        assert_eq!(
+            split("select 'ünï;cödé'; x"),
+            vec!["select 'ünï;cödé'", "x"]
+        );
     }
 
     #[test]
@@ -335,18 +366,30 @@ mod tests {
         let p = "create procedure p() begin atomic insert into t values (1); end";
         assert_eq!(split(&format!("{p};select 1")), vec![p, "select 1"]);
         // BEGIN as a transaction command is not a routine body.
-        assert_eq!(split("begin; select 1; end;"), vec!["begin", "select 1", "end"]);
+        assert_eq!(
+            split("begin; select 1; end;"),
+            vec!["begin", "select 1", "end"]
+        );
     }
 
     #[test]
     fn redacts_role_passwords_in_every_literal_form() {
         for (input, hidden) in [
             ("ALTER USER bob PASSWORD 'hunter2'", "hunter2"),
-            ("alter role bob with encrypted password 'SCRAM-SHA-256$4096:abc'", "SCRAM"),
+            (
+                "alter role bob with encrypted password 'SCRAM-SHA-256$4096:abc'",
+                "SCRAM",
+            ),
             ("CREATE ROLE bob LOGIN PASSWORD E'it\\'s me'", "it"),
-            ("CREATE ROLE bob PASSWORD $p$se'cret$p$ VALID UNTIL 'infinity'", "se'cret"),
+            (
+                "CREATE ROLE bob PASSWORD $p$se'cret$p$ VALID UNTIL 'infinity'",
+                "se'cret",
+            ),
             ("ALTER ROLE bob PASSWORD 'a\\' b'", "b'"),
-            ("create user mapping for bob server s options (user 'bob', password 'pw1')", "pw1"),
+            (
+                "create user mapping for bob server s options (user 'bob', password 'pw1')",
+                "pw1",
+            ),
         ] {
             let out = redact(input);
             assert!(!out.contains(hidden), "{input} -> {out}");
@@ -357,7 +400,13 @@ mod tests {
             "ALTER ROLE bob PASSWORD '[REDACTED]' VALID UNTIL '2030-01-01'"
         );
         assert!(matches!(redact("select 'password'"), Cow::Borrowed(_)));
-        assert!(matches!(redact("ALTER ROLE bob PASSWORD NULL"), Cow::Borrowed(_)));
-        assert!(matches!(redact("update users set password = 'x'"), Cow::Borrowed(_)));
+        assert!(matches!(
+            redact("ALTER ROLE bob PASSWORD NULL"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            redact("update users set password = 'x'"),
+            Cow::Borrowed(_)
+        ));
     }
 }

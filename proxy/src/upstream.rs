@@ -62,7 +62,10 @@ impl Connector {
             UpstreamTls::Disable => None,
             UpstreamTls::VerifyFull => {
                 let config = tls_config::client_config(settings.ca_file.as_deref())?;
-                let name = settings.server_name.clone().unwrap_or_else(|| settings.host.clone());
+                let name = settings
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| settings.host.clone());
                 let name = ServerName::try_from(name)
                     .map_err(|e| anyhow::anyhow!("upstream server name: {e}"))?;
                 Some((TlsConnector::from(Arc::clone(&config)), name))
@@ -236,5 +239,7 @@ impl Connector {
 }
 
 fn loopback(host: &str) -> bool {
-    host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(host == "localhost")
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(host == "localhost")
 }

@@ -36,7 +36,9 @@ pub async fn read_message<S: AsyncRead + Unpin>(
 }
 
 /// Reads one untyped start-up packet (length word, then body) and decodes it.
-pub async fn read_startup<S: AsyncRead + Unpin>(stream: &mut S) -> Result<startup::Request, ReadError> {
+pub async fn read_startup<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<startup::Request, ReadError> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(_) => {}

@@ -20,7 +20,8 @@ async fn write_log(dir: &Path, n: usize) {
     for half in 0..2 {
         let log = AuditLog::open(settings.clone(), AuditMetrics::default()).unwrap();
         for i in 0..n / 2 {
-            let body = format!("\"ts\":\"t\",\"type\":\"statement\",\"statement\":\"SELECT {half}{i}\"");
+            let body =
+                format!("\"ts\":\"t\",\"type\":\"statement\",\"statement\":\"SELECT {half}{i}\"");
             if i % 2 == 0 {
                 log.accept(&[body]).await.unwrap();
             } else {
@@ -32,11 +33,19 @@ async fn write_log(dir: &Path, n: usize) {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap().lines().map(String::from).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn write_lines(path: &Path, lines: &[String]) {
-    std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
 }
 
 /// A copy of the log directory to tamper with.
@@ -53,7 +62,10 @@ fn assert_tampered(dir: &Path, expect: &str) {
     let out = verify(&[dir]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "verify must fail: {stdout}");
-    assert!(stdout.contains("TAMPERED") && stdout.contains(expect), "expected {expect:?} in: {stdout}");
+    assert!(
+        stdout.contains("TAMPERED") && stdout.contains(expect),
+        "expected {expect:?} in: {stdout}"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +80,10 @@ async fn chain_spans_rotations_and_restarts_and_catches_every_kind_of_tampering(
     assert!(out.status.success(), "{stdout}");
     // 60 statements, 2 log_opened records, and one rotate record per rotation.
     let total: usize = files.iter().map(|f| lines(f).len()).sum();
-    assert!(stdout.contains(&format!("OK: {total} records, seq 1..{total}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("OK: {total} records, seq 1..{total}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("from the start of the chain"));
 
     // Edited: one character of a statement changed.
@@ -111,7 +126,9 @@ async fn chain_spans_rotations_and_restarts_and_catches_every_kind_of_tampering(
     let mut l = lines(&f[1]);
     let forged = l[2].replacen("SELECT", "UPDATE", 1);
     let cut = forged.rfind(",\"hash\":\"").unwrap();
-    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&forged.as_bytes()[..cut]));
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        &forged.as_bytes()[..cut],
+    ));
     l[2] = format!("{},\"hash\":\"{hash}\"}}", &forged[..cut]);
     write_lines(&f[1], &l);
     assert_tampered(d.path(), "does not chain");

@@ -16,7 +16,11 @@ async fn stack() -> Stack {
 
 /// A bystander session that must keep working whatever the others do.
 async fn still_serves(stack: &Stack, bystander: &tokio_postgres::Client) {
-    let n: i64 = bystander.query_one("SELECT count(*) FROM ports", &[]).await.unwrap().get(0);
+    let n: i64 = bystander
+        .query_one("SELECT count(*) FROM ports", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(n > 0);
     let fresh = stack.connect(&stack.app).await;
     fresh.query_one("SELECT 1", &[]).await.unwrap();
@@ -28,11 +32,11 @@ async fn garbage_and_truncated_startup_packets_are_refused() {
     let bystander = stack.connect(&stack.app).await;
 
     for bytes in [
-        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],     // not PostgreSQL at all
-        &[0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0][..],       // absurd length
-        &[0, 0, 0, 3][..],                               // length below the minimum
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], // not PostgreSQL at all
+        &[0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0][..], // absurd length
+        &[0, 0, 0, 3][..],                         // length below the minimum
         &[0, 0, 0, 16, 0, 2, 0, 0, b'u', 0, 0, 0, 0, 0, 0, 0][..], // protocol 2
-        &[0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'][..],   // parameters not terminated
+        &[0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'][..], // parameters not terminated
     ] {
         let mut c = RawClient::connect(stack.addr).await;
         c.send(bytes).await.unwrap();
@@ -60,11 +64,16 @@ async fn malformed_truncated_and_oversized_messages_end_only_their_session() {
     let mut c = RawClient::login(stack.addr, &stack.app, "bad").await;
     c.send(&[b'Q', 0, 0, 0, 2]).await.unwrap();
     assert_eq!(sqlstate(&c.until(b'E').await.unwrap()), "08P01");
-    assert!(c.recv().await.is_none(), "the session is closed after a protocol error");
+    assert!(
+        c.recv().await.is_none(),
+        "the session is closed after a protocol error"
+    );
 
     // A Bind whose parameter length runs past the end of the message.
     let mut c = RawClient::login(stack.addr, &stack.app, "bad").await;
-    let mut bind = vec![b'B', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 100, b'x', 0, 0];
+    let mut bind = vec![
+        b'B', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 100, b'x', 0, 0,
+    ];
     let len = (bind.len() - 1) as u32;
     bind[1..5].copy_from_slice(&len.to_be_bytes());
     c.send(&bind).await.unwrap();
@@ -106,13 +115,19 @@ async fn malformed_truncated_and_oversized_messages_end_only_their_session() {
 
     // Nothing half-received was audited or forwarded.
     let records = stack.records();
-    assert!(!records.iter().any(|r| r["statement"] == "SELECT 'never sent whole'"));
+    assert!(!records
+        .iter()
+        .any(|r| r["statement"] == "SELECT 'never sent whole'"));
     let statements: Vec<_> = records
         .iter()
         .filter(|r| r["type"] == "statement" && r["application"] == "fcall")
         .map(|r| r["statement"].as_str().unwrap())
         .collect();
-    assert_eq!(statements, ["SELECT 42"], "the refused FunctionCall never ran");
+    assert_eq!(
+        statements,
+        ["SELECT 42"],
+        "the refused FunctionCall never ran"
+    );
     common::assert_chain_verifies(&stack.audit_dir());
     drop((bystander, c));
     stack.stop().await;
@@ -124,19 +139,32 @@ async fn wrong_passwords_plaintext_and_unknown_users_are_refused_and_audited() {
     let mut wrong = stack.app.clone();
     wrong.password = "not-it".to_string().into();
     let tls = tls_config::postgres_connector(Some(&stack.ca)).unwrap();
-    let err = stack.pg_config(&wrong).connect(tls.clone()).await.err().unwrap();
+    let err = stack
+        .pg_config(&wrong)
+        .connect(tls.clone())
+        .await
+        .err()
+        .unwrap();
     assert_eq!(err.as_db_error().unwrap().code().code(), "28P01");
 
     let mut ghost = stack.app.clone();
     ghost.username = "ghost".into();
     let err = stack.pg_config(&ghost).connect(tls).await.err().unwrap();
-    assert_eq!(err.as_db_error().unwrap().code().code(), "28P01", "unknown users look like wrong passwords");
+    assert_eq!(
+        err.as_db_error().unwrap().code().code(),
+        "28P01",
+        "unknown users look like wrong passwords"
+    );
 
     let mut plain = stack.pg_config(&stack.app);
     plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
     let err = plain.connect(tokio_postgres::NoTls).await.err().unwrap();
     assert_eq!(err.as_db_error().unwrap().code().code(), "28000");
-    assert!(err.as_db_error().unwrap().message().contains("requires TLS"));
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("requires TLS"));
 
     let refusals: Vec<String> = stack
         .records()
@@ -144,6 +172,13 @@ async fn wrong_passwords_plaintext_and_unknown_users_are_refused_and_audited() {
         .filter(|r| r["type"] == "auth" && r["result"] == "refused")
         .map(|r| r["reason"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(refusals, ["wrong password", "unknown user", "plaintext connection refused"]);
+    assert_eq!(
+        refusals,
+        [
+            "wrong password",
+            "unknown user",
+            "plaintext connection refused"
+        ]
+    );
     stack.stop().await;
 }

@@ -13,19 +13,33 @@ async fn tokio_postgres_simple_extended_and_errors() {
 
     // Extended protocol with parameters of several types, NULL among them.
     let row = db
-        .query_one("SELECT $1::int + 1, $2::text, $3::text IS NULL", &[&41i32, &"héllo", &None::<String>])
+        .query_one(
+            "SELECT $1::int + 1, $2::text, $3::text IS NULL",
+            &[&41i32, &"héllo", &None::<String>],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
 
-    db.execute("INSERT INTO notes (body, n) VALUES ($1, $2)", &[&"first", &7i32]).await.unwrap();
-    let err = db.execute("INSERT INTO nope VALUES (1)", &[]).await.unwrap_err();
+    db.execute(
+        "INSERT INTO notes (body, n) VALUES ($1, $2)",
+        &[&"first", &7i32],
+    )
+    .await
+    .unwrap();
+    let err = db
+        .execute("INSERT INTO nope VALUES (1)", &[])
+        .await
+        .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42P01");
     db.batch_execute("SELECT 1; SELECT 2").await.unwrap();
 
     let records = stack.records();
     let runs = executions(&records, "proxy-test");
-    let texts: Vec<&str> = runs.iter().map(|(s, _)| s["statement"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = runs
+        .iter()
+        .map(|(s, _)| s["statement"].as_str().unwrap())
+        .collect();
     assert_eq!(
         texts,
         vec![
@@ -46,12 +60,21 @@ async fn tokio_postgres_simple_extended_and_errors() {
     assert_eq!(first_out.as_ref().unwrap()["rows"], 1);
     assert_eq!(runs[1].1.as_ref().unwrap()["tag"], "INSERT 0 1");
     assert_eq!(runs[2].0["protocol"], "simple");
-    assert_eq!((runs[3].0["index"].as_u64(), runs[3].0["of"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (runs[3].0["index"].as_u64(), runs[3].0["of"].as_u64()),
+        (Some(1), Some(2))
+    );
     for (s, o) in &runs {
-        assert_eq!(s["identity"], json!({"kind": "service", "name": "app_writer"}));
+        assert_eq!(
+            s["identity"],
+            json!({"kind": "service", "name": "app_writer"})
+        );
         assert_eq!(s["db_user"], "app_writer");
         assert_eq!(s["database"], "rates");
-        assert_eq!(o.as_ref().expect("every execution has an outcome")["status"], "ok");
+        assert_eq!(
+            o.as_ref().expect("every execution has an outcome")["status"],
+            "ok"
+        );
     }
     drop(db);
     assert_chain_verifies(&stack.audit_dir());
@@ -85,14 +108,23 @@ async fn psql_multi_statement_copy_both_ways_and_password() {
 
     // \copy in both directions (COPY FROM STDIN / COPY TO STDOUT through the proxy).
     let input = dir.join("in.csv");
-    std::fs::write(&input, (0..500).map(|i| format!("{i},row {i}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &input,
+        (0..500)
+            .map(|i| format!("{i},row {i}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let output = dir.join("out.csv");
     let mut psql = stack.libpq_command("psql", &stack.writer);
     psql.args(["-X", "-v", "ON_ERROR_STOP=1"])
         .args(["-c", &format!("\\copy notes (n, body) FROM '{}' WITH (FORMAT csv)", input.display())])
         .args(["-c", &format!("\\copy (SELECT n, body FROM notes WHERE n IS NOT NULL ORDER BY n) TO '{}' WITH (FORMAT csv)", output.display())]);
     run(psql);
-    assert_eq!(std::fs::read_to_string(&output).unwrap(), std::fs::read_to_string(&input).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        std::fs::read_to_string(&input).unwrap()
+    );
 
     // \password sends ALTER USER ... PASSWORD '<SCRAM verifier>': the verifier must not reach
     // the audit log. psql reads the new password from stdin when there is no terminal.
@@ -108,28 +140,59 @@ async fn psql_multi_statement_copy_both_ways_and_password() {
         stdin.write_all(b"N3w-secret-pw\nN3w-secret-pw\n").unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let records = stack.records();
     let runs = executions(&records, "proxy-test");
-    let texts: Vec<&str> = runs.iter().map(|(s, _)| s["statement"].as_str().unwrap()).collect();
-    assert_eq!(texts[..3], ["INSERT INTO notes (body) VALUES ('a;b')", "SELECT 1/0", "INSERT INTO notes (body) VALUES ('never')"]);
-    let status: Vec<&str> = runs[..3].iter().map(|(_, o)| o.as_ref().unwrap()["status"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = runs
+        .iter()
+        .map(|(s, _)| s["statement"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts[..3],
+        [
+            "INSERT INTO notes (body) VALUES ('a;b')",
+            "SELECT 1/0",
+            "INSERT INTO notes (body) VALUES ('never')"
+        ]
+    );
+    let status: Vec<&str> = runs[..3]
+        .iter()
+        .map(|(_, o)| o.as_ref().unwrap()["status"].as_str().unwrap())
+        .collect();
     assert_eq!(status, ["ok", "error", "not_executed"]);
     assert_eq!(runs[1].1.as_ref().unwrap()["sqlstate"], "22012");
     // psql rewrites \copy into COPY ... FROM STDIN / TO STDOUT (with its own spacing).
-    assert!(texts[3].starts_with("COPY") && texts[3].contains("FROM STDIN"), "{}", texts[3]);
+    assert!(
+        texts[3].starts_with("COPY") && texts[3].contains("FROM STDIN"),
+        "{}",
+        texts[3]
+    );
     assert_eq!(runs[3].1.as_ref().unwrap()["tag"], "COPY 500");
-    assert!(texts[4].starts_with("COPY") && texts[4].contains("TO STDOUT"), "{}", texts[4]);
+    assert!(
+        texts[4].starts_with("COPY") && texts[4].contains("TO STDOUT"),
+        "{}",
+        texts[4]
+    );
     assert_eq!(runs[4].1.as_ref().unwrap()["rows"], 500);
-    let alter = runs.iter().find(|(s, _)| s["statement"].as_str().unwrap().starts_with("ALTER USER")).unwrap();
+    let alter = runs
+        .iter()
+        .find(|(s, _)| s["statement"].as_str().unwrap().starts_with("ALTER USER"))
+        .unwrap();
     assert_eq!(alter.0["redacted"], true);
     assert_eq!(alter.1.as_ref().unwrap()["tag"], "ALTER ROLE");
 
     // Neither the verifier nor the password appears in any audit file.
     for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
         let text = std::fs::read_to_string(f).unwrap();
-        assert!(!text.contains("SCRAM-SHA-256$"), "a password verifier leaked into the audit log");
+        assert!(
+            !text.contains("SCRAM-SHA-256$"),
+            "a password verifier leaked into the audit log"
+        );
         assert!(!text.contains("N3w-secret-pw"));
     }
     // The data really is in the database: the failed string rolled back as one transaction.
@@ -141,7 +204,11 @@ async fn psql_multi_statement_copy_both_ways_and_password() {
             .unwrap();
         (r.get(0), r.get(1))
     };
-    assert_eq!((a, never), (0, 0), "an implicit transaction: the error rolled back the first insert");
+    assert_eq!(
+        (a, never),
+        (0, 0),
+        "an implicit transaction: the error rolled back the first insert"
+    );
     assert_chain_verifies(&stack.audit_dir());
     stack.stop().await;
 }
@@ -156,7 +223,11 @@ async fn psql_cancel_reaches_the_right_backend() {
     let started = std::time::Instant::now();
     let child = psql.spawn().unwrap();
     // Wait until the statement runs (its record is written before it is forwarded).
-    while !stack.records().iter().any(|r| r["statement"] == "SELECT pg_sleep(30)") {
+    while !stack
+        .records()
+        .iter()
+        .any(|r| r["statement"] == "SELECT pg_sleep(30)")
+    {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -164,21 +235,36 @@ async fn psql_cancel_reaches_the_right_backend() {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the cancel did not stop the query");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the cancel did not stop the query"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
 
     let records = stack.records();
     let runs = executions(&records, "proxy-test");
-    let (_, outcome) = runs.iter().find(|(s, _)| s["statement"] == "SELECT pg_sleep(30)").unwrap();
+    let (_, outcome) = runs
+        .iter()
+        .find(|(s, _)| s["statement"] == "SELECT pg_sleep(30)")
+        .unwrap();
     assert_eq!(outcome.as_ref().unwrap()["sqlstate"], "57014");
     assert_chain_verifies(&stack.audit_dir());
     stack.stop().await;
 }
 
 /// pgbench in one protocol mode: returns the statements audited for it, in order.
-async fn pgbench(stack: &Stack, mode: &str, app: &str) -> Vec<(serde_json::Value, Option<serde_json::Value>)> {
+async fn pgbench(
+    stack: &Stack,
+    mode: &str,
+    app: &str,
+) -> Vec<(serde_json::Value, Option<serde_json::Value>)> {
     let script = stack.dir.path().join("bench.sql");
     std::fs::write(
         &script,
@@ -202,10 +288,15 @@ async fn pgbench_simple_extended_and_prepared() {
         let runs = pgbench(&stack, mode, &app).await;
         // 2 clients x 25 transactions x 2 statements, nothing more, nothing less.
         assert_eq!(runs.len(), 100, "{mode}");
-        let inserts: Vec<_> = runs.iter().filter(|(s, _)| s["statement"].as_str().unwrap().starts_with("INSERT")).collect();
+        let inserts: Vec<_> = runs
+            .iter()
+            .filter(|(s, _)| s["statement"].as_str().unwrap().starts_with("INSERT"))
+            .collect();
         assert_eq!(inserts.len(), 50, "{mode}");
         for (s, o) in &runs {
-            let o = o.as_ref().unwrap_or_else(|| panic!("{mode}: no outcome for {s}"));
+            let o = o
+                .as_ref()
+                .unwrap_or_else(|| panic!("{mode}: no outcome for {s}"));
             assert_eq!(o["status"], "ok", "{mode}: {o}");
         }
         for (s, o) in &inserts {
@@ -218,7 +309,10 @@ async fn pgbench_simple_extended_and_prepared() {
                 }
                 _ => {
                     assert_eq!(s["protocol"], "extended");
-                    assert_eq!(s["statement"], "INSERT INTO notes (body, n) VALUES ('bench', $1);");
+                    assert_eq!(
+                        s["statement"],
+                        "INSERT INTO notes (body, n) VALUES ('bench', $1);"
+                    );
                     let v: i64 = s["params"][0].as_str().unwrap().parse().unwrap();
                     assert!((1..=1_000_000).contains(&v));
                 }
@@ -231,7 +325,11 @@ async fn pgbench_simple_extended_and_prepared() {
     }
     // And the database holds exactly what the audit says ran.
     let admin = stack.cluster.connect("rates").await.unwrap();
-    let n: i64 = admin.query_one("SELECT count(*) FROM notes WHERE body = 'bench'", &[]).await.unwrap().get(0);
+    let n: i64 = admin
+        .query_one("SELECT count(*) FROM notes WHERE body = 'bench'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 150);
     assert_chain_verifies(&stack.audit_dir());
     stack.stop().await;

@@ -16,8 +16,11 @@ fn clients_dir() -> &'static Path {
 
 fn run_client(stack: &Stack, program: &str, script: &str) {
     let mut cmd = Command::new(program);
-    cmd.arg(clients_dir().join(script)).envs(stack.libpq_env(&stack.writer));
-    let out = cmd.output().unwrap_or_else(|e| panic!("{program} not runnable ({e}): run `make test-deps`"));
+    cmd.arg(clients_dir().join(script))
+        .envs(stack.libpq_env(&stack.writer));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{program} not runnable ({e}): run `make test-deps`"));
     assert!(
         out.status.success(),
         "{script} failed (missing dependency? run `make test-deps`): {}{}",
@@ -27,7 +30,9 @@ fn run_client(stack: &Stack, program: &str, script: &str) {
 }
 
 fn statements(runs: &[(serde_json::Value, Option<serde_json::Value>)]) -> Vec<String> {
-    runs.iter().map(|(s, _)| s["statement"].as_str().unwrap().to_string()).collect()
+    runs.iter()
+        .map(|(s, _)| s["statement"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +62,12 @@ async fn psycopg3() {
         "DECLARE \"big\" CURSOR FOR SELECT n FROM notes WHERE body = 'copied' ORDER BY n",
     ];
     assert_eq!(texts[..expected.len()], expected, "{texts:#?}");
-    assert!(texts[expected.len()..].iter().any(|t| t.starts_with("FETCH FORWARD 2 FROM \"big\"")), "{texts:#?}");
+    assert!(
+        texts[expected.len()..]
+            .iter()
+            .any(|t| t.starts_with("FETCH FORWARD 2 FROM \"big\"")),
+        "{texts:#?}"
+    );
     assert_eq!(texts.last().unwrap(), "COMMIT");
 
     let (select, out) = &runs[1];
@@ -65,7 +75,10 @@ async fn psycopg3() {
     assert_eq!(select["params"], json!([{"base64": "ABU="}, "zwölf"]));
     assert_eq!(out.as_ref().unwrap()["rows"], 1);
     // executemany and the pipeline: one record per execution, each with its own values.
-    let params: Vec<_> = runs[2..6].iter().map(|(s, _)| s["params"].clone()).collect();
+    let params: Vec<_> = runs[2..6]
+        .iter()
+        .map(|(s, _)| s["params"].clone())
+        .collect();
     let int2 = |b64: &str| json!({ "base64": b64 });
     assert_eq!(
         params,
@@ -78,7 +91,10 @@ async fn psycopg3() {
     );
     assert_eq!(runs[7].1.as_ref().unwrap()["tag"], "COPY 5");
     assert_eq!(runs[10].1.as_ref().unwrap()["sqlstate"], "42P01");
-    assert!(runs.iter().all(|(_, o)| o.is_some()), "every execution has an outcome");
+    assert!(
+        runs.iter().all(|(_, o)| o.is_some()),
+        "every execution has an outcome"
+    );
     assert_chain_verifies(&stack.audit_dir());
     stack.stop().await;
 }

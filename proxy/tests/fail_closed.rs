@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{Options, Stack};
@@ -22,7 +22,10 @@ impl SmallDisk {
             .arg(dir.path())
             .status()
             .expect("mount");
-        assert!(status.success(), "mounting a tmpfs needs root (CAP_SYS_ADMIN)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN)"
+        );
         SmallDisk { dir }
     }
 
@@ -51,7 +54,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -67,7 +73,9 @@ async fn count(stack: &Stack, body: &str) -> i64 {
 async fn ready(stack: &Stack) -> u16 {
     let mut s = tokio::net::TcpStream::connect(stack.admin).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out[9..12].parse().unwrap()
@@ -83,7 +91,9 @@ async fn disk_full_refuses_statements(durability: Durability) {
     })
     .await;
     let db = stack.connect(&stack.writer).await;
-    db.execute("INSERT INTO notes (body) VALUES ('before')", &[]).await.unwrap();
+    db.execute("INSERT INTO notes (body) VALUES ('before')", &[])
+        .await
+        .unwrap();
     stack.flush();
 
     disk.fill();
@@ -92,7 +102,10 @@ async fn disk_full_refuses_statements(durability: Durability) {
     let mut ran = Vec::new();
     let refused = loop {
         let body = format!("while full {}", ran.len());
-        match db.batch_execute(&format!("INSERT INTO notes (body) VALUES ('{body}')")).await {
+        match db
+            .batch_execute(&format!("INSERT INTO notes (body) VALUES ('{body}')"))
+            .await
+        {
             Ok(_) => ran.push(body),
             Err(e) => break (body, e),
         }
@@ -101,34 +114,64 @@ async fn disk_full_refuses_statements(durability: Durability) {
     let (refused_body, err) = refused;
     let db_err = err.as_db_error().expect("a clear error from the proxy");
     assert_eq!(db_err.code().code(), "58030");
-    assert!(db_err.message().contains("audit log unavailable"), "{}", db_err.message());
-    assert!(db_err.message().contains("not executed"), "{}", db_err.message());
-    assert_eq!(count(&stack, &refused_body).await, 0, "the statement must never reach the database");
-    assert_eq!(ready(&stack).await, 503, "readiness reports the broken audit log");
+    assert!(
+        db_err.message().contains("audit log unavailable"),
+        "{}",
+        db_err.message()
+    );
+    assert!(
+        db_err.message().contains("not executed"),
+        "{}",
+        db_err.message()
+    );
+    assert_eq!(
+        count(&stack, &refused_body).await,
+        0,
+        "the statement must never reach the database"
+    );
+    assert_eq!(
+        ready(&stack).await,
+        503,
+        "readiness reports the broken audit log"
+    );
 
     // New logins are refused too: a login is audited before it is allowed.
     let tls = tls_config::postgres_connector(Some(&stack.ca)).unwrap();
-    let refused = stack.pg_config(&stack.writer).connect(tls).await.err().unwrap();
+    let refused = stack
+        .pg_config(&stack.writer)
+        .connect(tls)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(refused.as_db_error().unwrap().code().code(), "58030");
 
     // Space again: the proxy recovers without a restart.
     disk.free();
     let db = stack.connect(&stack.writer).await;
-    db.execute("INSERT INTO notes (body) VALUES ('after')", &[]).await.unwrap();
+    db.execute("INSERT INTO notes (body) VALUES ('after')", &[])
+        .await
+        .unwrap();
     assert_eq!(count(&stack, "after").await, 1);
     assert_eq!(ready(&stack).await, 200);
 
     // Every record on disk is whole and chained; the refused statement is not there.
     let records = stack.records();
-    assert!(records.iter().any(|r| r["statement"] == "INSERT INTO notes (body) VALUES ('before')"));
-    assert!(records.iter().any(|r| r["statement"] == "INSERT INTO notes (body) VALUES ('after')"));
+    assert!(records
+        .iter()
+        .any(|r| r["statement"] == "INSERT INTO notes (body) VALUES ('before')"));
+    assert!(records
+        .iter()
+        .any(|r| r["statement"] == "INSERT INTO notes (body) VALUES ('after')"));
     // Every statement that ran is in the log, with its parameters; the refused one is not.
     let logged: Vec<&str> = records
         .iter()
         .filter_map(|r| r["statement"].as_str())
         .filter(|s| s.contains("while full"))
         .collect();
-    let expected: Vec<String> = ran.iter().map(|b| format!("INSERT INTO notes (body) VALUES ('{b}')")).collect();
+    let expected: Vec<String> = ran
+        .iter()
+        .map(|b| format!("INSERT INTO notes (body) VALUES ('{b}')"))
+        .collect();
     assert_eq!(logged, expected);
     for body in &ran {
         assert_eq!(count(&stack, body).await, 1);
@@ -151,15 +194,23 @@ async fn disk_full_fsync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_audit_directory_stops_the_proxy_from_starting() {
     let disk = SmallDisk::new("64k");
-    Command::new("mount").args(["-o", "remount,ro"]).arg(disk.path()).status().unwrap();
-    let mut settings = proxy::settings::Settings::default();
+    Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    let mut settings = proxy::settings::Settings {
+        listen: "127.0.0.1:0".into(),
+        admin_listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
     settings.audit.dir = disk.path().join("audit");
     settings.tls.plaintext = proxy::settings::Plaintext::Loopback;
-    settings.listen = "127.0.0.1:0".into();
-    settings.admin_listen = "127.0.0.1:0".into();
-    let err = proxy::server::Server::bind(settings).await.err().expect("must not start");
+    let err = proxy::server::Server::bind(settings)
+        .await
+        .err()
+        .expect("must not start");
     assert!(format!("{err:#}").contains("audit"), "{err:#}");
-    let _ = Path::new("");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,11 +220,19 @@ async fn database_down_and_restarted_mid_session() {
     db.query_one("SELECT 1", &[]).await.unwrap();
 
     stack.cluster.stop().unwrap();
-    assert!(db.query_one("SELECT 1", &[]).await.is_err(), "the session ends with the database");
+    assert!(
+        db.query_one("SELECT 1", &[]).await.is_err(),
+        "the session ends with the database"
+    );
 
     // While the database is down, logins fail fast with a clear error.
     let tls = tls_config::postgres_connector(Some(&stack.ca)).unwrap();
-    let err = stack.pg_config(&stack.app).connect(tls).await.err().unwrap();
+    let err = stack
+        .pg_config(&stack.app)
+        .connect(tls)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(err.as_db_error().unwrap().code().code(), "08006");
     assert!(err.as_db_error().unwrap().message().contains("unavailable"));
 
@@ -187,7 +246,10 @@ async fn database_down_and_restarted_mid_session() {
         .filter(|r| r["type"] == "disconnect")
         .map(|r| r["reason"].as_str().unwrap().to_string())
         .collect();
-    assert!(disconnects.iter().any(|r| r.contains("database closed")), "{disconnects:?}");
+    assert!(
+        disconnects.iter().any(|r| r.contains("database closed")),
+        "{disconnects:?}"
+    );
     drop((db, again));
     common::assert_chain_verifies(&stack.audit_dir());
     stack.stop().await;

@@ -60,7 +60,13 @@ impl SessionInfo {
     }
 
     /// Adds who logged in where; later records carry it.
-    pub fn logged_in(&mut self, identity: &Identity, database: &str, db_user: &str, application: &str) {
+    pub fn logged_in(
+        &mut self,
+        identity: &Identity,
+        database: &str,
+        db_user: &str,
+        application: &str,
+    ) {
         self.prefix.push_str(",\"identity\":");
         self.prefix
             .push_str(&serde_json::to_string(identity).expect("identity serializes"));
@@ -78,23 +84,50 @@ pub fn member_str(out: &mut String, name: &str, value: &str) {
     out.push('"');
     out.push_str(name);
     out.push_str("\":");
-    // serde_json escapes exactly what JSON requires.
-    out.push_str(&serde_json::to_string(value).expect("string serializes"));
+    push_json_str(out, value);
+}
+
+/// Appends `value` as a JSON string. Most audit text needs no escaping: copy it whole.
+pub fn push_json_str(out: &mut String, value: &str) {
+    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.reserve(value.len() + 2);
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(value).expect("string serializes"));
+    }
 }
 
 fn head(kind: &str, session: &SessionInfo) -> String {
-    let mut b = String::with_capacity(256);
-    member_str(&mut b, "ts", &now());
-    b.push(',');
-    member_str(&mut b, "type", kind);
-    b.push(',');
+    let mut b = String::with_capacity(320);
+    push_ts(&mut b);
+    b.push_str(",\"type\":\"");
+    b.push_str(kind);
+    b.push_str("\",");
     b.push_str(&session.prefix);
     b
 }
 
-/// Current time, RFC 3339 with microseconds, UTC.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+/// Appends `"ts":"2026-11-28T03:00:00.123456Z"`. The date and time of the current second are
+/// formatted once per second per thread; only the microseconds change in between.
+pub fn push_ts(out: &mut String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Utc::now();
+    let secs = now.timestamp();
+    SECOND.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            *cache = (secs, now.format("%Y-%m-%dT%H:%M:%S").to_string());
+        }
+        out.push_str("\"ts\":\"");
+        out.push_str(&cache.1);
+        let _ = write!(out, ".{:06}Z\"", now.timestamp_subsec_micros());
+    });
 }
 
 pub fn connect(session: &SessionInfo, tls: bool) -> String {
@@ -136,7 +169,12 @@ pub struct Totals {
     pub statements: u64,
 }
 
-pub fn disconnect(session: &SessionInfo, totals: &Totals, duration_ms: u64, reason: &str) -> String {
+pub fn disconnect(
+    session: &SessionInfo,
+    totals: &Totals,
+    duration_ms: u64,
+    reason: &str,
+) -> String {
     let mut b = head("disconnect", session);
     let _ = write!(
         b,
@@ -158,11 +196,20 @@ pub enum Via<'a> {
 }
 
 /// A statement about to be forwarded. `params` is the JSON array from [`params_json`].
-pub fn statement(session: &SessionInfo, via: Via, text: &str, redacted: bool, params: Option<&str>) -> String {
+pub fn statement(
+    session: &SessionInfo,
+    via: Via,
+    text: &str,
+    redacted: bool,
+    params: Option<&str>,
+) -> String {
     let mut b = head("statement", session);
     match via {
         Via::Simple { index, count } => {
-            let _ = write!(b, ",\"protocol\":\"simple\",\"index\":{index},\"of\":{count}");
+            let _ = write!(
+                b,
+                ",\"protocol\":\"simple\",\"index\":{index},\"of\":{count}"
+            );
         }
         Via::Extended { statement, portal } => {
             b.push_str(",\"protocol\":\"extended\",");
@@ -185,18 +232,28 @@ pub fn statement(session: &SessionInfo, via: Via, text: &str, redacted: bool, pa
 
 /// How a statement ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Ok { tag: String, rows: Option<u64> },
-    Error { code: String, message: String },
+pub enum Outcome<'a> {
+    Ok {
+        tag: &'a str,
+        rows: Option<u64>,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
     /// Never ran: an earlier message in the same batch failed, or the session ended first.
-    NotExecuted { reason: &'static str },
+    NotExecuted {
+        reason: &'static str,
+    },
     /// Forwarded, but the session ended before the server's answer was seen.
-    Unknown { reason: &'static str },
+    Unknown {
+        reason: &'static str,
+    },
 }
 
 pub fn outcome(session: &SessionInfo, seq: u64, outcome: &Outcome, duration_us: u64) -> String {
     let mut b = String::with_capacity(160);
-    member_str(&mut b, "ts", &now());
+    push_ts(&mut b);
     b.push_str(",\"type\":\"outcome\",");
     member_str(&mut b, "session", &session.session);
     let _ = write!(b, ",\"ref\":{seq}");
@@ -250,7 +307,7 @@ pub fn params_json(params: &[crate::protocol::frontend::Param<'_>], cap: usize) 
         let truncated = cut.len() < bytes.len();
         let text = if binary { None } else { utf8_prefix(cut) };
         match (text, truncated) {
-            (Some(t), false) => b.push_str(&serde_json::to_string(t).expect("str")),
+            (Some(t), false) => push_json_str(&mut b, t),
             (Some(t), true) => {
                 b.push('{');
                 member_str(&mut b, "text", t);
@@ -258,7 +315,11 @@ pub fn params_json(params: &[crate::protocol::frontend::Param<'_>], cap: usize) 
             }
             (None, _) => {
                 b.push('{');
-                member_str(&mut b, "base64", &base64::engine::general_purpose::STANDARD.encode(cut));
+                member_str(
+                    &mut b,
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(cut),
+                );
                 if truncated {
                     let _ = write!(b, ",\"truncated_from\":{}", bytes.len());
                 }
@@ -288,7 +349,12 @@ mod tests {
     fn params_are_capped_and_marked() {
         let big = vec![b'a'; 100];
         let json = params_json(
-            &[Param::Text(b"42"), Param::Null, Param::Binary(&[0, 0, 0, 42]), Param::Text(&big)],
+            &[
+                Param::Text(b"42"),
+                Param::Null,
+                Param::Binary(&[0, 0, 0, 42]),
+                Param::Text(&big),
+            ],
             10,
         );
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -300,15 +366,60 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_escaped_only_when_needed() {
+        for s in [
+            "plain text",
+            "quote \" and \\ backslash",
+            "tab\tnewline\n",
+            "ünïcødé",
+            "\u{1}",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
+        }
+        let mut ts = String::from("{");
+        push_ts(&mut ts);
+        ts.push('}');
+        let v: serde_json::Value = serde_json::from_str(&ts).unwrap();
+        let parsed = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap();
+        assert!(
+            (chrono::Utc::now() - parsed.with_timezone(&chrono::Utc))
+                .num_seconds()
+                .abs()
+                < 5
+        );
+    }
+
+    #[test]
     fn bodies_are_json_members() {
         let mut s = SessionInfo::new("s1".into(), "127.0.0.1:5000".into());
-        s.logged_in(&Identity::Service { name: "app".into() }, "rates", "app", "psql \"x\"");
-        let body = statement(&s, Via::Simple { index: 0, count: 1 }, "select '\"'", false, None);
+        s.logged_in(
+            &Identity::Service { name: "app".into() },
+            "rates",
+            "app",
+            "psql \"x\"",
+        );
+        let body = statement(
+            &s,
+            Via::Simple { index: 0, count: 1 },
+            "select '\"'",
+            false,
+            None,
+        );
         let v: serde_json::Value = serde_json::from_str(&format!("{{{body}}}")).unwrap();
         assert_eq!(v["identity"]["kind"], "service");
         assert_eq!(v["application"], "psql \"x\"");
         assert_eq!(v["statement"], "select '\"'");
-        let o = outcome(&s, 7, &Outcome::Ok { tag: "SELECT 1".into(), rows: Some(1) }, 12);
+        let o = outcome(
+            &s,
+            7,
+            &Outcome::Ok {
+                tag: "SELECT 1",
+                rows: Some(1),
+            },
+            12,
+        );
         let v: serde_json::Value = serde_json::from_str(&format!("{{{o}}}")).unwrap();
         assert_eq!((v["ref"].as_u64(), v["rows"].as_u64()), (Some(7), Some(1)));
     }

@@ -152,9 +152,13 @@ impl AuditLog {
             settings,
         });
         let mut opened = String::new();
-        super::record::member_str(&mut opened, "ts", &super::record::now());
+        super::record::push_ts(&mut opened);
         opened.push_str(",\"type\":\"log_opened\",");
-        super::record::member_str(&mut opened, "previous_file", &previous_file.unwrap_or_default());
+        super::record::member_str(
+            &mut opened,
+            "previous_file",
+            &previous_file.unwrap_or_default(),
+        );
         opened.push_str(&format!(",\"pid\":{}", std::process::id()));
         log.write(&[opened]).map_err(|e| anyhow::anyhow!("{e}"))?;
         if log.settings.durability == Durability::Fsync {
@@ -221,7 +225,9 @@ impl AuditLog {
 
     /// Writes periodically until `stop` fires.
     pub async fn run_flusher(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.flush_interval_ms.max(1)));
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            self.settings.flush_interval_ms.max(1),
+        ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -311,13 +317,18 @@ impl AuditLog {
         });
         let path = self.settings.dir.join(file_name(st.seq + 1));
         let file = open_new(&path)?;
-        let previous = st.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let previous = st
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         st.file = Arc::new(file);
         st.path = path;
         st.file_len = 0;
         st.opened = Instant::now();
         let mut body = String::new();
-        super::record::member_str(&mut body, "ts", &super::record::now());
+        super::record::push_ts(&mut body);
         body.push_str(",\"type\":\"rotate\",");
         super::record::member_str(&mut body, "previous_file", &previous);
         st.buffered.insert(0, body);
@@ -436,12 +447,20 @@ fn chain_tail(dir: &Path) -> anyhow::Result<(u64, [u8; 32], Option<String>)> {
         file.seek(SeekFrom::Start(from))?;
         let mut tail = Vec::new();
         file.read_to_end(&mut tail)?;
-        let whole = tail.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+        let whole = tail
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
         if whole < tail.len() {
             tracing::warn!(file = %path.display(), bytes = tail.len() - whole, "cutting a partial audit record");
             file.set_len(from + whole as u64)?;
         }
-        let Some(line) = tail[..whole].split(|&b| b == b'\n').rev().find(|l| !l.is_empty()) else {
+        let Some(line) = tail[..whole]
+            .split(|&b| b == b'\n')
+            .rev()
+            .find(|l| !l.is_empty())
+        else {
             continue;
         };
         let v: serde_json::Value = serde_json::from_slice(line)

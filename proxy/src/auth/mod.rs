@@ -39,20 +39,36 @@ impl Refused {
 impl From<ReadError> for Refused {
     fn from(e: ReadError) -> Self {
         match e {
-            ReadError::Closed => Refused::new("08006", "connection closed", "client closed the connection during authentication"),
-            ReadError::Protocol(p) => Refused::new("08P01", p.0.clone(), format!("protocol error: {}", p.0)),
-            ReadError::Io(io) => Refused::new("08006", "i/o error", format!("i/o error during authentication: {io}")),
+            ReadError::Closed => Refused::new(
+                "08006",
+                "connection closed",
+                "client closed the connection during authentication",
+            ),
+            ReadError::Protocol(p) => {
+                Refused::new("08P01", p.0.clone(), format!("protocol error: {}", p.0))
+            }
+            ReadError::Io(io) => Refused::new(
+                "08006",
+                "i/o error",
+                format!("i/o error during authentication: {io}"),
+            ),
         }
     }
 }
 
 /// Writes an authentication message and flushes it.
-pub(crate) async fn send<S: AsyncWrite + Unpin>(stream: &mut S, out: &BytesMut) -> Result<(), Refused> {
+pub(crate) async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &BytesMut,
+) -> Result<(), Refused> {
     stream
         .write_all(out)
         .await
         .map_err(|e| Refused::from(ReadError::Io(e)))?;
-    stream.flush().await.map_err(|e| Refused::from(ReadError::Io(e)))
+    stream
+        .flush()
+        .await
+        .map_err(|e| Refused::from(ReadError::Io(e)))
 }
 
 /// Reads the client's next PasswordMessage-family message ('p') body.
@@ -65,7 +81,10 @@ pub(crate) async fn read_password_message<S: AsyncRead + Unpin>(
         return Err(Refused::new(
             "08P01",
             "expected a password message",
-            format!("unexpected message type {:?} during authentication", tag as char),
+            format!(
+                "unexpected message type {:?} during authentication",
+                tag as char
+            ),
         ));
     }
     Ok(body)
@@ -91,7 +110,8 @@ pub(crate) async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
     send(stream, &out).await?;
 
     let body = read_password_message(stream, buf).await?;
-    let (mechanism, data) = crate::protocol::startup::sasl_initial_body(&body).map_err(ReadError::from)?;
+    let (mechanism, data) =
+        crate::protocol::startup::sasl_initial_body(&body).map_err(ReadError::from)?;
     if mechanism != scram::MECHANISM {
         return Err(Refused::new(
             "28000",

@@ -87,17 +87,24 @@ pub struct ServerExchange {
 impl ServerExchange {
     /// Reads client-first-message and answers server-first-message.
     pub fn start(verifier: Verifier, client_first: &[u8]) -> Result<(Self, String), ScramError> {
-        let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let msg =
+            std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         // gs2-header: cbind-flag "," [authzid] ","
-        let (flag, rest) = msg.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
+        let (flag, rest) = msg
+            .split_once(',')
+            .ok_or(ScramError::Malformed("no gs2 header"))?;
         match flag {
             "n" | "y" => {}
             f if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
             _ => return Err(ScramError::Malformed("bad channel binding flag")),
         }
-        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
+        let (authzid, bare) = rest
+            .split_once(',')
+            .ok_or(ScramError::Malformed("no gs2 header"))?;
         if !authzid.is_empty() {
-            return Err(ScramError::Malformed("authorization identity is not supported"));
+            return Err(ScramError::Malformed(
+                "authorization identity is not supported",
+            ));
         }
         let gs2_header = format!("{flag},,");
         let client_nonce = bare
@@ -106,7 +113,9 @@ impl ServerExchange {
             .filter(|n| !n.is_empty())
             .ok_or(ScramError::Malformed("no client nonce"))?;
         if bare.starts_with("m=") {
-            return Err(ScramError::Malformed("mandatory extensions are not supported"));
+            return Err(ScramError::Malformed(
+                "mandatory extensions are not supported",
+            ));
         }
         let nonce = format!("{client_nonce}{}", nonce());
         let server_first = format!(
@@ -128,7 +137,8 @@ impl ServerExchange {
 
     /// Checks client-final-message; on success returns server-final-message.
     pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
-        let msg = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let msg =
+            std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = msg
             .rsplit_once(",p=")
             .ok_or(ScramError::Malformed("no proof"))?;
@@ -147,11 +157,16 @@ impl ServerExchange {
         if nonce != Some(self.nonce.as_str()) {
             return Err(ScramError::Malformed("nonce does not match"));
         }
-        let proof = B64.decode(proof).map_err(|_| ScramError::Malformed("proof is not base64"))?;
+        let proof = B64
+            .decode(proof)
+            .map_err(|_| ScramError::Malformed("proof is not base64"))?;
         if proof.len() != 32 {
             return Err(ScramError::Malformed("proof has the wrong length"));
         }
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
         let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
         let mut client_key = [0u8; 32];
         for i in 0..32 {
@@ -217,16 +232,27 @@ impl ClientExchange {
     }
 
     /// Answers server-first-message with client-final-message.
-    pub fn respond(self, password: &str, server_first: &[u8]) -> Result<(ClientFinal, String), ScramError> {
-        let msg = std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+    pub fn respond(
+        self,
+        password: &str,
+        server_first: &[u8],
+    ) -> Result<(ClientFinal, String), ScramError> {
+        let msg =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (mut nonce, mut salt, mut iterations) = (None, None, None);
         for attr in msg.split(',') {
             if let Some(v) = attr.strip_prefix("r=") {
                 nonce = Some(v);
             } else if let Some(v) = attr.strip_prefix("s=") {
-                salt = Some(B64.decode(v).map_err(|_| ScramError::Malformed("salt is not base64"))?);
+                salt = Some(
+                    B64.decode(v)
+                        .map_err(|_| ScramError::Malformed("salt is not base64"))?,
+                );
             } else if let Some(v) = attr.strip_prefix("i=") {
-                iterations = Some(v.parse::<u32>().map_err(|_| ScramError::Malformed("bad iterations"))?);
+                iterations = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| ScramError::Malformed("bad iterations"))?,
+                );
             }
         }
         let nonce = nonce.ok_or(ScramError::Malformed("no nonce"))?;
@@ -261,11 +287,14 @@ impl ClientExchange {
 impl ClientFinal {
     /// Checks server-final-message, so a server that does not know the password is caught.
     pub fn verify(self, server_final: &[u8]) -> Result<(), ScramError> {
-        let msg = std::str::from_utf8(server_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let msg =
+            std::str::from_utf8(server_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let v = msg
             .strip_prefix("v=")
             .ok_or(ScramError::Malformed("no server signature"))?;
-        let sig = B64.decode(v).map_err(|_| ScramError::Malformed("signature is not base64"))?;
+        let sig = B64
+            .decode(v)
+            .map_err(|_| ScramError::Malformed("signature is not base64"))?;
         if bool::from(sig.as_slice().ct_eq(&self.expected_server_signature)) {
             Ok(())
         } else {
@@ -282,15 +311,21 @@ mod tests {
     fn client_and_server_agree_on_the_right_password_only() {
         let verifier = Verifier::new("correct horse");
         let (client, first) = ClientExchange::start();
-        let (server, server_first) = ServerExchange::start(verifier.clone(), first.as_bytes()).unwrap();
-        let (fin, client_final) = client.respond("correct horse", server_first.as_bytes()).unwrap();
+        let (server, server_first) =
+            ServerExchange::start(verifier.clone(), first.as_bytes()).unwrap();
+        let (fin, client_final) = client
+            .respond("correct horse", server_first.as_bytes())
+            .unwrap();
         let server_final = server.finish(client_final.as_bytes()).unwrap();
         fin.verify(server_final.as_bytes()).unwrap();
 
         let (client, first) = ClientExchange::start();
         let (server, server_first) = ServerExchange::start(verifier, first.as_bytes()).unwrap();
         let (_, client_final) = client.respond("wrong", server_first.as_bytes()).unwrap();
-        assert_eq!(server.finish(client_final.as_bytes()), Err(ScramError::BadProof));
+        assert_eq!(
+            server.finish(client_final.as_bytes()),
+            Err(ScramError::BadProof)
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub struct Verifiers {
 
 impl Verifiers {
     fn get(&self, creds: &DbCredentials) -> Verifier {
-        let fingerprint: [u8; 32] = Sha256::digest(creds.password.expose_secret().as_bytes()).into();
+        let fingerprint: [u8; 32] =
+            Sha256::digest(creds.password.expose_secret().as_bytes()).into();
         if let Some((fp, v)) = self.by_user.lock().unwrap().get(&creds.username) {
             if *fp == fingerprint {
                 return v.clone();
@@ -40,7 +41,11 @@ impl Verifiers {
     /// A verifier no password matches, for users that do not exist: they go through the
     /// same exchange and fail the same way, so the client learns nothing.
     fn decoy(&self) -> Verifier {
-        Verifier::with_salt(&secret_store::generate_password(), &rand::random::<[u8; 16]>(), super::scram::ITERATIONS)
+        Verifier::with_salt(
+            &secret_store::generate_password(),
+            &rand::random::<[u8; 16]>(),
+            super::scram::ITERATIONS,
+        )
     }
 }
 
@@ -57,7 +62,11 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         let mut refused = match scram_exchange(stream, buf, verifiers.decoy(), user).await {
             Err(r) => r,
             // No password matches a decoy; refuse all the same.
-            Ok(()) => Refused::new("28P01", format!("password authentication failed for user \"{user}\""), ""),
+            Ok(()) => Refused::new(
+                "28P01",
+                format!("password authentication failed for user \"{user}\""),
+                "",
+            ),
         };
         if refused.code == "28P01" {
             refused.audit = "unknown user".into();

@@ -58,7 +58,9 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
     let sql = r.cstr()?;
     let n = r.i16()?;
     if n < 0 {
-        return Err(ProtocolError::new("Parse message: negative parameter type count"));
+        return Err(ProtocolError::new(
+            "Parse message: negative parameter type count",
+        ));
     }
     r.bytes(n as usize * 4)?;
     r.finish()?;
@@ -109,7 +111,9 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
         match code {
             0 => Ok(false),
             1 => Ok(true),
-            other => Err(ProtocolError::new(format!("Bind message: unknown format code {other}"))),
+            other => Err(ProtocolError::new(format!(
+                "Bind message: unknown format code {other}"
+            ))),
         }
     };
     let mut params = Vec::with_capacity(nparams);
@@ -118,7 +122,9 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
         let param = match len {
             -1 => Param::Null,
             n if n < -1 => {
-                return Err(ProtocolError::new("Bind message: negative parameter length"))
+                return Err(ProtocolError::new(
+                    "Bind message: negative parameter length",
+                ))
             }
             n => {
                 let value = r.bytes(n as usize)?;
@@ -133,7 +139,9 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
     }
     let nresults = r.i16()?;
     if nresults < 0 {
-        return Err(ProtocolError::new("Bind message: negative result format count"));
+        return Err(ProtocolError::new(
+            "Bind message: negative result format count",
+        ));
     }
     r.bytes(nresults as usize * 2)?;
     r.finish()?;
@@ -175,7 +183,9 @@ pub fn target<'a>(body: &'a [u8], what: &'static str) -> Result<Target<'a>, Prot
     match kind {
         b'S' => Ok(Target::Statement(name)),
         b'P' => Ok(Target::Portal(name)),
-        _ => Err(ProtocolError::new(format!("{what} message: unknown target type"))),
+        _ => Err(ProtocolError::new(format!(
+            "{what} message: unknown target type"
+        ))),
     }
 }
 
@@ -221,7 +231,10 @@ mod tests {
         // One format code applies to all parameters.
         let body = bind_body(&[1], &[Some(b"a"), Some(b"b")]);
         let all_binary = bind(&body).unwrap();
-        assert!(all_binary.params.iter().all(|p| matches!(p, Param::Binary(_))));
+        assert!(all_binary
+            .params
+            .iter()
+            .all(|p| matches!(p, Param::Binary(_))));
     }
 
     #[test]
@@ -233,13 +246,22 @@ mod tests {
         let mut lying = body.clone();
         lying[8..12].copy_from_slice(&1000i32.to_be_bytes()); // parameter length past the end
         assert!(bind(&lying).is_err());
-        assert!(bind(&bind_body(&[0, 1, 0], &[Some(b"a")])).is_err(), "format count mismatch");
+        assert!(
+            bind(&bind_body(&[0, 1, 0], &[Some(b"a")])).is_err(),
+            "format count mismatch"
+        );
         assert!(query(b"select 1").is_err(), "missing terminator");
         assert!(query(b"select 1\0extra").is_err());
-        assert!(parse(b"s\0select\0\0\x01").is_err(), "parameter types truncated");
+        assert!(
+            parse(b"s\0select\0\0\x01").is_err(),
+            "parameter types truncated"
+        );
         assert_eq!(
             parse(b"s\0select $1\0\0\x01\0\0\0\x17").unwrap(),
-            Parse { statement: "s", sql: "select $1" }
+            Parse {
+                statement: "s",
+                sql: "select $1"
+            }
         );
         assert_eq!(execute(b"\0\0\0\0\x0a").unwrap().max_rows, 10);
         assert_eq!(target(b"Pcur\0", "Close").unwrap(), Target::Portal("cur"));

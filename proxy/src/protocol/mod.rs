@@ -64,11 +64,9 @@ impl<'a> Reader<'a> {
 
     /// A NUL-terminated string; must be UTF-8 (the proxy only accepts UTF-8 clients).
     pub fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| ProtocolError(format!("{} message: string not terminated", self.what)))?;
+        let end = self.buf.iter().position(|&b| b == 0).ok_or_else(|| {
+            ProtocolError(format!("{} message: string not terminated", self.what))
+        })?;
         let s = std::str::from_utf8(&self.buf[..end])
             .map_err(|_| ProtocolError(format!("{} message: string is not UTF-8", self.what)))?;
         self.buf = &self.buf[end + 1..];
@@ -79,7 +77,10 @@ impl<'a> Reader<'a> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(ProtocolError(format!("{} message has trailing bytes", self.what)))
+            Err(ProtocolError(format!(
+                "{} message has trailing bytes",
+                self.what
+            )))
         }
     }
 }

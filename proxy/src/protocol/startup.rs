@@ -56,7 +56,9 @@ pub fn decode(body: &[u8]) -> Result<Request, ProtocolError> {
             let pid = r.i32()?;
             let secret = r.bytes(body.len() - 8)?.to_vec();
             if secret.is_empty() || secret.len() > 256 {
-                return Err(ProtocolError::new("CancelRequest with an invalid key length"));
+                return Err(ProtocolError::new(
+                    "CancelRequest with an invalid key length",
+                ));
             }
             Ok(Request::Cancel { pid, secret })
         }
@@ -187,7 +189,10 @@ mod tests {
         cancel_request(&mut out, 42, &[1, 2, 3, 4]);
         assert_eq!(
             decode(&out[4..]).unwrap(),
-            Request::Cancel { pid: 42, secret: vec![1, 2, 3, 4] }
+            Request::Cancel {
+                pid: 42,
+                secret: vec![1, 2, 3, 4]
+            }
         );
     }
 
@@ -196,8 +201,14 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[0, 2, 0, 0]).is_err(), "protocol 2");
         assert!(decode(&[0, 3, 0, 0, b'u', b's']).is_err(), "unterminated");
-        assert!(decode(&[0, 3, 0, 0, b'u', 0, b'x', 0]).is_err(), "missing final NUL");
-        assert!(decode(&[0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1]).is_err(), "empty cancel key");
+        assert!(
+            decode(&[0, 3, 0, 0, b'u', 0, b'x', 0]).is_err(),
+            "missing final NUL"
+        );
+        assert!(
+            decode(&[0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1]).is_err(),
+            "empty cancel key"
+        );
         assert!(decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
     }
 }

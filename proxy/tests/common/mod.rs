@@ -62,7 +62,10 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let store = SecretStore::File(FileStore::new(dir.path().join("secrets")));
         let app = cluster.login_for("rates_api").await.unwrap();
-        store.put_db_credentials("dbgw/rates-api", &app).await.unwrap();
+        store
+            .put_db_credentials("dbgw/rates-api", &app)
+            .await
+            .unwrap();
 
         // A writer account and a table it may change.
         let admin = cluster.connect("rates").await.unwrap();
@@ -77,26 +80,33 @@ impl Stack {
             .await
             .unwrap();
         let writer = cluster.login_for("app_writer").await.unwrap();
-        store.put_db_credentials("dbgw/app-writer", &writer).await.unwrap();
+        store
+            .put_db_credentials("dbgw/app-writer", &writer)
+            .await
+            .unwrap();
 
         let (cert, key) = cluster
             .issue_cert(&["localhost", "127.0.0.1"], dir.path(), "proxy")
             .unwrap();
-        let mut settings = Settings::default();
-        settings.listen = "127.0.0.1:0".into();
-        settings.admin_listen = "127.0.0.1:0".into();
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".into(),
+            admin_listen: "127.0.0.1:0".into(),
+            shutdown_grace_secs: 5,
+            ..Settings::default()
+        };
         settings.tls.cert_file = Some(cert);
         settings.tls.key_file = Some(key);
         settings.tls.plaintext = opts.plaintext;
         settings.upstream.port = cluster.port();
         settings.upstream.ca_file = Some(cluster.ca_cert());
-        settings.services.insert("app_writer".into(), "dbgw/app-writer".into());
+        settings
+            .services
+            .insert("app_writer".into(), "dbgw/app-writer".into());
         settings.secrets.dir = dir.path().join("secrets");
         settings.audit.dir = opts.audit_dir.unwrap_or_else(|| dir.path().join("audit"));
         settings.audit.durability = opts.durability;
         settings.audit.param_cap_bytes = opts.param_cap;
         settings.limits.max_message_bytes = opts.max_message_bytes;
-        settings.shutdown_grace_secs = 5;
 
         let server = Server::bind(settings).await.expect("proxy binds");
         let (addr, admin_addr, ctx) = (server.local_addr(), server.admin_addr(), server.context());
@@ -137,7 +147,11 @@ impl Stack {
 
     pub async fn connect(&self, creds: &DbCredentials) -> tokio_postgres::Client {
         let tls = tls_config::postgres_connector(Some(&self.ca)).unwrap();
-        let (client, conn) = self.pg_config(creds).connect(tls).await.expect("connect through proxy");
+        let (client, conn) = self
+            .pg_config(creds)
+            .connect(tls)
+            .await
+            .expect("connect through proxy");
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -150,7 +164,10 @@ impl Stack {
             ("PGHOST".into(), "127.0.0.1".into()),
             ("PGPORT".into(), self.addr.port().to_string()),
             ("PGUSER".into(), creds.username.clone()),
-            ("PGPASSWORD".into(), creds.password.expose_secret().to_string()),
+            (
+                "PGPASSWORD".into(),
+                creds.password.expose_secret().to_string(),
+            ),
             ("PGDATABASE".into(), "rates".into()),
             ("PGSSLMODE".into(), "verify-full".into()),
             ("PGSSLROOTCERT".into(), self.ca.display().to_string()),
@@ -161,7 +178,8 @@ impl Stack {
     /// A command for PostgreSQL client program `name` aimed at the proxy as `creds`.
     pub fn libpq_command(&self, name: &str, creds: &DbCredentials) -> Command {
         let mut cmd = Command::new(dbgw_db::cluster::pg_bin(name).unwrap());
-        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         cmd.envs(self.libpq_env(creds));
         cmd
     }
@@ -210,7 +228,9 @@ pub fn executions(records: &[Value], application: &str) -> Vec<(Value, Option<Va
         .collect();
     records
         .iter()
-        .filter(|r| r["type"] == "statement" && sessions.contains(&r["session"].as_str().unwrap_or("")))
+        .filter(|r| {
+            r["type"] == "statement" && sessions.contains(&r["session"].as_str().unwrap_or(""))
+        })
         .map(|s| {
             let outcome = records
                 .iter()
@@ -271,9 +291,12 @@ impl RawClient {
                     return Some((msg[0], msg[5..].to_vec()));
                 }
             }
-            let read = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("the proxy neither answered nor closed within 10 s");
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.stream.read_buf(&mut self.buf),
+            )
+            .await
+            .expect("the proxy neither answered nor closed within 10 s");
             match read {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
@@ -299,7 +322,11 @@ impl RawClient {
         let mut out = bytes::BytesMut::new();
         startup::startup_message(
             &mut out,
-            &[("user", &creds.username), ("database", "rates"), ("application_name", application)],
+            &[
+                ("user", &creds.username),
+                ("database", "rates"),
+                ("application_name", application),
+            ],
         );
         c.send(&out).await.unwrap();
         let (t, _) = c.recv().await.expect("SASL request");
@@ -309,7 +336,9 @@ impl RawClient {
         startup::sasl_initial_response(&mut out, "SCRAM-SHA-256", first.as_bytes());
         c.send(&out).await.unwrap();
         let (_, body) = c.recv().await.expect("SASL continue");
-        let (fin, msg) = exchange.respond(creds.password.expose_secret(), &body[4..]).unwrap();
+        let (fin, msg) = exchange
+            .respond(creds.password.expose_secret(), &body[4..])
+            .unwrap();
         out.clear();
         startup::sasl_response(&mut out, msg.as_bytes());
         c.send(&out).await.unwrap();
