@@ -42,7 +42,10 @@ function saveJwks(jwks) {
 }
 
 function loadOrCreateJwks() {
-  if (fs.existsSync(JWKS_FILE)) return JSON.parse(fs.readFileSync(JWKS_FILE, 'utf8'));
+  if (fs.existsSync(JWKS_FILE)) {
+    fs.chmodSync(JWKS_FILE, 0o600); // private keys: owner only, even if loosened by hand
+    return JSON.parse(fs.readFileSync(JWKS_FILE, 'utf8'));
+  }
   const jwks = { keys: [newSigningKey()] };
   saveJwks(jwks);
   return jwks;
@@ -111,12 +114,61 @@ function allowAnyLoopbackPort(Client) {
 
 // ---- provider -------------------------------------------------------------
 
+// Key rotation builds a new Provider. oidc-provider's built-in memory adapter
+// gives every instance its own store, which would drop sessions, pending
+// logins and unredeemed codes; this one store is shared by all instances.
+// In memory only: everything but the keys is gone after a restart.
+const store = new Map(); // "<Model>:<id>" -> { payload, expiresAt }
+
+function live(key) {
+  const entry = store.get(key);
+  if (entry && entry.expiresAt <= Date.now()) store.delete(key);
+  else return entry?.payload;
+  return undefined;
+}
+
+class SharedMemoryAdapter {
+  constructor(model) { this.model = model; }
+
+  key(id) { return `${this.model}:${id}`; }
+
+  async upsert(id, payload, expiresIn) {
+    for (const k of store.keys()) live(k); // sweep expired entries; dev-sized store
+    store.set(this.key(id), { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
+  }
+
+  async find(id) { return live(this.key(id)); }
+
+  #findBy(field, value) {
+    for (const k of store.keys()) {
+      if (k.startsWith(`${this.model}:`) && live(k)?.[field] === value) return live(k);
+    }
+    return undefined;
+  }
+
+  async findByUid(uid) { return this.#findBy('uid', uid); }
+
+  async findByUserCode(userCode) { return this.#findBy('userCode', userCode); }
+
+  async consume(id) {
+    const payload = live(this.key(id));
+    if (payload) payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) { store.delete(this.key(id)); }
+
+  async revokeByGrantId(grantId) {
+    for (const [k, { payload }] of store) if (payload.grantId === grantId) store.delete(k);
+  }
+}
+
 // Same cookie keys for every Provider instance, so flows survive a key rotation.
 const COOKIE_KEYS = [randomBytes(32).toString('base64url')];
 
 function buildProvider(issuer, jwks) {
   const provider = new Provider(issuer, {
     jwks,
+    adapter: SharedMemoryAdapter,
     findAccount,
     clients: [
       {
@@ -148,7 +200,7 @@ function buildProvider(issuer, jwks) {
       groups: ['groups'],
     },
     conformIdTokenClaims: false, // put scope claims in the ID token itself
-    enabledJWA: { idTokenSigningAlgValues: ['RS256'], userinfoSigningAlgValues: ['RS256'] },
+    enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
     cookies: { keys: COOKIE_KEYS },
     ttl: {
       IdToken: ID_TOKEN_TTL,
@@ -243,7 +295,7 @@ async function interaction(provider, req, res, uid, action) {
       { mergeWithLastSubmission: false });
   }
 
-  return send(res, 405, 'text/plain', 'method not allowed\n');
+  return send(res, 400, 'text/plain', `unexpected ${req.method} during the ${prompt.name} prompt\n`);
 }
 
 // ---- HTTP server ------------------------------------------------------------

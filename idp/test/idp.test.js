@@ -93,8 +93,8 @@ async function verifyJwt(issuer, jwt) {
   return t;
 }
 
-// An authorization request by hand; returns the IdP's first response.
-function authorize(issuer, params) {
+// An authorization request URL with sensible defaults.
+function authUrl(issuer, params) {
   const url = new URL(`${issuer}/auth`);
   url.search = new URLSearchParams({
     response_type: 'code',
@@ -104,7 +104,63 @@ function authorize(issuer, params) {
     state: 'st',
     ...params,
   });
-  return fetch(url, { redirect: 'manual' });
+  return url.href;
+}
+
+// Sends an authorization request; returns the IdP's first response.
+const authorize = (issuer, params) => fetch(authUrl(issuer, params), { redirect: 'manual' });
+
+// A hand-driven code + PKCE flow for dbgw-cli, so a test can act between
+// the steps: begin() lands on the login form, finish() posts it and redeems the code.
+async function manualFlow(issuer, extra = {}) {
+  const jar = new Map();
+  const go = async (url, init) => {
+    const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    const res = await fetch(url, { ...init, redirect: 'manual', headers: { ...init?.headers, cookie } });
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      jar.set(pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1));
+    }
+    return res;
+  };
+  const verifier = 'v'.repeat(43);
+  const redirectUri = 'http://127.0.0.1:50505/callback';
+  const first = await go(authUrl(issuer, {
+    client_id: 'dbgw-cli',
+    redirect_uri: redirectUri,
+    code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+    ...extra,
+  }));
+  assert.equal(first.status, 303);
+  const form = new URL(first.headers.get('location'), issuer).href;
+  assert.equal((await go(form)).status, 200);
+
+  return async function finish() {
+    let res = await go(`${form}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ email: 'alice@example.com', password: 'dev' }),
+    });
+    for (;;) {
+      assert.equal(res.status, 303);
+      const next = new URL(res.headers.get('location'), issuer);
+      if (next.href.startsWith(redirectUri)) {
+        const tokens = await fetch(`${issuer}/token`, {
+          method: 'POST',
+          body: new URLSearchParams({
+            grant_type: 'authorization_code',
+            client_id: 'dbgw-cli',
+            code: next.searchParams.get('code'),
+            redirect_uri: redirectUri,
+            code_verifier: verifier,
+          }),
+        });
+        assert.equal(tokens.status, 200);
+        return tokens.json();
+      }
+      res = await go(next.href);
+    }
+  };
 }
 
 const tmpState = () => fs.mkdtempSync(path.join(os.tmpdir(), 'dbgw-idp-test-'));
@@ -259,6 +315,28 @@ describe('dev IdP', () => {
 
     const onDisk = JSON.parse(fs.readFileSync(path.join(stateDir, 'jwks.json'), 'utf8'));
     assert.deepEqual(onDisk.keys.map((k) => k.kid), [kid, before.header.kid]);
+  });
+
+  it('completes a login that was in progress across a rotation', async () => {
+    const finish = await manualFlow(idp.issuer);
+    const { kid } = await (await fetch(`${idp.issuer}/dev/rotate-keys`, { method: 'POST' })).json();
+    const { id_token: idToken } = await finish();
+    const { header, payload } = await verifyJwt(idp.issuer, idToken);
+    assert.equal(header.kid, kid);
+    assert.equal(payload.email, 'alice@example.com');
+  });
+
+  it('issues a refresh token for offline_access with prompt=consent', async () => {
+    const finish = await manualFlow(idp.issuer, { scope: 'openid email groups offline_access', prompt: 'consent' });
+    const first = await finish();
+    assert.ok(first.refresh_token, 'no refresh_token');
+    const res = await fetch(`${idp.issuer}/token`, {
+      method: 'POST',
+      body: new URLSearchParams({ grant_type: 'refresh_token', client_id: 'dbgw-cli', refresh_token: first.refresh_token }),
+    });
+    assert.equal(res.status, 200);
+    const { payload } = await verifyJwt(idp.issuer, (await res.json()).id_token);
+    assert.deepEqual(payload.groups, ['engineering']);
   });
 
   it('answers GET /dev/rotate-keys with 405', async () => {
