@@ -7,7 +7,7 @@ import path from 'node:path';
 import Provider from 'oidc-provider';
 
 const HOST = process.env.IDP_HOST || '127.0.0.1';
-const PORT = Number(process.env.IDP_PORT ?? 9000);
+const PORT = Number(process.env.IDP_PORT || 9000); // 0 = any free port
 const STATE_DIR = path.resolve(process.env.IDP_STATE_DIR || '.dev/idp');
 const JWKS_FILE = path.join(STATE_DIR, 'jwks.json');
 const ID_TOKEN_TTL = Number(process.env.IDP_ID_TOKEN_TTL || 600);
@@ -120,11 +120,14 @@ function allowAnyLoopbackPort(Client) {
 // In memory only: everything but the keys is gone after a restart.
 const store = new Map(); // "<Model>:<id>" -> { payload, expiresAt }
 
+// The payload under key, or undefined (dropping it) once it has expired.
 function live(key) {
   const entry = store.get(key);
-  if (entry && entry.expiresAt <= Date.now()) store.delete(key);
-  else return entry?.payload;
-  return undefined;
+  if (entry && entry.expiresAt <= Date.now()) {
+    store.delete(key);
+    return undefined;
+  }
+  return entry?.payload;
 }
 
 class SharedMemoryAdapter {

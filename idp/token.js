@@ -11,17 +11,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 
-const { values: opt } = parseArgs({
-  options: {
-    issuer: { type: 'string', default: process.env.IDP_ISSUER || 'http://127.0.0.1:9000' },
-    email: { type: 'string' },
-    password: { type: 'string', default: 'dev' },
-    client: { type: 'string', default: 'dbgw-cli' },
-    'client-secret': { type: 'string' },
-    'redirect-path': { type: 'string' },
-    scope: { type: 'string', default: 'openid email profile groups' },
-  },
-});
+const OPTIONS = {
+  issuer: { type: 'string', default: process.env.IDP_ISSUER || 'http://127.0.0.1:9000' },
+  email: { type: 'string' },
+  password: { type: 'string', default: 'dev' },
+  client: { type: 'string', default: 'dbgw-cli' },
+  'client-secret': { type: 'string' },
+  'redirect-path': { type: 'string' },
+  scope: { type: 'string', default: 'openid email profile groups' },
+};
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
 const random = () => b64url(randomBytes(32));
@@ -36,7 +34,9 @@ function remember(res) {
   for (const c of res.headers.getSetCookie()) {
     const [pair] = c.split(';');
     const i = pair.indexOf('=');
-    jar.set(pair.slice(0, i).trim(), pair.slice(i + 1));
+    const [name, value] = [pair.slice(0, i).trim(), pair.slice(i + 1)];
+    if (value) jar.set(name, value);
+    else jar.delete(name); // the IdP clears cookies by emptying them
   }
 }
 const cookieHeader = () => [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
@@ -68,13 +68,21 @@ function listen() {
 }
 
 async function main() {
+  let opt;
+  try {
+    ({ values: opt } = parseArgs({ options: OPTIONS }));
+  } catch (err) {
+    fail(err.message);
+  }
   if (!opt.email) fail('--email is required');
   const issuer = opt.issuer.replace(/\/$/, '');
   const secret = opt['client-secret']
     ?? (opt.client === 'dbgw-approvals' ? process.env.IDP_APPROVALS_CLIENT_SECRET || 'dev-approvals-secret' : undefined);
   const redirectPath = opt['redirect-path'] ?? (opt.client === 'dbgw-approvals' ? '/auth/callback' : '/callback');
 
-  const meta = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
+  const meta = await fetch(`${issuer}/.well-known/openid-configuration`)
+    .then((r) => (r.ok ? r.json() : fail(`HTTP ${r.status}`)))
+    .catch((err) => fail(`cannot read discovery from ${issuer}: ${err.cause?.message ?? err.message}`));
   if (meta.issuer !== issuer) fail(`issuer mismatch: discovery says ${meta.issuer}`);
 
   const server = await listen();
