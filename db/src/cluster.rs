@@ -177,7 +177,10 @@ impl Cluster {
             ("PGHOST".into(), self.host().into()),
             ("PGPORT".into(), self.port.to_string()),
             ("PGUSER".into(), creds.username.clone()),
-            ("PGPASSWORD".into(), creds.password.expose_secret().to_string()),
+            (
+                "PGPASSWORD".into(),
+                creds.password.expose_secret().to_string(),
+            ),
             ("PGSSLMODE".into(), "verify-full".into()),
             ("PGSSLROOTCERT".into(), self.ca_cert().display().to_string()),
         ]
@@ -333,7 +336,7 @@ fn template() -> anyhow::Result<PathBuf> {
     hash.update(TEMPLATE_FORMAT);
     hash.update(schema::ROLES_SQL);
     hash.update(schema::DUMP_SQL);
-    for (name, sql) in schema::MIGRATIONS {
+    for (name, sql) in schema::MIGRATIONS.iter().chain(schema::CONTROL_MIGRATIONS) {
         hash.update(name);
         hash.update(sql);
     }
@@ -363,7 +366,16 @@ fn build_template(root: &Path) -> anyhow::Result<()> {
     chown_to_postgres(root)?;
 
     let out = as_postgres(Command::new(pg_bin("initdb")?))
-        .args(["-N", "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "-U", ADMIN_USER])
+        .args([
+            "-N",
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-U",
+            ADMIN_USER,
+        ])
         .arg("--pwfile")
         .arg(root.join("admin-password"))
         .arg("-D")
@@ -414,7 +426,10 @@ fn build_template(root: &Path) -> anyhow::Result<()> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(schema::setup(&server, "rates"))
+                .block_on(async {
+                    schema::setup(&server, "rates").await?;
+                    schema::setup_control(&server).await
+                })
         })
         .join()
         .expect("schema setup thread")
@@ -517,7 +532,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn signal(child: &Child, sig: i32) {

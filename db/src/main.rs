@@ -14,7 +14,12 @@ use startup::telemetry::{LogFormat, LogSettings};
 #[command(version, about)]
 struct Cli {
     /// Directory of the file secret store (local stack).
-    #[arg(long, env = "DBGW_SECRETS_DIR", default_value = ".dev/secrets", global = true)]
+    #[arg(
+        long,
+        env = "DBGW_SECRETS_DIR",
+        default_value = ".dev/secrets",
+        global = true
+    )]
     secrets_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -97,12 +102,17 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { dir, port } => {
             let cluster = tokio::task::spawn_blocking(move || Cluster::dev(&dir, port)).await??;
+            // Clusters made before the control plane existed get it now.
+            schema::setup_control(&cluster.server()).await?;
             store
                 .put_db_credentials("dbgw/postgres-admin", cluster.admin())
                 .await?;
             let admin = cluster.connect("postgres").await?;
             // Each login role of the local stack gets a password kept in the secret store.
-            for (role, secret) in [("rates_api", "dbgw/rates-api")] {
+            for (role, secret) in [
+                ("rates_api", "dbgw/rates-api"),
+                ("dbgw_proxy", "dbgw/proxy-control"),
+            ] {
                 let creds = match store.db_credentials(secret).await {
                     Ok(creds) => creds,
                     Err(secret_store::Error::NotFound(_)) => {
@@ -115,7 +125,10 @@ async fn main() -> anyhow::Result<()> {
                 use secrecy::ExposeSecret;
                 schema::set_password(&admin, role, creds.password.expose_secret()).await?;
             }
-            println!("postgres  127.0.0.1:{port}  (TLS CA {})", cluster.ca_cert().display());
+            println!(
+                "postgres  127.0.0.1:{port}  (TLS CA {})",
+                cluster.ca_cert().display()
+            );
         }
         Command::Down { dir } => Cluster::stop_dev(&dir)?,
         Command::Cert {
@@ -132,12 +145,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Setup(target) => {
             let server = target.server(&store).await?;
             schema::setup(&server, &target.database).await?;
+            schema::setup_control(&server).await?;
             println!("database {} is set up", target.database);
         }
         Command::Migrate(target) => {
             let server = target.server(&store).await?;
             let applied = schema::migrate(&server.connect(&target.database).await?).await?;
-            println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            println!(
+                "applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
+            );
         }
         Command::SetPassword {
             target,

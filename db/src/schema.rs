@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The control-plane database (access grants), and its schema changes.
+pub const CONTROL_DATABASE: &str = "dbgw";
+pub const CONTROL_MIGRATIONS: &[(&str, &str)] =
+    &[("0001_grants", include_str!("../control/0001_grants.sql"))];
+
 /// Where a server is and how the admin logs in (always TLS, certificate verified).
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -57,11 +62,8 @@ impl Server {
     /// Connects as `creds` to `db`; the connection is driven by a spawned task.
     pub async fn connect_as(&self, db: &str, creds: &DbCredentials) -> anyhow::Result<Client> {
         let tls = tls_config::postgres_connector(self.ca.as_deref())?;
-        let (client, connection) = self
-            .config(db, creds)
-            .connect(tls)
-            .await
-            .with_context(|| {
+        let (client, connection) =
+            self.config(db, creds).connect(tls).await.with_context(|| {
                 format!(
                     "connecting to {}:{} as {} (database {db})",
                     self.host, self.port, creds.username
@@ -85,7 +87,10 @@ impl Server {
 /// pending migrations.
 pub async fn setup(server: &Server, db: &str) -> anyhow::Result<()> {
     let admin = server.connect("postgres").await?;
-    admin.batch_execute(ROLES_SQL).await.context("creating roles")?;
+    admin
+        .batch_execute(ROLES_SQL)
+        .await
+        .context("creating roles")?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
         .await?
@@ -114,6 +119,46 @@ pub async fn setup(server: &Server, db: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the control-plane database if needed and applies its migrations (as the admin:
+/// it creates the proxy's read-only role).
+pub async fn setup_control(server: &Server) -> anyhow::Result<()> {
+    let admin = server.connect("postgres").await?;
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&CONTROL_DATABASE],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {CONTROL_DATABASE} ENCODING 'UTF8' TEMPLATE template0"
+            ))
+            .await
+            .context("creating the control-plane database")?;
+    }
+    drop(admin);
+    let client = server.connect(CONTROL_DATABASE).await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version text PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    for (version, sql) in CONTROL_MIGRATIONS {
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dbgw-migrate'));\n{sql}\n\
+                 INSERT INTO schema_migrations (version) VALUES ('{version}') ON CONFLICT DO NOTHING; COMMIT;"
+            ))
+            .await
+            .with_context(|| format!("control-plane migration {version}"))?;
+    }
+    Ok(())
+}
+
 /// Loads the dump with `psql` (the dump uses `COPY ... FROM stdin`), as `rates_owner` and in
 /// one transaction: a failed load leaves nothing behind.
 async fn load_dump(server: &Server, db: &str) -> anyhow::Result<()> {
@@ -125,8 +170,18 @@ async fn load_dump(server: &Server, db: &str) -> anyhow::Result<()> {
         .env("PGUSER", &server.admin.username)
         .env("PGPASSWORD", server.admin.password.expose_secret())
         .env("PGDATABASE", db)
-        .env("PGSSLMODE", if server.ca.is_some() { "verify-full" } else { "require" })
-        .env("PGSSLROOTCERT", server.ca.clone().unwrap_or_else(|| "system".into()))
+        .env(
+            "PGSSLMODE",
+            if server.ca.is_some() {
+                "verify-full"
+            } else {
+                "require"
+            },
+        )
+        .env(
+            "PGSSLROOTCERT",
+            server.ca.clone().unwrap_or_else(|| "system".into()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

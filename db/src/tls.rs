@@ -39,13 +39,18 @@ pub fn issue(
     let ca_key = KeyPair::from_pem(&ca_key_pem)?;
     let issuer = Issuer::new(ca_params(), ca_key);
 
-    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("localhost"),
+    );
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    let (crt, pem_key) = (out_dir.join(format!("{stem}.crt")), out_dir.join(format!("{stem}.key")));
+    let (crt, pem_key) = (
+        out_dir.join(format!("{stem}.crt")),
+        out_dir.join(format!("{stem}.key")),
+    );
     std::fs::write(&crt, cert.pem())?;
     write_private(&pem_key, &key.serialize_pem())?;
     Ok((crt, pem_key))

@@ -9,10 +9,17 @@ async fn a_throwaway_cluster_holds_the_rates_data_over_tls_and_scram() {
     let root = cluster.root().to_path_buf();
     let client = cluster.connect("rates").await.unwrap();
 
-    let prices: i64 = client.query_one("SELECT count(*) FROM prices", &[]).await.unwrap().get(0);
+    let prices: i64 = client
+        .query_one("SELECT count(*) FROM prices", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(prices, 56_689);
     let ssl: bool = client
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -29,10 +36,17 @@ async fn a_throwaway_cluster_holds_the_rates_data_over_tls_and_scram() {
     // The application role logs in with the password set for it, and only reads.
     let creds = cluster.login_for("rates_api").await.unwrap();
     let app = cluster.server().connect_as("rates", &creds).await.unwrap();
-    let n: i64 = app.query_one("SELECT count(*) FROM ports", &[]).await.unwrap().get(0);
+    let n: i64 = app
+        .query_one("SELECT count(*) FROM ports", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(n > 0);
     let denied = app.batch_execute("DELETE FROM prices").await.unwrap_err();
-    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
 
     // A wrong password is refused (SCRAM).
     let wrong = DbCredentials::new("rates_api", "not-the-password");
@@ -43,7 +57,11 @@ async fn a_throwaway_cluster_holds_the_rates_data_over_tls_and_scram() {
     drop(client);
     cluster.restart().unwrap();
     let again = cluster.connect("rates").await.unwrap();
-    let ports: i64 = again.query_one("SELECT count(*) FROM ports", &[]).await.unwrap().get(0);
+    let ports: i64 = again
+        .query_one("SELECT count(*) FROM ports", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(ports, n);
 
     drop(again);

@@ -1,0 +1,383 @@
+//! Access grants: a person (by email) may connect to a database with the privileges of a
+//! group role until a given time. A grant gives the person their own login role, named
+//! from their email ([`person_role`]), member of the granted group role, with a random
+//! password that only the secret store and the proxy ever see.
+//!
+//! The grants live in the control-plane database (`db/control`). The approvals app writes
+//! them; the proxy checks them at every login ([`check`]) and watches them for revocations
+//! and expiries ([`no_longer_active`]); operators use `proxy grant ...` ([`add`],
+//! [`revoke`], [`list`]).
+
+use chrono::{DateTime, Utc};
+use postgres_protocol::escape::escape_identifier;
+use secret_store::{DbCredentials, SecretStore};
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, Row};
+
+/// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1).
+const MAX_IDENTIFIER: usize = 63;
+
+/// One grant as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Grant {
+    pub id: i64,
+    pub email: String,
+    pub database: String,
+    pub role: String,
+    pub db_user: String,
+    pub valid_from: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+}
+
+const COLUMNS: &str = "id, email, database, role, db_user, valid_from, expires_at, created_by, \
+                       revoked_at, revoked_by, revoke_reason";
+
+impl Grant {
+    fn from_row(r: &Row) -> Grant {
+        Grant {
+            id: r.get("id"),
+            email: r.get("email"),
+            database: r.get("database"),
+            role: r.get("role"),
+            db_user: r.get("db_user"),
+            valid_from: r.get("valid_from"),
+            expires_at: r.get("expires_at"),
+            created_by: r.get("created_by"),
+            revoked_at: r.get("revoked_at"),
+            revoked_by: r.get("revoked_by"),
+            revoke_reason: r.get("revoke_reason"),
+        }
+    }
+
+    /// Why this grant does not allow a login at `now`, if it does not.
+    pub fn inactive_reason(&self, now: DateTime<Utc>) -> Option<String> {
+        if let Some(at) = self.revoked_at {
+            let by = self.revoked_by.as_deref().unwrap_or("an administrator");
+            let why = self
+                .revoke_reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            return Some(format!(
+                "grant {} was revoked by {by} at {}{why}",
+                self.id,
+                at.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        if self.expires_at <= now {
+            return Some(format!(
+                "grant {} expired at {}",
+                self.id,
+                self.expires_at.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        if self.valid_from > now {
+            return Some(format!(
+                "grant {} is valid only from {}",
+                self.id,
+                self.valid_from.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        None
+    }
+}
+
+/// The login role of a person: readable, deterministic, a valid identifier for any email,
+/// and distinct for distinct emails (a hash of the whole address ends it).
+pub fn person_role(email: &str) -> String {
+    let email = email.trim().to_lowercase();
+    let hash = hex::encode(&Sha256::digest(email.as_bytes())[..4]);
+    let readable: String = email
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    // "p_" + readable + "_" + 8 hex digits, within the identifier limit.
+    let room = MAX_IDENTIFIER - 2 - 1 - hash.len();
+    let readable = &readable[..readable.len().min(room)];
+    format!("p_{readable}_{hash}")
+}
+
+/// The secret that holds a person role's credentials.
+pub fn person_secret(db_user: &str) -> String {
+    format!("dbgw/person/{db_user}")
+}
+
+/// The result of looking for a usable grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// This grant allows the login.
+    Active(Grant),
+    /// Grants exist, none is usable; the reason names the most recent one.
+    Inactive(String),
+    /// No grant at all for this person and database.
+    None,
+}
+
+/// Finds the grant that lets `email` connect to `database` now.
+pub async fn check(
+    control: &Client,
+    email: &str,
+    database: &str,
+) -> Result<Check, tokio_postgres::Error> {
+    let rows = control
+        .query(
+            &format!("SELECT {COLUMNS} FROM grants WHERE email = lower($1) AND database = $2 ORDER BY id DESC"),
+            &[&email, &database],
+        )
+        .await?;
+    let now = Utc::now();
+    let grants: Vec<Grant> = rows.iter().map(Grant::from_row).collect();
+    if let Some(active) = grants.iter().find(|g| g.inactive_reason(now).is_none()) {
+        return Ok(Check::Active(active.clone()));
+    }
+    Ok(match grants.first() {
+        Some(latest) => Check::Inactive(latest.inactive_reason(now).expect("inactive")),
+        None => Check::None,
+    })
+}
+
+/// Of `ids`, the grants that no longer allow access, with the reason.
+pub async fn no_longer_active(
+    control: &Client,
+    ids: &[i64],
+) -> Result<Vec<(i64, String)>, tokio_postgres::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = control
+        .query(
+            &format!("SELECT {COLUMNS} FROM grants WHERE id = ANY($1)"),
+            &[&ids],
+        )
+        .await?;
+    let now = Utc::now();
+    let mut found: Vec<(i64, String)> = rows
+        .iter()
+        .map(Grant::from_row)
+        .filter_map(|g| g.inactive_reason(now).map(|why| (g.id, why)))
+        .collect();
+    // A grant deleted outright is no longer active either.
+    for id in ids {
+        if !rows.iter().any(|r| r.get::<_, i64>("id") == *id) {
+            found.push((*id, format!("grant {id} no longer exists")));
+        }
+    }
+    Ok(found)
+}
+
+pub async fn list(control: &Client) -> Result<Vec<Grant>, tokio_postgres::Error> {
+    let rows = control
+        .query(&format!("SELECT {COLUMNS} FROM grants ORDER BY id"), &[])
+        .await?;
+    Ok(rows.iter().map(Grant::from_row).collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("role `{0}` cannot be granted: {1}")]
+    BadRole(String, &'static str),
+    #[error("`{0}` is not an email address")]
+    BadEmail(String),
+    #[error("no grant {0}")]
+    NotFound(i64),
+    #[error("grant {0} is already revoked")]
+    AlreadyRevoked(i64),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Secret(#[from] secret_store::Error),
+}
+
+/// A grant to create.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub email: String,
+    pub database: String,
+    pub role: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// Creates a grant: the person's login role (or a fresh password for it), membership in the
+/// granted group role, the credentials in the secret store, and the grant row.
+///
+/// `target` is an admin connection to the database server the grant is for (RDS: the
+/// master user or a role with CREATEROLE and ADMIN OPTION on the group roles).
+pub async fn add(
+    control: &Client,
+    target: &Client,
+    secrets: &SecretStore,
+    new: NewGrant,
+) -> Result<Grant, GrantError> {
+    let email = new.email.trim().to_lowercase();
+    if !email.contains('@') || email.starts_with('@') || email.len() > 320 {
+        return Err(GrantError::BadEmail(new.email));
+    }
+    check_group_role(target, &new.role).await?;
+    let db_user = person_role(&email);
+    let password = secret_store::generate_password();
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let role_sql = escape_identifier(&db_user);
+    let exists = target
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&db_user])
+        .await?
+        .is_some();
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    // The verifier is computed here: the password never reaches the server or its logs.
+    target
+        .batch_execute(&format!(
+            "{verb} ROLE {role_sql} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{verifier}';\n\
+             GRANT {} TO {role_sql};",
+            escape_identifier(&new.role)
+        ))
+        .await?;
+    secrets
+        .put_db_credentials(
+            &person_secret(&db_user),
+            &DbCredentials::new(&db_user, password),
+        )
+        .await?;
+    let row = control
+        .query_one(
+            &format!(
+                "INSERT INTO grants (email, database, role, db_user, expires_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+            ),
+            &[
+                &email,
+                &new.database,
+                &new.role,
+                &db_user,
+                &new.expires_at,
+                &new.created_by,
+            ],
+        )
+        .await?;
+    Ok(Grant::from_row(&row))
+}
+
+/// Only group roles (no login, no special attributes) may be handed out.
+async fn check_group_role(target: &Client, role: &str) -> Result<(), GrantError> {
+    let row = target
+        .query_opt(
+            "SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls \
+             FROM pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .await?;
+    match row {
+        None => Err(GrantError::BadRole(role.into(), "it does not exist")),
+        Some(r) if r.get::<_, bool>(0) => Err(GrantError::BadRole(
+            role.into(),
+            "it is a login role, not a group role",
+        )),
+        Some(r) if r.get::<_, bool>(1) => Err(GrantError::BadRole(
+            role.into(),
+            "it has administrative attributes",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Revokes a grant. The person loses the group role unless another active grant still
+/// gives it, and can no longer log in once no active grant is left. The proxy closes their
+/// open sessions within its poll interval.
+pub async fn revoke(
+    control: &Client,
+    target: &Client,
+    id: i64,
+    by: &str,
+    reason: &str,
+) -> Result<Grant, GrantError> {
+    let row = control
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM grants WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .ok_or(GrantError::NotFound(id))?;
+    if Grant::from_row(&row).revoked_at.is_some() {
+        return Err(GrantError::AlreadyRevoked(id));
+    }
+    let row = control
+        .query_one(
+            &format!(
+                "UPDATE grants SET revoked_at = now(), revoked_by = $2, revoke_reason = $3 \
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ),
+            &[&id, &by, &reason],
+        )
+        .await?;
+    let grant = Grant::from_row(&row);
+    retire_role(control, target, &grant).await?;
+    Ok(grant)
+}
+
+/// Takes away what an ended grant gave, unless another active grant still gives it.
+pub async fn retire_role(
+    control: &Client,
+    target: &Client,
+    ended: &Grant,
+) -> Result<(), GrantError> {
+    let still: Vec<String> = control
+        .query(
+            "SELECT role FROM grants WHERE db_user = $1 AND revoked_at IS NULL \
+             AND expires_at > now() AND valid_from <= now()",
+            &[&ended.db_user],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let user = escape_identifier(&ended.db_user);
+    if !still.contains(&ended.role) {
+        target
+            .batch_execute(&format!(
+                "REVOKE {} FROM {user}",
+                escape_identifier(&ended.role)
+            ))
+            .await?;
+    }
+    if still.is_empty() {
+        target
+            .batch_execute(&format!("ALTER ROLE {user} NOLOGIN"))
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn person_roles_are_safe_deterministic_and_distinct() {
+        let a = person_role("Alice@Example.com");
+        assert_eq!(a, person_role("alice@example.com"));
+        assert!(a.starts_with("p_alice_example_com_"), "{a}");
+        assert_ne!(
+            person_role("alice@example.com"),
+            person_role("alice_example.com@x")
+        );
+        let long = format!("{}@example.com", "a".repeat(300));
+        assert!(person_role(&long).len() <= MAX_IDENTIFIER);
+        assert_ne!(
+            person_role(&long),
+            person_role(&format!("{}b@example.com", "a".repeat(299)))
+        );
+        let odd = person_role("o'brien+\"x\"@ex-ample.com");
+        assert!(
+            odd.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{odd}"
+        );
+        let unicode = person_role("jürgen@bücher.de");
+        assert!(
+            unicode.is_ascii() && unicode.len() <= MAX_IDENTIFIER,
+            "{unicode}"
+        );
+    }
+}

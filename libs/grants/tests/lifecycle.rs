@@ -1,0 +1,117 @@
+//! A grant from creation to revocation, against a real cluster: the person's role can log
+//! in with the stored credentials while the grant is active and cannot afterwards.
+
+use chrono::{Duration, Utc};
+use dbgw_db::Cluster;
+use grants::{Check, GrantError, NewGrant};
+use secret_store::{FileStore, SecretStore};
+
+#[tokio::test]
+async fn add_check_revoke() {
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let control = cluster.connect("dbgw").await.unwrap();
+    let target = cluster.connect("postgres").await.unwrap();
+
+    assert_eq!(
+        grants::check(&control, "alice@example.com", "rates")
+            .await
+            .unwrap(),
+        Check::None
+    );
+    let refused = grants::add(
+        &control,
+        &target,
+        &secrets,
+        NewGrant {
+            email: "alice@example.com".into(),
+            database: "rates".into(),
+            role: "rates_api".into(),
+            expires_at: Utc::now() + Duration::hours(1),
+            created_by: "test".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, GrantError::BadRole(..)),
+        "login roles are not grantable: {refused}"
+    );
+
+    let grant = grants::add(
+        &control,
+        &target,
+        &secrets,
+        NewGrant {
+            email: "Alice@Example.com".into(),
+            database: "rates".into(),
+            role: "rates_reader".into(),
+            expires_at: Utc::now() + Duration::hours(1),
+            created_by: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(grant.email, "alice@example.com");
+    assert_eq!(grant.db_user, grants::person_role("alice@example.com"));
+    assert_eq!(
+        grants::check(&control, "ALICE@example.com", "rates")
+            .await
+            .unwrap(),
+        Check::Active(grant.clone())
+    );
+    assert_eq!(
+        grants::check(&control, "alice@example.com", "postgres")
+            .await
+            .unwrap(),
+        Check::None
+    );
+
+    // The stored credentials log in as the person's role, which reads but cannot write.
+    let creds = secrets
+        .db_credentials(&grants::person_secret(&grant.db_user))
+        .await
+        .unwrap();
+    let person = cluster.server().connect_as("rates", &creds).await.unwrap();
+    let n: i64 = person
+        .query_one("SELECT count(*) FROM ports", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 0);
+    assert!(person.batch_execute("DELETE FROM ports").await.is_err());
+
+    let revoked = grants::revoke(
+        &control,
+        &target,
+        grant.id,
+        "dana@example.com",
+        "left the team",
+    )
+    .await
+    .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    match grants::check(&control, "alice@example.com", "rates")
+        .await
+        .unwrap()
+    {
+        Check::Inactive(why) => assert!(
+            why.contains("revoked by dana@example.com") && why.contains("left the team"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let gone = grants::no_longer_active(&control, &[grant.id])
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1);
+    assert!(
+        cluster.server().connect_as("rates", &creds).await.is_err(),
+        "the role can no longer log in"
+    );
+    assert!(matches!(
+        grants::revoke(&control, &target, grant.id, "x", "y").await,
+        Err(GrantError::AlreadyRevoked(_))
+    ));
+}
