@@ -23,21 +23,29 @@ function startIdp(stateDir, env = {}) {
   proc.stderr.on('data', (d) => { stderr += d; });
   const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   return new Promise((resolve, reject) => {
+    // Upper bound only: a hung start must fail instead of stalling the suite.
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`server.js did not report listening within 30s: ${stderr}`));
+    }, 30_000);
+    exited.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`server.js exited early (${code}): ${stderr}`));
+    });
     let out = '';
     proc.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/^idp listening on (\S+)$/m);
-      if (m) {
-        resolve({
-          issuer: m[1],
-          async stop() {
-            proc.kill('SIGTERM');
-            return exited;
-          },
-        });
-      }
+      if (!m) return;
+      clearTimeout(timer);
+      resolve({
+        issuer: m[1],
+        async stop() {
+          proc.kill('SIGTERM');
+          return exited;
+        },
+      });
     });
-    exited.then(({ code }) => reject(new Error(`server.js exited early (${code}): ${stderr}`)));
   });
 }
 
