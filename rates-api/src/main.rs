@@ -42,8 +42,7 @@ struct Cli {
     print_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
@@ -61,9 +60,23 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     startup::telemetry::init(&settings.log);
-    // Installed before anything slow, so a SIGTERM during start-up is a clean stop too.
-    let stop = startup::shutdown::signal();
-    match run(settings, stop).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if settings.worker_threads > 0 {
+        runtime.worker_threads(settings.worker_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        // Installed before anything slow, so a SIGTERM during start-up is a clean stop too.
+        let stop = startup::shutdown::signal();
+        run(settings, stop).await
+    });
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "rates-api failed");

@@ -19,6 +19,8 @@ pub const ENV_PREFIX: &str = "RATES_API_";
 pub struct Settings {
     /// Address the HTTP server binds; port 0 picks a free port (tests).
     pub listen: String,
+    /// Threads of the async runtime; 0 means one per CPU.
+    pub worker_threads: usize,
     pub database: DatabaseSettings,
     pub secrets: SecretsSettings,
     pub log: LogSettings,
@@ -29,6 +31,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: "127.0.0.1:3000".into(),
+            worker_threads: 0,
             database: DatabaseSettings::default(),
             secrets: SecretsSettings::default(),
             log: LogSettings::default(),

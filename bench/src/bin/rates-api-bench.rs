@@ -11,8 +11,9 @@
 //!    same role, and takes p50/p99 from pgbench's per-transaction log.
 //!
 //! Run with `cargo run --release -p dbgw-bench --bin rates-api-bench`. Options:
-//! `--seconds N` (10), `--connections N` (64), `--threads N` (2), `--pool-size N` (the
-//! service's default), `--warmup N` seconds (3).
+//! `--seconds N` (10), `--connections N` (64), `--threads N` (2), `--pool-size N` and
+//! `--workers N` (the service's `database.pool_size` and `worker_threads`; its defaults when
+//! not given), `--warmup N` seconds (3).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,6 +34,7 @@ struct Args {
     connections: u32,
     threads: u32,
     pool_size: Option<u32>,
+    workers: Option<u32>,
     warmup: u32,
 }
 
@@ -42,6 +44,7 @@ fn args() -> anyhow::Result<Args> {
         connections: 64,
         threads: 2,
         pool_size: None,
+        workers: None,
         warmup: 3,
     };
     let mut it = std::env::args().skip(1);
@@ -57,11 +60,12 @@ fn args() -> anyhow::Result<Args> {
             "--connections" => a.connections = value()?,
             "--threads" => a.threads = value()?,
             "--pool-size" => a.pool_size = Some(value()?),
+            "--workers" => a.workers = Some(value()?),
             "--warmup" => a.warmup = value()?,
             "-h" | "--help" => {
                 println!(
                     "rates-api-bench [--seconds N] [--connections N] [--threads N] \
-                     [--pool-size N] [--warmup N]"
+                     [--pool-size N] [--workers N] [--warmup N]"
                 );
                 std::process::exit(0);
             }
@@ -78,6 +82,9 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     requests: u64,
+    /// CPU time per request in rates-api and in this cluster's PostgreSQL processes, µs.
+    app_cpu_us: Option<f64>,
+    db_cpu_us: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,6 +123,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = args.pool_size {
         server.env("RATES_API_DATABASE__POOL_SIZE", n.to_string());
     }
+    if let Some(n) = args.workers {
+        server.env("RATES_API_WORKER_THREADS", n.to_string());
+    }
     let server = Server(server.spawn().context("starting rates-api")?);
     wait_ready(port)?;
 
@@ -126,7 +136,12 @@ fn main() -> anyhow::Result<()> {
     eprintln!("warming up rates-api ({} s)...", args.warmup);
     wrk(&url, &args, args.warmup)?;
     eprintln!("wrk against rates-api ({} s)...", args.seconds);
-    let http = wrk(&url, &args, args.seconds)?;
+    let postmaster = postmaster_pid(&cluster)?;
+    let (app_before, db_before) = (cpu_ticks(server.0.id())?, cluster_cpu_ticks(postmaster)?);
+    let mut http = wrk(&url, &args, args.seconds)?;
+    let (app_after, db_after) = (cpu_ticks(server.0.id())?, cluster_cpu_ticks(postmaster)?);
+    http.app_cpu_us = Some(per_request_us(app_after - app_before, http.requests));
+    http.db_cpu_us = per_request_us(db_after.saturating_sub(db_before), http.requests);
     let pool_size = pool_size_of(port).unwrap_or_default();
     server.stop()?;
 
@@ -138,7 +153,10 @@ fn main() -> anyhow::Result<()> {
     pgbench(&script, &env, &args, args.warmup, None)?;
     let logs = work.path().join("pgbench-log");
     std::fs::create_dir_all(&logs)?;
-    let direct = pgbench(&script, &env, &args, args.seconds, Some(&logs))?;
+    let db_before = cluster_cpu_ticks(postmaster)?;
+    let mut direct = pgbench(&script, &env, &args, args.seconds, Some(&logs))?;
+    let db_after = cluster_cpu_ticks(postmaster)?;
+    direct.db_cpu_us = per_request_us(db_after.saturating_sub(db_before), direct.requests);
 
     print_report(&args, &[http, direct], pool_size, &server_bin)?;
     drop(cluster);
@@ -241,6 +259,8 @@ fn parse_wrk(text: &str) -> anyhow::Result<Row> {
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,
         requests,
+        app_cpu_us: None,
+        db_cpu_us: 0.0,
     })
 }
 
@@ -336,6 +356,8 @@ fn pgbench(
         p50_ms,
         p99_ms,
         requests,
+        app_cpu_us: None,
+        db_cpu_us: 0.0,
     })
 }
 
@@ -393,12 +415,18 @@ fn print_report(
         args.connections,
         args.threads,
     );
-    println!("| {ORIG} -> {DEST}, {FROM} .. {TO} | req/s | p50 ms | p99 ms | requests |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| {ORIG} -> {DEST}, {FROM} .. {TO} | req/s | p50 ms | p99 ms | requests \
+         | CPU/req rates-api µs | CPU/req PostgreSQL µs |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
+        let app = r
+            .app_cpu_us
+            .map_or("-".to_string(), |us| format!("{us:.0}"));
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} |",
-            r.name, r.per_second, r.p50_ms, r.p99_ms, r.requests
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {app} | {:.0} |",
+            r.name, r.per_second, r.p50_ms, r.p99_ms, r.requests, r.db_cpu_us
         );
     }
     Ok(())
@@ -470,6 +498,66 @@ fn require_wrk() -> anyhow::Result<()> {
         bail!("`wrk` not found: install it with `sudo apt-get install -y wrk`");
     }
     Ok(())
+}
+
+/// User + system CPU of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields = stat_fields(&stat)?;
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// The fields after `pid (comm)`: index 0 is the state, 1 the parent pid, 11 and 12 the
+/// user and system time, 13 and 14 those of reaped children.
+fn stat_fields(stat: &str) -> anyhow::Result<Vec<&str>> {
+    let rest = &stat[stat.rfind(')').context("bad /proc stat")? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    anyhow::ensure!(fields.len() > 14, "short /proc stat");
+    Ok(fields)
+}
+
+fn postmaster_pid(cluster: &Cluster) -> anyhow::Result<u32> {
+    let pidfile = cluster.root().join("data/postmaster.pid");
+    let text = std::fs::read_to_string(&pidfile)
+        .with_context(|| format!("reading {}", pidfile.display()))?;
+    Ok(text.lines().next().unwrap_or("").trim().parse()?)
+}
+
+/// CPU of this cluster's postmaster and its children (backends, background workers), so
+/// other clusters on the machine do not count.
+fn cluster_cpu_ticks(postmaster: u32) -> anyhow::Result<u64> {
+    // Exited backends (pgbench's, at its end) are counted in the postmaster's reaped-children
+    // time (cutime, cstime).
+    let stat = std::fs::read_to_string(format!("/proc/{postmaster}/stat"))?;
+    let own = stat_fields(&stat)?;
+    let mut total: u64 = own[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Ok(fields) = stat_fields(&stat) {
+            if fields[1].parse::<u32>().ok() == Some(postmaster) {
+                total +=
+                    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn per_request_us(ticks: u64, requests: u64) -> f64 {
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz * 1e6 / requests.max(1) as f64
 }
 
 fn free_port() -> anyhow::Result<u16> {
