@@ -173,10 +173,11 @@ impl fmt::Debug for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if !ms.is_multiple_of(1000) {
-            write!(f, "{ms}ms")
-        } else {
-            write!(f, "{}s", ms / 1000)
+        match ms {
+            _ if !ms.is_multiple_of(1000) => write!(f, "{ms}ms"),
+            _ if ms > 0 && ms.is_multiple_of(3_600_000) => write!(f, "{}h", ms / 3_600_000),
+            _ if ms > 0 && ms.is_multiple_of(60_000) => write!(f, "{}m", ms / 60_000),
+            _ => write!(f, "{}s", ms / 1000),
         }
     }
 }
@@ -233,6 +234,9 @@ mod tests {
             "1500ms"
         );
         assert_eq!(HumanDuration::secs(90).to_string(), "90s");
+        assert_eq!(HumanDuration::secs(1800).to_string(), "30m");
+        assert_eq!(HumanDuration::secs(7200).to_string(), "2h");
+        assert_eq!(HumanDuration::secs(0).to_string(), "0s");
     }
 
     #[test]
