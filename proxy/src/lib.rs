@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cancel;
+pub mod control;
 pub mod metrics;
 pub mod protocol;
 pub mod relay;

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, Identity};
 use crate::auth::service::Verifiers;
+use crate::auth::token::TokenVerifier;
 use crate::cancel::CancelMap;
+use crate::control::Control;
 use crate::metrics::{self, Metrics};
 use crate::relay::Halt;
 use crate::settings::Settings;
@@ -31,7 +33,10 @@ pub struct Context {
     pub cancels: CancelMap,
     pub verifiers: Verifiers,
     pub metrics: Arc<Metrics>,
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
+    /// Person logins: token checks and grants (both set, or neither).
+    pub tokens: Option<Arc<TokenVerifier>>,
+    pub control: Option<Arc<Control>>,
 }
 
 /// Live sessions, so the proxy can close them (shutdown, revoked access).
@@ -66,6 +71,23 @@ impl Sessions {
 
     pub fn count(&self) -> usize {
         self.live.lock().unwrap().len()
+    }
+
+    /// The grants behind the people connected now.
+    pub fn grant_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|(identity, _)| match identity {
+                Identity::Person { grant_id, .. } => Some(*grant_id),
+                Identity::Service { .. } => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Closes every session for which `which` is true; returns how many.
@@ -109,15 +131,33 @@ impl Server {
             }
             _ => None,
         };
+        let secrets = SecretStore::from_settings(&settings.secrets);
+        let (tokens, control) = if settings.oidc.issuer.is_empty() {
+            (None, None)
+        } else {
+            let tokens = TokenVerifier::new(settings.oidc.clone())?;
+            // Start with the keys in hand; if the provider is down, the refresher retries.
+            if let Err(e) = tokens.refresh().await {
+                tracing::warn!(error = %e, "identity provider keys unavailable at start-up");
+            }
+            let control = Control::new(
+                settings.grants.clone(),
+                settings.upstream.clone(),
+                secrets.clone(),
+            );
+            (Some(tokens), Some(control))
+        };
         let ctx = Arc::new(Context {
             upstream: Connector::new(&settings.upstream)?,
-            secrets: SecretStore::from_settings(&settings.secrets),
+            secrets,
+            tokens,
+            control,
             audit,
             tls,
             cancels: CancelMap::default(),
             verifiers: Verifiers::default(),
             metrics,
-            sessions: Sessions::default(),
+            sessions: Arc::new(Sessions::default()),
             settings,
         });
         let listener = TcpListener::bind(&ctx.settings.listen)
@@ -155,6 +195,14 @@ impl Server {
         let background = CancellationToken::new();
         let draining = Arc::new(AtomicBool::new(false));
         tokio::spawn(ctx.audit.clone().run_flusher(background.clone()));
+        if let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) {
+            tokio::spawn(tokens.clone().run_refresher(background.clone()));
+            tokio::spawn(
+                control
+                    .clone()
+                    .watch(ctx.sessions.clone(), background.clone()),
+            );
+        }
         let health = metrics::Health {
             metrics: ctx.metrics.clone(),
             audit: ctx.audit.clone(),

@@ -265,11 +265,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
     let mut buf = BytesMut::new();
     let (creds, identity) = if user.contains('@') {
-        return Err(Refused::new(
-            "28000",
-            "signing in with an identity token is not enabled on this proxy",
-            "person login not enabled",
-        ));
+        auth::person::authenticate(ctx, client, &mut buf, user, database, tls).await?
     } else {
         let secret = ctx.settings.services.get(user).map(String::as_str);
         let creds = auth::service::authenticate(

@@ -21,6 +21,10 @@ pub struct Settings {
     /// Service accounts: database user name → id of the secret holding its credentials.
     pub services: BTreeMap<String, String>,
     pub limits: Limits,
+    /// People signing in with ID tokens (off while `oidc.issuer` is empty).
+    pub oidc: crate::auth::token::OidcSettings,
+    /// Where people's access grants are.
+    pub grants: crate::control::GrantsSettings,
     pub audit: AuditSettings,
     pub secrets: secret_store::SecretsSettings,
     pub log: startup::telemetry::LogSettings,
@@ -95,6 +99,8 @@ impl Default for Settings {
             upstream: Upstream::default(),
             services: BTreeMap::from([("rates_api".to_string(), "dbgw/rates-api".to_string())]),
             limits: Limits::default(),
+            oidc: Default::default(),
+            grants: Default::default(),
             audit: AuditSettings::default(),
             secrets: Default::default(),
             log: Default::default(),

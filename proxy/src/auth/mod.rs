@@ -3,10 +3,14 @@
 //! logs in upstream with credentials it holds.
 //!
 //! - [`service`]: applications, with database credentials from the secret store (SCRAM).
+//! - [`person`]: people, with an ID token from the company's identity provider.
+//! - [`token`]: ID token verification against the provider's keys.
 //! - [`scram`]: the SCRAM-SHA-256 exchange, both sides.
 
+pub mod person;
 pub mod scram;
 pub mod service;
+pub mod token;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

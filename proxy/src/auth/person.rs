@@ -1,0 +1,94 @@
+//! People: they sign in to the company's identity provider and send the ID token as their
+//! password (only inside TLS). The token must be valid for the user name they gave (their
+//! email), and a grant must let them into the database they asked for. The proxy then logs
+//! in upstream as the person's own role, with credentials only it can read.
+
+use bytes::BytesMut;
+use secret_store::DbCredentials;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{read_password_message, send, Refused};
+use crate::audit::Identity;
+use crate::protocol::{backend, startup};
+use crate::server::Context;
+use crate::wire::ReadError;
+
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Context,
+    stream: &mut S,
+    buf: &mut BytesMut,
+    user: &str,
+    database: &str,
+    tls: bool,
+) -> Result<(DbCredentials, Identity), Refused> {
+    let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) else {
+        return Err(Refused::new(
+            "28000",
+            "signing in with an identity token is not enabled on this proxy",
+            "person login not enabled",
+        ));
+    };
+    if !tls {
+        return Err(Refused::new(
+            "28000",
+            "identity tokens are accepted only over TLS: connect with sslmode=require or verify-full",
+            "token offered over a connection without TLS",
+        ));
+    }
+    let mut out = BytesMut::new();
+    backend::auth_cleartext(&mut out);
+    send(stream, &out).await?;
+    let body = read_password_message(stream, buf).await?;
+    let token = startup::password_body(&body).map_err(ReadError::from)?;
+
+    let person = tokens.verify(token, user).await.map_err(|e| {
+        Refused::new(
+            "28000",
+            format!("identity token refused: {e}"),
+            format!("token refused: {e}"),
+        )
+    })?;
+    let grant = match control.check(&person.email, database).await {
+        Ok(grants::Check::Active(g)) => g,
+        Ok(grants::Check::Inactive(why)) => {
+            return Err(Refused::new(
+                "28000",
+                format!("no access to database \"{database}\": {why}"),
+                format!("no active grant: {why}"),
+            ))
+        }
+        Ok(grants::Check::None) => {
+            return Err(Refused::new(
+                "28000",
+                format!("no access to database \"{database}\": request it in the approvals app"),
+                "no grant",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "control plane unavailable");
+            return Err(Refused::new(
+                "08006",
+                "access grants cannot be checked right now; try again later",
+                format!("control plane unavailable: {e}"),
+            ));
+        }
+    };
+    let creds = ctx
+        .secrets
+        .db_credentials(&grants::person_secret(&grant.db_user))
+        .await
+        .map_err(|e| {
+            Refused::new(
+                "28000",
+                "your database role is not provisioned yet; ask the data-security team",
+                format!("person credentials unavailable: {e}"),
+            )
+        })?;
+    let identity = Identity::Person {
+        email: person.email,
+        subject: person.subject,
+        issuer: person.issuer,
+        grant_id: grant.id,
+    };
+    Ok((creds, identity))
+}

@@ -1,0 +1,166 @@
+//! The proxy's read-only view of the control plane: the access grants that let people in.
+//! At login the grant is checked; while a session runs, a watcher polls the grants of the
+//! people connected and closes the sessions whose grant was revoked or has expired.
+//!
+//! If the control plane is unreachable, new person logins are refused (fail closed) and
+//! open sessions are left alone until it answers again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use secret_store::SecretStore;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::audit::Identity;
+use crate::server::Sessions;
+use crate::settings::{self, UpstreamTls};
+
+/// The `[grants]` section of the proxy's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrantsSettings {
+    /// The control-plane database; the server, TLS and CA are those of `[upstream]` unless
+    /// given here.
+    pub database: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub ca_file: Option<PathBuf>,
+    /// Secret with the proxy's read-only login to the control plane.
+    pub secret: String,
+    /// How often open sessions' grants are checked (revocation takes at most this long).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for GrantsSettings {
+    fn default() -> Self {
+        GrantsSettings {
+            database: "dbgw".into(),
+            host: None,
+            port: None,
+            ca_file: None,
+            secret: "dbgw/proxy-control".into(),
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+pub struct Control {
+    settings: GrantsSettings,
+    upstream: settings::Upstream,
+    secrets: SecretStore,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl Control {
+    pub fn new(
+        settings: GrantsSettings,
+        upstream: settings::Upstream,
+        secrets: SecretStore,
+    ) -> Arc<Control> {
+        Arc::new(Control {
+            settings,
+            upstream,
+            secrets,
+            client: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The shared connection, (re)opened when needed.
+    pub async fn client(&self) -> Result<Arc<Client>, String> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let creds = self
+            .secrets
+            .db_credentials(&self.settings.secret)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(self.settings.host.as_deref().unwrap_or(&self.upstream.host))
+            .port(self.settings.port.unwrap_or(self.upstream.port))
+            .dbname(&self.settings.database)
+            .user(&creds.username)
+            .password(creds.password.expose_secret())
+            .application_name("dbgw-proxy")
+            .connect_timeout(Duration::from_secs(self.upstream.connect_timeout_secs));
+        let client = match self.upstream.tls {
+            UpstreamTls::VerifyFull => {
+                let ca = self
+                    .settings
+                    .ca_file
+                    .as_ref()
+                    .or(self.upstream.ca_file.as_ref());
+                let tls = tls_config::postgres_connector(ca.map(|p| p.as_path()))
+                    .map_err(|e| e.to_string())?;
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let (client, connection) = config.connect(tls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                client
+            }
+            UpstreamTls::Disable => {
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                client
+            }
+        };
+        let client = Arc::new(client);
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    /// The grant that lets `email` into `database` now.
+    pub async fn check(&self, email: &str, database: &str) -> Result<grants::Check, String> {
+        let client = self.client().await?;
+        grants::check(&client, email, database)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Closes the sessions whose grant ended, every poll interval, until `stop`.
+    pub async fn watch(
+        self: Arc<Self>,
+        sessions: Arc<Sessions>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let every = Duration::from_millis(self.settings.poll_interval_ms.max(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let ids = sessions.grant_ids();
+            if ids.is_empty() {
+                continue;
+            }
+            let ended = match self.client().await {
+                Ok(c) => grants::no_longer_active(&c, &ids)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match ended {
+                Ok(ended) => {
+                    for (grant, why) in ended {
+                        let n = sessions.halt_where(
+                            |id| matches!(id, Identity::Person { grant_id, .. } if *grant_id == grant),
+                            "28000",
+                            &format!("access revoked: {why}"),
+                        );
+                        if n > 0 {
+                            tracing::info!(grant, sessions = n, reason = %why, "closed sessions of an ended grant");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking grants failed; will retry"),
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! People sign in with an ID token from the identity provider: user = email, password = the
+//! token. Every refusal is clear and audited; key rotation needs no restart; revoking a grant
+//! closes the person's open sessions within seconds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{executions, Idp, Options, Stack};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use proxy::settings::Plaintext;
+use serde_json::json;
+
+const ALICE: &str = "alice@example.com";
+
+async fn stack(idp: &Idp) -> Stack {
+    Stack::with(Options {
+        oidc_issuer: Some(idp.issuer.clone()),
+        // Plaintext is allowed on loopback for services; tokens must still be refused on it.
+        plaintext: Plaintext::Loopback,
+        ..Options::default()
+    })
+    .await
+}
+
+/// Connects as a person with `token` over TLS; the error's message on refusal.
+async fn login(stack: &Stack, user: &str, token: &str) -> Result<tokio_postgres::Client, String> {
+    let mut config = stack.pg_config(&stack.app);
+    config
+        .user(user)
+        .password(token)
+        .application_name("sso-test");
+    let tls = tls_config::postgres_connector(Some(&stack.ca)).unwrap();
+    match config.connect(tls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Err(e) => Err(e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string())),
+    }
+}
+
+/// A token signed with `key` (kid, PKCS#1 DER) carrying `claims`.
+fn sign(kid: &str, der: &[u8], claims: serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(der)).unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_a_token_runs_as_the_persons_role_and_is_audited() {
+    let idp = Idp::start();
+    let stack = stack(&idp).await;
+    let grant = stack.grant(ALICE, "rates_reader").await;
+    let token = idp.token(ALICE);
+
+    // Plain psql: user = email, password = the token.
+    let mut psql = stack.libpq_command("psql", &stack.app);
+    psql.env("PGUSER", ALICE)
+        .env("PGPASSWORD", &token)
+        .env("PGAPPNAME", "alice-psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT current_user",
+            "-c",
+            "SELECT count(*) FROM ports",
+        ]);
+    let out = psql.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().next(),
+        Some(grant.db_user.as_str()),
+        "{stdout}"
+    );
+
+    let records = stack.records();
+    let runs = executions(&records, "alice-psql");
+    assert_eq!(runs.len(), 2);
+    for (s, o) in &runs {
+        assert_eq!(
+            s["identity"],
+            json!({"kind": "person", "email": ALICE, "subject": "3f1c2a9e-6b1d-4c57-9d0a-a11ce0000001",
+                   "issuer": idp.issuer, "grant_id": grant.id})
+        );
+        assert_eq!(s["db_user"], grant.db_user.as_str());
+        assert_eq!(o.as_ref().unwrap()["status"], "ok");
+    }
+    // The token itself is never written anywhere.
+    for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+        assert!(!std::fs::read_to_string(f).unwrap().contains(&token[20..60]));
+    }
+    common::assert_chain_verifies(&stack.audit_dir());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
+    let idp = Idp::start();
+    let stack = stack(&idp).await;
+    stack.grant(ALICE, "rates_reader").await;
+    let good = idp.token(ALICE);
+    let (kid, der) = idp.signing_key();
+    let claims = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = json!({
+            "iss": idp.issuer, "aud": "dbgw-cli", "sub": "3f1c2a9e-6b1d-4c57-9d0a-a11ce0000001",
+            "email": ALICE, "email_verified": true, "iat": now(), "exp": now() + 300,
+        });
+        f(&mut c);
+        c
+    };
+    // The well-formed token signed with the provider's key is accepted: the cases below
+    // fail for the one reason each changes.
+    assert!(login(&stack, ALICE, &sign(&kid, &der, claims(&|_| {})))
+        .await
+        .is_ok());
+
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let payload = good.split('.').nth(1).unwrap();
+    let rogue_der = {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rand_core_rng(), 2048).unwrap();
+        key.to_pkcs1_der().unwrap().as_bytes().to_vec()
+    };
+    let mut wrong_sig = good.clone();
+    let last = wrong_sig.pop().unwrap();
+    wrong_sig.push(if last == 'A' { 'B' } else { 'A' });
+    let hs256 = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.clone());
+        jsonwebtoken::encode(
+            &h,
+            &claims(&|_| {}),
+            &EncodingKey::from_secret(idp.public_pem().as_bytes()),
+        )
+        .unwrap()
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "wrong signature",
+            wrong_sig,
+            ALICE,
+            "signature is not valid",
+        ),
+        (
+            "key not in the JWKS",
+            sign("rogue-kid", &rogue_der, claims(&|_| {})),
+            ALICE,
+            "key the identity provider does not publish",
+        ),
+        (
+            "expired",
+            sign(
+                &kid,
+                &der,
+                claims(&|c| {
+                    c["exp"] = json!(now() - 120);
+                    c["iat"] = json!(now() - 720);
+                }),
+            ),
+            ALICE,
+            "expired",
+        ),
+        (
+            "not yet valid",
+            sign(&kid, &der, claims(&|c| c["nbf"] = json!(now() + 600))),
+            ALICE,
+            "not valid yet",
+        ),
+        (
+            "wrong issuer",
+            sign(
+                &kid,
+                &der,
+                claims(&|c| c["iss"] = json!("https://evil.example.com")),
+            ),
+            ALICE,
+            "another identity provider",
+        ),
+        (
+            "wrong audience",
+            sign(&kid, &der, claims(&|c| c["aud"] = json!("someone-else"))),
+            ALICE,
+            "another application",
+        ),
+        (
+            "alg none",
+            format!("{}.{payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#)),
+            ALICE,
+            "alg none",
+        ),
+        ("HS256 with the public key", hs256, ALICE, "HS256"),
+        (
+            "email of someone else",
+            idp.token("bob@example.com"),
+            ALICE,
+            "belongs to bob@example.com",
+        ),
+        (
+            "unverified email",
+            sign(&kid, &der, claims(&|c| c["email_verified"] = json!(false))),
+            ALICE,
+            "not verified",
+        ),
+        (
+            "not a token",
+            "hunter2".into(),
+            ALICE,
+            "not an identity token",
+        ),
+    ];
+    for (case, token, user, expect) in &cases {
+        let err = login(&stack, user, token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{case}: accepted"));
+        assert!(err.contains(expect), "{case}: {err}");
+    }
+
+    // Over a connection without TLS the token is refused before it is even asked for.
+    let mut plain = stack.pg_config(&stack.app);
+    plain
+        .user(ALICE)
+        .password(good.as_str())
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let err = plain.connect(tokio_postgres::NoTls).await.err().unwrap();
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("only over TLS"),
+        "{err}"
+    );
+
+    // A valid token but no grant.
+    let err = login(&stack, "bob@example.com", &idp.token("bob@example.com"))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("no access to database \"rates\""), "{err}");
+
+    // Every refusal is in the audit log with its reason; no token text is.
+    let records = stack.records();
+    let refusals: Vec<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "auth" && r["result"] == "refused")
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(refusals.len(), cases.len() + 2, "{refusals:#?}");
+    for ((case, _, _, expect), reason) in cases.iter().zip(&refusals) {
+        assert!(reason.contains(expect), "{case}: {reason}");
+    }
+    assert!(refusals[cases.len()].contains("without TLS"));
+    assert_eq!(refusals[cases.len() + 1], "no grant");
+    for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+        assert!(!std::fs::read_to_string(f)
+            .unwrap()
+            .contains(&good[good.len() - 40..]));
+    }
+    stack.stop().await;
+}
+
+/// Randomness for generating a throwaway RSA key.
+fn rand_core_rng() -> impl rsa::rand_core::CryptoRngCore {
+    rsa::rand_core::OsRng
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_at_the_provider_needs_no_restart() {
+    let idp = Idp::start();
+    let stack = stack(&idp).await;
+    stack.grant(ALICE, "rates_reader").await;
+    let before = idp.token(ALICE);
+    login(&stack, ALICE, &before).await.unwrap();
+
+    idp.rotate_keys().await;
+    let after = idp.token(ALICE);
+    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    assert_ne!(
+        kid(&before),
+        kid(&after),
+        "the provider signs with a new key"
+    );
+    // The proxy meets an unknown key id, fetches the keys again, and accepts the token.
+    login(&stack, ALICE, &after).await.unwrap();
+    // Tokens signed with the previous key stay valid while it is published.
+    login(&stack, ALICE, &before).await.unwrap();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_grant_closes_open_sessions_within_seconds() {
+    let idp = Idp::start();
+    let stack = stack(&idp).await;
+    let grant = stack.grant(ALICE, "rates_reader").await;
+    let token = idp.token(ALICE);
+
+    // An open psql session, idle between statements.
+    let mut psql = stack.libpq_command("psql", &stack.app);
+    psql.env("PGUSER", ALICE)
+        .env("PGPASSWORD", &token)
+        .env("PGAPPNAME", "alice-open")
+        .args(["-X", "-A", "-t"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = psql.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        writeln!(stdin, "SELECT 'hello';").unwrap();
+    }
+    let admin = stack.cluster.connect("postgres").await.unwrap();
+    let backends = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&grant.db_user],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backends().await == 0 {
+        assert!(Instant::now() < deadline, "psql never logged in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let control = stack.cluster.connect("dbgw").await.unwrap();
+    let target = stack.cluster.connect("postgres").await.unwrap();
+    let revoked_at = Instant::now();
+    grants::revoke(
+        &control,
+        &target,
+        grant.id,
+        "dana@example.com",
+        "access review",
+    )
+    .await
+    .unwrap();
+    while backends().await > 0 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "the session outlived its grant"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // psql learns why at its next statement.
+    {
+        use std::io::Write;
+        let _ = writeln!(stdin, "SELECT 'after';");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("access revoked") && stderr.contains("access review"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("after"));
+
+    let records = stack.records();
+    let end = records
+        .iter()
+        .find(|r| r["type"] == "disconnect" && r["application"] == "alice-open")
+        .unwrap();
+    assert!(
+        end["reason"].as_str().unwrap().contains("access revoked"),
+        "{end}"
+    );
+    // And a new login is refused with the reason.
+    let err = login(&stack, ALICE, &idp.token(ALICE)).await.err().unwrap();
+    assert!(err.contains("revoked by dana@example.com"), "{err}");
+    stack.stop().await;
+}
