@@ -10,6 +10,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
+import { fail, signIn } from './flow.js';
 
 const OPTIONS = {
   issuer: { type: 'string', default: process.env.IDP_ISSUER || 'http://127.0.0.1:9000' },
@@ -23,38 +24,6 @@ const OPTIONS = {
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
 const random = () => b64url(randomBytes(32));
-
-function fail(message) {
-  throw Object.assign(new Error(message), { expected: true });
-}
-
-// The few cookies the IdP sets during one flow (interaction + session).
-const jar = new Map();
-function remember(res) {
-  for (const c of res.headers.getSetCookie()) {
-    const [pair] = c.split(';');
-    const i = pair.indexOf('=');
-    const [name, value] = [pair.slice(0, i).trim(), pair.slice(i + 1)];
-    if (value) jar.set(name, value);
-    else jar.delete(name); // the IdP clears cookies by emptying them
-  }
-}
-const cookieHeader = () => [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-
-// fetch with a cookie jar, following redirects by hand until either a
-// non-redirect response or a redirect to our own redirect_uri.
-async function walk(url, init, redirectUri) {
-  for (let hops = 0; hops < 20; hops++) {
-    const res = await fetch(url, { ...init, redirect: 'manual', headers: { ...init?.headers, cookie: cookieHeader() } });
-    remember(res);
-    const location = res.headers.get('location');
-    if (res.status < 300 || res.status >= 400 || !location) return { res, url };
-    url = new URL(location, url).href;
-    init = undefined; // 302/303: continue with GET
-    if (url.startsWith(`${redirectUri}?`)) return { callback: new URL(url) };
-  }
-  fail('too many redirects');
-}
 
 // Throwaway loopback listener (RFC 8252 §7.3): reserves the port for the
 // redirect_uri. We read the code from the redirect instead of letting the
@@ -103,23 +72,8 @@ async function main() {
       nonce,
     });
 
-    // 1. authorization request -> redirected to the login form
-    let step = await walk(auth.href, undefined, redirectUri);
-    if (!step.callback) {
-      if (step.res.status !== 200 || !/\/interaction\/[^/]+$/.test(new URL(step.url).pathname)) {
-        fail(`authorization request failed: HTTP ${step.res.status}: ${(await step.res.text()).trim().slice(0, 300)}`);
-      }
-      // 2. post the form -> login, automatic consent, redirect with ?code=
-      step = await walk(`${step.url}/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ email: opt.email, password: opt.password }),
-      }, redirectUri);
-      if (!step.callback) {
-        const why = step.res.status === 401 ? 'invalid email or password' : `HTTP ${step.res.status}`;
-        fail(`login failed: ${why}`);
-      }
-    }
+    // 1-2. authorization request, login form, automatic consent -> redirect with ?code=
+    const step = { callback: await signIn(auth.href, redirectUri, opt.email, opt.password) };
 
     const q = step.callback.searchParams;
     if (q.get('error')) fail(`authorization error: ${q.get('error')}: ${q.get('error_description') ?? ''}`);

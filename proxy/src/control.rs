@@ -10,13 +10,52 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use secret_store::SecretStore;
+use secret_store::{DbCredentials, SecretStore};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::audit::Identity;
 use crate::server::Sessions;
 use crate::settings::{self, UpstreamTls};
+
+/// A connection to `database` on the database server described by `server` (the proxy's
+/// own TLS rules apply), as `creds`. The connection is driven by a spawned task.
+pub async fn connect(
+    server: &settings::Upstream,
+    database: &str,
+    creds: &DbCredentials,
+) -> Result<Client, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&server.host)
+        .port(server.port)
+        .dbname(database)
+        .user(&creds.username)
+        .password(creds.password.expose_secret())
+        .application_name("dbgw-proxy")
+        .connect_timeout(Duration::from_secs(server.connect_timeout_secs));
+    let fail = |e: tokio_postgres::Error| {
+        format!(
+            "connecting to {database} on {}:{}: {e}",
+            server.host, server.port
+        )
+    };
+    match server.tls {
+        UpstreamTls::VerifyFull => {
+            let tls = tls_config::postgres_connector(server.ca_file.as_deref())
+                .map_err(|e| e.to_string())?;
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = config.connect(tls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        UpstreamTls::Disable => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+    }
+}
 
 /// The `[grants]` section of the proxy's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,38 +118,11 @@ impl Control {
             .db_credentials(&self.settings.secret)
             .await
             .map_err(|e| e.to_string())?;
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(self.settings.host.as_deref().unwrap_or(&self.upstream.host))
-            .port(self.settings.port.unwrap_or(self.upstream.port))
-            .dbname(&self.settings.database)
-            .user(&creds.username)
-            .password(creds.password.expose_secret())
-            .application_name("dbgw-proxy")
-            .connect_timeout(Duration::from_secs(self.upstream.connect_timeout_secs));
-        let client = match self.upstream.tls {
-            UpstreamTls::VerifyFull => {
-                let ca = self
-                    .settings
-                    .ca_file
-                    .as_ref()
-                    .or(self.upstream.ca_file.as_ref());
-                let tls = tls_config::postgres_connector(ca.map(|p| p.as_path()))
-                    .map_err(|e| e.to_string())?;
-                config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                let (client, connection) = config.connect(tls).await.map_err(|e| e.to_string())?;
-                tokio::spawn(connection);
-                client
-            }
-            UpstreamTls::Disable => {
-                let (client, connection) = config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::spawn(connection);
-                client
-            }
-        };
+        let mut server = self.upstream.clone();
+        server.host = self.settings.host.clone().unwrap_or(server.host);
+        server.port = self.settings.port.unwrap_or(server.port);
+        server.ca_file = self.settings.ca_file.clone().or(server.ca_file);
+        let client = connect(&server, &self.settings.database, &creds).await?;
         let client = Arc::new(client);
         *guard = Some(client.clone());
         Ok(client)

@@ -7,6 +7,7 @@
 //! hot path) → [`audit`] (records, writer, verifier). [`protocol`] holds the message codecs,
 //! [`sql`] the statement splitter and password redaction, [`cancel`] the cancel keys.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cancel;

@@ -37,7 +37,15 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Print the effective configuration (defaults + file + environment) as TOML-like JSON.
+    /// Manage people's access grants (operators; the approvals app does this too).
+    Grant {
+        /// Secret with an admin login to the database server (creates people's roles).
+        #[arg(long, default_value = "dbgw/postgres-admin")]
+        admin_secret: String,
+        #[command(subcommand)]
+        command: proxy::admin::GrantCommand,
+    },
+    /// Print the effective configuration (defaults + file + environment) as JSON.
     Config,
 }
 
@@ -57,6 +65,22 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { paths },
         } => verify_command(&paths),
+        Command::Grant {
+            admin_secret,
+            command,
+        } => {
+            let run = || -> anyhow::Result<()> {
+                let settings = load(&cli.config)?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(proxy::admin::grant(&settings, &admin_secret, command))
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::Config => match load(&cli.config) {
             Ok(s) => {
                 println!(

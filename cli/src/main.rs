@@ -1,0 +1,159 @@
+//! `dbgw`: how people reach the database. `dbgw login` signs in with the company's identity
+//! provider (authorization code + PKCE, in the browser, answered on a loopback port) and
+//! caches the ID token; `dbgw psql` runs psql through the audit proxy with it; `dbgw env`
+//! prints the same settings for any other PostgreSQL client.
+
+mod cache;
+mod login;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cache::Cached;
+use crate::settings::Settings;
+
+/// Sign in with SSO and use psql (or any client) through the dbgw proxy.
+///
+/// Configuration: defaults for the local stack, then the TOML file given with --config (or
+/// DBGW_CONFIG), then environment variables DBGW_<KEY> (e.g. DBGW_ISSUER, DBGW_PROXY_HOST).
+/// The token is cached in $XDG_CONFIG_HOME/dbgw (or ~/.config/dbgw), readable by you only.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[arg(long, env = "DBGW_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign in (opens the browser) and cache the ID token.
+    Login {
+        /// Print the sign-in URL instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Run psql through the proxy as yourself, signing in first if needed.
+    Psql {
+        /// Database to connect to.
+        database: Option<String>,
+        /// Arguments for psql, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print the environment (PGHOST, PGUSER, PGPASSWORD...) for other clients:
+    /// `eval "$(dbgw env)"`.
+    Env { database: Option<String> },
+    /// Print the cached ID token.
+    Token,
+    /// Who you are signed in as, and until when.
+    Status,
+    /// Forget the cached token.
+    Logout,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = (|| -> anyhow::Result<()> {
+        let settings: Settings = startup::config::load(cli.config.as_deref(), "DBGW_")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(run(settings, cli.command))
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dbgw: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
+    let cache = cache::Cache::new(settings.cache_dir()?);
+    match command {
+        Command::Login { no_browser } => {
+            let t = login::login(&settings, !no_browser).await?;
+            cache.store(&t)?;
+            eprintln!(
+                "Signed in as {} until {}.",
+                t.email,
+                t.expires_at.format("%H:%M %Z")
+            );
+        }
+        Command::Psql { database, args } => {
+            let t = fresh_token(&settings, &cache).await?;
+            let mut cmd = std::process::Command::new(&settings.psql);
+            cmd.envs(env(&settings, &t, database.as_deref()))
+                .args(&args);
+            use std::os::unix::process::CommandExt;
+            // Replace ourselves: psql gets the terminal, signals and exit code.
+            let e = cmd.exec();
+            anyhow::bail!("running {}: {e}", settings.psql);
+        }
+        Command::Env { database } => {
+            let t = fresh_token(&settings, &cache).await?;
+            for (k, v) in env(&settings, &t, database.as_deref()) {
+                println!("export {k}='{}'", v.replace('\'', "'\\''"));
+            }
+        }
+        Command::Token => println!("{}", fresh_token(&settings, &cache).await?.id_token),
+        Command::Status => match cache.load(&settings.issuer)? {
+            Some(t) if t.valid_for_secs() > 0 => {
+                println!(
+                    "signed in as {} until {}",
+                    t.email,
+                    t.expires_at.to_rfc3339()
+                )
+            }
+            Some(t) => println!(
+                "token of {} expired at {}: run `dbgw login`",
+                t.email,
+                t.expires_at.to_rfc3339()
+            ),
+            None => println!("not signed in: run `dbgw login`"),
+        },
+        Command::Logout => {
+            cache.clear()?;
+            eprintln!("signed out");
+        }
+    }
+    Ok(())
+}
+
+/// The cached token if it is good for another minute; otherwise a new sign-in.
+async fn fresh_token(settings: &Settings, cache: &cache::Cache) -> anyhow::Result<Cached> {
+    match cache.load(&settings.issuer)? {
+        Some(t) if t.valid_for_secs() > 60 => return Ok(t),
+        Some(t) => eprintln!("Your token ({}) has expired; signing in again.", t.email),
+        None => eprintln!("Not signed in yet; signing in."),
+    }
+    let t = login::login(settings, settings.open_browser).await?;
+    cache.store(&t)?;
+    Ok(t)
+}
+
+/// libpq's environment for a session through the proxy as the signed-in person.
+fn env(settings: &Settings, t: &Cached, database: Option<&str>) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("PGHOST".into(), settings.proxy_host.clone()),
+        ("PGPORT".into(), settings.proxy_port.to_string()),
+        ("PGUSER".into(), t.email.clone()),
+        ("PGPASSWORD".into(), t.id_token.clone()),
+        (
+            "PGDATABASE".into(),
+            database.unwrap_or(&settings.database).to_string(),
+        ),
+        // Tokens only ever travel inside verified TLS.
+        ("PGSSLMODE".into(), "verify-full".into()),
+    ];
+    if let Some(ca) = &settings.ca_file {
+        vars.push(("PGSSLROOTCERT".into(), ca.display().to_string()));
+    }
+    vars
+}

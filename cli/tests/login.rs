@@ -1,0 +1,164 @@
+//! `dbgw login` against the real development identity provider, with a stand-in browser
+//! (idp/dev-browser.js) that signs in the way a person would.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+struct Idp {
+    issuer: String,
+    child: std::process::Child,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn idp() -> Idp {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new("node")
+        .arg(repo().join("idp/server.js"))
+        .env("IDP_PORT", "0")
+        .env("IDP_STATE_DIR", state.path())
+        .env("IDP_ID_TOKEN_TTL", "120")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node (run `make test-deps`)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let issuer = line
+        .trim()
+        .strip_prefix("idp listening on ")
+        .unwrap_or_else(|| panic!("idp did not start: {line:?} (npm ci --prefix idp?)"))
+        .to_string();
+    Idp {
+        issuer,
+        child,
+        _state: state,
+    }
+}
+
+fn dbgw(idp: &Idp, cache: &Path, email: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dbgw"))
+        .args(args)
+        .env("DBGW_ISSUER", &idp.issuer)
+        .env("DBGW_CACHE_DIR", cache)
+        .env("DBGW_LOGIN_TIMEOUT_SECS", "30")
+        .env(
+            "BROWSER",
+            format!("node {}", repo().join("idp/dev-browser.js").display()),
+        )
+        .env("DEV_BROWSER_EMAIL", email)
+        .output()
+        .unwrap()
+}
+
+fn payload(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn login_caches_a_verified_token_and_logs_in_again_when_it_expires() {
+    let idp = idp();
+    let cache = tempfile::tempdir().unwrap();
+
+    let out = dbgw(&idp, cache.path(), "alice@example.com", &["login"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("code_challenge_method=S256"),
+        "PKCE: {stderr}"
+    );
+    assert!(
+        stderr.contains("Signed in as alice@example.com"),
+        "{stderr}"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let file = cache.path().join("token.json");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(cache.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+
+    let out = dbgw(&idp, cache.path(), "alice@example.com", &["token"]);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let claims = payload(&token);
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["aud"], "dbgw-cli");
+
+    // `env` gives every client what it needs, token included, TLS verified.
+    let out = dbgw(&idp, cache.path(), "alice@example.com", &["env", "rates"]);
+    let env = String::from_utf8(out.stdout).unwrap();
+    assert!(env.contains("export PGUSER='alice@example.com'"), "{env}");
+    assert!(env.contains(&format!("export PGPASSWORD='{token}'")));
+    assert!(env.contains("export PGSSLMODE='verify-full'"));
+    assert!(env.contains("export PGDATABASE='rates'"));
+
+    // An expired token: the tool says so and signs in again (as whoever is at the browser).
+    let mut cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    cached["expires_at"] = serde_json::json!("2020-01-01T00:00:00Z");
+    std::fs::write(&file, cached.to_string()).unwrap();
+    let out = dbgw(&idp, cache.path(), "bob@example.com", &["token"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("has expired; signing in again"), "{stderr}");
+    let again = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_ne!(again, token);
+    assert_eq!(payload(&again)["email"], "bob@example.com");
+
+    let out = dbgw(&idp, cache.path(), "bob@example.com", &["logout"]);
+    assert!(out.status.success());
+    let out = dbgw(&idp, cache.path(), "bob@example.com", &["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not signed in"));
+}
+
+#[test]
+fn a_failed_sign_in_is_reported() {
+    let idp = idp();
+    let cache = tempfile::tempdir().unwrap();
+    // Nobody of that name at the provider: the stand-in browser cannot sign in, so the
+    // tool never gets a code and gives up at its timeout.
+    let out = Command::new(env!("CARGO_BIN_EXE_dbgw"))
+        .arg("login")
+        .env("DBGW_ISSUER", &idp.issuer)
+        .env("DBGW_CACHE_DIR", cache.path())
+        .env("DBGW_LOGIN_TIMEOUT_SECS", "5")
+        .env(
+            "BROWSER",
+            format!("node {}", repo().join("idp/dev-browser.js").display()),
+        )
+        .env("DEV_BROWSER_EMAIL", "mallory@example.com")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not finish"));
+    assert!(!cache.path().join("token.json").exists());
+}

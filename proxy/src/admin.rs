@@ -1,0 +1,124 @@
+//! Operator commands: `proxy grant add|revoke|list`. They use the proxy's configuration to
+//! find the control plane and the database server, and an admin login from the secret store
+//! to create and retire people's roles. The approvals app does the same through the same
+//! `grants` library.
+
+use chrono::{DateTime, Duration, Utc};
+use clap::Subcommand;
+use secret_store::SecretStore;
+
+use crate::control;
+use crate::settings::Settings;
+
+#[derive(Subcommand)]
+pub enum GrantCommand {
+    /// Let a person connect to a database with a group role's privileges, until a time.
+    Add {
+        /// The person's email, as the identity provider knows it.
+        #[arg(long)]
+        email: String,
+        /// A group role of the database, e.g. rates_reader or rates_writer.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "rates")]
+        database: String,
+        /// How long the grant lasts.
+        #[arg(long, default_value_t = 7, conflicts_with = "until")]
+        days: i64,
+        /// Or until when (RFC 3339, e.g. 2026-12-31T18:00:00Z).
+        #[arg(long)]
+        until: Option<DateTime<Utc>>,
+        /// Who approved it, for the record.
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// Revoke a grant; the person's open sessions are closed within seconds.
+    Revoke {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// List all grants.
+    List,
+}
+
+/// Runs a grant command; `admin_secret` holds a login allowed to create roles.
+pub async fn grant(
+    settings: &Settings,
+    admin_secret: &str,
+    command: GrantCommand,
+) -> anyhow::Result<()> {
+    let secrets = SecretStore::from_settings(&settings.secrets);
+    let admin = secrets.db_credentials(admin_secret).await?;
+    let mut server = settings.upstream.clone();
+    server.host = settings.grants.host.clone().unwrap_or(server.host);
+    server.port = settings.grants.port.unwrap_or(server.port);
+    server.ca_file = settings.grants.ca_file.clone().or(server.ca_file);
+    let control = control::connect(&server, &settings.grants.database, &admin)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    match command {
+        GrantCommand::Add {
+            email,
+            role,
+            database,
+            days,
+            until,
+            by,
+        } => {
+            let target = control::connect(&settings.upstream, &database, &admin)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let expires_at = until.unwrap_or_else(|| Utc::now() + Duration::days(days));
+            let g = grants::add(
+                &control,
+                &target,
+                &secrets,
+                grants::NewGrant {
+                    email,
+                    database,
+                    role,
+                    expires_at,
+                    created_by: by,
+                },
+            )
+            .await?;
+            println!(
+                "grant {}: {} may connect to {} as {} (role {}) until {}",
+                g.id, g.email, g.database, g.db_user, g.role, g.expires_at
+            );
+        }
+        GrantCommand::Revoke { id, reason, by } => {
+            let target = control::connect(&settings.upstream, "postgres", &admin)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let g = grants::revoke(&control, &target, id, &by, &reason).await?;
+            println!(
+                "grant {} revoked; {}'s sessions close within seconds",
+                g.id, g.email
+            );
+        }
+        GrantCommand::List => {
+            println!(
+                "{:>5}  {:<28} {:<10} {:<14} {:<22} status",
+                "id", "email", "database", "role", "expires"
+            );
+            let now = Utc::now();
+            for g in grants::list(&control).await? {
+                let status = g.inactive_reason(now).unwrap_or_else(|| "active".into());
+                println!(
+                    "{:>5}  {:<28} {:<10} {:<14} {:<22} {}",
+                    g.id,
+                    g.email,
+                    g.database,
+                    g.role,
+                    g.expires_at.format("%Y-%m-%d %H:%M UTC"),
+                    status
+                );
+            }
+        }
+    }
+    Ok(())
+}
