@@ -11,6 +11,14 @@ BIN=target/$PROFILE
 PG_PORT=${PG_PORT:-5433}
 mkdir -p "$DEV/run" "$DEV/logs"
 
+need_node() {
+  if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+    echo "Node.js 20 or later is missing (for the development identity provider): sudo apt-get install -y nodejs npm" >&2
+    exit 1
+  fi
+  [ -d idp/node_modules ] || npm ci --prefix idp --no-audit --no-fund >/dev/null
+}
+
 need_postgres() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BINDIR:-}" ]; then
     echo "PostgreSQL server binaries are missing: sudo apt-get install -y postgresql-15 (or set PG_BINDIR)" >&2
@@ -60,13 +68,15 @@ stop() { # name
 
 up() {
   need_postgres
+  need_node
   if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p dbgw-db -p proxy -p rates-api
+    cargo build --release -q -p dbgw-db -p proxy -p rates-api -p dbgw
   else
-    cargo build -q -p dbgw-db -p proxy -p rates-api
+    cargo build -q -p dbgw-db -p proxy -p rates-api -p dbgw
   fi
   "$BIN/dbgw-db" up --dir "$DEV/pg" --port "$PG_PORT" >/dev/null
   [ -f "$DEV/proxy/proxy.crt" ] || "$BIN/dbgw-db" cert --ca-dir "$DEV/pg" --out "$DEV/proxy" --name proxy >/dev/null
+  start idp http://127.0.0.1:9000/healthz env IDP_STATE_DIR="$DEV/idp" node idp/server.js
   start proxy http://127.0.0.1:9187/health/ready "$BIN/proxy" --config config/local/proxy.toml
   start rates-api http://127.0.0.1:3000/health/ready "$BIN/rates-api" --config config/local/rates-api.toml
   cat <<EOT
@@ -74,14 +84,18 @@ dbgw local stack is up:
   postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin secret .dev/secrets/dbgw/postgres-admin.json)
   proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)
   rates-api  http://127.0.0.1:3000  (through the proxy)
+  idp        http://127.0.0.1:9000  (development sign-in: alice@example.com / bob@example.com / dana@example.com, password "dev")
 Logs in .dev/logs/. Try:
   curl "http://127.0.0.1:3000/rates?date_from=2021-01-01&date_to=2021-01-31&orig_code=CNGGZ&dest_code=EETLL"
+  $BIN/proxy --config config/local/proxy.toml grant add --email alice@example.com --role rates_reader
+  $BIN/dbgw psql      # signs you in (browser), then psql through the proxy as yourself
 EOT
 }
 
 down() {
   stop rates-api
   stop proxy
+  stop idp
   if [ -d "$DEV/pg/data" ]; then
     if [ -x "$BIN/dbgw-db" ]; then
       "$BIN/dbgw-db" down --dir "$DEV/pg"
