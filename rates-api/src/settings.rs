@@ -108,7 +108,7 @@ impl Default for DatabaseSettings {
             tls: TlsMode::VerifyFull,
             ca_file: PathBuf::from(".dev/pg/ca.crt"),
             secret: "dbgw/rates-api".into(),
-            pool_size: 16,
+            pool_size: 8,
             connect_timeout: HumanDuration::secs(5),
             statement_timeout: HumanDuration::secs(5),
             max_lifetime: HumanDuration::secs(30 * 60),
