@@ -87,7 +87,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let admin = cluster.connect("postgres").await?;
         admin.batch_execute("CREATE ROLE bench LOGIN").await?;
-        admin.batch_execute("CREATE DATABASE bench OWNER bench").await?;
+        admin
+            .batch_execute("CREATE DATABASE bench OWNER bench")
+            .await?;
         dbgw_db::schema::set_password(&admin, "bench", &password).await
     })?;
     let creds = DbCredentials::new("bench", password.clone());
@@ -97,7 +99,10 @@ fn main() -> anyhow::Result<()> {
         .args(["-i", "-q", "-s", &args.scale.to_string()])
         .output()?;
     if !init.status.success() {
-        bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+        bail!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
     }
 
     let mut contenders = vec![Contender {
@@ -113,7 +118,14 @@ fn main() -> anyhow::Result<()> {
         ("dbgw proxy, audit fsync", "fsync", false),
         ("dbgw proxy, audit buffered, TLS to db", "buffered", true),
     ] {
-        contenders.push(proxy(&proxy_bin, &cluster, work.path(), name, durability, tls)?);
+        contenders.push(proxy(
+            &proxy_bin,
+            &cluster,
+            work.path(),
+            name,
+            durability,
+            tls,
+        )?);
     }
     for c in &contenders {
         wait_for_port(c.port)?;
@@ -149,8 +161,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table(contenders: &[Contender], clients: &[u32], samples: &[Vec<Vec<Sample>>], args: &Args) {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+fn print_table(
+    contenders: &[Contender],
+    clients: &[u32],
+    samples: &[Vec<Vec<Sample>>],
+    args: &Args,
+) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!(
         "pgbench -S -M prepared, scale {}, {} s x {} rounds (median), {} CPUs\n",
         args.scale, args.seconds, args.rounds, cpus
@@ -199,12 +218,22 @@ fn measure(c: &Contender, password: &str, clients: u32, seconds: u64) -> anyhow:
     let cpu_before = c.process.as_ref().map(|p| cpu_ticks(p.id())).transpose()?;
     let out = pgbench_cmd(c.port, password)
         .args(["-n", "-S", "-M", "prepared"])
-        .args(["-c", &clients.to_string(), "-j", &clients.min(2).to_string()])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+        ])
         .args(["-T", &seconds.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("pgbench against {} failed: {}{}", c.name, text, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pgbench against {} failed: {}{}",
+            c.name,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let field = |prefix: &str| -> anyhow::Result<f64> {
         let line = text
@@ -243,7 +272,10 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let after_name = &stat[stat.rfind(')').context("bad stat")? + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // Fields 14-17 (1-based, counting pid and comm): utime stime cutime cstime.
-    let sum: u64 = fields[11..15].iter().map(|f| f.parse::<u64>().unwrap_or(0)).sum();
+    let sum: u64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
     Ok(sum)
 }
 
@@ -256,7 +288,8 @@ unsafe fn libc_sysconf_clk_tck() -> i64 {
 }
 
 fn pgbench_cmd(port: u16, password: &str) -> Command {
-    let mut cmd = Command::new(dbgw_db::cluster::pg_bin("pgbench").unwrap_or_else(|_| "pgbench".into()));
+    let mut cmd =
+        Command::new(dbgw_db::cluster::pg_bin("pgbench").unwrap_or_else(|_| "pgbench".into()));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PGHOST", "127.0.0.1")
@@ -285,7 +318,12 @@ fn socat(upstream: u16) -> anyhow::Result<Contender> {
     })
 }
 
-fn pgbouncer(cluster: &Cluster, work: &Path, password: &str, tls: bool) -> anyhow::Result<Contender> {
+fn pgbouncer(
+    cluster: &Cluster,
+    work: &Path,
+    password: &str,
+    tls: bool,
+) -> anyhow::Result<Contender> {
     let port = free_port()?;
     let dir = work.join(format!("pgbouncer-{port}"));
     std::fs::create_dir_all(&dir)?;
@@ -375,7 +413,9 @@ fn proxy(
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_for_port(port: u16) -> anyhow::Result<()> {
@@ -394,7 +434,10 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name(name);
     if !path.is_file() {
-        bail!("{} not found: build it with `cargo build --release -p {name}`", path.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p {name}`",
+            path.display()
+        );
     }
     Ok(path)
 }

@@ -95,7 +95,10 @@ impl std::fmt::Debug for DbCredentials {
     }
 }
 
-fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn expose<S: serde::Serializer>(
+    secret: &SecretString,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(secret.expose_secret())
 }
 
@@ -140,7 +143,10 @@ impl SecretStore {
         serde_json::from_str(raw.expose_secret()).map_err(|e| Error::Malformed {
             id: id.to_string(),
             // serde_json's message names the field and position, never the value.
-            reason: format!("expected {{\"username\", \"password\"}}: {}", strip_value(&e)),
+            reason: format!(
+                "expected {{\"username\", \"password\"}}: {}",
+                strip_value(&e)
+            ),
         })
     }
 
@@ -152,14 +158,21 @@ impl SecretStore {
 }
 
 fn strip_value(e: &serde_json::Error) -> String {
-    format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 512
         && !id.starts_with('/')
-        && !id.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+        && !id
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c));
@@ -179,7 +192,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
         let creds = DbCredentials::new("rates_api", "s3cr3t-value");
-        store.put_db_credentials("dbgw/rates-api", &creds).await.unwrap();
+        store
+            .put_db_credentials("dbgw/rates-api", &creds)
+            .await
+            .unwrap();
         let back = store.db_credentials("dbgw/rates-api").await.unwrap();
         assert_eq!(back.username, "rates_api");
         assert_eq!(back.password.expose_secret(), "s3cr3t-value");
@@ -187,15 +203,28 @@ mod tests {
 
         let missing = store.db_credentials("dbgw/nope").await.unwrap_err();
         assert!(matches!(missing, Error::NotFound(_)), "{missing}");
-        assert!(matches!(store.get("../etc/passwd").await, Err(Error::BadId(_))));
+        assert!(matches!(
+            store.get("../etc/passwd").await,
+            Err(Error::BadId(_))
+        ));
         assert!(matches!(store.get("a//b").await, Err(Error::BadId(_))));
 
         store
-            .put("dbgw/bad", &SecretString::from("{\"username\":\"x\",\"pass\":\"leak-me\"}".to_string()))
+            .put(
+                "dbgw/bad",
+                &SecretString::from("{\"username\":\"x\",\"pass\":\"leak-me\"}".to_string()),
+            )
             .await
             .unwrap();
-        let bad = store.db_credentials("dbgw/bad").await.unwrap_err().to_string();
-        assert!(bad.contains("dbgw/bad") && !bad.contains("leak-me"), "{bad}");
+        let bad = store
+            .db_credentials("dbgw/bad")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("dbgw/bad") && !bad.contains("leak-me"),
+            "{bad}"
+        );
     }
 
     #[test]

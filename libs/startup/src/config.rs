@@ -124,7 +124,10 @@ mod tests {
         let err = load::<Settings>(Some(&path), "STARTUP_T2_").unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("database.password"), "{msg}");
-        assert!(!msg.contains("hunter2"), "the secret leaked into the error: {msg}");
+        assert!(
+            !msg.contains("hunter2"),
+            "the secret leaked into the error: {msg}"
+        );
     }
 
     #[test]
