@@ -19,5 +19,6 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod sql;
+pub mod stream;
 pub mod upstream;
 pub mod wire;

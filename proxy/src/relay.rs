@@ -28,6 +28,7 @@ use crate::protocol::frontend as fe;
 use crate::protocol::{frame, ProtocolError};
 use crate::server::Context;
 use crate::sql;
+use crate::stream::Split;
 
 /// Largest server message the relay decodes (errors, command tags); DataRows and COPY data
 /// of any size pass through without being buffered.
@@ -130,11 +131,11 @@ pub async fn run<C, U>(
     halt: &Halt,
 ) -> (Totals, End)
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: Split,
+    U: Split,
 {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
     let shared = Mutex::new(Shared {
         pending: VecDeque::new(),
         suspended: HashMap::new(),
@@ -591,6 +592,11 @@ where
     let mut side = ServerSide::default();
     let mut client_gone = false;
     let mut out = BytesMut::new();
+    // Made once, not per read: registering a waiter costs more than the read itself.
+    let cancelled = halt.token.cancelled();
+    tokio::pin!(cancelled);
+    let refusal = refused.notified();
+    tokio::pin!(refusal);
     loop {
         if buf.capacity() - buf.len() < 8192 {
             buf.reserve(32 * 1024);
@@ -598,7 +604,7 @@ where
         let read = tokio::select! {
             biased;
             // A halt is delivered only between messages: never inside a half-sent one.
-            _ = halt.token.cancelled(), if side.skip == 0 => {
+            _ = &mut cancelled, if side.skip == 0 => {
                 let (code, message) = halt.reason().unwrap_or(("57P01", "session closed".into()));
                 if !client_gone {
                     out.clear();
@@ -608,7 +614,10 @@ where
                 }
                 return End::Halted(message);
             }
-            _ = refused.notified() => None,
+            _ = &mut refusal => {
+                refusal.set(refused.notified());
+                None
+            }
             r = upstream.read_buf(&mut buf) => Some(r),
         };
         match read {

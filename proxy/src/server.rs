@@ -194,7 +194,6 @@ impl Server {
         } = self;
         let background = CancellationToken::new();
         let draining = Arc::new(AtomicBool::new(false));
-        tokio::spawn(ctx.audit.clone().run_flusher(background.clone()));
         if let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) {
             tokio::spawn(tokens.clone().run_refresher(background.clone()));
             tokio::spawn(

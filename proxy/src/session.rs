@@ -18,11 +18,9 @@ use crate::protocol::startup::{Request, Startup};
 use crate::relay::{self, Halt};
 use crate::server::Context;
 use crate::settings::Plaintext;
+use crate::stream::ClientStream;
 use crate::upstream::UpstreamError;
 use crate::wire::{self, ReadError};
-
-/// The client's connection, with or without TLS.
-pub type ClientStream = Either<tokio_rustls::server::TlsStream<TcpStream>, TcpStream>;
 
 /// A TLS ClientHello starts with this byte: a client using direct TLS (`sslnegotiation=direct`).
 const TLS_HANDSHAKE: u8 = 0x16;

@@ -20,8 +20,7 @@ use crate::protocol::{frame, startup};
 use crate::settings::{self, UpstreamTls};
 use crate::wire;
 
-/// A byte stream to the database, with or without TLS.
-pub type Stream = Either<tokio_rustls::client::TlsStream<TcpStream>, TcpStream>;
+pub use crate::stream::UpstreamStream as Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

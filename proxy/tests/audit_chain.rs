@@ -27,6 +27,8 @@ async fn write_log(dir: &Path, n: usize) {
             } else {
                 log.record(body);
             }
+            // Write now (the writer thread would within its interval): files rotate here.
+            log.flush().unwrap();
         }
         log.close().unwrap();
     }

@@ -1,21 +1,28 @@
-//! The audit writer: write-ahead, batched, hash-chained, rotating.
+//! The audit writer: write-ahead, batched, hash-chained, rotating, fail-closed.
 //!
-//! - [`AuditLog::accept`] is the write-ahead path. It writes the given records, together with
-//!   every record waiting in the buffer, with one `write(2)`; in `fsync` durability it also
-//!   waits until an `fdatasync` covers them (group commit: one sync serves every session that
-//!   wrote meanwhile). Only when it returns `Ok` may the statement be forwarded.
-//! - [`AuditLog::record`] buffers records that follow the fact (outcomes, disconnects); they
-//!   go out with the next write-ahead batch or the periodic flush, whichever comes first.
-//! - A failed write is undone (the file is truncated back to its last whole record), the log
-//!   turns unhealthy, and every `accept` fails until a write succeeds again: fail closed.
-//!   Buffered records are kept for the retry.
+//! Sessions never do file I/O. A record is *accepted* when it is chained (sequence number and
+//! hash assigned, in order) into the writer's in-memory batch **and** disk space for it is
+//! already reserved in the audit file. One writer thread writes the batch with a single
+//! `write(2)` every `flush_interval_ms`, and keeps space reserved ahead with
+//! `fallocate(KEEP_SIZE)`, so a full disk is met *before* a statement is accepted, never
+//! after it ran.
+//!
+//! - [`AuditLog::accept`] is the write-ahead path: `Ok` means the statement may be forwarded.
+//!   In `fsync` durability it also waits until an `fdatasync` covers its records (group
+//!   commit: one sync serves every session that wrote meanwhile).
+//! - [`AuditLog::record`] adds a record that follows the fact (an outcome, a disconnect).
+//! - A failed write is undone (the file is cut back to its last whole record), the log turns
+//!   unhealthy and refuses every `accept` until a write succeeds again. Accepted records are
+//!   kept in memory and retried; they are lost only if the process dies (use `fsync` where
+//!   that matters).
 //! - Files rotate by size and age; the chain runs on across files and restarts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -29,9 +36,10 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// Handed to the kernel (`write` returned): survives a proxy crash, not a power loss.
+    /// In the writer's batch with disk space reserved; written within the flush interval.
+    /// Survives a full or failing disk; a crash of the proxy loses the last interval.
     Buffered,
-    /// On disk (`fdatasync` returned): survives a power loss; costs a sync per batch.
+    /// On disk (`fdatasync` returned) before the statement is forwarded.
     Fsync,
 }
 
@@ -46,8 +54,13 @@ pub struct AuditSettings {
     pub max_file_bytes: u64,
     /// ... or this age, in seconds.
     pub max_file_age_secs: u64,
-    /// How long a buffered record (an outcome) may wait for a write, in milliseconds.
+    /// How often the writer writes its batch, in milliseconds.
     pub flush_interval_ms: u64,
+    /// Disk space kept reserved ahead of the data. Statements are refused when the writer
+    /// cannot reserve more: a full disk stops statements before they run.
+    pub reserve_bytes: u64,
+    /// Records waiting in memory beyond this make new statements wait (backpressure).
+    pub max_buffered_bytes: usize,
     /// Bound parameters longer than this are cut and marked with their full size.
     pub param_cap_bytes: usize,
 }
@@ -59,7 +72,9 @@ impl Default for AuditSettings {
             durability: Durability::Buffered,
             max_file_bytes: 128 * 1024 * 1024,
             max_file_age_secs: 24 * 3600,
-            flush_interval_ms: 20,
+            flush_interval_ms: 2,
+            reserve_bytes: 4 * 1024 * 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
             param_cap_bytes: 2048,
         }
     }
@@ -75,9 +90,13 @@ pub struct AuditMetrics {
     pub records: Counter,
     pub batches: Counter,
     pub write_errors: Counter,
-    /// Records waiting in the buffer.
+    /// Records accepted and not yet written.
     pub buffered: Gauge,
 }
+
+/// Reserved space kept per accepted statement for its outcome record, and in all.
+const OUTCOME_ALLOWANCE: u64 = 512;
+const SLACK: u64 = 8 * 1024;
 
 /// A zero hash: the `prev` of the very first record.
 const GENESIS: [u8; 32] = [0; 32];
@@ -90,24 +109,49 @@ fn file_name(seq: u64) -> String {
     )
 }
 
-struct State {
+/// One audit file: its bytes written and its space reserved.
+struct Segment {
     file: Arc<File>,
     path: PathBuf,
-    /// Bytes of whole records in the current file; a failed write is cut back to here.
-    file_len: u64,
+    /// Bytes of whole records written.
+    written: u64,
+    /// Bytes reserved on disk from the start of the file (`written` ≤ `reserved`).
+    reserved: u64,
     opened: Instant,
-    /// Sequence number and hash of the last record written.
-    seq: u64,
-    prev: [u8; 32],
-    /// Bodies waiting for the next write.
-    buffered: Vec<String>,
-    /// Reused for building lines.
-    out: Vec<u8>,
-    /// Why the last write failed, until a write succeeds.
-    failed: Option<String>,
 }
 
-/// What the syncer has made durable (fsync mode).
+/// What sessions and the writer share, under one lock held only for memory work.
+struct State {
+    segment: Segment,
+    /// Sequence number and hash of the last record chained.
+    seq: u64,
+    prev: [u8; 32],
+    /// Chained lines waiting for the writer.
+    batch: Vec<u8>,
+    batch_records: u64,
+    /// When the first record of the batch came: the batch is written one interval later.
+    batch_since: Instant,
+    /// Why writing fails, until it works again.
+    failed: Option<String>,
+    /// The writer stopped; nothing more is accepted.
+    closed: bool,
+}
+
+impl State {
+    /// Chains `bodies` onto the batch: sequence numbers and hashes, in order.
+    fn chain(&mut self, bodies: &[String]) {
+        if self.batch.is_empty() {
+            self.batch_since = Instant::now();
+        }
+        for body in bodies {
+            self.seq += 1;
+            self.prev = append_line(&mut self.batch, self.seq, &self.prev, body);
+        }
+        self.batch_records += bodies.len() as u64;
+    }
+}
+
+/// What the writer has made durable (fsync mode).
 #[derive(Debug, Clone, Default)]
 struct Synced {
     seq: u64,
@@ -120,35 +164,43 @@ pub struct AuditLog {
     healthy: AtomicBool,
     metrics: AuditMetrics,
     synced: watch::Sender<Synced>,
-    /// Wakes the syncer thread; the flag says a sync is wanted.
-    sync_wanted: (Mutex<bool>, Condvar),
+    /// Wakes sessions waiting for buffer space.
+    drained: tokio::sync::Notify,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_thread: std::sync::OnceLock<std::thread::Thread>,
+    /// One batch write at a time, so batches reach the file in chain order.
+    writing: Mutex<()>,
 }
 
 impl AuditLog {
     /// Opens the log in `settings.dir`, continuing the chain of the files already there, in
-    /// a new file. In fsync mode it also starts the syncer thread.
+    /// a new file, and starts the writer thread.
     pub fn open(settings: AuditSettings, metrics: AuditMetrics) -> anyhow::Result<Arc<AuditLog>> {
         std::fs::create_dir_all(&settings.dir)
             .with_context(|| format!("creating audit directory {}", settings.dir.display()))?;
         let (seq, prev, previous_file) = chain_tail(&settings.dir)?;
-        let path = settings.dir.join(file_name(seq + 1));
-        let file = open_new(&path)?;
+        let segment = Segment::create(
+            &settings.dir.join(file_name(seq + 1)),
+            settings.reserve_bytes,
+        )?;
         let log = Arc::new(AuditLog {
             state: Mutex::new(State {
-                file: Arc::new(file),
-                path,
-                file_len: 0,
-                opened: Instant::now(),
+                segment,
                 seq,
                 prev,
-                buffered: Vec::new(),
-                out: Vec::with_capacity(64 * 1024),
+                batch: Vec::with_capacity(64 * 1024),
+                batch_records: 0,
+                batch_since: Instant::now(),
                 failed: None,
+                closed: false,
             }),
             healthy: AtomicBool::new(true),
             metrics,
             synced: watch::Sender::new(Synced { seq, error: None }),
-            sync_wanted: (Mutex::new(false), Condvar::new()),
+            drained: tokio::sync::Notify::new(),
+            writer: Mutex::new(None),
+            writer_thread: std::sync::OnceLock::new(),
+            writing: Mutex::new(()),
             settings,
         });
         let mut opened = String::new();
@@ -160,13 +212,19 @@ impl AuditLog {
             &previous_file.unwrap_or_default(),
         );
         opened.push_str(&format!(",\"pid\":{}", std::process::id()));
-        log.write(&[opened]).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if log.settings.durability == Durability::Fsync {
-            let syncer = log.clone();
-            std::thread::Builder::new()
-                .name("audit-sync".into())
-                .spawn(move || syncer.sync_loop())?;
+        log.append(&[opened], true)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The first record is on disk before anything is served.
+        log.write_batch();
+        if let Some(e) = log.state.lock().unwrap().failed.clone() {
+            anyhow::bail!("audit log: {e}");
         }
+        let writer = log.clone();
+        let handle = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.writer_loop())?;
+        let _ = log.writer_thread.set(handle.thread().clone());
+        *log.writer.lock().unwrap() = Some(handle);
         Ok(log)
     }
 
@@ -174,7 +232,7 @@ impl AuditLog {
         &self.settings
     }
 
-    /// False while writes fail. Readiness reports it.
+    /// False while writes fail or no disk space can be reserved. Readiness reports it.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -182,208 +240,349 @@ impl AuditLog {
     /// The write-ahead path: returns the sequence number of the first of `bodies` once they
     /// are accepted under the configured durability.
     pub async fn accept(&self, bodies: &[String]) -> Result<u64, AuditError> {
-        let first = self.write(bodies)?;
+        // Backpressure: a writer that falls behind slows clients; nothing is dropped.
+        while self.state.lock().unwrap().batch.len() > self.settings.max_buffered_bytes {
+            let drained = self.drained.notified();
+            self.wake_writer();
+            drained.await;
+        }
+        let (first, last) = self.append(bodies, true)?;
         if self.settings.durability == Durability::Fsync {
-            self.wait_synced(first + bodies.len() as u64 - 1).await?;
+            self.wake_writer();
+            self.wait_synced(last).await?;
         }
         Ok(first)
     }
 
-    /// Buffers a record that follows the fact; it is written with the next batch.
+    /// Adds a record that follows the fact (an outcome, a disconnect). Never refused: if the
+    /// disk is failing it waits in memory with the rest.
     pub fn record(&self, body: String) {
-        let mut st = self.state.lock().unwrap();
-        st.buffered.push(body);
-        self.metrics.buffered.set(st.buffered.len() as i64);
-        // Bound the buffer: past this, write now (a failure keeps the records buffered).
-        if st.buffered.len() >= 4096 {
-            let _ = self.write_locked(&mut st, &[]);
-        }
+        let _ = self.append(&[body], false);
     }
 
-    /// Writes buffered records now. Called on a timer and at shutdown.
+    /// Writes what is batched now, from the caller's thread (tests, shutdown).
     pub fn flush(&self) -> Result<(), AuditError> {
-        let mut st = self.state.lock().unwrap();
-        if st.buffered.is_empty() && st.failed.is_none() {
-            return Ok(());
+        self.write_batch();
+        match self.state.lock().unwrap().failed.clone() {
+            Some(e) => Err(AuditError(e)),
+            None => Ok(()),
         }
-        self.write_locked(&mut st, &[])?;
-        drop(st);
-        if self.settings.durability == Durability::Fsync {
-            self.want_sync();
-        }
-        Ok(())
     }
 
-    /// Flushes and syncs: the last thing the proxy does.
+    /// Stops the writer after a last write and sync: the last thing the proxy does.
     pub fn close(&self) -> Result<(), AuditError> {
+        self.state.lock().unwrap().closed = true;
+        self.wake_writer();
+        if let Some(handle) = self.writer.lock().unwrap().take() {
+            let _ = handle.join();
+        }
         self.flush()?;
         let st = self.state.lock().unwrap();
-        st.file
-            .sync_data()
-            .map_err(|e| AuditError(format!("syncing {}: {e}", st.path.display())))
+        st.segment
+            .finish()
+            .map_err(|e| AuditError(format!("closing {}: {e}", st.segment.path.display())))
     }
 
-    /// Writes periodically until `stop` fires.
-    pub async fn run_flusher(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(
-            self.settings.flush_interval_ms.max(1),
-        ));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = self.flush() {
-                        tracing::error!(error = %e, "audit flush failed");
-                    }
-                }
-                _ = stop.cancelled() => return,
-            }
-        }
-    }
-
-    fn write(&self, bodies: &[String]) -> Result<u64, AuditError> {
+    /// Chains `bodies` into the batch. With `refusable`, refuses them (changing nothing)
+    /// when the log is failing or their space is not reserved. Returns the sequence numbers
+    /// of the first and last.
+    fn append(&self, bodies: &[String], refusable: bool) -> Result<(u64, u64), AuditError> {
         let mut st = self.state.lock().unwrap();
-        self.write_locked(&mut st, bodies)
-    }
-
-    /// Writes buffered records then `bodies` in one `write(2)`; returns the sequence number
-    /// of the first of `bodies`. On failure nothing is written and nothing is lost from the
-    /// buffer; `bodies` are refused.
-    fn write_locked(&self, st: &mut State, bodies: &[String]) -> Result<u64, AuditError> {
-        if self.due_for_rotation(st) {
-            if let Err(e) = self.rotate(st) {
-                return Err(self.fail(st, format!("rotating the audit file: {e}")));
+        if refusable {
+            if st.closed {
+                return Err(AuditError("the proxy is shutting down".into()));
+            }
+            if let Some(e) = &st.failed {
+                let e = e.clone();
+                drop(st);
+                self.wake_writer();
+                return Err(AuditError(e));
             }
         }
-        let mut out = std::mem::take(&mut st.out);
-        out.clear();
-        let mut seq = st.seq;
-        let mut prev = st.prev;
-        for body in st.buffered.iter().chain(bodies) {
-            seq += 1;
-            prev = append_line(&mut out, seq, &prev, body);
+        let was_empty = st.batch.is_empty();
+        let (start_len, start_seq, start_prev) = (st.batch.len(), st.seq, st.prev);
+        st.chain(bodies);
+        // Room for these records, for the outcome records that will follow them, and a margin
+        // for connection records: those are never refused, so they must fit too.
+        let need = st.segment.written
+            + st.batch.len() as u64
+            + OUTCOME_ALLOWANCE * bodies.len() as u64
+            + SLACK;
+        if refusable && need > st.segment.reserved {
+            // Not enough disk space reserved: undo, refuse, and let the writer try to
+            // reserve more.
+            st.batch.truncate(start_len);
+            st.seq = start_seq;
+            st.prev = start_prev;
+            drop(st);
+            self.healthy.store(false, Ordering::Relaxed);
+            self.wake_writer();
+            return Err(AuditError(
+                "no disk space could be reserved for the audit log (disk full?)".into(),
+            ));
         }
-        let first_new = st.seq + st.buffered.len() as u64 + 1;
-        let result = (&*st.file).write_all(&out);
-        let written = out.len() as u64;
-        st.out = out;
-        match result {
-            Ok(()) => {
-                let count = seq - st.seq;
-                st.seq = seq;
-                st.prev = prev;
-                st.file_len += written;
-                st.buffered.clear();
-                self.metrics.buffered.set(0);
-                self.metrics.records.inc_by(count);
-                self.metrics.batches.inc();
-                if st.failed.take().is_some() {
-                    self.healthy.store(true, Ordering::Relaxed);
-                    tracing::warn!(file = %st.path.display(), "audit log writable again");
-                }
-                Ok(first_new)
-            }
-            Err(e) => {
-                // Cut a partial record off so the file ends on a whole line.
-                let _ = st.file.set_len(st.file_len);
-                let _ = (&*st.file).seek(SeekFrom::Start(st.file_len));
-                Err(self.fail(st, format!("writing {}: {e}", st.path.display())))
-            }
+        self.metrics.buffered.set(st.batch_records as i64);
+        let range = (start_seq + 1, st.seq);
+        drop(st);
+        if was_empty {
+            self.wake_writer();
         }
+        Ok(range)
     }
 
-    fn fail(&self, st: &mut State, reason: String) -> AuditError {
-        self.metrics.write_errors.inc();
-        if st.failed.is_none() {
-            tracing::error!(error = %reason, "audit log write failed: refusing statements");
+    fn wake_writer(&self) {
+        if let Some(t) = self.writer_thread.get() {
+            t.unpark();
         }
-        self.healthy.store(false, Ordering::Relaxed);
-        st.failed = Some(reason.clone());
-        AuditError(reason)
-    }
-
-    fn due_for_rotation(&self, st: &State) -> bool {
-        st.file_len >= self.settings.max_file_bytes
-            || st.opened.elapsed() >= Duration::from_secs(self.settings.max_file_age_secs)
-    }
-
-    /// Closes the current file (synced) and opens the next; the chain runs on.
-    fn rotate(&self, st: &mut State) -> anyhow::Result<()> {
-        st.file.sync_data()?;
-        self.synced.send_if_modified(|s| {
-            let moved = s.seq < st.seq;
-            s.seq = s.seq.max(st.seq);
-            moved
-        });
-        let path = self.settings.dir.join(file_name(st.seq + 1));
-        let file = open_new(&path)?;
-        let previous = st
-            .path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        st.file = Arc::new(file);
-        st.path = path;
-        st.file_len = 0;
-        st.opened = Instant::now();
-        let mut body = String::new();
-        super::record::push_ts(&mut body);
-        body.push_str(",\"type\":\"rotate\",");
-        super::record::member_str(&mut body, "previous_file", &previous);
-        st.buffered.insert(0, body);
-        Ok(())
-    }
-
-    fn want_sync(&self) {
-        let (flag, cv) = &self.sync_wanted;
-        *flag.lock().unwrap() = true;
-        cv.notify_one();
     }
 
     async fn wait_synced(&self, seq: u64) -> Result<(), AuditError> {
         let mut rx = self.synced.subscribe();
-        self.want_sync();
         let state = rx
             .wait_for(|s| s.seq >= seq || s.error.is_some())
             .await
-            .map_err(|_| AuditError("audit syncer stopped".into()))?;
+            .map_err(|_| AuditError("audit writer stopped".into()))?;
         match &state.error {
             Some(e) if state.seq < seq => Err(AuditError(e.clone())),
             _ => Ok(()),
         }
     }
 
-    /// fsync mode: one `fdatasync` per round covers every record written before it started.
-    fn sync_loop(self: Arc<Self>) {
+    /// The writer thread: sleeps until there is something to write, lets a flush interval
+    /// of records gather, writes them, keeps disk space reserved, rotates files.
+    fn writer_loop(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.settings.flush_interval_ms.max(1));
         loop {
-            {
-                let (flag, cv) = &self.sync_wanted;
-                let mut wanted = flag.lock().unwrap();
-                while !*wanted {
-                    wanted = cv.wait(wanted).unwrap();
-                }
-                *wanted = false;
-            }
-            let (file, target) = {
+            let (idle, closed, failing, since) = {
                 let st = self.state.lock().unwrap();
-                (st.file.clone(), st.seq)
+                (
+                    st.batch.is_empty(),
+                    st.closed,
+                    st.failed.is_some(),
+                    st.batch_since,
+                )
             };
-            match file.sync_data() {
-                Ok(()) => {
-                    self.synced.send_modify(|s| {
-                        s.seq = s.seq.max(target);
-                        s.error = None;
-                    });
+            if closed {
+                return;
+            }
+            if failing || !self.is_healthy() {
+                // Retry a failing disk, or reserving space, at a modest pace.
+                std::thread::park_timeout(interval.max(Duration::from_millis(50)));
+            } else if idle {
+                // Nothing to do until a session wakes us.
+                std::thread::park_timeout(Duration::from_secs(1));
+                continue;
+            } else if self.settings.durability == Durability::Buffered {
+                // Let the batch gather for one interval from its first record. Early wake-ups
+                // (an unpark left over from a busy moment) do not cut it short.
+                let due = since + interval;
+                let mut now = Instant::now();
+                while now < due {
+                    std::thread::park_timeout(due - now);
+                    now = Instant::now();
                 }
-                Err(e) => {
-                    let reason = format!("syncing the audit file: {e}");
-                    let mut st = self.state.lock().unwrap();
-                    let err = self.fail(&mut st, reason);
-                    self.synced.send_modify(|s| s.error = Some(err.0));
+            }
+            // (fsync: sessions wait for this sync, so no delay.)
+            self.write_batch();
+            self.maintain();
+        }
+    }
+
+    /// Writes the batch (outside the state lock), syncs it in fsync mode, and rotates the
+    /// file when it is due.
+    fn write_batch(&self) {
+        let _one = self.writing.lock().unwrap();
+        let (file, bytes, last_seq, records) = {
+            let mut st = self.state.lock().unwrap();
+            if st.batch.is_empty() {
+                return;
+            }
+            let bytes = std::mem::take(&mut st.batch);
+            let records = std::mem::take(&mut st.batch_records);
+            (st.segment.file.clone(), bytes, st.seq, records)
+        };
+        let result = (&*file).write_all(&bytes).and_then(|()| {
+            if self.settings.durability == Durability::Fsync {
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        let mut st = self.state.lock().unwrap();
+        match result {
+            Ok(()) => {
+                st.segment.written += bytes.len() as u64;
+                self.metrics.records.inc_by(records);
+                self.metrics.batches.inc();
+                self.metrics.buffered.set(st.batch_records as i64);
+                if let Some(was) = st.failed.take() {
+                    tracing::warn!(file = %st.segment.path.display(), after = %was, "audit log writable again");
                 }
+                let due = st.segment.written >= self.settings.max_file_bytes
+                    || st.segment.opened.elapsed()
+                        >= Duration::from_secs(self.settings.max_file_age_secs);
+                drop(st);
+                self.synced.send_modify(|s| {
+                    s.seq = s.seq.max(last_seq);
+                    s.error = None;
+                });
+                if due {
+                    if let Err(e) = self.rotate() {
+                        tracing::error!(error = %e, "rotating the audit file failed; staying on the current one");
+                    }
+                }
+            }
+            Err(e) => {
+                // Cut any partial record off, and put the bytes back in front of the batch.
+                let _ = st.segment.file.set_len(st.segment.written);
+                let mut again = bytes;
+                again.extend_from_slice(&st.batch);
+                st.batch = again;
+                st.batch_records += records;
+                let reason = format!("writing {}: {e}", st.segment.path.display());
+                if st.failed.is_none() {
+                    tracing::error!(error = %reason, "audit log write failed: refusing statements");
+                }
+                st.failed = Some(reason.clone());
+                self.metrics.write_errors.inc();
+                self.healthy.store(false, Ordering::Relaxed);
+                drop(st);
+                self.synced.send_modify(|s| s.error = Some(reason));
             }
         }
+        self.drained.notify_waiters();
+    }
+
+    /// Keeps disk space reserved ahead of the data.
+    fn maintain(&self) {
+        let _one = self.writing.lock().unwrap();
+        let (file, written, reserved, pending) = {
+            let st = self.state.lock().unwrap();
+            let s = &st.segment;
+            (s.file.clone(), s.written, s.reserved, st.batch.len() as u64)
+        };
+        let want = written + pending + self.settings.reserve_bytes;
+        let ok = if reserved < written + pending + self.settings.reserve_bytes / 2 {
+            match reserve(&file, reserved, want - reserved) {
+                Ok(()) => {
+                    self.state.lock().unwrap().segment.reserved = want;
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reserving audit disk space failed");
+                    false
+                }
+            }
+        } else {
+            true
+        };
+        let failed = self.state.lock().unwrap().failed.is_some();
+        self.healthy.store(ok && !failed, Ordering::Relaxed);
+    }
+
+    /// Closes the current file and continues in a new one. The last record of the old file
+    /// names the new one; the chain runs on.
+    /// The caller holds the `writing` lock.
+    fn rotate(&self) -> anyhow::Result<()> {
+        let next_seq = self.state.lock().unwrap().seq + 1;
+        let path = self.settings.dir.join(file_name(next_seq));
+        let new = Segment::create(&path, self.settings.reserve_bytes)?;
+        let last_seq;
+        let (old, bytes, records) = {
+            let mut st = self.state.lock().unwrap();
+            let mut body = String::new();
+            super::record::push_ts(&mut body);
+            body.push_str(",\"type\":\"rotate\",");
+            super::record::member_str(
+                &mut body,
+                "file",
+                &st.segment
+                    .path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+            );
+            body.push(',');
+            super::record::member_str(
+                &mut body,
+                "next_file",
+                &path.file_name().unwrap_or_default().to_string_lossy(),
+            );
+            st.chain(&[body]);
+            // Everything chained so far ends the old file; what comes next starts the new one.
+            let bytes = std::mem::take(&mut st.batch);
+            let records = std::mem::take(&mut st.batch_records);
+            last_seq = st.seq;
+            (std::mem::replace(&mut st.segment, new), bytes, records)
+        };
+        if let Err(e) = (&*old.file).write_all(&bytes) {
+            // Those records go to the new file instead, still in chain order.
+            let _ = old.file.set_len(old.written);
+            let mut st = self.state.lock().unwrap();
+            let mut again = bytes;
+            again.extend_from_slice(&st.batch);
+            st.batch = again;
+            st.batch_records += records;
+            tracing::warn!(error = %e, "finishing the old audit file failed; its last records moved to the next");
+            return Ok(());
+        }
+        self.metrics.records.inc_by(records);
+        Segment {
+            written: old.written + bytes.len() as u64,
+            ..old
+        }
+        .finish()?;
+        // finish() synced them: sessions waiting in fsync mode may go on.
+        self.synced.send_modify(|s| s.seq = s.seq.max(last_seq));
+        Ok(())
+    }
+}
+
+impl Segment {
+    fn create(path: &Path, reserve_bytes: u64) -> anyhow::Result<Segment> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+            .with_context(|| format!("creating audit file {}", path.display()))?;
+        reserve(&file, 0, reserve_bytes)
+            .with_context(|| format!("reserving space for {}", path.display()))?;
+        Ok(Segment {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            written: 0,
+            reserved: reserve_bytes,
+            opened: Instant::now(),
+        })
+    }
+
+    /// Syncs the file and gives back the space reserved beyond its data.
+    fn finish(&self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.file.set_len(self.written)
+    }
+}
+
+/// Reserves `len` bytes of disk at `offset` without changing the file's size, so writes
+/// there cannot fail for lack of space.
+fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -393,7 +592,7 @@ pub(crate) fn append_line(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &s
     let mut hex = [0u8; 64];
     hex::encode_to_slice(prev, &mut hex).expect("64 hex digits");
     out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(itoa(seq).as_bytes());
+    let _ = write!(out, "{seq}");
     out.extend_from_slice(b",\"prev\":\"");
     out.extend_from_slice(&hex);
     out.extend_from_slice(b"\",");
@@ -404,21 +603,6 @@ pub(crate) fn append_line(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &s
     out.extend_from_slice(&hex);
     out.extend_from_slice(b"\"}\n");
     hash
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
-}
-
-fn open_new(path: &Path) -> anyhow::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
-        .with_context(|| format!("creating audit file {}", path.display()))?;
-    Ok(file)
 }
 
 /// Sorted audit files of a directory.

@@ -40,6 +40,8 @@ pub struct Options {
     pub audit_dir: Option<PathBuf>,
     /// Turns person logins on with this identity provider.
     pub oidc_issuer: Option<String>,
+    /// Disk space the audit writer keeps reserved ahead.
+    pub reserve_bytes: u64,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             max_message_bytes: 64 * 1024 * 1024,
             audit_dir: None,
             oidc_issuer: None,
+            reserve_bytes: 1024 * 1024,
         }
     }
 }
@@ -109,6 +112,7 @@ impl Stack {
         settings.audit.dir = opts.audit_dir.unwrap_or_else(|| dir.path().join("audit"));
         settings.audit.durability = opts.durability;
         settings.audit.param_cap_bytes = opts.param_cap;
+        settings.audit.reserve_bytes = opts.reserve_bytes;
         settings.limits.max_message_bytes = opts.max_message_bytes;
         if let Some(issuer) = opts.oidc_issuer {
             settings.oidc.issuer = issuer;
