@@ -27,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_privileges",
         include_str!("../migrations/0002_privileges.sql"),
     ),
+    (
+        "0003_rates_changed_notify",
+        include_str!("../migrations/0003_rates_changed_notify.sql"),
+    ),
 ];
 
 /// The control-plane database (access grants), and its schema changes.

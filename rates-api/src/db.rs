@@ -311,6 +311,75 @@ impl managed::Manager for PgManager {
     }
 }
 
+/// Keeps a connection listening for `rates_changed` and clears `cache` at each
+/// notification. Reconnects (with back-off) when the connection ends; meanwhile the cache
+/// is off, so no answer outlives a change it could not hear about.
+pub async fn watch_changes(pool: Pool, cache: Arc<crate::cache::Cache>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let manager = pool.manager();
+        let ended = match manager.credentials().await {
+            Err(e) => Err(ConnectError::from(e)),
+            Ok(creds) => {
+                let mut config = manager.config(&creds);
+                config.application_name("rates-api-changes");
+                match &manager.tls {
+                    Tls::VerifyFull(tls) => match config.connect(tls.clone()).await {
+                        Ok((client, conn)) => listen(client, conn, &cache).await,
+                        Err(e) => Err(e.into()),
+                    },
+                    Tls::Disable => match config.connect(tokio_postgres::NoTls).await {
+                        Ok((client, conn)) => listen(client, conn, &cache).await,
+                        Err(e) => Err(e.into()),
+                    },
+                }
+            }
+        };
+        cache.set_live(false);
+        match ended {
+            Ok(()) => {
+                tracing::warn!("change notifications stopped; answer cache off until reconnected")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for changes; answer cache off"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen<S, T>(
+    client: tokio_postgres::Client,
+    mut conn: tokio_postgres::Connection<S, T>,
+    cache: &crate::cache::Cache,
+) -> Result<(), ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let listen = client.batch_execute("LISTEN rates_changed");
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            done = &mut listen, if !listening => {
+                done?;
+                listening = true;
+                cache.set_live(true);
+                tracing::info!("listening for rates changes; answer cache on");
+            }
+            message = std::future::poll_fn(|cx| conn.poll_message(cx)) => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    tracing::debug!(table = n.payload(), "rates data changed");
+                    cache.invalidate();
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
 async fn drive<F>(connection: F)
 where
     F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,

@@ -8,10 +8,12 @@
 //!
 //! - [`settings`]: configuration (defaults, file, environment).
 //! - [`db`]: the connection pool, credentials from the secret store, the rates query.
+//! - [`cache`]: answers kept until the database says the data changed.
 //! - [`routes`]: the handlers and request validation.
 //! - [`error`]: JSON errors.
 //! - [`metrics`]: Prometheus metrics and request logs.
 
+pub mod cache;
 pub mod db;
 pub mod error;
 pub mod metrics;
@@ -33,6 +35,7 @@ pub struct Application {
     port: u16,
     router: axum::Router,
     pool: db::Pool,
+    cache: Option<Arc<cache::Cache>>,
     max_lifetime: std::time::Duration,
 }
 
@@ -48,8 +51,13 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let cache = settings
+            .api
+            .cache
+            .then(|| Arc::new(cache::Cache::new(settings.api.cache_entries)));
         let router = routes::router(routes::AppState {
             pool: pool.clone(),
+            cache: cache.clone(),
             max_range_days: settings.api.max_range_days,
             metrics: Arc::new(metrics::Metrics::default()),
         });
@@ -58,6 +66,7 @@ impl Application {
             port,
             router,
             pool,
+            cache,
             max_lifetime: settings.database.max_lifetime.0,
         })
     }
@@ -74,6 +83,10 @@ impl Application {
         F: Future<Output = ()> + Send + 'static,
     {
         let reaper = tokio::spawn(db::reap_expired(self.pool.clone(), self.max_lifetime));
+        let watcher = self
+            .cache
+            .clone()
+            .map(|cache| tokio::spawn(db::watch_changes(self.pool.clone(), cache)));
         // Responses are small and latency matters more than packet count.
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -83,6 +96,9 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         reaper.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
         self.pool.close();
         tracing::info!("rates-api stopped");
         served

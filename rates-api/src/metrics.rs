@@ -34,6 +34,8 @@ pub struct Metrics {
     latency: LatencyFamily,
     pool_size: Gauge,
     pool_available: Gauge,
+    /// `/rates` answers served from the cache.
+    pub cache_hits: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -68,12 +70,19 @@ impl Default for Metrics {
             "Open database connections not in use",
             pool_available.clone(),
         );
+        let cache_hits = Counter::default();
+        registry.register(
+            "cache_hits",
+            "Answers served from the cache without a query",
+            cache_hits.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             pool_size,
             pool_available,
+            cache_hits,
         }
     }
 }

@@ -16,6 +16,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::cache::Cache;
 use crate::db::{self, Pool, Rate};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
+    /// Answers kept until the data changes; `None` when `api.cache` is off.
+    pub cache: Option<Arc<Cache>>,
     pub max_range_days: u32,
     pub metrics: Arc<Metrics>,
 }
@@ -97,22 +100,31 @@ struct RatesBody {
 async fn rates(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<RatesBody>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let q = RatesQuery::parse(query.as_deref(), state.max_range_days)?;
     if q.date_from > q.date_to {
-        return Ok(Json(RatesBody { rates: Vec::new() }));
+        return Ok(Json(RatesBody { rates: Vec::new() }).into_response());
     }
-    let totals = db::rates_totals(
-        &state.pool,
-        q.date_from,
-        q.date_to,
-        &q.orig_code,
-        &q.dest_code,
-    )
-    .await?;
-    Ok(Json(RatesBody {
-        rates: db::fill_days(q.date_from, q.date_to, &totals),
-    }))
+    let key = (q.date_from, q.date_to, q.orig_code, q.dest_code);
+    let cache = state.cache.as_deref();
+    if let Some(answer) = cache.and_then(|c| c.get(&key)) {
+        state.metrics.cache_hits.inc();
+        return Ok(json_bytes(answer));
+    }
+    let generation = cache.map(Cache::generation);
+    let totals = db::rates_totals(&state.pool, key.0, key.1, &key.2, &key.3).await?;
+    let body = RatesBody {
+        rates: db::fill_days(key.0, key.1, &totals),
+    };
+    let answer = bytes::Bytes::from(serde_json::to_vec(&body).expect("rates serialize"));
+    if let (Some(cache), Some(generation)) = (cache, generation) {
+        cache.put(key, answer.clone(), generation);
+    }
+    Ok(json_bytes(answer))
+}
+
+fn json_bytes(body: bytes::Bytes) -> axum::response::Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A validated `/rates` request.

@@ -125,12 +125,19 @@ pub const DEFAULT_MAX_RANGE_DAYS: u32 = 1096;
 pub struct ApiSettings {
     /// Most days one `/rates` answer may cover (both ends included); more is a `400`.
     pub max_range_days: u32,
+    /// Keep answers in memory until the data changes (the database notifies on every
+    /// change to prices, ports or regions). Off: every request queries the database.
+    pub cache: bool,
+    /// Most answers kept; when full, the cache starts over.
+    pub cache_entries: usize,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
             max_range_days: DEFAULT_MAX_RANGE_DAYS,
+            cache: true,
+            cache_entries: 10_000,
         }
     }
 }
