@@ -13,7 +13,8 @@
 //! Run with `cargo run --release -p dbgw-bench --bin rates-api-bench`. Options:
 //! `--seconds N` (10), `--connections N` (64), `--threads N` (2), `--pool-size N` and
 //! `--workers N` (the service's `database.pool_size` and `worker_threads`; its defaults when
-//! not given), `--warmup N` seconds (3).
+//! not given), `--warmup N` seconds (3), `--no-cache` (turn the service's answer cache off,
+//! so every request runs the query).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +37,7 @@ struct Args {
     pool_size: Option<u32>,
     workers: Option<u32>,
     warmup: u32,
+    cache: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -46,6 +48,7 @@ fn args() -> anyhow::Result<Args> {
         pool_size: None,
         workers: None,
         warmup: 3,
+        cache: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,10 +65,11 @@ fn args() -> anyhow::Result<Args> {
             "--pool-size" => a.pool_size = Some(value()?),
             "--workers" => a.workers = Some(value()?),
             "--warmup" => a.warmup = value()?,
+            "--no-cache" => a.cache = false,
             "-h" | "--help" => {
                 println!(
                     "rates-api-bench [--seconds N] [--connections N] [--threads N] \
-                     [--pool-size N] [--workers N] [--warmup N]"
+                     [--pool-size N] [--workers N] [--warmup N] [--no-cache]"
                 );
                 std::process::exit(0);
             }
@@ -116,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         .env("RATES_API_DATABASE__SECRET", SECRET_ID)
         .env("RATES_API_SECRETS__DIR", work.path().join("secrets"))
         .env("RATES_API_LOG__LEVEL", "info")
+        .env("RATES_API_API__CACHE", args.cache.to_string())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -142,6 +147,11 @@ fn main() -> anyhow::Result<()> {
     let (app_after, db_after) = (cpu_ticks(server.0.id())?, cluster_cpu_ticks(postmaster)?);
     http.app_cpu_us = Some(per_request_us(app_after - app_before, http.requests));
     http.db_cpu_us = per_request_us(db_after.saturating_sub(db_before), http.requests);
+    http.name = if args.cache {
+        "rates-api via HTTP (answer cache on)".into()
+    } else {
+        "rates-api via HTTP (cache off)".into()
+    };
     let pool_size = pool_size_of(port).unwrap_or_default();
     server.stop()?;
 
