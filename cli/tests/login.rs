@@ -1,58 +1,23 @@
 //! `dbgw login` against the real development identity provider, with a stand-in browser
 //! (idp/dev-browser.js) that signs in the way a person would.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-struct Idp {
-    issuer: String,
-    child: std::process::Child,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use dev_idp::DevIdp;
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-fn idp() -> Idp {
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new("node")
-        .arg(repo().join("idp/server.js"))
-        .env("IDP_PORT", "0")
-        .env("IDP_STATE_DIR", state.path())
-        .env("IDP_ID_TOKEN_TTL", "120")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node (run `make test-deps`)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let issuer = line
-        .trim()
-        .strip_prefix("idp listening on ")
-        .unwrap_or_else(|| panic!("idp did not start: {line:?} (npm ci --prefix idp?)"))
-        .to_string();
-    Idp {
-        issuer,
-        child,
-        _state: state,
-    }
+fn idp() -> DevIdp {
+    DevIdp::start_with(&[("IDP_ID_TOKEN_TTL", "120")]).unwrap()
 }
 
-fn dbgw(idp: &Idp, cache: &Path, email: &str, args: &[&str]) -> std::process::Output {
+fn dbgw(idp: &DevIdp, cache: &Path, email: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dbgw"))
         .args(args)
-        .env("DBGW_ISSUER", &idp.issuer)
+        .env("DBGW_ISSUER", idp.issuer())
         .env("DBGW_CACHE_DIR", cache)
         .env("DBGW_LOGIN_TIMEOUT_SECS", "30")
         .env(
@@ -148,7 +113,7 @@ fn a_failed_sign_in_is_reported() {
     // tool never gets a code and gives up at its timeout.
     let out = Command::new(env!("CARGO_BIN_EXE_dbgw"))
         .arg("login")
-        .env("DBGW_ISSUER", &idp.issuer)
+        .env("DBGW_ISSUER", idp.issuer())
         .env("DBGW_CACHE_DIR", cache.path())
         .env("DBGW_LOGIN_TIMEOUT_SECS", "5")
         .env(

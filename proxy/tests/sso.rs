@@ -7,16 +7,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{executions, Idp, Options, Stack};
+use common::{executions, public_pem, signing_key, Options, Stack};
+use dev_idp::DevIdp;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use proxy::settings::Plaintext;
 use serde_json::json;
 
 const ALICE: &str = "alice@example.com";
 
-async fn stack(idp: &Idp) -> Stack {
+async fn stack(idp: &DevIdp) -> Stack {
     Stack::with(Options {
-        oidc_issuer: Some(idp.issuer.clone()),
+        oidc_issuer: Some(idp.issuer().to_string()),
         // Plaintext is allowed on loopback for services; tokens must still be refused on it.
         plaintext: Plaintext::Loopback,
         ..Options::default()
@@ -57,10 +58,10 @@ fn now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_with_a_token_runs_as_the_persons_role_and_is_audited() {
-    let idp = Idp::start();
+    let idp = DevIdp::start().unwrap();
     let stack = stack(&idp).await;
     let grant = stack.grant(ALICE, "rates_reader").await;
-    let token = idp.token(ALICE);
+    let token = idp.token(ALICE).unwrap();
 
     // Plain psql: user = email, password = the token.
     let mut psql = stack.libpq_command("psql", &stack.app);
@@ -96,7 +97,7 @@ async fn psql_with_a_token_runs_as_the_persons_role_and_is_audited() {
         assert_eq!(
             s["identity"],
             json!({"kind": "person", "email": ALICE, "subject": "3f1c2a9e-6b1d-4c57-9d0a-a11ce0000001",
-                   "issuer": idp.issuer, "grant_id": grant.id})
+                   "issuer": idp.issuer(), "grant_id": grant.id})
         );
         assert_eq!(s["db_user"], grant.db_user.as_str());
         assert_eq!(o.as_ref().unwrap()["status"], "ok");
@@ -111,14 +112,14 @@ async fn psql_with_a_token_runs_as_the_persons_role_and_is_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
-    let idp = Idp::start();
+    let idp = DevIdp::start().unwrap();
     let stack = stack(&idp).await;
     stack.grant(ALICE, "rates_reader").await;
-    let good = idp.token(ALICE);
-    let (kid, der) = idp.signing_key();
+    let good = idp.token(ALICE).unwrap();
+    let (kid, der) = signing_key(&idp);
     let claims = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut c = json!({
-            "iss": idp.issuer, "aud": "dbgw-cli", "sub": "3f1c2a9e-6b1d-4c57-9d0a-a11ce0000001",
+            "iss": idp.issuer(), "aud": "dbgw-cli", "sub": "3f1c2a9e-6b1d-4c57-9d0a-a11ce0000001",
             "email": ALICE, "email_verified": true, "iat": now(), "exp": now() + 300,
         });
         f(&mut c);
@@ -137,16 +138,23 @@ async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
         let key = rsa::RsaPrivateKey::new(&mut rand_core_rng(), 2048).unwrap();
         key.to_pkcs1_der().unwrap().as_bytes().to_vec()
     };
+    // Change the signature's first character: every bit of it counts, so the token still
+    // decodes and only the signature check can catch it (the last character has spare bits).
+    let sig_at = good.rfind('.').unwrap() + 1;
+    let flipped = if good.as_bytes()[sig_at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
     let mut wrong_sig = good.clone();
-    let last = wrong_sig.pop().unwrap();
-    wrong_sig.push(if last == 'A' { 'B' } else { 'A' });
+    wrong_sig.replace_range(sig_at..sig_at + 1, flipped);
     let hs256 = {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some(kid.clone());
         jsonwebtoken::encode(
             &h,
             &claims(&|_| {}),
-            &EncodingKey::from_secret(idp.public_pem().as_bytes()),
+            &EncodingKey::from_secret(public_pem(&idp).as_bytes()),
         )
         .unwrap()
     };
@@ -207,7 +215,7 @@ async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
         ("HS256 with the public key", hs256, ALICE, "HS256"),
         (
             "email of someone else",
-            idp.token("bob@example.com"),
+            idp.token("bob@example.com").unwrap(),
             ALICE,
             "belongs to bob@example.com",
         ),
@@ -248,10 +256,14 @@ async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
     );
 
     // A valid token but no grant.
-    let err = login(&stack, "bob@example.com", &idp.token("bob@example.com"))
-        .await
-        .err()
-        .unwrap();
+    let err = login(
+        &stack,
+        "bob@example.com",
+        &idp.token("bob@example.com").unwrap(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(err.contains("no access to database \"rates\""), "{err}");
 
     // Every refusal is in the audit log with its reason; no token text is.
@@ -282,14 +294,14 @@ fn rand_core_rng() -> impl rsa::rand_core::CryptoRngCore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_at_the_provider_needs_no_restart() {
-    let idp = Idp::start();
+    let idp = DevIdp::start().unwrap();
     let stack = stack(&idp).await;
     stack.grant(ALICE, "rates_reader").await;
-    let before = idp.token(ALICE);
+    let before = idp.token(ALICE).unwrap();
     login(&stack, ALICE, &before).await.unwrap();
 
-    idp.rotate_keys().await;
-    let after = idp.token(ALICE);
+    idp.rotate_keys().unwrap();
+    let after = idp.token(ALICE).unwrap();
     let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
     assert_ne!(
         kid(&before),
@@ -305,10 +317,10 @@ async fn key_rotation_at_the_provider_needs_no_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_grant_closes_open_sessions_within_seconds() {
-    let idp = Idp::start();
+    let idp = DevIdp::start().unwrap();
     let stack = stack(&idp).await;
     let grant = stack.grant(ALICE, "rates_reader").await;
-    let token = idp.token(ALICE);
+    let token = idp.token(ALICE).unwrap();
 
     // An open psql session, idle between statements.
     let mut psql = stack.libpq_command("psql", &stack.app);
@@ -386,7 +398,10 @@ async fn revoking_a_grant_closes_open_sessions_within_seconds() {
         "{end}"
     );
     // And a new login is refused with the reason.
-    let err = login(&stack, ALICE, &idp.token(ALICE)).await.err().unwrap();
+    let err = login(&stack, ALICE, &idp.token(ALICE).unwrap())
+        .await
+        .err()
+        .unwrap();
     assert!(err.contains("revoked by dana@example.com"), "{err}");
     stack.stop().await;
 }

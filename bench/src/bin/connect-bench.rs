@@ -5,13 +5,13 @@
 //! path is: TLS to the proxy, token check, grant lookup, the proxy's own TLS + SCRAM login as
 //! the person's role. Run with `make bench-connect`.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use dbgw_db::Cluster;
+use dev_idp::DevIdp;
 use secret_store::{FileStore, SecretStore};
 
 fn main() -> anyhow::Result<()> {
@@ -22,7 +22,6 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(5);
     let rounds = 3;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let proxy_bin = std::env::current_exe()?.with_file_name("proxy");
     anyhow::ensure!(
         proxy_bin.is_file(),
@@ -33,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
     let work = tempfile::tempdir()?;
     let store = SecretStore::File(FileStore::new(work.path().join("secrets")));
-    let idp = Idp::start(&repo, work.path())?;
+    let idp = DevIdp::start()?;
 
     // The application login (direct) and the proxy's control-plane login.
     let app = runtime.block_on(cluster.login_for("rates_api"))?;
@@ -57,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::from)
     })?;
-    let token = idp.token(&repo, "alice@example.com")?;
+    let token = idp.token("alice@example.com")?;
 
     let (cert, key) = cluster.issue_cert(&["localhost", "127.0.0.1"], work.path(), "proxy")?;
     let port = free_port()?;
@@ -75,7 +74,7 @@ fn main() -> anyhow::Result<()> {
             key.display(),
             cluster.port(),
             cluster.ca_cert().display(),
-            idp.issuer,
+            idp.issuer(),
             work.path().join("secrets").display(),
             work.path().join("audit").display(),
         ),
@@ -171,52 +170,6 @@ fn connect_ms(t: &Target, ca: &Path, script: &Path, seconds: u64) -> anyhow::Res
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-struct Idp {
-    issuer: String,
-    child: std::process::Child,
-}
-
-impl Idp {
-    fn start(repo: &Path, work: &Path) -> anyhow::Result<Idp> {
-        let mut child = Command::new("node")
-            .arg(repo.join("idp/server.js"))
-            .env("IDP_PORT", "0")
-            .env("IDP_STATE_DIR", work.join("idp"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("node is needed for the identity provider")?;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let issuer = line
-            .trim()
-            .strip_prefix("idp listening on ")
-            .with_context(|| format!("the identity provider did not start: {line:?}"))?
-            .to_string();
-        Ok(Idp { issuer, child })
-    }
-
-    fn token(&self, repo: &Path, email: &str) -> anyhow::Result<String> {
-        let out = Command::new("node")
-            .arg(repo.join("idp/token.js"))
-            .args(["--issuer", &self.issuer, "--email", email])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "token.js: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?.trim().to_string())
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use dbgw_db::Cluster;
+use dev_idp::DevIdp;
 use proxy::audit::Durability;
 use proxy::server::{Context, Server};
 use proxy::settings::{Plaintext, Settings};
@@ -400,118 +401,40 @@ pub fn sqlstate(body: &[u8]) -> String {
     proxy::protocol::backend::error_fields(body).unwrap().code
 }
 
-/// The development identity provider (`idp/`, node oidc-provider), on a free port with its
-/// own key directory.
-pub struct Idp {
-    pub issuer: String,
-    pub state: tempfile::TempDir,
-    child: std::process::Child,
+/// The provider's current signing key (kid, RSA private key in PKCS#1 DER), read from its
+/// state directory: tests use it to sign tokens with claims the provider would not.
+pub fn signing_key(idp: &DevIdp) -> (String, Vec<u8>) {
+    use base64::Engine;
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let set: Value =
+        serde_json::from_str(&std::fs::read_to_string(idp.state_dir().join("jwks.json")).unwrap())
+            .unwrap();
+    let key = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k.get("key_ops").is_none())
+        .unwrap_or(&set["keys"][0]);
+    let n = |f: &str| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key[f].as_str().unwrap())
+            .unwrap();
+        rsa::BigUint::from_bytes_be(&bytes)
+    };
+    let private =
+        rsa::RsaPrivateKey::from_components(n("n"), n("e"), n("d"), vec![n("p"), n("q")]).unwrap();
+    let der = private.to_pkcs1_der().unwrap().as_bytes().to_vec();
+    (key["kid"].as_str().unwrap().to_string(), der)
 }
 
-impl Idp {
-    pub fn start() -> Idp {
-        use std::io::BufRead;
-        let state = tempfile::tempdir().unwrap();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../idp");
-        let mut child = Command::new("node")
-            .arg(dir.join("server.js"))
-            .env("IDP_PORT", "0")
-            .env("IDP_STATE_DIR", state.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("node is needed for the identity provider (run `make test-deps`)");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let issuer = line
-            .trim()
-            .strip_prefix("idp listening on ")
-            .unwrap_or_else(|| {
-                panic!("the identity provider did not start (npm ci --prefix idp?): {line:?}")
-            })
-            .to_string();
-        Idp {
-            issuer,
-            state,
-            child,
-        }
-    }
-
-    /// A real ID token for `email`, through the authorization-code + PKCE flow.
-    pub fn token(&self, email: &str) -> String {
-        let out = Command::new("node")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../idp/token.js"))
-            .args(["--issuer", &self.issuer, "--email", email])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "token.js: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// Makes the provider sign with a new key from now on.
-    pub async fn rotate_keys(&self) {
-        let mut s = tokio::net::TcpStream::connect(self.issuer.trim_start_matches("http://"))
-            .await
-            .unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"POST /dev/rotate-keys HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    }
-
-    /// The provider's current signing key (kid, RSA private key in PKCS#1 DER), read from
-    /// its state directory: tests use it to sign tokens with claims the provider would not.
-    pub fn signing_key(&self) -> (String, Vec<u8>) {
-        use base64::Engine;
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        let set: Value = serde_json::from_str(
-            &std::fs::read_to_string(self.state.path().join("jwks.json")).unwrap(),
-        )
-        .unwrap();
-        let key = set["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k.get("key_ops").is_none())
-            .unwrap_or(&set["keys"][0]);
-        let n = |f: &str| {
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(key[f].as_str().unwrap())
-                .unwrap();
-            rsa::BigUint::from_bytes_be(&bytes)
-        };
-        let private =
-            rsa::RsaPrivateKey::from_components(n("n"), n("e"), n("d"), vec![n("p"), n("q")])
-                .unwrap();
-        let der = private.to_pkcs1_der().unwrap().as_bytes().to_vec();
-        (key["kid"].as_str().unwrap().to_string(), der)
-    }
-
-    /// The provider's current public key, as PEM (for the HS256 key-confusion attack).
-    pub fn public_pem(&self) -> String {
-        use rsa::pkcs1::DecodeRsaPrivateKey;
-        use rsa::pkcs8::{EncodePublicKey, LineEnding};
-        let (_, der) = self.signing_key();
-        let private = rsa::RsaPrivateKey::from_pkcs1_der(&der).unwrap();
-        private
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap()
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The provider's current public key, as PEM (for the HS256 key-confusion attack).
+pub fn public_pem(idp: &DevIdp) -> String {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    let (_, der) = signing_key(idp);
+    let private = rsa::RsaPrivateKey::from_pkcs1_der(&der).unwrap();
+    private
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap()
 }
