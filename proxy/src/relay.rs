@@ -249,11 +249,65 @@ enum Planned {
     Sync,
 }
 
-/// Client-side protocol state: named statements and portals.
+/// Statements or portals by name. The unnamed one, which most drivers use for every
+/// execution, is kept apart: the common path does no hashing.
+struct ByName<T> {
+    unnamed: Option<T>,
+    named: HashMap<String, T>,
+}
+
+impl<T> Default for ByName<T> {
+    fn default() -> Self {
+        ByName {
+            unnamed: None,
+            named: HashMap::new(),
+        }
+    }
+}
+
+impl<T> ByName<T> {
+    fn get(&self, name: &str) -> Option<&T> {
+        match name {
+            "" => self.unnamed.as_ref(),
+            _ => self.named.get(name),
+        }
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        match name {
+            "" => self.unnamed.as_mut(),
+            _ => self.named.get_mut(name),
+        }
+    }
+
+    fn insert(&mut self, name: &str, value: T) {
+        match name {
+            "" => self.unnamed = Some(value),
+            _ => {
+                self.named.insert(name.to_string(), value);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        match name {
+            "" => self.unnamed = None,
+            _ => {
+                self.named.remove(name);
+            }
+        }
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.unnamed.iter_mut().chain(self.named.values_mut())
+    }
+}
+
+/// Client-side protocol state: statements and portals.
 #[derive(Default)]
 struct Extended {
-    statements: HashMap<String, Arc<Prepared>>,
-    portals: HashMap<String, Portal>,
+    statements: ByName<Arc<Prepared>>,
+    portals: ByName<Portal>,
 }
 
 /// A batch of client messages, decoded.
@@ -303,8 +357,7 @@ impl Extended {
                     redacted: matches!(clean, std::borrow::Cow::Owned(_)),
                     sql: Arc::from(clean.as_ref()),
                 };
-                self.statements
-                    .insert(p.statement.to_string(), Arc::new(prepared));
+                self.statements.insert(p.statement, Arc::new(prepared));
             }
             fe::BIND => {
                 let b = fe::bind(body)?;
@@ -314,12 +367,12 @@ impl Extended {
                     params: record::params_json(&b.params, ctx.settings.audit.param_cap_bytes),
                     executed: None,
                 };
-                if self.portals.len() > 10_000 {
+                if self.portals.named.len() > 10_000 {
                     // Portals die with their transaction, which this side cannot see;
                     // forget them rather than grow without bound.
-                    self.portals.clear();
+                    self.portals.named.clear();
                 }
-                self.portals.insert(b.portal.to_string(), portal);
+                self.portals.insert(b.portal, portal);
             }
             fe::EXECUTE => {
                 let e = fe::execute(body)?;

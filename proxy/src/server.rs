@@ -292,7 +292,8 @@ impl Workers {
         for i in 0..n {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             let (ctx, tracker) = (ctx.clone(), tracker.clone());
             std::thread::Builder::new()

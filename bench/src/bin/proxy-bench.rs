@@ -4,7 +4,8 @@
 //! - PostgreSQL directly;
 //! - socat, a zero-work TCP relay: the floor for any proxy on this machine;
 //! - pgbouncer in session mode;
-//! - the dbgw proxy with the audit log on, buffered and fsync durability;
+//! - the dbgw proxy with the audit log on, buffered and fsync durability (and buffered with
+//!   one session thread, as pgbouncer has one process);
 //! - the proxy and pgbouncer with TLS towards the database, as in production.
 //!
 //! Each contender runs at 8 clients and at 1 client, several rounds in rotating order; the
@@ -113,10 +114,13 @@ fn main() -> anyhow::Result<()> {
     contenders.push(socat(cluster.port())?);
     contenders.push(pgbouncer(&cluster, work.path(), &password, false)?);
     contenders.push(pgbouncer(&cluster, work.path(), &password, true)?);
-    for (name, durability, tls) in [
-        ("dbgw proxy, audit buffered", "buffered", false),
-        ("dbgw proxy, audit fsync", "fsync", false),
-        ("dbgw proxy, audit buffered, TLS to db", "buffered", true),
+    // Default session threads (one per core), and once with one thread, as pgbouncer has
+    // one process: its CPU per statement is the like-for-like comparison.
+    for (name, durability, tls, threads) in [
+        ("dbgw proxy, audit buffered", "buffered", false, 0),
+        ("dbgw proxy, audit buffered, 1 thread", "buffered", false, 1),
+        ("dbgw proxy, audit fsync", "fsync", false, 0),
+        ("dbgw proxy, audit buffered, TLS to db", "buffered", true, 0),
     ] {
         contenders.push(proxy(
             &proxy_bin,
@@ -125,6 +129,7 @@ fn main() -> anyhow::Result<()> {
             name,
             durability,
             tls,
+            threads,
         )?);
     }
     for c in &contenders {
@@ -376,6 +381,7 @@ fn proxy(
     name: &'static str,
     durability: &str,
     tls: bool,
+    threads: usize,
 ) -> anyhow::Result<Contender> {
     let port = free_port()?;
     let dir = work.join(format!("proxy-{port}"));
@@ -385,6 +391,7 @@ fn proxy(
         dir.join("proxy.toml"),
         format!(
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
+             worker_threads = {threads}\n\
              [tls]\nplaintext = \"loopback\"\n\
              [upstream]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{upstream_tls}\"\nca_file = \"{}\"\n\
              [services]\nbench = \"{BENCH_PASSWORD_SECRET}\"\n\
