@@ -442,7 +442,13 @@ mod tests {
         assert_eq!(text.len(), "2026-11-28T03:00:00.123456Z".len(), "{text}");
         let ts = chrono::DateTime::parse_from_rfc3339(text).unwrap();
         let truncated = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros();
-        assert!(truncated(before) <= ts.timestamp_micros(), "{text} before {before}");
-        assert!(ts.timestamp_micros() <= truncated(after), "{text} after {after}");
+        assert!(
+            truncated(before) <= ts.timestamp_micros(),
+            "{text} before {before}"
+        );
+        assert!(
+            ts.timestamp_micros() <= truncated(after),
+            "{text} after {after}"
+        );
     }
 }
