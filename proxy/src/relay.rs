@@ -30,6 +30,9 @@ use crate::server::Context;
 use crate::sql;
 use crate::stream::Split;
 
+const FUNCTION_CALL_REFUSED: &str =
+    "FunctionCall messages are refused: they carry no SQL text to audit";
+
 /// Largest server message the relay decodes (errors, command tags); DataRows and COPY data
 /// of any size pass through without being buffered.
 const MAX_DECODED_SERVER_MESSAGE: usize = 16 * 1024 * 1024;
@@ -101,6 +104,26 @@ enum Pending {
     Sync,
     /// A message the proxy refused itself: answer ErrorResponse + ReadyForQuery in its turn.
     Refused { message: String },
+    /// A Parse or Close of a prepared statement, answered by ParseComplete/CloseComplete.
+    Statement(StatementChange),
+    /// The client ended a COPY (CopyDone/CopyFail). Syncs sent while the server was copying
+    /// are ignored by the server; this marks where that stretch ends.
+    CopyEnd,
+}
+
+/// A change to a prepared statement that the server has not confirmed yet. The proxy applies
+/// it to its own map when the message is sent (later Binds of the same pipeline need it) and
+/// undoes it if the server rejects or skips the message.
+#[derive(Debug)]
+struct StatementChange {
+    name: String,
+    /// The new statement (Parse), or `None` (Close).
+    new: Option<Arc<Prepared>>,
+    /// What the name meant before, to restore.
+    before: Option<Arc<Prepared>>,
+    /// False when the proxy expects the server to refuse it (a Parse redefining an existing
+    /// named statement): the map is changed only if the server confirms.
+    applied: bool,
 }
 
 /// State both loops see.
@@ -110,6 +133,97 @@ struct Shared {
     suspended: HashMap<u64, (Instant, u64)>,
     /// Transaction status from the last ReadyForQuery.
     status: u8,
+    /// Prepared statements as the server has them, or will once it has confirmed the changes
+    /// in `pending`.
+    statements: ByName<Arc<Prepared>>,
+    /// The server is in COPY FROM STDIN and the client has not ended it yet: its Syncs are
+    /// ignored by the server, so they are not queued.
+    copy_in: bool,
+}
+
+impl Shared {
+    /// Undoes a statement change the server rejected (`failed`) or skipped.
+    fn undo(&mut self, change: StatementChange, failed: bool) {
+        if !change.applied {
+            return;
+        }
+        // A failed Parse of the unnamed statement has already dropped the previous one.
+        let now = if failed && change.name.is_empty() && change.new.is_some() {
+            None
+        } else {
+            change.before
+        };
+        if same(self.statements.get(&change.name), change.new.as_ref()) {
+            self.statements.set(&change.name, now.clone());
+        }
+        // Later changes of the same name restore to what the server really has.
+        for p in self.pending.iter_mut() {
+            if let Pending::Statement(later) = p {
+                if later.name == change.name && same(later.before.as_ref(), change.new.as_ref()) {
+                    later.before = now.clone();
+                }
+            }
+        }
+    }
+
+    /// The server confirmed a statement change.
+    fn confirm(&mut self, change: StatementChange) {
+        if !change.applied {
+            // The proxy expected a refusal (the name existed in its map) but the server
+            // accepted: the name had been dropped by SQL (DEALLOCATE). Follow the server.
+            self.statements.set(&change.name, change.new);
+        }
+    }
+
+    /// Pops what the server will never answer on its own: `CopyEnd` marks at the front.
+    fn drop_marks(&mut self) {
+        while matches!(self.pending.front(), Some(Pending::CopyEnd)) {
+            self.pending.pop_front();
+        }
+    }
+}
+
+fn same(a: Option<&Arc<Prepared>>, b: Option<&Arc<Prepared>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// True when statement `name` has a change the server has not answered and a Sync (or
+/// Query) was sent after it, or a change the proxy expects to be refused: whether the
+/// server applied it is only known from its answer, so a Bind must wait for that answer to
+/// know which statement it runs.
+fn unsettled(pending: &VecDeque<Pending>, planned: &[Planned], name: &str) -> bool {
+    let mut synced = false;
+    let check =
+        |change: &StatementChange, synced: bool| change.name == name && (synced || !change.applied);
+    for p in planned.iter().rev() {
+        match p {
+            Planned::Sync | Planned::Simple { .. } => synced = true,
+            Planned::Statement(c) if check(c, synced) => return true,
+            _ => {}
+        }
+    }
+    for p in pending.iter().rev() {
+        match p {
+            Pending::Sync | Pending::Simple { .. } => synced = true,
+            Pending::Statement(c) if check(c, synced) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// What the two loops share.
+struct Link {
+    shared: Mutex<Shared>,
+    /// The client side queued a refusal for the server side to answer.
+    refused: Notify,
+    /// The server side settled a statement change (a Bind may be waiting for it).
+    settled: Notify,
+    counters: Counters,
 }
 
 struct Counters {
@@ -136,23 +250,26 @@ where
 {
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
-    let shared = Mutex::new(Shared {
-        pending: VecDeque::new(),
-        suspended: HashMap::new(),
-        status,
-    });
-    let refused = Notify::new();
-    let counters = Counters {
-        client_left: AtomicBool::new(false),
-        from_client: AtomicU64::new(0),
-        to_client: AtomicU64::new(0),
-        statements: AtomicU64::new(0),
+    let link = Link {
+        shared: Mutex::new(Shared {
+            pending: VecDeque::new(),
+            suspended: HashMap::new(),
+            status,
+            statements: ByName::default(),
+            copy_in: false,
+        }),
+        refused: Notify::new(),
+        settled: Notify::new(),
+        counters: Counters {
+            client_left: AtomicBool::new(false),
+            from_client: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+            statements: AtomicU64::new(0),
+        },
     };
     let end = {
-        let c2u = client_to_upstream(ctx, info, &mut cr, &mut uw, &shared, &refused, &counters);
-        let u2c = upstream_to_client(
-            ctx, info, &mut ur, &mut cw, &shared, &refused, &counters, halt,
-        );
+        let c2u = client_to_upstream(ctx, info, &mut cr, &mut uw, &link);
+        let u2c = upstream_to_client(ctx, info, &mut ur, &mut cw, &link, halt);
         tokio::pin!(c2u, u2c);
         tokio::select! {
             end = &mut u2c => end,
@@ -172,7 +289,8 @@ where
         }
     };
     // Whatever is still owed an answer never got one we saw.
-    let mut shared = shared.into_inner().unwrap();
+    let counters = link.counters;
+    let mut shared = link.shared.into_inner().unwrap();
     while let Some(p) = shared.pending.pop_front() {
         let unknown = Outcome::Unknown {
             reason: "the session ended before the database answered",
@@ -190,7 +308,7 @@ where
                 }
             }
             Pending::Execute { seq, since, .. } => emit(ctx, info, seq, &unknown, since),
-            Pending::Sync | Pending::Refused { .. } => {}
+            Pending::Sync | Pending::Refused { .. } | Pending::Statement(_) | Pending::CopyEnd => {}
         }
     }
     let totals = Totals {
@@ -220,6 +338,7 @@ impl From<ProtocolError> for Refusal {
 }
 
 /// A prepared statement as the client defined it.
+#[derive(Debug)]
 struct Prepared {
     sql: Arc<str>,
     redacted: bool,
@@ -247,6 +366,8 @@ enum Planned {
     Simple { first: usize, count: usize },
     Execute(ExecRef),
     Sync,
+    Statement(StatementChange),
+    CopyEnd,
 }
 
 /// Statements or portals by name. The unnamed one, which most drivers use for every
@@ -289,11 +410,18 @@ impl<T> ByName<T> {
         }
     }
 
-    fn remove(&mut self, name: &str) {
+    fn remove(&mut self, name: &str) -> Option<T> {
         match name {
-            "" => self.unnamed = None,
-            _ => {
-                self.named.remove(name);
+            "" => self.unnamed.take(),
+            _ => self.named.remove(name),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: Option<T>) {
+        match value {
+            Some(v) => self.insert(name, v),
+            None => {
+                self.remove(name);
             }
         }
     }
@@ -303,11 +431,18 @@ impl<T> ByName<T> {
     }
 }
 
-/// Client-side protocol state: statements and portals.
+/// Client-side protocol state: portals (statements are in [`Shared`]).
 #[derive(Default)]
 struct Extended {
-    statements: ByName<Arc<Prepared>>,
     portals: ByName<Portal>,
+}
+
+/// What decoding a client message led to.
+enum Step {
+    Done,
+    /// A Bind whose statement is not settled yet: stop before it, forward what came before,
+    /// and wait for the server's answer.
+    Wait,
 }
 
 /// A batch of client messages, decoded.
@@ -323,10 +458,11 @@ impl Extended {
         &mut self,
         ctx: &Context,
         info: &SessionInfo,
+        sh: &mut Shared,
         tag: u8,
         body: &[u8],
         batch: &mut Batch,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Step, Refusal> {
         match tag {
             fe::QUERY => {
                 let text = fe::query(body)?;
@@ -353,17 +489,31 @@ impl Extended {
             fe::PARSE => {
                 let p = fe::parse(body)?;
                 let clean = sql::redact(p.sql);
-                let prepared = Prepared {
+                let prepared = Arc::new(Prepared {
                     redacted: matches!(clean, std::borrow::Cow::Owned(_)),
                     sql: Arc::from(clean.as_ref()),
-                };
-                self.statements.insert(p.statement, Arc::new(prepared));
+                });
+                let before = sh.statements.get(p.statement).cloned();
+                // The server refuses to redefine a named statement (42P05).
+                let applied = p.statement.is_empty() || before.is_none();
+                if applied {
+                    sh.statements.insert(p.statement, prepared.clone());
+                }
+                batch.planned.push(Planned::Statement(StatementChange {
+                    name: p.statement.to_string(),
+                    new: Some(prepared),
+                    before,
+                    applied,
+                }));
             }
             fe::BIND => {
                 let b = fe::bind(body)?;
+                if unsettled(&sh.pending, &batch.planned, b.statement) {
+                    return Ok(Step::Wait);
+                }
                 let portal = Portal {
                     statement: b.statement.to_string(),
-                    prepared: self.statements.get(b.statement).cloned(),
+                    prepared: sh.statements.get(b.statement).cloned(),
                     params: record::params_json(&b.params, ctx.settings.audit.param_cap_bytes),
                     executed: None,
                 };
@@ -420,7 +570,13 @@ impl Extended {
             }
             fe::CLOSE => match fe::target(body, "Close")? {
                 fe::Target::Statement(name) => {
-                    self.statements.remove(name);
+                    let before = sh.statements.remove(name);
+                    batch.planned.push(Planned::Statement(StatementChange {
+                        name: name.to_string(),
+                        new: None,
+                        before,
+                        applied: true,
+                    }));
                 }
                 fe::Target::Portal(name) => {
                     self.portals.remove(name);
@@ -430,7 +586,8 @@ impl Extended {
                 fe::target(body, "Describe")?;
             }
             fe::SYNC => batch.planned.push(Planned::Sync),
-            fe::FLUSH | fe::COPY_DONE | fe::COPY_FAIL | fe::TERMINATE => {}
+            fe::COPY_DONE | fe::COPY_FAIL => batch.planned.push(Planned::CopyEnd),
+            fe::FLUSH | fe::TERMINATE => {}
             other => {
                 return Err(ProtocolError::new(format!(
                     "unexpected message type {:?}",
@@ -439,7 +596,7 @@ impl Extended {
                 .into())
             }
         }
-        Ok(())
+        Ok(Step::Done)
     }
 
     /// Replaces batch indexes by sequence numbers once the batch is accepted.
@@ -466,14 +623,14 @@ async fn client_to_upstream<R, W>(
     info: &SessionInfo,
     client: &mut R,
     upstream: &mut W,
-    shared: &Mutex<Shared>,
-    refused: &Notify,
-    counters: &Counters,
+    link: &Link,
 ) -> Result<(), Refusal>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let (shared, refused, settled, counters) =
+        (&link.shared, &link.refused, &link.settled, &link.counters);
     let max = ctx.settings.limits.max_message_bytes;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut state = Extended::default();
@@ -504,55 +661,70 @@ where
 
         let mut terminated = false;
         loop {
-            // Scan complete messages; stop before one the proxy refuses.
+            // Scan complete messages; stop before one the proxy refuses or must wait for.
             let mut pos = streaming.min(buf.len());
             streaming -= pos;
-            let mut refuse: Option<(usize, String)> = None;
-            while streaming == 0 {
-                let Some(h) = frame::header(&buf[pos..], max).map_err(|e| Refusal {
-                    code: if e.0.contains("over the limit") {
-                        "54000"
-                    } else {
-                        "08P01"
-                    },
-                    message: e.0,
-                    kind: "protocol",
-                })?
-                else {
-                    break;
-                };
-                let avail = buf.len() - pos;
-                if h.tag == fe::COPY_DATA {
-                    if avail >= h.total {
-                        pos += h.total;
-                    } else {
-                        streaming = h.total - avail;
-                        pos = buf.len();
+            let mut refuse: Option<usize> = None;
+            let mut wait = false;
+            {
+                let mut sh = shared.lock().unwrap();
+                while streaming == 0 {
+                    let Some(h) = frame::header(&buf[pos..], max).map_err(|e| Refusal {
+                        code: if e.0.contains("over the limit") {
+                            "54000"
+                        } else {
+                            "08P01"
+                        },
+                        message: e.0,
+                        kind: "protocol",
+                    })?
+                    else {
+                        break;
+                    };
+                    let avail = buf.len() - pos;
+                    if h.tag == fe::COPY_DATA {
+                        if avail >= h.total {
+                            pos += h.total;
+                        } else {
+                            streaming = h.total - avail;
+                            pos = buf.len();
+                        }
+                        continue;
                     }
-                    continue;
+                    if avail < h.total {
+                        buf.reserve(h.total - avail);
+                        break;
+                    }
+                    if h.tag == fe::FUNCTION_CALL {
+                        // Refused with ErrorResponse + ReadyForQuery, which must come after the
+                        // answers to everything before it: only done when nothing is owed.
+                        if !sh.pending.is_empty() || !batch.planned.is_empty() {
+                            return Err(Refusal {
+                                code: "0A000",
+                                message: FUNCTION_CALL_REFUSED.into(),
+                                kind: "refused",
+                            });
+                        }
+                        refuse = Some(h.total);
+                        break;
+                    }
+                    if h.tag == fe::TERMINATE {
+                        terminated = true;
+                    }
+                    let step = state.message(
+                        ctx,
+                        info,
+                        &mut sh,
+                        h.tag,
+                        &buf[pos + frame::HEADER_LEN..pos + h.total],
+                        &mut batch,
+                    )?;
+                    if let Step::Wait = step {
+                        wait = true;
+                        break;
+                    }
+                    pos += h.total;
                 }
-                if avail < h.total {
-                    buf.reserve(h.total - avail);
-                    break;
-                }
-                if h.tag == fe::FUNCTION_CALL {
-                    refuse = Some((
-                        h.total,
-                        "FunctionCall messages are refused: they carry no SQL text to audit".into(),
-                    ));
-                    break;
-                }
-                if h.tag == fe::TERMINATE {
-                    terminated = true;
-                }
-                state.message(
-                    ctx,
-                    info,
-                    h.tag,
-                    &buf[pos + frame::HEADER_LEN..pos + h.total],
-                    &mut batch,
-                )?;
-                pos += h.total;
             }
 
             // Write-ahead: the records of this batch are accepted before its bytes move.
@@ -579,7 +751,7 @@ where
                 let now = Instant::now();
                 let mut sh = shared.lock().unwrap();
                 for p in batch.planned.drain(..) {
-                    sh.pending.push_back(match p {
+                    let pending = match p {
                         Planned::Simple { first, count } => Pending::Simple {
                             first: first_seq + first as u64,
                             count,
@@ -592,12 +764,21 @@ where
                             since: now,
                             rows: 0,
                         },
+                        // The server ignores Syncs while it copies from the client.
+                        Planned::Sync if sh.copy_in => continue,
                         Planned::Sync => Pending::Sync,
-                    });
+                        Planned::Statement(change) => Pending::Statement(change),
+                        Planned::CopyEnd if sh.copy_in => {
+                            sh.copy_in = false;
+                            continue;
+                        }
+                        Planned::CopyEnd => Pending::CopyEnd,
+                    };
+                    sh.pending.push_back(pending);
                 }
-                if let Some((_, message)) = &refuse {
+                if refuse.is_some() {
                     sh.pending.push_back(Pending::Refused {
-                        message: message.clone(),
+                        message: FUNCTION_CALL_REFUSED.into(),
                     });
                 }
             }
@@ -612,8 +793,29 @@ where
                 let _ = upstream.flush().await;
                 return Ok(());
             }
+            if wait {
+                // The Bind at the front of `buf` waits until the server has answered the
+                // statement changes before it.
+                let total = frame::header(&buf, max)?.map_or(0, |h| h.total);
+                let name = fe::bind(&buf[frame::HEADER_LEN..total])?
+                    .statement
+                    .to_string();
+                // The server holds its answers until a Sync or Flush: ask for them.
+                upstream
+                    .write_all(&[fe::FLUSH, 0, 0, 0, 4])
+                    .await
+                    .map_err(io)?;
+                loop {
+                    let answered = settled.notified();
+                    if !unsettled(&shared.lock().unwrap().pending, &[], &name) {
+                        break;
+                    }
+                    answered.await;
+                }
+                continue;
+            }
             match refuse {
-                Some((len, _)) => {
+                Some(len) => {
                     buf.advance(len);
                     refused.notify_one();
                     // More complete messages may follow the refused one.
@@ -626,21 +828,20 @@ where
 
 /// Database → client. Returns when the database closes the connection, or when the session
 /// is halted (after telling the client why, at a message boundary).
-#[allow(clippy::too_many_arguments)]
 async fn upstream_to_client<R, W>(
     ctx: &Context,
     info: &SessionInfo,
     upstream: &mut R,
     client: &mut W,
-    shared: &Mutex<Shared>,
-    refused: &Notify,
-    counters: &Counters,
+    link: &Link,
     halt: &Halt,
 ) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let (shared, refused, settled, counters) =
+        (&link.shared, &link.refused, &link.settled, &link.counters);
     let mut buf = BytesMut::with_capacity(32 * 1024);
     let mut side = ServerSide::default();
     let mut client_gone = false;
@@ -693,7 +894,7 @@ where
             Some(Ok(_)) => {}
         }
 
-        let pos = match side.scan(ctx, info, &mut buf, shared, &mut out) {
+        let pos = match side.scan(ctx, info, &mut buf, shared, settled, &mut out) {
             Ok(pos) => pos,
             Err(end) => return end,
         };
@@ -733,6 +934,7 @@ impl ServerSide {
         info: &SessionInfo,
         buf: &mut BytesMut,
         shared: &Mutex<Shared>,
+        settled: &Notify,
         out: &mut BytesMut,
     ) -> Result<usize, End> {
         let mut pos = self.skip.min(buf.len());
@@ -750,7 +952,10 @@ impl ServerSide {
                 | be::EMPTY_QUERY
                 | be::ERROR_RESPONSE
                 | be::PORTAL_SUSPENDED
-                | be::READY_FOR_QUERY => {
+                | be::READY_FOR_QUERY
+                | be::PARSE_COMPLETE
+                | be::CLOSE_COMPLETE
+                | be::COPY_IN_RESPONSE => {
                     if h.total > MAX_DECODED_SERVER_MESSAGE {
                         return Err(End::Io("oversized message from the database".into()));
                     }
@@ -762,7 +967,9 @@ impl ServerSide {
                     if h.tag == be::ERROR_RESPONSE && is_fatal(body) {
                         self.fatal_seen = true;
                     }
-                    answered(ctx, info, &mut sh, h.tag, body);
+                    if answered(ctx, info, &mut sh, h.tag, body) {
+                        settled.notify_one();
+                    }
                     pos += h.total;
                 }
                 tag => {
@@ -807,11 +1014,14 @@ fn emit(ctx: &Context, info: &SessionInfo, seq: u64, outcome: &Outcome, since: I
         .record(record::outcome(info, seq, outcome, micros));
 }
 
-/// Pairs a statement-ending server message with what is pending.
-fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &[u8]) {
+/// Pairs a statement-ending server message with what is pending. Returns true when a
+/// statement change was settled (a Bind may be waiting for that).
+fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &[u8]) -> bool {
     let now = Instant::now();
+    sh.drop_marks();
     match tag {
         be::COMMAND_COMPLETE | be::EMPTY_QUERY => {
+            sh.copy_in = false;
             let tag_text = if tag == be::EMPTY_QUERY {
                 "EMPTY"
             } else {
@@ -854,6 +1064,35 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                 _ => tracing::debug!(session = %info.session, "unpaired command completion"),
             }
         }
+        be::PARSE_COMPLETE | be::CLOSE_COMPLETE => {
+            if let Some(Pending::Statement(_)) = sh.pending.front() {
+                let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
+                    unreachable!()
+                };
+                sh.confirm(change);
+                return true;
+            }
+        }
+        be::COPY_IN_RESPONSE => {
+            // Syncs the client sent after the COPY began and before it ended it are ignored
+            // by the server: take them out of the queue.
+            let mut i = 1;
+            let mut ended = false;
+            while i < sh.pending.len() {
+                match sh.pending[i] {
+                    Pending::Sync => {
+                        sh.pending.remove(i);
+                    }
+                    Pending::CopyEnd => {
+                        sh.pending.remove(i);
+                        ended = true;
+                        break;
+                    }
+                    _ => i += 1,
+                }
+            }
+            sh.copy_in = !ended;
+        }
         be::PORTAL_SUSPENDED => {
             if let Some(Pending::Execute { .. }) = sh.pending.front() {
                 let Some(Pending::Execute { seq, since, rows }) = sh.pending.pop_front() else {
@@ -864,6 +1103,7 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
             }
         }
         be::ERROR_RESPONSE => {
+            sh.copy_in = false;
             let fields = be::error_fields(body).unwrap_or_default();
             let failed = Outcome::Error {
                 code: &fields.code,
@@ -885,6 +1125,7 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                         emit(ctx, info, *first + i as u64, &skipped, now);
                     }
                     *next = *count;
+                    return false;
                 }
                 Some(Pending::Execute { .. }) => {
                     let Some(Pending::Execute { seq, since, .. }) = sh.pending.pop_front() else {
@@ -892,52 +1133,65 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                     };
                     let start = sh.suspended.remove(&seq).map(|s| s.0).unwrap_or(since);
                     emit(ctx, info, seq, &failed, start);
-                    // The server skips everything up to the next Sync.
-                    let skipped = Outcome::NotExecuted {
-                        reason: "an earlier message in the same pipeline failed",
+                }
+                Some(Pending::Statement(_)) => {
+                    // The Parse failed (or a message before it that the proxy does not track).
+                    let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
+                        unreachable!()
                     };
-                    while let Some(Pending::Execute { .. }) = sh.pending.front() {
-                        let Some(Pending::Execute { seq, .. }) = sh.pending.pop_front() else {
+                    sh.undo(change, true);
+                    // The execution the client sent it for fails with it: that Execute's
+                    // outcome is this error, not "not executed".
+                    while let Some(Pending::Statement(_)) = sh.pending.front() {
+                        let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
+                            unreachable!()
+                        };
+                        sh.undo(change, false);
+                    }
+                    if let Some(Pending::Execute { .. }) = sh.pending.front() {
+                        let Some(Pending::Execute { seq, since, .. }) = sh.pending.pop_front()
+                        else {
                             unreachable!()
                         };
                         sh.suspended.remove(&seq);
-                        emit(ctx, info, seq, &skipped, now);
+                        emit(ctx, info, seq, &failed, since);
                     }
                 }
-                _ => {}
+                _ => return false,
             }
+            // After an error in the extended protocol the server skips everything up to the
+            // next Sync.
+            skip_to_sync(
+                ctx,
+                info,
+                sh,
+                now,
+                "an earlier message in the same pipeline failed",
+            );
+            return true;
         }
         be::READY_FOR_QUERY => {
             if let Ok(status) = be::ready_status(body) {
                 sh.status = status;
             }
             // Everything up to the Sync (or Query) this answers is settled.
-            while let Some(p) = sh.pending.pop_front() {
-                match p {
-                    Pending::Sync => break,
-                    Pending::Simple {
-                        first, count, next, ..
-                    } => {
-                        let skipped = Outcome::NotExecuted {
-                            reason: "the server did not run this statement",
-                        };
-                        for i in next..count {
-                            emit(ctx, info, first + i as u64, &skipped, now);
-                        }
-                        break;
-                    }
-                    Pending::Execute { seq, .. } => {
-                        sh.suspended.remove(&seq);
-                        let skipped = Outcome::NotExecuted {
-                            reason: "the server did not run this execution",
-                        };
-                        emit(ctx, info, seq, &skipped, now);
-                    }
-                    Pending::Refused { message } => {
-                        // Cannot happen: a refusal is answered as soon as it is at the front.
-                        tracing::warn!(%message, "refusal overtaken by ReadyForQuery");
+            let settled = skip_to_sync(ctx, info, sh, now, "the server did not run this");
+            match sh.pending.pop_front() {
+                Some(Pending::Simple {
+                    first, count, next, ..
+                }) => {
+                    let skipped = Outcome::NotExecuted {
+                        reason: "the server did not run this statement",
+                    };
+                    for i in next..count {
+                        emit(ctx, info, first + i as u64, &skipped, now);
                     }
                 }
+                Some(Pending::Refused { message }) => {
+                    // Cannot happen: a refusal is answered as soon as it is at the front.
+                    tracing::warn!(%message, "refusal overtaken by ReadyForQuery");
+                }
+                _ => {}
             }
             if sh.status == b'I' {
                 // Portals die with their transaction; suspended executions end with them.
@@ -951,7 +1205,48 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                     emit(ctx, info, seq, &outcome, since);
                 }
             }
+            return settled;
         }
         _ => {}
+    }
+    false
+}
+
+/// Settles what the server skipped, up to (not including) the next Sync, Query or refusal:
+/// executions did not run, statement changes did not happen. Returns true when a statement
+/// change was among them.
+fn skip_to_sync(
+    ctx: &Context,
+    info: &SessionInfo,
+    sh: &mut Shared,
+    now: Instant,
+    reason: &'static str,
+) -> bool {
+    let mut settled = false;
+    let skipped = Outcome::NotExecuted { reason };
+    loop {
+        match sh.pending.front() {
+            Some(Pending::Execute { .. }) => {
+                let Some(Pending::Execute { seq, .. }) = sh.pending.pop_front() else {
+                    unreachable!()
+                };
+                sh.suspended.remove(&seq);
+                emit(ctx, info, seq, &skipped, now);
+            }
+            Some(Pending::Statement(_)) => {
+                let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
+                    unreachable!()
+                };
+                sh.undo(change, false);
+                settled = true;
+            }
+            Some(Pending::CopyEnd) => {
+                sh.pending.pop_front();
+            }
+            Some(Pending::Sync)
+            | Some(Pending::Simple { .. })
+            | Some(Pending::Refused { .. })
+            | None => return settled,
+        }
     }
 }

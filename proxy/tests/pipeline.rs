@@ -1,0 +1,262 @@
+//! Protocol corners where the proxy's idea of what runs could drift from the server's:
+//! rejected or skipped Parses, statements redefined after DEALLOCATE, Syncs the server
+//! ignores during COPY, and FunctionCalls in a pipeline. Driven message by message with a
+//! raw client, against the real server; each test checks that the audit record of what ran
+//! carries the text the server ran.
+
+mod common;
+
+use common::{executions, query_msg, sqlstate, RawClient, Stack};
+use proxy::settings::Plaintext;
+use serde_json::Value;
+
+async fn stack() -> Stack {
+    Stack::with(common::Options {
+        plaintext: Plaintext::Loopback,
+        ..common::Options::default()
+    })
+    .await
+}
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend(((body.len() + 4) as u32).to_be_bytes());
+    m.extend(body);
+    m
+}
+
+fn cstr(out: &mut Vec<u8>, s: &str) {
+    out.extend(s.as_bytes());
+    out.push(0);
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, name);
+    cstr(&mut b, sql);
+    b.extend(0i16.to_be_bytes());
+    msg(b'P', &b)
+}
+
+/// Bind of the unnamed portal to `statement`, no parameters.
+fn bind(statement: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, "");
+    cstr(&mut b, statement);
+    b.extend([0, 0, 0, 0, 0, 0]);
+    msg(b'B', &b)
+}
+
+fn execute() -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, "");
+    b.extend(0i32.to_be_bytes());
+    msg(b'E', &b)
+}
+
+fn sync() -> Vec<u8> {
+    msg(b'S', &[])
+}
+
+/// Reads up to the `n`-th ReadyForQuery, returning the SQLSTATEs of errors and the command
+/// tags seen on the way.
+async fn answers(c: &mut RawClient, n: usize) -> (Vec<String>, Vec<String>) {
+    let (mut errors, mut tags) = (Vec::new(), Vec::new());
+    let mut ready = 0;
+    while ready < n {
+        let Some((tag, body)) = c.recv().await else {
+            panic!("the proxy closed the session; errors before: {errors:?}");
+        };
+        match tag {
+            b'E' => {
+                let fields = proxy::protocol::backend::error_fields(&body).unwrap();
+                eprintln!("error {}: {}", fields.code, fields.message);
+                errors.push(fields.code);
+            }
+            b'C' => tags.push(String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()),
+            b'Z' => ready += 1,
+            _ => {}
+        }
+    }
+    (errors, tags)
+}
+
+/// (statement text, outcome status, outcome tag) of every execution of `application`.
+fn ran(stack: &Stack, application: &str) -> Vec<(String, String, String)> {
+    stack.flush();
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    executions(&stack.records(), application)
+        .into_iter()
+        .map(|(s, o)| {
+            let o = o.unwrap_or(Value::Null);
+            (text(&s["statement"]), text(&o["status"]), text(&o["tag"]))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_or_skipped_parse_does_not_change_the_audited_text() {
+    let stack = stack().await;
+    let mut c = RawClient::login(stack.addr, &stack.app, "parse-fail").await;
+    // One write, three pipelines. The second Parse of the unnamed statement is skipped by
+    // the server after the first one fails, so the last Execute runs 'kept', not 'skipped'.
+    let mut pipeline = Vec::new();
+    pipeline.extend(parse("", "SELECT 'kept'"));
+    pipeline.extend(sync());
+    pipeline.extend(parse("x", "SELEC"));
+    pipeline.extend(parse("", "SELECT 'skipped'"));
+    pipeline.extend(sync());
+    pipeline.extend(bind(""));
+    pipeline.extend(execute());
+    pipeline.extend(sync());
+    c.send(&pipeline).await.unwrap();
+    let (errors, tags) = answers(&mut c, 3).await;
+    assert_eq!(errors, ["42601"]);
+    assert_eq!(tags, ["SELECT 1"]);
+
+    // A named statement cannot be redefined (42P05): the first definition still runs.
+    let mut pipeline = Vec::new();
+    pipeline.extend(parse("s1", "SELECT 'one'"));
+    pipeline.extend(sync());
+    pipeline.extend(parse("s1", "SELECT 'two'"));
+    pipeline.extend(sync());
+    pipeline.extend(bind("s1"));
+    pipeline.extend(execute());
+    pipeline.extend(sync());
+    c.send(&pipeline).await.unwrap();
+    let (errors, tags) = answers(&mut c, 3).await;
+    assert_eq!(errors, ["42P05"]);
+    assert_eq!(tags, ["SELECT 1"]);
+
+    // After DEALLOCATE in SQL the name is free again: the new definition runs.
+    c.send(&parse("s2", "SELECT 'a'")).await.unwrap();
+    c.send(&sync()).await.unwrap();
+    answers(&mut c, 1).await;
+    c.send(&query_msg("DEALLOCATE s2")).await.unwrap();
+    answers(&mut c, 1).await;
+    let mut pipeline = Vec::new();
+    pipeline.extend(parse("s2", "SELECT 'b'"));
+    pipeline.extend(bind("s2"));
+    pipeline.extend(execute());
+    pipeline.extend(sync());
+    c.send(&pipeline).await.unwrap();
+    let (errors, tags) = answers(&mut c, 1).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, ["SELECT 1"]);
+
+    let ran = ran(&stack, "parse-fail");
+    let texts: Vec<(&str, &str)> = ran
+        .iter()
+        .map(|(t, status, _)| (t.as_str(), status.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("SELECT 'kept'", "ok"),
+            ("SELECT 'one'", "ok"),
+            ("DEALLOCATE s2", "ok"),
+            ("SELECT 'b'", "ok"),
+        ]
+    );
+    common::assert_chain_verifies(&stack.audit_dir());
+    drop(c);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_sent_during_copy_in_do_not_shift_later_outcomes() {
+    let stack = stack().await;
+    let mut c = RawClient::login(stack.addr, &stack.writer, "copy-sync").await;
+
+    // libpq's PQexecParams("COPY ... FROM STDIN") sends a Sync right after Execute, which
+    // the server ignores while it copies, and another one after CopyDone.
+    let mut start = Vec::new();
+    start.extend(parse("", "COPY notes (n) FROM STDIN"));
+    start.extend(bind(""));
+    start.extend(execute());
+    start.extend(sync());
+    c.send(&start).await.unwrap();
+    c.until(b'G').await.expect("CopyInResponse");
+    let mut rest = msg(b'd', b"1\n2\n");
+    rest.extend(msg(b'c', &[]));
+    rest.extend(sync());
+    c.send(&rest).await.unwrap();
+    let (errors, tags) = answers(&mut c, 1).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, ["COPY 2"]);
+
+    for sql in [
+        "SELECT count(*) FROM notes WHERE n IN (1, 2)",
+        "SELECT 1, 2",
+    ] {
+        let mut q = Vec::new();
+        q.extend(parse("", sql));
+        q.extend(bind(""));
+        q.extend(execute());
+        q.extend(sync());
+        c.send(&q).await.unwrap();
+        let (errors, tags) = answers(&mut c, 1).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(tags, ["SELECT 1"]);
+    }
+
+    let ran = ran(&stack, "copy-sync");
+    let outcomes: Vec<(&str, &str)> = ran
+        .iter()
+        .map(|(t, _, tag)| (t.as_str(), tag.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("COPY notes (n) FROM STDIN", "COPY 2"),
+            ("SELECT count(*) FROM notes WHERE n IN (1, 2)", "SELECT 1"),
+            ("SELECT 1, 2", "SELECT 1"),
+        ]
+    );
+    drop(c);
+    stack.stop().await;
+}
+
+/// Sends `first`, then (after a pause, when `pause`) a FunctionCall and a query; returns
+/// the SQLSTATEs of the errors until the proxy closes the session.
+async fn function_call_after(stack: &Stack, application: &str, pause: bool) -> Vec<String> {
+    let mut c = RawClient::login(stack.addr, &stack.app, application).await;
+    let mut rest = msg(b'F', &[0, 0, 4, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0]);
+    rest.extend(query_msg("SELECT 'after'"));
+    let mut first = query_msg("SELECT pg_sleep(0.5)");
+    if pause {
+        c.send(&first).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        c.send(&rest).await.unwrap();
+    } else {
+        first.extend(&rest);
+        c.send(&first).await.unwrap();
+    }
+    let mut errors = Vec::new();
+    while let Some((tag, body)) = c.recv().await {
+        if tag == b'E' {
+            errors.push(sqlstate(&body));
+        }
+    }
+    errors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_call_behind_unanswered_work_closes_the_session() {
+    let stack = stack().await;
+    // Its refusal would have to wait for the answers before it; the proxy closes the
+    // session instead (and a flood of them cannot queue up refusals).
+    let errors = function_call_after(&stack, "fcall-same-write", false).await;
+    assert_eq!(errors, ["0A000"], "one FATAL refusal, then the end");
+    assert!(
+        ran(&stack, "fcall-same-write").is_empty(),
+        "nothing of the refused batch was forwarded"
+    );
+
+    let errors = function_call_after(&stack, "fcall-later", true).await;
+    assert_eq!(errors, ["0A000"], "one FATAL refusal, then the end");
+    let ran = ran(&stack, "fcall-later");
+    let texts: Vec<&str> = ran.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(texts, ["SELECT pg_sleep(0.5)"], "'after' never ran");
+    stack.stop().await;
+}
