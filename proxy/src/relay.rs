@@ -527,31 +527,34 @@ impl Extended {
             fe::EXECUTE => {
                 let e = fe::execute(body)?;
                 let exec = match self.portals.get_mut(e.portal) {
-                    Some(portal) => match portal.executed {
-                        Some(r) => r,
-                        None => {
-                            let (text, redacted) = match &portal.prepared {
-                                Some(p) => (p.sql.as_ref(), p.redacted),
-                                None => ("", false),
-                            };
-                            let r = ExecRef::Batch(batch.records.len());
-                            batch.records.push(record::statement(
-                                info,
-                                Via::Extended {
-                                    statement: &portal.statement,
-                                    portal: e.portal,
-                                },
-                                text,
-                                redacted,
-                                Some(&portal.params),
-                            ));
-                            portal.executed = Some(r);
-                            r
-                        }
-                    },
-                    None => {
-                        // A portal the proxy did not see bound (a SQL cursor): audit the
-                        // execution by name.
+                    // More rows of an execution the server has suspended (or not yet
+                    // answered): the same record.
+                    Some(Portal {
+                        executed: Some(r), ..
+                    }) if still_running(sh, *r) => *r,
+                    Some(portal) if portal.executed.is_none() => {
+                        let (text, redacted) = match &portal.prepared {
+                            Some(p) => (p.sql.as_ref(), p.redacted),
+                            None => ("", false),
+                        };
+                        let r = ExecRef::Batch(batch.records.len());
+                        batch.records.push(record::statement(
+                            info,
+                            Via::Extended {
+                                statement: &portal.statement,
+                                portal: e.portal,
+                            },
+                            text,
+                            redacted,
+                            Some(&portal.params),
+                        ));
+                        portal.executed = Some(r);
+                        r
+                    }
+                    // A portal the proxy did not see bound (a SQL cursor), or one whose
+                    // execution ended (the name may now be a cursor's): audit the execution
+                    // by name.
+                    _ => {
                         let r = ExecRef::Batch(batch.records.len());
                         batch.records.push(record::statement(
                             info,
@@ -563,6 +566,9 @@ impl Extended {
                             false,
                             None,
                         ));
+                        if let Some(portal) = self.portals.get_mut(e.portal) {
+                            portal.executed = Some(r);
+                        }
                         r
                     }
                 };
@@ -605,6 +611,22 @@ impl Extended {
             if let Some(ExecRef::Batch(i)) = portal.executed {
                 portal.executed = Some(ExecRef::Seq(first_seq + i as u64));
             }
+        }
+    }
+}
+
+/// Whether an execution may still return rows: it is in this batch, not yet answered, or
+/// suspended. Once it completed, an Execute of the same portal name is a new execution
+/// (the portal may even have been replaced by a cursor of that name).
+fn still_running(sh: &Shared, r: ExecRef) -> bool {
+    match r {
+        ExecRef::Batch(_) => true,
+        ExecRef::Seq(seq) => {
+            sh.suspended.contains_key(&seq)
+                || sh
+                    .pending
+                    .iter()
+                    .any(|p| matches!(p, Pending::Execute { seq: s, .. } if *s == seq))
         }
     }
 }

@@ -40,17 +40,25 @@ fn parse(name: &str, sql: &str) -> Vec<u8> {
 
 /// Bind of the unnamed portal to `statement`, no parameters.
 fn bind(statement: &str) -> Vec<u8> {
+    bind_portal("", statement)
+}
+
+fn bind_portal(portal: &str, statement: &str) -> Vec<u8> {
     let mut b = Vec::new();
-    cstr(&mut b, "");
+    cstr(&mut b, portal);
     cstr(&mut b, statement);
     b.extend([0, 0, 0, 0, 0, 0]);
     msg(b'B', &b)
 }
 
 fn execute() -> Vec<u8> {
+    execute_portal("", 0)
+}
+
+fn execute_portal(portal: &str, max_rows: i32) -> Vec<u8> {
     let mut b = Vec::new();
-    cstr(&mut b, "");
-    b.extend(0i32.to_be_bytes());
+    cstr(&mut b, portal);
+    b.extend(max_rows.to_be_bytes());
     msg(b'E', &b)
 }
 
@@ -258,5 +266,73 @@ async fn a_function_call_behind_unanswered_work_closes_the_session() {
     let ran = ran(&stack, "fcall-later");
     let texts: Vec<&str> = ran.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(texts, ["SELECT pg_sleep(0.5)"], "'after' never ran");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_name_used_again_after_its_execution_ended_is_a_new_execution() {
+    let stack = stack().await;
+    let mut c = RawClient::login(stack.addr, &stack.app, "portal-again").await;
+    // Portal "c" fetched in two parts (one record), then completed.
+    let mut q = Vec::new();
+    q.extend(parse("", "SELECT generate_series(1, 3)"));
+    q.extend(bind_portal("c", ""));
+    q.extend(execute_portal("c", 2));
+    q.extend(execute_portal("c", 0));
+    q.extend(sync());
+    c.send(&q).await.unwrap();
+    let (errors, tags) = answers(&mut c, 1).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, ["SELECT 1"]);
+    // The transaction ended with the Sync, and portal "c" with it. A cursor of the same
+    // name, fetched through the protocol, is another execution.
+    c.send(&query_msg(
+        "BEGIN; DECLARE c CURSOR FOR SELECT 'cursor row'",
+    ))
+    .await
+    .unwrap();
+    answers(&mut c, 1).await;
+    let mut q = execute_portal("c", 0);
+    q.extend(sync());
+    c.send(&q).await.unwrap();
+    let (errors, tags) = answers(&mut c, 1).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, ["SELECT 1"]);
+    c.send(&query_msg("COMMIT")).await.unwrap();
+    answers(&mut c, 1).await;
+
+    stack.flush();
+    let runs = executions(&stack.records(), "portal-again");
+    let summary: Vec<(String, String, Option<u64>)> = runs
+        .iter()
+        .map(|(s, o)| {
+            let o = o.clone().unwrap_or(Value::Null);
+            (
+                format!(
+                    "{}|{}",
+                    s["portal"].as_str().unwrap_or("-"),
+                    s["statement"].as_str().unwrap_or("")
+                ),
+                o["tag"].as_str().unwrap_or("").to_string(),
+                o["rows"].as_u64(),
+            )
+        })
+        .collect();
+    let expect = |p: &str, t: &str, rows: Option<u64>| (p.to_string(), t.to_string(), rows);
+    assert_eq!(
+        summary,
+        [
+            expect("c|SELECT generate_series(1, 3)", "SELECT 1", Some(3)),
+            expect("-|BEGIN", "BEGIN", None),
+            expect(
+                "-|DECLARE c CURSOR FOR SELECT 'cursor row'",
+                "DECLARE CURSOR",
+                None
+            ),
+            expect("c|", "SELECT 1", Some(1)),
+            expect("-|COMMIT", "COMMIT", None),
+        ]
+    );
+    drop(c);
     stack.stop().await;
 }
