@@ -1252,8 +1252,17 @@ fn skip_to_sync(
                 let Some(Pending::Execute { seq, .. }) = sh.pending.pop_front() else {
                     unreachable!()
                 };
-                sh.suspended.remove(&seq);
-                emit(ctx, info, seq, &skipped, now);
+                match sh.suspended.remove(&seq) {
+                    // A later fetch was skipped: the execution ran and returned these rows.
+                    Some((since, rows)) => {
+                        let ended = Outcome::Ok {
+                            tag: "PORTAL CLOSED",
+                            rows: Some(rows),
+                        };
+                        emit(ctx, info, seq, &ended, since);
+                    }
+                    None => emit(ctx, info, seq, &skipped, now),
+                }
             }
             Some(Pending::Statement(_)) => {
                 let Some(Pending::Statement(change)) = sh.pending.pop_front() else {

@@ -336,3 +336,65 @@ async fn a_portal_name_used_again_after_its_execution_ended_is_a_new_execution()
     drop(c);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_execution_skipped_after_an_error_keeps_its_rows() {
+    let stack = stack().await;
+    let mut c = RawClient::login(stack.addr, &stack.app, "suspended-skip").await;
+    c.send(&query_msg("BEGIN")).await.unwrap();
+    answers(&mut c, 1).await;
+    let mut q = Vec::new();
+    q.extend(parse("sp", "SELECT generate_series(1, 3)"));
+    q.extend(bind_portal("p", "sp"));
+    q.extend(execute_portal("p", 2));
+    q.extend(sync());
+    c.send(&q).await.unwrap();
+    answers(&mut c, 1).await;
+    // The division fails; the server skips the fetch of "p" that follows it.
+    let mut q = Vec::new();
+    q.extend(parse("", "SELECT 1/0"));
+    q.extend(bind(""));
+    q.extend(execute());
+    q.extend(execute_portal("p", 0));
+    q.extend(sync());
+    c.send(&q).await.unwrap();
+    let (errors, _) = answers(&mut c, 1).await;
+    assert_eq!(errors, ["22012"]);
+    c.send(&query_msg("ROLLBACK")).await.unwrap();
+    answers(&mut c, 1).await;
+
+    stack.flush();
+    let runs = executions(&stack.records(), "suspended-skip");
+    let summary: Vec<(String, String, String, Option<u64>)> = runs
+        .iter()
+        .map(|(s, o)| {
+            let o = o.clone().unwrap_or(Value::Null);
+            let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (
+                text(&s["statement"]),
+                text(&o["status"]),
+                text(&o["tag"]).to_string() + &text(&o["sqlstate"]),
+                o["rows"].as_u64(),
+            )
+        })
+        .collect();
+    let row = |t: &str, status: &str, tag: &str, rows: Option<u64>| {
+        (t.to_string(), status.to_string(), tag.to_string(), rows)
+    };
+    assert_eq!(
+        summary,
+        [
+            row("BEGIN", "ok", "BEGIN", None),
+            row(
+                "SELECT generate_series(1, 3)",
+                "ok",
+                "PORTAL CLOSED",
+                Some(2)
+            ),
+            row("SELECT 1/0", "error", "22012", None),
+            row("ROLLBACK", "ok", "ROLLBACK", None),
+        ]
+    );
+    drop(c);
+    stack.stop().await;
+}
