@@ -121,9 +121,6 @@ struct StatementChange {
     new: Option<Arc<Prepared>>,
     /// What the name meant before, to restore.
     before: Option<Arc<Prepared>>,
-    /// False when the proxy expects the server to refuse it (a Parse redefining an existing
-    /// named statement): the map is changed only if the server confirms.
-    applied: bool,
 }
 
 /// State both loops see.
@@ -142,36 +139,24 @@ struct Shared {
 }
 
 impl Shared {
-    /// Undoes a statement change the server rejected (`failed`) or skipped.
-    fn undo(&mut self, change: StatementChange, failed: bool) {
-        if !change.applied {
-            return;
-        }
-        // A failed Parse of the unnamed statement has already dropped the previous one.
-        let now = if failed && change.name.is_empty() && change.new.is_some() {
-            None
-        } else {
-            change.before
-        };
+    /// Undoes a statement change the server rejected or skipped.
+    ///
+    /// The proxy cannot always tell a rejected Parse from a skipped one (the error may come
+    /// from a Bind or Describe before it), so it restores the previous statement either way.
+    /// Where the server has in fact dropped it (a failed Parse of the unnamed statement), a
+    /// later Bind to it fails: a record with the old text then only ever has an error
+    /// outcome, never something that ran under a text it does not carry.
+    fn undo(&mut self, change: StatementChange) {
         if same(self.statements.get(&change.name), change.new.as_ref()) {
-            self.statements.set(&change.name, now.clone());
+            self.statements.set(&change.name, change.before.clone());
         }
         // Later changes of the same name restore to what the server really has.
         for p in self.pending.iter_mut() {
             if let Pending::Statement(later) = p {
                 if later.name == change.name && same(later.before.as_ref(), change.new.as_ref()) {
-                    later.before = now.clone();
+                    later.before = change.before.clone();
                 }
             }
-        }
-    }
-
-    /// The server confirmed a statement change.
-    fn confirm(&mut self, change: StatementChange) {
-        if !change.applied {
-            // The proxy expected a refusal (the name existed in its map) but the server
-            // accepted: the name had been dropped by SQL (DEALLOCATE). Follow the server.
-            self.statements.set(&change.name, change.new);
         }
     }
 
@@ -192,13 +177,13 @@ fn same(a: Option<&Arc<Prepared>>, b: Option<&Arc<Prepared>>) -> bool {
 }
 
 /// True when statement `name` has a change the server has not answered and a Sync (or
-/// Query) was sent after it, or a change the proxy expects to be refused: whether the
-/// server applied it is only known from its answer, so a Bind must wait for that answer to
-/// know which statement it runs.
+/// Query) was sent after it. Within one pipeline segment the proxy's map is right whatever
+/// happens (a failed Parse makes the server skip the rest of the segment); across a Sync,
+/// whether the server applied the change is only known from its answer, so a Bind must wait
+/// for that answer to know which statement it runs.
 fn unsettled(pending: &VecDeque<Pending>, planned: &[Planned], name: &str) -> bool {
     let mut synced = false;
-    let check =
-        |change: &StatementChange, synced: bool| change.name == name && (synced || !change.applied);
+    let check = |change: &StatementChange, synced: bool| synced && change.name == name;
     for p in planned.iter().rev() {
         match p {
             Planned::Sync | Planned::Simple { .. } => synced = true,
@@ -493,17 +478,14 @@ impl Extended {
                     redacted: matches!(clean, std::borrow::Cow::Owned(_)),
                     sql: Arc::from(clean.as_ref()),
                 });
+                // Applied now, undone if the server refuses it (a named statement that
+                // exists: 42P05) or skips it.
                 let before = sh.statements.get(p.statement).cloned();
-                // The server refuses to redefine a named statement (42P05).
-                let applied = p.statement.is_empty() || before.is_none();
-                if applied {
-                    sh.statements.insert(p.statement, prepared.clone());
-                }
+                sh.statements.insert(p.statement, prepared.clone());
                 batch.planned.push(Planned::Statement(StatementChange {
                     name: p.statement.to_string(),
                     new: Some(prepared),
                     before,
-                    applied,
                 }));
             }
             fe::BIND => {
@@ -581,7 +563,6 @@ impl Extended {
                         name: name.to_string(),
                         new: None,
                         before,
-                        applied: true,
                     }));
                 }
                 fe::Target::Portal(name) => {
@@ -669,13 +650,7 @@ where
             buf.reserve(16 * 1024);
         }
         let n = match client.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                counters.client_left.store(true, Ordering::Relaxed);
-                // The client is gone: end the upstream session politely.
-                let _ = upstream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
-                let _ = upstream.flush().await;
-                return Ok(());
-            }
+            Ok(0) | Err(_) => return client_gone(upstream, counters).await,
             Ok(n) => n,
         };
         counters.from_client.fetch_add(n as u64, Ordering::Relaxed);
@@ -817,22 +792,28 @@ where
             }
             if wait {
                 // The Bind at the front of `buf` waits until the server has answered the
-                // statement changes before it.
+                // statement changes before it (a Sync after them is on its way, so the
+                // answer comes). Meanwhile the client is still read, up to a message's
+                // worth, so that a client that leaves ends the session.
                 let total = frame::header(&buf, max)?.map_or(0, |h| h.total);
                 let name = fe::bind(&buf[frame::HEADER_LEN..total])?
                     .statement
                     .to_string();
-                // The server holds its answers until a Sync or Flush: ask for them.
-                upstream
-                    .write_all(&[fe::FLUSH, 0, 0, 0, 4])
-                    .await
-                    .map_err(io)?;
                 loop {
                     let answered = settled.notified();
                     if !unsettled(&shared.lock().unwrap().pending, &[], &name) {
                         break;
                     }
-                    answered.await;
+                    tokio::select! {
+                        _ = answered => {}
+                        read = client.read_buf(&mut buf), if buf.len() < max => match read {
+                            Ok(0) | Err(_) => return client_gone(upstream, counters).await,
+                            Ok(n) => {
+                                counters.from_client.fetch_add(n as u64, Ordering::Relaxed);
+                                ctx.metrics.bytes_from_clients.inc_by(n as u64);
+                            }
+                        },
+                    }
                 }
                 continue;
             }
@@ -846,6 +827,17 @@ where
             }
         }
     }
+}
+
+/// The client has gone: end the upstream session politely.
+async fn client_gone<W: AsyncWrite + Unpin>(
+    upstream: &mut W,
+    counters: &Counters,
+) -> Result<(), Refusal> {
+    counters.client_left.store(true, Ordering::Relaxed);
+    let _ = upstream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+    let _ = upstream.flush().await;
+    Ok(())
 }
 
 /// Database → client. Returns when the database closes the connection, or when the session
@@ -1088,10 +1080,7 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
         }
         be::PARSE_COMPLETE | be::CLOSE_COMPLETE => {
             if let Some(Pending::Statement(_)) = sh.pending.front() {
-                let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
-                    unreachable!()
-                };
-                sh.confirm(change);
+                sh.pending.pop_front();
                 return true;
             }
         }
@@ -1161,14 +1150,14 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                     let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
                         unreachable!()
                     };
-                    sh.undo(change, true);
+                    sh.undo(change);
                     // The execution the client sent it for fails with it: that Execute's
                     // outcome is this error, not "not executed".
                     while let Some(Pending::Statement(_)) = sh.pending.front() {
                         let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
                             unreachable!()
                         };
-                        sh.undo(change, false);
+                        sh.undo(change);
                     }
                     if let Some(Pending::Execute { .. }) = sh.pending.front() {
                         let Some(Pending::Execute { seq, since, .. }) = sh.pending.pop_front()
@@ -1268,7 +1257,7 @@ fn skip_to_sync(
                 let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
                     unreachable!()
                 };
-                sh.undo(change, false);
+                sh.undo(change);
                 settled = true;
             }
             Some(Pending::CopyEnd) => {

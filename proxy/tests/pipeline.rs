@@ -152,6 +152,66 @@ async fn a_rejected_or_skipped_parse_does_not_change_the_audited_text() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(tags, ["SELECT 1"]);
 
+    // An error from a message the proxy does not follow (Describe of a missing statement)
+    // makes the server skip the Parse after it: the unnamed statement stays 'first'.
+    let mut describe = vec![b'S'];
+    cstr(&mut describe, "nosuch");
+    let mut pipeline = Vec::new();
+    pipeline.extend(parse("", "SELECT 'first'"));
+    pipeline.extend(sync());
+    pipeline.extend(msg(b'D', &describe));
+    pipeline.extend(parse("", "SELECT 'second'"));
+    pipeline.extend(sync());
+    pipeline.extend(bind(""));
+    pipeline.extend(execute());
+    pipeline.extend(sync());
+    c.send(&pipeline).await.unwrap();
+    let (errors, tags) = answers(&mut c, 3).await;
+    assert_eq!(errors, ["26000"]);
+    assert_eq!(tags, ["SELECT 1"]);
+
+    // Redefined twice in one segment after DEALLOCATE: the last definition runs.
+    c.send(&parse("s3", "SELECT 'x1'")).await.unwrap();
+    c.send(&sync()).await.unwrap();
+    answers(&mut c, 1).await;
+    c.send(&query_msg("DEALLOCATE s3")).await.unwrap();
+    answers(&mut c, 1).await;
+    let mut close = vec![b'S'];
+    cstr(&mut close, "s3");
+    let mut pipeline = Vec::new();
+    pipeline.extend(parse("s3", "SELECT 'x2'"));
+    pipeline.extend(msg(b'C', &close));
+    pipeline.extend(parse("s3", "SELECT 'x3'"));
+    pipeline.extend(bind("s3"));
+    pipeline.extend(execute());
+    pipeline.extend(sync());
+    c.send(&pipeline).await.unwrap();
+    let (errors, tags) = answers(&mut c, 1).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, ["SELECT 1"]);
+
+    // An error answered before its Sync (the client sent Flush) leaves the server skipping
+    // to the next Sync: the redefinition after it is skipped, and nothing waits for it.
+    c.send(&parse("s4", "SELECT 'y1'")).await.unwrap();
+    c.send(&sync()).await.unwrap();
+    answers(&mut c, 1).await;
+    let mut flushed = parse("", "SELEC");
+    flushed.extend(msg(b'H', &[]));
+    c.send(&flushed).await.unwrap();
+    assert_eq!(sqlstate(&c.until(b'E').await.unwrap()), "42601");
+    let mut pipeline = Vec::new();
+    pipeline.extend(parse("s4", "SELECT 'y2'"));
+    pipeline.extend(bind("s4"));
+    pipeline.extend(execute());
+    pipeline.extend(sync());
+    pipeline.extend(bind("s4"));
+    pipeline.extend(execute());
+    pipeline.extend(sync());
+    c.send(&pipeline).await.unwrap();
+    let (errors, tags) = answers(&mut c, 2).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, ["SELECT 1"]);
+
     let ran = ran(&stack, "parse-fail");
     let texts: Vec<(&str, &str)> = ran
         .iter()
@@ -164,6 +224,11 @@ async fn a_rejected_or_skipped_parse_does_not_change_the_audited_text() {
             ("SELECT 'one'", "ok"),
             ("DEALLOCATE s2", "ok"),
             ("SELECT 'b'", "ok"),
+            ("SELECT 'first'", "ok"),
+            ("DEALLOCATE s3", "ok"),
+            ("SELECT 'x3'", "ok"),
+            ("SELECT 'y2'", "not_executed"),
+            ("SELECT 'y1'", "ok"),
         ]
     );
     common::assert_chain_verifies(&stack.audit_dir());
