@@ -89,6 +89,21 @@ async fn answers(c: &mut RawClient, n: usize) -> (Vec<String>, Vec<String>) {
     (errors, tags)
 }
 
+/// Sends `messages` in one write, reads up to the `ready`-th ReadyForQuery, and checks the
+/// errors (SQLSTATEs) and command tags seen.
+async fn exchange(
+    c: &mut RawClient,
+    messages: &[Vec<u8>],
+    ready: usize,
+    errors: &[&str],
+    tags: &[&str],
+) {
+    c.send(&messages.concat()).await.unwrap();
+    let (seen_errors, seen_tags) = answers(c, ready).await;
+    assert_eq!(seen_errors, errors);
+    assert_eq!(seen_tags, tags);
+}
+
 /// (statement text, outcome status, outcome tag) of every execution of `application`.
 fn ran(stack: &Stack, application: &str) -> Vec<(String, String, String)> {
     stack.flush();
@@ -106,111 +121,95 @@ fn ran(stack: &Stack, application: &str) -> Vec<(String, String, String)> {
 async fn a_rejected_or_skipped_parse_does_not_change_the_audited_text() {
     let stack = stack().await;
     let mut c = RawClient::login(stack.addr, &stack.app, "parse-fail").await;
-    // One write, three pipelines. The second Parse of the unnamed statement is skipped by
+    // One write, three segments. The second Parse of the unnamed statement is skipped by
     // the server after the first one fails, so the last Execute runs 'kept', not 'skipped'.
-    let mut pipeline = Vec::new();
-    pipeline.extend(parse("", "SELECT 'kept'"));
-    pipeline.extend(sync());
-    pipeline.extend(parse("x", "SELEC"));
-    pipeline.extend(parse("", "SELECT 'skipped'"));
-    pipeline.extend(sync());
-    pipeline.extend(bind(""));
-    pipeline.extend(execute());
-    pipeline.extend(sync());
-    c.send(&pipeline).await.unwrap();
-    let (errors, tags) = answers(&mut c, 3).await;
-    assert_eq!(errors, ["42601"]);
-    assert_eq!(tags, ["SELECT 1"]);
+    let run = [bind(""), execute(), sync()].concat();
+    exchange(
+        &mut c,
+        &[
+            parse("", "SELECT 'kept'"),
+            sync(),
+            parse("x", "SELEC"),
+            parse("", "SELECT 'skipped'"),
+            sync(),
+            run.clone(),
+        ],
+        3,
+        &["42601"],
+        &["SELECT 1"],
+    )
+    .await;
 
     // A named statement cannot be redefined (42P05): the first definition still runs.
-    let mut pipeline = Vec::new();
-    pipeline.extend(parse("s1", "SELECT 'one'"));
-    pipeline.extend(sync());
-    pipeline.extend(parse("s1", "SELECT 'two'"));
-    pipeline.extend(sync());
-    pipeline.extend(bind("s1"));
-    pipeline.extend(execute());
-    pipeline.extend(sync());
-    c.send(&pipeline).await.unwrap();
-    let (errors, tags) = answers(&mut c, 3).await;
-    assert_eq!(errors, ["42P05"]);
-    assert_eq!(tags, ["SELECT 1"]);
+    let run_s1 = [bind("s1"), execute(), sync()].concat();
+    let parts = [
+        parse("s1", "SELECT 'one'"),
+        sync(),
+        parse("s1", "SELECT 'two'"),
+        sync(),
+        run_s1,
+    ];
+    exchange(&mut c, &parts, 3, &["42P05"], &["SELECT 1"]).await;
 
     // After DEALLOCATE in SQL the name is free again: the new definition runs.
-    c.send(&parse("s2", "SELECT 'a'")).await.unwrap();
-    c.send(&sync()).await.unwrap();
-    answers(&mut c, 1).await;
-    c.send(&query_msg("DEALLOCATE s2")).await.unwrap();
-    answers(&mut c, 1).await;
-    let mut pipeline = Vec::new();
-    pipeline.extend(parse("s2", "SELECT 'b'"));
-    pipeline.extend(bind("s2"));
-    pipeline.extend(execute());
-    pipeline.extend(sync());
-    c.send(&pipeline).await.unwrap();
-    let (errors, tags) = answers(&mut c, 1).await;
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(tags, ["SELECT 1"]);
+    exchange(&mut c, &[parse("s2", "SELECT 'a'"), sync()], 1, &[], &[]).await;
+    exchange(
+        &mut c,
+        &[query_msg("DEALLOCATE s2")],
+        1,
+        &[],
+        &["DEALLOCATE"],
+    )
+    .await;
+    let parts = [parse("s2", "SELECT 'b'"), bind("s2"), execute(), sync()];
+    exchange(&mut c, &parts, 1, &[], &["SELECT 1"]).await;
 
     // An error from a message the proxy does not follow (Describe of a missing statement)
     // makes the server skip the Parse after it: the unnamed statement stays 'first'.
     let mut describe = vec![b'S'];
     cstr(&mut describe, "nosuch");
-    let mut pipeline = Vec::new();
-    pipeline.extend(parse("", "SELECT 'first'"));
-    pipeline.extend(sync());
-    pipeline.extend(msg(b'D', &describe));
-    pipeline.extend(parse("", "SELECT 'second'"));
-    pipeline.extend(sync());
-    pipeline.extend(bind(""));
-    pipeline.extend(execute());
-    pipeline.extend(sync());
-    c.send(&pipeline).await.unwrap();
-    let (errors, tags) = answers(&mut c, 3).await;
-    assert_eq!(errors, ["26000"]);
-    assert_eq!(tags, ["SELECT 1"]);
+    let parts = [
+        parse("", "SELECT 'first'"),
+        sync(),
+        msg(b'D', &describe),
+        parse("", "SELECT 'second'"),
+        sync(),
+        run.clone(),
+    ];
+    exchange(&mut c, &parts, 3, &["26000"], &["SELECT 1"]).await;
 
     // Redefined twice in one segment after DEALLOCATE: the last definition runs.
-    c.send(&parse("s3", "SELECT 'x1'")).await.unwrap();
-    c.send(&sync()).await.unwrap();
-    answers(&mut c, 1).await;
-    c.send(&query_msg("DEALLOCATE s3")).await.unwrap();
-    answers(&mut c, 1).await;
+    exchange(&mut c, &[parse("s3", "SELECT 'x1'"), sync()], 1, &[], &[]).await;
+    exchange(
+        &mut c,
+        &[query_msg("DEALLOCATE s3")],
+        1,
+        &[],
+        &["DEALLOCATE"],
+    )
+    .await;
     let mut close = vec![b'S'];
     cstr(&mut close, "s3");
-    let mut pipeline = Vec::new();
-    pipeline.extend(parse("s3", "SELECT 'x2'"));
-    pipeline.extend(msg(b'C', &close));
-    pipeline.extend(parse("s3", "SELECT 'x3'"));
-    pipeline.extend(bind("s3"));
-    pipeline.extend(execute());
-    pipeline.extend(sync());
-    c.send(&pipeline).await.unwrap();
-    let (errors, tags) = answers(&mut c, 1).await;
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(tags, ["SELECT 1"]);
+    let parts = [
+        parse("s3", "SELECT 'x2'"),
+        msg(b'C', &close),
+        parse("s3", "SELECT 'x3'"),
+        bind("s3"),
+        execute(),
+        sync(),
+    ];
+    exchange(&mut c, &parts, 1, &[], &["SELECT 1"]).await;
 
     // An error answered before its Sync (the client sent Flush) leaves the server skipping
     // to the next Sync: the redefinition after it is skipped, and nothing waits for it.
-    c.send(&parse("s4", "SELECT 'y1'")).await.unwrap();
-    c.send(&sync()).await.unwrap();
-    answers(&mut c, 1).await;
-    let mut flushed = parse("", "SELEC");
-    flushed.extend(msg(b'H', &[]));
-    c.send(&flushed).await.unwrap();
+    exchange(&mut c, &[parse("s4", "SELECT 'y1'"), sync()], 1, &[], &[]).await;
+    c.send(&[parse("", "SELEC"), msg(b'H', &[])].concat())
+        .await
+        .unwrap();
     assert_eq!(sqlstate(&c.until(b'E').await.unwrap()), "42601");
-    let mut pipeline = Vec::new();
-    pipeline.extend(parse("s4", "SELECT 'y2'"));
-    pipeline.extend(bind("s4"));
-    pipeline.extend(execute());
-    pipeline.extend(sync());
-    pipeline.extend(bind("s4"));
-    pipeline.extend(execute());
-    pipeline.extend(sync());
-    c.send(&pipeline).await.unwrap();
-    let (errors, tags) = answers(&mut c, 2).await;
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(tags, ["SELECT 1"]);
+    let run_s4 = [bind("s4"), execute(), sync()].concat();
+    let parts = [parse("s4", "SELECT 'y2'"), run_s4.clone(), run_s4];
+    exchange(&mut c, &parts, 2, &[], &["SELECT 1"]).await;
 
     let ran = ran(&stack, "parse-fail");
     let texts: Vec<(&str, &str)> = ran
