@@ -220,6 +220,16 @@ async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
             "belongs to bob@example.com",
         ),
         (
+            "email equal only under Unicode case folding (Kelvin sign)",
+            sign(
+                &kid,
+                &der,
+                claims(&|c| c["email"] = json!("\u{212A}ate@example.com")),
+            ),
+            "kate@example.com",
+            "belongs to",
+        ),
+        (
             "unverified email",
             sign(&kid, &der, claims(&|c| c["email_verified"] = json!(false))),
             ALICE,

@@ -86,16 +86,24 @@ impl Grant {
     }
 }
 
+/// An email address as grants store and compare it: trimmed, ASCII letters lowercased.
+/// Only ASCII is folded: Unicode case folding would make distinct addresses equal (the
+/// Kelvin sign `\u{212A}` lowercases to `k`).
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
 /// The login role of a person: readable, deterministic, a valid identifier for any email,
 /// and distinct for distinct emails (a hash of the whole address ends it).
 pub fn person_role(email: &str) -> String {
-    let email = email.trim().to_lowercase();
-    let hash = hex::encode(&Sha256::digest(email.as_bytes())[..4]);
+    let email = normalize_email(email);
+    // 64 bits: finding another address with the same role name is out of reach.
+    let hash = hex::encode(&Sha256::digest(email.as_bytes())[..8]);
     let readable: String = email
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    // "p_" + readable + "_" + 8 hex digits, within the identifier limit.
+    // "p_" + readable + "_" + 16 hex digits, within the identifier limit.
     let room = MAX_IDENTIFIER - 2 - 1 - hash.len();
     let readable = &readable[..readable.len().min(room)];
     format!("p_{readable}_{hash}")
@@ -125,8 +133,10 @@ pub async fn check(
 ) -> Result<Check, tokio_postgres::Error> {
     let rows = control
         .query(
-            &format!("SELECT {COLUMNS} FROM grants WHERE email = lower($1) AND database = $2 ORDER BY id DESC"),
-            &[&email, &database],
+            &format!(
+                "SELECT {COLUMNS} FROM grants WHERE email = $1 AND database = $2 ORDER BY id DESC"
+            ),
+            &[&normalize_email(email), &database],
         )
         .await?;
     let now = Utc::now();
@@ -186,6 +196,8 @@ pub enum GrantError {
     NotFound(i64),
     #[error("grant {0} is already revoked")]
     AlreadyRevoked(i64),
+    #[error("database role `{0}` already belongs to another person; refusing to share it")]
+    RoleTaken(String),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
@@ -213,12 +225,24 @@ pub async fn add(
     secrets: &SecretStore,
     new: NewGrant,
 ) -> Result<Grant, GrantError> {
-    let email = new.email.trim().to_lowercase();
+    let email = normalize_email(&new.email);
     if !email.contains('@') || email.starts_with('@') || email.len() > 320 {
         return Err(GrantError::BadEmail(new.email));
     }
     check_group_role(target, &new.role).await?;
     let db_user = person_role(&email);
+    // A role is one person's: never hand another person's role over, however the name came
+    // to match.
+    let owner: Option<String> = control
+        .query_opt(
+            "SELECT email FROM grants WHERE db_user = $1 AND email <> $2 LIMIT 1",
+            &[&db_user, &email],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if owner.is_some() {
+        return Err(GrantError::RoleTaken(db_user));
+    }
     let password = secret_store::generate_password();
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     let role_sql = escape_identifier(&db_user);

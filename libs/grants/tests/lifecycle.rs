@@ -115,3 +115,48 @@ async fn add_check_revoke() {
         Err(GrantError::AlreadyRevoked(_))
     ));
 }
+
+#[tokio::test]
+async fn a_role_is_never_handed_to_another_person() {
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let control = cluster.connect("dbgw").await.unwrap();
+    let target = cluster.connect("postgres").await.unwrap();
+    let new = |email: &str| NewGrant {
+        email: email.into(),
+        database: "rates".into(),
+        role: "rates_reader".into(),
+        expires_at: Utc::now() + Duration::hours(1),
+        created_by: "test".into(),
+    };
+    // A row claiming kate's role for someone else, as a name collision would leave it.
+    let kate_role = grants::person_role("kate@example.com");
+    control
+        .execute(
+            "INSERT INTO grants (email, database, role, db_user, expires_at, created_by) \
+             VALUES ('mallory@example.com', 'rates', 'rates_reader', $1, now() + interval '1 hour', 'test')",
+            &[&kate_role],
+        )
+        .await
+        .unwrap();
+    let refused = grants::add(&control, &target, &secrets, new("kate@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, GrantError::RoleTaken(_)), "{refused}");
+
+    // Unicode case folding would make the Kelvin sign a `k`: not the same person.
+    let kelvin = "\u{212A}ate@example.com";
+    assert_ne!(grants::person_role(kelvin), kate_role);
+    let other = grants::add(&control, &target, &secrets, new(kelvin))
+        .await
+        .unwrap();
+    assert_ne!(other.db_user, kate_role);
+    assert_eq!(
+        grants::check(&control, "kate@example.com", "rates")
+            .await
+            .unwrap(),
+        Check::None,
+        "kate has no grant of her own"
+    );
+}

@@ -298,11 +298,11 @@ impl TokenVerifier {
                 }
             })?;
         let claims = data.claims;
-        let email = claims.email.ok_or(TokenError::NoEmail)?.to_lowercase();
+        let email = grants::normalize_email(&claims.email.ok_or(TokenError::NoEmail)?);
         if claims.email_verified == Some(false) {
             return Err(TokenError::EmailNotVerified);
         }
-        if email != user.trim().to_lowercase() {
+        if email != grants::normalize_email(user) {
             return Err(TokenError::WrongUser(email));
         }
         Ok(Person {
