@@ -207,6 +207,19 @@ async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
             "another application",
         ),
         (
+            "several audiences, issued to another client (azp)",
+            sign(
+                &kid,
+                &der,
+                claims(&|c| {
+                    c["aud"] = json!(["someone-else", "dbgw-cli"]);
+                    c["azp"] = json!("someone-else");
+                }),
+            ),
+            ALICE,
+            "another application",
+        ),
+        (
             "alg none",
             format!("{}.{payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#)),
             ALICE,

@@ -96,6 +96,10 @@ pub enum TokenError {
 struct Claims {
     sub: String,
     iss: String,
+    /// One audience or several (checked against the configured ones by jsonwebtoken).
+    aud: serde_json::Value,
+    /// The client the token was issued to; required to be ours when `aud` lists several.
+    azp: Option<String>,
     email: Option<String>,
     email_verified: Option<bool>,
 }
@@ -298,6 +302,16 @@ impl TokenVerifier {
                 }
             })?;
         let claims = data.claims;
+        // A token for another client that also names us in `aud` is not ours to accept
+        // (OpenID Connect Core 3.1.3.7): with several audiences, `azp` must be one of ours.
+        if claims.aud.as_array().is_some_and(|a| a.len() > 1)
+            && !claims
+                .azp
+                .as_ref()
+                .is_some_and(|azp| self.settings.audiences.contains(azp))
+        {
+            return Err(TokenError::Audience);
+        }
         let email = grants::normalize_email(&claims.email.ok_or(TokenError::NoEmail)?);
         if claims.email_verified == Some(false) {
             return Err(TokenError::EmailNotVerified);
