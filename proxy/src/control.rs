@@ -93,6 +93,9 @@ pub struct Control {
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
 }
 
+/// How long one check of the open sessions' grants may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Control {
     pub fn new(
         settings: GrantsSettings,
@@ -152,11 +155,23 @@ impl Control {
             if ids.is_empty() {
                 continue;
             }
-            let ended = match self.client().await {
-                Ok(c) => grants::no_longer_active(&c, &ids)
+            let check = async {
+                let c = self.client().await?;
+                grants::no_longer_active(&c, &ids)
                     .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                    .map_err(|e| e.to_string())
+            };
+            // A connection that hangs rather than fails must not stop the watcher; sessions
+            // still end at their grant's expiry without it (see `session`).
+            let ended = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    *self.client.lock().await = None;
+                    Err(format!(
+                        "the control plane did not answer in {} s",
+                        CHECK_TIMEOUT.as_secs()
+                    ))
+                }
             };
             match ended {
                 Ok(ended) => {

@@ -50,6 +50,23 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         .cancels
         .register(upstream.backend_pid, upstream.backend_secret.clone());
     let halt = Arc::new(Halt::default());
+    // A person's session ends when the grant does, whether or not the control plane can be
+    // reached to say so.
+    let expiry = match &identity {
+        Identity::Person {
+            grant_expires_at, ..
+        } => {
+            let left = (*grant_expires_at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            let halt = halt.clone();
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(left).await;
+                halt.fire("28000", "access revoked: the grant has expired");
+            }))
+        }
+        Identity::Service { .. } => None,
+    };
     let registration = ctx
         .sessions
         .add(&info.session, identity.clone(), halt.clone());
@@ -68,6 +85,9 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         result
     };
     drop(registration);
+    if let Some(expiry) = expiry {
+        expiry.abort();
+    }
     if matches!(end, relay::End::Halted(_) | relay::End::DrainTimeout) {
         // Whatever still runs for this session must stop: cancel it upstream.
         let _ = ctx

@@ -428,3 +428,51 @@ async fn revoking_a_grant_closes_open_sessions_within_seconds() {
     assert!(err.contains("revoked by dana@example.com"), "{err}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_at_its_grants_expiry_even_without_the_control_plane() {
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp).await;
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(3);
+    stack.grant_until(ALICE, "rates_reader", expires).await;
+    let client = login(&stack, ALICE, &idp.token(ALICE).unwrap())
+        .await
+        .unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+
+    // The control plane becomes unreachable: the grants watcher cannot see the expiry.
+    let admin = stack.cluster.connect("postgres").await.unwrap();
+    admin
+        .batch_execute(
+            "ALTER ROLE dbgw_proxy NOLOGIN; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'dbgw_proxy'",
+        )
+        .await
+        .unwrap();
+
+    let err = loop {
+        match client.simple_query("SELECT 1").await {
+            Ok(_) => {
+                assert!(
+                    chrono::Utc::now() < expires + chrono::Duration::seconds(2),
+                    "the session outlived its grant"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_closed(), "{err}");
+    stack.flush();
+    let reasons: Vec<String> = stack
+        .records()
+        .iter()
+        .filter(|r| r["type"] == "disconnect")
+        .filter_map(|r| r["reason"].as_str().map(String::from))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("the grant has expired")),
+        "{reasons:?}"
+    );
+    stack.stop().await;
+}

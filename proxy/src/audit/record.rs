@@ -25,6 +25,10 @@ pub enum Identity {
         subject: String,
         issuer: String,
         grant_id: i64,
+        /// When the grant ends: the session is closed then even if the control plane cannot
+        /// be reached. Not part of the audit record (the grant id is).
+        #[serde(skip)]
+        grant_expires_at: chrono::DateTime<chrono::Utc>,
     },
 }
 

@@ -89,6 +89,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         subject: person.subject,
         issuer: person.issuer,
         grant_id: grant.id,
+        grant_expires_at: grant.expires_at,
     };
     Ok((creds, identity))
 }

@@ -215,6 +215,16 @@ impl Stack {
 
     /// Grants `email` the group role `role` on the rates database for an hour.
     pub async fn grant(&self, email: &str, role: &str) -> grants::Grant {
+        self.grant_until(email, role, chrono::Utc::now() + chrono::Duration::hours(1))
+            .await
+    }
+
+    pub async fn grant_until(
+        &self,
+        email: &str,
+        role: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> grants::Grant {
         let control = self.cluster.connect("dbgw").await.unwrap();
         let target = self.cluster.connect("postgres").await.unwrap();
         grants::add(
@@ -225,7 +235,7 @@ impl Stack {
                 email: email.into(),
                 database: "rates".into(),
                 role: role.into(),
-                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                expires_at,
                 created_by: "test".into(),
             },
         )
