@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -166,14 +166,23 @@ impl TokenVerifier {
         let jwks_uri = discovery["jwks_uri"]
             .as_str()
             .ok_or_else(|| unavailable("no jwks_uri in the discovery document".into()))?;
-        let set: JwkSet =
-            serde_json::from_value(self.get_json(jwks_uri).await.map_err(unavailable)?)
-                .map_err(|e| unavailable(format!("JWKS: {e}")))?;
+        let set = self.get_json(jwks_uri).await.map_err(unavailable)?;
+        let entries = set["keys"]
+            .as_array()
+            .ok_or_else(|| unavailable("the JWKS has no `keys` array".into()))?;
         let mut by_kid = HashMap::new();
-        for jwk in &set.keys {
+        // One key this library cannot read (a new key type) does not cost the others.
+        for jwk in entries
+            .iter()
+            .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        {
             let Some(kid) = jwk.common.key_id.clone() else {
                 continue;
             };
+            // Encryption keys never verify signatures.
+            if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+                continue;
+            }
             let algorithms = match &jwk.algorithm {
                 AlgorithmParameters::RSA(_) => vec![
                     Algorithm::RS256,
@@ -200,7 +209,7 @@ impl TokenVerifier {
                     .collect(),
                 None => algorithms,
             };
-            if let Ok(decoding) = DecodingKey::from_jwk(jwk) {
+            if let Ok(decoding) = DecodingKey::from_jwk(&jwk) {
                 by_kid.insert(
                     kid,
                     Arc::new(Key {
@@ -209,6 +218,10 @@ impl TokenVerifier {
                     }),
                 );
             }
+        }
+        if by_kid.is_empty() {
+            // Keep the keys we have rather than lock everyone out.
+            return Err(unavailable("the JWKS has no usable signing key".into()));
         }
         tracing::info!(keys = by_kid.len(), issuer = %self.settings.issuer, "identity provider keys loaded");
         self.keys.write().unwrap().by_kid = by_kid;
@@ -253,7 +266,7 @@ impl TokenVerifier {
         }
         let may_fetch = {
             let mut keys = self.keys.write().unwrap();
-            let min = Duration::from_secs(self.settings.unknown_key_refetch_secs);
+            let min = Duration::from_secs(self.settings.unknown_key_refetch_secs.max(1));
             let due = keys.unknown_fetch.is_none_or(|at| at.elapsed() >= min);
             if due {
                 keys.unknown_fetch = Some(Instant::now());
