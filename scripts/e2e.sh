@@ -31,7 +31,7 @@ who=$($BIN/dbgw psql -- -X -A -t -c "SELECT current_user" -c "SELECT count(*) FR
 [ "$(echo "$who" | head -1)" = "$(python3 -c '
 import hashlib
 e = "alice@example.com"
-print("p_" + "".join(c if c.isalnum() else "_" for c in e) + "_" + hashlib.sha256(e.encode()).hexdigest()[:8])')" ] \
+print("p_" + "".join(c if c.isalnum() else "_" for c in e) + "_" + hashlib.sha256(e.encode()).hexdigest()[:16])')" ] \
   || fail "psql did not run as alice's own role: $who"
 [ "$(echo "$who" | tail -1)" = 56689 ] || fail "unexpected count: $who"
 
