@@ -160,6 +160,18 @@ impl Shared {
         }
     }
 
+    /// Pops the statement change at the front of `pending`, if there is one, and undoes it.
+    fn undo_front(&mut self) -> bool {
+        if !matches!(self.pending.front(), Some(Pending::Statement(_))) {
+            return false;
+        }
+        let Some(Pending::Statement(change)) = self.pending.pop_front() else {
+            unreachable!()
+        };
+        self.undo(change);
+        true
+    }
+
     /// Pops what the server will never answer on its own: `CopyEnd` marks at the front.
     fn drop_marks(&mut self) {
         while matches!(self.pending.front(), Some(Pending::CopyEnd)) {
@@ -425,9 +437,11 @@ struct Extended {
 /// What decoding a client message led to.
 enum Step {
     Done,
-    /// A Bind whose statement is not settled yet: stop before it, forward what came before,
-    /// and wait for the server's answer.
-    Wait,
+    /// A Bind of `statement`, which is not settled yet: stop before it, forward what came
+    /// before, and wait for the server's answer.
+    Wait {
+        statement: String,
+    },
 }
 
 /// A batch of client messages, decoded.
@@ -491,7 +505,9 @@ impl Extended {
             fe::BIND => {
                 let b = fe::bind(body)?;
                 if unsettled(&sh.pending, &batch.planned, b.statement) {
-                    return Ok(Step::Wait);
+                    return Ok(Step::Wait {
+                        statement: b.statement.to_string(),
+                    });
                 }
                 let portal = Portal {
                     statement: b.statement.to_string(),
@@ -662,7 +678,7 @@ where
             let mut pos = streaming.min(buf.len());
             streaming -= pos;
             let mut refuse: Option<usize> = None;
-            let mut wait = false;
+            let mut wait: Option<String> = None;
             {
                 let mut sh = shared.lock().unwrap();
                 while streaming == 0 {
@@ -716,8 +732,8 @@ where
                         &buf[pos + frame::HEADER_LEN..pos + h.total],
                         &mut batch,
                     )?;
-                    if let Step::Wait = step {
-                        wait = true;
+                    if let Step::Wait { statement } = step {
+                        wait = Some(statement);
                         break;
                     }
                     pos += h.total;
@@ -790,15 +806,11 @@ where
                 let _ = upstream.flush().await;
                 return Ok(());
             }
-            if wait {
+            if let Some(name) = wait {
                 // The Bind at the front of `buf` waits until the server has answered the
                 // statement changes before it (a Sync after them is on its way, so the
                 // answer comes). Meanwhile the client is still read, up to a message's
                 // worth, so that a client that leaves ends the session.
-                let total = frame::header(&buf, max)?.map_or(0, |h| h.total);
-                let name = fe::bind(&buf[frame::HEADER_LEN..total])?
-                    .statement
-                    .to_string();
                 loop {
                     let answered = settled.notified();
                     if !unsettled(&shared.lock().unwrap().pending, &[], &name) {
@@ -1146,19 +1158,11 @@ fn answered(ctx: &Context, info: &SessionInfo, sh: &mut Shared, tag: u8, body: &
                     emit(ctx, info, seq, &failed, start);
                 }
                 Some(Pending::Statement(_)) => {
-                    // The Parse failed (or a message before it that the proxy does not track).
-                    let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
-                        unreachable!()
-                    };
-                    sh.undo(change);
+                    // The Parse failed (or a message before it that the proxy does not track),
+                    // and the changes after it were skipped.
+                    while sh.undo_front() {}
                     // The execution the client sent it for fails with it: that Execute's
                     // outcome is this error, not "not executed".
-                    while let Some(Pending::Statement(_)) = sh.pending.front() {
-                        let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
-                            unreachable!()
-                        };
-                        sh.undo(change);
-                    }
                     if let Some(Pending::Execute { .. }) = sh.pending.front() {
                         let Some(Pending::Execute { seq, since, .. }) = sh.pending.pop_front()
                         else {
@@ -1253,13 +1257,7 @@ fn skip_to_sync(
                     None => emit(ctx, info, seq, &skipped, now),
                 }
             }
-            Some(Pending::Statement(_)) => {
-                let Some(Pending::Statement(change)) = sh.pending.pop_front() else {
-                    unreachable!()
-                };
-                sh.undo(change);
-                settled = true;
-            }
+            Some(Pending::Statement(_)) => settled |= sh.undo_front(),
             Some(Pending::CopyEnd) => {
                 sh.pending.pop_front();
             }
