@@ -80,11 +80,19 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         (Totals::default(), relay::End::ClientLeft)
     } else {
         ctx.metrics.active_sessions.inc();
-        let result = relay::run(&ctx, &info, client, upstream.stream, upstream.status, &halt).await;
+        let deps = relay::Deps {
+            audit: &ctx.audit,
+            metrics: &ctx.metrics,
+            limits: &ctx.settings.limits,
+        };
+        let caller = match identity {
+            Identity::Person { .. } => crate::sql::Caller::Person,
+            Identity::Service { .. } => crate::sql::Caller::Service,
+        };
+        let result = relay::run(&deps, &info, caller, client, upstream.stream, upstream.status, &halt).await;
         ctx.metrics.active_sessions.dec();
         result
     };
-    drop(registration);
     if let Some(expiry) = expiry {
         expiry.abort();
     }
@@ -104,6 +112,8 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         started.elapsed().as_millis() as u64,
         &reason,
     ));
+    // Last: whoever waits for the session to be gone finds its records written.
+    drop(registration);
 }
 
 /// Everything up to a logged-in upstream session. `None` when the connection ended here

@@ -291,19 +291,13 @@ async fn syncs_sent_during_copy_in_do_not_shift_later_outcomes() {
 
 /// Sends `first`, then (after a pause, when `pause`) a FunctionCall and a query; returns
 /// the SQLSTATEs of the errors until the proxy closes the session.
-async fn function_call_after(stack: &Stack, application: &str, pause: bool) -> Vec<String> {
+async fn function_call_after(stack: &Stack, application: &str, first: Vec<u8>) -> Vec<String> {
     let mut c = RawClient::login(stack.addr, &stack.app, application).await;
-    let mut rest = msg(b'F', &[0, 0, 4, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0]);
-    rest.extend(query_msg("SELECT 'after'"));
-    let mut first = query_msg("SELECT pg_sleep(0.5)");
-    if pause {
-        c.send(&first).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        c.send(&rest).await.unwrap();
-    } else {
-        first.extend(&rest);
-        c.send(&first).await.unwrap();
-    }
+    let mut all = first;
+    all.extend(msg(b'F', &[0, 0, 4, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0]));
+    all.extend(query_msg("SELECT 'after'"));
+    all.extend(msg(b'X', &[]));
+    c.send(&all).await.unwrap();
     let mut errors = Vec::new();
     while let Some((tag, body)) = c.recv().await {
         if tag == b'E' {
@@ -314,22 +308,26 @@ async fn function_call_after(stack: &Stack, application: &str, pause: bool) -> V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_function_call_behind_unanswered_work_closes_the_session() {
+async fn a_function_call_behind_unanswered_work_is_refused_in_its_turn_or_closes_the_session() {
     let stack = stack().await;
-    // Its refusal would have to wait for the answers before it; the proxy closes the
-    // session instead (and a flood of them cannot queue up refusals).
-    let errors = function_call_after(&stack, "fcall-same-write", false).await;
+    // Behind an unanswered pipeline, its refusal would have to wait for the answers before
+    // it: the proxy closes the session instead (a flood of them cannot queue up refusals).
+    let mut pipeline = parse("", "SELECT pg_sleep(0.5)");
+    pipeline.extend(bind(""));
+    pipeline.extend(execute());
+    let errors = function_call_after(&stack, "fcall-pipeline", pipeline).await;
     assert_eq!(errors, ["0A000"], "one FATAL refusal, then the end");
-    assert!(
-        ran(&stack, "fcall-same-write").is_empty(),
-        "nothing of the refused batch was forwarded"
-    );
+    let refused = ran(&stack, "fcall-pipeline");
+    assert_eq!(refused.len(), 1, "the pipeline is recorded: {refused:?}");
+    assert_eq!(refused[0].1, "not_executed", "and was never forwarded");
 
-    let errors = function_call_after(&stack, "fcall-later", true).await;
-    assert_eq!(errors, ["0A000"], "one FATAL refusal, then the end");
-    let ran = ran(&stack, "fcall-later");
+    // Behind a Query it waits (a Query may start COPY, so nothing but copy data passes it
+    // until it is answered), then is refused alone; the session goes on.
+    let errors = function_call_after(&stack, "fcall-query", query_msg("SELECT pg_sleep(0.5)")).await;
+    assert_eq!(errors, ["0A000"], "the refusal, as an ERROR");
+    let ran = ran(&stack, "fcall-query");
     let texts: Vec<&str> = ran.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(texts, ["SELECT pg_sleep(0.5)"], "'after' never ran");
+    assert_eq!(texts, ["SELECT pg_sleep(0.5)", "SELECT 'after'"]);
     stack.stop().await;
 }
 

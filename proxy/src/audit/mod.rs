@@ -1,5 +1,6 @@
 //! The audit log: what is written, how, and how it is checked.
 //!
+//! - [`params`]: bound parameters as readable, searchable JSON.
 //! - [`record`]: the JSON records (connection events, statement intents, outcomes).
 //! - [`writer`]: the write-ahead, hash-chained, rotating file writer.
 //! - [`verify`]: `proxy audit verify`, which finds the first altered, removed, inserted or
@@ -9,6 +10,7 @@
 //! `hash = SHA-256(line up to the comma before "hash")`, and `prev` is the previous record's
 //! hash, across file rotations and restarts.
 
+pub mod params;
 pub mod record;
 pub mod verify;
 pub mod writer;

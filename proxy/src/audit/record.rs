@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine;
 use serde::Serialize;
 
 /// Who is behind a session.
@@ -200,37 +199,71 @@ pub fn disconnect(
 /// How a statement reached the server.
 #[derive(Debug, Clone, Copy)]
 pub enum Via<'a> {
-    /// Part `index` (0-based) of `count` statements in one Query message.
-    Simple { index: usize, count: usize },
-    /// Parse + Bind + Execute; names as the client gave them ("" is unnamed).
-    Extended { statement: &'a str, portal: &'a str },
+    /// A Query message: its whole text; `statements` are its parts, as byte ranges.
+    Simple {
+        statements: &'a [std::ops::Range<usize>],
+    },
+    /// Parse, Bind and/or Execute (`steps`); names as the client gave them ("" is unnamed).
+    Extended {
+        steps: &'a [&'static str],
+        statement: &'a str,
+        portal: &'a str,
+    },
 }
 
-/// A statement about to be forwarded. `params` is the JSON array from [`params_json`].
+/// A statement about to be forwarded (or refused). `text` is `None` when the proxy does
+/// not know it (a statement prepared with SQL). `params` is the JSON array of
+/// [`super::params::to_json`].
 pub fn statement(
     session: &SessionInfo,
     via: Via,
-    text: &str,
+    text: Option<&str>,
     redacted: bool,
     params: Option<&str>,
 ) -> String {
     let mut b = head("statement", session);
     match via {
-        Via::Simple { index, count } => {
-            let _ = write!(
-                b,
-                ",\"protocol\":\"simple\",\"index\":{index},\"of\":{count}"
-            );
+        Via::Simple { statements } => {
+            let _ = write!(b, ",\"protocol\":\"simple\",\"of\":{}", statements.len());
         }
-        Via::Extended { statement, portal } => {
-            b.push_str(",\"protocol\":\"extended\",");
+        Via::Extended {
+            steps,
+            statement,
+            portal,
+        } => {
+            b.push_str(",\"protocol\":\"extended\",\"steps\":[");
+            for (i, s) in steps.iter().enumerate() {
+                if i > 0 {
+                    b.push(',');
+                }
+                push_json_str(&mut b, s);
+            }
+            b.push_str("],");
             member_str(&mut b, "prepared", statement);
             b.push(',');
             member_str(&mut b, "portal", portal);
         }
     }
-    b.push(',');
-    member_str(&mut b, "statement", text);
+    match text {
+        Some(text) => {
+            b.push(',');
+            member_str(&mut b, "statement", text);
+            // The parts of a query string, so a reader sees what each outcome refers to.
+            if let (Via::Simple { statements }, Some(text)) = (via, Some(text)) {
+                if statements.len() > 1 {
+                    b.push_str(",\"statements\":[");
+                    for (i, r) in statements.iter().enumerate() {
+                        if i > 0 {
+                            b.push(',');
+                        }
+                        push_json_str(&mut b, &text[r.clone()]);
+                    }
+                    b.push(']');
+                }
+            }
+        }
+        None => b.push_str(",\"statement\":null"),
+    }
     if redacted {
         b.push_str(",\"redacted\":true");
     }
@@ -251,6 +284,9 @@ pub enum Outcome<'a> {
     Error {
         code: &'a str,
         message: &'a str,
+        /// Which message of a record that joins several failed (`parse`, `bind`,
+        /// `execute`), or `commit` when the implicit transaction's commit failed.
+        step: Option<&'static str>,
     },
     /// Never ran: an earlier message in the same batch failed, or the session ended first.
     NotExecuted {
@@ -260,14 +296,29 @@ pub enum Outcome<'a> {
     Unknown {
         reason: &'static str,
     },
+    /// Never forwarded: the proxy refused it.
+    Refused {
+        code: &'a str,
+        message: &'a str,
+    },
 }
 
-pub fn outcome(session: &SessionInfo, seq: u64, outcome: &Outcome, duration_us: u64) -> String {
+/// The outcome of the statement record `seq` (of its statement `index` for a query string).
+pub fn outcome(
+    session: &SessionInfo,
+    seq: u64,
+    index: Option<usize>,
+    outcome: &Outcome,
+    duration_us: u64,
+) -> String {
     let mut b = String::with_capacity(160);
     push_ts(&mut b);
     b.push_str(",\"type\":\"outcome\",");
     member_str(&mut b, "session", &session.session);
     let _ = write!(b, ",\"ref\":{seq}");
+    if let Some(i) = index {
+        let _ = write!(b, ",\"index\":{i}");
+    }
     match outcome {
         Outcome::Ok { tag, rows } => {
             b.push_str(",\"status\":\"ok\",");
@@ -276,11 +327,19 @@ pub fn outcome(session: &SessionInfo, seq: u64, outcome: &Outcome, duration_us: 
                 let _ = write!(b, ",\"rows\":{rows}");
             }
         }
-        Outcome::Error { code, message } => {
+        Outcome::Error {
+            code,
+            message,
+            step,
+        } => {
             b.push_str(",\"status\":\"error\",");
             member_str(&mut b, "sqlstate", code);
             b.push(',');
             member_str(&mut b, "message", message);
+            if let Some(step) = step {
+                b.push(',');
+                member_str(&mut b, "step", step);
+            }
         }
         Outcome::NotExecuted { reason } => {
             b.push_str(",\"status\":\"not_executed\",");
@@ -290,91 +349,20 @@ pub fn outcome(session: &SessionInfo, seq: u64, outcome: &Outcome, duration_us: 
             b.push_str(",\"status\":\"unknown\",");
             member_str(&mut b, "reason", reason);
         }
+        Outcome::Refused { code, message } => {
+            b.push_str(",\"status\":\"refused\",");
+            member_str(&mut b, "sqlstate", code);
+            b.push(',');
+            member_str(&mut b, "message", message);
+        }
     }
     let _ = write!(b, ",\"duration_us\":{duration_us}");
     b
 }
 
-/// Bound parameters as a JSON array: `null`; a string for a text value; `{"base64": ..}` for
-/// a binary value (or a text value that is not UTF-8). A value over `cap` bytes is cut to
-/// `cap` and marked with its full size: `{"text": .., "truncated_from": 1048576}`.
-pub fn params_json(params: &[crate::protocol::frontend::Param<'_>], cap: usize) -> String {
-    use crate::protocol::frontend::Param;
-    let mut b = String::with_capacity(16 + params.len() * 8);
-    b.push('[');
-    for (i, p) in params.iter().enumerate() {
-        if i > 0 {
-            b.push(',');
-        }
-        let (bytes, binary) = match p {
-            Param::Null => {
-                b.push_str("null");
-                continue;
-            }
-            Param::Text(v) => (*v, false),
-            Param::Binary(v) => (*v, true),
-        };
-        let cut = &bytes[..bytes.len().min(cap)];
-        let truncated = cut.len() < bytes.len();
-        let text = if binary { None } else { utf8_prefix(cut) };
-        match (text, truncated) {
-            (Some(t), false) => push_json_str(&mut b, t),
-            (Some(t), true) => {
-                b.push('{');
-                member_str(&mut b, "text", t);
-                let _ = write!(b, ",\"truncated_from\":{}}}", bytes.len());
-            }
-            (None, _) => {
-                b.push('{');
-                member_str(
-                    &mut b,
-                    "base64",
-                    &base64::engine::general_purpose::STANDARD.encode(cut),
-                );
-                if truncated {
-                    let _ = write!(b, ",\"truncated_from\":{}", bytes.len());
-                }
-                b.push('}');
-            }
-        }
-    }
-    b.push(']');
-    b
-}
-
-/// `bytes` as text if it is UTF-8, allowing the cap to have cut a character in two.
-fn utf8_prefix(bytes: &[u8]) -> Option<&str> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Some(s),
-        Err(e) if e.error_len().is_none() => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok(),
-        Err(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frontend::Param;
-
-    #[test]
-    fn params_are_capped_and_marked() {
-        let big = vec![b'a'; 100];
-        let json = params_json(
-            &[
-                Param::Text(b"42"),
-                Param::Null,
-                Param::Binary(&[0, 0, 0, 42]),
-                Param::Text(&big),
-            ],
-            10,
-        );
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v[0], "42");
-        assert!(v[1].is_null());
-        assert_eq!(v[2]["base64"], "AAAAKg==");
-        assert_eq!(v[3]["text"], "aaaaaaaaaa");
-        assert_eq!(v[3]["truncated_from"], 100);
-    }
 
     #[test]
     fn strings_are_escaped_only_when_needed() {
@@ -413,8 +401,10 @@ mod tests {
         );
         let body = statement(
             &s,
-            Via::Simple { index: 0, count: 1 },
-            "select '\"'",
+            Via::Simple {
+                statements: &[0..10],
+            },
+            Some("select '\"'"),
             false,
             None,
         );
@@ -425,6 +415,7 @@ mod tests {
         let o = outcome(
             &s,
             7,
+            None,
             &Outcome::Ok {
                 tag: "SELECT 1",
                 rows: Some(1),

@@ -254,6 +254,12 @@ impl AuditLog {
         Ok(first)
     }
 
+    /// Accepts `bodies` now or not at all: no waiting for buffer space or a sync. For
+    /// records of a session that is ending.
+    pub fn try_accept(&self, bodies: &[String]) -> Result<u64, AuditError> {
+        self.append(bodies, true).map(|(first, _)| first)
+    }
+
     /// Adds a record that follows the fact (an outcome, a disconnect). Never refused: if the
     /// disk is failing it waits in memory with the rest.
     pub fn record(&self, body: String) {

@@ -21,6 +21,13 @@ pub const CLOSE_COMPLETE: u8 = b'3';
 pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_BOTH_RESPONSE: u8 = b'W';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+pub const ROW_DESCRIPTION: u8 = b'T';
+pub const NO_DATA: u8 = b'n';
+pub const PARAMETER_DESCRIPTION: u8 = b't';
+pub const BIND_COMPLETE: u8 = b'2';
+pub const NOTIFICATION_RESPONSE: u8 = b'A';
+pub const COPY_DATA: u8 = b'd';
+pub const COPY_DONE: u8 = b'c';
 
 /// CommandComplete's tag, e.g. `INSERT 0 3`.
 pub fn command_tag(body: &[u8]) -> Result<&str, ProtocolError> {
@@ -48,6 +55,13 @@ pub struct ErrorFields {
     pub message: String,
 }
 
+impl ErrorFields {
+    /// The server ends the session with this error.
+    pub fn is_fatal(&self) -> bool {
+        self.severity == "FATAL" || self.severity == "PANIC"
+    }
+}
+
 pub fn error_fields(body: &[u8]) -> Result<ErrorFields, ProtocolError> {
     let mut r = Reader::new(body, "ErrorResponse");
     let mut out = ErrorFields::default();
@@ -67,6 +81,27 @@ pub fn error_fields(body: &[u8]) -> Result<ErrorFields, ProtocolError> {
         }
     }
     Ok(out)
+}
+
+/// ParameterDescription: the type OIDs of a prepared statement's parameters.
+pub fn parameter_types(body: &[u8]) -> Result<Vec<u32>, ProtocolError> {
+    let mut r = Reader::new(body, "ParameterDescription");
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(ProtocolError::new("ParameterDescription: negative count"));
+    }
+    let types = (0..n).map(|_| r.i32().map(|t| t as u32)).collect::<Result<_, _>>()?;
+    r.finish()?;
+    Ok(types)
+}
+
+/// ParameterStatus: a setting's name and value.
+pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), ProtocolError> {
+    let mut r = Reader::new(body, "ParameterStatus");
+    let name = r.cstr()?;
+    let value = r.cstr()?;
+    r.finish()?;
+    Ok((name, value))
 }
 
 /// ReadyForQuery's transaction status: `I` idle, `T` in a transaction, `E` failed transaction.

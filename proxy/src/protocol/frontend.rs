@@ -50,6 +50,8 @@ pub fn query(body: &[u8]) -> Result<&str, ProtocolError> {
 pub struct Parse<'a> {
     pub statement: &'a str,
     pub sql: &'a str,
+    /// Parameter type OIDs the client gave (0: let the server infer).
+    pub param_types: Vec<u32>,
 }
 
 pub fn parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
@@ -62,9 +64,15 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
             "Parse message: negative parameter type count",
         ));
     }
-    r.bytes(n as usize * 4)?;
+    let param_types = (0..n)
+        .map(|_| r.i32().map(|t| t as u32))
+        .collect::<Result<_, _>>()?;
     r.finish()?;
-    Ok(Parse { statement, sql })
+    Ok(Parse {
+        statement,
+        sql,
+        param_types,
+    })
 }
 
 /// One bound parameter value.
@@ -260,7 +268,8 @@ mod tests {
             parse(b"s\0select $1\0\0\x01\0\0\0\x17").unwrap(),
             Parse {
                 statement: "s",
-                sql: "select $1"
+                sql: "select $1",
+                param_types: vec![23],
             }
         );
         assert_eq!(execute(b"\0\0\0\0\x0a").unwrap().max_rows, 10);

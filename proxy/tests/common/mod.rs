@@ -267,26 +267,50 @@ pub fn read_records(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The statements records of an application name, with their outcome records.
+/// The executions of an application name's sessions, each with its outcome record: a
+/// query string's statements one by one (with `statement`, `index` and `of` filled in from
+/// the record's parts), and the extended-protocol records that include an Execute.
 pub fn executions(records: &[Value], application: &str) -> Vec<(Value, Option<Value>)> {
     let sessions: Vec<&str> = records
         .iter()
         .filter(|r| r["type"] == "auth" && r["application"] == application)
         .filter_map(|r| r["session"].as_str())
         .collect();
-    records
-        .iter()
-        .filter(|r| {
-            r["type"] == "statement" && sessions.contains(&r["session"].as_str().unwrap_or(""))
-        })
-        .map(|s| {
-            let outcome = records
-                .iter()
-                .find(|o| o["type"] == "outcome" && o["ref"] == s["seq"])
-                .cloned();
-            (s.clone(), outcome)
-        })
-        .collect()
+    let outcome = |s: &Value, index: Option<usize>| {
+        records
+            .iter()
+            .find(|o| {
+                o["type"] == "outcome"
+                    && o["ref"] == s["seq"]
+                    && index.is_none_or(|i| o["index"] == i)
+            })
+            .cloned()
+    };
+    let mut out = Vec::new();
+    for s in records.iter().filter(|r| {
+        r["type"] == "statement" && sessions.contains(&r["session"].as_str().unwrap_or(""))
+    }) {
+        if s["protocol"] == "simple" {
+            let parts: Vec<Value> = match s["statements"].as_array() {
+                Some(parts) => parts.clone(),
+                None => vec![s["statement"].clone()],
+            };
+            let of = parts.len();
+            for (i, text) in parts.into_iter().enumerate() {
+                let mut one = s.clone();
+                one["statement"] = text;
+                one["index"] = i.into();
+                one["of"] = of.into();
+                out.push((one, outcome(s, Some(i))));
+            }
+        } else if s["steps"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|x| x == "execute"))
+        {
+            out.push((s.clone(), outcome(s, None)));
+        }
+    }
+    out
 }
 
 /// Runs `proxy audit verify` (the real binary) on a directory or files.

@@ -1,0 +1,314 @@
+//! Client → database. Each read is scanned message by message with the ledger; the records
+//! it asks for are accepted by the audit log, and only then are the bytes forwarded.
+//!
+//! A message the ledger holds back ([`Action::Wait`]) stops the scan: what came before it
+//! goes out, and the loop waits for the server's answers (still reading the client, so a
+//! client that leaves ends the session). A dropped or refused message is cut out of the
+//! stream. COPY data streams through without being buffered whole.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::ledger::{Action, Intent};
+use super::{not_forwarded, Deps, Halt, Link, Stop};
+use crate::audit::record::{self, Outcome, Via};
+use crate::audit::SessionInfo;
+use crate::protocol::{frame, frontend as fe};
+
+/// Returns `Ok` when the client has left (Terminate forwarded, or its connection closed and
+/// Terminate sent on its behalf).
+pub(super) async fn run<R, W>(
+    deps: &Deps<'_>,
+    info: &SessionInfo,
+    client: &mut R,
+    upstream: &mut W,
+    link: &Link,
+    halt: &Halt,
+) -> Result<(), Stop>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let max = deps.limits.max_message_bytes;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Bytes of a CopyData message still to pass through.
+    let mut streaming = 0usize;
+    let io = |e: std::io::Error| Stop {
+        code: "08006",
+        message: format!("connection to the database failed: {e}"),
+        kind: "io",
+    };
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        match client.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return gone(upstream, link).await,
+            Ok(n) => count_in(deps, link, n),
+        }
+        loop {
+            let Scan {
+                pos,
+                after,
+                terminated,
+            } = scan(deps, info, link, &mut buf, &mut streaming, max)?;
+            accept(deps, info, link).await?;
+            // Halted while this was decided: nothing more goes to the database.
+            if halt.fired() {
+                return Ok(());
+            }
+            if pos > 0 {
+                upstream.write_all(&buf[..pos]).await.map_err(io)?;
+                buf.advance(pos);
+            }
+            if terminated {
+                link.client_left.store(true, Ordering::Relaxed);
+                let _ = upstream.flush().await;
+                return Ok(());
+            }
+            match after {
+                After::Read => break,
+                After::Skip(len) => {
+                    buf.advance(len);
+                    link.refused.notify_one();
+                }
+                After::Wait => {
+                    // The message at the front of `buf` waits for the server's answers (the
+                    // Sync or Query before it guarantees them). Meanwhile the client is
+                    // still read, up to a message's worth, so that one that leaves ends the
+                    // session.
+                    loop {
+                        let answered = link.settled.notified();
+                        if !still_waiting(link, &buf, max)? {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = answered => {}
+                            read = client.read_buf(&mut buf), if buf.len() < max => match read {
+                                Ok(0) | Err(_) => return gone(upstream, link).await,
+                                Ok(n) => count_in(deps, link, n),
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn count_in(deps: &Deps<'_>, link: &Link, n: usize) {
+    link.from_client.fetch_add(n as u64, Ordering::Relaxed);
+    deps.metrics.bytes_from_clients.inc_by(n as u64);
+}
+
+/// What to do after forwarding a scan's bytes.
+enum After {
+    /// Everything complete was scanned: read more.
+    Read,
+    /// The next message (this long) is not forwarded.
+    Skip(usize),
+    /// The next message waits for the server.
+    Wait,
+}
+
+struct Scan {
+    /// Bytes that may be forwarded once the batch's records are accepted.
+    pos: usize,
+    after: After,
+    terminated: bool,
+}
+
+/// Scans complete messages with the ledger, stopping before one that is not forwarded now.
+fn scan(
+    deps: &Deps<'_>,
+    info: &SessionInfo,
+    link: &Link,
+    buf: &mut BytesMut,
+    streaming: &mut usize,
+    max: usize,
+) -> Result<Scan, Stop> {
+    let mut pos = (*streaming).min(buf.len());
+    *streaming -= pos;
+    let mut ledger = link.ledger();
+    let now = Instant::now();
+    let mut terminated = false;
+    let after = loop {
+        if *streaming > 0 {
+            break After::Read;
+        }
+        let header = match frame::header(&buf[pos..], max) {
+            Ok(Some(h)) => h,
+            Ok(None) => break After::Read,
+            Err(e) => {
+                let stop = Stop::from(super::ledger::Violation::from(e));
+                return Err(fail(deps, info, &mut ledger, stop));
+            }
+        };
+        let avail = buf.len() - pos;
+        if header.tag == fe::COPY_DATA {
+            // The ledger needs only the tag; the data streams through.
+            match ledger.client(fe::COPY_DATA, &[], now) {
+                Ok(_) => {}
+                Err(v) => return Err(fail(deps, info, &mut ledger, v.into())),
+            }
+            if avail >= header.total {
+                pos += header.total;
+            } else {
+                *streaming = header.total - avail;
+                pos = buf.len();
+            }
+            continue;
+        }
+        if avail < header.total {
+            buf.reserve(header.total - avail);
+            break After::Read;
+        }
+        let body = &buf[pos + frame::HEADER_LEN..pos + header.total];
+        match ledger.client(header.tag, body, now) {
+            Ok(Action::Forward) => {
+                terminated |= header.tag == fe::TERMINATE;
+                pos += header.total;
+                if terminated {
+                    break After::Read;
+                }
+            }
+            Ok(Action::Wait) => break After::Wait,
+            Ok(Action::Drop | Action::Refuse) => break After::Skip(header.total),
+            Err(v) => return Err(fail(deps, info, &mut ledger, v.into())),
+        }
+    };
+    Ok(Scan {
+        pos,
+        after,
+        terminated,
+    })
+}
+
+/// Records what the client side decided and the session ends: the batch's records are
+/// written (they were never forwarded) before the FATAL goes out.
+fn fail(
+    deps: &Deps<'_>,
+    info: &SessionInfo,
+    ledger: &mut super::ledger::Ledger,
+    stop: Stop,
+) -> Stop {
+    let bodies: Vec<String> = ledger.intents().iter().map(|i| body(info, i)).collect();
+    if !bodies.is_empty() {
+        // The session ends either way; a log that refuses these records is already failing.
+        if let Ok(first) = deps.audit.try_accept(&bodies) {
+            for (i, intent) in ledger.intents().iter().enumerate() {
+                let outcome = match intent {
+                    Intent::Refused { refusal, .. } => Outcome::Refused {
+                        code: refusal.sqlstate(),
+                        message: refusal.message(),
+                    },
+                    _ => Outcome::NotExecuted {
+                        reason: "the proxy closed the session before forwarding this",
+                    },
+                };
+                not_forwarded(deps, info, first + i as u64, &outcome);
+            }
+        }
+    }
+    ledger.abandon();
+    stop
+}
+
+/// Write-ahead: the batch's records are accepted before its bytes move; then its entries
+/// are queued for the server side.
+async fn accept(deps: &Deps<'_>, info: &SessionInfo, link: &Link) -> Result<(), Stop> {
+    let bodies: Vec<String> = {
+        let ledger = link.ledger();
+        ledger.intents().iter().map(|i| body(info, i)).collect()
+    };
+    let first = if bodies.is_empty() {
+        0
+    } else {
+        match deps.audit.accept(&bodies).await {
+            Ok(first) => first,
+            Err(e) => {
+                link.ledger().abandon();
+                return Err(Stop {
+                    code: "58030",
+                    message: format!("{e}; the statement was not executed"),
+                    kind: "audit",
+                });
+            }
+        }
+    };
+    let mut ledger = link.ledger();
+    let statements = ledger.intents().iter().filter(|i| !matches!(i, Intent::Refused { .. })).count();
+    for (i, intent) in ledger.intents().iter().enumerate() {
+        if let Intent::Refused { refusal, .. } = intent {
+            let outcome = Outcome::Refused {
+                code: refusal.sqlstate(),
+                message: refusal.message(),
+            };
+            not_forwarded(deps, info, first + i as u64, &outcome);
+        }
+    }
+    ledger.commit(first);
+    drop(ledger);
+    link.statements.fetch_add(statements as u64, Ordering::Relaxed);
+    deps.metrics.statements.inc_by(statements as u64);
+    Ok(())
+}
+
+/// The record body of an intent.
+fn body(info: &SessionInfo, intent: &Intent) -> String {
+    match intent {
+        Intent::Query {
+            text,
+            redacted,
+            statements,
+        } => record::statement(info, Via::Simple { statements }, Some(text), *redacted, None),
+        Intent::Extended {
+            steps,
+            statement,
+            portal,
+            prepared,
+            params,
+        } => {
+            let names: Vec<&'static str> = steps.names().collect();
+            record::statement(
+                info,
+                Via::Extended {
+                    steps: &names,
+                    statement,
+                    portal,
+                },
+                prepared.text.as_deref(),
+                prepared.redacted,
+                params.as_deref(),
+            )
+        }
+        Intent::Refused {
+            text, redacted, ..
+        } => record::statement(info, Via::Simple { statements: &[] }, Some(text), *redacted, None),
+    }
+}
+
+/// Whether the message at the front of `buf` must still wait.
+fn still_waiting(link: &Link, buf: &BytesMut, max: usize) -> Result<bool, Stop> {
+    let Ok(Some((h, body))) = frame::complete(buf, max) else {
+        return Ok(false);
+    };
+    // Asking the ledger decides nothing when it says Wait; any other answer is decided
+    // again by the next scan, so leave the batch empty here.
+    let ledger = link.ledger();
+    match ledger.probe(h.tag, body) {
+        Ok(wait) => Ok(wait),
+        Err(v) => Err(v.into()),
+    }
+}
+
+/// The client has gone: end the upstream session politely.
+async fn gone<W: AsyncWrite + Unpin>(upstream: &mut W, link: &Link) -> Result<(), Stop> {
+    link.client_left.store(true, Ordering::Relaxed);
+    let _ = upstream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+    let _ = upstream.flush().await;
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The relay: a logged-in session's two byte streams, and what the audit sees of them.
+//!
+//! - [`ledger`]: the pure pairing state machine: what each client message records, and
+//!   which record each server response ends.
+//! - [`client`]: client → database. Every message is framed; those that carry SQL or
+//!   parameters are decoded and recorded, and the records are *accepted* by the audit log
+//!   before the bytes that carry them are forwarded. COPY data streams through.
+//! - [`server`]: database → client. Every message is paired with the ledger (by its header;
+//!   only the few that carry outcomes are decoded), and forwarded untouched.
+//! - [`Halt`]: how the proxy ends a session (revocation, expiry, shutdown): it wins over
+//!   anything either loop is waiting for, including a client that stopped reading.
+
+mod client;
+pub mod ledger;
+mod server;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::record::{self, Outcome, Totals};
+use crate::audit::{AuditLog, SessionInfo};
+use crate::metrics::Metrics;
+use crate::protocol::backend as be;
+use crate::settings::Limits;
+use crate::sql::Caller;
+use crate::stream::Split;
+use ledger::{Finished, Ledger};
+
+/// What the relay uses of the proxy.
+pub struct Deps<'a> {
+    pub audit: &'a AuditLog,
+    pub metrics: &'a Metrics,
+    pub limits: &'a Limits,
+}
+
+/// Why a session is being closed by the proxy, sent to the client as a FATAL error.
+#[derive(Default)]
+pub struct Halt {
+    token: CancellationToken,
+    why: Mutex<Option<(&'static str, String)>>,
+}
+
+impl Halt {
+    /// Asks the relay to close the session with this SQLSTATE and message. The first reason
+    /// given wins.
+    pub fn fire(&self, code: &'static str, message: impl Into<String>) {
+        {
+            let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
+            if why.is_none() {
+                *why = Some((code, message.into()));
+            }
+        }
+        self.token.cancel();
+    }
+
+    pub fn fired(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub fn reason(&self) -> (&'static str, String) {
+        self.why
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or(("57P01", "session closed".into()))
+    }
+}
+
+/// How a session's relay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client said goodbye (Terminate) or closed its connection.
+    ClientLeft,
+    /// The database closed the connection.
+    UpstreamClosed,
+    /// The proxy closed the session (shutdown, revocation, audit failure, bad input).
+    Halted(String),
+    /// The client left and the database did not finish in time.
+    DrainTimeout,
+    Io(String),
+}
+
+impl End {
+    pub fn describe(&self) -> String {
+        match self {
+            End::ClientLeft => "client disconnected".into(),
+            End::UpstreamClosed => "database closed the connection".into(),
+            End::Halted(why) => format!("closed by the proxy: {why}"),
+            End::DrainTimeout => "client left; database did not finish in time".into(),
+            End::Io(e) => format!("i/o error: {e}"),
+        }
+    }
+}
+
+/// Why the client side stopped the session: a FATAL for the client, a metrics label.
+#[derive(Debug)]
+pub(crate) struct Stop {
+    pub code: &'static str,
+    pub message: String,
+    pub kind: &'static str,
+}
+
+impl From<ledger::Violation> for Stop {
+    fn from(v: ledger::Violation) -> Self {
+        let code = match &v {
+            ledger::Violation::Refused(r) => r.sqlstate(),
+            ledger::Violation::FunctionCall => "0A000",
+            ledger::Violation::Protocol(m) if m.contains("over the limit") => "54000",
+            ledger::Violation::Setting { .. } => "0A000",
+            _ => "08P01",
+        };
+        Stop {
+            code,
+            message: v.to_string(),
+            kind: "protocol",
+        }
+    }
+}
+
+/// What the two loops share.
+struct Link {
+    ledger: Mutex<Ledger>,
+    /// The server side answered something a waiting client message depends on.
+    settled: Notify,
+    /// The client side queued a refusal for the server side to answer in its turn.
+    refused: Notify,
+    /// Set by the client side when the client has left: nothing more is written to it.
+    client_left: AtomicBool,
+    /// The last write to the client ended at a message boundary (a FATAL may follow).
+    clean: AtomicBool,
+    from_client: AtomicU64,
+    to_client: AtomicU64,
+    statements: AtomicU64,
+}
+
+impl Link {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // A panic while holding the lock leaves nothing the audit can trust: end the
+        // session instead of reading a half-updated ledger.
+        self.ledger.lock().expect("the session's ledger is poisoned")
+    }
+}
+
+/// Runs the relay until the session ends. `status` is the transaction status of the
+/// upstream's first ReadyForQuery.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<C, U>(
+    deps: &Deps<'_>,
+    info: &SessionInfo,
+    caller: Caller,
+    client: C,
+    upstream: U,
+    status: u8,
+    halt: &Halt,
+) -> (Totals, End)
+where
+    C: Split,
+    U: Split,
+{
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    let link = Link {
+        ledger: Mutex::new(Ledger::new(
+            caller,
+            deps.audit.settings().param_cap_bytes,
+            status,
+        )),
+        settled: Notify::new(),
+        refused: Notify::new(),
+        client_left: AtomicBool::new(false),
+        clean: AtomicBool::new(true),
+        from_client: AtomicU64::new(0),
+        to_client: AtomicU64::new(0),
+        statements: AtomicU64::new(0),
+    };
+    let stopped = {
+        let c2u = client::run(deps, info, &mut cr, &mut uw, &link, halt);
+        let u2c = server::run(deps, info, &mut ur, &mut cw, &link);
+        tokio::pin!(c2u, u2c);
+        tokio::select! {
+            biased;
+            // A halt wins over whatever either side waits for, a blocked write included.
+            _ = halt.token.cancelled() => None,
+            end = &mut u2c => Some(end),
+            left = &mut c2u => match left {
+                Ok(()) => {
+                    // The client left: wait for the outcomes of what still runs.
+                    let drain = Duration::from_secs(deps.limits.drain_timeout_secs);
+                    tokio::select! {
+                        _ = halt.token.cancelled() => None,
+                        end = tokio::time::timeout(drain, &mut u2c) => Some(end.unwrap_or(End::DrainTimeout)),
+                    }
+                }
+                Err(stop) => {
+                    deps.metrics.error(stop.kind);
+                    halt.fire(stop.code, stop.message);
+                    None
+                }
+            },
+        }
+    };
+    let end = match stopped {
+        Some(end) => end,
+        None => {
+            let (code, message) = halt.reason();
+            // Tell the client why, if the stream is at a message boundary and it still
+            // reads; never wait long for a client that does not.
+            if link.clean.load(Ordering::Relaxed) && !link.client_left.load(Ordering::Relaxed) {
+                let mut out = BytesMut::new();
+                be::error(&mut out, "FATAL", code, &message);
+                let write = async {
+                    cw.write_all(&out).await?;
+                    cw.flush().await
+                };
+                let _ = tokio::time::timeout(Duration::from_millis(500), write).await;
+            }
+            End::Halted(message)
+        }
+    };
+    // Whatever is still owed an answer never got one we saw.
+    let mut ledger = link.ledger.into_inner().unwrap_or_else(|e| e.into_inner());
+    ledger.abort(Instant::now(), &mut |f| emit(deps, info, f));
+    let totals = Totals {
+        bytes_from_client: link.from_client.load(Ordering::Relaxed),
+        bytes_to_client: link.to_client.load(Ordering::Relaxed),
+        statements: link.statements.load(Ordering::Relaxed),
+    };
+    (totals, end)
+}
+
+/// Writes the outcome record of a finished statement.
+fn emit(deps: &Deps<'_>, info: &SessionInfo, f: Finished<'_>) {
+    let micros = f.since.elapsed().as_micros() as u64;
+    deps.audit
+        .record(record::outcome(info, f.seq, f.index, &f.outcome, micros));
+}
+
+/// The outcome of a record the proxy never forwarded.
+fn not_forwarded(deps: &Deps<'_>, info: &SessionInfo, seq: u64, outcome: &Outcome<'_>) {
+    deps.audit.record(record::outcome(info, seq, None, outcome, 0));
+}

@@ -1,0 +1,202 @@
+//! Database → client. Every server message is paired with the ledger by its header; only
+//! the few that carry outcomes or settings are decoded (DataRows and COPY data are never
+//! buffered whole). Bytes are forwarded untouched, in whole messages where they fit.
+//!
+//! The proxy's own answers (refusals) are written in their turn, when everything before
+//! them has been answered.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::ledger::Ledger;
+use super::{emit, Deps, End, Link};
+use crate::audit::SessionInfo;
+use crate::protocol::{backend as be, frame};
+
+/// Largest server message the relay decodes (errors, command tags, settings); DataRows and
+/// COPY data of any size pass through without being buffered.
+const MAX_DECODED_SERVER_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Server messages the ledger reads the body of.
+fn decoded(tag: u8) -> bool {
+    matches!(
+        tag,
+        be::COMMAND_COMPLETE
+            | be::ERROR_RESPONSE
+            | be::READY_FOR_QUERY
+            | be::PARAMETER_STATUS
+            | be::PARAMETER_DESCRIPTION
+    )
+}
+
+/// Returns when the database closes the connection or a message cannot be paired.
+pub(super) async fn run<R, W>(
+    deps: &Deps<'_>,
+    info: &SessionInfo,
+    upstream: &mut R,
+    client: &mut W,
+    link: &Link,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(32 * 1024);
+    let mut side = Side::default();
+    let mut out = BytesMut::new();
+    let mut client_gone = false;
+    let refusal = link.refused.notified();
+    tokio::pin!(refusal);
+    loop {
+        if buf.capacity() - buf.len() < 8192 {
+            buf.reserve(32 * 1024);
+        }
+        let read = tokio::select! {
+            _ = &mut refusal => {
+                refusal.set(link.refused.notified());
+                None
+            }
+            r = upstream.read_buf(&mut buf) => Some(r),
+        };
+        match read {
+            None => {}
+            Some(Ok(0)) => {
+                let left = link.client_left.load(Ordering::Relaxed);
+                if !client_gone && !left && side.skip == 0 && !side.fatal_seen {
+                    out.clear();
+                    be::error(&mut out, "FATAL", "08006", "the connection to the database was lost");
+                    let _ = client.write_all(&out).await;
+                }
+                return End::UpstreamClosed;
+            }
+            Some(Err(e)) => return End::Io(e.to_string()),
+            Some(Ok(_)) => {}
+        }
+
+        let (pos, unpaired) = side.scan(deps, info, &mut buf, link, &mut out);
+        if let Some(why) = &unpaired {
+            // What was paired before goes out, then the reason.
+            side.fatal.clear();
+            be::error(&mut side.fatal, "FATAL", "08P01", why);
+        }
+        // A client that went away stops receiving, but the outcomes of what still runs
+        // belong in the audit: keep reading from the database.
+        if !client_gone && (pos > 0 || !out.is_empty() || unpaired.is_some()) {
+            link.clean.store(false, Ordering::Relaxed);
+            // The proxy's own answers come first: they answer messages sent before
+            // anything these bytes answer.
+            let mut written = out.is_empty() || client.write_all(&out).await.is_ok();
+            if written && pos > 0 {
+                written = client.write_all(&buf[..pos]).await.is_ok();
+            }
+            if written && unpaired.is_some() {
+                written = client.write_all(&side.fatal).await.is_ok();
+                let _ = client.flush().await;
+            }
+            client_gone = !written;
+            link.clean.store(side.skip == 0, Ordering::Relaxed);
+        }
+        if pos > 0 {
+            link.to_client.fetch_add(pos as u64, Ordering::Relaxed);
+            deps.metrics.bytes_to_clients.inc_by(pos as u64);
+            buf.advance(pos);
+        }
+        if let Some(why) = unpaired {
+            // The client has been told; the relay must not tell it again.
+            link.client_left.store(true, Ordering::Relaxed);
+            return End::Halted(why);
+        }
+    }
+}
+
+/// The server side's scanning state, kept between reads.
+#[derive(Default)]
+struct Side {
+    /// Bytes of a message passed through without decoding, still to come.
+    skip: usize,
+    /// The database's own FATAL already told the client why it is closing.
+    fatal_seen: bool,
+    /// The proxy's FATAL when a message could not be paired.
+    fatal: BytesMut,
+}
+
+
+impl Side {
+    /// Pairs the messages `buf` holds. Returns how many bytes may go to the client (whole
+    /// messages, or the part of a large one that passes through); `out` receives the
+    /// proxy's own answers now due. The ledger's lock is never held across an await.
+    fn scan(
+        &mut self,
+        deps: &Deps<'_>,
+        info: &SessionInfo,
+        buf: &mut BytesMut,
+        link: &Link,
+        out: &mut BytesMut,
+    ) -> (usize, Option<String>) {
+        let mut pos = self.skip.min(buf.len());
+        self.skip -= pos;
+        out.clear();
+        let mut ledger = link.ledger();
+        let now = Instant::now();
+        // Refusals are queued only when nothing else is in flight: whatever they follow
+        // has been answered, and whatever these bytes answer comes after them.
+        answer_refusals(&mut ledger, out);
+        let mut unpaired = None;
+        while self.skip == 0 {
+            let h = match frame::header(&buf[pos..], usize::MAX) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    unpaired = Some(format!("bad message from the database: {e}"));
+                    break;
+                }
+            };
+            let avail = buf.len() - pos;
+            let body: &[u8] = if decoded(h.tag) {
+                if h.total > MAX_DECODED_SERVER_MESSAGE {
+                    unpaired = Some("oversized message from the database".into());
+                    break;
+                }
+                if avail < h.total {
+                    buf.reserve(h.total - avail);
+                    break;
+                }
+                &buf[pos + frame::HEADER_LEN..pos + h.total]
+            } else {
+                &[]
+            };
+            if h.tag == be::ERROR_RESPONSE && is_fatal(body) {
+                self.fatal_seen = true;
+            }
+            if let Err(v) = ledger.server(h.tag, body, now, &mut |f| emit(deps, info, f)) {
+                tracing::warn!(session = %info.session, error = %v, "ending the session");
+                unpaired = Some(v.to_string());
+                break;
+            }
+            if avail >= h.total {
+                pos += h.total;
+            } else {
+                self.skip = h.total - avail;
+                pos = buf.len();
+            }
+        }
+        drop(ledger);
+        link.settled.notify_one();
+        (pos, unpaired)
+    }
+}
+
+/// The proxy's own answers whose turn has come.
+fn answer_refusals(ledger: &mut Ledger, out: &mut BytesMut) {
+    for (code, message, status) in ledger.due_refusals() {
+        be::error(out, "ERROR", code, message);
+        be::ready_for_query(out, status);
+    }
+}
+
+fn is_fatal(body: &[u8]) -> bool {
+    be::error_fields(body).is_ok_and(|f| f.is_fatal())
+}

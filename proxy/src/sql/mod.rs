@@ -1,0 +1,219 @@
+//! What the audit needs to know about SQL text before it is forwarded, from PostgreSQL's
+//! own lexical rules ([`lexer`]): the statements of a query string ([`split`]), the text
+//! with password literals replaced ([`redact`]), and a few facts about the statements that
+//! decide how the relay treats them ([`inspect`]).
+//!
+//! The proxy pins `client_encoding = UTF8` and `standard_conforming_strings = on` for every
+//! session, so all text is lexed with [`Mode::PINNED`]; statements that would change either
+//! are refused, and a change the server reports anyway ends the session.
+
+pub mod lexer;
+pub mod redact;
+pub mod split;
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+pub use lexer::Mode;
+use lexer::{Kind, Lexer};
+pub use redact::{Redaction, REDACTED};
+
+/// Who sent the text: people may not do everything services may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Service,
+    Person,
+}
+
+/// Why the proxy refuses to forward a text. Each maps to an SQLSTATE and a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A password literal whose extent depends on settings (see [`redact`]).
+    AmbiguousSecret,
+    /// A statement that would change `client_encoding` or `standard_conforming_strings`.
+    ChangesLexing,
+    /// A person changing a role's password: their role's password belongs to dbgw.
+    PasswordChange,
+}
+
+impl Refusal {
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            Refusal::AmbiguousSecret => "0A000",
+            Refusal::ChangesLexing => "0A000",
+            Refusal::PasswordChange => "42501",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::AmbiguousSecret => {
+                "dbgw refuses a password literal that PostgreSQL could read in two ways \
+                 (a backslash, or a multi-byte character next to it): write it without \
+                 backslashes, or use psql's \\password"
+            }
+            Refusal::ChangesLexing => {
+                "dbgw pins client_encoding = UTF8 and standard_conforming_strings = on: \
+                 statements that change them are refused"
+            }
+            Refusal::PasswordChange => {
+                "a person's database password is managed by dbgw and cannot be changed \
+                 through it"
+            }
+        }
+    }
+}
+
+/// SQL-level commands that change the server's prepared statements or portals behind the
+/// protocol's back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Touches {
+    /// PREPARE, DEALLOCATE, DISCARD.
+    pub statements: bool,
+    /// DECLARE, CLOSE, DISCARD.
+    pub portals: bool,
+}
+
+/// What the relay learns from a text before forwarding it.
+#[derive(Debug)]
+pub struct Inspection<'a> {
+    /// The text as the record holds it (secrets replaced).
+    pub text: Cow<'a, str>,
+    pub redacted: bool,
+    /// The statements of `text`, as byte ranges of it.
+    pub statements: Vec<Range<usize>>,
+    /// A statement starts with COPY (it may read data from the client).
+    pub copy: bool,
+    pub touches: Touches,
+    pub refuse: Option<Refusal>,
+}
+
+/// Inspects a Query string or a Parse text.
+pub fn inspect(text: &str, caller: Caller) -> Inspection<'_> {
+    let (text, redacted, mut refuse) = match redact::redact(text) {
+        Redaction::Clean => (Cow::Borrowed(text), false, None),
+        Redaction::Redacted(t) => (Cow::Owned(t), true, None),
+        Redaction::Ambiguous(t) => (Cow::Owned(t), true, Some(Refusal::AmbiguousSecret)),
+    };
+    let statements = split::statements(&text, Mode::PINNED);
+    let mut copy = false;
+    let mut touches = Touches::default();
+    for r in &statements {
+        let stmt = &text[r.clone()];
+        let mut words = Lexer::new(stmt, Mode::PINNED).filter(|t| t.is_code());
+        let Some(first) = words.next() else { continue };
+        let is = |t: &lexer::Token, k: &str| t.kind == Kind::Word && t.text(stmt).eq_ignore_ascii_case(k);
+        if is(&first, "copy") {
+            copy = true;
+        } else if is(&first, "prepare") || is(&first, "deallocate") {
+            touches.statements = true;
+        } else if is(&first, "declare") || is(&first, "close") {
+            touches.portals = true;
+        } else if is(&first, "discard") {
+            touches.statements = true;
+            touches.portals = true;
+        } else if refuse.is_none() {
+            refuse = refusal(stmt, &first, caller);
+        }
+    }
+    Inspection {
+        text,
+        redacted,
+        statements,
+        copy,
+        touches,
+        refuse,
+    }
+}
+
+/// Settings whose change would make the proxy lex text differently from the server.
+const PINNED_SETTINGS: [&str; 3] = ["client_encoding", "names", "standard_conforming_strings"];
+
+fn refusal(stmt: &str, first: &lexer::Token, caller: Caller) -> Option<Refusal> {
+    let word = |t: &lexer::Token, k: &str| t.kind == Kind::Word && t.text(stmt).eq_ignore_ascii_case(k);
+    let mut rest = Lexer::new(&stmt[first.end..], Mode::PINNED)
+        .filter(|t| t.is_code())
+        .map(|t| lexer::Token {
+            start: t.start + first.end,
+            end: t.end + first.end,
+            ..t
+        });
+    if word(first, "set") {
+        let mut next = rest.next()?;
+        if word(&next, "session") || word(&next, "local") {
+            next = rest.next()?;
+        }
+        let name = unquote(next.text(stmt));
+        return PINNED_SETTINGS
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s))
+            .then_some(Refusal::ChangesLexing);
+    }
+    let tokens: Vec<lexer::Token> = rest.collect();
+    if tokens.iter().any(|t| word(t, "set_config"))
+        && tokens.iter().any(|t| {
+            t.kind == Kind::String
+                && PINNED_SETTINGS[..]
+                    .iter()
+                    .any(|s| t.text(stmt).trim_matches('\'').eq_ignore_ascii_case(s))
+        })
+    {
+        return Some(Refusal::ChangesLexing);
+    }
+    if caller == Caller::Person
+        && word(first, "alter")
+        && tokens.first().is_some_and(|t| word(t, "role") || word(t, "user"))
+        && tokens.iter().any(|t| word(t, "password"))
+    {
+        return Some(Refusal::PasswordChange);
+    }
+    None
+}
+
+fn unquote(name: &str) -> &str {
+    name.strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_about_statements() {
+        let i = inspect("select 1; COPY t FROM STDIN; -- x\r DISCARD ALL", Caller::Service);
+        assert_eq!(i.statements.len(), 3);
+        assert!(i.copy);
+        assert_eq!(i.touches, Touches { statements: true, portals: true });
+        assert_eq!(i.refuse, None);
+        let i = inspect("/* c */ copy t to stdout", Caller::Service);
+        assert!(i.copy);
+        assert!(!inspect("select 'copy'", Caller::Service).copy);
+    }
+
+    #[test]
+    fn lexing_settings_cannot_be_changed() {
+        for text in [
+            "SET client_encoding = 'SJIS'",
+            "set local \"standard_conforming_strings\" to off",
+            "SET NAMES 'LATIN1'",
+            "select 1; SELECT set_config('standard_conforming_strings', 'off', false)",
+        ] {
+            assert_eq!(inspect(text, Caller::Service).refuse, Some(Refusal::ChangesLexing), "{text}");
+        }
+        for text in ["SET search_path = x", "SHOW client_encoding", "select current_setting('client_encoding')"] {
+            assert_eq!(inspect(text, Caller::Service).refuse, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn people_cannot_change_passwords() {
+        let text = "ALTER\x0bROLE current_user\x0bPASSWORD\x0b'x'";
+        let i = inspect(text, Caller::Person);
+        assert_eq!(i.refuse, Some(Refusal::PasswordChange));
+        assert!(!i.text.contains("'x'"));
+        assert_eq!(inspect(text, Caller::Service).refuse, None);
+        assert_eq!(inspect("ALTER ROLE me SET search_path = x", Caller::Person).refuse, None);
+    }
+}
