@@ -148,7 +148,7 @@ async fn open(
         }
     };
     let tls = matches!(client, Either::Left(_));
-    ctx.audit.record(record::connect(info, tls));
+    ctx.audit.record(record::connect(info, tls, &startup.params));
     let user = startup.get("user").unwrap_or("").to_string();
     let database = startup
         .get("database")
@@ -291,6 +291,19 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     }
 
+    // Parameters for the upstream session: what the client asked for, minus what the proxy
+    // decides (user, database) or refuses, with the settings the audit lexes by pinned.
+    let asked: Vec<(String, String)> = startup
+        .params
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        })
+        .cloned()
+        .collect();
+    let extra = crate::sql::pinned_startup(&asked)
+        .map_err(|why| Refused::new("0A000", why.clone(), why))?;
+
     let mut buf = BytesMut::new();
     let (creds, identity) = if user.contains('@') {
         auth::person::authenticate(ctx, client, &mut buf, user, database, tls).await?
@@ -320,16 +333,6 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     }
 
-    // Parameters for the upstream session: what the client asked for, minus what the proxy
-    // decides (user, database) or refuses.
-    let extra: Vec<(String, String)> = startup
-        .params
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
-        })
-        .cloned()
-        .collect();
     let application = startup.get("application_name").unwrap_or("");
     info.logged_in(&identity, database, &creds.username, application);
 

@@ -182,6 +182,12 @@ impl Connector {
                     }
                 }
                 backend::PARAMETER_STATUS => {
+                    let (name, value) = backend::parameter_status(&body).map_err(unavailable)?;
+                    if !crate::sql::keeps_pinned_value(name, value) {
+                        return Err(unavailable(format!(
+                            "the database reports {name} = {value}; dbgw needs the pinned value"
+                        )));
+                    }
                     parameters.extend_from_slice(&[tag]);
                     parameters.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
                     parameters.extend_from_slice(&body);

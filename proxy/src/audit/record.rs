@@ -140,9 +140,19 @@ pub fn push_ts(out: &mut String) {
     });
 }
 
-pub fn connect(session: &SessionInfo, tls: bool) -> String {
+/// A client connected and sent its start-up parameters (all of them, as sent).
+pub fn connect(session: &SessionInfo, tls: bool, params: &[(String, String)]) -> String {
     let mut b = head("connect", session);
-    let _ = write!(b, ",\"tls\":{tls}");
+    let _ = write!(b, ",\"tls\":{tls},\"startup\":{{");
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            b.push(',');
+        }
+        push_json_str(&mut b, k);
+        b.push(':');
+        push_json_str(&mut b, v);
+    }
+    b.push('}');
     b
 }
 

@@ -75,7 +75,7 @@ impl Default for AuditSettings {
             flush_interval_ms: 2,
             reserve_bytes: 4 * 1024 * 1024,
             max_buffered_bytes: 64 * 1024 * 1024,
-            param_cap_bytes: 2048,
+            param_cap_bytes: 64 * 1024,
         }
     }
 }

@@ -1591,12 +1591,7 @@ fn ok(seq: u64, tag: &'static str, since: Instant) -> Finished<'static> {
 /// ParameterStatus: the settings the proxy lexes by must keep their pinned values.
 fn check_parameter(body: &[u8]) -> Result<(), Violation> {
     let (name, value) = be::parameter_status(body)?;
-    let pinned = match name {
-        "client_encoding" => value.eq_ignore_ascii_case("UTF8"),
-        "standard_conforming_strings" => value == "on",
-        _ => true,
-    };
-    if pinned {
+    if sql::keeps_pinned_value(name, value) {
         Ok(())
     } else {
         Err(Violation::Setting {

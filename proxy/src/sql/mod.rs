@@ -170,6 +170,102 @@ fn refusal(stmt: &str, first: &lexer::Token, caller: Caller) -> Option<Refusal> 
     None
 }
 
+/// The start-up parameters sent upstream for a client's: `client_encoding` and
+/// `standard_conforming_strings` pinned, whatever the client asked. A client asking for
+/// another encoding or for backslash escapes in plain literals is refused (the error
+/// names what it asked for); `SQL_ASCII` (psql in the C locale) is read as UTF-8, which
+/// it is byte for byte on a UTF-8 database.
+pub fn pinned_startup(params: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::with_capacity(params.len() + 2);
+    for (k, v) in params {
+        match k.as_str() {
+            "client_encoding" => {
+                let name: String = v
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                if !matches!(name.as_str(), "utf8" | "unicode" | "sqlascii") {
+                    return Err(format!(
+                        "dbgw requires client_encoding UTF8 (the client asked for {v}): set PGCLIENTENCODING=UTF8"
+                    ));
+                }
+            }
+            "standard_conforming_strings" => {
+                if !matches!(v.to_ascii_lowercase().as_str(), "on" | "true" | "yes" | "1") {
+                    return Err("dbgw requires standard_conforming_strings = on".into());
+                }
+            }
+            "options" => {
+                if let Some(name) = options_settings(v).find(|n| PINNED_STARTUP.contains(&n.as_str())) {
+                    return Err(format!("dbgw pins {name}: it cannot be set in options"));
+                }
+                out.push((k.clone(), v.clone()));
+            }
+            _ => out.push((k.clone(), v.clone())),
+        }
+    }
+    out.push(("client_encoding".into(), "UTF8".into()));
+    out.push(("standard_conforming_strings".into(), "on".into()));
+    Ok(out)
+}
+
+const PINNED_STARTUP: [&str; 2] = ["client_encoding", "standard_conforming_strings"];
+
+/// Whether a setting the server reports (ParameterStatus) keeps the value the proxy lexes
+/// by.
+pub fn keeps_pinned_value(name: &str, value: &str) -> bool {
+    match name {
+        "client_encoding" => value.eq_ignore_ascii_case("UTF8"),
+        "standard_conforming_strings" => value == "on",
+        _ => true,
+    }
+}
+
+/// The setting names in a start-up `options` string (`-c name=value`, `-cname=value`,
+/// `--name=value`; words split on unescaped whitespace, `\` escaping), normalised as the
+/// server does (lower case, `-` read as `_`).
+fn options_settings(options: &str) -> impl Iterator<Item = String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    word.push(n);
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let setting = if w == "-c" {
+            i += 1;
+            words.get(i).map(String::as_str)
+        } else {
+            w.strip_prefix("--").or_else(|| w.strip_prefix("-c"))
+        };
+        if let Some(s) = setting {
+            let name = s.split('=').next().unwrap_or("");
+            names.push(name.replace('-', "_").to_ascii_lowercase());
+        }
+        i += 1;
+    }
+    names.into_iter()
+}
+
 fn unquote(name: &str) -> &str {
     name.strip_prefix('"')
         .and_then(|n| n.strip_suffix('"'))
@@ -205,6 +301,27 @@ mod tests {
         for text in ["SET search_path = x", "SHOW client_encoding", "select current_setting('client_encoding')"] {
             assert_eq!(inspect(text, Caller::Service).refuse, None, "{text}");
         }
+    }
+
+    #[test]
+    fn start_up_pins_lexing_settings() {
+        let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let out = pinned_startup(&[p("application_name", "x"), p("client_encoding", "SQL_ASCII")]).unwrap();
+        assert!(out.contains(&p("client_encoding", "UTF8")));
+        assert!(out.contains(&p("standard_conforming_strings", "on")));
+        assert!(!out.contains(&p("client_encoding", "SQL_ASCII")));
+        assert!(pinned_startup(&[p("client_encoding", "utf-8")]).is_ok());
+        for bad in [
+            p("client_encoding", "SJIS"),
+            p("standard_conforming_strings", "off"),
+            p("options", "-c standard_conforming_strings=off"),
+            p("options", "-cclient-encoding=LATIN1"),
+            p("options", "--client_encoding=LATIN1"),
+            p("options", "-c search_path=x -c Client_Encoding=BIG5"),
+        ] {
+            assert!(pinned_startup(&[bad.clone()]).is_err(), "{bad:?}");
+        }
+        assert!(pinned_startup(&[p("options", "-c search_path=a\\ b")]).is_ok());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! directory, and helpers to read what the audit log says.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -384,6 +386,16 @@ impl RawClient {
             }
         }
         None
+    }
+
+    /// A start-up the proxy refuses before authentication: the SQLSTATE of its FATAL.
+    pub async fn login_refused(addr: SocketAddr, params: &[(&str, &str)]) -> String {
+        let mut c = RawClient::connect(addr).await;
+        let mut out = bytes::BytesMut::new();
+        proxy::protocol::startup::startup_message(&mut out, params);
+        c.send(&out).await.unwrap();
+        let body = c.until(b'E').await.expect("an ErrorResponse");
+        sqlstate(&body)
     }
 
     /// Start-up and SCRAM login; returns once ReadyForQuery arrived.
