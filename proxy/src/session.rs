@@ -89,7 +89,16 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
             Identity::Person { .. } => crate::sql::Caller::Person,
             Identity::Service { .. } => crate::sql::Caller::Service,
         };
-        let result = relay::run(&deps, &info, caller, client, upstream.stream, upstream.status, &halt).await;
+        let result = relay::run(
+            &deps,
+            &info,
+            caller,
+            client,
+            upstream.stream,
+            upstream.status,
+            &halt,
+        )
+        .await;
         ctx.metrics.active_sessions.dec();
         result
     };
@@ -148,7 +157,8 @@ async fn open(
         }
     };
     let tls = matches!(client, Either::Left(_));
-    ctx.audit.record(record::connect(info, tls, &startup.params));
+    ctx.audit
+        .record(record::connect(info, tls, &startup.params));
     let user = startup.get("user").unwrap_or("").to_string();
     let database = startup
         .get("database")

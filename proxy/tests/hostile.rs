@@ -21,7 +21,9 @@ async fn stack() -> Stack {
     // Every row says when it was written, by the server's clock.
     let admin = stack.cluster.connect("rates").await.unwrap();
     admin
-        .batch_execute("ALTER TABLE notes ADD COLUMN at timestamptz NOT NULL DEFAULT clock_timestamp()")
+        .batch_execute(
+            "ALTER TABLE notes ADD COLUMN at timestamptz NOT NULL DEFAULT clock_timestamp()",
+        )
         .await
         .unwrap();
     stack
@@ -70,7 +72,11 @@ fn ts(record: &Value) -> DateTime<Utc> {
 
 /// `record` was accepted before the server wrote a row at `at`.
 fn before(record: &Value, at: DateTime<Utc>) {
-    assert!(ts(record) < at, "record {} is not older than the row it caused ({at})", record["ts"]);
+    assert!(
+        ts(record) < at,
+        "record {} is not older than the row it caused ({at})",
+        record["ts"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,16 +84,29 @@ async fn a_carriage_return_ends_a_comment_and_the_statement_after_it_is_recorded
     let stack = stack().await;
     let mut c = RawClient::login(stack.addr, &stack.writer, "cr").await;
     let text = "SELECT 'x'; -- c\rINSERT INTO notes (body) VALUES ('cr-evil')";
-    exchange(&mut c, &[query_msg(text)], 1, &[], &["SELECT 1", "INSERT 0 1"]).await;
+    exchange(
+        &mut c,
+        &[query_msg(text)],
+        1,
+        &[],
+        &["SELECT 1", "INSERT 0 1"],
+    )
+    .await;
 
     let rows = written(&stack, "cr-evil").await;
     assert_eq!(rows.len(), 1, "the server ran the INSERT");
     let (record, outcomes) = record_with(&stack, "cr", "cr-evil");
     assert_eq!(record["statement"], text, "the whole query string, as sent");
-    assert_eq!(record["statements"][1], "INSERT INTO notes (body) VALUES ('cr-evil')");
+    assert_eq!(
+        record["statements"][1],
+        "INSERT INTO notes (body) VALUES ('cr-evil')"
+    );
     before(&record, rows[0]);
     let insert = outcomes.iter().find(|o| o["index"] == 1).unwrap();
-    assert_eq!((insert["status"].as_str(), insert["tag"].as_str()), (Some("ok"), Some("INSERT 0 1")));
+    assert_eq!(
+        (insert["status"].as_str(), insert["tag"].as_str()),
+        (Some("ok"), Some("INSERT 0 1"))
+    );
     stack.stop().await;
 }
 
@@ -118,7 +137,10 @@ async fn a_closed_portal_does_not_let_a_rejected_parse_rename_what_runs() {
     let executions = common::executions(&stack.records(), "close-portal");
     assert_eq!(executions.len(), 1, "{executions:#?}");
     let (record, outcome) = &executions[0];
-    assert_eq!(record["statement"], "INSERT INTO notes (body) VALUES ('one')");
+    assert_eq!(
+        record["statement"],
+        "INSERT INTO notes (body) VALUES ('one')"
+    );
     assert_eq!(outcome.as_ref().unwrap()["tag"], "INSERT 0 1");
     before(record, rows[0]);
     stack.stop().await;
@@ -188,7 +210,10 @@ async fn a_bind_without_execute_runs_code_and_leaves_a_record() {
     assert!(errors.is_empty() && tags.is_empty(), "{errors:?} {tags:?}");
 
     let logged: Vec<DateTime<Utc>> = admin
-        .query("SELECT at FROM bind_log WHERE v = 'bound-but-never-executed'", &[])
+        .query(
+            "SELECT at FROM bind_log WHERE v = 'bound-but-never-executed'",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -197,7 +222,10 @@ async fn a_bind_without_execute_runs_code_and_leaves_a_record() {
     assert_eq!(logged.len(), 1, "the Bind ran the domain's check");
     let (record, outcomes) = record_with(&stack, "bind-only", "SELECT $1");
     assert_eq!(record["steps"], serde_json::json!(["parse", "bind"]));
-    assert_eq!(record["params"], serde_json::json!(["bound-but-never-executed"]));
+    assert_eq!(
+        record["params"],
+        serde_json::json!(["bound-but-never-executed"])
+    );
     assert_eq!(outcomes[0]["tag"], "BIND");
     before(&record, logged[0]);
     stack.stop().await;
@@ -207,25 +235,49 @@ async fn a_bind_without_execute_runs_code_and_leaves_a_record() {
 async fn backslash_escapes_cannot_be_switched_on_to_hide_a_statement() {
     let stack = stack().await;
     // At login, in any spelling.
-    for options in ["-c standard_conforming_strings=off", "--standard-conforming-strings=off"] {
+    for options in [
+        "-c standard_conforming_strings=off",
+        "--standard-conforming-strings=off",
+    ] {
         let refused = RawClient::login_refused(
             stack.addr,
-            &[("user", &stack.writer.username), ("database", "rates"), ("options", options)],
+            &[
+                ("user", &stack.writer.username),
+                ("database", "rates"),
+                ("options", options),
+            ],
         )
         .await;
         assert_eq!(refused, "0A000", "{options}");
     }
     let mut c = RawClient::login(stack.addr, &stack.writer, "scs").await;
     // By statement: refused, and the session goes on.
-    exchange(&mut c, &[query_msg("SET standard_conforming_strings = off")], 1, &["0A000"], &[]).await;
+    exchange(
+        &mut c,
+        &[query_msg("SET standard_conforming_strings = off")],
+        1,
+        &["0A000"],
+        &[],
+    )
+    .await;
     // So a backslash before a quote is just a character: the INSERT is a statement of its
     // own, and the record shows it as one.
     let text = "SELECT 'a\\'; INSERT INTO notes (body) VALUES ('scs-plain'); --'";
-    exchange(&mut c, &[query_msg(text)], 1, &[], &["SELECT 1", "INSERT 0 1"]).await;
+    exchange(
+        &mut c,
+        &[query_msg(text)],
+        1,
+        &[],
+        &["SELECT 1", "INSERT 0 1"],
+    )
+    .await;
     let rows = written(&stack, "scs-plain").await;
     assert_eq!(rows.len(), 1);
     let (record, _) = record_with(&stack, "scs", "scs-plain");
-    assert_eq!(record["statements"][1], "INSERT INTO notes (body) VALUES ('scs-plain')");
+    assert_eq!(
+        record["statements"][1],
+        "INSERT INTO notes (body) VALUES ('scs-plain')"
+    );
     before(&record, rows[0]);
 
     // Hidden in a function: the server reports the change and the session ends before the
@@ -255,7 +307,13 @@ async fn backslash_escapes_cannot_be_switched_on_to_hide_a_statement() {
         .iter()
         .find(|r| r["type"] == "disconnect" && r["application"] == "scs")
         .unwrap();
-    assert!(end["reason"].as_str().unwrap().contains("standard_conforming_strings"), "{end}");
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("standard_conforming_strings"),
+        "{end}"
+    );
     stack.stop().await;
 }
 
@@ -282,7 +340,10 @@ async fn vertical_tabs_around_password_do_not_leak_it() {
     for file in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
         let text = std::fs::read_to_string(file).unwrap();
         for part in ["vt-secret", "secret-3", "x73ecret"] {
-            assert!(!text.contains(part), "a password reached the audit log: {part}");
+            assert!(
+                !text.contains(part),
+                "a password reached the audit log: {part}"
+            );
         }
     }
     let records = stack.records();
@@ -299,7 +360,11 @@ async fn vertical_tabs_around_password_do_not_leak_it() {
 
 async fn proxy_test_restore(admin: &tokio_postgres::Client, stack: &Stack) {
     use secrecy::ExposeSecret;
-    dbgw_db::schema::set_password(admin, &stack.writer.username, stack.writer.password.expose_secret())
-        .await
-        .unwrap();
+    dbgw_db::schema::set_password(
+        admin,
+        &stack.writer.username,
+        stack.writer.password.expose_secret(),
+    )
+    .await
+    .unwrap();
 }

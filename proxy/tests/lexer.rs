@@ -85,7 +85,10 @@ impl Server {
                     return (msg[0], msg[5..].to_vec());
                 }
             }
-            assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0, "server closed");
+            assert!(
+                self.stream.read_buf(&mut self.buf).await.unwrap() > 0,
+                "server closed"
+            );
         }
     }
 
@@ -141,9 +144,26 @@ impl Generator {
         for _ in 0..self.rng.random_range(0..6) {
             let piece = if self.sjis {
                 // Each of these ends in the byte 0x5c ('\') in SJIS.
-                self.pick(&["a", ";", "--", "/*", "*/", "\"", "$", "ソ", "表", "能", "予", " ", "\n"])
+                self.pick(&[
+                    "a", ";", "--", "/*", "*/", "\"", "$", "ソ", "表", "能", "予", " ", "\n",
+                ])
             } else {
-                self.pick(&["a", ";", "--", "/*", "*/", "\"", "$", "é", "日本", "\u{1F600}", " ", "\r", "\n", "\t"])
+                self.pick(&[
+                    "a",
+                    ";",
+                    "--",
+                    "/*",
+                    "*/",
+                    "\"",
+                    "$",
+                    "é",
+                    "日本",
+                    "\u{1F600}",
+                    " ",
+                    "\r",
+                    "\n",
+                    "\t",
+                ])
             };
             s.push_str(piece);
         }
@@ -200,7 +220,12 @@ impl Generator {
                 let body = self.text().replace(&format!("${tag}$"), "");
                 format!("${tag}${body}$x${tag}$")
             }
-            2 => format!("'{}'{}'{}'", self.quoted('\'', plain_escapes), self.continuation(), self.quoted('\'', plain_escapes)),
+            2 => format!(
+                "'{}'{}'{}'",
+                self.quoted('\'', plain_escapes),
+                self.continuation(),
+                self.quoted('\'', plain_escapes)
+            ),
             3 => "B'0101'".into(),
             4 => "X'AF'".into(),
             5 if !self.backslash_escapes => "U&'\\0041b'".into(),
@@ -212,13 +237,24 @@ impl Generator {
     /// Between two literals: sometimes a continuation (a newline in it), sometimes not (a
     /// concatenation operator then, so the statement stays valid).
     fn continuation(&mut self) -> String {
-        self.pick(&["\n", " -- c\n ", "\r\n\t", " || ", "\n-- c\n", " || /*\n*/ "]).to_string()
+        self.pick(&[
+            "\n",
+            " -- c\n ",
+            "\r\n\t",
+            " || ",
+            "\n-- c\n",
+            " || /*\n*/ ",
+        ])
+        .to_string()
     }
 
     fn expression(&mut self) -> String {
         match self.rng.random_range(0..6) {
             0 => self.pick(&["1", "2.5", ".5e3", "1e-2"]).into(),
-            1 => format!("2 {}1", self.pick(&["+", "-", "*/*c*/", "+--c\n", "-/*c*/-"])),
+            1 => format!(
+                "2 {}1",
+                self.pick(&["+", "-", "*/*c*/", "+--c\n", "-/*c*/-"])
+            ),
             2 => format!("({})", self.literal()),
             3 => format!("{}::text", self.literal()),
             _ => self.literal(),
@@ -238,12 +274,21 @@ impl Generator {
         } else {
             marker.to_string()
         };
-        format!("SELECT{}{}{}AS {alias}", self.space(), self.expression(), self.space())
+        format!(
+            "SELECT{}{}{}AS {alias}",
+            self.space(),
+            self.expression(),
+            self.space()
+        )
     }
 
     fn query(&mut self, q: usize) -> String {
         let n = self.rng.random_range(0..5);
-        let mut s = if self.rng.random_bool(0.2) { self.space() } else { String::new() };
+        let mut s = if self.rng.random_bool(0.2) {
+            self.space()
+        } else {
+            String::new()
+        };
         for k in 0..n {
             if k > 0 {
                 s.push_str(self.pick(&[";", ";;", "; ;", ";\n/*;*/;"]));
@@ -325,7 +370,11 @@ async fn differential(server: &mut Server, mut generator: Generator, cases: usiz
         };
         let theirs = server_view(&answer, &created);
         let ours = proxy_view(&sql, mode);
-        assert_eq!(ours, theirs, "\nquery {q}: {sql:?}\nserver answered {:?}", answer.statements);
+        assert_eq!(
+            ours, theirs,
+            "\nquery {q}: {sql:?}\nserver answered {:?}",
+            answer.statements
+        );
     }
     compared
 }
@@ -336,9 +385,24 @@ async fn the_proxy_splits_query_strings_as_postgresql_does() {
     let mut server = Server::connect(&cluster).await;
     let cases = 3000;
     for (name, backslash_escapes, sjis, setup) in [
-        ("standard_conforming_strings = on", false, false, "SET standard_conforming_strings = on"),
-        ("standard_conforming_strings = off", true, false, "SET standard_conforming_strings = off"),
-        ("client_encoding = SJIS", false, true, "SET client_encoding = 'SJIS'"),
+        (
+            "standard_conforming_strings = on",
+            false,
+            false,
+            "SET standard_conforming_strings = on",
+        ),
+        (
+            "standard_conforming_strings = off",
+            true,
+            false,
+            "SET standard_conforming_strings = off",
+        ),
+        (
+            "client_encoding = SJIS",
+            false,
+            true,
+            "SET client_encoding = 'SJIS'",
+        ),
     ] {
         server.set(setup).await;
         let generator = Generator {
@@ -348,7 +412,10 @@ async fn the_proxy_splits_query_strings_as_postgresql_does() {
         };
         let compared = differential(&mut server, generator, cases).await;
         eprintln!("{name}: {compared} of {cases} query strings compared");
-        assert!(compared >= cases / 2, "{name}: too few valid query strings ({compared})");
+        assert!(
+            compared >= cases / 2,
+            "{name}: too few valid query strings ({compared})"
+        );
         server.set("RESET ALL").await;
         server.set("DISCARD TEMP").await;
     }

@@ -8,8 +8,8 @@ mod common;
 
 use common::wire::*;
 use common::{executions, query_msg, sqlstate, RawClient, Stack};
-use serde_json::Value;
 use proxy::settings::Plaintext;
+use serde_json::Value;
 
 async fn stack() -> Stack {
     Stack::with(common::Options {
@@ -225,7 +225,8 @@ async fn a_function_call_behind_unanswered_work_is_refused_in_its_turn_or_closes
 
     // Behind a Query it waits (a Query may start COPY, so nothing but copy data passes it
     // until it is answered), then is refused alone; the session goes on.
-    let errors = function_call_after(&stack, "fcall-query", query_msg("SELECT pg_sleep(0.5)")).await;
+    let errors =
+        function_call_after(&stack, "fcall-query", query_msg("SELECT pg_sleep(0.5)")).await;
     assert_eq!(errors, ["0A000"], "the refusal, as an ERROR");
     let ran = ran(&stack, "fcall-query");
     let texts: Vec<&str> = ran.iter().map(|r| r.0.as_str()).collect();

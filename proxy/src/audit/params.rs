@@ -169,7 +169,9 @@ pub fn render(oid: u32, v: &[u8]) -> Option<String> {
         oid::INT4 => int(4).map(|n| n.to_string()),
         oid::INT8 => int(8).map(|n| n.to_string()),
         oid::OID => int(4).map(|n| (n as u32).to_string()),
-        oid::FLOAT4 => (v.len() == 4).then(|| float(f32::from_be_bytes([v[0], v[1], v[2], v[3]]) as f64, true)),
+        oid::FLOAT4 => {
+            (v.len() == 4).then(|| float(f32::from_be_bytes([v[0], v[1], v[2], v[3]]) as f64, true))
+        }
         oid::FLOAT8 => {
             let b: [u8; 8] = v.try_into().ok()?;
             Some(float(f64::from_be_bytes(b), false))
@@ -184,7 +186,14 @@ pub fn render(oid: u32, v: &[u8]) -> Option<String> {
         oid::BYTEA => Some(format!("\\x{}", hex::encode(v))),
         oid::UUID => (v.len() == 16).then(|| {
             let h = hex::encode(v);
-            format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )
         }),
         oid::DATE => int(4).and_then(date),
         oid::TIME => int(8).and_then(time_of_day),
@@ -215,7 +224,9 @@ fn date(days: i64) -> Option<String> {
         d if d == i32::MAX as i64 => Some("infinity".into()),
         d if d == i32::MIN as i64 => Some("-infinity".into()),
         d => {
-            let date = chrono::NaiveDate::from_num_days_from_ce_opt(i32::try_from(d).ok()?.checked_add(EPOCH_DAYS_FROM_CE)?)?;
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(
+                i32::try_from(d).ok()?.checked_add(EPOCH_DAYS_FROM_CE)?,
+            )?;
             Some(ymd(date))
         }
     }
@@ -252,7 +263,9 @@ fn timestamp(micros: i64, zone: &str) -> Option<String> {
         us => {
             let days = us.div_euclid(86_400_000_000);
             let rest = us.rem_euclid(86_400_000_000);
-            let date = chrono::NaiveDate::from_num_days_from_ce_opt(i32::try_from(days).ok()?.checked_add(EPOCH_DAYS_FROM_CE)?)?;
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(
+                i32::try_from(days).ok()?.checked_add(EPOCH_DAYS_FROM_CE)?,
+            )?;
             let d = ymd(date);
             let (day, era) = d.split_at(10);
             Some(format!("{day} {}{zone}{era}", hms(rest)))
@@ -288,7 +301,11 @@ fn interval(v: &[u8]) -> Option<String> {
 
 /// PostgreSQL's binary numeric: ndigits, weight, sign, dscale, then base-10000 digits.
 fn numeric(v: &[u8]) -> Option<String> {
-    let word = |i: usize| -> Option<u16> { Some(u16::from_be_bytes(v.get(2 * i..2 * i + 2)?.try_into().ok()?)) };
+    let word = |i: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(
+            v.get(2 * i..2 * i + 2)?.try_into().ok()?,
+        ))
+    };
     let ndigits = word(0)? as usize;
     let weight = word(1)? as i16 as i32;
     let sign = word(2)?;
@@ -329,7 +346,11 @@ fn numeric(v: &[u8]) -> Option<String> {
         let mut frac = String::new();
         let mut g = weight + 1;
         while frac.len() < dscale {
-            let d = if g < 0 { 0 } else { digits.get(g as usize).copied().unwrap_or(0) };
+            let d = if g < 0 {
+                0
+            } else {
+                digits.get(g as usize).copied().unwrap_or(0)
+            };
             let _ = write!(frac, "{d:04}");
             g += 1;
         }
@@ -340,7 +361,9 @@ fn numeric(v: &[u8]) -> Option<String> {
 
 /// An array in its text form (`{1,2,NULL}`, `{{a,b},{c,d}}`, `{"a b","q\"x"}`).
 fn array_text(element: u32, v: &[u8]) -> Option<String> {
-    let i32_at = |at: usize| -> Option<i32> { Some(i32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?)) };
+    let i32_at = |at: usize| -> Option<i32> {
+        Some(i32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?))
+    };
     let ndim = i32_at(0)?;
     let _has_nulls = i32_at(4)?;
     if i32_at(8)? as u32 != element || !(0..=6).contains(&ndim) {
@@ -399,7 +422,9 @@ fn nest(out: &mut String, dims: &[usize], items: &[Option<String>], next: &mut u
 fn quote_element(out: &mut String, s: &str) {
     let plain = !s.is_empty()
         && !s.eq_ignore_ascii_case("null")
-        && !s.bytes().any(|b| matches!(b, b'{' | b'}' | b',' | b'"' | b'\\') || super::super::sql::lexer::is_space(b));
+        && !s.bytes().any(|b| {
+            matches!(b, b'{' | b'}' | b',' | b'"' | b'\\') || super::super::sql::lexer::is_space(b)
+        });
     if plain {
         out.push_str(s);
     } else {
@@ -448,7 +473,11 @@ mod tests {
     #[test]
     fn values_over_the_cap_keep_length_and_hash() {
         let big = vec![b'a'; 100];
-        let v = json(&[Param::Text(&big), Param::Binary(&big)], &[0, oid::BYTEA], 10);
+        let v = json(
+            &[Param::Text(&big), Param::Binary(&big)],
+            &[0, oid::BYTEA],
+            10,
+        );
         assert_eq!(v[0]["text"], "aaaaaaaaaa");
         assert_eq!(v[0]["bytes"], 100);
         assert_eq!(v[0]["sha256"], hex::encode(Sha256::digest(&big)));
@@ -458,10 +487,22 @@ mod tests {
 
     #[test]
     fn renders_dates_times_numbers_and_arrays() {
-        assert_eq!(render(oid::DATE, &(-1i32).to_be_bytes()).unwrap(), "1999-12-31");
-        assert_eq!(render(oid::DATE, &(366i32).to_be_bytes()).unwrap(), "2001-01-01");
-        assert_eq!(render(oid::TIMESTAMP, &(1_500_000i64).to_be_bytes()).unwrap(), "2000-01-01 00:00:01.5");
-        assert_eq!(render(oid::TIMESTAMPTZ, &(86_400_000_000i64).to_be_bytes()).unwrap(), "2000-01-02 00:00:00+00");
+        assert_eq!(
+            render(oid::DATE, &(-1i32).to_be_bytes()).unwrap(),
+            "1999-12-31"
+        );
+        assert_eq!(
+            render(oid::DATE, &(366i32).to_be_bytes()).unwrap(),
+            "2001-01-01"
+        );
+        assert_eq!(
+            render(oid::TIMESTAMP, &(1_500_000i64).to_be_bytes()).unwrap(),
+            "2000-01-01 00:00:01.5"
+        );
+        assert_eq!(
+            render(oid::TIMESTAMPTZ, &(86_400_000_000i64).to_be_bytes()).unwrap(),
+            "2000-01-02 00:00:00+00"
+        );
         assert_eq!(render(oid::FLOAT8, &0.1f64.to_be_bytes()).unwrap(), "0.1");
         assert_eq!(render(oid::INT2, &(-2i16).to_be_bytes()).unwrap(), "-2");
         // 1154.3333 = digits [1154, 3333], weight 0, dscale 4.
@@ -479,7 +520,10 @@ mod tests {
         iv.extend(3_723_000_000i64.to_be_bytes());
         iv.extend(3i32.to_be_bytes());
         iv.extend(14i32.to_be_bytes());
-        assert_eq!(render(oid::INTERVAL, &iv).unwrap(), "1 year 2 mons 3 days 01:02:03");
+        assert_eq!(
+            render(oid::INTERVAL, &iv).unwrap(),
+            "1 year 2 mons 3 days 01:02:03"
+        );
         // text[] {"a b",NULL,x}
         let mut a = Vec::new();
         for x in [1i32, 1, oid::TEXT as i32, 3, 1] {
@@ -496,7 +540,10 @@ mod tests {
         }
         assert_eq!(render(1009, &a).unwrap(), "{\"a b\",NULL,x}");
         let uuid = [0x12u8; 16];
-        assert_eq!(render(oid::UUID, &uuid).unwrap(), "12121212-1212-1212-1212-121212121212");
+        assert_eq!(
+            render(oid::UUID, &uuid).unwrap(),
+            "12121212-1212-1212-1212-121212121212"
+        );
         assert_eq!(render(oid::JSONB, b"\x01{\"a\":1}").unwrap(), "{\"a\":1}");
         assert!(render(oid::INT4, &[1, 2]).is_none(), "wrong length");
     }

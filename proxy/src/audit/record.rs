@@ -412,7 +412,7 @@ mod tests {
         let body = statement(
             &s,
             Via::Simple {
-                statements: &[0..10],
+                statements: std::slice::from_ref(&(0..10)),
             },
             Some("select '\"'"),
             false,

@@ -90,7 +90,9 @@ pub fn parameter_types(body: &[u8]) -> Result<Vec<u32>, ProtocolError> {
     if n < 0 {
         return Err(ProtocolError::new("ParameterDescription: negative count"));
     }
-    let types = (0..n).map(|_| r.i32().map(|t| t as u32)).collect::<Result<_, _>>()?;
+    let types = (0..n)
+        .map(|_| r.i32().map(|t| t as u32))
+        .collect::<Result<_, _>>()?;
     r.finish()?;
     Ok(types)
 }

@@ -240,7 +240,11 @@ async fn accept(deps: &Deps<'_>, info: &SessionInfo, link: &Link) -> Result<(), 
         }
     };
     let mut ledger = link.ledger();
-    let statements = ledger.intents().iter().filter(|i| !matches!(i, Intent::Refused { .. })).count();
+    let statements = ledger
+        .intents()
+        .iter()
+        .filter(|i| !matches!(i, Intent::Refused { .. }))
+        .count();
     for (i, intent) in ledger.intents().iter().enumerate() {
         if let Intent::Refused { refusal, .. } = intent {
             let outcome = Outcome::Refused {
@@ -252,7 +256,8 @@ async fn accept(deps: &Deps<'_>, info: &SessionInfo, link: &Link) -> Result<(), 
     }
     ledger.commit(first);
     drop(ledger);
-    link.statements.fetch_add(statements as u64, Ordering::Relaxed);
+    link.statements
+        .fetch_add(statements as u64, Ordering::Relaxed);
     deps.metrics.statements.inc_by(statements as u64);
     Ok(())
 }
@@ -264,7 +269,13 @@ fn body(info: &SessionInfo, intent: &Intent) -> String {
             text,
             redacted,
             statements,
-        } => record::statement(info, Via::Simple { statements }, Some(text), *redacted, None),
+        } => record::statement(
+            info,
+            Via::Simple { statements },
+            Some(text),
+            *redacted,
+            None,
+        ),
         Intent::Extended {
             steps,
             statement,
@@ -285,9 +296,13 @@ fn body(info: &SessionInfo, intent: &Intent) -> String {
                 params.as_deref(),
             )
         }
-        Intent::Refused {
-            text, redacted, ..
-        } => record::statement(info, Via::Simple { statements: &[] }, Some(text), *redacted, None),
+        Intent::Refused { text, redacted, .. } => record::statement(
+            info,
+            Via::Simple { statements: &[] },
+            Some(text),
+            *redacted,
+            None,
+        ),
     }
 }
 

@@ -118,9 +118,13 @@ impl Steps {
     };
 
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        [(self.parse, "parse"), (self.bind, "bind"), (self.execute, "execute")]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
+        [
+            (self.parse, "parse"),
+            (self.bind, "bind"),
+            (self.execute, "execute"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
     }
 }
 
@@ -345,7 +349,7 @@ enum Phase {
 
 /// One execution (an Execute and its later fetches), from the moment it is queued until
 /// its outcome is recorded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Run {
     since: Instant,
     rows: u64,
@@ -353,6 +357,8 @@ struct Run {
     pending: u32,
     /// The server has answered at least one of them (suspended).
     started: bool,
+    /// It completed (this tag) while a later Execute of the portal was still in flight.
+    completed: Option<String>,
 }
 
 /// What an Execute will run, as the client side expects it.
@@ -388,8 +394,11 @@ pub struct Ledger {
     in_flight_statements: HashMap<Arc<str>, u32>,
     in_flight_portals: HashMap<Arc<str>, u32>,
     in_flight_touches: u32,
-    /// Entries that may read COPY data, queued or batched.
+    /// Entries that may read COPY data, queued or batched: copy data the client sends while
+    /// one is in flight is a copy stream.
     in_flight_copies: u32,
+    /// Query messages in flight: the next message that is not copy data waits for them.
+    in_flight_queries: u32,
     // Server side.
     phase: Phase,
     /// After an error in the extended protocol, the server skips messages until a Sync.
@@ -400,6 +409,8 @@ pub struct Ledger {
     // Client side.
     /// The client is sending CopyData for a message that may be copying.
     copy_stream: bool,
+    /// Extended-protocol messages were sent since the last Sync.
+    segment_open: bool,
 }
 
 impl Ledger {
@@ -420,10 +431,12 @@ impl Ledger {
             in_flight_portals: HashMap::new(),
             in_flight_touches: 0,
             in_flight_copies: 0,
+            in_flight_queries: 0,
             phase: Phase::Start,
             skipping: false,
             failed: None,
             copy_stream: false,
+            segment_open: false,
         }
     }
 
@@ -473,16 +486,27 @@ impl Ledger {
             fe::FLUSH | fe::TERMINATE => return Ok(Action::Forward),
             fe::SYNC => {
                 self.open = None;
+                self.segment_open = false;
                 self.push(Sent::Sync);
                 return Ok(Action::Forward);
             }
             _ => {}
         }
-        // Anything else waits while the server may be reading COPY data.
-        if self.in_flight_copies > 0 {
+        // Anything else waits until the Queries in flight are answered: one may be reading
+        // COPY data. (A Query is always answered: it never follows an unfinished segment,
+        // where an earlier error would make the server skip it without a word.)
+        if self.in_flight_queries > 0 {
             return Ok(Action::Wait);
         }
+        if tag != fe::QUERY && tag != fe::FUNCTION_CALL {
+            self.segment_open = true;
+        }
         match tag {
+            fe::QUERY if self.segment_open => Err(Violation::Protocol(
+                "a Query inside an unfinished extended-protocol pipeline (before its Sync) is \
+                 not supported by dbgw"
+                    .into(),
+            )),
             fe::QUERY => self.query(fe::query(body)?, now),
             fe::PARSE => {
                 let p = fe::parse(body)?;
@@ -533,12 +557,17 @@ impl Ledger {
         if self.copy_stream
             || matches!(
                 tag,
-                fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::FLUSH | fe::TERMINATE | fe::SYNC
+                fe::COPY_DATA
+                    | fe::COPY_DONE
+                    | fe::COPY_FAIL
+                    | fe::FLUSH
+                    | fe::TERMINATE
+                    | fe::SYNC
             )
         {
             return Ok(false);
         }
-        if self.in_flight_copies > 0 {
+        if self.in_flight_queries > 0 {
             return Ok(true);
         }
         Ok(match tag {
@@ -794,8 +823,7 @@ impl Ledger {
                 .cloned()
                 .unwrap_or_else(Prepared::unknown)
         };
-        if !self.in_flight_statements.contains_key(name) && !(named && self.in_flight_touches > 0)
-        {
+        if !(self.in_flight_statements.contains_key(name) || named && self.in_flight_touches > 0) {
             return Some(confirmed());
         }
         let mut behind_sync = false;
@@ -831,19 +859,21 @@ impl Ledger {
             },
             None => Expected::Unknown,
         };
-        if !self.in_flight_portals.contains_key(name) && !(named && self.in_flight_touches > 0) {
+        if !(self.in_flight_portals.contains_key(name) || named && self.in_flight_touches > 0) {
             return Some(confirmed());
         }
         let mut behind_sync = false;
         for s in self.batch.iter().rev().chain(self.queue.iter().rev()) {
             if s.portal_name() == Some(name) {
                 return match s {
-                    // An execution in flight: its fails and rows are the same record's.
+                    // Behind a Sync the transaction (and the portal) may have ended, or the
+                    // change may have failed: wait for the answer.
+                    _ if behind_sync => None,
+                    // An execution in flight in this segment: more rows of the same record.
                     Sent::Execute { part, copy, .. } => Some(Expected::Running {
                         rec: part.rec,
                         copy: *copy,
                     }),
-                    _ if behind_sync => None,
                     Sent::Bind {
                         statement,
                         params,
@@ -899,6 +929,9 @@ impl Ledger {
         if s.may_copy() {
             self.in_flight_copies += 1;
         }
+        if matches!(s, Sent::Query { .. }) {
+            self.in_flight_queries += 1;
+        }
         self.batch.push(s);
     }
 
@@ -934,6 +967,7 @@ impl Ledger {
                                     rows: 0,
                                     pending: 1,
                                     started: false,
+                                    completed: None,
                                 },
                             );
                         }
@@ -982,6 +1016,9 @@ impl Ledger {
         }
         if s.may_copy() {
             self.in_flight_copies -= 1;
+        }
+        if matches!(s, Sent::Query { .. }) {
+            self.in_flight_queries -= 1;
         }
     }
 
@@ -1171,9 +1208,12 @@ impl Ledger {
                     emit(ok(part.rec.seq(), "BIND", now));
                 }
             }
-            (Sent::Describe { statement: Some(name) }, be::PARAMETER_DESCRIPTION)
-                if phase == Phase::Start =>
-            {
+            (
+                Sent::Describe {
+                    statement: Some(name),
+                },
+                be::PARAMETER_DESCRIPTION,
+            ) if phase == Phase::Start => {
                 let name = name.clone();
                 let types = be::parameter_types(body)?;
                 if let Some(p) = self.statements.get(&name) {
@@ -1189,14 +1229,22 @@ impl Ledger {
                 self.phase = Phase::Described;
             }
             (Sent::Describe { statement }, be::ROW_DESCRIPTION | be::NO_DATA)
-                if phase == (if statement.is_some() { Phase::Described } else { Phase::Start }) =>
+                if phase
+                    == (if statement.is_some() {
+                        Phase::Described
+                    } else {
+                        Phase::Start
+                    }) =>
             {
                 self.pop();
                 self.phase = Phase::Start;
             }
             (Sent::Execute { rows, .. }, be::DATA_ROW) if phase == Phase::Start => *rows += 1,
-            (Sent::Execute { .. }, be::COMMAND_COMPLETE | be::EMPTY_QUERY | be::PORTAL_SUSPENDED)
-                if phase != Phase::Described && (tag != be::PORTAL_SUSPENDED || phase == Phase::Start) =>
+            (
+                Sent::Execute { .. },
+                be::COMMAND_COMPLETE | be::EMPTY_QUERY | be::PORTAL_SUSPENDED,
+            ) if phase != Phase::Described
+                && (tag != be::PORTAL_SUSPENDED || phase == Phase::Start) =>
             {
                 if phase == Phase::CopyIn {
                     self.consume_copy();
@@ -1226,11 +1274,17 @@ impl Ledger {
                 run.rows += rows;
                 run.pending -= 1;
                 run.started = true;
+                let tag_text = command_tag(tag, body)?;
+                if tag != be::PORTAL_SUSPENDED && run.completed.is_none() {
+                    run.completed = Some(tag_text.to_string());
+                }
                 if tag == be::PORTAL_SUSPENDED || run.pending > 0 {
                     return Ok(());
                 }
                 let run = self.runs.remove(&seq).expect("present");
-                let tag_text = command_tag(tag, body)?;
+                // A later Execute of a completed portal returns no rows: the first tag
+                // says what the execution did.
+                let tag_text = run.completed.as_deref().unwrap_or(tag_text);
                 let total = be::tag_rows(tag_text)
                     .map(|t| t.max(run.rows))
                     .or((run.rows > 0).then_some(run.rows));
@@ -1265,7 +1319,7 @@ impl Ledger {
                 if matches!(phase, Phase::Start | Phase::Rows) =>
             {
                 self.phase = Phase::CopyIn;
-                self.start_copy_in()?;
+                self.start_copy_in(now, emit)?;
             }
             (Sent::Query { .. } | Sent::Execute { .. }, be::COPY_OUT_RESPONSE)
                 if phase == Phase::Start =>
@@ -1311,9 +1365,15 @@ impl Ledger {
     }
 
     /// The server began COPY FROM STDIN for the front entry. It reads the Syncs sent before
-    /// the first copy data and ignores them; the next message must be copy data (the client
-    /// side holds anything else back).
-    fn start_copy_in(&mut self) -> Result<(), Violation> {
+    /// the first copy data and ignores them. After an Execute, a message other than copy
+    /// data is read as a protocol violation: consumed, not run, and the server then skips
+    /// to the next Sync. (After a Query no such message was sent: the client side holds
+    /// everything but copy data back until the Query is answered.)
+    fn start_copy_in(
+        &mut self,
+        now: Instant,
+        emit: &mut dyn FnMut(Finished<'_>),
+    ) -> Result<(), Violation> {
         while let Some(s) = self.queue.get(1) {
             match s {
                 Sent::Sync => {
@@ -1321,6 +1381,39 @@ impl Ledger {
                     self.forget(&s);
                 }
                 Sent::CopyData | Sent::CopyEnd => return Ok(()),
+                _ if matches!(self.queue.front(), Some(Sent::Execute { .. })) => {
+                    let s = self.queue.remove(1).expect("present");
+                    self.forget(&s);
+                    let consumed = |seq, index| Finished {
+                        seq,
+                        index,
+                        outcome: Outcome::NotExecuted {
+                            reason: "read by the server as a protocol violation during COPY",
+                        },
+                        since: now,
+                    };
+                    match s {
+                        Sent::Query { rec, count, .. } => {
+                            for i in 0..count.max(1) {
+                                emit(consumed(rec.seq(), Some(i)));
+                            }
+                        }
+                        Sent::Parse { part, .. } | Sent::Bind { part, .. } if part.last => {
+                            emit(consumed(part.rec.seq(), None))
+                        }
+                        Sent::Execute { part, .. } if part.last => {
+                            if let Some(run) = self.runs.get_mut(&part.rec.seq()) {
+                                run.pending -= 1;
+                                if run.pending == 0 {
+                                    self.runs.remove(&part.rec.seq());
+                                    emit(consumed(part.rec.seq(), None));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    return Ok(());
+                }
                 _ => {
                     return Err(Violation::Protocol(
                         "the database started COPY FROM STDIN, but the client had sent \
@@ -1393,7 +1486,20 @@ impl Ledger {
                 self.apply_touches(touches);
                 let seq = part.rec.seq();
                 if let Some(run) = self.runs.remove(&seq).filter(|_| part.last) {
-                    emit(failed(seq, run.since));
+                    match run.completed {
+                        // The execution had completed; this later Execute of its portal
+                        // failed on its own (the portal was gone) and ran nothing.
+                        Some(tag) => emit(Finished {
+                            seq,
+                            index: None,
+                            outcome: Outcome::Ok {
+                                tag: &tag,
+                                rows: Some(run.rows),
+                            },
+                            since: run.since,
+                        }),
+                        None => emit(failed(seq, run.since)),
+                    }
                     self.failed = Some(seq);
                 }
             }
@@ -1426,10 +1532,10 @@ impl Ledger {
                         emit(skipped(rec.seq(), Some(i)));
                     }
                 }
-                Sent::Parse { part, .. } | Sent::Bind { part, .. } => {
-                    if part.last && self.failed != Some(part.rec.seq()) {
-                        emit(skipped(part.rec.seq(), None));
-                    }
+                Sent::Parse { part, .. } | Sent::Bind { part, .. }
+                    if part.last && self.failed != Some(part.rec.seq()) =>
+                {
+                    emit(skipped(part.rec.seq(), None));
                 }
                 Sent::Execute { part, .. } => {
                     let seq = part.rec.seq();
@@ -1639,7 +1745,9 @@ mod tests {
                 .intents()
                 .iter()
                 .map(|i| match i {
-                    Intent::Query { text, .. } => ("query".to_string(), Some(text.to_string()), None),
+                    Intent::Query { text, .. } => {
+                        ("query".to_string(), Some(text.to_string()), None)
+                    }
                     Intent::Extended {
                         steps,
                         prepared,
@@ -1650,7 +1758,9 @@ mod tests {
                         prepared.text.as_deref().map(str::to_string),
                         params.as_deref().map(str::to_string),
                     ),
-                    Intent::Refused { text, .. } => ("refused".to_string(), Some(text.to_string()), None),
+                    Intent::Refused { text, .. } => {
+                        ("refused".to_string(), Some(text.to_string()), None)
+                    }
                 })
                 .collect::<Vec<_>>();
             self.l.commit(self.next_seq);
@@ -1734,7 +1844,10 @@ mod tests {
     #[test]
     fn a_parse_its_bind_and_execute_share_one_record_and_one_outcome() {
         let mut t = T::new();
-        assert_eq!(t.send(fe::PARSE, parse("", "SELECT $1", &[23])), Action::Forward);
+        assert_eq!(
+            t.send(fe::PARSE, parse("", "SELECT $1", &[23])),
+            Action::Forward
+        );
         t.send(fe::BIND, bind("", "", &[&7i32.to_be_bytes()]));
         t.send(fe::DESCRIBE, vec![b'P', 0]);
         t.send(fe::EXECUTE, execute("", 0));
@@ -1742,7 +1855,11 @@ mod tests {
         let records = t.commit();
         assert_eq!(
             records,
-            [("parse+bind+execute".into(), Some("SELECT $1".into()), Some("[\"7\"]".into()))]
+            [(
+                "parse+bind+execute".into(),
+                Some("SELECT $1".into()),
+                Some("[\"7\"]".into())
+            )]
         );
         for (tg, body) in [
             (be::PARSE_COMPLETE, vec![]),
@@ -1781,7 +1898,10 @@ mod tests {
                 (3, Some(0), "ok SELECT 1 Some(1)".into()),
             ]
         );
-        assert!(t.l.statements.get("s2").is_none(), "the skipped Parse made nothing");
+        assert!(
+            t.l.statements.get("s2").is_none(),
+            "the skipped Parse made nothing"
+        );
     }
 
     #[test]
@@ -1791,7 +1911,10 @@ mod tests {
         t.send(fe::SYNC, vec![]);
         t.commit();
         let b = bind("", "s", &[]);
-        assert_eq!(t.l.client(fe::BIND, &b, Instant::now()).unwrap(), Action::Wait);
+        assert_eq!(
+            t.l.client(fe::BIND, &b, Instant::now()).unwrap(),
+            Action::Wait
+        );
         assert!(t.l.probe(fe::BIND, &b).unwrap());
         // The server rejects the Parse: "s" keeps what it was (nothing).
         t.ok(be::ERROR_RESPONSE, &error("42P05", "ERROR"));
@@ -1799,7 +1922,10 @@ mod tests {
         assert!(!t.l.probe(fe::BIND, &b).unwrap());
         assert_eq!(t.send(fe::BIND, b), Action::Forward);
         let records = t.commit();
-        assert_eq!(records[0].1, None, "the text is not known: the proxy does not guess");
+        assert_eq!(
+            records[0].1, None,
+            "the text is not known: the proxy does not guess"
+        );
     }
 
     #[test]
@@ -1807,7 +1933,10 @@ mod tests {
         let mut t = T::new();
         t.send(fe::QUERY, query("COPY t FROM STDIN"));
         let p = parse("", "SELECT 1", &[]);
-        assert_eq!(t.l.client(fe::PARSE, &p, Instant::now()).unwrap(), Action::Wait);
+        assert_eq!(
+            t.l.client(fe::PARSE, &p, Instant::now()).unwrap(),
+            Action::Wait
+        );
         assert_eq!(t.send(fe::SYNC, vec![]), Action::Forward);
         assert_eq!(t.send(fe::COPY_DATA, vec![]), Action::Forward);
         // Inside copy data: a Sync is dropped, anything else ends the session.
@@ -1876,20 +2005,31 @@ mod tests {
     #[test]
     fn what_cannot_be_paired_is_a_violation() {
         let mut t = T::new();
-        assert!(matches!(t.reply(be::BIND_COMPLETE, &[]), Err(Violation::Unpaired('2'))));
+        assert!(matches!(
+            t.reply(be::BIND_COMPLETE, &[]),
+            Err(Violation::Unpaired('2'))
+        ));
         // The server ending the session is not.
-        assert!(t.reply(be::ERROR_RESPONSE, &error("57P01", "FATAL")).is_ok());
+        assert!(t
+            .reply(be::ERROR_RESPONSE, &error("57P01", "FATAL"))
+            .is_ok());
         t.send(fe::PARSE, parse("", "SELECT 1", &[]));
         t.send(fe::SYNC, vec![]);
         t.commit();
-        assert!(t.reply(be::CLOSE_COMPLETE, &[]).is_err(), "CloseComplete answers no Parse");
+        assert!(
+            t.reply(be::CLOSE_COMPLETE, &[]).is_err(),
+            "CloseComplete answers no Parse"
+        );
         let mut t = T::new();
         t.send(fe::QUERY, query("SELECT 1"));
         t.commit();
         let mut status = Vec::new();
         cstr(&mut status, "standard_conforming_strings");
         cstr(&mut status, "off");
-        assert!(matches!(t.reply(be::PARAMETER_STATUS, &status), Err(Violation::Setting { .. })));
+        assert!(matches!(
+            t.reply(be::PARAMETER_STATUS, &status),
+            Err(Violation::Setting { .. })
+        ));
     }
 
     #[test]
@@ -1916,7 +2056,9 @@ mod tests {
         t.ok(be::ROW_DESCRIPTION, &[]);
         t.ok(be::COMMAND_COMPLETE, &tag("SELECT 1"));
         let outcomes = &mut t.outcomes;
-        t.l.abort(Instant::now(), &mut |f| outcomes.push((f.seq, f.index, format!("{:?}", f.outcome))));
+        t.l.abort(Instant::now(), &mut |f| {
+            outcomes.push((f.seq, f.index, format!("{:?}", f.outcome)))
+        });
         assert_eq!(t.outcomes.len(), 2);
         assert!(t.outcomes[1].2.starts_with("Unknown"), "{:?}", t.outcomes);
         assert_eq!(t.outcomes[1].1, Some(1));

@@ -143,7 +143,9 @@ impl Link {
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         // A panic while holding the lock leaves nothing the audit can trust: end the
         // session instead of reading a half-updated ledger.
-        self.ledger.lock().expect("the session's ledger is poisoned")
+        self.ledger
+            .lock()
+            .expect("the session's ledger is poisoned")
     }
 }
 
@@ -243,5 +245,6 @@ fn emit(deps: &Deps<'_>, info: &SessionInfo, f: Finished<'_>) {
 
 /// The outcome of a record the proxy never forwarded.
 fn not_forwarded(deps: &Deps<'_>, info: &SessionInfo, seq: u64, outcome: &Outcome<'_>) {
-    deps.audit.record(record::outcome(info, seq, None, outcome, 0));
+    deps.audit
+        .record(record::outcome(info, seq, None, outcome, 0));
 }

@@ -67,7 +67,12 @@ where
                 let left = link.client_left.load(Ordering::Relaxed);
                 if !client_gone && !left && side.skip == 0 && !side.fatal_seen {
                     out.clear();
-                    be::error(&mut out, "FATAL", "08006", "the connection to the database was lost");
+                    be::error(
+                        &mut out,
+                        "FATAL",
+                        "08006",
+                        "the connection to the database was lost",
+                    );
                     let _ = client.write_all(&out).await;
                 }
                 return End::UpstreamClosed;
@@ -122,7 +127,6 @@ struct Side {
     /// The proxy's FATAL when a message could not be paired.
     fatal: BytesMut,
 }
-
 
 impl Side {
     /// Pairs the messages `buf` holds. Returns how many bytes may go to the client (whole

@@ -249,7 +249,10 @@ impl<'a> Lexer<'a> {
         let mut j = i;
         while j < self.s.len() && is_op_char(self.s[j]) {
             let next = self.at(j + 1);
-            if j > i && ((self.s[j] == b'-' && next == Some(b'-')) || (self.s[j] == b'/' && next == Some(b'*'))) {
+            if j > i
+                && ((self.s[j] == b'-' && next == Some(b'-'))
+                    || (self.s[j] == b'/' && next == Some(b'*')))
+            {
                 break;
             }
             j += 1;
@@ -261,18 +264,17 @@ impl<'a> Lexer<'a> {
         // Digits, a fraction, an exponent, and (an error in the server, but one token
         // here) trailing identifier characters: none of it can hide a quote or semicolon.
         while let Some(b) = self.at(i) {
-            if b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80 {
-                i += 1;
-            } else if b == b'.' && self.at(i + 1) != Some(b'.') {
-                i += 1;
-            } else if (b == b'+' || b == b'-')
-                && matches!(self.s[i - 1], b'e' | b'E')
-                && self.at(i + 1).is_some_and(|d| d.is_ascii_digit())
-            {
-                i += 1;
-            } else {
+            let part = b.is_ascii_alphanumeric()
+                || b == b'_'
+                || b >= 0x80
+                || (b == b'.' && self.at(i + 1) != Some(b'.'))
+                || ((b == b'+' || b == b'-')
+                    && matches!(self.s[i - 1], b'e' | b'E')
+                    && self.at(i + 1).is_some_and(|d| d.is_ascii_digit()));
+            if !part {
                 break;
             }
+            i += 1;
         }
         i
     }
@@ -306,15 +308,28 @@ impl Iterator for Lexer<'_> {
             (Kind::String, self.string_end(start + 2, Quoting::Doubling))
         } else if matches!(b, b'n' | b'N') && next == Some(b'\'') {
             (Kind::String, self.string_end(start + 2, escapes))
-        } else if matches!(b, b'u' | b'U') && next == Some(b'&') && self.at(start + 2) == Some(b'\'') {
+        } else if matches!(b, b'u' | b'U')
+            && next == Some(b'&')
+            && self.at(start + 2) == Some(b'\'')
+        {
             (Kind::String, self.string_end(start + 3, Quoting::Doubling))
-        } else if matches!(b, b'u' | b'U') && next == Some(b'&') && self.at(start + 2) == Some(b'"') {
-            (Kind::QuotedIdent, self.quoted_end(start + 3, b'"', Quoting::Doubling))
+        } else if matches!(b, b'u' | b'U') && next == Some(b'&') && self.at(start + 2) == Some(b'"')
+        {
+            (
+                Kind::QuotedIdent,
+                self.quoted_end(start + 3, b'"', Quoting::Doubling),
+            )
         } else if b == b'"' {
-            (Kind::QuotedIdent, self.quoted_end(start + 1, b'"', Quoting::Doubling))
+            (
+                Kind::QuotedIdent,
+                self.quoted_end(start + 1, b'"', Quoting::Doubling),
+            )
         } else if b == b'$' {
             if next.is_some_and(|d| d.is_ascii_digit()) {
-                let n = s[start + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+                let n = s[start + 1..]
+                    .iter()
+                    .take_while(|d| d.is_ascii_digit())
+                    .count();
                 (Kind::Param, start + 1 + n)
             } else if let Some(len) = self.dollar_tag(start) {
                 let tag = &s[start..start + len];
@@ -361,7 +376,9 @@ mod tests {
     use super::*;
 
     fn kinds(sql: &str, mode: Mode) -> Vec<(Kind, &str)> {
-        Lexer::new(sql, mode).map(|t| (t.kind, t.text(sql))).collect()
+        Lexer::new(sql, mode)
+            .map(|t| (t.kind, t.text(sql)))
+            .collect()
     }
 
     #[test]
@@ -387,8 +404,14 @@ mod tests {
     fn literals_continue_across_newlines_only() {
         let on = Mode::PINNED;
         assert_eq!(kinds("'a'\n'b'", on), [(Kind::String, "'a'\n'b'")]);
-        assert_eq!(kinds("'a' -- c\n 'b'", on), [(Kind::String, "'a' -- c\n 'b'")]);
-        assert_eq!(kinds("'a'\r\n-- c\n'b'", on), [(Kind::String, "'a'\r\n-- c\n'b'")]);
+        assert_eq!(
+            kinds("'a' -- c\n 'b'", on),
+            [(Kind::String, "'a' -- c\n 'b'")]
+        );
+        assert_eq!(
+            kinds("'a'\r\n-- c\n'b'", on),
+            [(Kind::String, "'a'\r\n-- c\n'b'")]
+        );
         // No newline, or a block comment: two literals.
         assert_eq!(kinds("'a' 'b'", on)[0], (Kind::String, "'a'"));
         assert_eq!(kinds("'a' /*\n*/\n'b'", on)[0], (Kind::String, "'a'"));

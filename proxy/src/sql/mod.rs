@@ -102,7 +102,9 @@ pub fn inspect(text: &str, caller: Caller) -> Inspection<'_> {
         let stmt = &text[r.clone()];
         let mut words = Lexer::new(stmt, Mode::PINNED).filter(|t| t.is_code());
         let Some(first) = words.next() else { continue };
-        let is = |t: &lexer::Token, k: &str| t.kind == Kind::Word && t.text(stmt).eq_ignore_ascii_case(k);
+        let is = |t: &lexer::Token, k: &str| {
+            t.kind == Kind::Word && t.text(stmt).eq_ignore_ascii_case(k)
+        };
         if is(&first, "copy") {
             copy = true;
         } else if is(&first, "prepare") || is(&first, "deallocate") {
@@ -130,7 +132,8 @@ pub fn inspect(text: &str, caller: Caller) -> Inspection<'_> {
 const PINNED_SETTINGS: [&str; 3] = ["client_encoding", "names", "standard_conforming_strings"];
 
 fn refusal(stmt: &str, first: &lexer::Token, caller: Caller) -> Option<Refusal> {
-    let word = |t: &lexer::Token, k: &str| t.kind == Kind::Word && t.text(stmt).eq_ignore_ascii_case(k);
+    let word =
+        |t: &lexer::Token, k: &str| t.kind == Kind::Word && t.text(stmt).eq_ignore_ascii_case(k);
     let mut rest = Lexer::new(&stmt[first.end..], Mode::PINNED)
         .filter(|t| t.is_code())
         .map(|t| lexer::Token {
@@ -162,7 +165,9 @@ fn refusal(stmt: &str, first: &lexer::Token, caller: Caller) -> Option<Refusal> 
     }
     if caller == Caller::Person
         && word(first, "alter")
-        && tokens.first().is_some_and(|t| word(t, "role") || word(t, "user"))
+        && tokens
+            .first()
+            .is_some_and(|t| word(t, "role") || word(t, "user"))
         && tokens.iter().any(|t| word(t, "password"))
     {
         return Some(Refusal::PasswordChange);
@@ -197,7 +202,9 @@ pub fn pinned_startup(params: &[(String, String)]) -> Result<Vec<(String, String
                 }
             }
             "options" => {
-                if let Some(name) = options_settings(v).find(|n| PINNED_STARTUP.contains(&n.as_str())) {
+                if let Some(name) =
+                    options_settings(v).find(|n| PINNED_STARTUP.contains(&n.as_str()))
+                {
                     return Err(format!("dbgw pins {name}: it cannot be set in options"));
                 }
                 out.push((k.clone(), v.clone()));
@@ -278,10 +285,19 @@ mod tests {
 
     #[test]
     fn facts_about_statements() {
-        let i = inspect("select 1; COPY t FROM STDIN; -- x\r DISCARD ALL", Caller::Service);
+        let i = inspect(
+            "select 1; COPY t FROM STDIN; -- x\r DISCARD ALL",
+            Caller::Service,
+        );
         assert_eq!(i.statements.len(), 3);
         assert!(i.copy);
-        assert_eq!(i.touches, Touches { statements: true, portals: true });
+        assert_eq!(
+            i.touches,
+            Touches {
+                statements: true,
+                portals: true
+            }
+        );
         assert_eq!(i.refuse, None);
         let i = inspect("/* c */ copy t to stdout", Caller::Service);
         assert!(i.copy);
@@ -296,9 +312,17 @@ mod tests {
             "SET NAMES 'LATIN1'",
             "select 1; SELECT set_config('standard_conforming_strings', 'off', false)",
         ] {
-            assert_eq!(inspect(text, Caller::Service).refuse, Some(Refusal::ChangesLexing), "{text}");
+            assert_eq!(
+                inspect(text, Caller::Service).refuse,
+                Some(Refusal::ChangesLexing),
+                "{text}"
+            );
         }
-        for text in ["SET search_path = x", "SHOW client_encoding", "select current_setting('client_encoding')"] {
+        for text in [
+            "SET search_path = x",
+            "SHOW client_encoding",
+            "select current_setting('client_encoding')",
+        ] {
             assert_eq!(inspect(text, Caller::Service).refuse, None, "{text}");
         }
     }
@@ -306,7 +330,11 @@ mod tests {
     #[test]
     fn start_up_pins_lexing_settings() {
         let p = |k: &str, v: &str| (k.to_string(), v.to_string());
-        let out = pinned_startup(&[p("application_name", "x"), p("client_encoding", "SQL_ASCII")]).unwrap();
+        let out = pinned_startup(&[
+            p("application_name", "x"),
+            p("client_encoding", "SQL_ASCII"),
+        ])
+        .unwrap();
         assert!(out.contains(&p("client_encoding", "UTF8")));
         assert!(out.contains(&p("standard_conforming_strings", "on")));
         assert!(!out.contains(&p("client_encoding", "SQL_ASCII")));
@@ -319,7 +347,10 @@ mod tests {
             p("options", "--client_encoding=LATIN1"),
             p("options", "-c search_path=x -c Client_Encoding=BIG5"),
         ] {
-            assert!(pinned_startup(&[bad.clone()]).is_err(), "{bad:?}");
+            assert!(
+                pinned_startup(std::slice::from_ref(&bad)).is_err(),
+                "{bad:?}"
+            );
         }
         assert!(pinned_startup(&[p("options", "-c search_path=a\\ b")]).is_ok());
     }
@@ -331,6 +362,9 @@ mod tests {
         assert_eq!(i.refuse, Some(Refusal::PasswordChange));
         assert!(!i.text.contains("'x'"));
         assert_eq!(inspect(text, Caller::Service).refuse, None);
-        assert_eq!(inspect("ALTER ROLE me SET search_path = x", Caller::Person).refuse, None);
+        assert_eq!(
+            inspect("ALTER ROLE me SET search_path = x", Caller::Person).refuse,
+            None
+        );
     }
 }

@@ -52,9 +52,8 @@ pub fn redact(text: &str) -> Redaction {
 /// A cheap test before lexing: the words that introduce a secret.
 fn might_hold_secret(text: &str) -> bool {
     let b = text.as_bytes();
-    b.windows(8).any(|w| {
-        w.eq_ignore_ascii_case(b"password") || w.eq_ignore_ascii_case(b"connecti")
-    })
+    b.windows(8)
+        .any(|w| w.eq_ignore_ascii_case(b"password") || w.eq_ignore_ascii_case(b"connecti"))
 }
 
 /// True when a multi-byte character is followed by a byte that a client-only multi-byte
@@ -65,8 +64,10 @@ fn encoding_ambiguous(text: &str) -> bool {
     b.windows(3).any(|w| {
         w[0] >= 0x80
             && (w[1] == b'\\'
-                || (matches!(w[1], b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X' | b'u' | b'U')
-                    && matches!(w[2], b'\'' | b'&')))
+                || (matches!(
+                    w[1],
+                    b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X' | b'u' | b'U'
+                ) && matches!(w[2], b'\'' | b'&')))
     }) || b.len() >= 2 && b[b.len() - 2] >= 0x80 && b[b.len() - 1] == b'\\'
 }
 
@@ -88,7 +89,10 @@ fn spans(text: &str, mode: Mode) -> Vec<Range<usize>> {
         }
         if t.kind == Kind::Word {
             match words {
-                0 => create_or_alter = s.eq_ignore_ascii_case("create") || s.eq_ignore_ascii_case("alter"),
+                0 => {
+                    create_or_alter =
+                        s.eq_ignore_ascii_case("create") || s.eq_ignore_ascii_case("alter")
+                }
                 1 => subscription = s.eq_ignore_ascii_case("subscription"),
                 _ => {}
             }
@@ -147,15 +151,30 @@ mod tests {
     fn redacts_role_passwords_in_every_literal_form() {
         for (input, hidden) in [
             ("ALTER USER bob PASSWORD 'hunter2'", "hunter2"),
-            ("alter role bob with encrypted password 'SCRAM-SHA-256$4096:abc'", "SCRAM"),
+            (
+                "alter role bob with encrypted password 'SCRAM-SHA-256$4096:abc'",
+                "SCRAM",
+            ),
             ("CREATE ROLE bob LOGIN PASSWORD E'it\\'s me'", "it"),
-            ("CREATE ROLE bob PASSWORD $p$se'cret$p$ VALID UNTIL 'infinity'", "se'cret"),
+            (
+                "CREATE ROLE bob PASSWORD $p$se'cret$p$ VALID UNTIL 'infinity'",
+                "se'cret",
+            ),
             ("ALTER\x0bROLE bob\x0bPASSWORD\x0b'vt'", "vt"),
             ("ALTER ROLE bob PASSWORD 'ab'\n'cd'", "cd"),
             ("ALTER ROLE bob PASSWORD /* c */ 'x1'", "x1"),
-            ("create user mapping for bob server s options (user 'bob', password 'pw1')", "pw1"),
-            ("ALTER USER MAPPING FOR bob SERVER s OPTIONS (SET \"password\" 'pw2')", "pw2"),
-            ("CREATE SUBSCRIPTION s CONNECTION 'host=h password=pw3' PUBLICATION p", "pw3"),
+            (
+                "create user mapping for bob server s options (user 'bob', password 'pw1')",
+                "pw1",
+            ),
+            (
+                "ALTER USER MAPPING FOR bob SERVER s OPTIONS (SET \"password\" 'pw2')",
+                "pw2",
+            ),
+            (
+                "CREATE SUBSCRIPTION s CONNECTION 'host=h password=pw3' PUBLICATION p",
+                "pw3",
+            ),
             ("select 1; ALTER ROLE bob PASSWORD 'pw4'", "pw4"),
         ] {
             let out = redacted(input);
@@ -198,6 +217,9 @@ mod tests {
             Redaction::Ambiguous(_)
         ));
         // Backslashes that both settings read the same way are fine.
-        assert!(matches!(redact("ALTER ROLE bob PASSWORD 'a\\b'"), Redaction::Redacted(_)));
+        assert!(matches!(
+            redact("ALTER ROLE bob PASSWORD 'a\\b'"),
+            Redaction::Redacted(_)
+        ));
     }
 }

@@ -17,7 +17,10 @@ use super::lexer::{Kind, Lexer, Mode};
 pub fn statements(sql: &str, mode: Mode) -> Vec<Range<usize>> {
     // Fast path: no character that can start a literal, comment or quoted name, so every
     // `;` ends a statement unless a routine body is in play.
-    if !sql.bytes().any(|b| matches!(b, b'\'' | b'"' | b'$' | b'-' | b'/' | b';')) {
+    if !sql
+        .bytes()
+        .any(|b| matches!(b, b'\'' | b'"' | b'$' | b'-' | b'/' | b';'))
+    {
         let t = trim(sql, 0..sql.len());
         return if t.is_empty() { vec![] } else { vec![t] };
     }
@@ -81,9 +84,7 @@ impl Body {
                 (0, _) => self.create = is("create"),
                 (1, _) if self.create && is("or") => self.or_replace = 1,
                 (2, 1) if is("replace") => self.or_replace = 2,
-                (1, 0) | (3, 2) if self.create => {
-                    self.routine = is("function") || is("procedure")
-                }
+                (1, 0) | (3, 2) if self.create => self.routine = is("function") || is("procedure"),
                 _ => {}
             }
             self.words += 1;
@@ -91,9 +92,7 @@ impl Body {
         if !self.routine {
             return;
         }
-        if self.begin && is("atomic") {
-            self.depth += 1;
-        } else if self.depth > 0 && is("case") {
+        if (self.begin && is("atomic")) || (self.depth > 0 && is("case")) {
             self.depth += 1;
         } else if self.depth > 0 && is("end") {
             self.depth -= 1;
@@ -132,7 +131,10 @@ mod tests {
         // The case that let a statement slip past the old splitter.
         let sql = "SELECT 'x'; -- c\rCREATE TEMP TABLE evil (a int)";
         assert_eq!(split(sql), ["SELECT 'x'", "CREATE TEMP TABLE evil (a int)"]);
-        assert_eq!(split("SELECT 1; /* c */\x0bSELECT 2"), ["SELECT 1", "SELECT 2"]);
+        assert_eq!(
+            split("SELECT 1; /* c */\x0bSELECT 2"),
+            ["SELECT 1", "SELECT 2"]
+        );
     }
 
     #[test]

@@ -137,4 +137,3 @@ pub fn ran(stack: &Stack, application: &str) -> Vec<(String, String, String)> {
         })
         .collect()
 }
-
