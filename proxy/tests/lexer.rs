@@ -33,9 +33,11 @@ struct Server {
 
 impl Server {
     async fn connect(cluster: &Cluster) -> Server {
-        let mut settings = proxy::settings::Upstream::default();
-        settings.port = cluster.port();
-        settings.ca_file = Some(cluster.ca_cert());
+        let settings = proxy::settings::Upstream {
+            port: cluster.port(),
+            ca_file: Some(cluster.ca_cert()),
+            ..Default::default()
+        };
         let connector = proxy::upstream::Connector::new(&settings).unwrap();
         let admin = cluster.admin();
         let session = connector
