@@ -481,3 +481,86 @@ async fn a_session_ends_at_its_grants_expiry_even_without_the_control_plane() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_ends_within_seconds_even_when_the_client_stops_reading() {
+    use common::wire::{bind, execute, msg, parse, sync};
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp).await;
+    let grant = stack.grant(ALICE, "rates_writer").await;
+    let token = idp.token(ALICE).unwrap();
+    let mut c = common::RawClient::login_person(&stack, ALICE, &token, "slow-reader").await;
+    // Gigabytes of rows, asked for with Flush (no Sync), and never read: the proxy's writes
+    // to this client block.
+    let flood = "SELECT repeat('x', 100000) FROM generate_series(1, 100000)";
+    c.send(&[parse("", flood), bind(""), execute(), msg(b'H', &[])].concat())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let control = stack.cluster.connect("dbgw").await.unwrap();
+    let target = stack.cluster.connect("postgres").await.unwrap();
+    let revoked_at = Instant::now();
+    grants::revoke(
+        &control,
+        &target,
+        grant.id,
+        "dana@example.com",
+        "access review",
+    )
+    .await
+    .unwrap();
+    // Sent after the revocation: it must never run.
+    let after = "INSERT INTO notes (body) VALUES ('after-revoke')";
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        c.send(&[parse("", after), bind(""), execute(), sync()].concat()),
+    )
+    .await;
+    while stack.ctx.sessions.count() > 0 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "a client that stopped reading kept its revoked session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let backends = target
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&grant.db_user],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut backends = backends;
+    while backends > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        backends = target
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&grant.db_user],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    assert_eq!(backends, 0, "the database session was not ended");
+    let rates = stack.cluster.connect("rates").await.unwrap();
+    let ran: i64 = rates
+        .query_one(
+            "SELECT count(*) FROM notes WHERE body = 'after-revoke'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ran, 0, "a statement sent after the revocation ran");
+    let records = stack.records();
+    let end = records
+        .iter()
+        .find(|r| r["type"] == "disconnect" && r["application"] == "slow-reader")
+        .unwrap();
+    assert!(end["reason"].as_str().unwrap().contains("revoked"), "{end}");
+    stack.stop().await;
+}

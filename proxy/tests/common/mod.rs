@@ -334,19 +334,71 @@ pub fn assert_chain_verifies(dir: &Path) {
     );
 }
 
-/// A hand-driven protocol client over plain TCP (stack with `Plaintext::Loopback`), for
-/// sending what no well-behaved driver would.
+/// A byte stream, plain or TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A hand-driven protocol client, over plain TCP (stack with `Plaintext::Loopback`) or TLS,
+/// for sending what no well-behaved driver would, and for not reading what it is sent.
 pub struct RawClient {
-    pub stream: tokio::net::TcpStream,
+    pub stream: Box<dyn Io>,
     buf: bytes::BytesMut,
 }
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
         RawClient {
-            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            stream: Box::new(tokio::net::TcpStream::connect(addr).await.unwrap()),
             buf: bytes::BytesMut::new(),
         }
+    }
+
+    /// SSLRequest, then TLS verified against `ca`.
+    pub async fn connect_tls(addr: SocketAddr, ca: &Path) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])
+            .await
+            .unwrap();
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[0], b'S', "the proxy offers TLS");
+        let config = tls_config::client_config(Some(ca)).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        RawClient {
+            stream: Box::new(tls),
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    /// A person's login over TLS: user = email, password = ID token.
+    pub async fn login_person(
+        stack: &Stack,
+        email: &str,
+        token: &str,
+        application: &str,
+    ) -> RawClient {
+        use proxy::protocol::startup;
+        let mut c = RawClient::connect_tls(stack.addr, &stack.ca).await;
+        let mut out = bytes::BytesMut::new();
+        startup::startup_message(
+            &mut out,
+            &[
+                ("user", email),
+                ("database", "rates"),
+                ("application_name", application),
+            ],
+        );
+        c.send(&out).await.unwrap();
+        let (t, _) = c.recv().await.expect("password request");
+        assert_eq!(t, b'R');
+        out.clear();
+        startup::password(&mut out, token);
+        c.send(&out).await.unwrap();
+        c.until(b'Z').await.expect("ReadyForQuery");
+        c
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
