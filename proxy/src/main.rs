@@ -52,10 +52,17 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain of audit files (or directories of them), in order. Exits 1 and
-    /// names the first altered, removed, inserted or reordered record.
+    /// names the first altered, removed, inserted or reordered record, or a cut tail: a last
+    /// file that names a missing next file, or a chain that stops before its anchored head.
     Verify {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// The head to anchor to, as SEQ:HASH (from a copy kept elsewhere).
+        #[arg(long, conflicts_with = "head_file")]
+        head: Option<String>,
+        /// A published head file (`head.json`), e.g. the copy in write-once storage.
+        #[arg(long)]
+        head_file: Option<PathBuf>,
     },
 }
 
@@ -63,8 +70,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Audit {
-            command: AuditCommand::Verify { paths },
-        } => verify_command(&paths),
+            command:
+                AuditCommand::Verify {
+                    paths,
+                    head,
+                    head_file,
+                },
+        } => {
+            let anchor = match (head, head_file) {
+                (Some(text), _) => proxy::audit::head::Head::parse_anchor(&text).map(Some),
+                (None, Some(path)) => proxy::audit::head::Head::read(&path).and_then(|h| {
+                    h.map(Some)
+                        .ok_or_else(|| anyhow::anyhow!("{} does not exist", path.display()))
+                }),
+                (None, None) => Ok(None),
+            };
+            match anchor {
+                Ok(anchor) => verify_command(&paths, anchor.as_ref()),
+                Err(e) => fail(e),
+            }
+        }
         Command::Grant {
             admin_secret,
             command,
@@ -125,15 +150,15 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     })
 }
 
-fn verify_command(paths: &[PathBuf]) -> ExitCode {
+fn verify_command(paths: &[PathBuf], anchor: Option<&proxy::audit::head::Head>) -> ExitCode {
     let files = match verify::collect(paths) {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
-    match verify::verify(&files) {
+    match verify::verify(&files, anchor) {
         Ok(Ok(report)) => {
             println!(
-                "OK: {} records, seq {}..{} in {} file(s){}; head {}",
+                "OK: {} records, seq {}..{} in {} file(s){}; head {}:{}{}",
                 report.records,
                 report.first_seq,
                 report.last_seq,
@@ -143,9 +168,22 @@ fn verify_command(paths: &[PathBuf]) -> ExitCode {
                 } else {
                     " (chain continues from earlier files)"
                 },
-                report.head
+                report.last_seq,
+                report.head,
+                match (anchor, report.anchored) {
+                    (Some(a), true) => format!("; reaches the anchored head at seq {}", a.seq),
+                    (Some(a), false) => format!(
+                        "; the anchored head (seq {}) lies before these files: not checked",
+                        a.seq
+                    ),
+                    (None, _) => String::new(),
+                }
             );
             ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) if broken.truncated => {
+            println!("TRUNCATED: {broken}");
+            ExitCode::from(1)
         }
         Ok(Err(broken)) => {
             println!("TAMPERED: {broken}");

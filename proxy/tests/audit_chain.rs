@@ -156,3 +156,127 @@ async fn a_single_file_from_mid_chain_verifies_on_its_own() {
     let out = verify(&[&files[2], &files[1]]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+fn assert_truncated(dir: &Path, extra: &[&str], expect: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["audit", "verify"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "verify must fail: {stdout}");
+    assert!(
+        stdout.contains("TRUNCATED") && stdout.contains(expect),
+        "expected {expect:?} in: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_tail_is_detected_against_the_published_head_and_refused_on_restart() {
+    let original = tempfile::tempdir().unwrap();
+    write_log(original.path(), 60).await;
+    let head_file = original.path().join("head.json");
+    let head = proxy::audit::head::Head::read(&head_file)
+        .unwrap()
+        .expect("published at close");
+    let files = audit_files(original.path()).unwrap();
+    let total: usize = files.iter().map(|f| lines(f).len()).sum();
+    assert_eq!(
+        head.seq as usize, total,
+        "the head is the last record written"
+    );
+    let anchor = ["--head".to_string(), format!("{}:{}", head.seq, head.hash)];
+    let anchor: Vec<&str> = anchor.iter().map(String::as_str).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["audit", "verify"])
+        .arg(original.path())
+        .args(&anchor)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("reaches the anchored head"),
+        "{stdout}"
+    );
+
+    // The last records cut off: the chain itself still verifies, the head does not.
+    let (d, f) = copy(original.path(), "tail-cut");
+    let last = f.last().unwrap();
+    let mut l = lines(last);
+    l.truncate(l.len() - 1);
+    write_lines(last, &l);
+    assert!(
+        verify(&[d.path()]).status.success(),
+        "undetectable without a head"
+    );
+    assert_truncated(d.path(), &anchor, "before the anchored head");
+    // ... and the writer will not continue it.
+    std::fs::copy(&head_file, d.path().join("head.json")).unwrap();
+    let settings = AuditSettings {
+        dir: d.path().to_path_buf(),
+        ..AuditSettings::default()
+    };
+    let refused = AuditLog::open(settings, AuditMetrics::default())
+        .err()
+        .expect("refused");
+    assert!(
+        refused.to_string().contains("records were removed"),
+        "{refused}"
+    );
+
+    // The last file removed: the file before it names it.
+    let (d, f) = copy(original.path(), "last-file-removed");
+    std::fs::remove_file(f.last().unwrap()).unwrap();
+    assert_truncated(d.path(), &[], "which is missing");
+
+    // A record replaced where the head points.
+    let (d, f) = copy(original.path(), "head-replaced");
+    let last = f.last().unwrap();
+    let mut l = lines(last);
+    let forged = l.last().unwrap().replacen("SELECT", "DELETE", 1);
+    let cut = forged.rfind(",\"hash\":\"").unwrap();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        &forged.as_bytes()[..cut],
+    ));
+    *l.last_mut().unwrap() = format!("{},\"hash\":\"{hash}\"}}", &forged[..cut]);
+    write_lines(last, &l);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["audit", "verify"])
+        .arg(d.path())
+        .args(&anchor)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn a_record_larger_than_the_reserve_is_accepted_and_read_back_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = AuditSettings {
+        dir: dir.path().to_path_buf(),
+        reserve_bytes: 64 * 1024,
+        ..AuditSettings::default()
+    };
+    let big = "x".repeat(3 << 20);
+    let log = AuditLog::open(settings.clone(), AuditMetrics::default()).unwrap();
+    let body = format!("\"ts\":\"t\",\"type\":\"statement\",\"statement\":\"{big}\"");
+    let seq = log
+        .accept(&[body])
+        .await
+        .expect("a 3 MiB record fits once space is reserved");
+    log.close().unwrap();
+    // The last record is larger than the restart's read chunk (1 MiB).
+    let log = AuditLog::open(settings, AuditMetrics::default()).unwrap();
+    log.close().unwrap();
+    let records = common::read_records(dir.path());
+    assert_eq!(
+        records[seq as usize - 1]["statement"]
+            .as_str()
+            .unwrap()
+            .len(),
+        big.len()
+    );
+    assert_eq!(records.last().unwrap()["type"], "log_opened");
+    assert!(verify(&[dir.path()]).status.success());
+}

@@ -1,5 +1,7 @@
 //! The audit log: what is written, how, and how it is checked.
 //!
+//! - [`line`]: the line format (seq, prev, hash), its one encoder and reader.
+//! - [`head`]: the chain's head, published outside it, so a cut tail is detected.
 //! - [`params`]: bound parameters as readable, searchable JSON.
 //! - [`record`]: the JSON records (connection events, statement intents, outcomes).
 //! - [`writer`]: the write-ahead, hash-chained, rotating file writer.
@@ -10,6 +12,8 @@
 //! `hash = SHA-256(line up to the comma before "hash")`, and `prev` is the previous record's
 //! hash, across file rotations and restarts.
 
+pub mod head;
+pub mod line;
 pub mod params;
 pub mod record;
 pub mod verify;

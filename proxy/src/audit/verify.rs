@@ -1,10 +1,13 @@
 //! `proxy audit verify`: walks the chain and reports the first record that was altered,
-//! removed, inserted or reordered.
+//! removed, inserted or reordered; with an anchored head (a sequence number and hash kept
+//! elsewhere), also a chain whose tail was cut. A last file that ends by naming a next file
+//! that is missing is reported too.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use super::head::Head;
+use super::line;
 
 /// What a successful verification saw.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,6 +20,9 @@ pub struct Report {
     /// True when the first record is the very first of the chain (its `prev` is zero);
     /// false when the files given start mid-chain.
     pub from_genesis: bool,
+    /// The anchored head was found in the chain (false: none was given, or it lies before
+    /// the first file given).
+    pub anchored: bool,
 }
 
 /// The first problem found.
@@ -26,6 +32,8 @@ pub struct Broken {
     pub file: String,
     pub line: u64,
     pub problem: String,
+    /// Records are missing at the end (the chain itself is intact).
+    pub truncated: bool,
 }
 
 /// Expands directories into their audit files (in chain order); files are taken as given.
@@ -42,8 +50,8 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Verifies `files` as one chain, in the order given.
-pub fn verify(files: &[PathBuf]) -> anyhow::Result<Result<Report, Broken>> {
+/// Verifies `files` as one chain, in the order given, against `anchor` if there is one.
+pub fn verify(files: &[PathBuf], anchor: Option<&Head>) -> anyhow::Result<Result<Report, Broken>> {
     let mut expect: Option<(u64, String)> = None;
     let mut report = Report {
         records: 0,
@@ -51,16 +59,18 @@ pub fn verify(files: &[PathBuf]) -> anyhow::Result<Result<Report, Broken>> {
         last_seq: 0,
         head: String::new(),
         from_genesis: false,
+        anchored: false,
     };
+    let mut last: Option<(String, u64, line::Line)> = None;
     for path in files {
         let file = std::fs::File::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
         let mut reader = std::io::BufReader::new(file);
         let mut line_no = 0u64;
-        let mut line = Vec::new();
+        let mut text = Vec::new();
         loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
+            text.clear();
+            if reader.read_until(b'\n', &mut text)? == 0 {
                 break;
             }
             line_no += 1;
@@ -68,19 +78,17 @@ pub fn verify(files: &[PathBuf]) -> anyhow::Result<Result<Report, Broken>> {
                 file: display(path),
                 line: line_no,
                 problem,
+                truncated: false,
             };
-            if line.last() != Some(&b'\n') {
+            if text.last() != Some(&b'\n') {
                 return Ok(Err(broken("last line is incomplete (no newline)".into())));
             }
-            let text = &line[..line.len() - 1];
-            let (seq, prev, hash) = match chain_fields(text) {
-                Ok(f) => f,
+            let l = match line::parse(&text[..text.len() - 1]) {
+                Ok(l) => l,
                 Err(problem) => return Ok(Err(broken(problem))),
             };
-            // The hash covers the line up to the comma before "hash".
-            let cut = find_last(text, b",\"hash\":\"").expect("checked by chain_fields");
-            let actual = hex::encode(Sha256::digest(&text[..cut]));
-            if actual != hash {
+            let seq = l.seq;
+            if !l.intact {
                 return Ok(Err(broken(format!(
                     "record seq {seq} was altered: its content does not match its hash"
                 ))));
@@ -88,7 +96,7 @@ pub fn verify(files: &[PathBuf]) -> anyhow::Result<Result<Report, Broken>> {
             match &expect {
                 None => {
                     report.first_seq = seq;
-                    report.from_genesis = seq == 1 && prev == "0".repeat(64);
+                    report.from_genesis = seq == 1 && l.prev == "0".repeat(64);
                 }
                 Some((want_seq, want_prev)) => {
                     if seq > *want_seq {
@@ -102,7 +110,7 @@ pub fn verify(files: &[PathBuf]) -> anyhow::Result<Result<Report, Broken>> {
                              inserted or reordered"
                         ))));
                     }
-                    if &prev != want_prev {
+                    if &l.prev != want_prev {
                         return Ok(Err(broken(format!(
                             "record seq {seq} does not chain to the record before it: \
                              a record was replaced, inserted or removed"
@@ -110,33 +118,57 @@ pub fn verify(files: &[PathBuf]) -> anyhow::Result<Result<Report, Broken>> {
                     }
                 }
             }
+            if let Some(a) = anchor.filter(|a| a.seq == seq) {
+                if a.hash != l.hash {
+                    return Ok(Err(broken(format!(
+                        "record seq {seq} is not the anchored head: it was replaced"
+                    ))));
+                }
+                report.anchored = true;
+            }
             report.records += 1;
             report.last_seq = seq;
-            expect = Some((seq + 1, hash.clone()));
-            report.head = hash;
+            expect = Some((seq + 1, l.hash.clone()));
+            report.head = l.hash.clone();
+            last = Some((display(path), line_no, l));
         }
     }
     anyhow::ensure!(report.records > 0, "the audit files hold no records");
+    let (file, line_no, l) = last.expect("records were read");
+    let truncated = |problem: String| {
+        Ok(Err(Broken {
+            file: file.clone(),
+            line: line_no,
+            problem,
+            truncated: true,
+        }))
+    };
+    // A file that ends by naming its successor promises more records: unless that file
+    // exists beside it (not given here), records are missing.
+    if let Some(next) = l.next_file.as_deref().filter(|_| l.kind == "rotate") {
+        let last_file = files.last().expect("files were read");
+        let given = files
+            .iter()
+            .any(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == next));
+        let beside = last_file.with_file_name(next).exists();
+        if !given && !beside {
+            return truncated(format!(
+                "the chain ends with a rotation to {next}, which is missing"
+            ));
+        }
+    }
+    if let Some(a) = anchor {
+        if report.last_seq < a.seq {
+            return truncated(format!(
+                "the chain ends at seq {}, before the anchored head at seq {}: records were \
+                 removed from its end",
+                report.last_seq, a.seq
+            ));
+        }
+    }
     Ok(Ok(report))
 }
 
 fn display(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).rposition(|w| w == needle)
-}
-
-/// `seq`, `prev` and `hash` of one line, checking the line's shape.
-fn chain_fields(text: &[u8]) -> Result<(u64, String, String), String> {
-    if !text.starts_with(b"{\"seq\":") || find_last(text, b",\"hash\":\"").is_none() {
-        return Err("not an audit record (no seq/hash framing)".into());
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let seq = v["seq"].as_u64().ok_or("seq missing")?;
-    let prev = v["prev"].as_str().ok_or("prev missing")?.to_string();
-    let hash = v["hash"].as_str().ok_or("hash missing")?.to_string();
-    Ok((seq, prev, hash))
 }

@@ -29,7 +29,6 @@ use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 /// When a write-ahead record counts as accepted.
@@ -61,8 +60,12 @@ pub struct AuditSettings {
     pub reserve_bytes: u64,
     /// Records waiting in memory beyond this make new statements wait (backpressure).
     pub max_buffered_bytes: usize,
-    /// Bound parameters longer than this are cut and marked with their full size.
+    /// Bound parameters longer than this are cut, keeping their length and SHA-256.
     pub param_cap_bytes: usize,
+    /// Where the chain's head is published (default: `head.json` in `dir`).
+    pub head_file: Option<PathBuf>,
+    /// How often the head is published, in seconds (and when the writer stops).
+    pub head_interval_secs: u64,
 }
 
 impl Default for AuditSettings {
@@ -76,6 +79,8 @@ impl Default for AuditSettings {
             reserve_bytes: 4 * 1024 * 1024,
             max_buffered_bytes: 64 * 1024 * 1024,
             param_cap_bytes: 64 * 1024,
+            head_file: None,
+            head_interval_secs: 10,
         }
     }
 }
@@ -97,9 +102,6 @@ pub struct AuditMetrics {
 /// Reserved space kept per accepted statement for its outcome record, and in all.
 const OUTCOME_ALLOWANCE: u64 = 512;
 const SLACK: u64 = 8 * 1024;
-
-/// A zero hash: the `prev` of the very first record.
-const GENESIS: [u8; 32] = [0; 32];
 
 /// The name of the file whose first record has sequence number `seq`.
 fn file_name(seq: u64) -> String {
@@ -135,6 +137,13 @@ struct State {
     failed: Option<String>,
     /// The writer stopped; nothing more is accepted.
     closed: bool,
+    /// Disk space a session needs reserved for records larger than the reserve.
+    wanted: u64,
+    /// Why reserving `wanted` failed, if it did.
+    reserve_error: Option<String>,
+    /// The last record written to the file (seq, hash), and the last head published.
+    written_head: (u64, [u8; 32]),
+    published: u64,
 }
 
 impl State {
@@ -145,10 +154,19 @@ impl State {
         }
         for body in bodies {
             self.seq += 1;
-            self.prev = append_line(&mut self.batch, self.seq, &self.prev, body);
+            self.prev = super::line::append(&mut self.batch, self.seq, &self.prev, body);
         }
         self.batch_records += bodies.len() as u64;
     }
+}
+
+/// Why a record was not appended.
+enum Append {
+    Refused(AuditError),
+    /// Not enough disk space reserved yet: the writer has been asked for `need` bytes.
+    NoSpace {
+        need: u64,
+    },
 }
 
 /// What the writer has made durable (fsync mode).
@@ -179,6 +197,7 @@ impl AuditLog {
         std::fs::create_dir_all(&settings.dir)
             .with_context(|| format!("creating audit directory {}", settings.dir.display()))?;
         let (seq, prev, previous_file) = chain_tail(&settings.dir)?;
+        check_head(&settings, seq)?;
         let segment = Segment::create(
             &settings.dir.join(file_name(seq + 1)),
             settings.reserve_bytes,
@@ -193,6 +212,10 @@ impl AuditLog {
                 batch_since: Instant::now(),
                 failed: None,
                 closed: false,
+                wanted: 0,
+                reserve_error: None,
+                written_head: (seq, prev),
+                published: seq,
             }),
             healthy: AtomicBool::new(true),
             metrics,
@@ -212,8 +235,8 @@ impl AuditLog {
             &previous_file.unwrap_or_default(),
         );
         opened.push_str(&format!(",\"pid\":{}", std::process::id()));
-        log.append(&[opened], true)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        log.append(&[opened], false)
+            .map_err(|_| anyhow::anyhow!("the audit log refused its first record"))?;
         // The first record is on disk before anything is served.
         log.write_batch();
         if let Some(e) = log.state.lock().unwrap().failed.clone() {
@@ -246,7 +269,38 @@ impl AuditLog {
             self.wake_writer();
             drained.await;
         }
-        let (first, last) = self.append(bodies, true)?;
+        // Records larger than the space kept reserved (up to `limits.max_message_bytes`)
+        // wait for the writer to reserve room for them; if it cannot, the disk is full.
+        let started = Instant::now();
+        let (first, last) = loop {
+            match self.append(bodies, true) {
+                Ok(range) => break range,
+                Err(Append::Refused(e)) => return Err(e),
+                Err(Append::NoSpace { need }) => {
+                    let failed = {
+                        let st = self.state.lock().unwrap();
+                        st.reserve_error
+                            .clone()
+                            .filter(|_| st.segment.reserved < need)
+                    };
+                    if let Some(e) = failed.filter(|_| started.elapsed() > Duration::from_millis(1))
+                    {
+                        self.healthy.store(false, Ordering::Relaxed);
+                        return Err(AuditError(format!(
+                            "no disk space could be reserved for the audit log (disk full?): {e}"
+                        )));
+                    }
+                    if started.elapsed() > Duration::from_secs(10) {
+                        return Err(AuditError(
+                            "the audit writer did not reserve disk space in time".into(),
+                        ));
+                    }
+                    let drained = self.drained.notified();
+                    self.wake_writer();
+                    let _ = tokio::time::timeout(Duration::from_millis(100), drained).await;
+                }
+            }
+        };
         if self.settings.durability == Durability::Fsync {
             self.wake_writer();
             self.wait_synced(last).await?;
@@ -257,13 +311,22 @@ impl AuditLog {
     /// Accepts `bodies` now or not at all: no waiting for buffer space or a sync. For
     /// records of a session that is ending.
     pub fn try_accept(&self, bodies: &[String]) -> Result<u64, AuditError> {
-        self.append(bodies, true).map(|(first, _)| first)
+        match self.append(bodies, true) {
+            Ok((first, _)) => Ok(first),
+            Err(Append::Refused(e)) => Err(e),
+            Err(Append::NoSpace { .. }) => Err(AuditError("no disk space reserved".into())),
+        }
     }
 
     /// Adds a record that follows the fact (an outcome, a disconnect). Never refused: if the
     /// disk is failing it waits in memory with the rest.
     pub fn record(&self, body: String) {
         let _ = self.append(&[body], false);
+    }
+
+    /// The last head published (or the chain's end when the writer started).
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        self.state.lock().unwrap().written_head
     }
 
     /// Writes what is batched now, from the caller's thread (tests, shutdown).
@@ -283,26 +346,32 @@ impl AuditLog {
             let _ = handle.join();
         }
         self.flush()?;
-        let st = self.state.lock().unwrap();
-        st.segment
-            .finish()
-            .map_err(|e| AuditError(format!("closing {}: {e}", st.segment.path.display())))
+        {
+            let st = self.state.lock().unwrap();
+            st.segment
+                .finish()
+                .map_err(|e| AuditError(format!("closing {}: {e}", st.segment.path.display())))?;
+        }
+        self.publish_head(true);
+        Ok(())
     }
 
     /// Chains `bodies` into the batch. With `refusable`, refuses them (changing nothing)
     /// when the log is failing or their space is not reserved. Returns the sequence numbers
     /// of the first and last.
-    fn append(&self, bodies: &[String], refusable: bool) -> Result<(u64, u64), AuditError> {
+    fn append(&self, bodies: &[String], refusable: bool) -> Result<(u64, u64), Append> {
         let mut st = self.state.lock().unwrap();
         if refusable {
             if st.closed {
-                return Err(AuditError("the proxy is shutting down".into()));
+                return Err(Append::Refused(AuditError(
+                    "the proxy is shutting down".into(),
+                )));
             }
             if let Some(e) = &st.failed {
                 let e = e.clone();
                 drop(st);
                 self.wake_writer();
-                return Err(AuditError(e));
+                return Err(Append::Refused(AuditError(e)));
             }
         }
         let was_empty = st.batch.is_empty();
@@ -315,17 +384,14 @@ impl AuditLog {
             + OUTCOME_ALLOWANCE * bodies.len() as u64
             + SLACK;
         if refusable && need > st.segment.reserved {
-            // Not enough disk space reserved: undo, refuse, and let the writer try to
-            // reserve more.
+            // Not enough disk space reserved: undo, and ask the writer to reserve it.
             st.batch.truncate(start_len);
             st.seq = start_seq;
             st.prev = start_prev;
+            st.wanted = st.wanted.max(need);
             drop(st);
-            self.healthy.store(false, Ordering::Relaxed);
             self.wake_writer();
-            return Err(AuditError(
-                "no disk space could be reserved for the audit log (disk full?)".into(),
-            ));
+            return Err(Append::NoSpace { need });
         }
         self.metrics.buffered.set(st.batch_records as i64);
         let range = (start_seq + 1, st.seq);
@@ -358,18 +424,29 @@ impl AuditLog {
     /// of records gather, writes them, keeps disk space reserved, rotates files.
     fn writer_loop(self: Arc<Self>) {
         let interval = Duration::from_millis(self.settings.flush_interval_ms.max(1));
+        let head_every = Duration::from_secs(self.settings.head_interval_secs.max(1));
+        let mut last_head = Instant::now();
         loop {
-            let (idle, closed, failing, since) = {
+            let (idle, closed, failing, since, wants_space) = {
                 let st = self.state.lock().unwrap();
                 (
                     st.batch.is_empty(),
                     st.closed,
                     st.failed.is_some(),
                     st.batch_since,
+                    st.wanted > st.segment.reserved,
                 )
             };
             if closed {
                 return;
+            }
+            if wants_space {
+                // A session waits to append a record larger than the space reserved.
+                self.maintain();
+            }
+            if last_head.elapsed() >= head_every {
+                self.publish_head(false);
+                last_head = Instant::now();
             }
             if failing || !self.is_healthy() {
                 // Retry a failing disk, or reserving space, at a modest pace.
@@ -398,15 +475,16 @@ impl AuditLog {
     /// file when it is due.
     fn write_batch(&self) {
         let _one = self.writing.lock().unwrap();
-        let (file, bytes, last_seq, records) = {
+        let (file, bytes, last, records) = {
             let mut st = self.state.lock().unwrap();
             if st.batch.is_empty() {
                 return;
             }
             let bytes = std::mem::take(&mut st.batch);
             let records = std::mem::take(&mut st.batch_records);
-            (st.segment.file.clone(), bytes, st.seq, records)
+            (st.segment.file.clone(), bytes, (st.seq, st.prev), records)
         };
+        let last_seq = last.0;
         let result = (&*file).write_all(&bytes).and_then(|()| {
             if self.settings.durability == Durability::Fsync {
                 file.sync_data()
@@ -418,6 +496,7 @@ impl AuditLog {
         match result {
             Ok(()) => {
                 st.segment.written += bytes.len() as u64;
+                st.written_head = last;
                 self.metrics.records.inc_by(records);
                 self.metrics.batches.inc();
                 self.metrics.buffered.set(st.batch_records as i64);
@@ -459,23 +538,35 @@ impl AuditLog {
         self.drained.notify_waiters();
     }
 
-    /// Keeps disk space reserved ahead of the data.
+    /// Keeps disk space reserved ahead of the data, and for what sessions wait to append.
     fn maintain(&self) {
         let _one = self.writing.lock().unwrap();
-        let (file, written, reserved, pending) = {
+        let (file, written, reserved, pending, wanted) = {
             let st = self.state.lock().unwrap();
             let s = &st.segment;
-            (s.file.clone(), s.written, s.reserved, st.batch.len() as u64)
+            (
+                s.file.clone(),
+                s.written,
+                s.reserved,
+                st.batch.len() as u64,
+                st.wanted,
+            )
         };
-        let want = written + pending + self.settings.reserve_bytes;
-        let ok = if reserved < written + pending + self.settings.reserve_bytes / 2 {
-            match reserve(&file, reserved, want - reserved) {
+        let floor = written + pending + self.settings.reserve_bytes / 2;
+        let ok = if reserved < floor || reserved < wanted {
+            let want = (written + pending + self.settings.reserve_bytes)
+                .max(wanted + self.settings.reserve_bytes / 2);
+            let result = reserve(&file, reserved, want - reserved);
+            let mut st = self.state.lock().unwrap();
+            match result {
                 Ok(()) => {
-                    self.state.lock().unwrap().segment.reserved = want;
+                    st.segment.reserved = want;
+                    st.reserve_error = None;
                     true
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reserving audit disk space failed");
+                    st.reserve_error = Some(e.to_string());
                     false
                 }
             }
@@ -484,6 +575,39 @@ impl AuditLog {
         };
         let failed = self.state.lock().unwrap().failed.is_some();
         self.healthy.store(ok && !failed, Ordering::Relaxed);
+        self.drained.notify_waiters();
+    }
+
+    /// Publishes the head when it is due (or `now`): the records it names are synced first.
+    fn publish_head(&self, now: bool) {
+        let (file, path, head, published) = {
+            let st = self.state.lock().unwrap();
+            (
+                st.segment.file.clone(),
+                st.segment.path.clone(),
+                st.written_head,
+                st.published,
+            )
+        };
+        if head.0 == published && !now {
+            return;
+        }
+        let published_now = file.sync_data().and_then(|()| {
+            super::head::Head {
+                seq: head.0,
+                hash: hex::encode(head.1),
+                file: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            }
+            .publish(&super::head::path(&self.settings))
+        });
+        match published_now {
+            Ok(()) => self.state.lock().unwrap().published = head.0,
+            Err(e) => tracing::warn!(error = %e, "publishing the audit head failed"),
+        }
     }
 
     /// Closes the current file and continues in a new one. The last record of the old file
@@ -493,7 +617,7 @@ impl AuditLog {
         let next_seq = self.state.lock().unwrap().seq + 1;
         let path = self.settings.dir.join(file_name(next_seq));
         let new = Segment::create(&path, self.settings.reserve_bytes)?;
-        let last_seq;
+        let (last_seq, last_hash);
         let (old, bytes, records) = {
             let mut st = self.state.lock().unwrap();
             let mut body = String::new();
@@ -519,6 +643,8 @@ impl AuditLog {
             let bytes = std::mem::take(&mut st.batch);
             let records = std::mem::take(&mut st.batch_records);
             last_seq = st.seq;
+            last_hash = st.prev;
+            st.wanted = 0;
             (std::mem::replace(&mut st.segment, new), bytes, records)
         };
         if let Err(e) = (&*old.file).write_all(&bytes) {
@@ -539,6 +665,7 @@ impl AuditLog {
         }
         .finish()?;
         // finish() synced them: sessions waiting in fsync mode may go on.
+        self.state.lock().unwrap().written_head = (last_seq, last_hash);
         self.synced.send_modify(|s| s.seq = s.seq.max(last_seq));
         Ok(())
     }
@@ -592,25 +719,6 @@ fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     }
 }
 
-/// Appends one line and returns its hash.
-pub(crate) fn append_line(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &str) -> [u8; 32] {
-    let start = out.len();
-    let mut hex = [0u8; 64];
-    hex::encode_to_slice(prev, &mut hex).expect("64 hex digits");
-    out.extend_from_slice(b"{\"seq\":");
-    let _ = write!(out, "{seq}");
-    out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(&hex);
-    out.extend_from_slice(b"\",");
-    out.extend_from_slice(body.as_bytes());
-    let hash: [u8; 32] = Sha256::digest(&out[start..]).into();
-    hex::encode_to_slice(hash, &mut hex).expect("64 hex digits");
-    out.extend_from_slice(b",\"hash\":\"");
-    out.extend_from_slice(&hex);
-    out.extend_from_slice(b"\"}\n");
-    hash
-}
-
 /// Sorted audit files of a directory.
 pub fn audit_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -628,39 +736,90 @@ pub fn audit_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Sequence number and hash of the last whole record in `dir`, and that file's name. A
-/// partial last line (a crash mid-write: never acknowledged) is cut off.
+/// partial last line (a crash mid-write: never acknowledged) is cut off. The last record may
+/// be of any size: the file is read backwards until its start is found.
 fn chain_tail(dir: &Path) -> anyhow::Result<(u64, [u8; 32], Option<String>)> {
     for path in audit_files(dir)?.iter().rev() {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
-        let from = len.saturating_sub(1 << 20);
-        file.seek(SeekFrom::Start(from))?;
-        let mut tail = Vec::new();
-        file.read_to_end(&mut tail)?;
-        let whole = tail
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        if whole < tail.len() {
-            tracing::warn!(file = %path.display(), bytes = tail.len() - whole, "cutting a partial audit record");
-            file.set_len(from + whole as u64)?;
-        }
-        let Some(line) = tail[..whole]
-            .split(|&b| b == b'\n')
-            .rev()
-            .find(|l| !l.is_empty())
-        else {
+        let Some(end) = last_byte(&mut file, len, b'\n')? else {
+            if len > 0 {
+                tracing::warn!(file = %path.display(), bytes = len, "cutting a partial audit record");
+                file.set_len(0)?;
+            }
             continue;
         };
-        let v: serde_json::Value = serde_json::from_slice(line)
-            .with_context(|| format!("last record of {} is not JSON", path.display()))?;
-        let seq = v["seq"].as_u64().context("last audit record has no seq")?;
-        let mut prev = [0u8; 32];
-        hex::decode_to_slice(v["hash"].as_str().unwrap_or(""), &mut prev)
-            .context("last audit record has no valid hash")?;
+        if end + 1 < len {
+            tracing::warn!(file = %path.display(), bytes = len - end - 1, "cutting a partial audit record");
+            file.set_len(end + 1)?;
+        }
+        let start = last_byte(&mut file, end, b'\n')?.map_or(0, |p| p + 1);
+        let mut line = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut line)?;
+        let last = super::line::parse(&line)
+            .map_err(|e| anyhow::anyhow!("last record of {}: {e}", path.display()))?;
+        let prev = super::line::decode_hash(&last.hash)
+            .with_context(|| format!("last record of {} has no valid hash", path.display()))?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        return Ok((seq, prev, name));
+        return Ok((last.seq, prev, name));
     }
-    Ok((0, GENESIS, None))
+    Ok((0, super::line::GENESIS, None))
+}
+
+/// The position of the last `byte` before `end` in `file`, reading backwards in chunks.
+fn last_byte(file: &mut File, end: u64, byte: u8) -> std::io::Result<Option<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let mut hi = end;
+    let mut chunk = Vec::new();
+    while hi > 0 {
+        let lo = hi.saturating_sub(CHUNK);
+        chunk.resize((hi - lo) as usize, 0);
+        file.seek(SeekFrom::Start(lo))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == byte) {
+            return Ok(Some(lo + i as u64));
+        }
+        hi = lo;
+    }
+    Ok(None)
+}
+
+/// On restart: the chain on disk must reach the last head published. A shorter chain, or a
+/// different record where the head points, means records were removed or replaced: the
+/// writer refuses to continue it.
+fn check_head(settings: &AuditSettings, seq: u64) -> anyhow::Result<()> {
+    let path = super::head::path(settings);
+    let Some(head) = super::head::Head::read(&path)? else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        seq >= head.seq,
+        "refusing to continue the audit chain: it ends at seq {seq}, but its last published \
+         head ({}) is seq {}: records were removed",
+        path.display(),
+        head.seq
+    );
+    let file = settings.dir.join(&head.file);
+    let text = std::fs::read(&file).with_context(|| {
+        format!(
+            "refusing to continue the audit chain: {} (named by the head {}) cannot be read",
+            file.display(),
+            path.display()
+        )
+    })?;
+    let found = text
+        .split(|&b| b == b'\n')
+        .filter_map(|l| super::line::parse(l).ok())
+        .find(|l| l.seq == head.seq);
+    match found {
+        Some(l) if l.hash == head.hash => Ok(()),
+        _ => anyhow::bail!(
+            "refusing to continue the audit chain: record seq {} in {} does not match the \
+             published head {}",
+            head.seq,
+            file.display(),
+            path.display()
+        ),
+    }
 }

@@ -1,0 +1,103 @@
+//! The one owner of the audit line format: every line is one JSON object that starts with
+//! `{"seq":N,"prev":"<hex>",` and ends with `,"hash":"<hex>"}`, where
+//! `hash = SHA-256(the line up to the comma before "hash")` and `prev` is the hash of the
+//! line before. The writer encodes lines with [`append`]; the verifier, the writer's restart
+//! and the checkpoint check read them with [`parse`].
+
+use std::io::Write as _;
+
+use sha2::{Digest, Sha256};
+
+/// A zero hash: the `prev` of the very first record.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// Appends one line (with its newline) for `body` and returns its hash.
+pub fn append(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &str) -> [u8; 32] {
+    let start = out.len();
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(prev, &mut hex).expect("64 hex digits");
+    out.extend_from_slice(b"{\"seq\":");
+    let _ = write!(out, "{seq}");
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(body.as_bytes());
+    let hash: [u8; 32] = Sha256::digest(&out[start..]).into();
+    hex::encode_to_slice(hash, &mut hex).expect("64 hex digits");
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\"}\n");
+    hash
+}
+
+/// The chain fields of one line (without its newline), and what a reader of the chain's
+/// ends needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+    /// The record's `type`.
+    pub kind: String,
+    /// A `rotate` record's next file.
+    pub next_file: Option<String>,
+    /// The hash recomputed from the line matches `hash`.
+    pub intact: bool,
+}
+
+const HASH_FIELD: &[u8] = b",\"hash\":\"";
+
+/// Reads one line; an error says why it is not an audit record.
+pub fn parse(text: &[u8]) -> Result<Line, String> {
+    let cut = text
+        .windows(HASH_FIELD.len())
+        .rposition(|w| w == HASH_FIELD)
+        .filter(|_| text.starts_with(b"{\"seq\":"))
+        .ok_or("not an audit record (no seq/hash framing)")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let field = |name: &str| v[name].as_str().map(str::to_string);
+    let hash = field("hash").ok_or("hash missing")?;
+    Ok(Line {
+        seq: v["seq"].as_u64().ok_or("seq missing")?,
+        prev: field("prev").ok_or("prev missing")?,
+        intact: hex::encode(Sha256::digest(&text[..cut])) == hash,
+        hash,
+        kind: field("type").unwrap_or_default(),
+        next_file: field("next_file"),
+    })
+}
+
+/// `hex` as a hash.
+pub fn decode_hash(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex, &mut out).ok().map(|()| out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_detect_changes() {
+        let mut out = Vec::new();
+        let hash = append(
+            &mut out,
+            7,
+            &GENESIS,
+            "\"type\":\"rotate\",\"next_file\":\"b.jsonl\"",
+        );
+        let line = parse(&out[..out.len() - 1]).unwrap();
+        assert_eq!(
+            (line.seq, line.kind.as_str(), line.intact),
+            (7, "rotate", true)
+        );
+        assert_eq!(line.next_file.as_deref(), Some("b.jsonl"));
+        assert_eq!(decode_hash(&line.hash), Some(hash));
+        let changed = String::from_utf8(out)
+            .unwrap()
+            .replace("b.jsonl", "c.jsonl");
+        assert!(!parse(changed.trim_end().as_bytes()).unwrap().intact);
+        assert!(parse(b"{\"x\":1}").is_err());
+    }
+}
