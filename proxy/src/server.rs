@@ -37,6 +37,51 @@ pub struct Context {
     /// Person logins: token checks and grants (both set, or neither).
     pub tokens: Option<Arc<TokenVerifier>>,
     pub control: Option<Arc<Control>>,
+    pub handshakes: Handshakes,
+}
+
+/// Connections in start-up, by client address: one address cannot hold them all.
+#[derive(Default)]
+pub struct Handshakes {
+    by_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// A start-up slot; dropping it frees the slot.
+pub struct Handshake<'a> {
+    handshakes: &'a Handshakes,
+    address: std::net::IpAddr,
+}
+
+impl Handshakes {
+    /// A slot for `address`, unless it already holds `limit`.
+    pub fn enter(&self, address: std::net::IpAddr, limit: usize) -> Option<Handshake<'_>> {
+        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(address).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Handshake {
+            handshakes: self,
+            address,
+        })
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .handshakes
+            .by_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// Live sessions, so the proxy can close them (shutdown, revoked access).
@@ -158,6 +203,7 @@ impl Server {
             verifiers: Verifiers::default(),
             metrics,
             sessions: Arc::new(Sessions::default()),
+            handshakes: Handshakes::default(),
             settings,
         });
         let listener = TcpListener::bind(&ctx.settings.listen)

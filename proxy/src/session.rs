@@ -35,8 +35,24 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let mut info = SessionInfo::new(session_id(), peer.to_string());
     let timeout = Duration::from_secs(ctx.settings.limits.startup_timeout_secs);
+    let Some(handshake) = ctx
+        .handshakes
+        .enter(peer.ip(), ctx.settings.limits.max_handshakes_per_address)
+    else {
+        ctx.metrics.connection("over_limit");
+        tracing::info!(session = %info.session, %peer, "too many start-ups from one address");
+        let mut tcp = tcp;
+        let _ = refuse(
+            &mut tcp,
+            "53300",
+            "too many connections from this address are starting up",
+        )
+        .await;
+        return;
+    };
 
     let opened = tokio::time::timeout(timeout, open(&ctx, tcp, peer, &mut info)).await;
+    drop(handshake);
     let Ok(Some((client, upstream, identity))) = opened else {
         if opened.is_err() {
             ctx.metrics.connection("timeout");

@@ -88,6 +88,9 @@ pub struct Limits {
     /// After a client leaves, how long to wait for the outcomes of statements still running.
     pub drain_timeout_secs: u64,
     pub max_connections: usize,
+    /// Connections from one client address that may be in start-up (not yet logged in) at
+    /// once; more are refused at once (`53300`).
+    pub max_handshakes_per_address: usize,
 }
 
 impl Default for Settings {
@@ -137,9 +140,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: 64 * 1024 * 1024,
-            startup_timeout_secs: 30,
+            startup_timeout_secs: 15,
             drain_timeout_secs: 60,
             max_connections: 2000,
+            max_handshakes_per_address: 50,
         }
     }
 }

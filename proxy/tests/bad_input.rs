@@ -182,3 +182,66 @@ async fn wrong_passwords_plaintext_and_unknown_users_are_refused_and_audited() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_ups_are_bounded_per_client_address() {
+    let stack = common::Stack::with(common::Options {
+        plaintext: proxy::settings::Plaintext::Loopback,
+        max_handshakes_per_address: 3,
+        ..common::Options::default()
+    })
+    .await;
+    // Three connections that never send a start-up packet hold this address's slots.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(stack.addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut c = common::RawClient::connect(stack.addr).await;
+    let (tag, body) = c.recv().await.expect("refused at once");
+    assert_eq!((tag, common::sqlstate(&body).as_str()), (b'E', "53300"));
+    // A slot freed, a login works.
+    idle.pop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    common::RawClient::login(stack.addr, &stack.app, "after-slowloris").await;
+    stack.stop().await;
+}
+
+/// The salt a SCRAM exchange offers `user` (from the server-first-message).
+async fn offered_salt(stack: &common::Stack, user: &str) -> String {
+    use proxy::protocol::startup;
+    let mut c = common::RawClient::connect(stack.addr).await;
+    let mut out = bytes::BytesMut::new();
+    startup::startup_message(&mut out, &[("user", user), ("database", "rates")]);
+    c.send(&out).await.unwrap();
+    c.until(b'R').await.expect("SASL");
+    let (_, first) = proxy::auth::scram::ClientExchange::start();
+    out.clear();
+    startup::sasl_initial_response(&mut out, "SCRAM-SHA-256", first.as_bytes());
+    c.send(&out).await.unwrap();
+    let body = c.until(b'R').await.expect("SASL continue");
+    let text = String::from_utf8_lossy(&body[4..]).into_owned();
+    text.split(',')
+        .find_map(|f| f.strip_prefix("s="))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_are_offered_stable_salts_as_known_users_are() {
+    let stack = common::Stack::with(common::Options {
+        plaintext: proxy::settings::Plaintext::Loopback,
+        ..common::Options::default()
+    })
+    .await;
+    let known = offered_salt(&stack, &stack.app.username).await;
+    assert_eq!(offered_salt(&stack, &stack.app.username).await, known);
+    let ghost = offered_salt(&stack, "ghost").await;
+    assert_eq!(
+        offered_salt(&stack, "ghost").await,
+        ghost,
+        "a decoy's salt is stable"
+    );
+    assert_ne!(offered_salt(&stack, "phantom").await, ghost, "and its own");
+    stack.stop().await;
+}

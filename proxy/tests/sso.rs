@@ -249,6 +249,18 @@ async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
             "not verified",
         ),
         (
+            "no email_verified claim",
+            sign(
+                &kid,
+                &der,
+                claims(&|c| {
+                    c.as_object_mut().unwrap().remove("email_verified");
+                }),
+            ),
+            ALICE,
+            "not verified",
+        ),
+        (
             "not a token",
             "hunter2".into(),
             ALICE,

@@ -15,38 +15,84 @@ use super::scram::Verifier;
 use super::{scram_exchange, Refused};
 
 /// SCRAM verifiers derived from the current passwords. PBKDF2 runs once per password, not
-/// once per connection; a rotated password (different hash) derives a new verifier.
-#[derive(Default)]
+/// once per connection, and never on a session thread (a blocking task does it). A rotated
+/// password (different hash) derives a new verifier.
+///
+/// Unknown users get a decoy verifier that no password matches, made the same way and
+/// cached the same way (its salt derived from the user name, so it is stable as a real
+/// one is): a client cannot tell from timing or salts which users exist.
 pub struct Verifiers {
     by_user: Mutex<HashMap<String, ([u8; 32], Verifier)>>,
+    decoys: Mutex<HashMap<String, Verifier>>,
+    /// Keys the decoys' salts and passwords; random per process.
+    decoy_key: [u8; 32],
 }
 
+impl Default for Verifiers {
+    fn default() -> Self {
+        Verifiers {
+            by_user: Mutex::default(),
+            decoys: Mutex::default(),
+            decoy_key: rand::random(),
+        }
+    }
+}
+
+/// Decoys kept at most; beyond, the cache starts again (each costs one PBKDF2 to remake).
+const MAX_DECOYS: usize = 10_000;
+
 impl Verifiers {
-    fn get(&self, creds: &DbCredentials) -> Verifier {
+    async fn get(&self, creds: &DbCredentials) -> Verifier {
         let fingerprint: [u8; 32] =
             Sha256::digest(creds.password.expose_secret().as_bytes()).into();
-        if let Some((fp, v)) = self.by_user.lock().unwrap().get(&creds.username) {
+        if let Some((fp, v)) = lock(&self.by_user).get(&creds.username) {
             if *fp == fingerprint {
                 return v.clone();
             }
         }
-        let v = Verifier::new(creds.password.expose_secret());
-        self.by_user
-            .lock()
-            .unwrap()
-            .insert(creds.username.clone(), (fingerprint, v.clone()));
+        let password = creds.password.clone();
+        let v = derive(move || Verifier::new(password.expose_secret())).await;
+        lock(&self.by_user).insert(creds.username.clone(), (fingerprint, v.clone()));
         v
     }
 
-    /// A verifier no password matches, for users that do not exist: they go through the
-    /// same exchange and fail the same way, so the client learns nothing.
-    fn decoy(&self) -> Verifier {
-        Verifier::with_salt(
-            &secret_store::generate_password(),
-            &rand::random::<[u8; 16]>(),
-            super::scram::ITERATIONS,
-        )
+    /// A verifier no password matches, for a user that does not exist.
+    async fn decoy(&self, user: &str) -> Verifier {
+        if let Some(v) = lock(&self.decoys).get(user) {
+            return v.clone();
+        }
+        let keyed = |what: &[u8]| -> [u8; 32] {
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.decoy_key).expect("any key");
+            mac.update(what);
+            mac.update(user.as_bytes());
+            mac.finalize().into_bytes().into()
+        };
+        let salt = keyed(b"salt");
+        let password = hex::encode(keyed(b"password"));
+        let v =
+            derive(move || Verifier::with_salt(&password, &salt[..16], super::scram::ITERATIONS))
+                .await;
+        let mut decoys = lock(&self.decoys);
+        if decoys.len() >= MAX_DECOYS {
+            decoys.clear();
+        }
+        decoys.insert(user.to_string(), v.clone());
+        v
     }
+}
+
+/// Runs PBKDF2 on the blocking pool.
+async fn derive(f: impl FnOnce() -> Verifier + Send + 'static) -> Verifier {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// These maps hold no invariant a panic could break halfway: a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Authenticates service account `user` and returns the credentials to log in upstream.
@@ -59,7 +105,8 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     verifiers: &Verifiers,
 ) -> Result<DbCredentials, Refused> {
     let Some(secret_id) = secret_id else {
-        let mut refused = match scram_exchange(stream, buf, verifiers.decoy(), user).await {
+        let mut refused = match scram_exchange(stream, buf, verifiers.decoy(user).await, user).await
+        {
             Err(r) => r,
             // No password matches a decoy; refuse all the same.
             Ok(()) => Refused::new(
@@ -91,6 +138,6 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             format!("secret {secret_id} holds user {} instead", creds.username),
         ));
     }
-    scram_exchange(stream, buf, verifiers.get(&creds), user).await?;
+    scram_exchange(stream, buf, verifiers.get(&creds).await, user).await?;
     Ok(creds)
 }

@@ -34,6 +34,9 @@ pub struct OidcSettings {
     /// A token with an unknown key id triggers a fetch at most this often.
     pub unknown_key_refetch_secs: u64,
     pub http_timeout_secs: u64,
+    /// A token must say `email_verified: true` (a provider that never verifies emails can
+    /// turn this off; the person is still identified by issuer and subject).
+    pub require_verified_email: bool,
 }
 
 impl Default for OidcSettings {
@@ -45,6 +48,7 @@ impl Default for OidcSettings {
             jwks_refresh_secs: 300,
             unknown_key_refetch_secs: 10,
             http_timeout_secs: 5,
+            require_verified_email: true,
         }
     }
 }
@@ -326,7 +330,11 @@ impl TokenVerifier {
             return Err(TokenError::Audience);
         }
         let email = grants::normalize_email(&claims.email.ok_or(TokenError::NoEmail)?);
-        if claims.email_verified == Some(false) {
+        let verified = match claims.email_verified {
+            Some(v) => v,
+            None => !self.settings.require_verified_email,
+        };
+        if !verified {
             return Err(TokenError::EmailNotVerified);
         }
         if email != grants::normalize_email(user) {

@@ -45,6 +45,7 @@ pub struct Options {
     pub oidc_issuer: Option<String>,
     /// Disk space the audit writer keeps reserved ahead.
     pub reserve_bytes: u64,
+    pub max_handshakes_per_address: usize,
 }
 
 impl Default for Options {
@@ -57,6 +58,7 @@ impl Default for Options {
             audit_dir: None,
             oidc_issuer: None,
             reserve_bytes: 1024 * 1024,
+            max_handshakes_per_address: 50,
         }
     }
 }
@@ -117,6 +119,7 @@ impl Stack {
         settings.audit.param_cap_bytes = opts.param_cap;
         settings.audit.reserve_bytes = opts.reserve_bytes;
         settings.limits.max_message_bytes = opts.max_message_bytes;
+        settings.limits.max_handshakes_per_address = opts.max_handshakes_per_address;
         if let Some(issuer) = opts.oidc_issuer {
             settings.oidc.issuer = issuer;
             settings.oidc.unknown_key_refetch_secs = 1;
