@@ -283,11 +283,16 @@ fn body(info: &SessionInfo, intent: &Intent) -> String {
             prepared,
             params,
         } => {
-            let names: Vec<&'static str> = steps.names().collect();
+            let mut names = [""; 3];
+            let mut n = 0;
+            for step in steps.names() {
+                names[n] = step;
+                n += 1;
+            }
             record::statement(
                 info,
                 Via::Extended {
-                    steps: &names,
+                    steps: &names[..n],
                     statement,
                     portal,
                 },

@@ -51,17 +51,74 @@ pub struct Prepared {
     pub param_types: Vec<u32>,
     /// Starts with COPY.
     pub copy: bool,
+    /// Runs SQL-level PREPARE/DEALLOCATE/DECLARE/CLOSE/DISCARD.
+    pub touches: Touches,
 }
 
 impl Prepared {
     fn unknown() -> Arc<Prepared> {
-        Arc::new(Prepared {
-            id: 0,
-            text: None,
-            redacted: false,
-            param_types: Vec::new(),
-            copy: false,
-        })
+        thread_local! {
+            static UNKNOWN: Arc<Prepared> = Arc::new(Prepared {
+                id: 0,
+                text: None,
+                redacted: false,
+                param_types: Vec::new(),
+                copy: false,
+                touches: Touches::default(),
+            });
+        }
+        UNKNOWN.with(Arc::clone)
+    }
+}
+
+/// A name as the ledger keeps it; the unnamed statement and portal (what most drivers use
+/// for everything) cost no allocation.
+fn name(n: &str) -> Arc<str> {
+    if n.is_empty() {
+        thread_local! {
+            static EMPTY: Arc<str> = Arc::from("");
+        }
+        EMPTY.with(Arc::clone)
+    } else {
+        Arc::from(n)
+    }
+}
+
+/// How many entries in flight name each statement or portal; the unnamed one apart.
+#[derive(Debug, Default)]
+struct Counts {
+    unnamed: u32,
+    named: HashMap<Arc<str>, u32>,
+}
+
+impl Counts {
+    fn contains(&self, n: &str) -> bool {
+        if n.is_empty() {
+            self.unnamed > 0
+        } else {
+            self.named.contains_key(n)
+        }
+    }
+
+    fn add(&mut self, n: &str) {
+        if n.is_empty() {
+            self.unnamed += 1;
+        } else if let Some(c) = self.named.get_mut(n) {
+            *c += 1;
+        } else {
+            self.named.insert(Arc::from(n), 1);
+        }
+    }
+
+    fn remove(&mut self, n: &str) {
+        if n.is_empty() {
+            self.unnamed = self.unnamed.saturating_sub(1);
+        } else if let Some(c) = self.named.get_mut(n) {
+            *c -= 1;
+            if *c == 0 {
+                self.named.remove(n);
+            }
+        }
     }
 }
 
@@ -391,8 +448,8 @@ pub struct Ledger {
     /// The record the next Bind or Execute may join: (index in `intents`, its steps).
     open: Option<(usize, Steps)>,
     /// How many queued or batched entries name each statement / portal, or touch names.
-    in_flight_statements: HashMap<Arc<str>, u32>,
-    in_flight_portals: HashMap<Arc<str>, u32>,
+    in_flight_statements: Counts,
+    in_flight_portals: Counts,
     in_flight_touches: u32,
     /// Entries that may read COPY data, queued or batched: copy data the client sends while
     /// one is in flight is a copy stream.
@@ -427,8 +484,8 @@ impl Ledger {
             batch: Vec::new(),
             intents: Vec::new(),
             open: None,
-            in_flight_statements: HashMap::new(),
-            in_flight_portals: HashMap::new(),
+            in_flight_statements: Counts::default(),
+            in_flight_portals: Counts::default(),
             in_flight_touches: 0,
             in_flight_copies: 0,
             in_flight_queries: 0,
@@ -516,7 +573,7 @@ impl Ledger {
             fe::EXECUTE => self.execute(fe::execute(body)?.portal, now),
             fe::DESCRIBE => {
                 let statement = match fe::target(body, "Describe")? {
-                    Target::Statement(name) => Some(Arc::from(name)),
+                    Target::Statement(n) => Some(name(n)),
                     Target::Portal(_) => None,
                 };
                 self.push(Sent::Describe { statement });
@@ -530,7 +587,7 @@ impl Ledger {
                 self.open = None;
                 self.push(Sent::Close {
                     statement,
-                    name: Arc::from(name),
+                    name: self::name(name),
                 });
                 Ok(Action::Forward)
             }
@@ -639,10 +696,11 @@ impl Ledger {
             redacted: seen.redacted,
             param_types: types,
             copy: seen.copy,
+            touches: seen.touches,
         });
         self.next_id += 1;
         let rec = self.intents.len();
-        let name: Arc<str> = Arc::from(name);
+        let name = self::name(name);
         let steps = Steps {
             parse: true,
             ..Steps::default()
@@ -650,7 +708,7 @@ impl Ledger {
         self.intents.push(Intent::Extended {
             steps,
             statement: name.clone(),
-            portal: Arc::from(""),
+            portal: self::name(""),
             prepared: prepared.clone(),
             params: None,
         });
@@ -670,8 +728,8 @@ impl Ledger {
         let Some(prepared) = self.expected_statement(b.statement) else {
             return Ok(Action::Wait);
         };
-        let portal: Arc<str> = Arc::from(b.portal);
-        let statement: Arc<str> = Arc::from(b.statement);
+        let portal = name(b.portal);
+        let statement = name(b.statement);
         let params: Arc<str> = Arc::from(params::to_json(
             &b.params,
             &prepared.param_types,
@@ -727,18 +785,14 @@ impl Ledger {
         let Some(expected) = self.expected_portal(portal) else {
             return Ok(Action::Wait);
         };
-        let name: Arc<str> = Arc::from(portal);
+        let name = self::name(portal);
         let (rec, copy, fetch, touches) = match expected {
             // A fetch of an execution in flight or suspended: the same record.
             Expected::Running { rec, copy } => (rec, copy, true, Touches::default()),
             expected => {
                 let copy = matches!(&expected, Expected::Bound(p) if p.prepared.copy);
                 let touches = match &expected {
-                    Expected::Bound(p) => p
-                        .prepared
-                        .text
-                        .as_deref()
-                        .map_or(Touches::default(), |t| sql::inspect(t, self.caller).touches),
+                    Expected::Bound(p) => p.prepared.touches,
                     _ => Touches::default(),
                 };
                 let rec = match self.join(portal, |steps| steps.bind && !steps.execute) {
@@ -751,7 +805,7 @@ impl Ledger {
                     None => {
                         let (statement, prepared, params) = match expected {
                             Expected::Bound(p) => (p.statement, p.prepared, Some(p.params)),
-                            _ => (Arc::from(""), Prepared::unknown(), None),
+                            _ => (self::name(""), Prepared::unknown(), None),
                         };
                         self.intents.push(Intent::Extended {
                             steps: Steps {
@@ -823,7 +877,7 @@ impl Ledger {
                 .cloned()
                 .unwrap_or_else(Prepared::unknown)
         };
-        if !(self.in_flight_statements.contains_key(name) || named && self.in_flight_touches > 0) {
+        if !(self.in_flight_statements.contains(name) || named && self.in_flight_touches > 0) {
             return Some(confirmed());
         }
         let mut behind_sync = false;
@@ -859,7 +913,7 @@ impl Ledger {
             },
             None => Expected::Unknown,
         };
-        if !(self.in_flight_portals.contains_key(name) || named && self.in_flight_touches > 0) {
+        if !(self.in_flight_portals.contains(name) || named && self.in_flight_touches > 0) {
             return Some(confirmed());
         }
         let mut behind_sync = false;
@@ -917,10 +971,10 @@ impl Ledger {
 
     fn push(&mut self, s: Sent) {
         if let Some(n) = s.statement_name() {
-            *self.in_flight_statements.entry(Arc::from(n)).or_default() += 1;
+            self.in_flight_statements.add(n);
         }
         if let Some(n) = s.portal_name() {
-            *self.in_flight_portals.entry(Arc::from(n)).or_default() += 1;
+            self.in_flight_portals.add(n);
         }
         let t = s.touches();
         if t.statements || t.portals {
@@ -996,19 +1050,11 @@ impl Ledger {
 
     /// Undoes the in-flight counts of an entry leaving the batch or the queue.
     fn forget(&mut self, s: &Sent) {
-        fn dec(map: &mut HashMap<Arc<str>, u32>, name: &str) {
-            if let Some(n) = map.get_mut(name) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(name);
-                }
-            }
-        }
         if let Some(n) = s.statement_name() {
-            dec(&mut self.in_flight_statements, n);
+            self.in_flight_statements.remove(n);
         }
         if let Some(n) = s.portal_name() {
-            dec(&mut self.in_flight_portals, n);
+            self.in_flight_portals.remove(n);
         }
         let t = s.touches();
         if t.statements || t.portals {
@@ -1223,6 +1269,7 @@ impl Ledger {
                         redacted: p.redacted,
                         param_types: types,
                         copy: p.copy,
+                        touches: p.touches,
                     });
                     self.statements.set(&name, Some(described));
                 }

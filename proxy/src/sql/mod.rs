@@ -134,6 +134,12 @@ const PINNED_SETTINGS: [&str; 3] = ["client_encoding", "names", "standard_confor
 fn refusal(stmt: &str, first: &lexer::Token, caller: Caller) -> Option<Refusal> {
     let word =
         |t: &lexer::Token, k: &str| t.kind == Kind::Word && t.text(stmt).eq_ignore_ascii_case(k);
+    // Most statements need no more than their first word: lex the rest only when it could
+    // matter.
+    let person_alter = caller == Caller::Person && word(first, "alter");
+    if !word(first, "set") && !person_alter && !contains_ignore_case(stmt, b"set_config") {
+        return None;
+    }
     let mut rest = Lexer::new(&stmt[first.end..], Mode::PINNED)
         .filter(|t| t.is_code())
         .map(|t| lexer::Token {
@@ -271,6 +277,12 @@ fn options_settings(options: &str) -> impl Iterator<Item = String> {
         i += 1;
     }
     names.into_iter()
+}
+
+fn contains_ignore_case(text: &str, word: &[u8]) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 fn unquote(name: &str) -> &str {
