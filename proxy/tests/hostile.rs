@@ -302,6 +302,7 @@ async fn backslash_escapes_cannot_be_switched_on_to_hide_a_statement() {
     }
     assert_eq!(errors, ["08P01"], "the session ends");
     assert!(written(&stack, "scs-hidden").await.is_empty());
+    stack.sessions_ended().await;
     let records = stack.records();
     let end = records
         .iter()

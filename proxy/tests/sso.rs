@@ -423,6 +423,7 @@ async fn revoking_a_grant_closes_open_sessions_within_seconds() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("after"));
 
+    stack.sessions_ended().await;
     let records = stack.records();
     let end = records
         .iter()
@@ -480,7 +481,7 @@ async fn a_session_ends_at_its_grants_expiry_even_without_the_control_plane() {
         Some(db) => assert!(db.message().contains("expired"), "{db}"),
         None => assert!(err.is_closed(), "{err}"),
     }
-    stack.flush();
+    stack.sessions_ended().await;
     let reasons: Vec<String> = stack
         .records()
         .iter()

@@ -212,6 +212,18 @@ impl Stack {
         self.ctx.audit.flush().unwrap();
     }
 
+    /// Waits until no session is open (each writes its last record before it goes).
+    pub async fn sessions_ended(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.ctx.sessions.count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sessions still open after 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every audit record so far, in order.
     pub fn records(&self) -> Vec<Value> {
         self.flush();
