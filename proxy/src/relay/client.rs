@@ -55,9 +55,8 @@ where
                 after,
                 terminated,
             } = scan(deps, info, link, &mut buf, &mut streaming, max)?;
-            accept(deps, info, link).await?;
             // Halted while this was decided: nothing more goes to the database.
-            if halt.fired() {
+            if !accept(deps, info, link, halt).await? {
                 return Ok(());
             }
             if pos > 0 {
@@ -199,27 +198,45 @@ fn fail(
     if !bodies.is_empty() {
         // The session ends either way; a log that refuses these records is already failing.
         if let Ok(first) = deps.audit.try_accept(&bodies) {
-            for (i, intent) in ledger.intents().iter().enumerate() {
-                let outcome = match intent {
-                    Intent::Refused { refusal, .. } => Outcome::Refused {
-                        code: refusal.sqlstate(),
-                        message: refusal.message(),
-                    },
-                    _ => Outcome::NotExecuted {
-                        reason: "the proxy closed the session before forwarding this",
-                    },
-                };
-                not_forwarded(deps, info, first + i as u64, &outcome);
-            }
+            never_forwarded(deps, info, ledger, first);
         }
     }
     ledger.abandon();
     stop
 }
 
+/// The batch's records (accepted from `first` on) end here: their messages were never
+/// forwarded. The batch is dropped.
+fn never_forwarded(
+    deps: &Deps<'_>,
+    info: &SessionInfo,
+    ledger: &mut super::ledger::Ledger,
+    first: u64,
+) {
+    for (i, intent) in ledger.intents().iter().enumerate() {
+        let outcome = match intent {
+            Intent::Refused { refusal, .. } => Outcome::Refused {
+                code: refusal.sqlstate(),
+                message: refusal.message(),
+            },
+            _ => Outcome::NotExecuted {
+                reason: "the proxy closed the session before forwarding this",
+            },
+        };
+        not_forwarded(deps, info, first + i as u64, &outcome);
+    }
+    ledger.abandon();
+}
+
 /// Write-ahead: the batch's records are accepted before its bytes move; then its entries
-/// are queued for the server side.
-async fn accept(deps: &Deps<'_>, info: &SessionInfo, link: &Link) -> Result<(), Stop> {
+/// are queued for the server side. False when the session was halted meanwhile: the
+/// records say their messages were not forwarded, and nothing is.
+async fn accept(
+    deps: &Deps<'_>,
+    info: &SessionInfo,
+    link: &Link,
+    halt: &Halt,
+) -> Result<bool, Stop> {
     let bodies: Vec<String> = {
         let ledger = link.ledger();
         ledger.intents().iter().map(|i| body(info, i)).collect()
@@ -240,6 +257,10 @@ async fn accept(deps: &Deps<'_>, info: &SessionInfo, link: &Link) -> Result<(), 
         }
     };
     let mut ledger = link.ledger();
+    if halt.fired() {
+        never_forwarded(deps, info, &mut ledger, first);
+        return Ok(false);
+    }
     let statements = ledger
         .intents()
         .iter()
@@ -259,7 +280,7 @@ async fn accept(deps: &Deps<'_>, info: &SessionInfo, link: &Link) -> Result<(), 
     link.statements
         .fetch_add(statements as u64, Ordering::Relaxed);
     deps.metrics.statements.inc_by(statements as u64);
-    Ok(())
+    Ok(true)
 }
 
 /// The record body of an intent.

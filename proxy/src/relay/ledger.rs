@@ -1999,6 +1999,23 @@ mod tests {
     }
 
     #[test]
+    fn a_message_held_while_the_server_waits_for_copy_data_ends_the_session() {
+        let mut t = T::new();
+        t.send(fe::QUERY, query("COPY t FROM STDIN"));
+        let p = parse("", "SELECT 1", &[]);
+        assert_eq!(
+            t.l.client(fe::PARSE, &p, Instant::now()).unwrap(),
+            Action::Wait
+        );
+        t.commit();
+        t.ok(be::COPY_IN_RESPONSE, &[]);
+        // The client sent this before any copy data: it would wait for the COPY, and the
+        // COPY for data behind it.
+        assert!(t.l.probe(fe::PARSE, &p).is_err());
+        assert!(!t.l.probe(fe::COPY_DATA, &[]).unwrap());
+    }
+
+    #[test]
     fn fetches_of_a_suspended_portal_are_one_execution() {
         let mut t = T::new();
         t.send(fe::PARSE, parse("", "SELECT generate_series(1, 5)", &[]));
