@@ -609,7 +609,9 @@ impl Ledger {
         }
     }
 
-    /// Whether a message would still [`Action::Wait`], without deciding anything.
+    /// Whether a held message would still [`Action::Wait`], without deciding anything. If
+    /// the server meanwhile started COPY FROM STDIN, it waits for copy data that the client
+    /// sent (if at all) behind this message: the session cannot go on.
     pub fn probe(&self, tag: u8, body: &[u8]) -> Result<bool, Violation> {
         if self.copy_stream
             || matches!(
@@ -623,6 +625,12 @@ impl Ledger {
             )
         {
             return Ok(false);
+        }
+        if self.phase == Phase::CopyIn {
+            return Err(Violation::Protocol(format!(
+                "message {:?} sent where the database expects COPY data",
+                printable(tag)
+            )));
         }
         if self.in_flight_queries > 0 {
             return Ok(true);
