@@ -23,7 +23,7 @@ pub async fn read_message<S: AsyncRead + Unpin>(
     max: usize,
 ) -> Result<(u8, BytesMut), ReadError> {
     loop {
-        if let Some((h, _)) = frame::complete(buf, max)? {
+        if let Some((h, _)) = frame::complete(buf, max).map_err(ProtocolError::from)? {
             let mut msg = buf.split_to(h.total);
             msg.advance(frame::HEADER_LEN);
             return Ok((h.tag, msg));

@@ -22,31 +22,42 @@ impl Header {
     }
 }
 
+/// A header that cannot start a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A length below 4 counts less than itself.
+    #[error("invalid message length {len} for message type {:?}", printable(*.tag))]
+    Length { tag: u8, len: usize },
+    #[error("message of type {:?} is {total} bytes, over the limit of {max}", printable(*.tag))]
+    TooLarge { tag: u8, total: usize, max: usize },
+}
+
+impl From<FrameError> for ProtocolError {
+    fn from(e: FrameError) -> Self {
+        ProtocolError(e.to_string())
+    }
+}
+
 /// Reads the header at the start of `buf`. `Ok(None)` when fewer than five bytes are there.
 /// A length below 4 (which would count less than itself) or above `max` is an error.
-pub fn header(buf: &[u8], max: usize) -> Result<Option<Header>, ProtocolError> {
+pub fn header(buf: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
+    let tag = buf[0];
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if len < 4 {
-        return Err(ProtocolError::new(format!(
-            "invalid message length {len} for message type {:?}",
-            printable(buf[0])
-        )));
+        return Err(FrameError::Length { tag, len });
     }
     let total = len + 1;
     if total > max {
-        return Err(ProtocolError::new(format!(
-            "message of type {:?} is {total} bytes, over the limit of {max}",
-            printable(buf[0])
-        )));
+        return Err(FrameError::TooLarge { tag, total, max });
     }
-    Ok(Some(Header { tag: buf[0], total }))
+    Ok(Some(Header { tag, total }))
 }
 
 /// A complete message at the start of `buf`: its header and body, if all of it is there.
-pub fn complete(buf: &[u8], max: usize) -> Result<Option<(Header, &[u8])>, ProtocolError> {
+pub fn complete(buf: &[u8], max: usize) -> Result<Option<(Header, &[u8])>, FrameError> {
     match header(buf, max)? {
         Some(h) if buf.len() >= h.total => Ok(Some((h, &buf[HEADER_LEN..h.total]))),
         _ => Ok(None),

@@ -373,6 +373,32 @@ pub enum Violation {
     /// A FunctionCall that could not be refused in its turn.
     #[error("{FUNCTION_CALL_REFUSED}")]
     FunctionCall,
+    /// A client message over `limits.max_message_bytes`.
+    #[error("{0}")]
+    TooLarge(crate::protocol::frame::FrameError),
+}
+
+impl Violation {
+    /// The SQLSTATE the client's FATAL carries.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Violation::Refused(r) => r.sqlstate(),
+            Violation::FunctionCall | Violation::Setting { .. } => "0A000",
+            Violation::TooLarge(_) => "54000",
+            Violation::Protocol(_) | Violation::Unpaired(_) | Violation::Attribution { .. } => {
+                "08P01"
+            }
+        }
+    }
+}
+
+impl From<crate::protocol::frame::FrameError> for Violation {
+    fn from(e: crate::protocol::frame::FrameError) -> Self {
+        match e {
+            crate::protocol::frame::FrameError::TooLarge { .. } => Violation::TooLarge(e),
+            other => Violation::Protocol(other.to_string()),
+        }
+    }
 }
 
 impl From<ProtocolError> for Violation {

@@ -108,15 +108,8 @@ pub(crate) struct Stop {
 
 impl From<ledger::Violation> for Stop {
     fn from(v: ledger::Violation) -> Self {
-        let code = match &v {
-            ledger::Violation::Refused(r) => r.sqlstate(),
-            ledger::Violation::FunctionCall => "0A000",
-            ledger::Violation::Protocol(m) if m.contains("over the limit") => "54000",
-            ledger::Violation::Setting { .. } => "0A000",
-            _ => "08P01",
-        };
         Stop {
-            code,
+            code: v.sqlstate(),
             message: v.to_string(),
             kind: "protocol",
         }
