@@ -2,7 +2,7 @@
 #   make up    build and start the local stack in the background, wait until it is healthy
 #   make down  stop everything `make up` started
 #   make test  install what the tests need, then run every check and test
-.PHONY: up down test test-deps lint unit fuzz e2e bench-proxy bench-rates bench-connect
+.PHONY: up down test test-deps lint unit fuzz e2e bench-proxy bench-rates bench-connect bench-lexer
 
 up:
 	@scripts/dev.sh up
@@ -42,3 +42,7 @@ bench-rates:
 bench-connect:
 	cargo build --release --locked -p proxy -p dbgw-bench
 	target/release/connect-bench
+
+bench-lexer:
+	cargo build --release --locked -p dbgw-bench --bin lexer-bench
+	target/release/lexer-bench
