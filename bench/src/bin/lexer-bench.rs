@@ -45,7 +45,10 @@ fn main() {
             std::hint::black_box(sql::inspect(std::hint::black_box(text), Caller::Person));
         });
         let split = median(|| {
-            std::hint::black_box(sql::split::statements(std::hint::black_box(text), Mode::PINNED));
+            std::hint::black_box(sql::split::statements(
+                std::hint::black_box(text),
+                Mode::PINNED,
+            ));
         });
         println!(
             "| {name} | {} | {inspect:.0} | {split:.0} | {:.0} |",

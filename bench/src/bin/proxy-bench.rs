@@ -10,6 +10,11 @@
 //!
 //! Each contender runs at 8 clients and at 1 client, several rounds in rotating order; the
 //! table shows medians. Run it with `make bench-proxy` (it builds the release proxy first).
+//!
+//! `--instructions` runs pgbouncer and the proxy (one session thread) under valgrind's
+//! callgrind instead, and prints the instructions each executes per transaction: a count
+//! that does not depend on what else the machine is doing, for comparing builds. With
+//! `BENCH_CALLGRIND_KEEP=DIR` the callgrind files are kept there for `callgrind_annotate`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +30,27 @@ struct Args {
     seconds: u64,
     rounds: usize,
     scale: u32,
+    instructions: bool,
+}
+
+/// Where callgrind writes, when intermediaries run under it (`--instructions`).
+static CALLGRIND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// A command for an intermediary: the binary itself, or under callgrind.
+fn launch(bin: &Path) -> Command {
+    match CALLGRIND.get() {
+        None => Command::new(bin),
+        Some(dir) => {
+            let mut cmd = Command::new("valgrind");
+            cmd.arg("--tool=callgrind")
+                .arg(format!(
+                    "--callgrind-out-file={}/callgrind.%p",
+                    dir.display()
+                ))
+                .arg(bin);
+            cmd
+        }
+    }
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -32,6 +58,7 @@ fn args() -> anyhow::Result<Args> {
         seconds: 5,
         rounds: 3,
         scale: 10,
+        instructions: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -40,11 +67,14 @@ fn args() -> anyhow::Result<Args> {
             "--seconds" => a.seconds = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
             "--scale" => a.scale = value()?.parse()?,
+            "--instructions" => a.instructions = true,
             "--help" | "-h" => {
                 println!(
-                    "proxy-bench [--seconds N (5)] [--rounds N (3)] [--scale N (10)]\n\n\
+                    "proxy-bench [--seconds N (5)] [--rounds N (3)] [--scale N (10)] [--instructions]\n\n\
                      pgbench -S -M prepared at 8 and 1 clients against PostgreSQL, socat,\n\
-                     pgbouncer (session mode) and the dbgw proxy; prints a markdown table."
+                     pgbouncer (session mode) and the dbgw proxy; prints a markdown table.\n\
+                     --instructions: pgbouncer and the proxy under callgrind, instructions per\n\
+                     transaction (needs valgrind)."
                 );
                 std::process::exit(0);
             }
@@ -82,6 +112,17 @@ fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
     let work = tempfile::tempdir()?;
     make_traversable(work.path())?;
+    if args.instructions {
+        let dir = work.path().join("callgrind");
+        std::fs::create_dir_all(&dir)?;
+        // pgbouncer runs as postgres and writes its dumps here too.
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&dir)?.permissions(),
+            0o1777,
+        );
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
+        let _ = CALLGRIND.set(dir);
+    }
 
     // A bench role and database, initialised by pgbench itself.
     let password = secret_store::generate_password();
@@ -106,6 +147,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if args.instructions {
+        return instructions(&cluster, &proxy_bin, work.path(), &password);
+    }
     let mut contenders = vec![Contender {
         name: "PostgreSQL direct",
         port: cluster.port(),
@@ -354,7 +398,7 @@ fn pgbouncer(
     )?;
     std::fs::write(dir.join("users.txt"), format!("\"bench\" \"{password}\"\n"))?;
     chown_postgres(&dir)?;
-    let mut cmd = Command::new(which("pgbouncer").context("pgbouncer not installed")?);
+    let mut cmd = launch(&which("pgbouncer").context("pgbouncer not installed")?);
     cmd.arg(dir.join("pgbouncer.ini"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -405,7 +449,7 @@ fn proxy(
             dir.join("audit").display(),
         ),
     )?;
-    let child = Command::new(bin)
+    let child = launch(bin)
         .arg("--config")
         .arg(dir.join("proxy.toml"))
         .stdout(Stdio::null())
@@ -419,6 +463,109 @@ fn proxy(
     })
 }
 
+/// `--instructions`: instructions per transaction of pgbouncer and of the proxy (one
+/// session thread, buffered audit), each under callgrind: two runs of 1-client pgbench
+/// (`-t 500` and `-t 2500`, each after the same warm-up) in fresh processes, and the
+/// difference divided by the 2000 extra transactions, so start-up and shutdown cancel out.
+fn instructions(
+    cluster: &Cluster,
+    proxy_bin: &Path,
+    work: &Path,
+    password: &str,
+) -> anyhow::Result<()> {
+    let (short, long) = (500u64, 2500u64);
+    let mut rows = Vec::new();
+    for which in ["pgbouncer", "proxy"] {
+        let mut totals = Vec::new();
+        let mut name = "";
+        for transactions in [short, long] {
+            let c = match which {
+                "pgbouncer" => pgbouncer(cluster, work, password, false)?,
+                _ => proxy(
+                    proxy_bin,
+                    cluster,
+                    work,
+                    "dbgw proxy, audit buffered, 1 thread",
+                    "buffered",
+                    false,
+                    1,
+                )?,
+            };
+            let mut process = c.process.context("a process")?;
+            let pid = process.id();
+            if let Err(e) = wait_for_port_within(c.port, Duration::from_secs(120)) {
+                let log = work.join(format!("proxy-{}", c.port)).join("proxy.log");
+                bail!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            for t in [20, transactions] {
+                let out = pgbench_cmd(c.port, password)
+                    .args([
+                        "-n",
+                        "-S",
+                        "-M",
+                        "prepared",
+                        "-c",
+                        "1",
+                        "-t",
+                        &t.to_string(),
+                    ])
+                    .output()?;
+                if !out.status.success() {
+                    bail!(
+                        "pgbench against {}: {}",
+                        c.name,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            // A clean exit makes callgrind write its counts.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            process.wait()?;
+            totals.push(callgrind_total(CALLGRIND.get().expect("set"), pid)?);
+            if let Ok(keep) = std::env::var("BENCH_CALLGRIND_KEEP") {
+                let from = CALLGRIND
+                    .get()
+                    .expect("set")
+                    .join(format!("callgrind.{pid}"));
+                std::fs::copy(
+                    from,
+                    Path::new(&keep).join(format!("{which}.{transactions}")),
+                )?;
+            }
+            name = c.name;
+        }
+        rows.push((name, totals[1].saturating_sub(totals[0]) / (long - short)));
+    }
+    println!(
+        "pgbench -S -M prepared, 1 client, under callgrind: (instructions at {long} - at {short} \
+         transactions) / {}\n",
+        long - short
+    );
+    println!("| target | instructions per transaction |");
+    println!("|---|---:|");
+    for (name, per) in rows {
+        println!("| {name} | {per} |");
+    }
+    Ok(())
+}
+
+/// The instructions callgrind counted in process `pid` (its dump's `summary:` line).
+fn callgrind_total(dir: &Path, pid: u32) -> anyhow::Result<u64> {
+    let path = dir.join(format!("callgrind.{pid}"));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let summary = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary: "))
+        .or_else(|| text.lines().find_map(|l| l.strip_prefix("totals: ")))
+        .context("no summary in the callgrind dump")?;
+    Ok(summary
+        .split_whitespace()
+        .next()
+        .context("empty summary")?
+        .parse()?)
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -426,7 +573,11 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn wait_for_port(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_for_port_within(port, Duration::from_secs(10))
+}
+
+fn wait_for_port_within(port: u16, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             bail!("nothing listens on port {port}");

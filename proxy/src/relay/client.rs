@@ -79,6 +79,7 @@ where
                     // Sync or Query before it guarantees them). Meanwhile the client is
                     // still read, up to a message's worth, so that one that leaves ends the
                     // session.
+                    link.waiting.store(true, Ordering::Relaxed);
                     loop {
                         let answered = link.settled.notified();
                         if !still_waiting(link, &buf, max)? {
@@ -92,6 +93,7 @@ where
                             },
                         }
                     }
+                    link.waiting.store(false, Ordering::Relaxed);
                 }
             }
         }

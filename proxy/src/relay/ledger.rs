@@ -74,11 +74,9 @@ impl Prepared {
 /// A name as the ledger keeps it; the unnamed statement and portal (what most drivers use
 /// for everything) cost no allocation.
 fn name(n: &str) -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
     if n.is_empty() {
-        thread_local! {
-            static EMPTY: Arc<str> = Arc::from("");
-        }
-        EMPTY.with(Arc::clone)
+        EMPTY.clone()
     } else {
         Arc::from(n)
     }
@@ -96,7 +94,7 @@ impl Counts {
         if n.is_empty() {
             self.unnamed > 0
         } else {
-            self.named.contains_key(n)
+            !self.named.is_empty() && self.named.contains_key(n)
         }
     }
 
@@ -330,6 +328,17 @@ impl<T> ByName<T> {
         }
     }
 
+    /// `n` as this map keeps it, so a name used again is not allocated again.
+    fn key(&self, n: &str) -> Arc<str> {
+        if n.is_empty() {
+            return name(n);
+        }
+        match self.named.get_key_value(n) {
+            Some((k, _)) => k.clone(),
+            None => name(n),
+        }
+    }
+
     fn set(&mut self, name: &Arc<str>, value: Option<T>) {
         match (name.is_empty(), value) {
             (true, v) => self.unnamed = v,
@@ -444,6 +453,41 @@ struct Run {
     completed: Option<String>,
 }
 
+/// Executions in flight or suspended, by record: a handful at most, so a small vector
+/// beats hashing on the hot path.
+#[derive(Debug, Default)]
+struct Runs(Vec<(u64, Run)>);
+
+impl Runs {
+    fn contains_key(&self, seq: &u64) -> bool {
+        self.0.iter().any(|(s, _)| s == seq)
+    }
+
+    fn get_mut(&mut self, seq: &u64) -> Option<&mut Run> {
+        self.0.iter_mut().find(|(s, _)| s == seq).map(|(_, r)| r)
+    }
+
+    fn insert(&mut self, seq: u64, run: Run) {
+        match self.get_mut(&seq) {
+            Some(r) => *r = run,
+            None => self.0.push((seq, run)),
+        }
+    }
+
+    fn remove(&mut self, seq: &u64) -> Option<Run> {
+        let i = self.0.iter().position(|(s, _)| s == seq)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Run)> {
+        self.0.iter().map(|(s, r)| (s, r))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (u64, Run)> + '_ {
+        self.0.drain(..)
+    }
+}
+
 /// What an Execute will run, as the client side expects it.
 #[derive(Debug)]
 enum Expected {
@@ -465,7 +509,7 @@ pub struct Ledger {
     // What the server has confirmed.
     statements: ByName<Arc<Prepared>>,
     portals: ByName<Portal>,
-    runs: HashMap<u64, Run>,
+    runs: Runs,
     status: u8,
     // What is in flight: the queue (forwarded) and the batch (being recorded).
     queue: VecDeque<Sent>,
@@ -504,7 +548,7 @@ impl Ledger {
             next_id: 1,
             statements: ByName::default(),
             portals: ByName::default(),
-            runs: HashMap::new(),
+            runs: Runs::default(),
             status,
             queue: VecDeque::new(),
             batch: Vec::new(),
@@ -762,8 +806,8 @@ impl Ledger {
         let Some(prepared) = self.expected_statement(b.statement) else {
             return Ok(Action::Wait);
         };
-        let portal = name(b.portal);
-        let statement = name(b.statement);
+        let portal = self.portals.key(b.portal);
+        let statement = self.statements.key(b.statement);
         let params: Arc<str> = Arc::from(params::to_json(
             &b.params,
             &prepared.param_types,
@@ -986,6 +1030,9 @@ impl Ledger {
 
     /// The statement with `id` as the client side knows it (in flight or confirmed).
     fn prepared_by_id(&self, id: u64, name: &str) -> Arc<Prepared> {
+        if let Some(p) = self.statements.get(name).filter(|p| p.id == id) {
+            return p.clone();
+        }
         for s in self.batch.iter().rev().chain(self.queue.iter().rev()) {
             if let Sent::Parse { prepared, .. } = s {
                 if prepared.id == id {
@@ -1036,7 +1083,9 @@ impl Ledger {
                 *rec = Rec::Seq(first_seq + i as u64);
             }
         };
-        for mut s in std::mem::take(&mut self.batch) {
+        // Drained, not taken: the batch keeps its capacity for the next one.
+        let mut batch = std::mem::take(&mut self.batch);
+        for mut s in batch.drain(..) {
             match &mut s {
                 Sent::Query { rec, .. } => resolve(rec),
                 Sent::Parse { part, .. } | Sent::Bind { part, .. } => resolve(&mut part.rec),
@@ -1068,6 +1117,7 @@ impl Ledger {
             }
             self.queue.push_back(s);
         }
+        self.batch = batch;
         self.intents.clear();
         self.open = None;
     }
@@ -1127,13 +1177,13 @@ impl Ledger {
                 self.pop();
             }
         }
-        let unpaired = Violation::Unpaired(printable(tag));
+        let unpaired = || Violation::Unpaired(printable(tag));
         let phase = self.phase;
         let Some(front) = self.queue.front_mut() else {
             // The server ending the session (shutdown, terminated backend) owes no request.
             return match tag {
                 be::ERROR_RESPONSE if be::error_fields(body)?.is_fatal() => Ok(()),
-                _ => Err(unpaired),
+                _ => Err(unpaired()),
             };
         };
         match (front, tag) {
@@ -1428,9 +1478,27 @@ impl Ledger {
                 self.skipping = true;
                 self.skip(now, emit);
             }
-            _ => return Err(unpaired),
+            _ => return Err(unpaired()),
         }
         Ok(())
+    }
+
+    /// A DataRow, counted without the rest of [`Ledger::server`] when it pairs the common
+    /// way (rows of the statement or execution at the front); false when it needs the full
+    /// pairing.
+    #[inline]
+    pub fn data_row(&mut self) -> bool {
+        if self.skipping {
+            return false;
+        }
+        match (self.queue.front_mut(), self.phase) {
+            (Some(Sent::Execute { rows, .. }), Phase::Start)
+            | (Some(Sent::Query { rows, .. }), Phase::Rows) => {
+                *rows += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Refusals now at the front: the proxy's own answers (code, message, status for

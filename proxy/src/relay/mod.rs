@@ -121,6 +121,8 @@ struct Link {
     ledger: Mutex<Ledger>,
     /// The server side answered something a waiting client message depends on.
     settled: Notify,
+    /// The client side holds a message back: the server side tells it of every answer.
+    waiting: AtomicBool,
     /// The client side queued a refusal for the server side to answer in its turn.
     refused: Notify,
     /// Set by the client side when the client has left: nothing more is written to it.
@@ -167,6 +169,7 @@ where
             status,
         )),
         settled: Notify::new(),
+        waiting: AtomicBool::new(false),
         refused: Notify::new(),
         client_left: AtomicBool::new(false),
         clean: AtomicBool::new(true),

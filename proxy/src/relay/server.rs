@@ -175,9 +175,16 @@ impl Side {
             if h.tag == be::ERROR_RESPONSE && is_fatal(body) {
                 self.fatal_seen = true;
             }
-            if let Err(v) = ledger.server(h.tag, body, now, &mut |f| emit(deps, info, f)) {
-                tracing::warn!(session = %info.session, error = %v, "ending the session");
-                unpaired = Some(v.to_string());
+            let paired = (h.tag == be::DATA_ROW && ledger.data_row())
+                || match ledger.server(h.tag, body, now, &mut |f| emit(deps, info, f)) {
+                    Ok(()) => true,
+                    Err(v) => {
+                        tracing::warn!(session = %info.session, error = %v, "ending the session");
+                        unpaired = Some(v.to_string());
+                        false
+                    }
+                };
+            if !paired {
                 break;
             }
             if avail >= h.total {
@@ -188,7 +195,9 @@ impl Side {
             }
         }
         drop(ledger);
-        link.settled.notify_one();
+        if link.waiting.load(Ordering::Relaxed) {
+            link.settled.notify_one();
+        }
         (pos, unpaired)
     }
 }
