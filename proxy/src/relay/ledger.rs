@@ -696,7 +696,13 @@ impl Ledger {
         {
             return Ok(false);
         }
-        if self.phase == Phase::CopyIn {
+        // (Unless the client already ended the copy: then its end comes.)
+        let copy_ended = self
+            .queue
+            .iter()
+            .skip(1)
+            .any(|s| matches!(s, Sent::CopyEnd));
+        if self.phase == Phase::CopyIn && !copy_ended {
             return Err(Violation::Protocol(format!(
                 "message {:?} sent where the database expects COPY data",
                 printable(tag)
