@@ -25,6 +25,10 @@ pub enum Identity {
         subject: String,
         issuer: String,
         grant_id: i64,
+        /// The approvals app's request behind the grant and who approved it: an auditor
+        /// goes from a statement to the approval in one step.
+        request_id: Option<i64>,
+        approved_by: Vec<String>,
         /// When the grant ends: the session is closed then even if the control plane cannot
         /// be reached. Not part of the audit record (the grant id is).
         #[serde(skip)]
