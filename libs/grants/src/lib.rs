@@ -336,7 +336,11 @@ pub async fn grant_membership(
     role: &str,
 ) -> Result<bool, GrantError> {
     check_group_role(target, role).await?;
-    if memberships(target, db_user).await?.iter().any(|r| r == role) {
+    if memberships(target, db_user)
+        .await?
+        .iter()
+        .any(|r| r == role)
+    {
         return Ok(false);
     }
     target

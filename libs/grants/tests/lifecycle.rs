@@ -218,7 +218,10 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
     );
     // A new session has only what the reader grant gives; reconciling again changes nothing.
     let person = cluster.server().connect_as("rates", &creds).await.unwrap();
-    person.query_one("SELECT 1 FROM ports LIMIT 1", &[]).await.unwrap();
+    person
+        .query_one("SELECT 1 FROM ports LIMIT 1", &[])
+        .await
+        .unwrap();
     let refused = person
         .batch_execute("DELETE FROM ports WHERE false")
         .await
@@ -246,6 +249,37 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         .is_empty());
     assert!(!grants::can_login(&target, &user).await.unwrap());
     assert!(cluster.server().connect_as("rates", &creds).await.is_err());
+
+    // The case as it happened before: the writer grant expired and nobody reconciled; then
+    // the other grant is revoked. Revoking must take away the expired grant's role too.
+    let gina = |role: &str| NewGrant {
+        email: "gina@example.com".into(),
+        ..new(role)
+    };
+    let writer = grants::add(&control, &target, &secrets, gina("rates_writer"))
+        .await
+        .unwrap();
+    let reader = grants::add(&control, &target, &secrets, gina("rates_reader"))
+        .await
+        .unwrap();
+    control
+        .execute(
+            "UPDATE grants SET valid_from = now() - interval '2 hours', \
+             expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&writer.id],
+        )
+        .await
+        .unwrap();
+    grants::revoke(&control, &target, reader.id, "dana@example.com", "done")
+        .await
+        .unwrap();
+    assert!(
+        grants::memberships(&target, &reader.db_user)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the expired writer grant's role stayed"
+    );
 }
 
 /// Each provisioning step can be repeated without changing the outcome, and the grant row
@@ -261,7 +295,9 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
     assert!(grants::ensure_role(&target, &user).await.unwrap());
     assert!(!grants::ensure_role(&target, &user).await.unwrap());
     assert!(!grants::can_login(&target, &user).await.unwrap());
-    grants::set_password(&target, &secrets, &user).await.unwrap();
+    grants::set_password(&target, &secrets, &user)
+        .await
+        .unwrap();
     assert!(grants::grant_membership(&target, &user, "rates_reader")
         .await
         .unwrap());
@@ -283,8 +319,12 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
         request_id: 42,
         approved_by: vec!["dana@example.com".into()],
     };
-    let first = grants::record(&control, &new, Some(&approval)).await.unwrap();
-    let again = grants::record(&control, &new, Some(&approval)).await.unwrap();
+    let first = grants::record(&control, &new, Some(&approval))
+        .await
+        .unwrap();
+    let again = grants::record(&control, &new, Some(&approval))
+        .await
+        .unwrap();
     assert_eq!(first, again);
     assert_eq!(first.request_id, Some(42));
     assert_eq!(first.approved_by, ["dana@example.com"]);
