@@ -219,7 +219,11 @@ impl Oidc {
             .clone();
         let nonce = Nonce::new(flow.nonce.clone());
         let user = self
-            .verify(&id_token, &[self.settings.client_id.clone()], Some(&nonce))
+            .verify(
+                &id_token,
+                std::slice::from_ref(&self.settings.client_id),
+                Some(&nonce),
+            )
             .await?;
         let lifetime = response
             .expires_in()
@@ -276,10 +280,10 @@ impl Oidc {
                 metadata.jwks().clone(),
             );
             let checked = match nonce {
-                Some(n) => id_token.claims(&verifier, n).map(|c| c.clone()),
+                Some(n) => id_token.claims(&verifier, n).cloned(),
                 None => id_token
                     .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                    .map(|c| c.clone()),
+                    .cloned(),
             };
             match checked {
                 Ok(claims) => {

@@ -25,7 +25,7 @@ use crate::model::{self, Request, SYSTEM};
 use crate::App;
 
 /// First key of the app's advisory locks (the second is the request id).
-const LOCK_SPACE: i32 = 0x0db9_a99;
+const LOCK_SPACE: i32 = 0x00db_9a99;
 
 /// The steps of provisioning, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

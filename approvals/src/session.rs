@@ -43,7 +43,7 @@ pub enum Loaded {
     None,
     /// There was a session and it timed out (the person is told so).
     Expired,
-    Active(Session),
+    Active(Box<Session>),
 }
 
 #[derive(Clone)]
@@ -114,7 +114,7 @@ impl Sessions {
             &[&key],
         )
         .await?;
-        Ok(Loaded::Active(Session { key, data }))
+        Ok(Loaded::Active(Box::new(Session { key, data })))
     }
 
     /// Starts a new session holding `data`; returns it and the cookie value to set.

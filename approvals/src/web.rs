@@ -166,7 +166,7 @@ async fn signed_in(app: &App, jar: &CookieJar) -> Result<(Session, Actor)> {
         Loaded::Active(s) => match s.data.user.clone() {
             Some(user) => {
                 let actor = Actor::new(user, &app.settings.oidc.approvers_group);
-                Ok((s, actor))
+                Ok((*s, actor))
             }
             None => Err(Error::NotSignedIn),
         },

@@ -100,8 +100,8 @@ pub async fn deliver_due(app: &App) -> Result<()> {
                 .min(3_600_000) as f64;
                 tx.execute(
                     "UPDATE webhook_outbox SET attempts = $2, last_error = $3, \
-                     next_attempt_at = now() + make_interval(secs => $4 / 1000.0), \
-                     failed_at = CASE WHEN $5 THEN now() END WHERE id = $1",
+                     next_attempt_at = now() + make_interval(secs => $4::float8 / 1000), \
+                     failed_at = CASE WHEN $5::bool THEN now() END WHERE id = $1",
                     &[&id, &attempts, &why, &backoff_ms, &give_up],
                 )
                 .await?;

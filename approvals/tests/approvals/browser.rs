@@ -137,6 +137,13 @@ async fn sign_in(client: &Client, base: &str, email: &str) {
     assert!(client.source().await.unwrap().contains(email));
 }
 
+/// Runs a client program off the runtime's thread (the proxy serves on that runtime).
+async fn run(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 async fn text_of(client: &Client) -> String {
     client
         .find(Locator::Css("main"))
@@ -246,11 +253,9 @@ async fn request_approve_use_revoke_in_a_browser() {
     let proxy = stack.proxy.as_ref().unwrap();
     let ca = stack.cluster.ca_cert();
     let token = stack.token("alice@example.com");
-    let out = proxy
-        .psql(&ca, "alice@example.com", &token)
-        .args(["-c", "SELECT count(*) FROM ports"])
-        .output()
-        .unwrap();
+    let mut psql = proxy.psql(&ca, "alice@example.com", &token);
+    psql.args(["-c", "SELECT count(*) FROM ports"]);
+    let out = run(psql).await;
     assert!(
         out.status.success(),
         "psql: {}",
@@ -336,11 +341,9 @@ async fn request_approve_use_revoke_in_a_browser() {
         async || session.query_one("SELECT 1", &[]).await.is_err(),
     )
     .await;
-    let refused = proxy
-        .psql(&ca, "alice@example.com", &token)
-        .args(["-c", "SELECT 1"])
-        .output()
-        .unwrap();
+    let mut psql = proxy.psql(&ca, "alice@example.com", &token);
+    psql.args(["-c", "SELECT 1"]);
+    let refused = run(psql).await;
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("revoked"), "{why}");

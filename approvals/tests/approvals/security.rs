@@ -318,8 +318,10 @@ async fn the_app_login_is_least_privilege() {
         }
     }
 
-    let mut settings = approvals::Settings::default();
-    settings.listen = "127.0.0.1:0".into();
+    let mut settings = approvals::Settings {
+        listen: "127.0.0.1:0".into(),
+        ..approvals::Settings::default()
+    };
     settings.secrets.dir = stack.dir.path().join("secrets");
     settings.oidc.issuer = stack.idp.issuer().to_string();
     for db in [&mut settings.control, &mut settings.target] {
