@@ -65,7 +65,11 @@ impl Default for Metrics {
                 "provisioning_failures",
                 "Provisioning or ending runs that failed (retried by the scheduler)",
             ),
-            scheduler_runs: counter(&mut registry, "scheduler_runs", "Scheduler passes started"),
+            scheduler_runs: counter(
+                &mut registry,
+                "scheduler_runs",
+                "Scheduler passes completed",
+            ),
             registry,
             requests,
             webhook,

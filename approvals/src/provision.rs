@@ -133,14 +133,34 @@ pub fn expires_at(req: &Request) -> DateTime<Utc> {
     start + chrono::Duration::seconds(req.duration_secs)
 }
 
-/// Provisions an approved request whose start has come.
+/// Provisions an approved request whose start has come, waiting a few seconds for the lock
+/// if another task holds it (a person's approval should see the access in place).
 pub async fn provision(app: &App, id: i64) -> Result<Outcome> {
-    provision_until(app, id, None).await
+    run_provisioning(app, id, None, true).await
+}
+
+/// Provisions if nobody else is at it (the scheduler: the holder will finish).
+pub async fn provision_if_free(app: &App, id: i64) -> Result<Outcome> {
+    run_provisioning(app, id, None, false).await
 }
 
 /// Provisions, stopping after `stop_after` when given (as a crash there would).
 pub async fn provision_until(app: &App, id: i64, stop_after: Option<Step>) -> Result<Outcome> {
-    let Some(lock) = Lock::try_take(app, id).await? else {
+    run_provisioning(app, id, stop_after, false).await
+}
+
+async fn run_provisioning(
+    app: &App,
+    id: i64,
+    stop_after: Option<Step>,
+    wait: bool,
+) -> Result<Outcome> {
+    let lock = if wait {
+        Lock::take(app, id).await?
+    } else {
+        Lock::try_take(app, id).await?
+    };
+    let Some(lock) = lock else {
         return Ok(Outcome::Busy);
     };
     let result = provision_locked(app, id, stop_after).await;
@@ -163,9 +183,11 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
     }
     let expires = expires_at(&req);
     if expires <= now {
+        // Nothing may be half-made from an earlier attempt: ending takes it all away (the
+        // scheduler's ending pass, once this lock is released).
         drop(control);
         begin_end(app, id, "expired before it started", SYSTEM).await?;
-        return finish_end(app, id).await;
+        return Ok(Outcome::NotDue);
     }
     let target = app.target.get().await?;
     let db_user = grants::person_role(&req.email);
@@ -311,9 +333,24 @@ pub async fn begin_end(app: &App, id: i64, reason: &str, by: &str) -> Result<boo
     Ok(true)
 }
 
-/// Takes away what an `ending` request's grant gave, then marks it `ended`.
+/// Takes away what an `ending` request's grant gave, then marks it `ended`; waits a few
+/// seconds for the lock if another task holds it.
 pub async fn finish_end(app: &App, id: i64) -> Result<Outcome> {
-    let Some(lock) = Lock::take(app, id).await? else {
+    run_end(app, id, true).await
+}
+
+/// Finishes ending if nobody else is at it (the scheduler).
+pub async fn finish_end_if_free(app: &App, id: i64) -> Result<Outcome> {
+    run_end(app, id, false).await
+}
+
+async fn run_end(app: &App, id: i64, wait: bool) -> Result<Outcome> {
+    let lock = if wait {
+        Lock::take(app, id).await?
+    } else {
+        Lock::try_take(app, id).await?
+    };
+    let Some(lock) = lock else {
         return Ok(Outcome::Busy);
     };
     let result = finish_end_locked(app, id).await;

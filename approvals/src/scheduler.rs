@@ -41,7 +41,6 @@ async fn ids(app: &App, sql: &str) -> Result<Vec<i64>> {
 
 /// One pass over everything due.
 pub async fn tick(app: &App) -> Result<()> {
-    app.metrics.scheduler_runs.inc();
     for id in ids(
         app,
         "SELECT id FROM access_requests WHERE status = 'approved' \
@@ -49,7 +48,7 @@ pub async fn tick(app: &App) -> Result<()> {
     )
     .await?
     {
-        if let Err(e) = provision::provision(app, id).await {
+        if let Err(e) = provision::provision_if_free(app, id).await {
             tracing::warn!(request = id, error = %e, "provisioning failed");
         }
     }
@@ -78,11 +77,12 @@ pub async fn tick(app: &App) -> Result<()> {
     )
     .await?
     {
-        if let Err(e) = provision::finish_end(app, id).await {
+        if let Err(e) = provision::finish_end_if_free(app, id).await {
             tracing::warn!(request = id, error = %e, "ending access failed");
         }
     }
     crate::webhook::deliver_due(app).await?;
     app.sessions.sweep().await?;
+    app.metrics.scheduler_runs.inc();
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! is closed and a new connection is refused.
 //!
 //! Screenshots of each page go to `target/approvals-screenshots/`; with
-//! `APPROVALS_SCREENSHOTS=docs/screenshots` (from the workspace root) they refresh the ones
+//! `UPDATE_SCREENSHOTS=docs/screenshots` (from the workspace root) they refresh the ones
 //! the docs show.
 
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ impl Shots {
     fn new() -> Shots {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut dirs = vec![root.join("target/approvals-screenshots")];
-        if let Ok(dir) = std::env::var("APPROVALS_SCREENSHOTS") {
+        if let Ok(dir) = std::env::var("UPDATE_SCREENSHOTS") {
             dirs.push(root.join(dir));
         }
         for d in &dirs {

@@ -54,6 +54,8 @@ pub struct Options {
     pub proxy: bool,
     pub scheduler_ms: u64,
     pub webhook: String,
+    /// Session timeouts (idle, absolute), seconds.
+    pub sessions: (u64, u64),
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             proxy: false,
             scheduler_ms: 60_000,
             webhook: String::new(),
+            sessions: (1800, 8 * 3600),
         }
     }
 }
@@ -117,6 +120,8 @@ impl Stack {
         settings.secrets.dir = dir.path().join("secrets");
         settings.scheduler.interval_ms = opts.scheduler_ms;
         settings.webhook.url = opts.webhook;
+        settings.sessions.idle_timeout_secs = opts.sessions.0;
+        settings.sessions.absolute_timeout_secs = opts.sessions.1;
         settings.webhook.backoff_ms = 100;
         settings.webhook.max_attempts = 3;
         let application = Application::build(settings).await.expect("build the app");
@@ -148,6 +153,17 @@ impl Stack {
 
     pub fn browser(&self) -> Browser {
         Browser::new(&self.base)
+    }
+
+    /// Waits for the scheduler's first pass (made at start), so that a test acting on
+    /// requests itself does not race it (tests that need this set a long interval).
+    pub async fn scheduler_settled(&self) {
+        eventually(
+            "the scheduler's first pass",
+            Duration::from_secs(30),
+            async || self.app.metrics.scheduler_runs.get() >= 1,
+        )
+        .await;
     }
 
     /// A superuser connection to the control plane (to look, never to act for the app).

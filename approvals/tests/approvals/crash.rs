@@ -5,7 +5,18 @@
 use approvals::provision::{self, Outcome, Step, STEPS};
 use secret_store::DbCredentials;
 
-use crate::common::Stack;
+use crate::common::{Options, Stack};
+
+/// A stack whose scheduler has made its first pass and makes no other during the test.
+async fn quiet_stack() -> Stack {
+    let stack = Stack::with(Options {
+        scheduler_ms: 3_600_000,
+        ..Options::default()
+    })
+    .await;
+    stack.scheduler_settled().await;
+    stack
+}
 
 /// A request for `email` approved by dana and sam, not provisioned yet.
 pub async fn approved_request(
@@ -72,7 +83,7 @@ async fn grant_rows(stack: &Stack, request: i64) -> i64 {
 
 #[tokio::test]
 async fn provisioning_interrupted_after_each_step_then_retried_ends_consistent() {
-    let stack = Stack::start().await;
+    let stack = quiet_stack().await;
     for (n, stop) in STEPS.iter().enumerate() {
         let email = format!("crash{n}@example.com");
         let id = approved_request(&stack, &email, ("read-only", "rates_reader"), 3600).await;
@@ -144,7 +155,7 @@ async fn provisioning_interrupted_after_each_step_then_retried_ends_consistent()
 
 #[tokio::test]
 async fn two_instances_provision_once_and_an_interrupted_ending_is_finished() {
-    let stack = Stack::start().await;
+    let stack = quiet_stack().await;
     let id = approved_request(
         &stack,
         "twice@example.com",

@@ -1,7 +1,9 @@
 //! A hostile user against each promise: every attempt is refused with a clear message, and
 //! nothing changes (no decision, no event, no status change).
 
-use crate::common::{Browser, Stack};
+use std::time::Duration;
+
+use crate::common::{Browser, Options, Stack};
 
 /// The counts that must not move when something is refused.
 async fn snapshot(stack: &Stack) -> (i64, i64, String) {
@@ -340,4 +342,55 @@ async fn the_app_login_is_least_privilege() {
         .expect("a superuser login is refused");
     assert!(format!("{err:#}").contains("is a superuser"), "{err:#}");
     stack.stop().await;
+}
+
+/// Sessions end when unused for the idle timeout, at the absolute timeout however busy,
+/// and at sign-out; an ended session's cookie is worth nothing and the page says why.
+#[tokio::test]
+async fn sessions_time_out_and_sign_out_ends_them() {
+    let stack = Stack::with(Options {
+        sessions: (2, 4),
+        ..Options::default()
+    })
+    .await;
+    let idle = stack.browser();
+    idle.sign_in("alice@example.com").await;
+    let busy = stack.browser();
+    busy.sign_in("bob@example.com").await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(busy.get("/requests/new").await.status, 200);
+    }
+    let expired = idle.get("/requests/new").await;
+    assert_eq!(expired.status, 401);
+    assert!(expired.body.contains("Session expired"), "{}", expired.body);
+    assert!(expired.body.contains("sign in again"), "{}", expired.body);
+    eventually_expired(&busy).await;
+
+    let leaving = stack.browser();
+    leaving.sign_in("dana@example.com").await;
+    let page = leaving.get("/queue").await;
+    assert_eq!(page.status, 200);
+    let out = leaving
+        .post("/auth/logout", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(out.status, 200);
+    assert!(
+        out.body.contains("Sign in with your company account"),
+        "{}",
+        out.body
+    );
+    assert_eq!(leaving.get("/queue").await.status, 401);
+    assert_eq!(stack.count("web_sessions").await, 0, "sessions left behind");
+    stack.stop().await;
+}
+
+async fn eventually_expired(b: &Browser) {
+    for _ in 0..20 {
+        if b.get("/requests/new").await.status == 401 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("a busy session outlived the absolute timeout");
 }
