@@ -216,6 +216,24 @@ pub async fn record(
     Ok(id)
 }
 
+/// Ends the decision phase of a request (`denied`, `withdrawn`, `approved`) and records why.
+pub async fn close_decision(
+    db: &impl GenericClient,
+    id: i64,
+    status: &str,
+    actor: &str,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<()> {
+    db.execute(
+        "UPDATE access_requests SET status = $2, decided_at = now() WHERE id = $1",
+        &[&id, &status],
+    )
+    .await?;
+    record(db, Some(id), None, actor, kind, data).await?;
+    Ok(())
+}
+
 /// The history of one request, oldest first.
 pub async fn events_of(db: &impl GenericClient, request_id: i64) -> Result<Vec<Event>> {
     Ok(db

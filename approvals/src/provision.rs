@@ -84,6 +84,15 @@ impl Lock {
         }))
     }
 
+    /// [`Lock::take`] or [`Lock::try_take`].
+    async fn get(app: &App, id: i64, wait: bool) -> Result<Option<Lock>> {
+        if wait {
+            Lock::take(app, id).await
+        } else {
+            Lock::try_take(app, id).await
+        }
+    }
+
     /// Waits up to a few seconds for the lock (a person's action should not fail because
     /// the scheduler is busy with the same request).
     pub async fn take(app: &App, id: i64) -> Result<Option<Lock>> {
@@ -155,12 +164,7 @@ async fn run_provisioning(
     stop_after: Option<Step>,
     wait: bool,
 ) -> Result<Outcome> {
-    let lock = if wait {
-        Lock::take(app, id).await?
-    } else {
-        Lock::try_take(app, id).await?
-    };
-    let Some(lock) = lock else {
+    let Some(lock) = Lock::get(app, id, wait).await? else {
         return Ok(Outcome::Busy);
     };
     let result = provision_locked(app, id, stop_after).await;
@@ -345,12 +349,7 @@ pub async fn finish_end_if_free(app: &App, id: i64) -> Result<Outcome> {
 }
 
 async fn run_end(app: &App, id: i64, wait: bool) -> Result<Outcome> {
-    let lock = if wait {
-        Lock::take(app, id).await?
-    } else {
-        Lock::try_take(app, id).await?
-    };
-    let Some(lock) = lock else {
+    let Some(lock) = Lock::get(app, id, wait).await? else {
         return Ok(Outcome::Busy);
     };
     let result = finish_end_locked(app, id).await;

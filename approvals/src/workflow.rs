@@ -157,15 +157,10 @@ pub async fn withdraw(app: &App, actor: &Actor, id: i64) -> Result<Request> {
     let req = own(req, id, actor)?;
     match req.status.as_str() {
         "pending" => {
-            tx.execute(
-                "UPDATE access_requests SET status = 'withdrawn', decided_at = now() WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-            model::record(
+            model::close_decision(
                 &tx,
-                Some(id),
-                None,
+                id,
+                "withdrawn",
                 actor.email(),
                 "request.withdrawn",
                 json!({}),
@@ -296,36 +291,26 @@ pub async fn decide(
     let approvals = earlier.iter().filter(|d| d.decision == "approve").count() + 1;
     let final_approval = approve && approvals as i32 >= req.approvals_needed;
     if !approve {
-        tx.execute(
-            "UPDATE access_requests SET status = 'denied', decided_at = now() WHERE id = $1",
-            &[&id],
-        )
-        .await?;
-        model::record(
+        model::close_decision(
             &tx,
-            Some(id),
-            None,
+            id,
+            "denied",
             actor.email(),
             "request.denied",
             json!({"comment": comment}),
         )
         .await?;
     } else if final_approval {
-        tx.execute(
-            "UPDATE access_requests SET status = 'approved', decided_at = now() WHERE id = $1",
-            &[&id],
-        )
-        .await?;
         let approvers: Vec<&str> = earlier
             .iter()
             .filter(|d| d.decision == "approve")
             .map(|d| d.approver.as_str())
             .chain([actor.email()])
             .collect();
-        model::record(
+        model::close_decision(
             &tx,
-            Some(id),
-            None,
+            id,
+            "approved",
             actor.email(),
             "request.approved",
             json!({"approvers": approvers}),

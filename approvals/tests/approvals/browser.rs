@@ -96,33 +96,19 @@ impl Shots {
 
 async fn sign_in(client: &Client, base: &str, email: &str) {
     client.goto(base).await.unwrap();
-    client
-        .find(Locator::LinkText("Sign in with your company account"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        client,
+        Locator::LinkText("Sign in with your company account"),
+    )
+    .await;
     let email_field = client
         .wait()
         .for_element(Locator::Css("input[name=email]"))
         .await
         .unwrap();
     email_field.send_keys(email).await.unwrap();
-    client
-        .find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("dev")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(client, Locator::Css("input[name=password]"), "dev").await;
+    click(client, Locator::Css("button[type=submit]")).await;
     client
         .wait()
         .for_element(Locator::Css("button.link"))
@@ -135,6 +121,21 @@ async fn sign_in(client: &Client, base: &str, email: &str) {
         .as_str()
         .starts_with(base));
     assert!(client.source().await.unwrap().contains(email));
+}
+
+async fn click(client: &Client, at: Locator<'_>) {
+    client.find(at).await.unwrap().click().await.unwrap();
+}
+
+async fn type_into(client: &Client, at: Locator<'_>, text: &str) {
+    client
+        .wait()
+        .for_element(at)
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
 }
 
 /// Runs a client program off the runtime's thread (the proxy serves on that runtime).
@@ -182,24 +183,17 @@ async fn request_approve_use_revoke_in_a_browser() {
         .select_by_value("rates/read-only")
         .await
         .unwrap();
-    alice
-        .find(Locator::Id("justification"))
-        .await
-        .unwrap()
-        .send_keys("Check the January rates for the audit report")
-        .await
-        .unwrap();
+    type_into(
+        &alice,
+        Locator::Id("justification"),
+        "Check the January rates for the audit report",
+    )
+    .await;
     let duration = alice.find(Locator::Id("duration")).await.unwrap();
     duration.clear().await.unwrap();
     duration.send_keys("2").await.unwrap();
     shots.take(&alice, "approvals-request-form").await;
-    alice
-        .find(Locator::Css("form button[type=submit]:not(.link)"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&alice, Locator::Css("form button[type=submit]:not(.link)")).await;
     alice
         .wait()
         .for_element(Locator::Css("p.flash"))
@@ -215,12 +209,7 @@ async fn request_approve_use_revoke_in_a_browser() {
     dana.goto(&format!("{base}/queue")).await.unwrap();
     assert!(text_of(&dana).await.contains("alice@example.com"));
     shots.take(&dana, "approvals-queue").await;
-    dana.find(Locator::LinkText(&format!("#{id}")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&dana, Locator::LinkText(&format!("#{id}"))).await;
     dana.wait()
         .for_element(Locator::Id("comment"))
         .await
@@ -229,12 +218,7 @@ async fn request_approve_use_revoke_in_a_browser() {
         .await
         .unwrap();
     shots.take(&dana, "approvals-decide").await;
-    dana.find(Locator::Css("button[value=approve]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&dana, Locator::Css("button[value=approve]")).await;
     dana.wait()
         .for_element(Locator::Css("p.flash"))
         .await
@@ -315,18 +299,8 @@ async fn request_approve_use_revoke_in_a_browser() {
     dana.goto(&format!("{base}/grants")).await.unwrap();
     shots.take(&dana, "approvals-active").await;
     dana.goto(&format!("{base}/requests/{id}")).await.unwrap();
-    dana.find(Locator::Id("reason"))
-        .await
-        .unwrap()
-        .send_keys("Report delivered")
-        .await
-        .unwrap();
-    dana.find(Locator::Css("button.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&dana, Locator::Id("reason"), "Report delivered").await;
+    click(&dana, Locator::Css("button.danger")).await;
     dana.wait()
         .for_element(Locator::Css("p.flash"))
         .await

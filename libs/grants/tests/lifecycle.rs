@@ -200,14 +200,7 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         .expect("the writer grant lets erin write");
 
     // The writer grant expires (nothing else changes).
-    control
-        .execute(
-            "UPDATE grants SET valid_from = now() - interval '2 hours', \
-             expires_at = now() - interval '1 second' WHERE id = $1",
-            &[&writer.id],
-        )
-        .await
-        .unwrap();
+    expire(&control, writer.id).await;
     let done = grants::reconcile(&control, &target, &user).await.unwrap();
     assert_eq!(done.revoked, ["rates_writer"]);
     assert!(!done.login_removed);
@@ -262,14 +255,7 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
     let reader = grants::add(&control, &target, &secrets, gina("rates_reader"))
         .await
         .unwrap();
-    control
-        .execute(
-            "UPDATE grants SET valid_from = now() - interval '2 hours', \
-             expires_at = now() - interval '1 second' WHERE id = $1",
-            &[&writer.id],
-        )
-        .await
-        .unwrap();
+    expire(&control, writer.id).await;
     grants::revoke(&control, &target, reader.id, "dana@example.com", "done")
         .await
         .unwrap();
@@ -338,4 +324,16 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
     let n: i64 = grants::terminate_sessions(&target, &user).await.unwrap();
     assert_eq!(n, 1);
     assert!(person.query_one("SELECT 1", &[]).await.is_err());
+}
+
+/// Makes a grant expired a second ago.
+async fn expire(control: &tokio_postgres::Client, id: i64) {
+    control
+        .execute(
+            "UPDATE grants SET valid_from = now() - interval '2 hours', \
+             expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
 }
