@@ -194,3 +194,112 @@ async fn the_api_does_what_the_pages_do_and_the_webhook_retries() {
     );
     stack.stop().await;
 }
+
+/// A later start: approved now, provisioned by the scheduler when the start comes, ending a
+/// duration after the start; a pending request can be withdrawn by its owner only.
+#[tokio::test]
+async fn a_later_start_is_provisioned_when_it_comes_and_withdrawing_works() {
+    let stack = Stack::with(Options {
+        scheduler_ms: 3_600_000,
+        ..Options::default()
+    })
+    .await;
+    stack.scheduler_settled().await;
+    let alice = stack.token("alice@example.com");
+    let bob = stack.token("bob@example.com");
+    let dana = stack.token("dana@example.com");
+    use reqwest::Method;
+    let start = chrono::Utc::now() + chrono::Duration::hours(1);
+    let new = json!({"database": "rates", "level": "read-only", "justification": "night run",
+                     "duration_secs": 1800, "starts_at": start});
+    let (status, body) = call(
+        &stack,
+        Method::POST,
+        "/api/v1/requests",
+        Some(&alice),
+        Some(new),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (status, body) = call(
+        &stack,
+        Method::POST,
+        &format!("/api/v1/requests/{id}/decide"),
+        Some(&dana),
+        Some(json!({"decision": "approve"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stack.status(id).await, "approved");
+    assert!(stack.memberships("alice@example.com").await.is_empty());
+    approvals::scheduler::tick(&stack.app).await.unwrap();
+    assert_eq!(
+        stack.status(id).await,
+        "approved",
+        "provisioned before its start"
+    );
+
+    // The start comes (moved here rather than waited for).
+    stack
+        .control()
+        .await
+        .execute(
+            "UPDATE access_requests SET starts_at = now() - interval '1 second', \
+             decided_at = now() - interval '1 minute' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    approvals::scheduler::tick(&stack.app).await.unwrap();
+    assert_eq!(stack.status(id).await, "active");
+    assert_eq!(
+        stack.memberships("alice@example.com").await,
+        ["rates_reader"]
+    );
+    let ends: chrono::DateTime<chrono::Utc> = stack
+        .control()
+        .await
+        .query_one(
+            "SELECT g.expires_at - r.starts_at = interval '30 minutes' AND g.request_id = r.id, \
+             g.expires_at FROM access_requests r JOIN grants g ON g.id = r.grant_id WHERE r.id = $1",
+            &[&id],
+        )
+        .await
+        .map(|row| {
+            assert!(row.get::<_, bool>(0), "the grant does not end 30 minutes after the start");
+            row.get(1)
+        })
+        .unwrap();
+    assert!(ends > chrono::Utc::now());
+
+    // Withdrawing: only the owner, only while pending.
+    let new = json!({"database": "rates", "level": "read-write", "justification": "maybe",
+                     "duration_secs": 600});
+    let (_, body) = call(
+        &stack,
+        Method::POST,
+        "/api/v1/requests",
+        Some(&alice),
+        Some(new),
+    )
+    .await;
+    let second = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/v1/requests/{second}/withdraw");
+    let (status, body) = call(&stack, Method::POST, &path, Some(&bob), None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = call(&stack, Method::POST, &path, Some(&alice), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stack.status(second).await, "withdrawn");
+    let (status, body) = call(&stack, Method::POST, &path, Some(&alice), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("only a pending request can be withdrawn"),
+        "{body}"
+    );
+    stack.stop().await;
+}

@@ -56,6 +56,8 @@ pub struct Options {
     pub webhook: String,
     /// Session timeouts (idle, absolute), seconds.
     pub sessions: (u64, u64),
+    /// Lifetime of the provider's ID and access tokens, seconds.
+    pub token_ttl: u64,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             scheduler_ms: 60_000,
             webhook: String::new(),
             sessions: (1800, 8 * 3600),
+            token_ttl: 600,
         }
     }
 }
@@ -101,6 +104,7 @@ impl Stack {
         let idp = DevIdp::start_with(&[
             ("IDP_APPROVALS_CLIENT_SECRET", &client_secret),
             ("IDP_USERS_FILE", users_file.to_str().unwrap()),
+            ("IDP_ID_TOKEN_TTL", &opts.token_ttl.to_string()),
         ])
         .expect("start the development identity provider (npm ci --prefix idp?)");
 

@@ -394,3 +394,40 @@ async fn eventually_expired(b: &Browser) {
     }
     panic!("a busy session outlived the absolute timeout");
 }
+
+/// An approver whose sign-in is older than the provider's access token cannot decide until
+/// they sign in again: the group check needs the provider's answer now.
+#[tokio::test]
+async fn a_decision_needs_a_sign_in_the_provider_still_honours() {
+    let stack = Stack::with(Options {
+        token_ttl: 8,
+        ..Options::default()
+    })
+    .await;
+    let alice = stack.browser();
+    alice.sign_in("alice@example.com").await;
+    let id = alice.request("read-only", 60).await;
+    let dana = stack.browser();
+    dana.sign_in("dana@example.com").await;
+    let page = dana.get(&format!("/requests/{id}")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = snapshot(&stack).await;
+    let stale = dana
+        .post(
+            &format!("/requests/{id}/decide"),
+            &[("csrf", &page.csrf()), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(stale.status, 401, "{}", stale.body);
+    assert!(
+        stale.body.contains("sign in again, then decide"),
+        "{}",
+        stale.body
+    );
+    assert_eq!(snapshot(&stack).await, before);
+    dana.sign_in("dana@example.com").await;
+    let done = dana.decide(id, "approve", "").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(stack.status(id).await, "active");
+    stack.stop().await;
+}
