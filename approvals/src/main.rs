@@ -14,13 +14,14 @@ Configuration, each layer overriding the one before:
        APPROVALS_LISTEN=0.0.0.0:8080   APPROVALS_PUBLIC_URL=https://approvals.example.com
        APPROVALS_CONTROL__HOST=db.internal   APPROVALS_TARGET__HOST=db.internal
        APPROVALS_OIDC__ISSUER=https://sso.example.com   APPROVALS_OIDC__APPROVERS_GROUP=data-security
-       APPROVALS_SCHEDULER__INTERVAL_MS=15000   APPROVALS_WEBHOOK__URL=https://hooks.slack.com/...
+       APPROVALS_SCHEDULER__INTERVAL_MS=15000   APPROVALS_WEBHOOK__SECRET=dbgw/approvals-webhook
        APPROVALS_LOG__LEVEL=info
 
 The catalogue of what can be requested ([[catalogue]] entries: database, level, role,
 max_duration_secs, approvals) is best kept in the file. Secrets are never configured here:
-the database login (control.secret, target.secret) and the OpenID client secret
-(oidc.secret) are read from the secret store ([secrets]). Keys such as `client_secret` are
+the database login (control.secret, target.secret), the OpenID client secret
+(oidc.secret) and the webhook URL (webhook.secret) are read from the secret store
+([secrets]). Keys such as `client_secret` are
 refused.
 
 `approvals --print-config` shows the effective configuration. See docs/approvals.md.";

@@ -271,8 +271,9 @@ impl Default for SchedulerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
-    /// Slack-compatible incoming-webhook URL; empty: no notifications.
-    pub url: String,
+    /// Id of the secret holding `{"url": "<Slack-compatible incoming-webhook URL>"}` (such
+    /// a URL is itself a credential); empty: no notifications.
+    pub secret: String,
     pub timeout_secs: u64,
     /// Attempts before a message is given up (and counted as failed).
     pub max_attempts: i32,
@@ -283,7 +284,7 @@ pub struct WebhookSettings {
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
-            url: String::new(),
+            secret: String::new(),
             timeout_secs: 5,
             max_attempts: 8,
             backoff_ms: 2_000,

@@ -6,8 +6,30 @@
 
 use std::time::Duration;
 
-use crate::error::Result;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::{Error, Result};
 use crate::App;
+
+/// The webhook URL from `{"url": "..."}` in the secret store.
+async fn url(app: &App, id: &str) -> Result<SecretString> {
+    let raw = app
+        .secrets
+        .get(id)
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
+    #[derive(serde::Deserialize)]
+    struct Hook {
+        url: SecretString,
+    }
+    serde_json::from_str::<Hook>(raw.expose_secret())
+        .map(|h| h.url)
+        .map_err(|_| {
+            Error::Internal(anyhow::anyhow!(
+                "secret `{id}` must be {{\"url\": \"...\"}}"
+            ))
+        })
+}
 
 /// The message line for an event.
 pub fn text(request_id: Option<i64>, actor: &str, kind: &str, data: &serde_json::Value) -> String {
@@ -52,14 +74,16 @@ pub fn text(request_id: Option<i64>, actor: &str, kind: &str, data: &serde_json:
 /// at the same time.
 pub async fn deliver_due(app: &App) -> Result<()> {
     let settings = &app.settings.webhook;
-    if settings.url.is_empty() {
+    if settings.secret.is_empty() {
         return Ok(());
     }
+    // Read at each pass: a rotated URL is used without a restart.
+    let url = url(app, &settings.secret).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(settings.timeout_secs))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| crate::error::Error::Internal(e.into()))?;
+        .map_err(|e| Error::Internal(e.into()))?;
     loop {
         let mut control = app.control.get().await?;
         let tx = control.transaction().await?;
@@ -77,7 +101,7 @@ pub async fn deliver_due(app: &App) -> Result<()> {
         let id: i64 = row.get(0);
         let payload: serde_json::Value = row.get(1);
         let attempts: i32 = row.get::<_, i32>(2) + 1;
-        let sent = http.post(&settings.url).json(&payload).send().await;
+        let sent = http.post(url.expose_secret()).json(&payload).send().await;
         let error = match sent {
             Ok(r) if r.status().is_success() => None,
             Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),

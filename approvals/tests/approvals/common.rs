@@ -123,7 +123,16 @@ impl Stack {
         settings.oidc.issuer = idp.issuer().to_string();
         settings.secrets.dir = dir.path().join("secrets");
         settings.scheduler.interval_ms = opts.scheduler_ms;
-        settings.webhook.url = opts.webhook;
+        if !opts.webhook.is_empty() {
+            store
+                .put(
+                    "dbgw/approvals-webhook",
+                    &SecretString::from(serde_json::json!({ "url": opts.webhook }).to_string()),
+                )
+                .await
+                .unwrap();
+            settings.webhook.secret = "dbgw/approvals-webhook".into();
+        }
         settings.sessions.idle_timeout_secs = opts.sessions.0;
         settings.sessions.absolute_timeout_secs = opts.sessions.1;
         settings.webhook.backoff_ms = 100;
