@@ -349,7 +349,7 @@ async fn the_app_login_is_least_privilege() {
 #[tokio::test]
 async fn sessions_time_out_and_sign_out_ends_them() {
     let stack = Stack::with(Options {
-        sessions: (2, 4),
+        sessions: (2, 6),
         ..Options::default()
     })
     .await;
@@ -386,7 +386,7 @@ async fn sessions_time_out_and_sign_out_ends_them() {
 }
 
 async fn eventually_expired(b: &Browser) {
-    for _ in 0..20 {
+    for _ in 0..40 {
         if b.get("/requests/new").await.status == 401 {
             return;
         }
@@ -400,7 +400,7 @@ async fn eventually_expired(b: &Browser) {
 #[tokio::test]
 async fn a_decision_needs_a_sign_in_the_provider_still_honours() {
     let stack = Stack::with(Options {
-        token_ttl: 8,
+        token_ttl: 12,
         ..Options::default()
     })
     .await;
@@ -410,7 +410,8 @@ async fn a_decision_needs_a_sign_in_the_provider_still_honours() {
     let dana = stack.browser();
     dana.sign_in("dana@example.com").await;
     let page = dana.get(&format!("/requests/{id}")).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Less than the app's 5 s margin left on the 12 s access token.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let before = snapshot(&stack).await;
     let stale = dana
         .post(
