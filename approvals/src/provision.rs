@@ -13,8 +13,9 @@
 //! its leftover server sessions are terminated, and its secret is deleted when no grant is
 //! left.
 //!
-//! Both run under a per-request advisory lock, so two app instances never work on the same
-//! request at once; the other one skips it.
+//! Both run under an advisory lock on the person's role, so two app instances (or two
+//! requests of one person, one starting while another ends) never change the same role at
+//! once; the scheduler skips a role that is locked, a person's action waits a few seconds.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::{self, Request, SYSTEM};
 use crate::App;
 
-/// First key of the app's advisory locks (the second is the request id).
+/// First key of the app's advisory locks (the second is a hash of the person's role).
 const LOCK_SPACE: i32 = 0x00db_9a99;
 
 /// The steps of provisioning, in order.
@@ -60,27 +61,35 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// A per-request lock, held on its own connection. Released by [`Lock::release`]; if the
+/// The lock on the role of a request's person, held on its own connection. Released by [`Lock::release`]; if the
 /// holder is dropped half-way (a crash of the task), its connection is closed, which
 /// releases the lock too.
 pub struct Lock {
     conn: Option<Conn>,
-    id: i64,
+    key: String,
 }
 
 impl Lock {
     pub async fn try_take(app: &App, id: i64) -> Result<Option<Lock>> {
         let conn = app.control.get().await?;
+        let email: Option<String> = conn
+            .query_opt("SELECT email FROM access_requests WHERE id = $1", &[&id])
+            .await?
+            .map(|r| r.get(0));
+        let key = match email {
+            Some(email) => grants::person_role(&email),
+            None => format!("request {id}"),
+        };
         let got: bool = conn
             .query_one(
-                "SELECT pg_try_advisory_lock($1, $2)",
-                &[&LOCK_SPACE, &(id as i32)],
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&LOCK_SPACE, &key],
             )
             .await?
             .get(0);
         Ok(got.then_some(Lock {
             conn: Some(conn),
-            id,
+            key,
         }))
     }
 
@@ -109,8 +118,8 @@ impl Lock {
         if let Some(conn) = self.conn.take() {
             let unlocked = conn
                 .query_one(
-                    "SELECT pg_advisory_unlock($1, $2)",
-                    &[&LOCK_SPACE, &(self.id as i32)],
+                    "SELECT pg_advisory_unlock($1, hashtext($2))",
+                    &[&LOCK_SPACE, &self.key],
                 )
                 .await;
             if unlocked.is_err() {
