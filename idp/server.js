@@ -13,9 +13,13 @@ const JWKS_FILE = path.join(STATE_DIR, 'jwks.json');
 const ID_TOKEN_TTL = Number(process.env.IDP_ID_TOKEN_TTL || 600);
 const APPROVALS_SECRET = process.env.IDP_APPROVALS_CLIENT_SECRET || 'dev-approvals-secret';
 
-const { password: DEV_PASSWORD, users: USERS } = JSON.parse(
-  fs.readFileSync(new URL('./users.json', import.meta.url), 'utf8'),
-);
+// Users are read again at every use, so a test (or a developer) can change someone's
+// groups while the IdP runs: IDP_USERS_FILE points at a copy to edit.
+const USERS_FILE = process.env.IDP_USERS_FILE || new URL('./users.json', import.meta.url);
+function readUsers() {
+  return JSON.parse(fs.readFileSync(USERS_FILE, 'utf8'));
+}
+readUsers(); // fail at start, not at the first login, if the file is unreadable
 
 if (!Number.isInteger(ID_TOKEN_TTL) || ID_TOKEN_TTL <= 0) {
   throw new Error('IDP_ID_TOKEN_TTL must be a positive integer (seconds)');
@@ -61,17 +65,17 @@ function rotate(jwks) {
 // ---- accounts -----------------------------------------------------------
 
 function findUserByEmail(email) {
-  return USERS.find((u) => u.email === String(email).trim().toLowerCase());
+  return readUsers().users.find((u) => u.email === String(email).trim().toLowerCase());
 }
 
 function passwordOk(given) {
   const a = createHash('sha256').update(String(given)).digest();
-  const b = createHash('sha256').update(DEV_PASSWORD).digest();
+  const b = createHash('sha256').update(readUsers().password).digest();
   return timingSafeEqual(a, b);
 }
 
 async function findAccount(_ctx, sub) {
-  const user = USERS.find((u) => u.sub === sub);
+  const user = readUsers().users.find((u) => u.sub === sub);
   if (!user) return undefined;
   return {
     accountId: user.sub,

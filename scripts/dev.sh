@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack behind `make up` / `make down`: a PostgreSQL cluster with the rates data,
-# the audit proxy in front of it, and rates-api reading through the proxy. Everything it
+# the audit proxy in front of it, rates-api reading through the proxy, the development
+# identity provider, and the approvals app. Everything it
 # creates (data, secrets, audit log, logs, pids) lives under .dev/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,29 +71,38 @@ up() {
   need_postgres
   need_node
   if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p dbgw-db -p proxy -p rates-api -p dbgw
+    cargo build --release -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals
   else
-    cargo build -q -p dbgw-db -p proxy -p rates-api -p dbgw
+    cargo build -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals
   fi
   "$BIN/dbgw-db" up --dir "$DEV/pg" --port "$PG_PORT" >/dev/null
   [ -f "$DEV/proxy/proxy.crt" ] || "$BIN/dbgw-db" cert --ca-dir "$DEV/pg" --out "$DEV/proxy" --name proxy >/dev/null
+  # The approvals app's OpenID client secret: the development provider's published default
+  # (idp/server.js), kept in the secret store like a real one.
+  [ -f "$DEV/secrets/dbgw/approvals-oidc.json" ] || {
+    mkdir -p "$DEV/secrets/dbgw"
+    (umask 077; printf '{"client_secret":"dev-approvals-secret"}' >"$DEV/secrets/dbgw/approvals-oidc.json")
+  }
   start idp http://127.0.0.1:9000/healthz env IDP_STATE_DIR="$DEV/idp" node idp/server.js
   start proxy http://127.0.0.1:9187/health/ready "$BIN/proxy" --config config/local/proxy.toml
   start rates-api http://127.0.0.1:3000/health/ready "$BIN/rates-api" --config config/local/rates-api.toml
+  start approvals http://127.0.0.1:8080/health/ready "$BIN/approvals" --config config/local/approvals.toml
   cat <<EOT
 dbgw local stack is up:
   postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin secret .dev/secrets/dbgw/postgres-admin.json)
   proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)
   rates-api  http://127.0.0.1:3000  (through the proxy)
-  idp        http://127.0.0.1:9000  (development sign-in: alice@example.com / bob@example.com / dana@example.com, password "dev")
+  approvals  http://127.0.0.1:8080  (request access; approvers dana@example.com and sam@example.com)
+  idp        http://127.0.0.1:9000  (development sign-in: alice@ bob@ dana@ sam@example.com, password "dev")
 Logs in .dev/logs/. Try:
   curl "http://127.0.0.1:3000/rates?date_from=2021-01-01&date_to=2021-01-31&orig_code=CNGGZ&dest_code=EETLL"
-  $BIN/proxy --config config/local/proxy.toml grant add --email alice@example.com --role rates_reader
+  open http://127.0.0.1:8080, sign in as alice@example.com, request read-only on rates; approve as dana@example.com
   $BIN/dbgw psql      # signs you in (browser), then psql through the proxy as yourself
 EOT
 }
 
 down() {
+  stop approvals
   stop rates-api
   stop proxy
   stop idp

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The quick start, end to end, as a newcomer would run it: `make up`; the rates API answers
-# through the proxy; a person is granted access, signs in (a stand-in browser plays the
-# person), runs psql through the proxy as their own role; the audit log names them and its
-# chain verifies; `make down` leaves no process behind.
+# through the proxy; a person asks for access in the approvals app and an approver approves
+# (through its API, with real tokens); the person signs in (a stand-in browser plays the
+# person), runs psql through the proxy as their own role; the audit log names them, the
+# request and the approver, and its chain verifies; `make down` leaves no process behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/debug
@@ -21,8 +22,17 @@ day5 = next(r for r in rates if r["day"] == "2021-01-05")
 assert day5["count"] == 3 and day5["price"] == 1154.0, day5
 ' || fail "rates-api did not answer as the spec says: $rates"
 
-$BIN/proxy --config config/local/proxy.toml grant add \
-  --email alice@example.com --role rates_reader --days 1 --by e2e >/dev/null
+curl -fsS http://127.0.0.1:8080/ | grep -q "Sign in" || fail "the approvals app does not serve its page"
+json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+alice=$(node idp/token.js --email alice@example.com)
+request=$(curl -fsS -H "Authorization: Bearer $alice" -H 'content-type: application/json' \
+  -d '{"database":"rates","level":"read-only","justification":"e2e","duration_secs":3600}' \
+  http://127.0.0.1:8080/api/v1/requests | json '["id"]') || fail "requesting access failed"
+dana=$(node idp/token.js --email dana@example.com)
+status=$(curl -fsS -H "Authorization: Bearer $dana" -H 'content-type: application/json' \
+  -d '{"decision":"approve","comment":"e2e"}' \
+  "http://127.0.0.1:8080/api/v1/requests/$request/decide" | json '["status"]') || fail "approving failed"
+[ "$status" = active ] || fail "request $request is $status after the approval, not active"
 
 export DBGW_CACHE_DIR=.dev/e2e-dbgw BROWSER="node idp/dev-browser.js" DEV_BROWSER_EMAIL=alice@example.com
 rm -rf "$DBGW_CACHE_DIR"
@@ -38,6 +48,9 @@ print("p_" + "".join(c if c.isalnum() else "_" for c in e) + "_" + hashlib.sha25
 sleep 0.2  # the proxy writes outcome records within its flush interval
 grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT current_user' \
   || fail "the audit log does not name alice on her statement"
+grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' \
+  | grep -q "\"request_id\":$request,\"approved_by\":\[\"dana@example.com\"\]" \
+  || fail "the audit log does not name the request and its approver"
 $BIN/proxy audit verify .dev/audit >/dev/null || fail "the audit chain does not verify"
 
 pids=$(cat .dev/run/*.pid 2>/dev/null || true)
@@ -47,4 +60,4 @@ for pid in $pids; do
 done
 pgrep -f "$(pwd)/.dev/pg/data" >/dev/null && fail "postgres still runs after make down"
 trap - EXIT
-echo "e2e: OK (make up, rates-api through the proxy, SSO psql as a person, audit verified, make down)"
+echo "e2e: OK (make up, rates-api through the proxy, access approved in the approvals app, SSO psql as a person, audit verified, make down)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs, skipping what is already there: Debian packages (PostgreSQL
 # server and tools, pgbouncer, socat, wrk), the Python and Node client drivers used by the
-# proxy tests, the development identity provider's packages, and cargo-fuzz.
+# proxy tests, the development identity provider's packages, headless Chromium and its
+# WebDriver (the approvals app's browser test), and cargo-fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ command -v wrk >/dev/null || packages+=(wrk)
 command -v curl >/dev/null || packages+=(curl)
 command -v mount >/dev/null || packages+=(mount)
 command -v node >/dev/null || packages+=(nodejs npm)
+command -v chromium >/dev/null || packages+=(chromium)
+command -v chromedriver >/dev/null || packages+=(chromium-driver)
 command -v pip3 >/dev/null || command -v pip >/dev/null || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "apt-get install ${packages[*]}"

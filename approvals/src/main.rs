@@ -1,1 +1,81 @@
-fn main() {}
+//! `approvals`: the binary. Reads the configuration, sets up logging, serves until SIGTERM
+//! or SIGINT, drains requests in flight and exits 0.
+
+use std::path::PathBuf;
+
+use approvals::{Application, Settings};
+use clap::Parser;
+
+const CONFIG_HELP: &str = "\
+Configuration, each layer overriding the one before:
+  1. built-in defaults, which work against the local stack (`make up`);
+  2. the TOML file given with --config (or APPROVALS_CONFIG);
+  3. environment variables APPROVALS_<SECTION>__<KEY>, e.g.
+       APPROVALS_LISTEN=0.0.0.0:8080   APPROVALS_PUBLIC_URL=https://approvals.example.com
+       APPROVALS_CONTROL__HOST=db.internal   APPROVALS_TARGET__HOST=db.internal
+       APPROVALS_OIDC__ISSUER=https://sso.example.com   APPROVALS_OIDC__APPROVERS_GROUP=data-security
+       APPROVALS_SCHEDULER__INTERVAL_MS=15000   APPROVALS_WEBHOOK__SECRET=dbgw/approvals-webhook
+       APPROVALS_LOG__LEVEL=info
+
+The catalogue of what can be requested ([[catalogue]] entries: database, level, role,
+max_duration_secs, approvals) is best kept in the file. Secrets are never configured here:
+the database login (control.secret, target.secret), the OpenID client secret
+(oidc.secret) and the webhook URL (webhook.secret) are read from the secret store
+([secrets]). Keys such as `client_secret` are
+refused.
+
+`approvals --print-config` shows the effective configuration. See docs/approvals.md.";
+
+/// The approvals web app: people request database access, data-security approvers decide,
+/// and people's database roles are made and removed automatically.
+#[derive(Parser)]
+#[command(version, about, after_long_help = CONFIG_HELP, after_help = CONFIG_HELP)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "APPROVALS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as JSON and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("approvals: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&settings).expect("settings serialize")
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+    startup::telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let stop = startup::shutdown::signal();
+        let app = Application::build(settings).await?;
+        app.run_until_stopped(stop).await
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "approvals failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

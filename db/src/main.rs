@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             for (role, secret) in [
                 ("rates_api", "dbgw/rates-api"),
                 ("dbgw_proxy", "dbgw/proxy-control"),
+                ("dbgw_approvals", "dbgw/approvals-db"),
             ] {
                 let creds = match store.db_credentials(secret).await {
                     Ok(creds) => creds,

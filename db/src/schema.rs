@@ -35,8 +35,13 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 
 /// The control-plane database (access grants), and its schema changes.
 pub const CONTROL_DATABASE: &str = "dbgw";
-pub const CONTROL_MIGRATIONS: &[(&str, &str)] =
-    &[("0001_grants", include_str!("../control/0001_grants.sql"))];
+pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_grants", include_str!("../control/0001_grants.sql")),
+    (
+        "0002_approvals",
+        include_str!("../control/0002_approvals.sql"),
+    ),
+];
 
 /// Where a server is and how the admin logs in (always TLS, certificate verified).
 #[derive(Debug, Clone)]
@@ -124,7 +129,7 @@ pub async fn setup(server: &Server, db: &str) -> anyhow::Result<()> {
 }
 
 /// Creates the control-plane database if needed and applies its migrations (as the admin:
-/// it creates the proxy's read-only role).
+/// it creates the proxy's read-only role and the approvals app's login).
 pub async fn setup_control(server: &Server) -> anyhow::Result<()> {
     let admin = server.connect("postgres").await?;
     let exists = admin

@@ -376,3 +376,30 @@ describe('dev IdP restart', () => {
     }
   });
 });
+
+describe('dev IdP users', () => {
+  it('has two data-security approvers', async () => {
+    const { users } = JSON.parse(fs.readFileSync(path.join(IDP_DIR, 'users.json'), 'utf8'));
+    const approvers = users.filter((u) => u.groups.includes('data-security')).map((u) => u.email);
+    assert.deepEqual(approvers.sort(), ['dana@example.com', 'sam@example.com']);
+  });
+
+  it('reads IDP_USERS_FILE at every sign-in, so groups can change while it runs', async () => {
+    const stateDir = tmpState();
+    const usersFile = path.join(stateDir, 'users.json');
+    fs.copyFileSync(path.join(IDP_DIR, 'users.json'), usersFile);
+    const idp = await startIdp(stateDir, { IDP_USERS_FILE: usersFile });
+    try {
+      const before = decode(await tokenFor(idp.issuer, '--email', 'sam@example.com')).payload;
+      assert.deepEqual(before.groups, ['data-security']);
+      const edited = JSON.parse(fs.readFileSync(usersFile, 'utf8'));
+      edited.users.find((u) => u.email === 'sam@example.com').groups = [];
+      fs.writeFileSync(usersFile, JSON.stringify(edited));
+      const after = decode(await tokenFor(idp.issuer, '--email', 'sam@example.com')).payload;
+      assert.deepEqual(after.groups, []);
+    } finally {
+      await idp.stop();
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -4,9 +4,11 @@
 //! password that only the secret store and the proxy ever see.
 //!
 //! The grants live in the control-plane database (`db/control`). The approvals app writes
-//! them; the proxy checks them at every login ([`check`]) and watches them for revocations
-//! and expiries ([`no_longer_active`]); operators use `proxy grant ...` ([`add`],
-//! [`revoke`], [`list`]).
+//! them, one idempotent step at a time ([`ensure_role`], [`set_password`],
+//! [`grant_membership`], [`record`], [`enable_login`]; ending: [`mark_revoked`],
+//! [`reconcile`], [`terminate_sessions`]); the proxy checks them at every login ([`check`])
+//! and watches them for revocations and expiries ([`no_longer_active`]); operators use
+//! `proxy grant ...` ([`add`], [`revoke`], [`list`]).
 
 use chrono::{DateTime, Utc};
 use postgres_protocol::escape::escape_identifier;
@@ -31,10 +33,14 @@ pub struct Grant {
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
+    /// The approvals app's request this grant was made for (none for `proxy grant add`).
+    pub request_id: Option<i64>,
+    /// Who approved it (emails), in the order they approved.
+    pub approved_by: Vec<String>,
 }
 
 const COLUMNS: &str = "id, email, database, role, db_user, valid_from, expires_at, created_by, \
-                       revoked_at, revoked_by, revoke_reason";
+                       revoked_at, revoked_by, revoke_reason, request_id, approved_by";
 
 impl Grant {
     fn from_row(r: &Row) -> Grant {
@@ -50,6 +56,8 @@ impl Grant {
             revoked_at: r.get("revoked_at"),
             revoked_by: r.get("revoked_by"),
             revoke_reason: r.get("revoke_reason"),
+            request_id: r.get("request_id"),
+            approved_by: r.get("approved_by"),
         }
     }
 
@@ -115,6 +123,8 @@ pub fn person_secret(db_user: &str) -> String {
 }
 
 /// The result of looking for a usable grant.
+// Made once per login and matched at once, never stored: boxing the grant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// This grant allows the login.
@@ -214,8 +224,9 @@ pub struct NewGrant {
     pub created_by: String,
 }
 
-/// Creates a grant: the person's login role (or a fresh password for it), membership in the
-/// granted group role, the credentials in the secret store, and the grant row.
+/// Creates a grant in one go: the person's login role (or a fresh password for it),
+/// membership in the granted group role, the credentials in the secret store, and the grant
+/// row. Operators' `proxy grant add`; the approvals app runs the same steps one by one.
 ///
 /// `target` is an admin connection to the database server the grant is for (RDS: the
 /// master user or a role with CREATEROLE and ADMIN OPTION on the group roles).
@@ -225,14 +236,30 @@ pub async fn add(
     secrets: &SecretStore,
     new: NewGrant,
 ) -> Result<Grant, GrantError> {
-    let email = normalize_email(&new.email);
-    if !email.contains('@') || email.starts_with('@') || email.len() > 320 {
-        return Err(GrantError::BadEmail(new.email));
-    }
+    let email = check_email(&new.email)?;
     check_group_role(target, &new.role).await?;
     let db_user = person_role(&email);
-    // A role is one person's: never hand another person's role over, however the name came
-    // to match.
+    check_owner(control, &db_user, &email).await?;
+    ensure_role(target, &db_user).await?;
+    set_password(target, secrets, &db_user).await?;
+    grant_membership(target, &db_user, &new.role).await?;
+    let grant = record(control, &new, None).await?;
+    enable_login(target, &db_user).await?;
+    Ok(grant)
+}
+
+/// The email as grants store it, or why it is not one.
+pub fn check_email(email: &str) -> Result<String, GrantError> {
+    let normal = normalize_email(email);
+    if !normal.contains('@') || normal.starts_with('@') || normal.len() > 320 {
+        return Err(GrantError::BadEmail(email.to_string()));
+    }
+    Ok(normal)
+}
+
+/// A role is one person's: never hand another person's role over, however the name came
+/// to match.
+pub async fn check_owner(control: &Client, db_user: &str, email: &str) -> Result<(), GrantError> {
     let owner: Option<String> = control
         .query_opt(
             "SELECT email FROM grants WHERE db_user = $1 AND email <> $2 LIMIT 1",
@@ -241,35 +268,143 @@ pub async fn add(
         .await?
         .map(|row| row.get(0));
     if owner.is_some() {
-        return Err(GrantError::RoleTaken(db_user));
+        return Err(GrantError::RoleTaken(db_user.to_string()));
     }
-    let password = secret_store::generate_password();
-    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-    let role_sql = escape_identifier(&db_user);
+    Ok(())
+}
+
+/// Creates the person's role without LOGIN if it does not exist. Returns whether it did.
+pub async fn ensure_role(target: &Client, db_user: &str) -> Result<bool, GrantError> {
     let exists = target
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&db_user])
         .await?
         .is_some();
-    let verb = if exists { "ALTER" } else { "CREATE" };
-    // The verifier is computed here: the password never reaches the server or its logs.
-    target
-        .batch_execute(&format!(
-            "{verb} ROLE {role_sql} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{verifier}';\n\
-             GRANT {} TO {role_sql};",
-            escape_identifier(&new.role)
-        ))
-        .await?;
+    if !exists {
+        target
+            .batch_execute(&format!(
+                "CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+                escape_identifier(db_user)
+            ))
+            .await?;
+    }
+    Ok(!exists)
+}
+
+/// Gives the role a new random password: stored in the secret store first, then set on the
+/// role as a SCRAM verifier computed here, so the password never reaches the server or its
+/// logs. A crash in between leaves a secret that does not match (no access); doing it
+/// again repairs it.
+pub async fn set_password(
+    target: &Client,
+    secrets: &SecretStore,
+    db_user: &str,
+) -> Result<(), GrantError> {
+    let password = secret_store::generate_password();
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     secrets
         .put_db_credentials(
-            &person_secret(&db_user),
-            &DbCredentials::new(&db_user, password),
+            &person_secret(db_user),
+            &DbCredentials::new(db_user, password),
         )
         .await?;
-    let row = control
-        .query_one(
+    target
+        .batch_execute(&format!(
+            "ALTER ROLE {} PASSWORD '{verifier}'",
+            escape_identifier(db_user)
+        ))
+        .await?;
+    Ok(())
+}
+
+/// The group roles `db_user` is a direct member of.
+pub async fn memberships(target: &Client, db_user: &str) -> Result<Vec<String>, GrantError> {
+    Ok(target
+        .query(
+            "SELECT g.rolname::text FROM pg_auth_members m \
+             JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
+             WHERE u.rolname = $1 ORDER BY 1",
+            &[&db_user],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Makes `db_user` a member of the group role `role`. Returns whether it was not one yet.
+pub async fn grant_membership(
+    target: &Client,
+    db_user: &str,
+    role: &str,
+) -> Result<bool, GrantError> {
+    check_group_role(target, role).await?;
+    if memberships(target, db_user)
+        .await?
+        .iter()
+        .any(|r| r == role)
+    {
+        return Ok(false);
+    }
+    target
+        .batch_execute(&format!(
+            "GRANT {} TO {}",
+            escape_identifier(role),
+            escape_identifier(db_user)
+        ))
+        .await?;
+    Ok(true)
+}
+
+/// Whether the role may log in.
+pub async fn can_login(target: &Client, db_user: &str) -> Result<bool, GrantError> {
+    Ok(target
+        .query_opt(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&db_user],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .unwrap_or(false))
+}
+
+/// Lets the role log in. Returns whether it could not before.
+pub async fn enable_login(target: &Client, db_user: &str) -> Result<bool, GrantError> {
+    if can_login(target, db_user).await? {
+        return Ok(false);
+    }
+    target
+        .batch_execute(&format!("ALTER ROLE {} LOGIN", escape_identifier(db_user)))
+        .await?;
+    Ok(true)
+}
+
+/// The approval behind a grant, for the record (and the proxy's audit).
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub request_id: i64,
+    pub approved_by: Vec<String>,
+}
+
+/// Writes the grant row: from here on the proxy lets the person in (once the role can log
+/// in). With an approval, recording the same request again returns the existing grant.
+pub async fn record(
+    control: &Client,
+    new: &NewGrant,
+    approval: Option<&Approval>,
+) -> Result<Grant, GrantError> {
+    let email = check_email(&new.email)?;
+    let db_user = person_role(&email);
+    let (request_id, approved_by) = match approval {
+        Some(a) => (Some(a.request_id), a.approved_by.clone()),
+        None => (None, Vec::new()),
+    };
+    let inserted = control
+        .query_opt(
             &format!(
-                "INSERT INTO grants (email, database, role, db_user, expires_at, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+                "INSERT INTO grants (email, database, role, db_user, valid_from, expires_at, \
+                 created_by, request_id, approved_by) \
+                 VALUES ($1, $2, $3, $4, now(), $5, $6, $7, $8) \
+                 ON CONFLICT (request_id) DO NOTHING RETURNING {COLUMNS}"
             ),
             &[
                 &email,
@@ -278,14 +413,27 @@ pub async fn add(
                 &db_user,
                 &new.expires_at,
                 &new.created_by,
+                &request_id,
+                &approved_by,
             ],
         )
         .await?;
+    let row = match inserted {
+        Some(row) => row,
+        None => {
+            control
+                .query_one(
+                    &format!("SELECT {COLUMNS} FROM grants WHERE request_id = $1"),
+                    &[&request_id],
+                )
+                .await?
+        }
+    };
     Ok(Grant::from_row(&row))
 }
 
 /// Only group roles (no login, no special attributes) may be handed out.
-async fn check_group_role(target: &Client, role: &str) -> Result<(), GrantError> {
+pub async fn check_group_role(target: &Client, role: &str) -> Result<(), GrantError> {
     let row = target
         .query_opt(
             "SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls \
@@ -307,16 +455,8 @@ async fn check_group_role(target: &Client, role: &str) -> Result<(), GrantError>
     }
 }
 
-/// Revokes a grant. The person loses the group role unless another active grant still
-/// gives it, and can no longer log in once no active grant is left. The proxy closes their
-/// open sessions within its poll interval.
-pub async fn revoke(
-    control: &Client,
-    target: &Client,
-    id: i64,
-    by: &str,
-    reason: &str,
-) -> Result<Grant, GrantError> {
+/// One grant by id.
+pub async fn get(control: &Client, id: i64) -> Result<Grant, GrantError> {
     let row = control
         .query_opt(
             &format!("SELECT {COLUMNS} FROM grants WHERE id = $1"),
@@ -324,54 +464,127 @@ pub async fn revoke(
         )
         .await?
         .ok_or(GrantError::NotFound(id))?;
-    if Grant::from_row(&row).revoked_at.is_some() {
-        return Err(GrantError::AlreadyRevoked(id));
-    }
+    Ok(Grant::from_row(&row))
+}
+
+/// Marks a grant revoked: the proxy closes its sessions within its poll interval and lets
+/// nobody in with it any more. What the grant gave on the server is taken away by
+/// [`reconcile`].
+pub async fn mark_revoked(
+    control: &Client,
+    id: i64,
+    by: &str,
+    reason: &str,
+) -> Result<Grant, GrantError> {
     let row = control
-        .query_one(
+        .query_opt(
             &format!(
                 "UPDATE grants SET revoked_at = now(), revoked_by = $2, revoke_reason = $3 \
-                 WHERE id = $1 RETURNING {COLUMNS}"
+                 WHERE id = $1 AND revoked_at IS NULL RETURNING {COLUMNS}"
             ),
             &[&id, &by, &reason],
         )
         .await?;
-    let grant = Grant::from_row(&row);
-    retire_role(control, target, &grant).await?;
+    match row {
+        Some(row) => Ok(Grant::from_row(&row)),
+        None => {
+            get(control, id).await?;
+            Err(GrantError::AlreadyRevoked(id))
+        }
+    }
+}
+
+/// Revokes a grant and takes away what it gave (see [`reconcile`]). The proxy closes the
+/// person's open sessions within its poll interval.
+pub async fn revoke(
+    control: &Client,
+    target: &Client,
+    id: i64,
+    by: &str,
+    reason: &str,
+) -> Result<Grant, GrantError> {
+    let grant = mark_revoked(control, id, by, reason).await?;
+    reconcile(control, target, &grant.db_user).await?;
     Ok(grant)
 }
 
-/// Takes away what an ended grant gave, unless another active grant still gives it.
+/// Takes away what an ended grant gave; kept for callers of the one-step API.
 pub async fn retire_role(
     control: &Client,
     target: &Client,
     ended: &Grant,
-) -> Result<(), GrantError> {
-    let still: Vec<String> = control
+) -> Result<Reconciled, GrantError> {
+    reconcile(control, target, &ended.db_user).await
+}
+
+/// What [`reconcile`] changed on the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Group roles the person was a member of without an active grant that gives them.
+    pub revoked: Vec<String>,
+    /// The role could log in and no active grant is left.
+    pub login_removed: bool,
+    /// Active grants left.
+    pub active_left: usize,
+}
+
+/// The group roles of `db_user`'s grants that are active now.
+pub async fn active_roles(control: &Client, db_user: &str) -> Result<Vec<String>, GrantError> {
+    Ok(control
         .query(
-            "SELECT role FROM grants WHERE db_user = $1 AND revoked_at IS NULL \
+            "SELECT DISTINCT role FROM grants WHERE db_user = $1 AND revoked_at IS NULL \
              AND expires_at > now() AND valid_from <= now()",
-            &[&ended.db_user],
+            &[&db_user],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    let user = escape_identifier(&ended.db_user);
-    if !still.contains(&ended.role) {
-        target
-            .batch_execute(&format!(
-                "REVOKE {} FROM {user}",
-                escape_identifier(&ended.role)
-            ))
-            .await?;
+        .collect())
+}
+
+/// Makes the person's role hold exactly what their active grants give: every group
+/// membership that no active grant gives is revoked (an ended grant's role goes even while
+/// another grant, for another role, is active), and the role loses LOGIN when no active
+/// grant is left. Idempotent; safe to run at any time.
+pub async fn reconcile(
+    control: &Client,
+    target: &Client,
+    db_user: &str,
+) -> Result<Reconciled, GrantError> {
+    let active = active_roles(control, db_user).await?;
+    let user = escape_identifier(db_user);
+    let mut done = Reconciled {
+        active_left: active.len(),
+        ..Reconciled::default()
+    };
+    for role in memberships(target, db_user).await? {
+        if !active.contains(&role) {
+            target
+                .batch_execute(&format!("REVOKE {} FROM {user}", escape_identifier(&role)))
+                .await?;
+            done.revoked.push(role);
+        }
     }
-    if still.is_empty() {
+    if active.is_empty() && can_login(target, db_user).await? {
         target
             .batch_execute(&format!("ALTER ROLE {user} NOLOGIN"))
             .await?;
+        done.login_removed = true;
     }
-    Ok(())
+    Ok(done)
+}
+
+/// Ends the role's sessions still open on the server (the proxy closes the ones it carries;
+/// this catches anything else). Needs membership in `pg_signal_backend`. Returns how many.
+pub async fn terminate_sessions(target: &Client, db_user: &str) -> Result<i64, GrantError> {
+    Ok(target
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE usename = $1 AND pid <> pg_backend_pid()",
+            &[&db_user],
+        )
+        .await?
+        .get(0))
 }
 
 #[cfg(test)]

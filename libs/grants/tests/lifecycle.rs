@@ -160,3 +160,180 @@ async fn a_role_is_never_handed_to_another_person() {
         "kate has no grant of her own"
     );
 }
+
+/// The known bug this library had: an ended grant's group membership stayed while the
+/// person had another active grant (for another role). Reconciling takes exactly the ended
+/// grant's role away, keeps the other grant working, and removes LOGIN only at the end.
+#[tokio::test]
+async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let control = cluster.connect("dbgw").await.unwrap();
+    let target = cluster.connect("postgres").await.unwrap();
+    let new = |role: &str| NewGrant {
+        email: "erin@example.com".into(),
+        database: "rates".into(),
+        role: role.into(),
+        expires_at: Utc::now() + Duration::hours(1),
+        created_by: "test".into(),
+    };
+    let writer = grants::add(&control, &target, &secrets, new("rates_writer"))
+        .await
+        .unwrap();
+    let reader = grants::add(&control, &target, &secrets, new("rates_reader"))
+        .await
+        .unwrap();
+    let user = reader.db_user.clone();
+    assert_eq!(
+        grants::memberships(&target, &user).await.unwrap(),
+        ["rates_reader", "rates_writer"]
+    );
+    let creds = secrets
+        .db_credentials(&grants::person_secret(&user))
+        .await
+        .unwrap();
+    let person = cluster.server().connect_as("rates", &creds).await.unwrap();
+    person
+        .batch_execute("BEGIN; DELETE FROM ports WHERE false; ROLLBACK")
+        .await
+        .expect("the writer grant lets erin write");
+
+    // The writer grant expires (nothing else changes).
+    expire(&control, writer.id).await;
+    let done = grants::reconcile(&control, &target, &user).await.unwrap();
+    assert_eq!(done.revoked, ["rates_writer"]);
+    assert!(!done.login_removed);
+    assert_eq!(done.active_left, 1);
+    assert_eq!(
+        grants::memberships(&target, &user).await.unwrap(),
+        ["rates_reader"]
+    );
+    // A new session has only what the reader grant gives; reconciling again changes nothing.
+    let person = cluster.server().connect_as("rates", &creds).await.unwrap();
+    person
+        .query_one("SELECT 1 FROM ports LIMIT 1", &[])
+        .await
+        .unwrap();
+    let refused = person
+        .batch_execute("DELETE FROM ports WHERE false")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied")
+            || format!("{:?}", refused.as_db_error()).contains("permission denied"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        grants::reconcile(&control, &target, &user).await.unwrap(),
+        grants::Reconciled {
+            active_left: 1,
+            ..Default::default()
+        }
+    );
+
+    // The last grant revoked: no membership, no login.
+    grants::revoke(&control, &target, reader.id, "dana@example.com", "done")
+        .await
+        .unwrap();
+    assert!(grants::memberships(&target, &user)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!grants::can_login(&target, &user).await.unwrap());
+    assert!(cluster.server().connect_as("rates", &creds).await.is_err());
+
+    // The case as it happened before: the writer grant expired and nobody reconciled; then
+    // the other grant is revoked. Revoking must take away the expired grant's role too.
+    let gina = |role: &str| NewGrant {
+        email: "gina@example.com".into(),
+        ..new(role)
+    };
+    let writer = grants::add(&control, &target, &secrets, gina("rates_writer"))
+        .await
+        .unwrap();
+    let reader = grants::add(&control, &target, &secrets, gina("rates_reader"))
+        .await
+        .unwrap();
+    expire(&control, writer.id).await;
+    grants::revoke(&control, &target, reader.id, "dana@example.com", "done")
+        .await
+        .unwrap();
+    assert!(
+        grants::memberships(&target, &reader.db_user)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the expired writer grant's role stayed"
+    );
+}
+
+/// Each provisioning step can be repeated without changing the outcome, and the grant row
+/// of a request is written once however often it is recorded.
+#[tokio::test]
+async fn steps_are_idempotent_and_a_request_has_one_grant() {
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let control = cluster.connect("dbgw").await.unwrap();
+    let target = cluster.connect("postgres").await.unwrap();
+    let user = grants::person_role("finn@example.com");
+    assert!(grants::ensure_role(&target, &user).await.unwrap());
+    assert!(!grants::ensure_role(&target, &user).await.unwrap());
+    assert!(!grants::can_login(&target, &user).await.unwrap());
+    grants::set_password(&target, &secrets, &user)
+        .await
+        .unwrap();
+    assert!(grants::grant_membership(&target, &user, "rates_reader")
+        .await
+        .unwrap());
+    assert!(!grants::grant_membership(&target, &user, "rates_reader")
+        .await
+        .unwrap());
+    assert!(matches!(
+        grants::grant_membership(&target, &user, "rates_api").await,
+        Err(GrantError::BadRole(..))
+    ));
+    let new = NewGrant {
+        email: "finn@example.com".into(),
+        database: "rates".into(),
+        role: "rates_reader".into(),
+        expires_at: Utc::now() + Duration::hours(1),
+        created_by: "approvals".into(),
+    };
+    let approval = grants::Approval {
+        request_id: 42,
+        approved_by: vec!["dana@example.com".into()],
+    };
+    let first = grants::record(&control, &new, Some(&approval))
+        .await
+        .unwrap();
+    let again = grants::record(&control, &new, Some(&approval))
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.request_id, Some(42));
+    assert_eq!(first.approved_by, ["dana@example.com"]);
+    assert!(grants::enable_login(&target, &user).await.unwrap());
+    assert!(!grants::enable_login(&target, &user).await.unwrap());
+    let creds = secrets
+        .db_credentials(&grants::person_secret(&user))
+        .await
+        .unwrap();
+    let person = cluster.server().connect_as("rates", &creds).await.unwrap();
+    let n: i64 = grants::terminate_sessions(&target, &user).await.unwrap();
+    assert_eq!(n, 1);
+    assert!(person.query_one("SELECT 1", &[]).await.is_err());
+}
+
+/// Makes a grant expired a second ago.
+async fn expire(control: &tokio_postgres::Client, id: i64) {
+    control
+        .execute(
+            "UPDATE grants SET valid_from = now() - interval '2 hours', \
+             expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+}

@@ -59,4 +59,16 @@ impl FileStore {
         .expect("secret write task")
         .map_err(io)
     }
+
+    /// Removes a secret; one that does not exist is already removed.
+    pub(crate) async fn delete(&self, id: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.path(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Io {
+                id: id.into(),
+                source,
+            }),
+        }
+    }
 }

@@ -137,6 +137,14 @@ impl SecretStore {
         }
     }
 
+    /// Deletes a secret. Idempotent: deleting a secret that does not exist succeeds.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        check_id(id)?;
+        match self {
+            SecretStore::File(f) => f.delete(id).await,
+        }
+    }
+
     /// Reads a secret holding database credentials.
     pub async fn db_credentials(&self, id: &str) -> Result<DbCredentials> {
         let raw = self.get(id).await?;
@@ -203,6 +211,13 @@ mod tests {
 
         let missing = store.db_credentials("dbgw/nope").await.unwrap_err();
         assert!(matches!(missing, Error::NotFound(_)), "{missing}");
+
+        store.delete("dbgw/rates-api").await.unwrap();
+        assert!(matches!(
+            store.db_credentials("dbgw/rates-api").await,
+            Err(Error::NotFound(_))
+        ));
+        store.delete("dbgw/rates-api").await.unwrap();
         assert!(matches!(
             store.get("../etc/passwd").await,
             Err(Error::BadId(_))

@@ -24,6 +24,12 @@ pub enum Identity {
         subject: String,
         issuer: String,
         grant_id: i64,
+        /// The approvals app's request behind the grant and who approved it: an auditor
+        /// goes from a statement to the approval in one step. Absent for operators' grants.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<i64>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        approved_by: Vec<String>,
         /// When the grant ends: the session is closed then even if the control plane cannot
         /// be reached. Not part of the audit record (the grant id is).
         #[serde(skip)]

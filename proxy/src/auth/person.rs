@@ -89,6 +89,8 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         subject: person.subject,
         issuer: person.issuer,
         grant_id: grant.id,
+        request_id: grant.request_id,
+        approved_by: grant.approved_by,
         grant_expires_at: grant.expires_at,
     };
     Ok((creds, identity))

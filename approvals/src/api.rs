@@ -1,0 +1,209 @@
+//! The JSON API: the same operations as the pages, for automation. A request authenticates
+//! with `Authorization: Bearer <ID token>` from the same identity provider (issued to this
+//! app, or to one of `oidc.api_audiences`); no cookies, so no CSRF. Decisions use the
+//! token's `groups`: a person removed from the group loses the right when their token
+//! expires (the provider's ID token lifetime). Errors are `{"error", "message"}` with the
+//! HTTP status of [`Error::status`].
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::model;
+use crate::web::After;
+use crate::workflow::{self, Actor, NewRequest};
+use crate::App;
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/api/v1/catalogue", get(catalogue))
+        .route("/api/v1/requests", get(mine).post(create))
+        .route("/api/v1/requests/{id}", get(show))
+        .route("/api/v1/requests/{id}/withdraw", post(withdraw))
+        .route("/api/v1/requests/{id}/give-up", post(give_up))
+        .route("/api/v1/requests/{id}/decide", post(decide))
+        .route("/api/v1/requests/{id}/revoke", post(revoke))
+        .route("/api/v1/queue", get(queue))
+        .route("/api/v1/grants", get(active))
+        .route("/api/v1/events", get(events))
+}
+
+/// An error as JSON.
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        let body = json!({"error": self.0.code(), "message": self.0.public_message()});
+        let mut response = (status, Json(body)).into_response();
+        if status == axum::http::StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn actor(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(Error::NotSignedIn)?;
+    let user = app
+        .oidc
+        .verify_bearer(token.trim())
+        .await
+        .map_err(|e| Error::SignInAgain(format!("The bearer token was refused: {e}")))?;
+    Ok(Actor::new(user, &app.settings.oidc.approvers_group))
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, Error> {
+    json.map(|Json(t)| t).map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BadInput(format!(
+                "The body is too large: at most {} KiB are accepted.",
+                crate::web::BODY_LIMIT / 1024
+            ))
+        } else {
+            Error::BadInput(e.body_text())
+        }
+    })
+}
+
+async fn catalogue(State(app): State<App>, headers: HeaderMap) -> ApiResult {
+    actor(&app, &headers).await?;
+    Ok(Json(json!({"levels": app.settings.catalogue})).into_response())
+}
+
+async fn mine(State(app): State<App>, headers: HeaderMap) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    let control = app.control.get().await.map_err(Error::from)?;
+    let requests = model::requests_where(&*control, "r.email = $1", &[&actor.email()]).await?;
+    Ok(Json(json!({"requests": requests})).into_response())
+}
+
+async fn create(
+    State(app): State<App>,
+    headers: HeaderMap,
+    json: Result<Json<NewRequest>, JsonRejection>,
+) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    let new = body(json)?;
+    let req = workflow::create(&app, &actor, new).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(req)).into_response())
+}
+
+async fn detail(app: &App, actor: &Actor, id: i64) -> Result<Value, Error> {
+    let req = workflow::get(app, actor, id).await?;
+    let control = app.control.get().await?;
+    Ok(json!({
+        "request": req,
+        "decisions": model::decisions(&*control, id).await?,
+        "events": model::events_of(&*control, id).await?,
+    }))
+}
+
+async fn show(State(app): State<App>, headers: HeaderMap, Path(id): Path<i64>) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    Ok(Json(detail(&app, &actor, id).await?).into_response())
+}
+
+async fn withdraw(State(app): State<App>, headers: HeaderMap, Path(id): Path<i64>) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    Ok(Json(workflow::withdraw(&app, &actor, id).await?).into_response())
+}
+
+async fn give_up(State(app): State<App>, headers: HeaderMap, Path(id): Path<i64>) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    Ok(Json(workflow::give_up(&app, &actor, id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Decide {
+    decision: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn decide(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    json: Result<Json<Decide>, JsonRejection>,
+) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    let d = body(json)?;
+    let approve = match d.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return Err(Error::BadInput("decision must be \"approve\" or \"deny\"".into()).into()),
+    };
+    Ok(Json(workflow::decide(&app, &actor, id, approve, &d.comment).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Revoke {
+    reason: String,
+}
+
+async fn revoke(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    json: Result<Json<Revoke>, JsonRejection>,
+) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    let r = body(json)?;
+    Ok(Json(workflow::revoke(&app, &actor, id, &r.reason).await?).into_response())
+}
+
+async fn approver(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {
+    let actor = actor(app, headers).await?;
+    if !actor.approver {
+        return Err(Error::Forbidden(
+            "This is for the data-security group only.".into(),
+        ));
+    }
+    Ok(actor)
+}
+
+async fn queue(State(app): State<App>, headers: HeaderMap) -> ApiResult {
+    approver(&app, &headers).await?;
+    let control = app.control.get().await.map_err(Error::from)?;
+    let requests = model::requests_where(&*control, "r.status = 'pending'", &[]).await?;
+    Ok(Json(json!({"requests": requests})).into_response())
+}
+
+async fn active(State(app): State<App>, headers: HeaderMap) -> ApiResult {
+    approver(&app, &headers).await?;
+    let control = app.control.get().await.map_err(Error::from)?;
+    let requests =
+        model::requests_where(&*control, "r.status IN ('active', 'approved')", &[]).await?;
+    Ok(Json(json!({"requests": requests})).into_response())
+}
+
+/// The history as JSON lines, oldest first, from `?after=<event id>`.
+async fn events(State(app): State<App>, headers: HeaderMap, Query(q): Query<After>) -> ApiResult {
+    approver(&app, &headers).await?;
+    let control = app.control.get().await.map_err(Error::from)?;
+    Ok(crate::web::jsonl(
+        &model::events_after(&*control, q.after, 100_000).await?,
+    ))
+}

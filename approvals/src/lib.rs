@@ -1,0 +1,189 @@
+//! The approvals app: people request access to a database, data-security approvers decide,
+//! and the app makes and removes the person's database role (see `docs/approvals.md`).
+//!
+//! Reading order: [`settings`] → [`workflow`] (the rules) → [`provision`] (making and ending
+//! access on the server) → [`scheduler`] (start, expiry, retries) → [`web`] (pages) and
+//! [`api`] (JSON) → [`oidc`] and [`session`] (sign-in) → [`model`] (tables, events) →
+//! [`webhook`], [`metrics`], [`db`], [`error`].
+//!
+//! [`Application::build`] checks the configuration and the app's database login, binds the
+//! listener and returns; tests start the real app on port 0 and read [`Application::port`].
+
+pub mod api;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod oidc;
+pub mod provision;
+pub mod scheduler;
+pub mod session;
+pub mod settings;
+pub mod web;
+pub mod webhook;
+pub mod workflow;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use secrecy::{ExposeSecret, SecretString};
+use secret_store::SecretStore;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::Settings;
+
+/// Everything a request handler or the scheduler needs; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub settings: Arc<Settings>,
+    pub control: db::Pool,
+    pub target: db::Pool,
+    pub secrets: SecretStore,
+    pub oidc: Arc<oidc::Oidc>,
+    pub sessions: session::Sessions,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The app, bound and ready to serve.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    port: u16,
+    app: App,
+}
+
+impl Application {
+    /// Reads the secrets, checks the database login's rights (refusing a superuser), binds
+    /// `settings.listen`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        tls_config::install_provider();
+        settings.validate()?;
+        let secrets = SecretStore::from_settings(&settings.secrets);
+        let client_secret = read_client_secret(&secrets, &settings.oidc.secret).await?;
+        let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals")?;
+        let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals")?;
+        check_target_login(&settings, &target).await?;
+        let oidc = Arc::new(oidc::Oidc::new(
+            settings.oidc.clone(),
+            &settings.public_url,
+            client_secret,
+        )?);
+        if !oidc.ready().await {
+            tracing::warn!(
+                "the identity provider cannot be reached yet; sign-in works once it can"
+            );
+        }
+        let sessions = session::Sessions::new(
+            control.clone(),
+            settings.sessions.clone(),
+            settings.secure_cookies(),
+        );
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        Ok(Application {
+            listener,
+            port,
+            app: App {
+                settings: Arc::new(settings),
+                control,
+                target,
+                secrets,
+                oidc,
+                sessions,
+                metrics: Arc::new(metrics::Metrics::default()),
+            },
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests drive workflows and the scheduler through it).
+    pub fn app(&self) -> App {
+        self.app.clone()
+    }
+
+    /// Serves and runs the scheduler until `shutdown` resolves; then stops accepting
+    /// connections, lets requests in flight finish (at most `shutdown_grace_secs`), stops
+    /// the scheduler after its current pass, and returns.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> anyhow::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let scheduler = tokio::spawn(scheduler::run(self.app.clone(), stop.clone()));
+        let router = web::router(self.app.clone());
+        tracing::info!(port = self.port, "approvals listening");
+        let grace = Duration::from_secs(self.app.settings.shutdown_grace_secs);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let drain_limit = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = axum::serve(self.listener, router).with_graceful_shutdown(signal) => served?,
+            () = drain_limit => tracing::warn!("requests still in flight after the grace period; stopping anyway"),
+        }
+        stop.cancel();
+        let _ = scheduler.await;
+        tracing::info!("approvals stopped");
+        Ok(())
+    }
+}
+
+/// The OpenID client secret, from `{"client_secret": "..."}` in the secret store.
+async fn read_client_secret(store: &SecretStore, id: &str) -> anyhow::Result<SecretString> {
+    let raw = store
+        .get(id)
+        .await
+        .with_context(|| "reading the OpenID client secret")?;
+    #[derive(serde::Deserialize)]
+    struct ClientSecret {
+        client_secret: SecretString,
+    }
+    let parsed: ClientSecret = serde_json::from_str(raw.expose_secret())
+        .map_err(|_| anyhow::anyhow!("secret `{id}` must be {{\"client_secret\": \"...\"}}"))?;
+    Ok(parsed.client_secret)
+}
+
+/// The app's login on the target server must be able to make roles and must not be more:
+/// a superuser is refused (fail closed), and every catalogue role must be a group role.
+async fn check_target_login(settings: &Settings, target: &db::Pool) -> anyhow::Result<()> {
+    let client = target
+        .get()
+        .await
+        .context("connecting to the target database server")?;
+    let row = client
+        .query_one(
+            "SELECT rolsuper, rolcreaterole, current_user::text FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (superuser, createrole, user): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
+    if superuser {
+        bail!(
+            "the database login `{user}` is a superuser; the approvals app needs a dedicated \
+             login with CREATEROLE only (see docs/approvals.md)"
+        );
+    }
+    if !createrole {
+        bail!("the database login `{user}` lacks CREATEROLE; it cannot make people's roles");
+    }
+    for level in &settings.catalogue {
+        grants::check_group_role(&client, &level.role)
+            .await
+            .with_context(|| format!("catalogue {}/{}", level.database, level.level))?;
+    }
+    Ok(())
+}

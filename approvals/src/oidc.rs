@@ -1,0 +1,372 @@
+//! Signing in with the company's OpenID Connect provider (authorization code + PKCE, as a
+//! confidential client), verifying bearer ID tokens for the API, and asking the provider
+//! again, at each decision, which groups a person is in (userinfo).
+//!
+//! The provider's metadata and signing keys are read at start and again when a token is
+//! signed with a key we do not know (a key rotation), at most every [`REFRESH_EVERY`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use base64::Engine;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreProviderMetadata,
+};
+use openidconnect::{
+    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::settings::OidcSettings;
+
+/// Least time between two reads of the provider's metadata and keys.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A signed-in person, as the provider says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub email: String,
+    pub subject: String,
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// What a sign-in in progress must remember until the provider sends the browser back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginFlow {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Where to go after signing in (a path of this app).
+    pub next: String,
+}
+
+/// The result of a completed sign-in.
+pub struct SignedIn {
+    pub user: User,
+    pub access_token: String,
+    pub access_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub struct Oidc {
+    settings: OidcSettings,
+    redirect: RedirectUrl,
+    client_secret: SecretString,
+    http: reqwest::Client,
+    metadata: RwLock<Option<(Instant, Arc<CoreProviderMetadata>)>>,
+}
+
+#[derive(Debug)]
+struct HttpError(String);
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+async fn send(
+    http: reqwest::Client,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, HttpError> {
+    let request = reqwest::Request::try_from(request).map_err(|e| HttpError(e.to_string()))?;
+    let response = http
+        .execute(request)
+        .await
+        .map_err(|e| HttpError(e.to_string()))?;
+    let mut builder = http::Response::builder().status(response.status());
+    for (k, v) in response.headers() {
+        builder = builder.header(k, v);
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| HttpError(e.to_string()))?;
+    builder
+        .body(body.to_vec())
+        .map_err(|e| HttpError(e.to_string()))
+}
+
+impl Oidc {
+    /// Prepares the client; the provider is contacted at the first need.
+    pub fn new(
+        settings: OidcSettings,
+        public_url: &str,
+        client_secret: SecretString,
+    ) -> anyhow::Result<Oidc> {
+        tls_config::install_provider();
+        let redirect = RedirectUrl::new(format!(
+            "{}/auth/callback",
+            public_url.trim_end_matches('/')
+        ))
+        .context("public_url does not make a valid redirect URI")?;
+        // OAuth endpoints must not be followed through redirects (RFC 6749 security advice).
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Oidc {
+            settings,
+            redirect,
+            client_secret,
+            http,
+            metadata: RwLock::new(None),
+        })
+    }
+
+    /// The provider's metadata, read now if never read or if `refresh` and not read lately.
+    async fn metadata(&self, refresh: bool) -> anyhow::Result<Arc<CoreProviderMetadata>> {
+        if let Some((at, m)) = self.metadata.read().await.as_ref() {
+            if !refresh || at.elapsed() < REFRESH_EVERY {
+                return Ok(m.clone());
+            }
+        }
+        let mut slot = self.metadata.write().await;
+        if let Some((at, m)) = slot.as_ref() {
+            if !refresh || at.elapsed() < REFRESH_EVERY {
+                return Ok(m.clone());
+            }
+        }
+        let issuer = IssuerUrl::new(self.settings.issuer.clone()).context("oidc.issuer")?;
+        let http = self.http.clone();
+        let m = CoreProviderMetadata::discover_async(issuer, &move |r| send(http.clone(), r))
+            .await
+            .with_context(|| {
+                format!(
+                    "reading the identity provider's configuration at {}",
+                    self.settings.issuer
+                )
+            })?;
+        let m = Arc::new(m);
+        *slot = Some((Instant::now(), m.clone()));
+        Ok(m)
+    }
+
+    /// Whether the provider's configuration has been read (readiness).
+    pub async fn ready(&self) -> bool {
+        self.metadata(false).await.is_ok()
+    }
+
+    fn client(&self, metadata: &CoreProviderMetadata) -> Client {
+        CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(
+                self.client_secret.expose_secret().to_string(),
+            )),
+        )
+        .set_redirect_uri(self.redirect.clone())
+    }
+
+    /// Where to send the browser to sign in, and what to remember meanwhile.
+    pub async fn begin(&self, next: String) -> anyhow::Result<(String, LoginFlow)> {
+        let metadata = self.metadata(false).await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = self
+            .client(&metadata)
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new("groups".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        Ok((
+            url.to_string(),
+            LoginFlow {
+                state: state.secret().clone(),
+                nonce: nonce.secret().clone(),
+                pkce_verifier: verifier.secret().clone(),
+                next,
+            },
+        ))
+    }
+
+    /// Redeems the code the provider sent back and verifies the ID token (signature, issuer,
+    /// audience, expiry, nonce).
+    pub async fn finish(&self, code: String, flow: &LoginFlow) -> anyhow::Result<SignedIn> {
+        let metadata = self.metadata(false).await?;
+        let client = self.client(&metadata);
+        let http = self.http.clone();
+        let response = client
+            .exchange_code(AuthorizationCode::new(code))?
+            .set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier.clone()))
+            .request_async(&move |r| send(http.clone(), r))
+            .await
+            .map_err(|e| anyhow!("exchanging the authorization code: {e}"))?;
+        let id_token = response
+            .id_token()
+            .context("the provider returned no ID token")?
+            .clone();
+        let nonce = Nonce::new(flow.nonce.clone());
+        let user = self
+            .verify(
+                &id_token,
+                std::slice::from_ref(&self.settings.client_id),
+                Some(&nonce),
+            )
+            .await?;
+        let lifetime = response
+            .expires_in()
+            .unwrap_or(Duration::from_secs(300))
+            .min(Duration::from_secs(24 * 3600));
+        Ok(SignedIn {
+            user,
+            access_token: response.access_token().secret().clone(),
+            access_expires_at: chrono::Utc::now()
+                + chrono::Duration::from_std(lifetime).unwrap_or_default(),
+        })
+    }
+
+    /// A bearer ID token of the API: issued by our provider to this app or to one of
+    /// `oidc.api_audiences`, unexpired, signed by a current key.
+    pub async fn verify_bearer(&self, token: &str) -> anyhow::Result<User> {
+        let id_token: CoreIdToken = token.parse().map_err(|_| anyhow!("not a JWT"))?;
+        let mut audiences = vec![self.settings.client_id.clone()];
+        audiences.extend(self.settings.api_audiences.iter().cloned());
+        self.verify(&id_token, &audiences, None).await
+    }
+
+    /// Verifies against the current keys; on failure reads the keys again (they may have
+    /// rotated) and tries once more.
+    async fn verify(
+        &self,
+        id_token: &CoreIdToken,
+        audiences: &[String],
+        nonce: Option<&Nonce>,
+    ) -> anyhow::Result<User> {
+        let first = self.verify_with(id_token, audiences, nonce, false).await;
+        match first {
+            Ok(user) => Ok(user),
+            Err(e) => {
+                tracing::debug!(error = %e, "ID token did not verify; reading the keys again");
+                self.verify_with(id_token, audiences, nonce, true).await
+            }
+        }
+    }
+
+    async fn verify_with(
+        &self,
+        id_token: &CoreIdToken,
+        audiences: &[String],
+        nonce: Option<&Nonce>,
+        refresh: bool,
+    ) -> anyhow::Result<User> {
+        let metadata = self.metadata(refresh).await?;
+        let mut last = anyhow!("no audience configured");
+        for aud in audiences {
+            let verifier = CoreIdTokenVerifier::new_public_client(
+                ClientId::new(aud.clone()),
+                metadata.issuer().clone(),
+                metadata.jwks().clone(),
+            );
+            let checked = match nonce {
+                Some(n) => id_token.claims(&verifier, n).cloned(),
+                None => id_token
+                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                    .cloned(),
+            };
+            match checked {
+                Ok(claims) => {
+                    if claims.email_verified() == Some(false) {
+                        anyhow::bail!("the provider says this email address is not verified");
+                    }
+                    let email = claims
+                        .email()
+                        .context("the ID token carries no email")?
+                        .as_str();
+                    return Ok(User {
+                        email: grants::normalize_email(email),
+                        subject: claims.subject().as_str().to_string(),
+                        name: claims
+                            .name()
+                            .and_then(|n| n.get(None))
+                            .map(|n| n.as_str().to_string())
+                            .unwrap_or_default(),
+                        groups: groups_claim(&id_token.to_string())?,
+                    });
+                }
+                Err(e) => last = anyhow!("the ID token did not verify: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Asks the provider who holds `access_token` now and in which groups. The subject must
+    /// be the one that signed in.
+    pub async fn userinfo(&self, access_token: &str, subject: &str) -> anyhow::Result<User> {
+        let metadata = self.metadata(false).await?;
+        let url = metadata
+            .userinfo_endpoint()
+            .context("the provider has no userinfo endpoint")?
+            .url()
+            .clone();
+        let token = AccessToken::new(access_token.to_string());
+        let response = self
+            .http
+            .get(url.as_str())
+            .bearer_auth(token.secret())
+            .send()
+            .await
+            .context("asking the provider for userinfo")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "the provider answered userinfo with HTTP {}",
+            response.status().as_u16()
+        );
+        #[derive(Deserialize)]
+        struct Info {
+            sub: String,
+            email: Option<String>,
+            name: Option<String>,
+            #[serde(default)]
+            groups: Vec<String>,
+        }
+        let info: Info = response.json().await.context("reading userinfo")?;
+        anyhow::ensure!(
+            info.sub == subject,
+            "userinfo names another subject than the one signed in"
+        );
+        Ok(User {
+            email: grants::normalize_email(&info.email.unwrap_or_default()),
+            subject: info.sub,
+            name: info.name.unwrap_or_default(),
+            groups: info.groups,
+        })
+    }
+}
+
+/// The `groups` claim of a JWT whose signature has already been verified.
+fn groups_claim(jwt: &str) -> anyhow::Result<Vec<String>> {
+    let payload = jwt.split('.').nth(1).context("not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .context("JWT payload is not base64url")?;
+    #[derive(Deserialize)]
+    struct Groups {
+        #[serde(default)]
+        groups: Vec<String>,
+    }
+    Ok(serde_json::from_slice::<Groups>(&bytes)
+        .context("JWT payload")?
+        .groups)
+}
