@@ -47,6 +47,6 @@ module "dbgw" {
   db_admin_access        = var.db_admin_access
   proxy_min_tasks        = 2
   audit_retention_days   = 30
-  lb_deletion_protection = false
+  lb_deletion_protection = true
   alarm_email            = var.alarm_email
 }
