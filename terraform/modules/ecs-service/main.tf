@@ -42,6 +42,9 @@ locals {
       startPeriod = 30
     }
     stopTimeout = var.stop_timeout_secs
+    # Started after these sidecars, so stopped before them: the proxy drains and syncs its
+    # audit log while the shipper still runs.
+    dependsOn = [for n in var.start_after : { containerName = n, condition = "START" }]
     logConfiguration = {
       logDriver = "awslogs"
       options   = local.log_options
@@ -130,9 +133,9 @@ resource "aws_ecs_task_definition" "this" {
   }
 
   dynamic "volume" {
-    for_each = var.volumes
+    for_each = toset(concat([for v in var.volumes : v.name], var.sidecar_volumes))
     content {
-      name = volume.value.name
+      name = volume.value
     }
   }
 }

@@ -79,6 +79,18 @@ variable "volumes" {
   default = []
 }
 
+variable "start_after" {
+  description = "Sidecars the main container starts after (and so stops before)."
+  type        = list(string)
+  default     = []
+}
+
+variable "sidecar_volumes" {
+  description = "Task-local volumes only the sidecars mount."
+  type        = list(string)
+  default     = []
+}
+
 variable "sidecars" {
   description = "Further container definitions (audit shipper, metrics agent); logging is added here."
   type        = list(any)

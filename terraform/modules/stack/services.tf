@@ -105,6 +105,8 @@ module "proxy" {
     { name = "run", path = "/run/dbgw" },
     { name = "audit", path = local.audit_dir },
   ]
+  sidecar_volumes = ["shipper-state"]
+  start_after     = ["audit-shipper"]
   sidecars = [
     {
       # Ships every audit file and the chain's head checkpoint to the Object Lock bucket;
