@@ -85,7 +85,8 @@ class Module:
 def module_dirs(roots):
     for root in roots:
         for dirpath, dirnames, files in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            # `_shared` folders hold files symlinked into root modules, not modules.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
             if any(f.endswith(".tf") for f in files):
                 yield dirpath
 

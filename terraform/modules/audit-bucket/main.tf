@@ -3,32 +3,10 @@
 # before its retention ends), encrypted with its own KMS key, TLS only, moved to Glacier as
 # it ages. The shipper may only put objects; nothing in the system may delete them.
 
-data "aws_caller_identity" "current" {}
-
-data "aws_iam_policy_document" "kms" {
-  # checkov:skip=CKV_AWS_109: a KMS key policy: Resource "*" means this key only; the account-root statement is AWS's default key policy, which lets IAM policies grant use.
-  # checkov:skip=CKV_AWS_111: as above (key policy, not an identity policy).
-  # checkov:skip=CKV_AWS_356: as above (key policy, not an identity policy).
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-}
-
-resource "aws_kms_key" "audit" {
-  description         = "${var.name}: audit log objects"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.kms.json
-}
-
-resource "aws_kms_alias" "audit" {
-  name          = "alias/${var.name}"
-  target_key_id = aws_kms_key.audit.key_id
+module "key" {
+  source      = "../kms-key"
+  alias       = var.name
+  description = "${var.name}: audit log objects"
 }
 
 resource "aws_s3_bucket" "audit" {
@@ -61,7 +39,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "audit" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.audit.arn
+      kms_master_key_id = module.key.arn
     }
     bucket_key_enabled = true
   }
@@ -144,7 +122,7 @@ data "aws_iam_policy_document" "bucket" {
     condition {
       test     = "StringNotEqualsIfExists"
       variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
-      values   = [aws_kms_key.audit.arn]
+      values   = [module.key.arn]
     }
   }
 }

@@ -7,5 +7,5 @@ output "arn" {
 }
 
 output "kms_key_arn" {
-  value = aws_kms_key.audit.arn
+  value = module.key.arn
 }

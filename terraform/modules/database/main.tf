@@ -3,36 +3,14 @@
 # authentication on, backups, deletion protection, Performance Insights and enhanced
 # monitoring. Only the security groups passed in `client_security_group_ids` may connect.
 
-data "aws_caller_identity" "current" {}
-
 locals {
   major = split(".", var.engine_version)[0]
 }
 
-data "aws_iam_policy_document" "kms" {
-  # checkov:skip=CKV_AWS_109: a KMS key policy: Resource "*" means this key only; the account-root statement is AWS's default key policy, which lets IAM policies grant use.
-  # checkov:skip=CKV_AWS_111: as above (key policy, not an identity policy).
-  # checkov:skip=CKV_AWS_356: as above (key policy, not an identity policy).
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-}
-
-resource "aws_kms_key" "db" {
-  description         = "${var.name}: RDS storage, snapshots, Performance Insights, master secret"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.kms.json
-}
-
-resource "aws_kms_alias" "db" {
-  name          = "alias/${var.name}-db"
-  target_key_id = aws_kms_key.db.key_id
+module "key" {
+  source      = "../kms-key"
+  alias       = "${var.name}-db"
+  description = "${var.name}: RDS storage, snapshots, Performance Insights, master secret"
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -160,7 +138,7 @@ resource "aws_db_instance" "this" {
 
   # The master password is made, stored (Secrets Manager, our key) and rotated by RDS.
   manage_master_user_password   = true
-  master_user_secret_kms_key_id = aws_kms_key.db.arn
+  master_user_secret_kms_key_id = module.key.arn
 
   iam_database_authentication_enabled = true
   publicly_accessible                 = false
@@ -173,7 +151,7 @@ resource "aws_db_instance" "this" {
   allocated_storage     = var.allocated_storage_gb
   max_allocated_storage = var.max_allocated_storage_gb
   storage_encrypted     = true
-  kms_key_id            = aws_kms_key.db.arn
+  kms_key_id            = module.key.arn
 
   multi_az                  = var.multi_az
   backup_retention_period   = var.backup_retention_days
@@ -190,7 +168,7 @@ resource "aws_db_instance" "this" {
   apply_immediately           = false
 
   performance_insights_enabled          = true
-  performance_insights_kms_key_id       = aws_kms_key.db.arn
+  performance_insights_kms_key_id       = module.key.arn
   performance_insights_retention_period = 7
   monitoring_interval                   = 30
   monitoring_role_arn                   = aws_iam_role.monitoring.arn

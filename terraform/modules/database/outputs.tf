@@ -21,7 +21,7 @@ output "master_user_secret_arn" {
 }
 
 output "kms_key_arn" {
-  value = aws_kms_key.db.arn
+  value = module.key.arn
 }
 
 output "security_group_id" {

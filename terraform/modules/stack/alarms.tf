@@ -36,7 +36,7 @@ locals {
 
 resource "aws_sns_topic" "alarms" {
   name              = "${local.name}-alarms"
-  kms_master_key_id = aws_kms_key.secrets.arn
+  kms_master_key_id = module.secrets_key.arn
 }
 
 resource "aws_sns_topic_subscription" "email" {

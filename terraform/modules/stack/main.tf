@@ -24,18 +24,6 @@ locals {
 # One key for the log groups, one for the secrets; the database and the audit bucket have
 # their own (modules/database, modules/audit-bucket).
 data "aws_iam_policy_document" "logs_kms" {
-  # checkov:skip=CKV_AWS_109: a KMS key policy: Resource "*" means this key only; the account-root statement is AWS's default key policy, which lets IAM policies grant use.
-  # checkov:skip=CKV_AWS_111: as above (key policy, not an identity policy).
-  # checkov:skip=CKV_AWS_356: as above (key policy, not an identity policy).
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${local.account_id}:root"]
-    }
-  }
   statement {
     sid       = "CloudWatchLogsEncrypts"
     actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
@@ -52,30 +40,9 @@ data "aws_iam_policy_document" "logs_kms" {
   }
 }
 
-resource "aws_kms_key" "logs" {
-  description         = "${local.name}: CloudWatch log groups"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.logs_kms.json
-}
-
-resource "aws_kms_alias" "logs" {
-  name          = "alias/${local.name}-logs"
-  target_key_id = aws_kms_key.logs.key_id
-}
-
 data "aws_iam_policy_document" "secrets_kms" {
-  # checkov:skip=CKV_AWS_109: a KMS key policy: Resource "*" means this key only; the account-root statement is AWS's default key policy, which lets IAM policies grant use.
-  # checkov:skip=CKV_AWS_111: as above (key policy, not an identity policy).
-  # checkov:skip=CKV_AWS_356: as above (key policy, not an identity policy).
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${local.account_id}:root"]
-    }
-  }
+  # checkov:skip=CKV_AWS_111: a key policy statement: Resource "*" means this key, granted to the two AWS services that publish to the encrypted alarm topic.
+  # checkov:skip=CKV_AWS_356: as above.
   # CloudWatch alarms and EventBridge publish to the encrypted alarm topic.
   statement {
     sid       = "AlarmPublishers"
@@ -88,15 +55,18 @@ data "aws_iam_policy_document" "secrets_kms" {
   }
 }
 
-resource "aws_kms_key" "secrets" {
-  description         = "${local.name}: Secrets Manager secrets, the rotation function's environment, alarm topic"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.secrets_kms.json
+module "logs_key" {
+  source            = "../kms-key"
+  alias             = "${local.name}-logs"
+  description       = "${local.name}: CloudWatch log groups"
+  extra_policy_json = data.aws_iam_policy_document.logs_kms.json
 }
 
-resource "aws_kms_alias" "secrets" {
-  name          = "alias/${local.name}-secrets"
-  target_key_id = aws_kms_key.secrets.key_id
+module "secrets_key" {
+  source            = "../kms-key"
+  alias             = "${local.name}-secrets"
+  description       = "${local.name}: Secrets Manager secrets, the rotation function's environment, alarm topic"
+  extra_policy_json = data.aws_iam_policy_document.secrets_kms.json
 }
 
 module "network" {
@@ -106,7 +76,7 @@ module "network" {
   azs                       = var.azs
   nat_for_identity_provider = var.nat_for_identity_provider
   log_retention_days        = var.log_retention_days
-  logs_kms_key_arn          = aws_kms_key.logs.arn
+  logs_kms_key_arn          = module.logs_key.arn
 }
 
 module "database" {
@@ -129,7 +99,7 @@ module "database" {
   backup_retention_days = var.db_backup_retention_days
   deletion_protection   = var.db_deletion_protection
   log_retention_days    = var.log_retention_days
-  logs_kms_key_arn      = aws_kms_key.logs.arn
+  logs_kms_key_arn      = module.logs_key.arn
 }
 
 resource "aws_ecs_cluster" "this" {

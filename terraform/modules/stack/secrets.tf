@@ -23,7 +23,7 @@ resource "aws_secretsmanager_secret" "db" {
   for_each                = local.db_secrets
   name                    = "${local.secret_prefix}/${each.key}"
   description             = "Database login of ${each.key} (user ${each.value.username})"
-  kms_key_id              = aws_kms_key.secrets.arn
+  kms_key_id              = module.secrets_key.arn
   recovery_window_in_days = 30
 }
 
@@ -66,7 +66,7 @@ resource "aws_secretsmanager_secret" "approvals_oidc" {
   # checkov:skip=CKV2_AWS_57: the identity provider issues and rotates this client secret; Secrets Manager only carries it.
   name                    = "${local.secret_prefix}/approvals-oidc"
   description             = "OIDC client secret of the approvals app (value set by the IdP administrators)"
-  kms_key_id              = aws_kms_key.secrets.arn
+  kms_key_id              = module.secrets_key.arn
   recovery_window_in_days = 30
 }
 
@@ -76,7 +76,7 @@ resource "aws_secretsmanager_secret" "proxy_tls" {
   # checkov:skip=CKV2_AWS_57: renewed with the ACM certificate it holds (scripts/proxy-cert.sh), not by a password rotation.
   name                    = "${local.secret_prefix}/proxy-tls"
   description             = "TLS certificate and key of the proxy (from ACM Private CA)"
-  kms_key_id              = aws_kms_key.secrets.arn
+  kms_key_id              = module.secrets_key.arn
   recovery_window_in_days = 30
 }
 
@@ -90,12 +90,12 @@ module "rotation" {
   rotated_secret_arns  = [for s in aws_secretsmanager_secret.db : s.arn]
   person_secret_prefix = local.person_secret_prefix
   master_secret_arn    = module.database.master_user_secret_arn
-  kms_key_arns         = [aws_kms_key.secrets.arn, module.database.kms_key_arn]
-  lambda_kms_key_arn   = aws_kms_key.secrets.arn
+  kms_key_arns         = [module.secrets_key.arn, module.database.kms_key_arn]
+  lambda_kms_key_arn   = module.secrets_key.arn
   environment = {
     ROTATION_DATABASE__CA_FILE = "/var/task/rds-ca/global-bundle.pem"
     ROTATION_LOG__FORMAT       = "json"
   }
   log_retention_days = var.log_retention_days
-  logs_kms_key_arn   = aws_kms_key.logs.arn
+  logs_kms_key_arn   = module.logs_key.arn
 }

@@ -30,7 +30,7 @@ data "aws_iam_policy_document" "proxy_task" {
   statement {
     sid       = "DecryptSecrets"
     actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.secrets.arn]
+    resources = [module.secrets_key.arn]
   }
   statement {
     sid       = "IamAuthForPeoplesRoles"
@@ -99,7 +99,7 @@ module "proxy" {
     TLS_KEY_PEM  = "${aws_secretsmanager_secret.proxy_tls.arn}:key::"
   }
   injected_secret_arns = [aws_secretsmanager_secret.proxy_tls.arn]
-  secrets_kms_key_arn  = aws_kms_key.secrets.arn
+  secrets_kms_key_arn  = module.secrets_key.arn
   task_policy_json     = data.aws_iam_policy_document.proxy_task.json
   volumes = [
     { name = "run", path = "/run/dbgw" },
@@ -149,7 +149,7 @@ module "proxy" {
   min_tasks          = var.proxy_min_tasks
   max_tasks          = var.proxy_max_tasks
   log_retention_days = var.log_retention_days
-  logs_kms_key_arn   = aws_kms_key.logs.arn
+  logs_kms_key_arn   = module.logs_key.arn
 }
 
 # --- rates-api ---
@@ -163,7 +163,7 @@ data "aws_iam_policy_document" "rates_api_task" {
   statement {
     sid       = "DecryptSecrets"
     actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.secrets.arn]
+    resources = [module.secrets_key.arn]
   }
 }
 
@@ -190,7 +190,7 @@ module "rates_api" {
     # The private CA's certificate (public): the entrypoint writes it to /run/dbgw/ca.pem.
     CA_PEM = data.aws_acmpca_certificate_authority.private.certificate
   }
-  secrets_kms_key_arn = aws_kms_key.secrets.arn
+  secrets_kms_key_arn = module.secrets_key.arn
   task_policy_json    = data.aws_iam_policy_document.rates_api_task.json
   volumes             = [{ name = "run", path = "/run/dbgw" }]
   subnet_ids          = module.network.private_subnet_ids
@@ -199,7 +199,7 @@ module "rates_api" {
   min_tasks           = var.rates_api_min_tasks
   max_tasks           = var.rates_api_max_tasks
   log_retention_days  = var.log_retention_days
-  logs_kms_key_arn    = aws_kms_key.logs.arn
+  logs_kms_key_arn    = module.logs_key.arn
 }
 
 # --- approvals ---
@@ -231,7 +231,7 @@ data "aws_iam_policy_document" "approvals_task" {
   statement {
     sid       = "Secrets"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.secrets.arn]
+    resources = [module.secrets_key.arn]
   }
 }
 
@@ -261,7 +261,7 @@ module "approvals" {
     APPROVALS_SECRETS__ROTATION_LAMBDA = module.rotation.function_arn
     APPROVALS_LOG__FORMAT              = "json"
   }
-  secrets_kms_key_arn = aws_kms_key.secrets.arn
+  secrets_kms_key_arn = module.secrets_key.arn
   task_policy_json    = data.aws_iam_policy_document.approvals_task.json
   volumes             = [{ name = "run", path = "/run/dbgw" }]
   subnet_ids          = module.network.private_subnet_ids
@@ -270,7 +270,7 @@ module "approvals" {
   min_tasks           = 2
   max_tasks           = 4
   log_retention_days  = var.log_retention_days
-  logs_kms_key_arn    = aws_kms_key.logs.arn
+  logs_kms_key_arn    = module.logs_key.arn
 }
 
 # --- db-admin: one-off tasks (dbgw-db setup / migrate), started by hand ---
@@ -291,7 +291,7 @@ data "aws_iam_policy_document" "db_admin_task" {
 resource "aws_cloudwatch_log_group" "db_admin" {
   name              = "/dbgw/${local.name}/db-admin"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.logs.arn
+  kms_key_id        = module.logs_key.arn
 }
 
 resource "aws_iam_role" "db_admin_task" {
