@@ -18,6 +18,7 @@ locals {
     logs = {
       metrics_collected = {
         prometheus = {
+          log_group_name         = aws_cloudwatch_log_group.proxy_metrics.name
           prometheus_config_path = "env:PROMETHEUS_CONFIG_CONTENT"
           emf_processor = {
             metric_namespace = local.metrics_namespace
@@ -32,6 +33,14 @@ locals {
       }
     }
   })
+}
+
+# The agent writes the scraped metrics as embedded-metric-format logs here; CloudWatch turns
+# them into the metrics the alarms watch.
+resource "aws_cloudwatch_log_group" "proxy_metrics" {
+  name              = "/dbgw/${local.name}/proxy-metrics"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = module.logs_key.arn
 }
 
 resource "aws_sns_topic" "alarms" {

@@ -48,16 +48,11 @@ data "aws_iam_policy_document" "proxy_task" {
     actions   = ["kms:GenerateDataKey", "kms:Encrypt"]
     resources = [module.audit_bucket.kms_key_arn]
   }
-  # The metrics agent (same task) publishes the proxy's Prometheus metrics.
+  # The metrics agent (same task) publishes the proxy's Prometheus metrics as EMF logs.
   statement {
     sid       = "Metrics"
-    actions   = ["cloudwatch:PutMetricData"]
-    resources = ["*"]
-    condition {
-      test     = "StringEquals"
-      variable = "cloudwatch:namespace"
-      values   = ["dbgw/${var.environment}"]
-    }
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.proxy_metrics.arn}:*"]
   }
 }
 
