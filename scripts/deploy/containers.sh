@@ -121,6 +121,21 @@ for img in proxy rates-api approvals dbgw-db postgres idp moto audit-shipper; do
   case "$user" in ""|root|0|0:*) fail "image $img runs as root" ;; esac
 done
 
+# No key, certificate, secret store, audit file or local state inside any image (the build
+# mounts leave empty mount points, hence -size +0).
+for img in proxy rates-api approvals dbgw-db postgres idp audit-shipper; do
+  found=$("${PODMAN[@]}" run --rm --network none --entrypoint /bin/sh "dbgw/$img:$STACK_TAG" -c \
+    'find / -xdev -type f -size +0 \( -name "*.key" -o -name "*.pem" -o -name "*.crt" -o -path "*/secrets/*" -o -path "*/.dev/*" -o -name "*.jsonl" \) \
+       -not -path "/etc/ssl/*" -not -path "/etc/postgresql-common/*" -not -path "/usr/share/*" -not -path "/usr/lib/*" -not -path "/usr/local/lib/*" -not -path "/opt/*" 2>/dev/null; true' 2>>"$DEV/podman.log")
+  [ -z "$found" ] || fail "image $img carries key or secret material: $found"
+done
+# The entrypoint hands PEM values over as files and removes them from the environment.
+out=$("${PODMAN[@]}" run --rm --network none -e TLS_CERT_PEM=test-cert -e TLS_KEY_PEM=test-key \
+  --entrypoint /usr/local/bin/dbgw-entrypoint "dbgw/proxy:$STACK_TAG" \
+  sh -c 'env | grep -c _PEM; cat /run/dbgw/tls.crt /run/dbgw/tls.key; stat -c %a /run/dbgw/tls.key' 2>>"$DEV/podman.log" || true)
+[ "$out" = "$(printf '0\ntest-cert\ntest-key\n600')" ] || fail "the entrypoint left PEM values in the environment or wrote them wrongly: $out"
+echo "images: non-root, no key or secret inside; the entrypoint moves PEM values from the environment to mode-600 files"
+
 step "compose up"
 compose up >"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up"; }
 wait_http() { # name, url
