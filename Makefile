@@ -2,7 +2,10 @@
 #   make up    build and start the local stack in the background, wait until it is healthy
 #   make down  stop everything `make up` started
 #   make test  install what the tests need, then run every check and test
-.PHONY: up down test test-deps lint unit fuzz e2e bench-proxy bench-rates bench-connect bench-lexer
+# Deployment (docs/operations.md): make lint-deploy, make test-containers, make lambda,
+# make diagram, make rds-ca.
+.PHONY: up down test test-deps lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
+	bench-proxy bench-rates bench-connect bench-lexer
 
 up:
 	@scripts/dev.sh up
@@ -10,7 +13,7 @@ up:
 down:
 	@scripts/dev.sh down
 
-test: test-deps lint unit fuzz e2e
+test: test-deps lint lint-deploy unit fuzz e2e
 
 test-deps:
 	@scripts/test-deps.sh
@@ -46,3 +49,23 @@ bench-connect:
 bench-lexer:
 	cargo build --release --locked -p dbgw-bench --bin lexer-bench
 	target/release/lexer-bench
+
+# Terraform fmt, checkov, reference check, hadolint, compose validation, diagram names.
+lint-deploy:
+	scripts/deploy/lint.sh
+
+# Every image built with podman + runc, the compose stack started, the quick start run on it.
+test-containers:
+	scripts/deploy/containers.sh
+
+# The rotation function's package for Terraform: target/lambda/rotation/bootstrap.zip (arm64).
+lambda:
+	scripts/deploy/lambda.sh
+
+# docs/secure-access.png from its source, docs/diagram/secure_access.py.
+diagram:
+	scripts/deploy/diagram.sh
+
+# The RDS CA bundle the images carry (needs internet; done in the image build environment).
+rds-ca:
+	curl -fsSL -o deploy/rds-ca/global-bundle.pem https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem

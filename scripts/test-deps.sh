@@ -2,7 +2,8 @@
 # Installs what `make test` needs, skipping what is already there: Debian packages (PostgreSQL
 # server and tools, pgbouncer, socat, wrk), the Python and Node client drivers used by the
 # proxy tests, the development identity provider's packages, headless Chromium and its
-# WebDriver (the approvals app's browser test), and cargo-fuzz.
+# WebDriver (the approvals app's browser test), cargo-fuzz, and the deployment's lint tools
+# (scripts/deploy/tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,4 +40,8 @@ python3 -c 'import psycopg' 2>/dev/null ||
 [ -d idp/node_modules ] || npm ci --prefix idp --no-audit --no-fund --silent
 [ -d proxy/tests/clients/node_modules ] || npm ci --prefix proxy/tests/clients --no-audit --no-fund --silent
 command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
+# The deployment's static checks (terraform, checkov, python-hcl2, hadolint, compose, graphviz).
+# shellcheck source=scripts/deploy/tools.sh
+source scripts/deploy/tools.sh
+install_deploy_tools
 echo "test dependencies are in place"

@@ -1,0 +1,12 @@
+#!/bin/sh
+# The compose stack's PostgreSQL: on first start, `dbgw-db up` makes the cluster exactly as
+# the local stack has it (TLS from its own CA, SCRAM, roles, the rates dump, the control
+# plane) and puts the logins into the file secret store on the shared volume; it also issues
+# the proxy's certificate from the same CA. Then PostgreSQL runs in the foreground.
+set -eu
+STATE=/var/lib/dbgw
+PORT=${PGPORT:-5433}
+dbgw-db --secrets-dir "$STATE/secrets" up --dir "$STATE/pg" --port "$PORT" >/dev/null
+[ -f "$STATE/proxy/proxy.crt" ] || dbgw-db cert --ca-dir "$STATE/pg" --out "$STATE/proxy" --name proxy >/dev/null
+dbgw-db down --dir "$STATE/pg" >/dev/null
+exec postgres -D "$STATE/pg/data" -p "$PORT"

@@ -1,0 +1,50 @@
+# Shared by every environment (symlinked into environments/<name>/): the inputs that differ per
+# account and are set in terraform.tfvars.
+
+variable "region" {
+  type    = string
+  default = "eu-west-1"
+}
+
+variable "azs" {
+  type    = list(string)
+  default = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+}
+
+variable "domain" {
+  description = "Private DNS zone, e.g. dbgw.internal.example.com."
+  type        = string
+}
+
+variable "private_ca_arn" {
+  type = string
+}
+
+variable "oidc_issuer" {
+  type = string
+}
+
+variable "images" {
+  type = object({
+    proxy            = string
+    approvals        = string
+    rates_api        = string
+    dbgw_db          = string
+    audit_shipper    = string
+    cloudwatch_agent = string
+  })
+}
+
+variable "client_cidrs" {
+  type = list(string)
+}
+
+variable "db_admin_access" {
+  type    = bool
+  default = false
+}
+
+variable "alarm_email" {
+  type    = string
+  default = ""
+}

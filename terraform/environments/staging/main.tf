@@ -1,0 +1,52 @@
+# The staging environment: one call of modules/stack with staging's sizes. State in S3 (bucket
+# from terraform/bootstrap, given at init), locked with an S3 lock file.
+
+terraform {
+  required_version = ">= 1.11"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 6.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.7"
+    }
+  }
+  backend "s3" {
+    key          = "dbgw/staging/terraform.tfstate"
+    encrypt      = true
+    use_lockfile = true
+  }
+}
+
+provider "aws" {
+  region = var.region
+  default_tags {
+    tags = {
+      project     = "dbgw"
+      environment = "staging"
+    }
+  }
+}
+
+module "dbgw" {
+  source                 = "../../modules/stack"
+  environment            = "staging"
+  domain                 = var.domain
+  private_ca_arn         = var.private_ca_arn
+  oidc_issuer            = var.oidc_issuer
+  images                 = var.images
+  rotation_zip_path      = "${path.root}/../../../target/lambda/rotation/bootstrap.zip"
+  vpc_cidr               = "10.40.0.0/16"
+  azs                    = var.azs
+  client_cidrs           = var.client_cidrs
+  db_instance_class      = "db.t4g.medium"
+  db_multi_az            = false
+  db_deletion_protection = true
+  db_admin_access        = var.db_admin_access
+  proxy_min_tasks        = 2
+  audit_retention_days   = 30
+  lb_deletion_protection = true
+  alarm_email            = var.alarm_email
+}

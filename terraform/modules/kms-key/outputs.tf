@@ -1,0 +1,3 @@
+output "arn" {
+  value = aws_kms_key.this.arn
+}

@@ -1,0 +1,101 @@
+# The secrets the services log in with, in the layout of AWS's RDS rotation functions
+# ({engine, host, port, username, password, dbname, masterarn}), each rotated every 30 days
+# by the rotation function. Their first password is random, made at apply time and never
+# stored in the Terraform state (write-only argument); the first rotation (docs/operations.md)
+# sets the real one on the database.
+
+locals {
+  # name -> database user and whether the alternating-users scheme applies (applications).
+  db_secrets = {
+    "rates-api"     = { username = "rates_api", dbname = "rates", alternating = true }
+    "proxy-control" = { username = "dbgw_proxy", dbname = "dbgw", alternating = false }
+    "approvals"     = { username = "dbgw_approvals", dbname = "dbgw", alternating = false }
+  }
+}
+
+ephemeral "random_password" "initial" {
+  for_each = local.db_secrets
+  length   = 40
+  special  = false
+}
+
+resource "aws_secretsmanager_secret" "db" {
+  for_each                = local.db_secrets
+  name                    = "${local.secret_prefix}/${each.key}"
+  description             = "Database login of ${each.key} (user ${each.value.username})"
+  kms_key_id              = module.secrets_key.arn
+  recovery_window_in_days = 30
+}
+
+resource "aws_secretsmanager_secret_version" "db" {
+  for_each  = local.db_secrets
+  secret_id = aws_secretsmanager_secret.db[each.key].id
+  secret_string_wo = jsonencode(merge(
+    {
+      engine   = "postgres"
+      host     = module.database.address
+      port     = module.database.port
+      username = each.value.username
+      password = ephemeral.random_password.initial[each.key].result
+      dbname   = each.value.dbname
+    },
+    each.value.alternating ? { masterarn = module.database.master_user_secret_arn } : {},
+  ))
+  secret_string_wo_version = 1
+  lifecycle {
+    # After the first rotation the function owns the value.
+    ignore_changes = [secret_string_wo_version]
+  }
+}
+
+resource "aws_secretsmanager_secret_rotation" "db" {
+  for_each            = local.db_secrets
+  secret_id           = aws_secretsmanager_secret.db[each.key].id
+  rotation_lambda_arn = module.rotation.function_arn
+  # The roles exist only after `dbgw-db setup`; the first rotation is started by hand then.
+  rotate_immediately = false
+  rotation_rules {
+    automatically_after_days = 30
+  }
+  depends_on = [aws_secretsmanager_secret_version.db]
+}
+
+# The approvals app's OpenID Connect client secret: issued and rotated by the identity
+# provider, copied here by its administrators.
+resource "aws_secretsmanager_secret" "approvals_oidc" {
+  # checkov:skip=CKV2_AWS_57: the identity provider issues and rotates this client secret; Secrets Manager only carries it.
+  name                    = "${local.secret_prefix}/approvals-oidc"
+  description             = "OIDC client secret of the approvals app (value set by the IdP administrators)"
+  kms_key_id              = module.secrets_key.arn
+  recovery_window_in_days = 30
+}
+
+# The proxy's TLS certificate and key ({"cert", "key"}, PEM), exported from ACM
+# (aws_acm_certificate.proxy) by scripts/proxy-cert.sh; renewed with the certificate.
+resource "aws_secretsmanager_secret" "proxy_tls" {
+  # checkov:skip=CKV2_AWS_57: renewed with the ACM certificate it holds (scripts/proxy-cert.sh), not by a password rotation.
+  name                    = "${local.secret_prefix}/proxy-tls"
+  description             = "TLS certificate and key of the proxy (from ACM Private CA)"
+  kms_key_id              = module.secrets_key.arn
+  recovery_window_in_days = 30
+}
+
+module "rotation" {
+  source               = "../rotation"
+  name                 = local.name
+  zip_path             = var.rotation_zip_path
+  vpc_id               = module.network.vpc_id
+  vpc_cidr             = module.network.vpc_cidr
+  subnet_ids           = module.network.private_subnet_ids
+  rotated_secret_arns  = [for s in aws_secretsmanager_secret.db : s.arn]
+  person_secret_prefix = local.person_secret_prefix
+  master_secret_arn    = module.database.master_user_secret_arn
+  kms_key_arns         = [module.secrets_key.arn, module.database.kms_key_arn]
+  lambda_kms_key_arn   = module.secrets_key.arn
+  environment = {
+    ROTATION_DATABASE__CA_FILE = "/var/task/rds-ca/global-bundle.pem"
+    ROTATION_LOG__FORMAT       = "json"
+  }
+  log_retention_days = var.log_retention_days
+  logs_kms_key_arn   = module.logs_key.arn
+}

@@ -1,0 +1,354 @@
+# The three services on Fargate. Configuration is the workspace's one scheme: every key as a
+# <PREFIX><SECTION>__<KEY> variable (docs/proxy.md, docs/rates-api.md); no secret is ever in
+# the environment except the PEM files that the images' entrypoint writes to /run/dbgw (a
+# task-local volume) and removes from the environment before starting the service.
+
+locals {
+  audit_dir = "/var/lib/dbgw/audit"
+  own_secret_read = {
+    actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+  }
+}
+
+
+# --- proxy ---
+
+data "aws_iam_policy_document" "proxy_task" {
+  statement {
+    sid     = "ServiceAndControlLogins"
+    actions = local.own_secret_read.actions
+    resources = [
+      aws_secretsmanager_secret.db["rates-api"].arn,
+      aws_secretsmanager_secret.db["proxy-control"].arn,
+    ]
+  }
+  statement {
+    sid       = "PeoplesLogins"
+    actions   = local.own_secret_read.actions
+    resources = ["${local.secret_arn_prefix}${local.person_secret_prefix}*"]
+  }
+  statement {
+    sid       = "DecryptSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = [module.secrets_key.arn]
+  }
+  statement {
+    sid       = "IamAuthForPeoplesRoles"
+    actions   = ["rds-db:connect"]
+    resources = ["arn:aws:rds-db:${local.region}:${local.account_id}:dbuser:${module.database.resource_id}/p_*"]
+  }
+  # The audit shipper (same task): put objects, never delete or change retention.
+  statement {
+    sid       = "ShipAudit"
+    actions   = ["s3:PutObject"]
+    resources = ["${module.audit_bucket.arn}/${var.environment}/*"]
+  }
+  statement {
+    sid       = "AuditKey"
+    actions   = ["kms:GenerateDataKey", "kms:Encrypt"]
+    resources = [module.audit_bucket.kms_key_arn]
+  }
+  # The metrics agent (same task) publishes the proxy's Prometheus metrics as EMF logs.
+  statement {
+    sid       = "Metrics"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.proxy_metrics.arn}:*"]
+  }
+}
+
+module "proxy" {
+  source       = "../ecs-service"
+  name         = "proxy"
+  cluster_name = aws_ecs_cluster.this.name
+  cluster_arn  = aws_ecs_cluster.this.arn
+  image        = var.images.proxy
+  cpu          = var.proxy_cpu
+  memory       = var.proxy_memory
+  # 6432 PostgreSQL clients, 9187 health and metrics.
+  container_ports = [6432, 9187]
+  health_port     = 9187
+  environment = {
+    PROXY_LISTEN                   = "0.0.0.0:6432"
+    PROXY_ADMIN_LISTEN             = "0.0.0.0:9187"
+    PROXY_SHUTDOWN_GRACE_SECS      = tostring(var.proxy_drain_secs - 15)
+    PROXY_TLS__CERT_FILE           = "/run/dbgw/tls.crt"
+    PROXY_TLS__KEY_FILE            = "/run/dbgw/tls.key"
+    PROXY_TLS__PLAINTEXT           = "never"
+    PROXY_UPSTREAM__HOST           = module.database.address
+    PROXY_UPSTREAM__PORT           = tostring(module.database.port)
+    PROXY_UPSTREAM__TLS            = "verify-full"
+    PROXY_UPSTREAM__CA_FILE        = local.rds_ca_file
+    PROXY_SERVICES__RATES_API      = aws_secretsmanager_secret.db["rates-api"].name
+    PROXY_OIDC__ISSUER             = var.oidc_issuer
+    PROXY_OIDC__AUDIENCES          = jsonencode(var.oidc_audiences)
+    PROXY_GRANTS__DATABASE         = "dbgw"
+    PROXY_GRANTS__SECRET           = aws_secretsmanager_secret.db["proxy-control"].name
+    PROXY_AUDIT__DIR               = local.audit_dir
+    PROXY_AUDIT__DURABILITY        = "fsync"
+    PROXY_AUDIT__MAX_FILE_AGE_SECS = "300"
+    PROXY_SECRETS__BACKEND         = local.secrets_backend
+    PROXY_LOG__FORMAT              = "json"
+  }
+  secrets = {
+    TLS_CERT_PEM = "${aws_secretsmanager_secret.proxy_tls.arn}:cert::"
+    TLS_KEY_PEM  = "${aws_secretsmanager_secret.proxy_tls.arn}:key::"
+  }
+  injected_secret_arns = [aws_secretsmanager_secret.proxy_tls.arn]
+  secrets_kms_key_arn  = module.secrets_key.arn
+  task_policy_json     = data.aws_iam_policy_document.proxy_task.json
+  volumes = [
+    { name = "run", path = "/run/dbgw" },
+    { name = "audit", path = local.audit_dir },
+  ]
+  sidecar_volumes = ["shipper-state"]
+  start_after     = ["audit-shipper"]
+  sidecars = [
+    {
+      # Ships every audit file and the chain's head checkpoint to the Object Lock bucket;
+      # on stop it waits for the proxy to finish, then ships the last records.
+      name                   = "audit-shipper"
+      image                  = var.images.audit_shipper
+      essential              = true
+      readonlyRootFilesystem = true
+      user                   = "10001:10001"
+      stopTimeout            = 120
+      environment = [
+        { name = "AUDIT_DIR", value = local.audit_dir },
+        { name = "AUDIT_BUCKET", value = module.audit_bucket.bucket },
+        { name = "AUDIT_PREFIX", value = var.environment },
+        { name = "AUDIT_KMS_KEY_ID", value = module.audit_bucket.kms_key_arn },
+        { name = "PROXY_ADMIN_URL", value = "http://127.0.0.1:9187" },
+        { name = "SHIP_INTERVAL_SECS", value = "15" },
+      ]
+      mountPoints = [
+        { sourceVolume = "audit", containerPath = local.audit_dir, readOnly = true },
+        { sourceVolume = "shipper-state", containerPath = "/var/lib/audit-shipper", readOnly = false },
+      ]
+    },
+    {
+      # Scrapes the proxy's /metrics (dbgw_proxy_*) into CloudWatch for the alarms.
+      name                   = "metrics-agent"
+      image                  = var.images.cloudwatch_agent
+      essential              = false
+      readonlyRootFilesystem = false
+      environment = [
+        { name = "CW_CONFIG_CONTENT", value = local.cw_agent_config },
+        { name = "PROMETHEUS_CONFIG_CONTENT", value = local.prometheus_config },
+      ]
+    },
+  ]
+  stop_timeout_secs  = var.proxy_drain_secs
+  subnet_ids         = module.network.private_subnet_ids
+  security_group_id  = aws_security_group.proxy.id
+  target_groups      = [{ arn = aws_lb_target_group.proxy.arn, port = 6432 }]
+  min_tasks          = var.proxy_min_tasks
+  max_tasks          = var.proxy_max_tasks
+  log_retention_days = var.log_retention_days
+  logs_kms_key_arn   = module.logs_key.arn
+}
+
+# --- rates-api ---
+
+data "aws_iam_policy_document" "rates_api_task" {
+  statement {
+    sid       = "OwnLogin"
+    actions   = local.own_secret_read.actions
+    resources = [aws_secretsmanager_secret.db["rates-api"].arn]
+  }
+  statement {
+    sid       = "DecryptSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = [module.secrets_key.arn]
+  }
+}
+
+module "rates_api" {
+  source          = "../ecs-service"
+  name            = "rates-api"
+  cluster_name    = aws_ecs_cluster.this.name
+  cluster_arn     = aws_ecs_cluster.this.arn
+  image           = var.images.rates_api
+  cpu             = var.rates_api_cpu
+  memory          = var.rates_api_memory
+  container_ports = [3000]
+  health_port     = 3000
+  environment = {
+    RATES_API_LISTEN            = "0.0.0.0:3000"
+    RATES_API_DATABASE__HOST    = local.db_host
+    RATES_API_DATABASE__PORT    = "5432"
+    RATES_API_DATABASE__DBNAME  = "rates"
+    RATES_API_DATABASE__TLS     = "verify-full"
+    RATES_API_DATABASE__CA_FILE = "/run/dbgw/ca.pem"
+    RATES_API_DATABASE__SECRET  = aws_secretsmanager_secret.db["rates-api"].name
+    RATES_API_SECRETS__BACKEND  = local.secrets_backend
+    RATES_API_LOG__FORMAT       = "json"
+    # The private CA's certificate (public): the entrypoint writes it to /run/dbgw/ca.pem.
+    CA_PEM = data.aws_acmpca_certificate_authority.private.certificate
+  }
+  secrets_kms_key_arn = module.secrets_key.arn
+  task_policy_json    = data.aws_iam_policy_document.rates_api_task.json
+  volumes             = [{ name = "run", path = "/run/dbgw" }]
+  subnet_ids          = module.network.private_subnet_ids
+  security_group_id   = aws_security_group.rates_api.id
+  target_groups       = [{ arn = aws_lb_target_group.web["rates"].arn, port = 3000 }]
+  min_tasks           = var.rates_api_min_tasks
+  max_tasks           = var.rates_api_max_tasks
+  log_retention_days  = var.log_retention_days
+  logs_kms_key_arn    = module.logs_key.arn
+}
+
+# --- approvals ---
+
+data "aws_iam_policy_document" "approvals_task" {
+  statement {
+    sid     = "OwnLogins"
+    actions = local.own_secret_read.actions
+    resources = [
+      aws_secretsmanager_secret.db["approvals"].arn,
+      aws_secretsmanager_secret.approvals_oidc.arn,
+    ]
+  }
+  # People's secrets: made on approval, deleted when the last grant ends, rotated by the function.
+  statement {
+    sid = "PeoplesLogins"
+    actions = [
+      "secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:GetSecretValue",
+      "secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret", "secretsmanager:TagResource",
+      "secretsmanager:RotateSecret",
+    ]
+    resources = ["${local.secret_arn_prefix}${local.person_secret_prefix}*"]
+  }
+  statement {
+    sid       = "RotationFunction"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [module.rotation.function_arn]
+  }
+  statement {
+    sid       = "Secrets"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [module.secrets_key.arn]
+  }
+}
+
+module "approvals" {
+  source          = "../ecs-service"
+  name            = "approvals"
+  cluster_name    = aws_ecs_cluster.this.name
+  cluster_arn     = aws_ecs_cluster.this.arn
+  image           = var.images.approvals
+  cpu             = var.approvals_cpu
+  memory          = var.approvals_memory
+  container_ports = [8080]
+  health_port     = 8080
+  environment = {
+    APPROVALS_LISTEN                   = "0.0.0.0:8080"
+    APPROVALS_PUBLIC_URL               = "https://approvals.${var.domain}"
+    APPROVALS_DATABASE__HOST           = module.database.address
+    APPROVALS_DATABASE__PORT           = tostring(module.database.port)
+    APPROVALS_DATABASE__DBNAME         = "dbgw"
+    APPROVALS_DATABASE__CA_FILE        = local.rds_ca_file
+    APPROVALS_DATABASE__SECRET         = aws_secretsmanager_secret.db["approvals"].name
+    APPROVALS_OIDC__ISSUER             = var.oidc_issuer
+    APPROVALS_OIDC__CLIENT_ID          = var.approvals_oidc_client_id
+    APPROVALS_OIDC__CLIENT_SECRET_ID   = aws_secretsmanager_secret.approvals_oidc.name
+    APPROVALS_SECRETS__BACKEND         = local.secrets_backend
+    APPROVALS_SECRETS__PERSON_PREFIX   = local.person_secret_prefix
+    APPROVALS_SECRETS__ROTATION_LAMBDA = module.rotation.function_arn
+    APPROVALS_LOG__FORMAT              = "json"
+  }
+  secrets_kms_key_arn = module.secrets_key.arn
+  task_policy_json    = data.aws_iam_policy_document.approvals_task.json
+  volumes             = [{ name = "run", path = "/run/dbgw" }]
+  subnet_ids          = module.network.private_subnet_ids
+  security_group_id   = aws_security_group.approvals.id
+  target_groups       = [{ arn = aws_lb_target_group.web["approvals"].arn, port = 8080 }]
+  min_tasks           = 2
+  max_tasks           = 4
+  log_retention_days  = var.log_retention_days
+  logs_kms_key_arn    = module.logs_key.arn
+}
+
+# --- db-admin: one-off tasks (dbgw-db setup / migrate), started by hand ---
+
+data "aws_iam_policy_document" "db_admin_task" {
+  statement {
+    sid       = "MasterLogin"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [module.database.master_user_secret_arn]
+  }
+  statement {
+    sid       = "MasterKey"
+    actions   = ["kms:Decrypt"]
+    resources = [module.database.kms_key_arn]
+  }
+}
+
+resource "aws_cloudwatch_log_group" "db_admin" {
+  name              = "/dbgw/${local.name}/db-admin"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = module.logs_key.arn
+}
+
+resource "aws_iam_role" "db_admin_task" {
+  name               = "${local.name}-db-admin-task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+resource "aws_iam_role_policy" "db_admin_task" {
+  role   = aws_iam_role.db_admin_task.id
+  policy = data.aws_iam_policy_document.db_admin_task.json
+}
+
+resource "aws_iam_role" "db_admin_execution" {
+  name               = "${local.name}-db-admin-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "db_admin_execution" {
+  role       = aws_iam_role.db_admin_execution.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_ecs_task_definition" "db_admin" {
+  family                   = "${local.name}-db-admin"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = 512
+  memory                   = 1024
+  execution_role_arn       = aws_iam_role.db_admin_execution.arn
+  task_role_arn            = aws_iam_role.db_admin_task.arn
+  container_definitions = jsonencode([{
+    name                   = "dbgw-db"
+    image                  = var.images.dbgw_db
+    essential              = true
+    readonlyRootFilesystem = true
+    user                   = "10001:10001"
+    command                = ["setup", "--host", module.database.address, "--port", tostring(module.database.port), "--ca", local.rds_ca_file, "--admin-secret", module.database.master_user_secret_arn]
+    environment = [
+      # The secret-store backend of issue 10; dbgw-db reads the master secret by its ARN.
+      { name = "DBGW_SECRETS_BACKEND", value = local.secrets_backend },
+    ]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        "awslogs-group"         = aws_cloudwatch_log_group.db_admin.name
+        "awslogs-region"        = local.region
+        "awslogs-stream-prefix" = "db-admin"
+      }
+    }
+  }])
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+}

@@ -1,0 +1,183 @@
+variable "environment" {
+  description = "staging or production: part of every name."
+  type        = string
+}
+
+variable "domain" {
+  description = "Private DNS zone of this environment (db.<domain>, approvals.<domain>, rates.<domain>)."
+  type        = string
+}
+
+variable "private_ca_arn" {
+  description = "ACM Private CA that issues the proxy's and the ALB's certificates (usually shared by the organisation)."
+  type        = string
+}
+
+variable "oidc_issuer" {
+  description = "The company's OpenID Connect provider (https://...)."
+  type        = string
+}
+
+variable "oidc_audiences" {
+  description = "Client ids whose ID tokens the proxy accepts (the dbgw CLI's)."
+  type        = list(string)
+  default     = ["dbgw-cli"]
+}
+
+variable "approvals_oidc_client_id" {
+  type    = string
+  default = "dbgw-approvals"
+}
+
+variable "images" {
+  description = "Container images by digest or immutable tag (README: make images, push)."
+  type = object({
+    proxy            = string
+    approvals        = string
+    rates_api        = string
+    dbgw_db          = string
+    audit_shipper    = string
+    cloudwatch_agent = string
+  })
+}
+
+variable "rotation_zip_path" {
+  description = "The rotation function's package, made by `make lambda`."
+  type        = string
+}
+
+variable "vpc_cidr" {
+  type = string
+}
+
+variable "azs" {
+  type = list(string)
+}
+
+variable "nat_for_identity_provider" {
+  type    = bool
+  default = true
+}
+
+variable "client_cidrs" {
+  description = "Networks allowed to reach the proxy (5432) and the web apps (443): VPN, office, peered VPCs."
+  type        = list(string)
+}
+
+variable "https_egress_cidrs" {
+  description = "Where the proxy and approvals may open HTTPS connections: the AWS API endpoints and the identity provider."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "db_engine_version" {
+  type    = string
+  default = "17"
+}
+
+variable "db_instance_class" {
+  type = string
+}
+
+variable "db_multi_az" {
+  type    = bool
+  default = true
+}
+
+variable "db_backup_retention_days" {
+  type    = number
+  default = 14
+}
+
+variable "db_deletion_protection" {
+  type    = bool
+  default = true
+}
+
+variable "db_admin_access" {
+  description = "Let the db-admin task reach the database (migrations, break-glass). Off in normal operation."
+  type        = bool
+  default     = false
+}
+
+variable "proxy_cpu" {
+  type    = number
+  default = 1024
+}
+
+variable "proxy_memory" {
+  type    = number
+  default = 2048
+}
+
+variable "proxy_min_tasks" {
+  type    = number
+  default = 3
+}
+
+variable "proxy_max_tasks" {
+  type    = number
+  default = 9
+}
+
+variable "proxy_drain_secs" {
+  description = "How long a stopping proxy task keeps its sessions (NLB deregistration delay, container stop timeout)."
+  type        = number
+  default     = 90
+}
+
+variable "rates_api_cpu" {
+  type    = number
+  default = 512
+}
+
+variable "rates_api_memory" {
+  type    = number
+  default = 1024
+}
+
+variable "rates_api_min_tasks" {
+  type    = number
+  default = 2
+}
+
+variable "rates_api_max_tasks" {
+  type    = number
+  default = 6
+}
+
+variable "approvals_cpu" {
+  type    = number
+  default = 256
+}
+
+variable "approvals_memory" {
+  type    = number
+  default = 512
+}
+
+variable "audit_retention_days" {
+  description = "Object Lock compliance retention of audit files."
+  type        = number
+}
+
+variable "access_log_retention_days" {
+  type    = number
+  default = 365
+}
+
+variable "log_retention_days" {
+  type    = number
+  default = 365
+}
+
+variable "lb_deletion_protection" {
+  type    = bool
+  default = true
+}
+
+variable "alarm_email" {
+  description = "Where alarms are mailed (empty: subscribe the topic yourself)."
+  type        = string
+  default     = ""
+}
