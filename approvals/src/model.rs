@@ -14,6 +14,8 @@ pub const SYSTEM: &str = "system";
 pub struct Request {
     pub id: i64,
     pub email: String,
+    /// The requester's subject at the identity provider: the grant is theirs alone.
+    pub subject: String,
     pub name: String,
     pub database: String,
     pub level: String,
@@ -33,7 +35,7 @@ pub struct Request {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-const REQUEST_COLUMNS: &str = "r.id, r.email, r.name, r.database, r.level, r.role, \
+const REQUEST_COLUMNS: &str = "r.id, r.email, r.subject, r.name, r.database, r.level, r.role, \
     r.approvals_needed, r.justification, r.duration_secs, r.starts_at, r.status, r.created_at, \
     r.decided_at, r.grant_id, r.end_reason, r.ended_by, r.ended_at, g.expires_at";
 
@@ -44,6 +46,7 @@ impl Request {
         Request {
             id: r.get("id"),
             email: r.get("email"),
+            subject: r.get("subject"),
             name: r.get("name"),
             database: r.get("database"),
             level: r.get("level"),

@@ -268,6 +268,8 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                     Some(&grants::Approval {
                         request_id: id,
                         approved_by,
+                        issuer: app.settings.oidc.issuer.clone(),
+                        subject: req.subject.clone(),
                     }),
                 )
                 .await?;

@@ -41,6 +41,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0002_approvals",
         include_str!("../control/0002_approvals.sql"),
     ),
+    (
+        "0003_person_identity",
+        include_str!("../control/0003_person_identity.sql"),
+    ),
 ];
 
 /// Where a server is and how the admin logs in (always TLS, certificate verified).

@@ -131,10 +131,15 @@ impl Control {
         Ok(client)
     }
 
-    /// The grant that lets `email` into `database` now.
-    pub async fn check(&self, email: &str, database: &str) -> Result<grants::Check, String> {
+    /// The grant that lets the person (`issuer`, `subject`, `email`) into `database` now.
+    pub async fn check(
+        &self,
+        person: (&str, &str),
+        email: &str,
+        database: &str,
+    ) -> Result<grants::Check, String> {
         let client = self.client().await?;
-        grants::check(&client, email, database)
+        grants::check_person(&client, Some(person), email, database)
             .await
             .map_err(|e| e.to_string())
     }

@@ -110,6 +110,47 @@ async fn psql_with_a_token_runs_as_the_persons_role_and_is_audited() {
     stack.stop().await;
 }
 
+/// A grant approved for a person is theirs alone: whoever holds the same email at the identity
+/// provider under another subject (a reused address) is refused, and the rightful person is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_approved_for_another_subject_with_the_same_email_is_refused() {
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp).await;
+    let grant = stack.grant(ALICE, "rates_reader").await;
+    let token = idp.token(ALICE).unwrap();
+    const ALICES_SUBJECT: &str = "3f1c2a9e-6b1d-4c57-9d0a-a11ce0000001";
+    let control = stack.cluster.connect("dbgw").await.unwrap();
+    let bind_to = |subject: &'static str| {
+        let (control, issuer) = (&control, idp.issuer().to_string());
+        async move {
+            control
+                .execute(
+                    "UPDATE grants SET issuer = $2, subject = $3 WHERE id = $1",
+                    &[&grant.id, &issuer, &subject],
+                )
+                .await
+                .unwrap();
+        }
+    };
+
+    bind_to("a-previous-holder-of-the-address").await;
+    let Err(refused) = login(&stack, ALICE, &token).await else {
+        panic!("a grant approved for another subject let the login in");
+    };
+    assert!(refused.contains("another identity"), "{refused}");
+
+    bind_to(ALICES_SUBJECT).await;
+    let client = login(&stack, ALICE, &token).await.unwrap();
+    let user: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(user, grant.db_user);
+    drop(client);
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
     let idp = DevIdp::start().unwrap();

@@ -37,10 +37,15 @@ pub struct Grant {
     pub request_id: Option<i64>,
     /// Who approved it (emails), in the order they approved.
     pub approved_by: Vec<String>,
+    /// The identity it was approved for (issuer, subject); none for operators' grants,
+    /// which name an email only.
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
 }
 
 const COLUMNS: &str = "id, email, database, role, db_user, valid_from, expires_at, created_by, \
-                       revoked_at, revoked_by, revoke_reason, request_id, approved_by";
+                       revoked_at, revoked_by, revoke_reason, request_id, approved_by, issuer, \
+                       subject";
 
 impl Grant {
     fn from_row(r: &Row) -> Grant {
@@ -58,6 +63,20 @@ impl Grant {
             revoke_reason: r.get("revoke_reason"),
             request_id: r.get("request_id"),
             approved_by: r.get("approved_by"),
+            issuer: r.get("issuer"),
+            subject: r.get("subject"),
+        }
+    }
+
+    /// Whether the person with this issuer and subject may use the grant: its own, or an
+    /// operator's grant (which names no subject).
+    pub fn is_for(&self, issuer: &str, subject: &str) -> bool {
+        match (&self.issuer, &self.subject) {
+            // Issuers are URLs that configurations spell with or without a final slash.
+            (Some(i), Some(s)) => {
+                i.trim_end_matches('/') == issuer.trim_end_matches('/') && s == subject
+            }
+            _ => true,
         }
     }
 
@@ -141,6 +160,18 @@ pub async fn check(
     email: &str,
     database: &str,
 ) -> Result<Check, tokio_postgres::Error> {
+    check_person(control, None, email, database).await
+}
+
+/// Finds the grant that lets the person with `identity` (issuer, subject) and `email`
+/// connect to `database` now: grants approved for another identity with the same email do
+/// not count.
+pub async fn check_person(
+    control: &Client,
+    identity: Option<(&str, &str)>,
+    email: &str,
+    database: &str,
+) -> Result<Check, tokio_postgres::Error> {
     let rows = control
         .query(
             &format!(
@@ -150,9 +181,20 @@ pub async fn check(
         )
         .await?;
     let now = Utc::now();
-    let grants: Vec<Grant> = rows.iter().map(Grant::from_row).collect();
+    let (grants, others): (Vec<Grant>, Vec<Grant>) = rows
+        .iter()
+        .map(Grant::from_row)
+        .partition(|g| identity.is_none_or(|(issuer, subject)| g.is_for(issuer, subject)));
     if let Some(active) = grants.iter().find(|g| g.inactive_reason(now).is_none()) {
         return Ok(Check::Active(active.clone()));
+    }
+    if let Some(theirs) = others.iter().find(|g| g.inactive_reason(now).is_none()) {
+        return Ok(Check::Inactive(format!(
+            "grant {} was approved for another identity at the identity provider with this \
+             email (subject {})",
+            theirs.id,
+            theirs.subject.as_deref().unwrap_or("?")
+        )));
     }
     Ok(match grants.first() {
         Some(latest) => Check::Inactive(latest.inactive_reason(now).expect("inactive")),
@@ -383,6 +425,9 @@ pub async fn enable_login(target: &Client, db_user: &str) -> Result<bool, GrantE
 pub struct Approval {
     pub request_id: i64,
     pub approved_by: Vec<String>,
+    /// The requester as the identity provider named them.
+    pub issuer: String,
+    pub subject: String,
 }
 
 /// Writes the grant row: from here on the proxy lets the person in (once the role can log
@@ -394,16 +439,21 @@ pub async fn record(
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
     let db_user = person_role(&email);
-    let (request_id, approved_by) = match approval {
-        Some(a) => (Some(a.request_id), a.approved_by.clone()),
-        None => (None, Vec::new()),
+    let (request_id, approved_by, issuer, subject) = match approval {
+        Some(a) => (
+            Some(a.request_id),
+            a.approved_by.clone(),
+            Some(a.issuer.as_str()),
+            Some(a.subject.as_str()),
+        ),
+        None => (None, Vec::new(), None, None),
     };
     let inserted = control
         .query_opt(
             &format!(
                 "INSERT INTO grants (email, database, role, db_user, valid_from, expires_at, \
-                 created_by, request_id, approved_by) \
-                 VALUES ($1, $2, $3, $4, now(), $5, $6, $7, $8) \
+                 created_by, request_id, approved_by, issuer, subject) \
+                 VALUES ($1, $2, $3, $4, now(), $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (request_id) DO NOTHING RETURNING {COLUMNS}"
             ),
             &[
@@ -415,6 +465,8 @@ pub async fn record(
                 &new.created_by,
                 &request_id,
                 &approved_by,
+                &issuer,
+                &subject,
             ],
         )
         .await?;

@@ -304,6 +304,8 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
     let approval = grants::Approval {
         request_id: 42,
         approved_by: vec!["dana@example.com".into()],
+        issuer: "http://idp.example/".into(),
+        subject: "sub-finn".into(),
     };
     let first = grants::record(&control, &new, Some(&approval))
         .await
@@ -314,6 +316,29 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
     assert_eq!(first, again);
     assert_eq!(first.request_id, Some(42));
     assert_eq!(first.approved_by, ["dana@example.com"]);
+    // The grant is the requester's: the same email under another subject does not count,
+    // and the issuer's final slash does not matter.
+    let theirs = grants::check_person(
+        &control,
+        Some(("http://idp.example", "sub-finn")),
+        "finn@example.com",
+        "rates",
+    )
+    .await
+    .unwrap();
+    assert!(matches!(theirs, Check::Active(g) if g.id == first.id));
+    let someone_else = grants::check_person(
+        &control,
+        Some(("http://idp.example/", "sub-impostor")),
+        "finn@example.com",
+        "rates",
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&someone_else, Check::Inactive(why) if why.contains("another identity")),
+        "{someone_else:?}"
+    );
     assert!(grants::enable_login(&target, &user).await.unwrap());
     assert!(!grants::enable_login(&target, &user).await.unwrap());
     let creds = secrets

@@ -48,7 +48,10 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             format!("token refused: {e}"),
         )
     })?;
-    let grant = match control.check(&person.email, database).await {
+    let grant = match control
+        .check((&person.issuer, &person.subject), &person.email, database)
+        .await
+    {
         Ok(grants::Check::Active(g)) => g,
         Ok(grants::Check::Inactive(why)) => {
             return Err(Refused::new(
