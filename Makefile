@@ -1,5 +1,6 @@
 # dbgw: three entry points. Everything local (data, secrets, audit log, logs) lives in .dev/.
-#   make up    build and start the local stack in the background, wait until it is healthy
+#   make up    install what it needs (scripts/install.sh), build and start the local stack in
+#              the background, wait until it is healthy
 #   make down  stop everything `make up` started
 #   make test  install what the tests need, then run every check and test
 # Deployment (docs/operations.md): make lint-deploy, make test-containers, make lambda,
@@ -8,6 +9,7 @@
 	bench-proxy bench-rates bench-connect bench-lexer
 
 up:
+	@scripts/install.sh runtime
 	@scripts/dev.sh up
 
 down:
@@ -16,7 +18,7 @@ down:
 test: test-deps lint lint-deploy unit fuzz e2e
 
 test-deps:
-	@scripts/test-deps.sh
+	@scripts/install.sh test
 
 lint:
 	cargo fmt --all --check

@@ -14,7 +14,7 @@ mkdir -p "$DEV/run" "$DEV/logs"
 
 need_node() {
   if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
-    echo "Node.js 20 or later is missing (for the development identity provider): sudo apt-get install -y nodejs npm" >&2
+    echo "Node.js 20 or later is missing (for the development identity provider): scripts/install.sh runtime installs it" >&2
     exit 1
   fi
   [ -d idp/node_modules ] || npm ci --prefix idp --no-audit --no-fund >/dev/null
@@ -22,7 +22,7 @@ need_node() {
 
 need_postgres() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BINDIR:-}" ]; then
-    echo "PostgreSQL server binaries are missing: sudo apt-get install -y postgresql-15 (or set PG_BINDIR)" >&2
+    echo "PostgreSQL server binaries are missing: scripts/install.sh runtime installs them (or set PG_BINDIR)" >&2
     exit 1
   fi
 }

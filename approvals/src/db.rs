@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use secrecy::ExposeSecret;
 use secret_store::SecretStore;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::Client;
 
-use crate::settings::{DatabaseSettings, TlsMode};
+use crate::settings::DatabaseSettings;
 
 pub type Pool = managed::Pool<Manager>;
 pub type Conn = managed::Object<Manager>;
@@ -20,14 +18,8 @@ pub type Conn = managed::Object<Manager>;
 pub enum ConnectError {
     #[error("reading the database login from the secret store: {0}")]
     Secret(#[from] secret_store::Error),
-    #[error("connecting to {what}: {source}")]
-    Postgres {
-        what: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("TLS set-up: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Connect(#[from] pg_connect::ConnectError),
 }
 
 /// Opens one connection as the login in `settings.secret`; a spawned task drives it.
@@ -37,51 +29,14 @@ pub async fn connect(
     application: &str,
 ) -> Result<Client, ConnectError> {
     let creds = store.db_credentials(&settings.secret).await?;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&settings.host)
-        .port(settings.port)
-        .dbname(&settings.dbname)
-        .user(&creds.username)
-        .password(creds.password.expose_secret())
-        .application_name(application)
-        .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
-        .options(format!(
-            "-c statement_timeout={}s -c lock_timeout={}s",
-            settings.statement_timeout_secs, settings.statement_timeout_secs
-        ));
-    let what = format!(
-        "{}:{} (database {}, user {})",
-        settings.host, settings.port, settings.dbname, creds.username
-    );
-    let fail = |source| ConnectError::Postgres {
-        what: what.clone(),
-        source,
-    };
-    match settings.tls {
-        TlsMode::VerifyFull => {
-            let tls = tls_config::postgres_connector(Some(&settings.ca_file))
-                .map_err(|e| ConnectError::Tls(format!("{e:#}")))?;
-            config.ssl_mode(SslMode::Require);
-            let (client, connection) = config.connect(tls).await.map_err(fail)?;
-            tokio::spawn(drive(connection));
-            Ok(client)
-        }
-        TlsMode::Disable => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-            tokio::spawn(drive(connection));
-            Ok(client)
-        }
-    }
-}
-
-async fn drive<F>(connection: F)
-where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
-{
-    if let Err(e) = connection.await {
-        tracing::debug!(error = %e, "database connection ended");
-    }
+    let connector = settings.target().connector()?;
+    let mut config = connector.config(&settings.dbname, &creds, application);
+    config.options(format!(
+        "-c statement_timeout={}s -c lock_timeout={}s",
+        settings.statement_timeout_secs, settings.statement_timeout_secs
+    ));
+    let (client, _driver) = connector.connect(&config).await?;
+    Ok(client)
 }
 
 /// Opens pooled connections with [`connect`].

@@ -67,6 +67,11 @@ impl Settings {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
+        for (name, db) in [("control", &self.control), ("target", &self.target)] {
+            db.target()
+                .check()
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
         ensure!(
             self.public_url.starts_with("http://") || self.public_url.starts_with("https://"),
             "public_url must be an http:// or https:// URL"
@@ -167,14 +172,7 @@ fn default_catalogue() -> Vec<Level> {
     ]
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum TlsMode {
-    /// TLS required, server certificate and host name verified against `ca_file`.
-    VerifyFull,
-    /// Plain TCP. Only for a database on the same host.
-    Disable,
-}
+pub use pg_connect::TlsMode;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -191,6 +189,19 @@ pub struct DatabaseSettings {
     pub connect_timeout_secs: u64,
     /// Server-side limit on one statement.
     pub statement_timeout_secs: u64,
+}
+
+impl DatabaseSettings {
+    /// The server as the workspace's connect helper sees it (its TLS policy included).
+    pub fn target(&self) -> pg_connect::Target {
+        pg_connect::Target {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls,
+            ca_file: Some(self.ca_file.clone()),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+        }
+    }
 }
 
 impl Default for DatabaseSettings {

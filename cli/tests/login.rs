@@ -1,6 +1,9 @@
 //! `dbgw login` against the real development identity provider, with a stand-in browser
 //! (idp/dev-browser.js) that signs in the way a person would.
 
+// A panic is how a test reports a failure.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 

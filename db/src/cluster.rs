@@ -188,7 +188,7 @@ impl Cluster {
 
     /// Stops the server (fast shutdown), keeping its files: [`Cluster::restart`] brings it back.
     pub fn stop(&self) -> anyhow::Result<()> {
-        let mut guard = self.postmaster.lock().unwrap();
+        let mut guard = startup::sync::lock(&self.postmaster);
         if let Some(mut child) = guard.take() {
             signal(&child, libc::SIGINT);
             wait_or_kill(&mut child, Duration::from_secs(20));
@@ -200,7 +200,7 @@ impl Cluster {
     pub fn restart(&self) -> anyhow::Result<()> {
         self.stop()?;
         let child = self.spawn_postmaster(self.port)?;
-        *self.postmaster.lock().unwrap() = Some(child);
+        *startup::sync::lock(&self.postmaster) = Some(child);
         self.wait_ready()
     }
 
@@ -223,7 +223,7 @@ impl Cluster {
             let port = free_port()?;
             self.port = port;
             let child = self.spawn_postmaster(port)?;
-            *self.postmaster.lock().unwrap() = Some(child);
+            *startup::sync::lock(&self.postmaster) = Some(child);
             match self.wait_ready() {
                 Ok(()) => return Ok(self),
                 Err(e) => {
@@ -232,7 +232,7 @@ impl Cluster {
                 }
             }
         }
-        Err(last.unwrap())
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no free port found for the cluster")))
     }
 
     fn spawn_postmaster(&self, port: u16) -> anyhow::Result<Child> {
@@ -262,7 +262,7 @@ impl Cluster {
     fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(child) = self.postmaster.lock().unwrap().as_mut() {
+            if let Some(child) = startup::sync::lock(&self.postmaster).as_mut() {
                 if let Some(status) = child.try_wait()? {
                     bail!(
                         "postgres exited ({status}) while starting: {}",
@@ -283,7 +283,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(mut child) = self.postmaster.lock().unwrap().take() {
+        if let Some(mut child) = startup::sync::lock(&self.postmaster).take() {
             signal(&child, libc::SIGQUIT);
             wait_or_kill(&mut child, Duration::from_secs(10));
         }
@@ -485,7 +485,7 @@ fn postgres_ids() -> Option<(u32, u32)> {
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
-    let name = std::ffi::CString::new("postgres").unwrap();
+    let name = c"postgres";
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
         return None;
@@ -581,9 +581,7 @@ fn spawn_from_lasting_thread(mut cmd: Command) -> std::io::Result<Child> {
     let (tx, rx) = mpsc::channel();
     // Build the command here, spawn it there.
     let job_cmd = std::mem::replace(&mut cmd, Command::new("true"));
-    sender
-        .lock()
-        .unwrap()
+    startup::sync::lock(sender)
         .send((job_cmd, tx))
         .expect("spawner thread alive");
     rx.recv().expect("spawner replies")

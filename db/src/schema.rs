@@ -10,8 +10,8 @@ use postgres_protocol::escape::escape_identifier;
 use secrecy::ExposeSecret;
 use secret_store::DbCredentials;
 use tokio::io::AsyncWriteExt;
-use tokio_postgres::config::SslMode;
-use tokio_postgres::{Client, Config};
+
+use tokio_postgres::Client;
 
 /// Cluster-wide roles (`db/roles.sql`).
 pub const ROLES_SQL: &str = include_str!("../roles.sql");
@@ -58,36 +58,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// tokio-postgres settings for `creds` on database `db`.
-    pub fn config(&self, db: &str, creds: &DbCredentials) -> Config {
-        let mut config = Config::new();
-        config
-            .host(&self.host)
-            .port(self.port)
-            .user(&creds.username)
-            .password(creds.password.expose_secret())
-            .dbname(db)
-            .ssl_mode(SslMode::Require)
-            .application_name("dbgw-db");
-        config
+    /// The server as the workspace's connect helper sees it: always verified TLS.
+    pub fn target(&self) -> pg_connect::Target {
+        pg_connect::Target {
+            host: self.host.clone(),
+            port: self.port,
+            tls: pg_connect::TlsMode::VerifyFull,
+            ca_file: self.ca.clone(),
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
     }
 
     /// Connects as `creds` to `db`; the connection is driven by a spawned task.
     pub async fn connect_as(&self, db: &str, creds: &DbCredentials) -> anyhow::Result<Client> {
-        let tls = tls_config::postgres_connector(self.ca.as_deref())?;
-        let (client, connection) =
-            self.config(db, creds).connect(tls).await.with_context(|| {
-                format!(
-                    "connecting to {}:{} as {} (database {db})",
-                    self.host, self.port, creds.username
-                )
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "admin connection ended");
-            }
-        });
-        Ok(client)
+        Ok(self.target().connect(db, creds, "dbgw-db").await?)
     }
 
     /// Connects as the admin.

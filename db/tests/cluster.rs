@@ -1,5 +1,8 @@
 //! The harness every integration test relies on: a cluster with the data, TLS and SCRAM.
 
+// A panic is how a test reports a failure.
+#![allow(clippy::unwrap_used)]
+
 use dbgw_db::{schema, Cluster};
 use secret_store::DbCredentials;
 

@@ -7,7 +7,6 @@ use chrono::{DateTime, Duration, Utc};
 use clap::Subcommand;
 use secret_store::SecretStore;
 
-use crate::control;
 use crate::settings::Settings;
 
 #[derive(Subcommand)]
@@ -52,13 +51,12 @@ pub async fn grant(
 ) -> anyhow::Result<()> {
     let secrets = SecretStore::from_settings(&settings.secrets);
     let admin = secrets.db_credentials(admin_secret).await?;
-    let mut server = settings.upstream.clone();
-    server.host = settings.grants.host.clone().unwrap_or(server.host);
-    server.port = settings.grants.port.unwrap_or(server.port);
-    server.ca_file = settings.grants.ca_file.clone().or(server.ca_file);
-    let control = control::connect(&server, &settings.grants.database, &admin)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let control = settings
+        .grants
+        .server(&settings.upstream)
+        .connect(&settings.grants.database, &admin, "dbgw-proxy-admin")
+        .await?;
+    let target = settings.upstream.target();
     match command {
         GrantCommand::Add {
             email,
@@ -68,9 +66,9 @@ pub async fn grant(
             until,
             by,
         } => {
-            let target = control::connect(&settings.upstream, &database, &admin)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let target = target
+                .connect(&database, &admin, "dbgw-proxy-admin")
+                .await?;
             let expires_at = until.unwrap_or_else(|| Utc::now() + Duration::days(days));
             let g = grants::add(
                 &control,
@@ -91,9 +89,9 @@ pub async fn grant(
             );
         }
         GrantCommand::Revoke { id, reason, by } => {
-            let target = control::connect(&settings.upstream, "postgres", &admin)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let target = target
+                .connect("postgres", &admin, "dbgw-proxy-admin")
+                .await?;
             let g = grants::revoke(&control, &target, id, &by, &reason).await?;
             println!(
                 "grant {} revoked; {}'s sessions close within seconds",

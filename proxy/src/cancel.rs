@@ -30,14 +30,14 @@ pub struct Key<'a> {
 
 impl Drop for Key<'_> {
     fn drop(&mut self) {
-        self.map.sessions.lock().unwrap().remove(&self.pid);
+        startup::sync::lock(&self.map.sessions).remove(&self.pid);
     }
 }
 
 impl CancelMap {
     /// Registers a session served by backend `backend_pid` and returns the client's key.
     pub fn register(&self, backend_pid: i32, backend_secret: Vec<u8>) -> Key<'_> {
-        let mut sessions = self.sessions.lock().unwrap();
+        let mut sessions = startup::sync::lock(&self.sessions);
         loop {
             // Positive, like real backend pids, so clients that print them are not confused.
             let pid = (rand::random::<u32>() >> 1) as i32;
@@ -63,14 +63,14 @@ impl CancelMap {
 
     /// The database's key for a client's key, if the client's key is valid.
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<(i32, Vec<u8>)> {
-        let sessions = self.sessions.lock().unwrap();
+        let sessions = startup::sync::lock(&self.sessions);
         let t = sessions.get(&pid)?;
         bool::from(t.secret.as_slice().ct_eq(secret))
             .then(|| (t.backend_pid, t.backend_secret.clone()))
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.lock().unwrap().len()
+        startup::sync::lock(&self.sessions).len()
     }
 
     pub fn is_empty(&self) -> bool {

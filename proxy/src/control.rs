@@ -9,52 +9,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
-use secret_store::{DbCredentials, SecretStore};
+use secret_store::SecretStore;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::audit::Identity;
 use crate::server::Sessions;
-use crate::settings::{self, UpstreamTls};
+use crate::settings;
 
-/// A connection to `database` on the database server described by `server` (the proxy's
-/// own TLS rules apply), as `creds`. The connection is driven by a spawned task.
-pub async fn connect(
-    server: &settings::Upstream,
-    database: &str,
-    creds: &DbCredentials,
-) -> Result<Client, String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&server.host)
-        .port(server.port)
-        .dbname(database)
-        .user(&creds.username)
-        .password(creds.password.expose_secret())
-        .application_name("dbgw-proxy")
-        .connect_timeout(Duration::from_secs(server.connect_timeout_secs));
-    let fail = |e: tokio_postgres::Error| {
-        format!(
-            "connecting to {database} on {}:{}: {e}",
-            server.host, server.port
-        )
-    };
-    match server.tls {
-        UpstreamTls::VerifyFull => {
-            let tls = tls_config::postgres_connector(server.ca_file.as_deref())
-                .map_err(|e| e.to_string())?;
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let (client, connection) = config.connect(tls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            Ok(client)
-        }
-        UpstreamTls::Disable => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            Ok(client)
-        }
-    }
+/// Why the control plane could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the proxy's control-plane login: {0}")]
+    Secret(#[from] secret_store::Error),
+    #[error(transparent)]
+    Connect(#[from] pg_connect::ConnectError),
+    #[error("querying the control plane: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("the control plane did not answer in {} s", CHECK_TIMEOUT.as_secs())]
+    Timeout,
 }
 
 /// The `[grants]` section of the proxy's configuration.
@@ -71,6 +44,17 @@ pub struct GrantsSettings {
     pub secret: String,
     /// How often open sessions' grants are checked (revocation takes at most this long).
     pub poll_interval_ms: u64,
+}
+
+impl GrantsSettings {
+    /// The control plane's server: `[upstream]`'s unless this section names another.
+    pub fn server(&self, upstream: &settings::Upstream) -> pg_connect::Target {
+        let mut server = upstream.target();
+        server.host = self.host.clone().unwrap_or(server.host);
+        server.port = self.port.unwrap_or(server.port);
+        server.ca_file = self.ca_file.clone().or(server.ca_file);
+        server
+    }
 }
 
 impl Default for GrantsSettings {
@@ -111,21 +95,17 @@ impl Control {
     }
 
     /// The shared connection, (re)opened when needed.
-    pub async fn client(&self) -> Result<Arc<Client>, String> {
+    pub async fn client(&self) -> Result<Arc<Client>, ControlError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let creds = self
-            .secrets
-            .db_credentials(&self.settings.secret)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut server = self.upstream.clone();
-        server.host = self.settings.host.clone().unwrap_or(server.host);
-        server.port = self.settings.port.unwrap_or(server.port);
-        server.ca_file = self.settings.ca_file.clone().or(server.ca_file);
-        let client = connect(&server, &self.settings.database, &creds).await?;
+        let creds = self.secrets.db_credentials(&self.settings.secret).await?;
+        let client = self
+            .settings
+            .server(&self.upstream)
+            .connect(&self.settings.database, &creds, "dbgw-proxy")
+            .await?;
         let client = Arc::new(client);
         *guard = Some(client.clone());
         Ok(client)
@@ -137,11 +117,9 @@ impl Control {
         person: (&str, &str),
         email: &str,
         database: &str,
-    ) -> Result<grants::Check, String> {
+    ) -> Result<grants::Check, ControlError> {
         let client = self.client().await?;
-        grants::check_person(&client, Some(person), email, database)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(grants::check_person(&client, Some(person), email, database).await?)
     }
 
     /// Closes the sessions whose grant ended, every poll interval, until `stop`.
@@ -162,9 +140,7 @@ impl Control {
             }
             let check = async {
                 let c = self.client().await?;
-                grants::no_longer_active(&c, &ids)
-                    .await
-                    .map_err(|e| e.to_string())
+                Ok::<_, ControlError>(grants::no_longer_active(&c, &ids).await?)
             };
             // A connection that hangs rather than fails must not stop the watcher; sessions
             // still end at their grant's expiry without it (see `session`).
@@ -172,10 +148,7 @@ impl Control {
                 Ok(ended) => ended,
                 Err(_) => {
                     *self.client.lock().await = None;
-                    Err(format!(
-                        "the control plane did not answer in {} s",
-                        CHECK_TIMEOUT.as_secs()
-                    ))
+                    Err(ControlError::Timeout)
                 }
             };
             match ended {

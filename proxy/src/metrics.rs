@@ -20,15 +20,83 @@ use crate::audit::AuditLog;
 
 type Labels = [(&'static str, &'static str); 1];
 
+/// How a client connection ended up: the `result` label of `dbgw_proxy_connections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionResult {
+    Accepted,
+    Refused,
+    /// Start-up took longer than `limits.startup_timeout_secs`.
+    Timeout,
+    /// Over `limits.max_connections` or `limits.max_handshakes_per_address`.
+    OverLimit,
+    /// A CancelRequest.
+    Cancel,
+}
+
+impl ConnectionResult {
+    pub const ALL: [ConnectionResult; 5] = [
+        ConnectionResult::Accepted,
+        ConnectionResult::Refused,
+        ConnectionResult::Timeout,
+        ConnectionResult::OverLimit,
+        ConnectionResult::Cancel,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionResult::Accepted => "accepted",
+            ConnectionResult::Refused => "refused",
+            ConnectionResult::Timeout => "timeout",
+            ConnectionResult::OverLimit => "over_limit",
+            ConnectionResult::Cancel => "cancel",
+        }
+    }
+}
+
+/// What went wrong: the `kind` label of `dbgw_proxy_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A client broke the protocol (or a rule the proxy enforces on it).
+    Protocol,
+    /// A login was refused.
+    Auth,
+    /// The database could not be reached or refused the proxy's login.
+    Upstream,
+    /// The audit log could not accept a record (the session ends: fail closed).
+    Audit,
+    /// Reading from or writing to a socket failed.
+    Io,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Protocol,
+        ErrorKind::Auth,
+        ErrorKind::Upstream,
+        ErrorKind::Audit,
+        ErrorKind::Io,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::Audit => "audit",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
-    /// Connections by how they ended up: `accepted`, `refused`, `cancel`.
+    /// Connections by how they ended up ([`ConnectionResult`]).
     pub connections: Family<Labels, Counter>,
     pub active_sessions: Gauge,
     pub statements: Counter,
     pub bytes_from_clients: Counter,
     pub bytes_to_clients: Counter,
-    /// Errors by kind: `protocol`, `auth`, `upstream`, `audit`, `io`.
+    /// Errors by [`ErrorKind`].
     pub errors: Family<Labels, Counter>,
     pub audit: AuditMetrics,
 }
@@ -95,15 +163,18 @@ impl Metrics {
         Arc::new(Metrics { registry, ..m })
     }
 
-    pub fn error(&self, kind: &'static str) {
-        self.errors.get_or_create(&[("kind", kind)]).inc();
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&[("kind", kind.label())]).inc();
     }
 
-    pub fn connection(&self, result: &'static str) {
-        self.connections.get_or_create(&[("result", result)]).inc();
+    pub fn connection(&self, result: ConnectionResult) {
+        self.connections
+            .get_or_create(&[("result", result.label())])
+            .inc();
     }
 
-    fn render(&self) -> String {
+    /// The Prometheus text exposition (what `/metrics` answers).
+    pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String");
         out

@@ -18,6 +18,7 @@ use crate::auth::service::Verifiers;
 use crate::auth::token::TokenVerifier;
 use crate::cancel::CancelMap;
 use crate::control::Control;
+use crate::metrics::ConnectionResult;
 use crate::metrics::{self, Metrics};
 use crate::relay::Halt;
 use crate::settings::Settings;
@@ -98,16 +99,13 @@ pub struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.sessions.live.lock().unwrap().remove(&self.id);
+        startup::sync::lock(&self.sessions.live).remove(&self.id);
     }
 }
 
 impl Sessions {
     pub fn add(&self, id: &str, identity: Identity, halt: Arc<Halt>) -> Registration<'_> {
-        self.live
-            .lock()
-            .unwrap()
-            .insert(id.to_string(), (identity, halt));
+        startup::sync::lock(&self.live).insert(id.to_string(), (identity, halt));
         Registration {
             sessions: self,
             id: id.to_string(),
@@ -115,15 +113,12 @@ impl Sessions {
     }
 
     pub fn count(&self) -> usize {
-        self.live.lock().unwrap().len()
+        startup::sync::lock(&self.live).len()
     }
 
     /// The grants behind the people connected now.
     pub fn grant_ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self
-            .live
-            .lock()
-            .unwrap()
+        let mut ids: Vec<i64> = startup::sync::lock(&self.live)
             .values()
             .filter_map(|(identity, _)| match identity {
                 Identity::Person { grant_id, .. } => Some(*grant_id),
@@ -142,7 +137,7 @@ impl Sessions {
         code: &'static str,
         message: &str,
     ) -> usize {
-        let live = self.live.lock().unwrap();
+        let live = startup::sync::lock(&self.live);
         let mut n = 0;
         for (identity, halt) in live.values() {
             if which(identity) {
@@ -271,7 +266,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         if tracker.len() >= ctx.settings.limits.max_connections {
-                            ctx.metrics.connection("over_limit");
+                            ctx.metrics.connection(ConnectionResult::OverLimit);
                             drop(tcp);
                             continue;
                         }

@@ -13,6 +13,7 @@ use tokio_util::either::Either;
 use crate::audit::record::{self, Totals};
 use crate::audit::{Identity, SessionInfo};
 use crate::auth::{self, Refused};
+use crate::metrics::{ConnectionResult, ErrorKind};
 use crate::protocol::backend;
 use crate::protocol::startup::{Request, Startup};
 use crate::relay::{self, Halt};
@@ -39,7 +40,7 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         .handshakes
         .enter(peer.ip(), ctx.settings.limits.max_handshakes_per_address)
     else {
-        ctx.metrics.connection("over_limit");
+        ctx.metrics.connection(ConnectionResult::OverLimit);
         tracing::info!(session = %info.session, %peer, "too many start-ups from one address");
         let mut tcp = tcp;
         let _ = refuse(
@@ -55,7 +56,7 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
     drop(handshake);
     let Ok(Some((client, upstream, identity))) = opened else {
         if opened.is_err() {
-            ctx.metrics.connection("timeout");
+            ctx.metrics.connection(ConnectionResult::Timeout);
             tracing::info!(session = %info.session, %peer, "start-up timed out");
         }
         return;
@@ -152,9 +153,9 @@ async fn open(
     let (mut client, request) = match negotiate(ctx, tcp).await {
         Ok(x) => x,
         Err(e) => {
-            ctx.metrics.connection("refused");
+            ctx.metrics.connection(ConnectionResult::Refused);
             if !matches!(e, ReadError::Closed) {
-                ctx.metrics.error("protocol");
+                ctx.metrics.error(ErrorKind::Protocol);
                 tracing::info!(session = %info.session, %peer, error = %e, "bad start-up");
             }
             return None;
@@ -163,7 +164,7 @@ async fn open(
     let startup = match request {
         Request::Startup(s) => s,
         Request::Cancel { pid, secret } => {
-            ctx.metrics.connection("cancel");
+            ctx.metrics.connection(ConnectionResult::Cancel);
             forward_cancel(ctx, pid, &secret).await;
             return None;
         }
@@ -195,12 +196,12 @@ async fn open(
     .await
     {
         Ok((upstream, identity)) => {
-            ctx.metrics.connection("accepted");
+            ctx.metrics.connection(ConnectionResult::Accepted);
             Some((client, upstream, identity))
         }
         Err(refused) => {
-            ctx.metrics.connection("refused");
-            ctx.metrics.error("auth");
+            ctx.metrics.connection(ConnectionResult::Refused);
+            ctx.metrics.error(ErrorKind::Auth);
             tracing::info!(session = %info.session, %peer, user, reason = %refused.audit, "login refused");
             let method = method_for(&user);
             ctx.audit.record(record::auth(
@@ -378,7 +379,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|e| match e {
             UpstreamError::Refused(f) => {
-                ctx.metrics.error("upstream");
+                ctx.metrics.error(ErrorKind::Upstream);
                 Refused::new(
                     leak_safe_code(&f.code),
                     f.message.clone(),
@@ -386,7 +387,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 )
             }
             UpstreamError::Unavailable(why) => {
-                ctx.metrics.error("upstream");
+                ctx.metrics.error(ErrorKind::Upstream);
                 tracing::warn!(session = %info.session, error = %why, "upstream unavailable");
                 Refused::new(
                     "08006",

@@ -2,9 +2,9 @@
 //! `PROXY_<SECTION>__<KEY>` environment variables (see `startup::config`).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
+pub use pg_connect::TlsMode;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditSettings;
@@ -59,7 +59,7 @@ pub enum Plaintext {
 pub struct Upstream {
     pub host: String,
     pub port: u16,
-    pub tls: UpstreamTls,
+    pub tls: TlsMode,
     /// CA bundle for the database's certificate (e.g. the RDS global bundle); unset means
     /// the public web roots.
     pub ca_file: Option<PathBuf>,
@@ -68,13 +68,17 @@ pub struct Upstream {
     pub connect_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamTls {
-    /// TLS with the certificate chain and host name verified.
-    VerifyFull,
-    /// No TLS: allowed only when `host` is a loopback address (benchmarks, local tests).
-    Disable,
+impl Upstream {
+    /// The server as the workspace's connect helper sees it (its TLS policy included).
+    pub fn target(&self) -> pg_connect::Target {
+        pg_connect::Target {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,7 +132,7 @@ impl Default for Upstream {
         Upstream {
             host: "127.0.0.1".into(),
             port: 5433,
-            tls: UpstreamTls::VerifyFull,
+            tls: TlsMode::VerifyFull,
             ca_file: Some(PathBuf::from(".dev/pg/ca.crt")),
             server_name: None,
             connect_timeout_secs: 10,
@@ -151,19 +155,10 @@ impl Default for Limits {
 impl Settings {
     /// Checks what serde cannot: combinations that would weaken security.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.upstream.tls == UpstreamTls::Disable {
-            let loopback = self
-                .upstream
-                .host
-                .parse::<IpAddr>()
-                .map(|ip| ip.is_loopback())
-                .unwrap_or(self.upstream.host == "localhost");
-            anyhow::ensure!(
-                loopback,
-                "upstream.tls = \"disable\" is only allowed for a loopback upstream, not {}",
-                self.upstream.host
-            );
-        }
+        self.upstream
+            .target()
+            .check()
+            .map_err(|e| anyhow::anyhow!("upstream: {e}"))?;
         anyhow::ensure!(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.cert_file and tls.key_file go together"

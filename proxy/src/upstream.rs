@@ -17,8 +17,9 @@ use tokio_util::either::Either;
 use crate::auth::scram;
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::{frame, startup};
-use crate::settings::{self, UpstreamTls};
+use crate::settings;
 use crate::wire;
+use pg_connect::TlsMode;
 
 pub use crate::stream::UpstreamStream as Stream;
 
@@ -57,9 +58,10 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(settings: &settings::Upstream) -> anyhow::Result<Self> {
+        settings.target().check()?;
         let tls = match settings.tls {
-            UpstreamTls::Disable => None,
-            UpstreamTls::VerifyFull => {
+            TlsMode::Disable => None,
+            TlsMode::VerifyFull => {
                 let config = tls_config::client_config(settings.ca_file.as_deref())?;
                 let name = settings
                     .server_name
@@ -143,7 +145,7 @@ impl Connector {
                     match code {
                         0 => {}
                         3 => {
-                            if self.tls.is_none() && !loopback(&self.settings.host) {
+                            if self.tls.is_none() && !pg_connect::is_loopback(&self.settings.host) {
                                 return Err(unavailable("refusing to send a cleartext password without TLS"));
                             }
                             startup::password(&mut out, password.expose_secret());
@@ -241,10 +243,4 @@ impl Connector {
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
         Ok(())
     }
-}
-
-fn loopback(host: &str) -> bool {
-    host.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(host == "localhost")
 }

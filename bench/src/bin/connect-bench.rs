@@ -102,18 +102,11 @@ fn main() -> anyhow::Result<()> {
     };
     let (mut d, mut p) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        d.push(connect_ms(&direct, &cluster.ca_cert(), &script, seconds)?);
-        p.push(connect_ms(
-            &via_proxy,
-            &cluster.ca_cert(),
-            &script,
-            seconds,
-        )?);
-        eprintln!(
-            "direct {:.2} ms, proxy {:.2} ms",
-            d.last().unwrap(),
-            p.last().unwrap()
-        );
+        let direct_ms = connect_ms(&direct, &cluster.ca_cert(), &script, seconds)?;
+        let proxy_ms = connect_ms(&via_proxy, &cluster.ca_cert(), &script, seconds)?;
+        eprintln!("direct {direct_ms:.2} ms, proxy {proxy_ms:.2} ms");
+        d.push(direct_ms);
+        p.push(proxy_ms);
     }
     let (d, p) = (median(d), median(p));
     println!("pgbench -C (new TLS connection per `SELECT 1`), {seconds} s x {rounds} rounds (median), grant {}\n", grant.id);
@@ -168,7 +161,7 @@ fn connect_ms(t: &Target, ca: &Path, script: &Path, seconds: u64) -> anyhow::Res
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 

@@ -253,7 +253,7 @@ fn median(v: &[Sample]) -> Sample {
     let mut lat: Vec<f64> = v.iter().map(|s| s.latency_ms).collect();
     let mut cpu: Vec<f64> = v.iter().filter_map(|s| s.cpu_us_per_tx).collect();
     let mid = |x: &mut Vec<f64>| {
-        x.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        x.sort_by(f64::total_cmp);
         x.get(x.len() / 2).copied()
     };
     Sample {

@@ -1,16 +1,17 @@
 //! A grant from creation to revocation, against a real cluster: the person's role can log
 //! in with the stored credentials while the grant is active and cannot afterwards.
 
+// A panic is how a test reports a failure.
+#![allow(clippy::unwrap_used)]
+
 use chrono::{Duration, Utc};
-use dbgw_db::Cluster;
+use dbgw_db::testing::TestDb;
 use grants::{Check, GrantError, NewGrant};
-use secret_store::{FileStore, SecretStore};
 
 #[tokio::test]
 async fn add_check_revoke() {
-    let cluster = Cluster::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let db = TestDb::start().await;
+    let (cluster, secrets) = (&db.cluster, &db.store);
     let control = cluster.connect("dbgw").await.unwrap();
     let target = cluster.connect("postgres").await.unwrap();
 
@@ -23,7 +24,7 @@ async fn add_check_revoke() {
     let refused = grants::add(
         &control,
         &target,
-        &secrets,
+        secrets,
         NewGrant {
             email: "alice@example.com".into(),
             database: "rates".into(),
@@ -42,7 +43,7 @@ async fn add_check_revoke() {
     let grant = grants::add(
         &control,
         &target,
-        &secrets,
+        secrets,
         NewGrant {
             email: "Alice@Example.com".into(),
             database: "rates".into(),
@@ -118,9 +119,8 @@ async fn add_check_revoke() {
 
 #[tokio::test]
 async fn a_role_is_never_handed_to_another_person() {
-    let cluster = Cluster::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let db = TestDb::start().await;
+    let (cluster, secrets) = (&db.cluster, &db.store);
     let control = cluster.connect("dbgw").await.unwrap();
     let target = cluster.connect("postgres").await.unwrap();
     let new = |email: &str| NewGrant {
@@ -140,7 +140,7 @@ async fn a_role_is_never_handed_to_another_person() {
         )
         .await
         .unwrap();
-    let refused = grants::add(&control, &target, &secrets, new("kate@example.com"))
+    let refused = grants::add(&control, &target, secrets, new("kate@example.com"))
         .await
         .unwrap_err();
     assert!(matches!(refused, GrantError::RoleTaken(_)), "{refused}");
@@ -148,7 +148,7 @@ async fn a_role_is_never_handed_to_another_person() {
     // Unicode case folding would make the Kelvin sign a `k`: not the same person.
     let kelvin = "\u{212A}ate@example.com";
     assert_ne!(grants::person_role(kelvin), kate_role);
-    let other = grants::add(&control, &target, &secrets, new(kelvin))
+    let other = grants::add(&control, &target, secrets, new(kelvin))
         .await
         .unwrap();
     assert_ne!(other.db_user, kate_role);
@@ -166,9 +166,8 @@ async fn a_role_is_never_handed_to_another_person() {
 /// grant's role away, keeps the other grant working, and removes LOGIN only at the end.
 #[tokio::test]
 async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
-    let cluster = Cluster::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let db = TestDb::start().await;
+    let (cluster, secrets) = (&db.cluster, &db.store);
     let control = cluster.connect("dbgw").await.unwrap();
     let target = cluster.connect("postgres").await.unwrap();
     let new = |role: &str| NewGrant {
@@ -178,10 +177,10 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         expires_at: Utc::now() + Duration::hours(1),
         created_by: "test".into(),
     };
-    let writer = grants::add(&control, &target, &secrets, new("rates_writer"))
+    let writer = grants::add(&control, &target, secrets, new("rates_writer"))
         .await
         .unwrap();
-    let reader = grants::add(&control, &target, &secrets, new("rates_reader"))
+    let reader = grants::add(&control, &target, secrets, new("rates_reader"))
         .await
         .unwrap();
     let user = reader.db_user.clone();
@@ -249,10 +248,10 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         email: "gina@example.com".into(),
         ..new(role)
     };
-    let writer = grants::add(&control, &target, &secrets, gina("rates_writer"))
+    let writer = grants::add(&control, &target, secrets, gina("rates_writer"))
         .await
         .unwrap();
-    let reader = grants::add(&control, &target, &secrets, gina("rates_reader"))
+    let reader = grants::add(&control, &target, secrets, gina("rates_reader"))
         .await
         .unwrap();
     expire(&control, writer.id).await;
@@ -272,18 +271,15 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
 /// of a request is written once however often it is recorded.
 #[tokio::test]
 async fn steps_are_idempotent_and_a_request_has_one_grant() {
-    let cluster = Cluster::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = SecretStore::File(FileStore::new(dir.path().to_path_buf()));
+    let db = TestDb::start().await;
+    let (cluster, secrets) = (&db.cluster, &db.store);
     let control = cluster.connect("dbgw").await.unwrap();
     let target = cluster.connect("postgres").await.unwrap();
     let user = grants::person_role("finn@example.com");
     assert!(grants::ensure_role(&target, &user).await.unwrap());
     assert!(!grants::ensure_role(&target, &user).await.unwrap());
     assert!(!grants::can_login(&target, &user).await.unwrap());
-    grants::set_password(&target, &secrets, &user)
-        .await
-        .unwrap();
+    grants::set_password(&target, secrets, &user).await.unwrap();
     assert!(grants::grant_membership(&target, &user, "rates_reader")
         .await
         .unwrap());

@@ -46,4 +46,7 @@ pub fn init(settings: &LogSettings) {
     };
     // A second init (tests starting several servers in one process) keeps the first.
     let _ = result;
+    for note in crate::config::take_notes() {
+        tracing::warn!("{note}");
+    }
 }

@@ -176,6 +176,14 @@ struct Synced {
     error: Option<String>,
 }
 
+/// Takes one of the audit log's locks. Poisoned means a thread panicked while holding it and
+/// may have left the chain half-advanced: nothing more may be accepted, so this panics too
+/// (each session that tries to log ends; no statement runs unrecorded).
+fn held<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock()
+        .expect("the audit writer panicked while holding its state: refusing to log (fail closed)")
+}
+
 pub struct AuditLog {
     settings: AuditSettings,
     state: Mutex<State>,
@@ -239,7 +247,7 @@ impl AuditLog {
             .map_err(|_| anyhow::anyhow!("the audit log refused its first record"))?;
         // The first record is on disk before anything is served.
         log.write_batch();
-        if let Some(e) = log.state.lock().unwrap().failed.clone() {
+        if let Some(e) = held(&log.state).failed.clone() {
             anyhow::bail!("audit log: {e}");
         }
         let writer = log.clone();
@@ -247,7 +255,7 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.writer_loop())?;
         let _ = log.writer_thread.set(handle.thread().clone());
-        *log.writer.lock().unwrap() = Some(handle);
+        *held(&log.writer) = Some(handle);
         Ok(log)
     }
 
@@ -264,7 +272,7 @@ impl AuditLog {
     /// are accepted under the configured durability.
     pub async fn accept(&self, bodies: &[String]) -> Result<u64, AuditError> {
         // Backpressure: a writer that falls behind slows clients; nothing is dropped.
-        while self.state.lock().unwrap().batch.len() > self.settings.max_buffered_bytes {
+        while held(&self.state).batch.len() > self.settings.max_buffered_bytes {
             let drained = self.drained.notified();
             self.wake_writer();
             drained.await;
@@ -278,7 +286,7 @@ impl AuditLog {
                 Err(Append::Refused(e)) => return Err(e),
                 Err(Append::NoSpace { need }) => {
                     let failed = {
-                        let st = self.state.lock().unwrap();
+                        let st = held(&self.state);
                         st.reserve_error
                             .clone()
                             .filter(|_| st.segment.reserved < need)
@@ -326,13 +334,13 @@ impl AuditLog {
 
     /// The last head published (or the chain's end when the writer started).
     pub fn head(&self) -> (u64, [u8; 32]) {
-        self.state.lock().unwrap().written_head
+        held(&self.state).written_head
     }
 
     /// Writes what is batched now, from the caller's thread (tests, shutdown).
     pub fn flush(&self) -> Result<(), AuditError> {
         self.write_batch();
-        match self.state.lock().unwrap().failed.clone() {
+        match held(&self.state).failed.clone() {
             Some(e) => Err(AuditError(e)),
             None => Ok(()),
         }
@@ -340,14 +348,14 @@ impl AuditLog {
 
     /// Stops the writer after a last write and sync: the last thing the proxy does.
     pub fn close(&self) -> Result<(), AuditError> {
-        self.state.lock().unwrap().closed = true;
+        held(&self.state).closed = true;
         self.wake_writer();
-        if let Some(handle) = self.writer.lock().unwrap().take() {
+        if let Some(handle) = held(&self.writer).take() {
             let _ = handle.join();
         }
         self.flush()?;
         {
-            let st = self.state.lock().unwrap();
+            let st = held(&self.state);
             st.segment
                 .finish()
                 .map_err(|e| AuditError(format!("closing {}: {e}", st.segment.path.display())))?;
@@ -360,7 +368,7 @@ impl AuditLog {
     /// when the log is failing or their space is not reserved. Returns the sequence numbers
     /// of the first and last.
     fn append(&self, bodies: &[String], refusable: bool) -> Result<(u64, u64), Append> {
-        let mut st = self.state.lock().unwrap();
+        let mut st = held(&self.state);
         if refusable {
             if st.closed {
                 return Err(Append::Refused(AuditError(
@@ -428,7 +436,7 @@ impl AuditLog {
         let mut last_head = Instant::now();
         loop {
             let (idle, closed, failing, since, wants_space) = {
-                let st = self.state.lock().unwrap();
+                let st = held(&self.state);
                 (
                     st.batch.is_empty(),
                     st.closed,
@@ -474,9 +482,9 @@ impl AuditLog {
     /// Writes the batch (outside the state lock), syncs it in fsync mode, and rotates the
     /// file when it is due.
     fn write_batch(&self) {
-        let _one = self.writing.lock().unwrap();
+        let _one = held(&self.writing);
         let (file, bytes, last, records) = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = held(&self.state);
             if st.batch.is_empty() {
                 return;
             }
@@ -492,7 +500,7 @@ impl AuditLog {
                 Ok(())
             }
         });
-        let mut st = self.state.lock().unwrap();
+        let mut st = held(&self.state);
         match result {
             Ok(()) => {
                 st.segment.written += bytes.len() as u64;
@@ -540,9 +548,9 @@ impl AuditLog {
 
     /// Keeps disk space reserved ahead of the data, and for what sessions wait to append.
     fn maintain(&self) {
-        let _one = self.writing.lock().unwrap();
+        let _one = held(&self.writing);
         let (file, written, reserved, pending, wanted) = {
-            let st = self.state.lock().unwrap();
+            let st = held(&self.state);
             let s = &st.segment;
             (
                 s.file.clone(),
@@ -557,7 +565,7 @@ impl AuditLog {
             let want = (written + pending + self.settings.reserve_bytes)
                 .max(wanted + self.settings.reserve_bytes / 2);
             let result = reserve(&file, reserved, want - reserved);
-            let mut st = self.state.lock().unwrap();
+            let mut st = held(&self.state);
             match result {
                 Ok(()) => {
                     st.segment.reserved = want;
@@ -573,7 +581,7 @@ impl AuditLog {
         } else {
             true
         };
-        let failed = self.state.lock().unwrap().failed.is_some();
+        let failed = held(&self.state).failed.is_some();
         self.healthy.store(ok && !failed, Ordering::Relaxed);
         self.drained.notify_waiters();
     }
@@ -581,7 +589,7 @@ impl AuditLog {
     /// Publishes the head when it is due (or `now`): the records it names are synced first.
     fn publish_head(&self, now: bool) {
         let (file, path, head, published) = {
-            let st = self.state.lock().unwrap();
+            let st = held(&self.state);
             (
                 st.segment.file.clone(),
                 st.segment.path.clone(),
@@ -605,7 +613,7 @@ impl AuditLog {
             .publish(&super::head::path(&self.settings))
         });
         match published_now {
-            Ok(()) => self.state.lock().unwrap().published = head.0,
+            Ok(()) => held(&self.state).published = head.0,
             Err(e) => tracing::warn!(error = %e, "publishing the audit head failed"),
         }
     }
@@ -614,12 +622,12 @@ impl AuditLog {
     /// names the new one; the chain runs on.
     /// The caller holds the `writing` lock.
     fn rotate(&self) -> anyhow::Result<()> {
-        let next_seq = self.state.lock().unwrap().seq + 1;
+        let next_seq = held(&self.state).seq + 1;
         let path = self.settings.dir.join(file_name(next_seq));
         let new = Segment::create(&path, self.settings.reserve_bytes)?;
         let (last_seq, last_hash);
         let (old, bytes, records) = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = held(&self.state);
             let mut body = String::new();
             super::record::push_ts(&mut body);
             body.push_str(",\"type\":\"rotate\",");
@@ -650,7 +658,7 @@ impl AuditLog {
         if let Err(e) = (&*old.file).write_all(&bytes) {
             // Those records go to the new file instead, still in chain order.
             let _ = old.file.set_len(old.written);
-            let mut st = self.state.lock().unwrap();
+            let mut st = held(&self.state);
             let mut again = bytes;
             again.extend_from_slice(&st.batch);
             st.batch = again;
@@ -665,7 +673,7 @@ impl AuditLog {
         }
         .finish()?;
         // finish() synced them: sessions waiting in fsync mode may go on.
-        self.state.lock().unwrap().written_head = (last_seq, last_hash);
+        held(&self.state).written_head = (last_seq, last_hash);
         self.synced.send_modify(|s| s.seq = s.seq.max(last_seq));
         Ok(())
     }

@@ -198,11 +198,14 @@ fn cached_salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 
     key.update(salt);
     key.update(iterations.to_be_bytes());
     let key: [u8; 32] = key.finalize().into();
-    if let Some(hit) = SALTED.lock().unwrap().as_ref().and_then(|m| m.get(&key)) {
+    if let Some(hit) = startup::sync::lock(&SALTED)
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
         return *hit;
     }
     let salted = salted_password(password, salt, iterations);
-    let mut guard = SALTED.lock().unwrap();
+    let mut guard = startup::sync::lock(&SALTED);
     let map = guard.get_or_insert_with(HashMap::new);
     if map.len() > 10_000 {
         map.clear();

@@ -228,7 +228,7 @@ impl TokenVerifier {
             return Err(unavailable("the JWKS has no usable signing key".into()));
         }
         tracing::info!(keys = by_kid.len(), issuer = %self.settings.issuer, "identity provider keys loaded");
-        self.keys.write().unwrap().by_kid = by_kid;
+        startup::sync::write(&self.keys).by_kid = by_kid;
         Ok(())
     }
 
@@ -260,7 +260,7 @@ impl TokenVerifier {
     }
 
     fn key(&self, kid: &str) -> Option<Arc<Key>> {
-        self.keys.read().unwrap().by_kid.get(kid).cloned()
+        startup::sync::read(&self.keys).by_kid.get(kid).cloned()
     }
 
     /// Finds the key for `kid`, fetching the keys again if it is new to us (rate-limited).
@@ -269,7 +269,7 @@ impl TokenVerifier {
             return Ok(k);
         }
         let may_fetch = {
-            let mut keys = self.keys.write().unwrap();
+            let mut keys = startup::sync::write(&self.keys);
             let min = Duration::from_secs(self.settings.unknown_key_refetch_secs.max(1));
             let due = keys.unknown_fetch.is_none_or(|at| at.elapsed() >= min);
             if due {

@@ -16,6 +16,7 @@ use super::ledger::{Action, Intent};
 use super::{not_forwarded, Deps, Halt, Link, Stop};
 use crate::audit::record::{self, Outcome, Via};
 use crate::audit::SessionInfo;
+use crate::metrics::ErrorKind;
 use crate::protocol::{frame, frontend as fe};
 
 /// Returns `Ok` when the client has left (Terminate forwarded, or its connection closed and
@@ -39,7 +40,7 @@ where
     let io = |e: std::io::Error| Stop {
         code: "08006",
         message: format!("connection to the database failed: {e}"),
-        kind: "io",
+        kind: ErrorKind::Io,
     };
     loop {
         if buf.capacity() - buf.len() < 4096 {
@@ -253,7 +254,7 @@ async fn accept(
                 return Err(Stop {
                     code: "58030",
                     message: format!("{e}; the statement was not executed"),
-                    kind: "audit",
+                    kind: ErrorKind::Audit,
                 });
             }
         }

@@ -1865,7 +1865,7 @@ fn check_parameter(body: &[u8]) -> Result<(), Violation> {
 #[cfg(test)]
 mod tests {
     //! The ledger alone: client messages in, server messages in, the records and outcomes
-    //! it decides. (Against a real server: `tests/ledger.rs`.)
+    //! it decides. (Against a real server: `tests/proxy/ledger.rs`.)
     use super::*;
 
     fn cstr(b: &mut Vec<u8>, s: &str) {

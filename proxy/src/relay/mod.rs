@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::record::{self, Outcome, Totals};
 use crate::audit::{AuditLog, SessionInfo};
+use crate::metrics::ErrorKind;
 use crate::metrics::Metrics;
 use crate::protocol::backend as be;
 use crate::settings::Limits;
@@ -103,7 +104,7 @@ impl End {
 pub(crate) struct Stop {
     pub code: &'static str,
     pub message: String,
-    pub kind: &'static str,
+    pub kind: ErrorKind,
 }
 
 impl From<ledger::Violation> for Stop {
@@ -111,7 +112,7 @@ impl From<ledger::Violation> for Stop {
         Stop {
             code: v.sqlstate(),
             message: v.to_string(),
-            kind: "protocol",
+            kind: ErrorKind::Protocol,
         }
     }
 }

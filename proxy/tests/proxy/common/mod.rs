@@ -1,7 +1,6 @@
 //! The stack every proxy test runs against: a throwaway PostgreSQL cluster (TLS, SCRAM), the
 //! proxy in-process on free ports with its own TLS certificate, secret store and audit
 //! directory, and helpers to read what the audit log says.
-#![allow(dead_code)]
 
 pub mod wire;
 
@@ -10,18 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use dbgw_db::testing::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use proxy::audit::Durability;
 use proxy::server::{Context, Server};
 use proxy::settings::{Plaintext, Settings};
 use secrecy::ExposeSecret;
-use secret_store::{DbCredentials, FileStore, SecretStore};
+use secret_store::DbCredentials;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 pub struct Stack {
-    pub cluster: Cluster,
+    pub cluster: Arc<Cluster>,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
@@ -30,8 +29,7 @@ pub struct Stack {
     /// The application account (read-only) and a writer account, both known to the proxy.
     pub app: DbCredentials,
     pub writer: DbCredentials,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    served: Served<anyhow::Result<()>>,
 }
 
 pub struct Options {
@@ -69,14 +67,9 @@ impl Stack {
     }
 
     pub async fn with(opts: Options) -> Stack {
-        let cluster = Cluster::start().expect("cluster");
-        let dir = tempfile::tempdir().unwrap();
-        let store = SecretStore::File(FileStore::new(dir.path().join("secrets")));
-        let app = cluster.login_for("rates_api").await.unwrap();
-        store
-            .put_db_credentials("dbgw/rates-api", &app)
-            .await
-            .unwrap();
+        let db = TestDb::start().await;
+        let app = db.login("rates_api", "dbgw/rates-api").await;
+        let cluster = db.cluster.clone();
 
         // A writer account and a table it may change.
         let admin = cluster.connect("rates").await.unwrap();
@@ -90,14 +83,10 @@ impl Stack {
             )
             .await
             .unwrap();
-        let writer = cluster.login_for("app_writer").await.unwrap();
-        store
-            .put_db_credentials("dbgw/app-writer", &writer)
-            .await
-            .unwrap();
+        let writer = db.login("app_writer", "dbgw/app-writer").await;
 
         let (cert, key) = cluster
-            .issue_cert(&["localhost", "127.0.0.1"], dir.path(), "proxy")
+            .issue_cert(&["localhost", "127.0.0.1"], db.dir.path(), "proxy")
             .unwrap();
         let mut settings = Settings {
             listen: "127.0.0.1:0".into(),
@@ -113,8 +102,10 @@ impl Stack {
         settings
             .services
             .insert("app_writer".into(), "dbgw/app-writer".into());
-        settings.secrets.dir = dir.path().join("secrets");
-        settings.audit.dir = opts.audit_dir.unwrap_or_else(|| dir.path().join("audit"));
+        settings.secrets.dir = db.secrets_dir();
+        settings.audit.dir = opts
+            .audit_dir
+            .unwrap_or_else(|| db.dir.path().join("audit"));
         settings.audit.durability = opts.durability;
         settings.audit.param_cap_bytes = opts.param_cap;
         settings.audit.reserve_bytes = opts.reserve_bytes;
@@ -124,30 +115,22 @@ impl Stack {
             settings.oidc.issuer = issuer;
             settings.oidc.unknown_key_refetch_secs = 1;
             settings.grants.poll_interval_ms = 500;
-            let control = cluster.login_for("dbgw_proxy").await.unwrap();
-            store
-                .put_db_credentials("dbgw/proxy-control", &control)
-                .await
-                .unwrap();
+            db.login("dbgw_proxy", "dbgw/proxy-control").await;
         }
 
         let server = Server::bind(settings).await.expect("proxy binds");
         let (addr, admin_addr, ctx) = (server.local_addr(), server.admin_addr(), server.context());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
+        let served = Served::spawn(|stop| server.run(stop));
         Stack {
             ca: cluster.ca_cert(),
             cluster,
-            dir,
+            dir: db.dir,
             addr,
             admin: admin_addr,
             ctx,
             app,
             writer,
-            stop: Some(tx),
-            task: Some(task),
+            served,
         }
     }
 
@@ -260,13 +243,8 @@ impl Stack {
         .unwrap()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    pub async fn stop(self) {
+        self.served.stop().await.unwrap();
     }
 }
 

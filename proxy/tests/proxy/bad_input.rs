@@ -1,8 +1,8 @@
 //! Bad input gets a clear error, loses nothing, and never disturbs other sessions.
 
-mod common;
+use crate::common;
 
-use common::{query_msg, sqlstate, Options, RawClient, Stack};
+use crate::common::{query_msg, sqlstate, Options, RawClient, Stack};
 use proxy::settings::Plaintext;
 
 async fn stack() -> Stack {

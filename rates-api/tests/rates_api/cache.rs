@@ -1,11 +1,11 @@
 //! The answer cache: a repeated question is answered from memory, and a change to the data
 //! is visible at once (the database notifies; the cache forgets).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::spawn_app;
+use crate::common::spawn_app;
 
 const DAY: &str = "2021-01-05";
 

@@ -4,12 +4,12 @@
 //! returns its own id, so what the client receives says which text the server ran; the
 //! audit's successful executions must name the same texts, in the same order.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 
-use common::wire::*;
-use common::{query_msg, RawClient, Stack};
+use crate::common::wire::*;
+use crate::common::{query_msg, RawClient, Stack};
 use proxy::settings::Plaintext;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,9 +1,7 @@
 //! Real clients through the proxy: each test checks that the audit log holds exactly the
 //! statements the client ran, with parameters and outcomes, and that the chain verifies.
 
-mod common;
-
-use common::{assert_chain_verifies, executions, Stack};
+use crate::common::{assert_chain_verifies, executions, Stack};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

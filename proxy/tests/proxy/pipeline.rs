@@ -4,10 +4,10 @@
 //! raw client, against the real server; each test checks that the audit record of what ran
 //! carries the text the server ran.
 
-mod common;
+use crate::common;
 
-use common::wire::*;
-use common::{executions, query_msg, sqlstate, RawClient, Stack};
+use crate::common::wire::*;
+use crate::common::{executions, query_msg, sqlstate, RawClient, Stack};
 use proxy::settings::Plaintext;
 use serde_json::Value;
 

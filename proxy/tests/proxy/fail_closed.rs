@@ -1,12 +1,12 @@
 //! Write-ahead and fail-closed: when the audit log cannot be written, nothing executes, and
 //! the proxy recovers by itself once it can write again. Also: the database going away.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Options, Stack};
+use crate::common::{Options, Stack};
 use proxy::audit::Durability;
 
 /// A tiny tmpfs: a real filesystem that really fills up. Unmounted on drop.

@@ -1,11 +1,11 @@
 //! The audit chain: it runs on across rotations and restarts, and `proxy audit verify` names
 //! the first record that was altered, removed, inserted or reordered.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::verify;
+use crate::common::verify;
 use proxy::audit::writer::{audit_files, AuditMetrics};
 use proxy::audit::{AuditLog, AuditSettings};
 

@@ -1,10 +1,8 @@
 //! Health checks, the root route, unknown paths and metrics.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::spawn_app;
+use crate::common::spawn_app;
 
 #[tokio::test]
 async fn readiness_follows_the_database_and_liveness_does_not() {

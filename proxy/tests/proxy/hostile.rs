@@ -4,11 +4,11 @@
 //! parameters that did it are in a record written before it ran (the record's timestamp
 //! precedes the row the statement left behind) and attributed to that execution.
 
-mod common;
+use crate::common;
 
+use crate::common::wire::*;
+use crate::common::{query_msg, sqlstate, RawClient, Stack};
 use chrono::{DateTime, Utc};
-use common::wire::*;
-use common::{query_msg, sqlstate, RawClient, Stack};
 use proxy::settings::Plaintext;
 use serde_json::Value;
 

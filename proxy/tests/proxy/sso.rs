@@ -2,12 +2,12 @@
 //! token. Every refusal is clear and audited; key rotation needs no restart; revoking a grant
 //! closes the person's open sessions within seconds.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{executions, public_pem, signing_key, Options, Stack};
 use base64::Engine;
-use common::{executions, public_pem, signing_key, Options, Stack};
 use dev_idp::DevIdp;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use proxy::settings::Plaintext;

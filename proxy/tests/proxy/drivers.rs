@@ -2,12 +2,10 @@
 //! Their dependencies are pinned in tests/clients (requirements.txt, package-lock.json) and
 //! installed by `make test`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{assert_chain_verifies, executions, Stack};
+use crate::common::{assert_chain_verifies, executions, Stack};
 use serde_json::json;
 
 fn clients_dir() -> &'static Path {

@@ -3,18 +3,16 @@
 //! store, and the real application on port 0, configured exactly as in production apart from
 //! addresses.
 
-#![allow(dead_code)] // Each test binary uses a different part of this module.
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbgw_db::testing::{Served, TestDb};
 use dbgw_db::Cluster;
-use rates_api::settings::{HumanDuration, TlsMode};
+use rates_api::settings::TlsMode;
 use rates_api::{Application, Settings};
-use secret_store::{DbCredentials, FileStore, SecretStore};
+use secret_store::{DbCredentials, SecretStore};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 pub const SECRET_ID: &str = "dbgw/rates-api";
 
@@ -29,19 +27,13 @@ pub struct Db {
 
 impl Db {
     pub async fn start() -> Db {
-        let cluster = tokio::task::spawn_blocking(Cluster::start)
-            .await
-            .unwrap()
-            .expect("start a throwaway cluster (is PostgreSQL installed?)");
-        let secrets = tempfile::tempdir().unwrap();
-        let store = SecretStore::File(FileStore::new(secrets.path().to_path_buf()));
-        let creds = cluster.login_for("rates_api").await.unwrap();
-        store.put_db_credentials(SECRET_ID, &creds).await.unwrap();
-        let admin = cluster.connect("rates").await.unwrap();
+        let db = TestDb::start().await;
+        let creds = db.login("rates_api", SECRET_ID).await;
+        let admin = db.cluster.connect("rates").await.unwrap();
         Db {
-            cluster: Arc::new(cluster),
-            secrets,
-            store,
+            cluster: db.cluster,
+            secrets: db.dir,
+            store: db.store,
             creds,
             admin,
         }
@@ -59,8 +51,8 @@ impl Db {
         s.database.ca_file = self.cluster.ca_cert();
         s.database.secret = SECRET_ID.into();
         s.database.pool_size = 4;
-        s.database.connect_timeout = HumanDuration::secs(2);
-        s.secrets.dir = self.secrets.path().to_path_buf();
+        s.database.connect_timeout_secs = 2;
+        s.secrets.dir = self.secrets.path().join("secrets");
         s
     }
 
@@ -94,8 +86,7 @@ pub struct TestApp {
     pub db: Db,
     pub base: String,
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    served: Served<std::io::Result<()>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -108,16 +99,12 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("build the app");
     let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let served = Served::spawn(|stop| app.run_until_stopped(stop));
     TestApp {
         db,
         base,
         http: http_client(),
-        stop: Some(stop),
-        served: Some(served),
+        served,
     }
 }
 
@@ -163,13 +150,8 @@ impl TestApp {
         body["rates"].as_array().expect("a rates array").clone()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(served) = self.served.take() {
-            served.await.unwrap().unwrap();
-        }
+    pub async fn stop(self) {
+        self.served.stop().await.unwrap();
     }
 }
 

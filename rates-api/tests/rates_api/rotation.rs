@@ -1,12 +1,9 @@
 //! Password rotation: a new password in the database and the secret store is picked up by
 //! new connections, without restarting the service.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{spawn_app_with, SECRET_ID};
-use rates_api::settings::HumanDuration;
+use crate::common::{spawn_app_with, SECRET_ID};
 
 async fn backends(admin: &tokio_postgres::Client) -> Vec<i32> {
     admin
@@ -25,8 +22,8 @@ async fn backends(admin: &tokio_postgres::Client) -> Vec<i32> {
 async fn a_rotated_password_is_picked_up_without_a_restart() {
     let app = spawn_app_with(|s| {
         s.database.pool_size = 1;
-        s.database.max_lifetime = HumanDuration::secs(1);
-        s.database.credentials_ttl = HumanDuration::parse("100ms").unwrap();
+        s.database.max_lifetime_secs = 1;
+        s.database.credentials_ttl_ms = 100;
     })
     .await;
     let db = &app.db;

@@ -1,12 +1,10 @@
 //! The binary, configured from the environment, stops cleanly on SIGTERM: it refuses new
 //! connections at once, finishes the request in flight with correct data, and exits 0.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_day, expected_totals, http_client, Db};
+use crate::common::{assert_day, expected_totals, http_client, Db};
 use secrecy::ExposeSecret;
 
 fn free_port() -> u16 {
@@ -46,7 +44,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let child = Command::new(env!("CARGO_BIN_EXE_rates-api"))
         .envs(db.env(&format!("127.0.0.1:{port}")))
         // The blocked request must outlast the test's steps, not hit the timeout.
-        .env("RATES_API_DATABASE__STATEMENT_TIMEOUT", "60s")
+        .env("RATES_API_DATABASE__STATEMENT_TIMEOUT_MS", "60000")
         .env("RATES_API_LOG__LEVEL", "debug")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

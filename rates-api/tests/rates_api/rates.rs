@@ -1,8 +1,6 @@
 //! `GET /rates` against the real data, every expected value computed independently in SQL.
 
-mod common;
-
-use common::{assert_day, expected_totals, ports_under, spawn_app};
+use crate::common::{assert_day, expected_totals, ports_under, spawn_app};
 use serde_json::Value;
 
 fn codes(list: &[&str]) -> Vec<String> {

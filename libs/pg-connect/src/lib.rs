@@ -1,0 +1,276 @@
+//! The one way dbgw components reach PostgreSQL. A [`Target`] says where the server is and
+//! how to trust it ([`TlsMode`]); [`Target::connector`] checks the policy once (plain TCP
+//! only to a loopback address) and builds the TLS set-up once; [`Connector::connect`] opens
+//! tokio-postgres connections with it. The proxy's own wire-level upstream uses the same
+//! policy through [`Target::check`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use secret_store::DbCredentials;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config};
+
+/// How a connection to the database is protected.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// TLS required, the certificate chain and host name verified (libpq's `verify-full`).
+    VerifyFull,
+    /// Plain TCP: allowed only to a loopback address (the local stack, benchmarks).
+    Disable,
+}
+
+/// Where a PostgreSQL server is and how it is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// CA bundle that signed the server's certificate; `None` trusts the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Limit on TCP connect plus TLS handshake plus login.
+    pub connect_timeout: Duration,
+}
+
+/// Why a connection could not be opened. Never carries a password.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Policy(String),
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    #[error("connecting to {what}: {source}")]
+    Postgres {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl ConnectError {
+    /// The server's error, when the server answered (a refused login, a missing database).
+    pub fn postgres(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            ConnectError::Postgres { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `host` names this machine: an IP loopback address or `localhost`.
+pub fn is_loopback(host: &str) -> bool {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost",
+    }
+}
+
+impl Target {
+    /// The policy: TLS may be off only when the server is on this machine, so that no
+    /// password or query crosses a network in the clear.
+    pub fn check(&self) -> Result<(), ConnectError> {
+        if self.tls == TlsMode::Disable && !is_loopback(&self.host) {
+            return Err(ConnectError::Policy(format!(
+                "tls = \"disable\" is only allowed for a loopback database, not {}",
+                self.host
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the policy and builds the TLS set-up, once for all connections to the target.
+    pub fn connector(&self) -> Result<Connector, ConnectError> {
+        self.check()?;
+        let tls = match self.tls {
+            TlsMode::Disable => None,
+            TlsMode::VerifyFull => Some(
+                tls_config::postgres_connector(self.ca_file.as_deref())
+                    .map_err(|e| ConnectError::Tls(format!("{e:#}")))?,
+            ),
+        };
+        Ok(Connector {
+            target: self.clone(),
+            tls,
+        })
+    }
+
+    /// One connection as `creds` to `dbname`; for connections opened now and then. Pools
+    /// keep a [`Connector`] instead.
+    pub async fn connect(
+        &self,
+        dbname: &str,
+        creds: &DbCredentials,
+        application: &str,
+    ) -> Result<Client, ConnectError> {
+        let connector = self.connector()?;
+        let (client, _driver) = connector
+            .connect(&connector.config(dbname, creds, application))
+            .await?;
+        Ok(client)
+    }
+}
+
+/// A checked [`Target`] with its TLS set-up built.
+#[derive(Clone)]
+pub struct Connector {
+    target: Target,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Connector {
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// tokio-postgres settings for `creds` on `dbname`; callers add their own (`options`).
+    pub fn config(&self, dbname: &str, creds: &DbCredentials, application: &str) -> Config {
+        let t = &self.target;
+        let mut config = Config::new();
+        config
+            .host(&t.host)
+            .port(t.port)
+            .dbname(dbname)
+            .user(&creds.username)
+            .password(creds.password.expose_secret())
+            .application_name(application)
+            .connect_timeout(t.connect_timeout)
+            .ssl_mode(match self.tls {
+                Some(_) => SslMode::Require,
+                None => SslMode::Disable,
+            });
+        config
+    }
+
+    /// Opens a connection with `config` (from [`Connector::config`]). A spawned task drives
+    /// it; its handle is returned for callers that end it early (dropping it detaches).
+    pub async fn connect(&self, config: &Config) -> Result<(Client, JoinHandle<()>), ConnectError> {
+        let what = self.describe(config);
+        let fail = |source| ConnectError::Postgres { what, source };
+        match &self.tls {
+            Some(tls) => {
+                let (client, connection) = config.connect(tls.clone()).await.map_err(fail)?;
+                Ok((client, tokio::spawn(drive(connection))))
+            }
+            None => {
+                let (client, connection) =
+                    config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+                Ok((client, tokio::spawn(drive(connection))))
+            }
+        }
+    }
+}
+
+/// Server messages that are not answers to queries (`NOTIFY` notifications, notices), as
+/// they arrive; the stream ends when the connection does.
+pub type Messages = tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>;
+
+impl Connector {
+    /// Like [`Connector::connect`], and hands over the connection's notifications (for
+    /// `LISTEN`): the driving task forwards them instead of dropping them.
+    pub async fn connect_listening(
+        &self,
+        config: &Config,
+    ) -> Result<(Client, Messages, JoinHandle<()>), ConnectError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let what = self.describe(config);
+        let fail = |source| ConnectError::Postgres { what, source };
+        let (client, task) = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = config.connect(tls.clone()).await.map_err(fail)?;
+                (client, tokio::spawn(forward(connection, tx)))
+            }
+            None => {
+                let (client, connection) =
+                    config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+                (client, tokio::spawn(forward(connection, tx)))
+            }
+        };
+        Ok((client, rx, task))
+    }
+
+    fn describe(&self, config: &Config) -> String {
+        format!(
+            "{}:{} (database {}, user {})",
+            self.target.host,
+            self.target.port,
+            config.get_dbname().unwrap_or("?"),
+            config.get_user().unwrap_or("?")
+        )
+    }
+}
+
+async fn forward<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::UnboundedSender<tokio_postgres::AsyncMessage>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(message)) => {
+                // A listener that went away still needs the connection driven until the
+                // client is dropped.
+                let _ = tx.send(message);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "database connection ended");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+async fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "database connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(host: &str, tls: TlsMode) -> Target {
+        Target {
+            host: host.into(),
+            port: 5432,
+            tls,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn plain_tcp_only_to_this_machine() {
+        for host in ["127.0.0.1", "::1", "localhost", "127.3.4.5"] {
+            assert!(target(host, TlsMode::Disable).check().is_ok(), "{host}");
+        }
+        for host in [
+            "10.0.0.5",
+            "db.internal",
+            "localhost.evil.example",
+            "0.0.0.0",
+        ] {
+            let err = target(host, TlsMode::Disable).check().unwrap_err();
+            assert!(err.to_string().contains("loopback"), "{host}: {err}");
+            assert!(target(host, TlsMode::VerifyFull).check().is_ok(), "{host}");
+        }
+    }
+
+    #[test]
+    fn modes_are_spelled_as_libpq_spells_them() {
+        let m: TlsMode = serde_json::from_str("\"verify-full\"").unwrap();
+        assert_eq!(m, TlsMode::VerifyFull);
+        assert!(serde_json::from_str::<TlsMode>("\"prefer\"").is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! The documentation keeps up with the code: every configuration key, metric, metric label
+//! and label value the proxy has is in docs/proxy.md.
+
+use dbgw_db::testing::{assert_documented, config_keys, metric_names};
+use proxy::metrics::{ConnectionResult, ErrorKind, Metrics};
+use proxy::settings::Settings;
+
+const DOC: &str = "docs/proxy.md";
+
+#[test]
+fn every_configuration_key_is_documented() {
+    let keys = config_keys(&Settings::default(), &["services"]);
+    assert!(keys.contains(&"upstream.tls".to_string()), "{keys:?}");
+    assert_documented(DOC, "configuration keys", &keys);
+}
+
+#[test]
+fn every_metric_and_label_is_documented() {
+    let metrics = Metrics::new();
+    for result in ConnectionResult::ALL {
+        metrics.connection(result);
+    }
+    for kind in ErrorKind::ALL {
+        metrics.error(kind);
+    }
+    let (names, labels) = metric_names(&metrics.render());
+    assert!(
+        names.contains(&"dbgw_proxy_connections_total".to_string()),
+        "{names:?}"
+    );
+    assert_documented(DOC, "metrics", &names);
+    assert_documented(DOC, "metric labels", &labels);
+    let values: Vec<String> = ConnectionResult::ALL
+        .iter()
+        .map(|r| r.label())
+        .chain(ErrorKind::ALL.iter().map(|k| k.label()))
+        .map(String::from)
+        .collect();
+    assert_documented(DOC, "metric label values", &values);
+}

@@ -1,0 +1,20 @@
+//! The proxy's integration tests, one binary (zero2prod's layout): each module attacks or
+//! exercises one promise against a real PostgreSQL through the proxy (see `common`).
+//! `DBGW_TEST_LOG=debug` shows the proxy's logs of a failing test.
+
+// A panic is how a test reports a failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod audit_chain;
+mod bad_input;
+mod clients;
+mod docs;
+mod drivers;
+mod fail_closed;
+mod hostile;
+mod ledger;
+mod lexer;
+mod pipeline;
+mod sso;

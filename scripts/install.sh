@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The one installer behind `make up` and `make test`: installs what is missing, says what it
+# installs, and skips what is already there. As root, or through sudo.
+#
+#   scripts/install.sh runtime   what `make up` needs: PostgreSQL's server and client (15),
+#                                Node.js 20+ and the development identity provider's packages
+#   scripts/install.sh test      all of that, plus what the tests use: pgbouncer, socat, wrk,
+#                                Chromium and its WebDriver, the Python and Node client drivers,
+#                                cargo-fuzz and the deployment's lint tools (deploy/tools.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=${1:-runtime}
+case "$profile" in runtime | test) ;; *)
+  echo "usage: $0 runtime|test" >&2
+  exit 2
+  ;;
+esac
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else
+    echo "installing needs root: run as root or install sudo" >&2
+    exit 1
+  fi
+}
+
+packages=()
+need() { # command-probe, package...
+  local probe=$1
+  shift
+  eval "$probe" >/dev/null 2>&1 || packages+=("$@")
+}
+
+need 'ls /usr/lib/postgresql/*/bin/initdb || [ -n "${PG_BINDIR:-}" ]' postgresql-15
+need 'command -v psql' postgresql-client-15
+need 'command -v curl' curl
+need 'command -v node && command -v npm' nodejs npm
+if [ "$profile" = test ]; then
+  need 'command -v socat' socat
+  need 'command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]' pgbouncer
+  need 'command -v wrk' wrk
+  need 'command -v mount' mount
+  need 'command -v chromium' chromium
+  need 'command -v chromedriver' chromium-driver
+  need 'command -v pip3 || command -v pip' python3-pip
+fi
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "installing (apt-get): ${packages[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  # The Debian packages start a cluster and a pgbouncer of their own; dbgw never uses them.
+  as_root systemctl disable --now postgresql pgbouncer >/dev/null 2>&1 || true
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "Node.js 20 or later is needed (found $(node --version)); install it from NodeSource" >&2
+  exit 1
+fi
+if [ ! -d idp/node_modules ]; then
+  echo "installing (npm): the development identity provider's packages"
+  npm ci --prefix idp --no-audit --no-fund --silent
+fi
+[ "$profile" = test ] || exit 0
+
+if ! python3 -c 'import psycopg' 2>/dev/null; then
+  echo "installing (pip): the Python client drivers of the proxy tests"
+  python3 -m pip install -q --root-user-action=ignore -r proxy/tests/clients/requirements.txt
+fi
+if [ ! -d proxy/tests/clients/node_modules ]; then
+  echo "installing (npm): the Node client driver of the proxy tests"
+  npm ci --prefix proxy/tests/clients --no-audit --no-fund --silent
+fi
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "installing (cargo): cargo-fuzz"
+  cargo install -q --locked cargo-fuzz
+fi
+# The deployment's static checks (terraform, checkov, python-hcl2, hadolint, compose, graphviz).
+# shellcheck source=scripts/deploy/tools.sh
+source scripts/deploy/tools.sh
+install_deploy_tools
+echo "test dependencies are in place"
