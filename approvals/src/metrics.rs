@@ -10,6 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -103,7 +104,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
+    let span = startup::telemetry::request_span(method.as_str(), &route);
+    let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     metrics
         .requests
@@ -113,7 +115,12 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
             status,
         })
         .inc();
-    tracing::info!(method = %method, route = %route, status,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
     response
 }

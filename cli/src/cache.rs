@@ -1,7 +1,6 @@
 //! The token cache: one JSON file in a directory only the user can read.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -52,16 +51,8 @@ impl Cache {
     pub fn store(&self, token: &Cached) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        let tmp = self.dir.join(".token.json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(serde_json::to_string(token)?.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.file()).context("writing the token cache")
+        secret_store::write_private(&self.file(), serde_json::to_string(token)?.as_bytes())
+            .context("writing the token cache")
     }
 
     pub fn clear(&self) -> anyhow::Result<()> {

@@ -11,7 +11,6 @@
 //! next run sweeps the directory.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -360,7 +359,7 @@ fn template() -> anyhow::Result<PathBuf> {
 fn build_template(root: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(root)?;
     let password = secret_store::generate_password();
-    write_private(&root.join("admin-password"), &password)?;
+    crate::tls::write_private(&root.join("admin-password"), &password)?;
     crate::tls::create_ca(root)?;
     let data = root.join("data");
     chown_to_postgres(root)?;
@@ -517,17 +516,6 @@ fn chown_to_postgres(root: &Path) -> anyhow::Result<()> {
 fn make_traversable(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))?;
-    Ok(())
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
     Ok(())
 }
 

@@ -56,16 +56,7 @@ pub fn issue(
     Ok((crt, pem_key))
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    secret_store::write_private(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

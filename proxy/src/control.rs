@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::audit::Identity;
+use crate::protocol::sqlstate;
 use crate::server::Sessions;
 use crate::settings;
 
@@ -156,7 +157,7 @@ impl Control {
                     for (grant, why) in ended {
                         let n = sessions.halt_where(
                             |id| matches!(id, Identity::Person { grant_id, .. } if *grant_id == grant),
-                            "28000",
+                            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                             &format!("access revoked: {why}"),
                         );
                         if n > 0 {

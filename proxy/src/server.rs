@@ -20,6 +20,7 @@ use crate::cancel::CancelMap;
 use crate::control::Control;
 use crate::metrics::ConnectionResult;
 use crate::metrics::{self, Metrics};
+use crate::protocol::sqlstate;
 use crate::relay::Halt;
 use crate::settings::Settings;
 use crate::upstream::Connector;
@@ -295,7 +296,7 @@ impl Server {
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             let n = ctx.sessions.halt_where(
                 |_| true,
-                "57P01",
+                sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection: the proxy is shutting down",
             );
             tracing::warn!(sessions = n, "grace period over: closing sessions");

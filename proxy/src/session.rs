@@ -9,12 +9,14 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
+use tracing::Instrument;
 
 use crate::audit::record::{self, Totals};
 use crate::audit::{Identity, SessionInfo};
 use crate::auth::{self, Refused};
 use crate::metrics::{ConnectionResult, ErrorKind};
 use crate::protocol::backend;
+use crate::protocol::sqlstate;
 use crate::protocol::startup::{Request, Startup};
 use crate::relay::{self, Halt};
 use crate::server::Context;
@@ -30,22 +32,33 @@ fn session_id() -> String {
     hex::encode(rand::random::<[u8; 12]>())
 }
 
-/// Serves one accepted connection until it ends.
+/// Serves one accepted connection until it ends, inside a `session` span that gives every
+/// log line of the session its id, the client's address and, once logged in, the identity.
 pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
+    let info = SessionInfo::new(session_id(), peer.to_string());
+    let span = tracing::info_span!(
+        "session",
+        session = %info.session,
+        %peer,
+        user = tracing::field::Empty
+    );
+    serve_in_span(ctx, tcp, peer, info).instrument(span).await
+}
+
+async fn serve_in_span(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, mut info: SessionInfo) {
     let started = Instant::now();
     let _ = tcp.set_nodelay(true);
-    let mut info = SessionInfo::new(session_id(), peer.to_string());
     let timeout = Duration::from_secs(ctx.settings.limits.startup_timeout_secs);
     let Some(handshake) = ctx
         .handshakes
         .enter(peer.ip(), ctx.settings.limits.max_handshakes_per_address)
     else {
         ctx.metrics.connection(ConnectionResult::OverLimit);
-        tracing::info!(session = %info.session, %peer, "too many start-ups from one address");
+        tracing::info!("too many start-ups from one address");
         let mut tcp = tcp;
         let _ = refuse(
             &mut tcp,
-            "53300",
+            sqlstate::TOO_MANY_CONNECTIONS,
             "too many connections from this address are starting up",
         )
         .await;
@@ -57,12 +70,13 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
     let Ok(Some((client, upstream, identity))) = opened else {
         if opened.is_err() {
             ctx.metrics.connection(ConnectionResult::Timeout);
-            tracing::info!(session = %info.session, %peer, "start-up timed out");
+            tracing::info!("start-up timed out");
         }
         return;
     };
 
     // Logged in: relay until the end.
+    tracing::Span::current().record("user", identity.name());
     let key = ctx
         .cancels
         .register(upstream.backend_pid, upstream.backend_secret.clone());
@@ -79,7 +93,10 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
             let halt = halt.clone();
             Some(tokio::spawn(async move {
                 tokio::time::sleep(left).await;
-                halt.fire("28000", "access revoked: the grant has expired");
+                halt.fire(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "access revoked: the grant has expired",
+                );
             }))
         }
         Identity::Service { .. } => None,
@@ -131,7 +148,7 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
     }
     drop(key);
     let reason = end.describe();
-    tracing::info!(session = %info.session, user = identity.name(), statements = totals.statements, %reason, "session ended");
+    tracing::info!(user = identity.name(), statements = totals.statements, %reason, "session ended");
     ctx.audit.record(record::disconnect(
         &info,
         &totals,
@@ -156,7 +173,7 @@ async fn open(
             ctx.metrics.connection(ConnectionResult::Refused);
             if !matches!(e, ReadError::Closed) {
                 ctx.metrics.error(ErrorKind::Protocol);
-                tracing::info!(session = %info.session, %peer, error = %e, "bad start-up");
+                tracing::info!(error = %e, "bad start-up");
             }
             return None;
         }
@@ -169,7 +186,12 @@ async fn open(
             return None;
         }
         Request::Ssl | Request::GssEnc => {
-            let _ = refuse(&mut client, "08P01", "unexpected encryption request").await;
+            let _ = refuse(
+                &mut client,
+                sqlstate::PROTOCOL_VIOLATION,
+                "unexpected encryption request",
+            )
+            .await;
             return None;
         }
     };
@@ -202,7 +224,7 @@ async fn open(
         Err(refused) => {
             ctx.metrics.connection(ConnectionResult::Refused);
             ctx.metrics.error(ErrorKind::Auth);
-            tracing::info!(session = %info.session, %peer, user, reason = %refused.audit, "login refused");
+            tracing::info!(user, reason = %refused.audit, "login refused");
             let method = method_for(&user);
             ctx.audit.record(record::auth(
                 info,
@@ -283,7 +305,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let plaintext_ok = ctx.settings.tls.plaintext == Plaintext::Loopback && peer.ip().is_loopback();
     if !tls && !plaintext_ok {
         return Err(Refused::new(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "this proxy requires TLS: connect with sslmode=require (or verify-full)",
             "plaintext connection refused",
         ));
@@ -302,7 +324,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     }
     if user.is_empty() {
         return Err(Refused::new(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "no PostgreSQL user name specified in startup packet",
             "no user name",
         ));
@@ -312,7 +334,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .is_some_and(|r| r != "false" && r != "0" && r != "off")
     {
         return Err(Refused::new(
-            "42501",
+            sqlstate::INSUFFICIENT_PRIVILEGE,
             "replication connections are not allowed through dbgw",
             "replication requested",
         ));
@@ -329,7 +351,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .cloned()
         .collect();
     let extra = crate::sql::pinned_startup(&asked)
-        .map_err(|why| Refused::new("0A000", why.clone(), why))?;
+        .map_err(|why| Refused::new(sqlstate::FEATURE_NOT_SUPPORTED, why.clone(), why))?;
 
     let mut buf = BytesMut::new();
     let (creds, identity) = if user.contains('@') {
@@ -354,7 +376,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     };
     if !buf.is_empty() {
         return Err(Refused::new(
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             "unexpected data after authentication",
             "client sent data before login completed",
         ));
@@ -367,7 +389,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let auth_record = record::auth(info, method_for(user), user, database, Ok(()));
     ctx.audit.accept(&[auth_record]).await.map_err(|e| {
         Refused::new(
-            "58030",
+            sqlstate::IO_ERROR,
             format!("{e}; login refused"),
             format!("audit unavailable: {e}"),
         )
@@ -388,9 +410,9 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             }
             UpstreamError::Unavailable(why) => {
                 ctx.metrics.error(ErrorKind::Upstream);
-                tracing::warn!(session = %info.session, error = %why, "upstream unavailable");
+                tracing::warn!(error = %why, "upstream unavailable");
                 Refused::new(
-                    "08006",
+                    sqlstate::CONNECTION_FAILURE,
                     "the database is unavailable; try again later",
                     format!("database unavailable: {why}"),
                 )
@@ -402,12 +424,14 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 /// The database's SQLSTATE, as a static string for our ErrorResponse.
 fn leak_safe_code(code: &str) -> &'static str {
     match code {
-        "3D000" => "3D000",
-        "53300" => "53300",
-        "57P03" => "57P03",
-        "28P01" | "28000" => "28000",
-        "42501" => "42501",
-        _ => "08006",
+        sqlstate::INVALID_CATALOG_NAME => sqlstate::INVALID_CATALOG_NAME,
+        sqlstate::TOO_MANY_CONNECTIONS => sqlstate::TOO_MANY_CONNECTIONS,
+        sqlstate::CANNOT_CONNECT_NOW => sqlstate::CANNOT_CONNECT_NOW,
+        sqlstate::INVALID_PASSWORD | sqlstate::INVALID_AUTHORIZATION_SPECIFICATION => {
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION
+        }
+        sqlstate::INSUFFICIENT_PRIVILEGE => sqlstate::INSUFFICIENT_PRIVILEGE,
+        _ => sqlstate::CONNECTION_FAILURE,
     }
 }
 

@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -125,16 +126,18 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
+    let span = startup::telemetry::request_span(method.as_str(), &route);
+    let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics.observe(method.as_str(), &route, status, elapsed.as_secs_f64());
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+    span.in_scope(|| {
+        tracing::info!(
+            path = %path,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
     response
 }

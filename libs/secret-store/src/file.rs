@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -41,23 +41,10 @@ impl FileStore {
             id: id.to_string(),
             source,
         };
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let parent = path.parent().expect("secret path has a parent");
-            std::fs::create_dir_all(parent)?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(value.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })
-        .await
-        .expect("secret write task")
-        .map_err(io)
+        tokio::task::spawn_blocking(move || write_private(&path, value.as_bytes()))
+            .await
+            .expect("secret write task")
+            .map_err(io)
     }
 
     /// Removes a secret; one that does not exist is already removed.
@@ -71,4 +58,25 @@ impl FileStore {
             }),
         }
     }
+}
+
+/// Writes a file only its owner can read (0600), whole or not at all: a temporary file,
+/// synced, renamed over `path`. Every private file dbgw writes (secrets, keys, the CLI's
+/// token cache, password files) goes through here.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-pub use file::FileStore;
+pub use file::{write_private, FileStore};
 
 /// The `[secrets]` section of a service's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]

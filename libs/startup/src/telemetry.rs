@@ -40,7 +40,9 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The request's or session's span (its id, who) on every line.
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
@@ -49,4 +51,12 @@ pub fn init(settings: &LogSettings) {
     for note in crate::config::take_notes() {
         tracing::warn!("{note}");
     }
+}
+
+/// The span of one HTTP request: every log line made while serving it carries the request's
+/// id (unique in the process), method and route.
+pub fn request_span(method: &str, route: &str) -> tracing::Span {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info_span!("request", id, method, route)
 }

@@ -15,6 +15,7 @@ pub mod token;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::protocol::sqlstate;
 use crate::protocol::{backend, frontend};
 use crate::wire::{self, ReadError};
 
@@ -44,15 +45,17 @@ impl From<ReadError> for Refused {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Closed => Refused::new(
-                "08006",
+                sqlstate::CONNECTION_FAILURE,
                 "connection closed",
                 "client closed the connection during authentication",
             ),
-            ReadError::Protocol(p) => {
-                Refused::new("08P01", p.0.clone(), format!("protocol error: {}", p.0))
-            }
+            ReadError::Protocol(p) => Refused::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                p.0.clone(),
+                format!("protocol error: {}", p.0),
+            ),
             ReadError::Io(io) => Refused::new(
-                "08006",
+                sqlstate::CONNECTION_FAILURE,
                 "i/o error",
                 format!("i/o error during authentication: {io}"),
             ),
@@ -83,7 +86,7 @@ pub(crate) async fn read_password_message<S: AsyncRead + Unpin>(
     let (tag, body) = wire::read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
     if tag != frontend::PASSWORD {
         return Err(Refused::new(
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             "expected a password message",
             format!(
                 "unexpected message type {:?} during authentication",
@@ -104,7 +107,7 @@ pub(crate) async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), Refused> {
     let failed = || {
         Refused::new(
-            "28P01",
+            sqlstate::INVALID_PASSWORD,
             format!("password authentication failed for user \"{user}\""),
             "wrong password",
         )
@@ -118,13 +121,18 @@ pub(crate) async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
         crate::protocol::startup::sasl_initial_body(&body).map_err(ReadError::from)?;
     if mechanism != scram::MECHANISM {
         return Err(Refused::new(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             format!("SASL mechanism {mechanism} is not supported"),
             format!("client chose SASL mechanism {mechanism}"),
         ));
     }
-    let (exchange, server_first) = scram::ServerExchange::start(verifier, data)
-        .map_err(|e| Refused::new("08P01", e.to_string(), format!("SCRAM: {e}")))?;
+    let (exchange, server_first) = scram::ServerExchange::start(verifier, data).map_err(|e| {
+        Refused::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            e.to_string(),
+            format!("SCRAM: {e}"),
+        )
+    })?;
     out.clear();
     backend::auth_sasl_continue(&mut out, server_first.as_bytes());
     send(stream, &out).await?;
@@ -132,7 +140,11 @@ pub(crate) async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let body = read_password_message(stream, buf).await?;
     let server_final = exchange.finish(&body).map_err(|e| match e {
         scram::ScramError::BadProof => failed(),
-        other => Refused::new("08P01", other.to_string(), format!("SCRAM: {other}")),
+        other => Refused::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            other.to_string(),
+            format!("SCRAM: {other}"),
+        ),
     })?;
     out.clear();
     backend::auth_sasl_final(&mut out, server_final.as_bytes());

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{read_password_message, send, Refused};
 use crate::audit::Identity;
+use crate::protocol::sqlstate;
 use crate::protocol::{backend, startup};
 use crate::server::Context;
 use crate::wire::ReadError;
@@ -23,14 +24,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(DbCredentials, Identity), Refused> {
     let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) else {
         return Err(Refused::new(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "signing in with an identity token is not enabled on this proxy",
             "person login not enabled",
         ));
     };
     if !tls {
         return Err(Refused::new(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "identity tokens are accepted only over TLS: connect with sslmode=require or verify-full",
             "token offered over a connection without TLS",
         ));
@@ -43,7 +44,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 
     let person = tokens.verify(token, user).await.map_err(|e| {
         Refused::new(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             format!("identity token refused: {e}"),
             format!("token refused: {e}"),
         )
@@ -55,14 +56,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(grants::Check::Active(g)) => g,
         Ok(grants::Check::Inactive(why)) => {
             return Err(Refused::new(
-                "28000",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!("no access to database \"{database}\": {why}"),
                 format!("no active grant: {why}"),
             ))
         }
         Ok(grants::Check::None) => {
             return Err(Refused::new(
-                "28000",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!("no access to database \"{database}\": request it in the approvals app"),
                 "no grant",
             ))
@@ -70,7 +71,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         Err(e) => {
             tracing::error!(error = %e, "control plane unavailable");
             return Err(Refused::new(
-                "08006",
+                sqlstate::CONNECTION_FAILURE,
                 "access grants cannot be checked right now; try again later",
                 format!("control plane unavailable: {e}"),
             ));
@@ -82,7 +83,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|e| {
             Refused::new(
-                "28000",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 "your database role is not provisioned yet; ask the data-security team",
                 format!("person credentials unavailable: {e}"),
             )

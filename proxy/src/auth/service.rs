@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::scram::Verifier;
 use super::{scram_exchange, Refused};
+use crate::protocol::sqlstate;
 
 /// SCRAM verifiers derived from the current passwords. PBKDF2 runs once per password, not
 /// once per connection, and never on a session thread (a blocking task does it). A rotated
@@ -110,12 +111,12 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             Err(r) => r,
             // No password matches a decoy; refuse all the same.
             Ok(()) => Refused::new(
-                "28P01",
+                sqlstate::INVALID_PASSWORD,
                 format!("password authentication failed for user \"{user}\""),
                 "",
             ),
         };
-        if refused.code == "28P01" {
+        if refused.code == sqlstate::INVALID_PASSWORD {
             refused.audit = "unknown user".into();
         }
         return Err(refused);
@@ -125,7 +126,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         Err(e) => {
             tracing::error!(user, error = %e, "service credentials unavailable");
             return Err(Refused::new(
-                "08006",
+                sqlstate::CONNECTION_FAILURE,
                 "the proxy cannot read the credentials of this account; try again later",
                 format!("secret unavailable: {e}"),
             ));
@@ -133,7 +134,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     };
     if creds.username != user {
         return Err(Refused::new(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             format!("account \"{user}\" is misconfigured at the proxy"),
             format!("secret {secret_id} holds user {} instead", creds.username),
         ));

@@ -202,19 +202,28 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unsupported: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame;
+    use crate::protocol::{frame, sqlstate};
 
     #[test]
     fn encoded_errors_decode_back() {
         let mut out = BytesMut::new();
-        error(&mut out, "FATAL", "28P01", "password authentication failed");
+        error(
+            &mut out,
+            "FATAL",
+            sqlstate::INVALID_PASSWORD,
+            "password authentication failed",
+        );
         let (h, body) = frame::complete(&out, 1 << 20).unwrap().unwrap();
         assert_eq!(h.tag, ERROR_RESPONSE);
         assert_eq!(h.total, out.len());
         let f = error_fields(body).unwrap();
         assert_eq!(
             (f.severity.as_str(), f.code.as_str(), f.message.as_str()),
-            ("FATAL", "28P01", "password authentication failed")
+            (
+                "FATAL",
+                sqlstate::INVALID_PASSWORD,
+                "password authentication failed"
+            )
         );
     }
 

@@ -3,11 +3,13 @@
 //! The relay never re-encodes what it forwards: [`frame`] only finds message boundaries,
 //! [`frontend`] decodes the few client messages the audit needs, [`backend`] decodes the few
 //! server messages that carry outcomes and encodes the messages the proxy itself sends.
-//! [`startup`] covers the untyped messages that open a connection.
+//! [`startup`] covers the untyped messages that open a connection; [`sqlstate`] names the
+//! error codes the proxy sends.
 
 pub mod backend;
 pub mod frame;
 pub mod frontend;
+pub mod sqlstate;
 pub mod startup;
 
 /// A message that does not follow the protocol. The text is safe to show the client.

@@ -17,6 +17,7 @@ use super::{not_forwarded, Deps, Halt, Link, Stop};
 use crate::audit::record::{self, Outcome, Via};
 use crate::audit::SessionInfo;
 use crate::metrics::ErrorKind;
+use crate::protocol::sqlstate;
 use crate::protocol::{frame, frontend as fe};
 
 /// Returns `Ok` when the client has left (Terminate forwarded, or its connection closed and
@@ -38,7 +39,7 @@ where
     // Bytes of a CopyData message still to pass through.
     let mut streaming = 0usize;
     let io = |e: std::io::Error| Stop {
-        code: "08006",
+        code: sqlstate::CONNECTION_FAILURE,
         message: format!("connection to the database failed: {e}"),
         kind: ErrorKind::Io,
     };
@@ -252,7 +253,7 @@ async fn accept(
             Err(e) => {
                 link.ledger().abandon();
                 return Err(Stop {
-                    code: "58030",
+                    code: sqlstate::IO_ERROR,
                     message: format!("{e}; the statement was not executed"),
                     kind: ErrorKind::Audit,
                 });

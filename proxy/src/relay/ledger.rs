@@ -35,6 +35,7 @@ use crate::audit::params;
 use crate::audit::record::Outcome;
 use crate::protocol::backend as be;
 use crate::protocol::frontend::{self as fe, Target};
+use crate::protocol::sqlstate;
 use crate::protocol::ProtocolError;
 use crate::sql::{self, Caller, Touches};
 
@@ -392,10 +393,10 @@ impl Violation {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Violation::Refused(r) => r.sqlstate(),
-            Violation::FunctionCall | Violation::Setting { .. } => "0A000",
-            Violation::TooLarge(_) => "54000",
+            Violation::FunctionCall | Violation::Setting { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
+            Violation::TooLarge(_) => sqlstate::PROGRAM_LIMIT_EXCEEDED,
             Violation::Protocol(_) | Violation::Unpaired(_) | Violation::Attribution { .. } => {
-                "08P01"
+                sqlstate::PROTOCOL_VIOLATION
             }
         }
     }
@@ -667,7 +668,7 @@ impl Ledger {
                     return Err(Violation::FunctionCall);
                 }
                 self.push(Sent::Refused {
-                    code: "0A000",
+                    code: sqlstate::FEATURE_NOT_SUPPORTED,
                     message: FUNCTION_CALL_REFUSED,
                 });
                 Ok(Action::Refuse)
@@ -2040,7 +2041,7 @@ mod tests {
         t.send(fe::SYNC, vec![]);
         t.send(fe::QUERY, query("SELECT 3"));
         t.commit();
-        t.ok(be::ERROR_RESPONSE, &error("42601", "ERROR"));
+        t.ok(be::ERROR_RESPONSE, &error(sqlstate::SYNTAX_ERROR, "ERROR"));
         t.ok(be::READY_FOR_QUERY, b"I");
         t.ok(be::ROW_DESCRIPTION, &[]);
         t.ok(be::COMMAND_COMPLETE, &tag("SELECT 1"));
@@ -2072,7 +2073,10 @@ mod tests {
         );
         assert!(t.l.probe(fe::BIND, &b).unwrap());
         // The server rejects the Parse: "s" keeps what it was (nothing).
-        t.ok(be::ERROR_RESPONSE, &error("42P05", "ERROR"));
+        t.ok(
+            be::ERROR_RESPONSE,
+            &error(sqlstate::DUPLICATE_PREPARED_STATEMENT, "ERROR"),
+        );
         t.ok(be::READY_FOR_QUERY, b"I");
         assert!(!t.l.probe(fe::BIND, &b).unwrap());
         assert_eq!(t.send(fe::BIND, b), Action::Forward);
@@ -2183,7 +2187,10 @@ mod tests {
         ));
         // The server ending the session is not.
         assert!(t
-            .reply(be::ERROR_RESPONSE, &error("57P01", "FATAL"))
+            .reply(
+                be::ERROR_RESPONSE,
+                &error(sqlstate::ADMIN_SHUTDOWN, "FATAL")
+            )
             .is_ok());
         t.send(fe::PARSE, parse("", "SELECT 1", &[]));
         t.send(fe::SYNC, vec![]);
@@ -2215,7 +2222,10 @@ mod tests {
         t.ok(be::PARSE_COMPLETE, &[]);
         t.ok(be::BIND_COMPLETE, &[]);
         t.ok(be::COMMAND_COMPLETE, &tag("INSERT 0 1"));
-        t.ok(be::ERROR_RESPONSE, &error("23505", "ERROR"));
+        t.ok(
+            be::ERROR_RESPONSE,
+            &error(sqlstate::UNIQUE_VIOLATION, "ERROR"),
+        );
         t.ok(be::READY_FOR_QUERY, b"I");
         assert!(t.l.idle());
     }

@@ -28,6 +28,7 @@ use crate::audit::{AuditLog, SessionInfo};
 use crate::metrics::ErrorKind;
 use crate::metrics::Metrics;
 use crate::protocol::backend as be;
+use crate::protocol::sqlstate;
 use crate::settings::Limits;
 use crate::sql::Caller;
 use crate::stream::Split;
@@ -69,7 +70,7 @@ impl Halt {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .unwrap_or(("57P01", "session closed".into()))
+            .unwrap_or((sqlstate::ADMIN_SHUTDOWN, "session closed".into()))
     }
 }
 

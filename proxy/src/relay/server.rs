@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::ledger::Ledger;
 use super::{emit, Deps, End, Link};
 use crate::audit::SessionInfo;
+use crate::protocol::sqlstate;
 use crate::protocol::{backend as be, frame};
 
 /// Largest server message the relay decodes (errors, command tags, settings); DataRows and
@@ -70,7 +71,7 @@ where
                     be::error(
                         &mut out,
                         "FATAL",
-                        "08006",
+                        sqlstate::CONNECTION_FAILURE,
                         "the connection to the database was lost",
                     );
                     let _ = client.write_all(&out).await;
@@ -85,7 +86,7 @@ where
         if let Some(why) = &unpaired {
             // What was paired before goes out, then the reason.
             side.fatal.clear();
-            be::error(&mut side.fatal, "FATAL", "08P01", why);
+            be::error(&mut side.fatal, "FATAL", sqlstate::PROTOCOL_VIOLATION, why);
         }
         // A client that went away stops receiving, but the outcomes of what still runs
         // belong in the audit: keep reading from the database.
@@ -179,7 +180,7 @@ impl Side {
                 || match ledger.server(h.tag, body, now, &mut |f| emit(deps, info, f)) {
                     Ok(()) => true,
                     Err(v) => {
-                        tracing::warn!(session = %info.session, error = %v, "ending the session");
+                        tracing::warn!(error = %v, "ending the session");
                         unpaired = Some(v.to_string());
                         false
                     }

@@ -11,6 +11,7 @@ pub mod lexer;
 pub mod redact;
 pub mod split;
 
+use crate::protocol::sqlstate;
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -39,9 +40,9 @@ pub enum Refusal {
 impl Refusal {
     pub fn sqlstate(self) -> &'static str {
         match self {
-            Refusal::AmbiguousSecret => "0A000",
-            Refusal::ChangesLexing => "0A000",
-            Refusal::PasswordChange => "42501",
+            Refusal::AmbiguousSecret => sqlstate::FEATURE_NOT_SUPPORTED,
+            Refusal::ChangesLexing => sqlstate::FEATURE_NOT_SUPPORTED,
+            Refusal::PasswordChange => sqlstate::INSUFFICIENT_PRIVILEGE,
         }
     }
 

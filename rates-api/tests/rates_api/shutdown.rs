@@ -162,7 +162,15 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     // The logs tell what happened and never hold the password, even at debug level.
     let text = std::fs::read_to_string(logs.path()).unwrap();
     assert!(text.contains("SIGTERM"), "{text}");
-    assert!(text.contains("\"path\":\"/rates\""), "{text}");
+    // The request line carries its request span (id, method, route).
+    let request_line: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["path"] == "/rates")
+        .unwrap_or_else(|| panic!("no request line for /rates: {text}"));
+    assert_eq!(request_line["span"]["name"], "request", "{request_line}");
+    assert_eq!(request_line["span"]["route"], "/rates", "{request_line}");
+    assert!(request_line["span"]["id"].as_u64().is_some(), "{request_line}");
     assert!(
         !text.contains(db.creds.password.expose_secret()),
         "the password is in the logs"
