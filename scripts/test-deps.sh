@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs, skipping what is already there: Debian packages (PostgreSQL
 # server and tools, pgbouncer, socat, wrk), the Python and Node client drivers used by the
-# proxy tests, the development identity provider's packages, headless Chromium and its
+# proxy tests, moto server (the Secrets Manager emulator of the rotation tests), the
+# development identity provider's packages, headless Chromium and its
 # WebDriver (the approvals app's browser test), cargo-fuzz, and the deployment's lint tools
 # (scripts/deploy/tools.sh).
 set -euo pipefail
@@ -37,6 +38,8 @@ fi
 
 python3 -c 'import psycopg' 2>/dev/null ||
   python3 -m pip install -q --root-user-action=ignore -r proxy/tests/clients/requirements.txt
+command -v moto_server >/dev/null ||
+  python3 -m pip install -q --root-user-action=ignore 'moto[server]==5.2.1'
 [ -d idp/node_modules ] || npm ci --prefix idp --no-audit --no-fund --silent
 [ -d proxy/tests/clients/node_modules ] || npm ci --prefix proxy/tests/clients --no-audit --no-fund --silent
 command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
