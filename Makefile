@@ -5,7 +5,7 @@
 # Deployment (docs/operations.md): make lint-deploy, make test-containers, make lambda,
 # make diagram, make rds-ca.
 .PHONY: up down test test-deps lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
-	bench-proxy bench-rates bench-connect bench-lexer
+	bench-proxy bench-rates bench-connect bench-lexer bench-rotation
 
 up:
 	@scripts/dev.sh up
@@ -21,6 +21,9 @@ test-deps:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	@# One TLS crypto provider (ring) in every binary: the AWS SDK's default one must stay out.
+	@if cargo tree --workspace --locked -i aws-lc-rs >/dev/null 2>&1; then \
+		echo "aws-lc-rs is in the dependency graph; use ring only (see libs/secret-store/src/aws.rs)"; exit 1; fi
 
 unit:
 	cargo test --workspace --locked
@@ -45,6 +48,12 @@ bench-rates:
 bench-connect:
 	cargo build --release --locked -p proxy -p dbgw-bench
 	target/release/connect-bench
+
+# Login through the proxy with secrets from Secrets Manager (moto), 200 clients churning:
+# login time and API calls per minute.
+bench-rotation:
+	cargo build --release --locked -p dbgw-bench --bin rotation-bench
+	target/release/rotation-bench
 
 bench-lexer:
 	cargo build --release --locked -p dbgw-bench --bin lexer-bench

@@ -13,6 +13,14 @@ use crate::protocol::{backend, startup};
 use crate::server::Context;
 use crate::wire::ReadError;
 
+/// A person's login: who, and the credentials (with their secret and version) of their role.
+pub struct Login {
+    pub identity: Identity,
+    pub creds: DbCredentials,
+    pub secret_id: String,
+    pub version: String,
+}
+
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Context,
     stream: &mut S,
@@ -20,7 +28,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     user: &str,
     database: &str,
     tls: bool,
-) -> Result<(DbCredentials, Identity), Refused> {
+) -> Result<Login, Refused> {
     let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) else {
         return Err(Refused::new(
             "28000",
@@ -73,9 +81,10 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             ));
         }
     };
-    let creds = ctx
+    let secret_id = grants::person_secret(&grant.db_user);
+    let (version, creds) = ctx
         .secrets
-        .db_credentials(&grants::person_secret(&grant.db_user))
+        .db_credentials_at(&secret_id, secret_store::Stage::Current)
         .await
         .map_err(|e| {
             Refused::new(
@@ -93,5 +102,10 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         approved_by: grant.approved_by,
         grant_expires_at: grant.expires_at,
     };
-    Ok((creds, identity))
+    Ok(Login {
+        identity,
+        creds,
+        secret_id,
+        version,
+    })
 }

@@ -46,6 +46,8 @@ pub struct Options {
     /// Disk space the audit writer keeps reserved ahead.
     pub reserve_bytes: u64,
     pub max_handshakes_per_address: usize,
+    /// Another secret store than a directory of files (the rotation tests: moto server).
+    pub secrets: Option<SecretStore>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             oidc_issuer: None,
             reserve_bytes: 1024 * 1024,
             max_handshakes_per_address: 50,
+            secrets: None,
         }
     }
 }
@@ -71,7 +74,10 @@ impl Stack {
     pub async fn with(opts: Options) -> Stack {
         let cluster = Cluster::start().expect("cluster");
         let dir = tempfile::tempdir().unwrap();
-        let store = SecretStore::File(FileStore::new(dir.path().join("secrets")));
+        let store = opts
+            .secrets
+            .clone()
+            .unwrap_or_else(|| SecretStore::File(FileStore::new(dir.path().join("secrets"))));
         let app = cluster.login_for("rates_api").await.unwrap();
         store
             .put_db_credentials("dbgw/rates-api", &app)
@@ -131,7 +137,9 @@ impl Stack {
                 .unwrap();
         }
 
-        let server = Server::bind(settings).await.expect("proxy binds");
+        let server = Server::bind_with_secrets(settings, store)
+            .await
+            .expect("proxy binds");
         let (addr, admin_addr, ctx) = (server.local_addr(), server.admin_addr(), server.context());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
