@@ -82,6 +82,15 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let secret_id = grants::person_secret(&grant.db_user);
+    if ctx.settings.upstream.auth == crate::settings::UpstreamAuth::RdsIam {
+        // The proxy signs an IAM token for the role: no password exists.
+        return Ok(Login {
+            creds: DbCredentials::new(grant.db_user.clone(), String::new()),
+            identity: identity(person, grant),
+            secret_id,
+            version: "rds-iam".into(),
+        });
+    }
     let (version, creds) = ctx
         .secrets
         .db_credentials_at(&secret_id, secret_store::Stage::Current)
@@ -93,7 +102,16 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 format!("person credentials unavailable: {e}"),
             )
         })?;
-    let identity = Identity::Person {
+    Ok(Login {
+        identity: identity(person, grant),
+        creds,
+        secret_id,
+        version,
+    })
+}
+
+fn identity(person: crate::auth::token::Person, grant: grants::Grant) -> Identity {
+    Identity::Person {
         email: person.email,
         subject: person.subject,
         issuer: person.issuer,
@@ -101,11 +119,5 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         request_id: grant.request_id,
         approved_by: grant.approved_by,
         grant_expires_at: grant.expires_at,
-    };
-    Ok(Login {
-        identity,
-        creds,
-        secret_id,
-        version,
-    })
+    }
 }
