@@ -18,7 +18,7 @@ use rotation::testing::Moto;
 use rotation::{local, Rotator};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, Stage};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const APP: &str = "dbgw/rates-api";
 const MASTER: &str = "dbgw/postgres-admin";
@@ -33,17 +33,7 @@ async fn rotated(
     db: &str,
     master: Option<&str>,
 ) {
-    let mut value = json!({
-        "engine": "postgres",
-        "host": stack.cluster.host(),
-        "port": stack.cluster.port(),
-        "username": creds.username,
-        "password": creds.password.expose_secret(),
-        "dbname": db,
-    });
-    if let Some(m) = master {
-        value["masterarn"] = json!(m);
-    }
+    let value = rotation::testing::layout(stack.cluster.host(), stack.cluster.port(), creds, db, master);
     moto.client()
         .put_secret_value()
         .secret_id(id)
@@ -99,9 +89,13 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
         .create_secret()
         .name(MASTER)
         .secret_string(
-            json!({"engine": "postgres", "host": stack.cluster.host(), "port": stack.cluster.port(),
-                   "username": admin.username, "password": admin.password.expose_secret(),
-                   "dbname": "postgres"})
+            rotation::testing::layout(
+                stack.cluster.host(),
+                stack.cluster.port(),
+                &admin,
+                "postgres",
+                None,
+            )
             .to_string(),
         )
         .send()

@@ -137,13 +137,7 @@ pub async fn set_alternating(
     ensure_like(&db, &current.username, &pending.username)
         .await
         .map_err(Error::Database)?;
-    dbgw_db::schema::set_password(
-        &db,
-        &pending.username,
-        secrecy::ExposeSecret::expose_secret(&pending.password),
-    )
-    .await
-    .map_err(Error::Database)
+    set_password(&db, pending).await
 }
 
 /// Creates `user` as a login with the memberships and per-role settings of `model`, unless
@@ -219,6 +213,14 @@ pub async fn ensure_like(
     }
 }
 
+/// Sets the pending login's password (as a SCRAM verifier).
+async fn set_password(db: &tokio_postgres::Client, pending: &DbCredentials) -> Result<(), Error> {
+    let password = secrecy::ExposeSecret::expose_secret(&pending.password);
+    dbgw_db::schema::set_password(db, &pending.username, password)
+        .await
+        .map_err(Error::Database)
+}
+
 /// Single user: log in as the user (current password, else the previous one) and set the
 /// pending password.
 pub async fn set_single(
@@ -237,13 +239,7 @@ pub async fn set_single(
         }
         Err(e) => return Err(Error::Database(e)),
     };
-    dbgw_db::schema::set_password(
-        &db,
-        &pending.username,
-        secrecy::ExposeSecret::expose_secret(&pending.password),
-    )
-    .await
-    .map_err(Error::Database)
+    set_password(&db, pending).await
 }
 
 #[cfg(test)]

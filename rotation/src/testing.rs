@@ -146,6 +146,28 @@ impl Moto {
     }
 }
 
+/// A secret value in the layout of AWS's RDS rotation functions.
+pub fn layout(
+    host: &str,
+    port: u16,
+    creds: &secret_store::DbCredentials,
+    dbname: &str,
+    master: Option<&str>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "engine": "postgres",
+        "host": host,
+        "port": port,
+        "username": creds.username,
+        "password": secrecy::ExposeSecret::expose_secret(&creds.password),
+        "dbname": dbname,
+    });
+    if let Some(m) = master {
+        v["masterarn"] = serde_json::json!(m);
+    }
+    v
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

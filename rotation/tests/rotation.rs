@@ -46,18 +46,13 @@ async fn env() -> Env {
 
 impl Env {
     fn layout(&self, creds: &DbCredentials, dbname: &str, master: Option<&str>) -> Value {
-        let mut v = json!({
-            "engine": "postgres",
-            "host": self.cluster.host(),
-            "port": self.cluster.port(),
-            "username": creds.username,
-            "password": creds.password.expose_secret(),
-            "dbname": dbname,
-        });
-        if let Some(m) = master {
-            v["masterarn"] = json!(m);
-        }
-        v
+        rotation::testing::layout(
+            self.cluster.host(),
+            self.cluster.port(),
+            creds,
+            dbname,
+            master,
+        )
     }
 
     /// The master secret and the rates API's (alternating), rotation on. Returns the
