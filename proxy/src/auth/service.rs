@@ -138,6 +138,30 @@ async fn version_for(
     Ok(None)
 }
 
+/// A SCRAM exchange no password passes, so that a user without credentials looks like one
+/// with: the refusal, with `audit` as the reason.
+async fn decoy_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    verifiers: &Verifiers,
+    user: &str,
+    audit: String,
+) -> Refused {
+    let mut refused = match scram_exchange(stream, buf, verifiers.decoy(user).await, user).await {
+        Err(r) => r,
+        // No password matches a decoy; refuse all the same.
+        Ok(()) => Refused::new(
+            "28P01",
+            format!("password authentication failed for user \"{user}\""),
+            "",
+        ),
+    };
+    if refused.code == "28P01" {
+        refused.audit = audit;
+    }
+    refused
+}
+
 /// Authenticates service account `user` and returns the credentials to log in upstream.
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -148,20 +172,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     verifiers: &Verifiers,
 ) -> Result<Login, Refused> {
     let Some(secret_id) = secret_id else {
-        let mut refused = match scram_exchange(stream, buf, verifiers.decoy(user).await, user).await
-        {
-            Err(r) => r,
-            // No password matches a decoy; refuse all the same.
-            Ok(()) => Refused::new(
-                "28P01",
-                format!("password authentication failed for user \"{user}\""),
-                "",
-            ),
-        };
-        if refused.code == "28P01" {
-            refused.audit = "unknown user".into();
-        }
-        return Err(refused);
+        return Err(decoy_exchange(stream, buf, verifiers, user, "unknown user".into()).await);
     };
     // A user name neither cached version has: the stages may have moved since; read again.
     let mut found = version_for(store, secret_id, user).await;
@@ -171,12 +182,11 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let login = match found {
         Ok(Some(login)) => login,
+        // `NAME_clone` before the first rotation, or a misconfigured secret: to the client,
+        // as an unknown user.
         Ok(None) => {
-            return Err(Refused::new(
-                "28000",
-                format!("account \"{user}\" is misconfigured at the proxy"),
-                format!("secret {secret_id} holds neither now nor before user {user}"),
-            ))
+            let why = format!("no current or previous version of {secret_id} is user {user}");
+            return Err(decoy_exchange(stream, buf, verifiers, user, why).await);
         }
         Err(e) => {
             tracing::error!(user, error = %e, "service credentials unavailable");
