@@ -6,6 +6,7 @@
 #                                Node.js 20+ and the development identity provider's packages
 #   scripts/install.sh test      all of that, plus what the tests use: pgbouncer, socat, wrk,
 #                                Chromium and its WebDriver, the Python and Node client drivers,
+#                                moto server (Secrets Manager emulator),
 #                                cargo-fuzz and the deployment's lint tools (deploy/tools.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +74,10 @@ fi
 if ! python3 -c 'import psycopg' 2>/dev/null; then
   echo "installing (pip): the Python client drivers of the proxy tests"
   python3 -m pip install -q --root-user-action=ignore -r proxy/tests/clients/requirements.txt
+fi
+if ! command -v moto_server >/dev/null; then
+  echo "installing (pip): moto server (the Secrets Manager emulator of the rotation tests)"
+  python3 -m pip install -q --root-user-action=ignore 'moto[server]==5.2.1'
 fi
 if [ ! -d proxy/tests/clients/node_modules ]; then
   echo "installing (npm): the Node client driver of the proxy tests"

@@ -21,6 +21,10 @@ struct Cli {
         global = true
     )]
     secrets_dir: PathBuf,
+    /// Secret store: `file` (the directory above) or `aws` (Secrets Manager; region and
+    /// credentials from the AWS SDK's chain, `AWS_ENDPOINT_URL` for an emulator).
+    #[arg(long, env = "DBGW_SECRETS_BACKEND", default_value = "file", value_parser = ["file", "aws"], global = true)]
+    secrets_backend: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +100,11 @@ async fn main() -> anyhow::Result<()> {
     });
     let cli = Cli::parse();
     let store = SecretStore::from_settings(&SecretsSettings {
+        backend: if cli.secrets_backend == "aws" {
+            secret_store::Backend::Aws
+        } else {
+            secret_store::Backend::File
+        },
         dir: cli.secrets_dir.clone(),
         ..Default::default()
     });

@@ -14,6 +14,7 @@ pub mod cancel;
 pub mod control;
 pub mod metrics;
 pub mod protocol;
+pub mod rds_iam;
 pub mod relay;
 pub mod server;
 pub mod session;

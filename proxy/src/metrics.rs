@@ -99,6 +99,18 @@ pub struct Metrics {
     /// Errors by [`ErrorKind`].
     pub errors: Family<Labels, Counter>,
     pub audit: AuditMetrics,
+    /// Sessions now, by the secret and version they logged in with: who still runs on the
+    /// version before a rotation.
+    pub sessions_by_secret_version: Family<Vec<(String, String)>, Gauge>,
+}
+
+/// Counts a session under its secret version until dropped.
+pub struct OnVersion(Gauge);
+
+impl Drop for OnVersion {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -112,6 +124,7 @@ impl Metrics {
             bytes_to_clients: Counter::default(),
             errors: Family::default(),
             audit: AuditMetrics::default(),
+            sessions_by_secret_version: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +153,11 @@ impl Metrics {
             m.bytes_to_clients.clone(),
         );
         registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register(
+            "sessions_by_secret_version",
+            "Logged-in sessions by the secret and version of their credentials",
+            m.sessions_by_secret_version.clone(),
+        );
         registry.register(
             "audit_records",
             "Audit records written",
@@ -171,6 +189,20 @@ impl Metrics {
         self.connections
             .get_or_create(&[("result", result.label())])
             .inc();
+    }
+
+    /// Counts a session on `version` of `secret` until the guard is dropped.
+    pub fn session_on_version(&self, secret: &str, version: &str) -> OnVersion {
+        let labels = vec![
+            ("secret".to_string(), secret.to_string()),
+            ("version".to_string(), version.to_string()),
+        ];
+        let gauge = self
+            .sessions_by_secret_version
+            .get_or_create(&labels)
+            .clone();
+        gauge.inc();
+        OnVersion(gauge)
     }
 
     /// The Prometheus text exposition (what `/metrics` answers).

@@ -160,6 +160,16 @@ pub struct Server {
 impl Server {
     /// Opens the audit log, loads TLS material and binds both ports.
     pub async fn bind(settings: Settings) -> anyhow::Result<Server> {
+        let secrets = SecretStore::from_settings(&settings.secrets);
+        Self::bind_with_secrets(settings, secrets).await
+    }
+
+    /// [`Server::bind`] with a secret store made by the caller (tests: an emulator client
+    /// with static credentials).
+    pub async fn bind_with_secrets(
+        settings: Settings,
+        secrets: SecretStore,
+    ) -> anyhow::Result<Server> {
         settings.validate()?;
         let metrics = Metrics::new();
         let audit = AuditLog::open(settings.audit.clone(), metrics.audit.clone())?;
@@ -172,7 +182,6 @@ impl Server {
             }
             _ => None,
         };
-        let secrets = SecretStore::from_settings(&settings.secrets);
         let (tokens, control) = if settings.oidc.issuer.is_empty() {
             (None, None)
         } else {

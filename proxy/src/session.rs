@@ -32,6 +32,13 @@ fn session_id() -> String {
     hex::encode(rand::random::<[u8; 12]>())
 }
 
+/// Who a logged-in session is, and the secret version it logged in with.
+struct LoggedIn {
+    identity: Identity,
+    secret: String,
+    version: String,
+}
+
 /// Serves one accepted connection until it ends, inside a `session` span that gives every
 /// log line of the session its id, the client's address and, once logged in, the identity.
 pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
@@ -67,7 +74,7 @@ async fn serve_in_span(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, mut 
 
     let opened = tokio::time::timeout(timeout, open(&ctx, tcp, peer, &mut info)).await;
     drop(handshake);
-    let Ok(Some((client, upstream, identity))) = opened else {
+    let Ok(Some((client, upstream, login))) = opened else {
         if opened.is_err() {
             ctx.metrics.connection(ConnectionResult::Timeout);
             tracing::info!("start-up timed out");
@@ -76,6 +83,12 @@ async fn serve_in_span(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, mut 
     };
 
     // Logged in: relay until the end.
+    let LoggedIn {
+        identity,
+        secret,
+        version,
+    } = login;
+    let _on_version = ctx.metrics.session_on_version(&secret, &version);
     tracing::Span::current().record("user", identity.name());
     let key = ctx
         .cancels
@@ -166,7 +179,7 @@ async fn open(
     tcp: TcpStream,
     peer: SocketAddr,
     info: &mut SessionInfo,
-) -> Option<(ClientStream, crate::upstream::Session, Identity)> {
+) -> Option<(ClientStream, crate::upstream::Session, LoggedIn)> {
     let (mut client, request) = match negotiate(ctx, tcp).await {
         Ok(x) => x,
         Err(e) => {
@@ -217,9 +230,17 @@ async fn open(
     )
     .await
     {
-        Ok((upstream, identity)) => {
+        Ok((upstream, identity, secret, version)) => {
             ctx.metrics.connection(ConnectionResult::Accepted);
-            Some((client, upstream, identity))
+            Some((
+                client,
+                upstream,
+                LoggedIn {
+                    identity,
+                    secret,
+                    version,
+                },
+            ))
         }
         Err(refused) => {
             ctx.metrics.connection(ConnectionResult::Refused);
@@ -301,7 +322,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     info: &mut SessionInfo,
     user: &str,
     database: &str,
-) -> Result<(crate::upstream::Session, Identity), Refused> {
+) -> Result<(crate::upstream::Session, Identity, String, String), Refused> {
     let plaintext_ok = ctx.settings.tls.plaintext == Plaintext::Loopback && peer.ip().is_loopback();
     if !tls && !plaintext_ok {
         return Err(Refused::new(
@@ -354,23 +375,33 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|why| Refused::new(sqlstate::FEATURE_NOT_SUPPORTED, why.clone(), why))?;
 
     let mut buf = BytesMut::new();
-    let (creds, identity) = if user.contains('@') {
-        auth::person::authenticate(ctx, client, &mut buf, user, database, tls).await?
+    // The secret behind the login, for a re-read when the database refuses it.
+    let (creds, version, secret_id, identity) = if user.contains('@') {
+        let person = auth::person::authenticate(ctx, client, &mut buf, user, database, tls).await?;
+        (
+            person.creds,
+            person.version,
+            person.secret_id,
+            person.identity,
+        )
     } else {
-        let secret = ctx.settings.services.get(user).map(String::as_str);
-        let creds = auth::service::authenticate(
+        let service = auth::service::lookup(&ctx.settings.services, user);
+        let login = auth::service::authenticate(
             client,
             &mut buf,
             user,
-            secret,
+            service.map(|(_, secret)| secret),
             &ctx.secrets,
             &ctx.verifiers,
         )
         .await?;
+        let (name, secret) = service.expect("authenticated services are configured");
         (
-            creds,
+            login.creds,
+            login.version,
+            secret.to_string(),
             Identity::Service {
-                name: user.to_string(),
+                name: name.to_string(),
             },
         )
     };
@@ -382,10 +413,60 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     }
 
-    let application = startup.get("application_name").unwrap_or("");
-    info.logged_in(&identity, database, &creds.username, application);
-
     // The login is audited before anything reaches the database under it.
+    audit_login(
+        ctx, info, &identity, user, database, &creds, &version, startup,
+    )
+    .await?;
+    let upstream = match upstream_login(ctx, database, &creds, &extra).await {
+        Ok(upstream) => upstream,
+        // A person's password may have rotated since we read it: read it again, once. (A
+        // service's is the one its client proved; the client rereads its secret and retries.)
+        // The record keeps the version first read; the log has the one used.
+        Err(r)
+            if r.code == sqlstate::INVALID_AUTHORIZATION_SPECIFICATION
+                && matches!(identity, Identity::Person { .. }) =>
+        {
+            ctx.secrets.refresh(&secret_id);
+            let (version, creds) = ctx
+                .secrets
+                .db_credentials_at(&secret_id, secret_store::Stage::Current)
+                .await
+                .map_err(|e| {
+                    Refused::new(
+                        sqlstate::CONNECTION_FAILURE,
+                        "the database is unavailable; try again later",
+                        format!("person credentials unavailable: {e}"),
+                    )
+                })?;
+            tracing::info!(%version, "logging in again with a rotated password");
+            let upstream = upstream_login(ctx, database, &creds, &extra).await?;
+            return Ok((upstream, identity, secret_id, version));
+        }
+        Err(r) => {
+            if r.code == sqlstate::INVALID_AUTHORIZATION_SPECIFICATION {
+                ctx.secrets.refresh(&secret_id);
+            }
+            return Err(r);
+        }
+    };
+    Ok((upstream, identity, secret_id, version))
+}
+
+/// Records the login; nothing reaches the client under it before the record is accepted.
+#[allow(clippy::too_many_arguments)]
+async fn audit_login(
+    ctx: &Context,
+    info: &mut SessionInfo,
+    identity: &Identity,
+    user: &str,
+    database: &str,
+    creds: &secret_store::DbCredentials,
+    version: &str,
+    startup: &Startup,
+) -> Result<(), Refused> {
+    let application = startup.get("application_name").unwrap_or("");
+    info.logged_in(identity, database, &creds.username, version, application);
     let auth_record = record::auth(info, method_for(user), user, database, Ok(()));
     ctx.audit.accept(&[auth_record]).await.map_err(|e| {
         Refused::new(
@@ -394,10 +475,18 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             format!("audit unavailable: {e}"),
         )
     })?;
+    Ok(())
+}
 
-    let upstream = ctx
-        .upstream
-        .login(&creds.username, database, &creds.password, &extra)
+/// The proxy's login to the database with `creds`.
+async fn upstream_login(
+    ctx: &Context,
+    database: &str,
+    creds: &secret_store::DbCredentials,
+    extra: &[(String, String)],
+) -> Result<crate::upstream::Session, Refused> {
+    ctx.upstream
+        .login(&creds.username, database, &creds.password, extra)
         .await
         .map_err(|e| match e {
             UpstreamError::Refused(f) => {
@@ -417,8 +506,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                     format!("database unavailable: {why}"),
                 )
             }
-        })?;
-    Ok((upstream, identity))
+        })
 }
 
 /// The database's SQLSTATE, as a static string for our ErrorResponse.

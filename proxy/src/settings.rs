@@ -66,6 +66,19 @@ pub struct Upstream {
     /// Name checked against the certificate; defaults to `host`.
     pub server_name: Option<String>,
     pub connect_timeout_secs: u64,
+    /// How the proxy proves itself to the database: `password` (from the secret store) or
+    /// `rds-iam` (an IAM auth token signed with the task's AWS credentials, sent as the
+    /// password; needs `tls = "verify-full"`). People's roles then need no password at all.
+    pub auth: UpstreamAuth,
+    /// `rds-iam`: the database's region; unset, the AWS SDK's chain decides.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuth {
+    Password,
+    RdsIam,
 }
 
 impl Upstream {
@@ -136,6 +149,8 @@ impl Default for Upstream {
             ca_file: Some(PathBuf::from(".dev/pg/ca.crt")),
             server_name: None,
             connect_timeout_secs: 10,
+            auth: UpstreamAuth::Password,
+            region: None,
         }
     }
 }
@@ -155,6 +170,10 @@ impl Default for Limits {
 impl Settings {
     /// Checks what serde cannot: combinations that would weaken security.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.upstream.auth != UpstreamAuth::RdsIam || self.upstream.tls == TlsMode::VerifyFull,
+            "upstream.auth = \"rds-iam\" sends the token as a password: it needs upstream.tls = \"verify-full\""
+        );
         self.upstream
             .target()
             .check()

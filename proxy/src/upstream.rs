@@ -54,6 +54,8 @@ pub struct Session {
 pub struct Connector {
     settings: settings::Upstream,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `auth = "rds-iam"`: signs a token per login instead of using the stored password.
+    iam: Option<crate::rds_iam::IamSigner>,
 }
 
 impl Connector {
@@ -72,9 +74,12 @@ impl Connector {
                 Some((TlsConnector::from(Arc::clone(&config)), name))
             }
         };
+        let iam = (settings.auth == settings::UpstreamAuth::RdsIam)
+            .then(|| crate::rds_iam::IamSigner::new(settings.region.clone()));
         Ok(Connector {
             settings: settings.clone(),
             tls,
+            iam,
         })
     }
 
@@ -118,6 +123,17 @@ impl Connector {
         password: &SecretString,
         extra: &[(String, String)],
     ) -> Result<Session, UpstreamError> {
+        let token;
+        let password = match &self.iam {
+            Some(signer) => {
+                token = signer
+                    .token(&self.settings.host, self.settings.port, user)
+                    .await
+                    .map_err(|e| unavailable(format!("{e:#}")))?;
+                &token
+            }
+            None => password,
+        };
         let mut stream = self.open().await?;
         let mut out = BytesMut::new();
         let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", database)];

@@ -2,9 +2,12 @@
 //! currently in the secret store, and the one query the service runs.
 //!
 //! Password rotation works without a restart: a new connection reads the login from the store
-//! (reusing it for `credentials_ttl`), a failed login drops the cached value at once, and
-//! connections older than `max_lifetime` are closed instead of reused. Existing sessions are
-//! not affected by a password change in PostgreSQL, so nothing breaks in between.
+//! (reusing it for `credentials_ttl`; the `aws` store caches its reads too), a refused login
+//! rereads the secret once and tries again at once, and connections older than
+//! `max_lifetime` are closed instead of reused, a few at a time as they come of age. Existing
+//! sessions are not affected by a password change in PostgreSQL, so nothing breaks in
+//! between. With alternating users the login's user name changes too (`rates_api`,
+//! `rates_api_clone`): it is read from the secret with the password.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +192,13 @@ pub enum ConnectError {
 pub struct PgConn {
     /// Aborts the connection task when dropped; caches prepared statements.
     pub client: ClientWrapper,
+    /// `max_lifetime` less up to a fifth, at random: connections opened together (at start,
+    /// after an outage) are retired one by one, not all at once.
+    lifetime: Duration,
+}
+
+fn jittered(max_lifetime: Duration) -> Duration {
+    max_lifetime.mul_f64(1.0 - rand::random::<f64>() * 0.2)
 }
 
 /// Opens connections with the login currently in the secret store.
@@ -225,8 +235,10 @@ impl PgManager {
         Ok(creds)
     }
 
+    /// Drops the cached login here and in the store, after a refused login.
     async fn forget_credentials(&self) {
         *self.cached.lock().await = None;
+        self.store.refresh(&self.settings.secret);
     }
 
     fn config(&self, creds: &DbCredentials) -> tokio_postgres::Config {
@@ -247,34 +259,54 @@ impl managed::Manager for PgManager {
     type Error = ConnectError;
 
     async fn create(&self) -> Result<PgConn, ConnectError> {
-        let creds = self.credentials().await?;
-        let config = self.config(&creds);
-        drop(creds);
-        let (client, task) = match self.connector.connect(&config).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                // The store may hold a newer password than the one we cached.
-                if e.postgres().and_then(|e| e.code()) == Some(&SqlState::INVALID_PASSWORD) {
-                    self.forget_credentials().await;
-                }
-                return Err(e.into());
+        // Boxed: the connect future is deep, and twice in one state machine it overflows
+        // the compiler's layout query limit.
+        match Box::pin(self.open()).await {
+            // The store may hold a newer login than the one we used: read it again, once.
+            Err(ConnectError::Connect(e)) if e.postgres().is_some_and(refused_login) => {
+                tracing::info!("database login refused; rereading the secret");
+                self.forget_credentials().await;
+                Box::pin(self.open()).await
             }
-        };
-        let client = ClientWrapper::new(client, task);
-        // Prepared once here, so requests only execute it.
-        client.prepare_typed_cached(RATES_SQL, RATES_TYPES).await?;
-        tracing::debug!("opened a database connection");
-        Ok(PgConn { client })
+            other => other,
+        }
     }
 
     async fn recycle(&self, conn: &mut PgConn, metrics: &Metrics) -> RecycleResult<ConnectError> {
         if conn.client.is_closed() {
             return Err(RecycleError::message("connection closed"));
         }
-        if metrics.age() >= self.settings.max_lifetime() {
+        if metrics.age() >= conn.lifetime {
             return Err(RecycleError::message("connection reached its max lifetime"));
         }
         Ok(())
+    }
+}
+
+/// A login refused for its credentials: wrong password (PostgreSQL), or refused by the
+/// proxy (which reports the database's refusal as `28000`).
+fn refused_login(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    )
+}
+
+impl PgManager {
+    /// One connection attempt with the current login.
+    async fn open(&self) -> Result<PgConn, ConnectError> {
+        let creds = self.credentials().await?;
+        let config = self.config(&creds);
+        drop(creds);
+        let (client, task) = self.connector.connect(&config).await?;
+        let client = ClientWrapper::new(client, task);
+        // Prepared once here, so requests only execute it.
+        client.prepare_typed_cached(RATES_SQL, RATES_TYPES).await?;
+        tracing::debug!("opened a database connection");
+        Ok(PgConn {
+            client,
+            lifetime: jittered(self.settings.max_lifetime()),
+        })
     }
 }
 
@@ -357,7 +389,7 @@ pub async fn reap_expired(pool: Pool, max_lifetime: Duration) {
     let mut tick = tokio::time::interval(max_lifetime.min(Duration::from_secs(60)) / 2);
     loop {
         tick.tick().await;
-        pool.retain(|_, metrics| metrics.age() < max_lifetime);
+        pool.retain(|conn, metrics| metrics.age() < conn.lifetime);
     }
 }
 

@@ -44,8 +44,17 @@ impl Application {
     /// unreadable CA bundle or secret, an address in use), not when the database is down:
     /// the service then runs and reports not ready until the database is back.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        tls_config::install_provider();
         let store = SecretStore::from_settings(&settings.secrets);
+        Self::build_with_secrets(settings, store).await
+    }
+
+    /// [`Application::build`] with a secret store made by the caller (tests: an emulator
+    /// client with static credentials).
+    pub async fn build_with_secrets(
+        settings: Settings,
+        store: SecretStore,
+    ) -> anyhow::Result<Application> {
+        tls_config::install_provider();
         let pool = db::pool(&settings.database, store).await?;
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await

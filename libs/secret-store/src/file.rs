@@ -9,6 +9,13 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{Error, Result};
 
+/// A file's version id: the first 8 bytes of its value's SHA-256, in hex (not a secret: the
+/// value has ~190 bits of entropy, and 64 bits of a hash do not lead back to it).
+pub(crate) fn version_id(value: &SecretString) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(value.expose_secret().as_bytes())[..8])
+}
+
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,

@@ -1,11 +1,17 @@
 //! Where secrets live. Every dbgw component reads credentials through [`SecretStore`], so the
-//! local stack (files under `.dev/secrets`) and production (AWS Secrets Manager) differ only in
-//! configuration.
+//! local stack (files under `.dev/secrets`) and production (AWS Secrets Manager, or moto server
+//! as its emulator) differ only in configuration.
 //!
 //! Secret values are JSON documents. Database credentials use the layout of the secrets that
-//! RDS and Secrets Manager rotation use (`{"username": ..., "password": ...}` plus optional
-//! connection fields), so the same secret works with AWS tooling.
+//! AWS's RDS rotation functions use (`engine`, `host`, `port`, `username`, `password`,
+//! `dbname`, and `masterarn` when another secret's user changes the password), so the same
+//! secret works with AWS tooling.
+//!
+//! Secrets have versions with stages ([`Stage`]): a rotation writes `AWSPENDING`, then moves
+//! `AWSCURRENT` to it, and the old current becomes `AWSPREVIOUS`. The file backend has one
+//! version per secret, always current.
 
+pub mod aws;
 mod file;
 
 use std::path::PathBuf;
@@ -13,6 +19,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+pub use aws::AwsStore;
 pub use file::{write_private, FileStore};
 
 /// The `[secrets]` section of a service's configuration.
@@ -22,12 +29,23 @@ pub struct SecretsSettings {
     pub backend: Backend,
     /// Directory of the `file` backend: secret `a/b` is the file `a/b.json` inside it.
     pub dir: PathBuf,
+    /// `aws` backend: the region; unset, the SDK's chain decides (`AWS_REGION`, the task's).
+    pub region: Option<String>,
+    /// `aws` backend: another endpoint than AWS's, such as moto server's `http://127.0.0.1:5000`.
+    pub endpoint_url: Option<String>,
+    /// `aws` backend: how long a read (per secret and stage) is reused. Logins that fail
+    /// refresh at once, so this bounds API calls, not how fast a rotation is followed.
+    pub cache_ttl_ms: u64,
+    /// `aws` backend: a refresh (after a failed login) drops only reads older than this, so
+    /// a client failing logins on purpose costs at most one API call per secret this often.
+    pub min_refresh_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     File,
+    Aws,
 }
 
 impl Default for SecretsSettings {
@@ -35,7 +53,42 @@ impl Default for SecretsSettings {
         SecretsSettings {
             backend: Backend::File,
             dir: PathBuf::from(".dev/secrets"),
+            region: None,
+            endpoint_url: None,
+            cache_ttl_ms: 30_000,
+            min_refresh_ms: 1_000,
         }
+    }
+}
+
+/// A version's staging label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Current,
+    Previous,
+    Pending,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Current => "AWSCURRENT",
+            Stage::Previous => "AWSPREVIOUS",
+            Stage::Pending => "AWSPENDING",
+        }
+    }
+}
+
+/// One version of a secret: its id (Secrets Manager's `VersionId`) and its value.
+#[derive(Clone)]
+pub struct Version {
+    pub id: String,
+    pub value: SecretString,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version").field("id", &self.id).finish()
     }
 }
 
@@ -43,10 +96,12 @@ impl Default for SecretsSettings {
 pub enum Error {
     #[error("secret `{0}` does not exist")]
     NotFound(String),
-    #[error("secret id `{0}` is not valid (letters, digits and /_+=.@- only)")]
+    #[error("secret id `{0}` is not valid (letters, digits and /_+=.@- only, or an ARN)")]
     BadId(String),
     #[error("secret `{id}` is not the expected JSON document: {reason}")]
     Malformed { id: String, reason: String },
+    #[error("Secrets Manager on `{id}`: {message}")]
+    Aws { id: String, message: String },
     #[error("secret store I/O on `{id}`: {source}")]
     Io {
         id: String,
@@ -71,6 +126,9 @@ pub struct DbCredentials {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dbname: Option<String>,
+    /// The secret whose user changes this one's password (alternating users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masterarn: Option<String>,
 }
 
 impl DbCredentials {
@@ -82,6 +140,7 @@ impl DbCredentials {
             host: None,
             port: None,
             dbname: None,
+            masterarn: None,
         }
     }
 }
@@ -112,50 +171,77 @@ pub fn generate_password() -> String {
 #[derive(Debug, Clone)]
 pub enum SecretStore {
     File(FileStore),
+    Aws(AwsStore),
 }
 
 impl SecretStore {
     pub fn from_settings(settings: &SecretsSettings) -> Self {
         match settings.backend {
             Backend::File => SecretStore::File(FileStore::new(settings.dir.clone())),
+            Backend::Aws => SecretStore::Aws(AwsStore::new(settings.clone())),
         }
     }
 
     /// The current value of a secret, as text.
     pub async fn get(&self, id: &str) -> Result<SecretString> {
-        check_id(id)?;
+        Ok(self.version(id, Stage::Current).await?.value)
+    }
+
+    /// The version of a secret at `stage` (cached briefly by the `aws` backend). The file
+    /// backend has only a current version; its id is a digest of the value.
+    pub async fn version(&self, id: &str, stage: Stage) -> Result<Version> {
+        self.check_id(id)?;
         match self {
-            SecretStore::File(f) => f.get(id).await,
+            SecretStore::File(f) if stage == Stage::Current => {
+                let value = f.get(id).await?;
+                Ok(Version {
+                    id: file::version_id(&value),
+                    value,
+                })
+            }
+            SecretStore::File(_) => Err(Error::NotFound(format!("{id} ({})", stage.label()))),
+            SecretStore::Aws(a) => a.version(id, stage).await,
         }
+    }
+
+    /// Forgets cached reads of `id`: a login with them failed, the stages may have moved.
+    pub fn refresh(&self, id: &str) {
+        if let SecretStore::Aws(a) = self {
+            a.refresh(id);
+        }
+    }
+
+    /// Database credentials at `stage`, with the id of their version.
+    pub async fn db_credentials_at(
+        &self,
+        id: &str,
+        stage: Stage,
+    ) -> Result<(String, DbCredentials)> {
+        let v = self.version(id, stage).await?;
+        Ok((v.id, parse_credentials(id, &v.value)?))
     }
 
     /// Creates or replaces a secret.
     pub async fn put(&self, id: &str, value: &SecretString) -> Result<()> {
-        check_id(id)?;
+        self.check_id(id)?;
         match self {
             SecretStore::File(f) => f.put(id, value).await,
+            SecretStore::Aws(a) => a.put(id, value).await,
         }
     }
 
     /// Deletes a secret. Idempotent: deleting a secret that does not exist succeeds.
     pub async fn delete(&self, id: &str) -> Result<()> {
-        check_id(id)?;
+        self.check_id(id)?;
         match self {
             SecretStore::File(f) => f.delete(id).await,
+            SecretStore::Aws(a) => a.delete(id).await,
         }
     }
 
-    /// Reads a secret holding database credentials.
+    /// Reads the current version of a secret holding database credentials.
     pub async fn db_credentials(&self, id: &str) -> Result<DbCredentials> {
-        let raw = self.get(id).await?;
-        serde_json::from_str(raw.expose_secret()).map_err(|e| Error::Malformed {
-            id: id.to_string(),
-            // serde_json's message names the field and position, never the value.
-            reason: format!(
-                "expected {{\"username\", \"password\"}}: {}",
-                strip_value(&e)
-            ),
-        })
+        Ok(self.db_credentials_at(id, Stage::Current).await?.1)
     }
 
     /// Stores database credentials.
@@ -165,6 +251,18 @@ impl SecretStore {
     }
 }
 
+/// Database credentials from a secret's text; the error never quotes the text.
+pub fn parse_credentials(id: &str, raw: &SecretString) -> Result<DbCredentials> {
+    serde_json::from_str(raw.expose_secret()).map_err(|e| Error::Malformed {
+        id: id.to_string(),
+        // serde_json's message names the field and position, never the value.
+        reason: format!(
+            "expected {{\"username\", \"password\"}}: {}",
+            strip_value(&e)
+        ),
+    })
+}
+
 fn strip_value(e: &serde_json::Error) -> String {
     format!(
         "{:?} error at line {} column {}",
@@ -172,6 +270,16 @@ fn strip_value(e: &serde_json::Error) -> String {
         e.line(),
         e.column()
     )
+}
+
+impl SecretStore {
+    /// Ids are names (`a/b`), or for Secrets Manager also ARNs (`arn:aws:...:secret:a/b-x1`).
+    fn check_id(&self, id: &str) -> Result<()> {
+        match self {
+            SecretStore::Aws(_) if id.starts_with("arn:") => check_id(&id.replace(':', "/")),
+            _ => check_id(id),
+        }
+    }
 }
 
 fn check_id(id: &str) -> Result<()> {

@@ -74,6 +74,7 @@ impl SessionInfo {
         identity: &Identity,
         database: &str,
         db_user: &str,
+        secret_version: &str,
         application: &str,
     ) {
         self.prefix.push_str(",\"identity\":");
@@ -83,6 +84,8 @@ impl SessionInfo {
         member_str(&mut self.prefix, "database", database);
         self.prefix.push(',');
         member_str(&mut self.prefix, "db_user", db_user);
+        self.prefix.push(',');
+        member_str(&mut self.prefix, "secret_version", secret_version);
         self.prefix.push(',');
         member_str(&mut self.prefix, "application", application);
     }
@@ -413,6 +416,7 @@ mod tests {
             &Identity::Service { name: "app".into() },
             "rates",
             "app",
+            "0123abcd",
             "psql \"x\"",
         );
         let body = statement(
@@ -427,6 +431,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&format!("{{{body}}}")).unwrap();
         assert_eq!(v["identity"]["kind"], "service");
         assert_eq!(v["application"], "psql \"x\"");
+        assert_eq!(v["secret_version"], "0123abcd");
         assert_eq!(v["statement"], "select '\"'");
         let o = outcome(
             &s,

@@ -14,6 +14,14 @@ use crate::protocol::{backend, startup};
 use crate::server::Context;
 use crate::wire::ReadError;
 
+/// A person's login: who, and the credentials (with their secret and version) of their role.
+pub struct Login {
+    pub identity: Identity,
+    pub creds: DbCredentials,
+    pub secret_id: String,
+    pub version: String,
+}
+
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Context,
     stream: &mut S,
@@ -21,7 +29,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     user: &str,
     database: &str,
     tls: bool,
-) -> Result<(DbCredentials, Identity), Refused> {
+) -> Result<Login, Refused> {
     let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) else {
         return Err(Refused::new(
             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
@@ -77,9 +85,19 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             ));
         }
     };
-    let creds = ctx
+    let secret_id = grants::person_secret(&grant.db_user);
+    if ctx.settings.upstream.auth == crate::settings::UpstreamAuth::RdsIam {
+        // The proxy signs an IAM token for the role: no password exists.
+        return Ok(Login {
+            creds: DbCredentials::new(grant.db_user.clone(), String::new()),
+            identity: identity(person, grant),
+            secret_id,
+            version: "rds-iam".into(),
+        });
+    }
+    let (version, creds) = ctx
         .secrets
-        .db_credentials(&grants::person_secret(&grant.db_user))
+        .db_credentials_at(&secret_id, secret_store::Stage::Current)
         .await
         .map_err(|e| {
             Refused::new(
@@ -88,7 +106,16 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 format!("person credentials unavailable: {e}"),
             )
         })?;
-    let identity = Identity::Person {
+    Ok(Login {
+        identity: identity(person, grant),
+        creds,
+        secret_id,
+        version,
+    })
+}
+
+fn identity(person: crate::auth::token::Person, grant: grants::Grant) -> Identity {
+    Identity::Person {
         email: person.email,
         subject: person.subject,
         issuer: person.issuer,
@@ -96,6 +123,5 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         request_id: grant.request_id,
         approved_by: grant.approved_by,
         grant_expires_at: grant.expires_at,
-    };
-    Ok((creds, identity))
+    }
 }

@@ -1,13 +1,19 @@
 //! Service accounts: an application logs in with the database user name and password that
 //! the proxy also holds (from the secret store), by SCRAM-SHA-256. The proxy then logs in
 //! upstream with the same credentials.
+//!
+//! Rotation with alternating users: a service `NAME` logs in as `NAME` or `NAME_clone`,
+//! whichever its secret's `AWSCURRENT` version names. During the overlap after a rotation
+//! the proxy accepts the `AWSPREVIOUS` version too (the other user name), so connections
+//! opened with credentials read just before the rotation still work. The user name picks the
+//! version; the password must match that version.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::BytesMut;
 use secrecy::ExposeSecret;
-use secret_store::{DbCredentials, SecretStore};
+use secret_store::{DbCredentials, SecretStore, Stage};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -96,6 +102,67 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A service's logical name and secret for the user name a client gave: `NAME` or
+/// `NAME_clone` where `services` maps `NAME`.
+pub fn lookup<'a>(
+    services: &'a std::collections::BTreeMap<String, String>,
+    user: &str,
+) -> Option<(&'a str, &'a str)> {
+    let base = user.strip_suffix("_clone").unwrap_or(user);
+    services
+        .get_key_value(base)
+        .map(|(name, secret)| (name.as_str(), secret.as_str()))
+}
+
+/// Who logged in: the credentials for the upstream login and the id of their version.
+pub struct Login {
+    pub creds: DbCredentials,
+    pub version: String,
+}
+
+/// The version of `secret_id` whose user is `user`: `AWSCURRENT`, else `AWSPREVIOUS`.
+async fn version_for(
+    store: &SecretStore,
+    secret_id: &str,
+    user: &str,
+) -> Result<Option<Login>, secret_store::Error> {
+    for stage in [Stage::Current, Stage::Previous] {
+        match store.db_credentials_at(secret_id, stage).await {
+            Ok((version, creds)) if creds.username == user => {
+                return Ok(Some(Login { creds, version }))
+            }
+            Ok(_) => {}
+            Err(secret_store::Error::NotFound(_)) if stage == Stage::Previous => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// A SCRAM exchange no password passes, so that a user without credentials looks like one
+/// with: the refusal, with `audit` as the reason.
+async fn decoy_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    verifiers: &Verifiers,
+    user: &str,
+    audit: String,
+) -> Refused {
+    let mut refused = match scram_exchange(stream, buf, verifiers.decoy(user).await, user).await {
+        Err(r) => r,
+        // No password matches a decoy; refuse all the same.
+        Ok(()) => Refused::new(
+            sqlstate::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+            "",
+        ),
+    };
+    if refused.code == sqlstate::INVALID_PASSWORD {
+        refused.audit = audit;
+    }
+    refused
+}
+
 /// Authenticates service account `user` and returns the credentials to log in upstream.
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -104,25 +171,24 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     secret_id: Option<&str>,
     store: &SecretStore,
     verifiers: &Verifiers,
-) -> Result<DbCredentials, Refused> {
+) -> Result<Login, Refused> {
     let Some(secret_id) = secret_id else {
-        let mut refused = match scram_exchange(stream, buf, verifiers.decoy(user).await, user).await
-        {
-            Err(r) => r,
-            // No password matches a decoy; refuse all the same.
-            Ok(()) => Refused::new(
-                sqlstate::INVALID_PASSWORD,
-                format!("password authentication failed for user \"{user}\""),
-                "",
-            ),
-        };
-        if refused.code == sqlstate::INVALID_PASSWORD {
-            refused.audit = "unknown user".into();
-        }
-        return Err(refused);
+        return Err(decoy_exchange(stream, buf, verifiers, user, "unknown user".into()).await);
     };
-    let creds = match store.db_credentials(secret_id).await {
-        Ok(c) => c,
+    // A user name neither cached version has: the stages may have moved since; read again.
+    let mut found = version_for(store, secret_id, user).await;
+    if matches!(found, Ok(None)) {
+        store.refresh(secret_id);
+        found = version_for(store, secret_id, user).await;
+    }
+    let login = match found {
+        Ok(Some(login)) => login,
+        // `NAME_clone` before the first rotation, or a misconfigured secret: to the client,
+        // as an unknown user.
+        Ok(None) => {
+            let why = format!("no current or previous version of {secret_id} is user {user}");
+            return Err(decoy_exchange(stream, buf, verifiers, user, why).await);
+        }
         Err(e) => {
             tracing::error!(user, error = %e, "service credentials unavailable");
             return Err(Refused::new(
@@ -132,13 +198,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             ));
         }
     };
-    if creds.username != user {
-        return Err(Refused::new(
-            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-            format!("account \"{user}\" is misconfigured at the proxy"),
-            format!("secret {secret_id} holds user {} instead", creds.username),
-        ));
+    let verifier = verifiers.get(&login.creds).await;
+    if let Err(refused) = scram_exchange(stream, buf, verifier, user).await {
+        if refused.code == sqlstate::INVALID_PASSWORD {
+            // The client may hold a newer password than our cached read: its retry finds a
+            // fresh one (at most one read per `min_refresh_ms`, however many failures).
+            store.refresh(secret_id);
+        }
+        return Err(refused);
     }
-    scram_exchange(stream, buf, verifiers.get(&creds).await, user).await?;
-    Ok(creds)
+    Ok(login)
 }

@@ -17,4 +17,5 @@ mod hostile;
 mod ledger;
 mod lexer;
 mod pipeline;
+mod rotation;
 mod sso;

@@ -170,7 +170,10 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
         .unwrap_or_else(|| panic!("no request line for /rates: {text}"));
     assert_eq!(request_line["span"]["name"], "request", "{request_line}");
     assert_eq!(request_line["span"]["route"], "/rates", "{request_line}");
-    assert!(request_line["span"]["id"].as_u64().is_some(), "{request_line}");
+    assert!(
+        request_line["span"]["id"].as_u64().is_some(),
+        "{request_line}"
+    );
     assert!(
         !text.contains(db.creds.password.expose_secret()),
         "the password is in the logs"

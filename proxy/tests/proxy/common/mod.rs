@@ -16,7 +16,7 @@ use proxy::audit::Durability;
 use proxy::server::{Context, Server};
 use proxy::settings::{Plaintext, Settings};
 use secrecy::ExposeSecret;
-use secret_store::DbCredentials;
+use secret_store::{DbCredentials, SecretStore};
 use serde_json::Value;
 
 pub struct Stack {
@@ -44,6 +44,8 @@ pub struct Options {
     /// Disk space the audit writer keeps reserved ahead.
     pub reserve_bytes: u64,
     pub max_handshakes_per_address: usize,
+    /// Another secret store than a directory of files (the rotation tests: moto server).
+    pub secrets: Option<SecretStore>,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             oidc_issuer: None,
             reserve_bytes: 1024 * 1024,
             max_handshakes_per_address: 50,
+            secrets: None,
         }
     }
 }
@@ -67,7 +70,10 @@ impl Stack {
     }
 
     pub async fn with(opts: Options) -> Stack {
-        let db = TestDb::start().await;
+        let mut db = TestDb::start().await;
+        if let Some(store) = opts.secrets.clone() {
+            db.store = store;
+        }
         let app = db.login("rates_api", "dbgw/rates-api").await;
         let cluster = db.cluster.clone();
 
@@ -118,7 +124,9 @@ impl Stack {
             db.login("dbgw_proxy", "dbgw/proxy-control").await;
         }
 
-        let server = Server::bind(settings).await.expect("proxy binds");
+        let server = Server::bind_with_secrets(settings, db.store.clone())
+            .await
+            .expect("proxy binds");
         let (addr, admin_addr, ctx) = (server.local_addr(), server.admin_addr(), server.context());
         let served = Served::spawn(|stop| server.run(stop));
         Stack {

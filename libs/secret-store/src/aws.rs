@@ -1,0 +1,215 @@
+//! The production backend: AWS Secrets Manager, through `aws-sdk-secretsmanager`.
+//!
+//! - Every read names its version stage (`AWSCURRENT`, `AWSPREVIOUS`, `AWSPENDING`): a read
+//!   without one can return a stale version on some emulators, and naming it says what the
+//!   caller relies on.
+//! - Reads are cached for `cache_ttl` per (secret, stage), so a service opening hundreds of
+//!   connections a minute makes a few API calls a minute; [`AwsStore::refresh`] drops a
+//!   secret's entries when a login with it failed (a rotation may have moved the stages).
+//! - The SDK's HTTP client is built here with rustls and the ring provider, the one crypto
+//!   provider of every dbgw binary (the SDK's default client would bring aws-lc too).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_secretsmanager::Client;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{Error, Result, SecretsSettings, Stage, Version};
+
+/// The SDK's HTTP client: hyper with rustls on the ring provider.
+pub fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// A Secrets Manager client from the default credential chain (environment, ECS task role,
+/// Lambda role...), with the region and endpoint of `settings` when they are set.
+pub async fn client(settings: &SecretsSettings) -> Client {
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    Client::new(&loader.load().await)
+}
+
+type Cache = HashMap<(String, Stage), (Instant, Version)>;
+
+#[derive(Clone)]
+pub struct AwsStore {
+    settings: SecretsSettings,
+    /// Made at first use: loading the credential chain is async, constructing a store is not.
+    client: Arc<tokio::sync::OnceCell<Client>>,
+    cache: Arc<Mutex<Cache>>,
+    /// API calls made (reads and writes), for the benchmark and the metrics.
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for AwsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsStore")
+            .field("region", &self.settings.region)
+            .field("endpoint_url", &self.settings.endpoint_url)
+            .finish()
+    }
+}
+
+impl AwsStore {
+    pub fn new(settings: SecretsSettings) -> Self {
+        AwsStore {
+            settings,
+            client: Arc::default(),
+            cache: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+
+    /// A store on a client made elsewhere (tests with static credentials).
+    pub fn with_client(settings: SecretsSettings, client: Client) -> Self {
+        let store = AwsStore::new(settings);
+        store.client.set(client).expect("a new cell is empty");
+        store
+    }
+
+    pub async fn client(&self) -> &Client {
+        self.client.get_or_init(|| client(&self.settings)).await
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.settings.cache_ttl_ms)
+    }
+
+    /// API calls made so far.
+    pub fn api_calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The version of `id` at `stage`, from the cache while it is fresh.
+    pub(crate) async fn version(&self, id: &str, stage: Stage) -> Result<Version> {
+        let key = (id.to_string(), stage);
+        if let Some((at, v)) = lock(&self.cache).get(&key) {
+            if at.elapsed() < self.ttl() {
+                return Ok(v.clone());
+            }
+        }
+        let v = self.read(id, stage).await?;
+        lock(&self.cache).insert(key, (Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    /// Reads `id` at `stage` from Secrets Manager, bypassing the cache.
+    pub async fn read(&self, id: &str, stage: Stage) -> Result<Version> {
+        self.count();
+        let out = self
+            .client()
+            .await
+            .get_secret_value()
+            .secret_id(id)
+            .version_stage(stage.label())
+            .send()
+            .await
+            .map_err(|e| sdk_error(id, e))?;
+        let (Some(version), Some(value)) = (out.version_id, out.secret_string) else {
+            return Err(Error::Malformed {
+                id: id.into(),
+                reason: format!("the {} version has no text value", stage.label()),
+            });
+        };
+        Ok(Version {
+            id: version,
+            value: SecretString::from(value),
+        })
+    }
+
+    /// Drops the cached versions of `id` (those older than `min_refresh_ms`), so the next
+    /// read asks Secrets Manager.
+    pub fn refresh(&self, id: &str) {
+        let floor = Duration::from_millis(self.settings.min_refresh_ms);
+        lock(&self.cache).retain(|(cached, _), (at, _)| cached != id || at.elapsed() < floor);
+    }
+
+    /// Stores a new `AWSCURRENT` version, creating the secret when it does not exist.
+    pub(crate) async fn put(&self, id: &str, value: &SecretString) -> Result<()> {
+        self.count();
+        let client = self.client().await;
+        let put = client
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(value.expose_secret())
+            .send()
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                self.count();
+                client
+                    .create_secret()
+                    .name(id)
+                    .secret_string(value.expose_secret())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(id, e))?;
+            }
+            Err(e) => return Err(sdk_error(id, e)),
+        }
+        self.forget(id);
+        Ok(())
+    }
+
+    /// Drops every cached version of `id` (after our own write).
+    fn forget(&self, id: &str) {
+        lock(&self.cache).retain(|(cached, _), _| cached != id);
+    }
+
+    /// Deletes a secret at once (no recovery window); one that does not exist is deleted.
+    pub(crate) async fn delete(&self, id: &str) -> Result<()> {
+        self.count();
+        let deleted = self
+            .client()
+            .await
+            .delete_secret()
+            .secret_id(id)
+            .force_delete_without_recovery(true)
+            .send()
+            .await;
+        self.forget(id);
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(sdk_error(id, e)),
+        }
+    }
+}
+
+/// An SDK error as ours. The SDK's messages name the secret and the failure, never a value.
+pub fn sdk_error<E, R>(id: &str, e: aws_sdk_secretsmanager::error::SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if e.code() == Some("ResourceNotFoundException") {
+        return Error::NotFound(id.into());
+    }
+    Error::Aws {
+        id: id.into(),
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// The cache holds no invariant a panic could break halfway.
+fn lock(m: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,400 @@
+//! The rotation function against moto server (Secrets Manager) and a real PostgreSQL: each
+//! step's contract (idempotent, resumable after a crash between any two steps, wrong and
+//! stale tokens refused, rotation off refused), both strategies, the secret store's cache
+//! across a stage change, and the `bootstrap` binary itself (both TLS users in one process).
+
+// A panic is how a test reports a failure.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use dbgw_db::Cluster;
+use rotation::steps::{CURRENT, PENDING, PREVIOUS};
+use rotation::testing::Moto;
+use rotation::{local, Error, Rotator, Settings, Step};
+use secrecy::ExposeSecret;
+use secret_store::{DbCredentials, Stage};
+use serde_json::{json, Value};
+
+const MASTER: &str = "dbgw/postgres-admin";
+const APP: &str = "dbgw/rates-api";
+
+struct Env {
+    cluster: Cluster,
+    moto: Moto,
+    rotator: Rotator,
+}
+
+async fn env() -> Env {
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .unwrap()
+        .expect("a throwaway cluster");
+    let moto = Moto::start().await;
+    let settings = Settings {
+        database: rotation::settings::DatabaseSettings {
+            ca_file: cluster.ca_cert(),
+            default_host: "127.0.0.1".into(),
+        },
+        secrets: moto.settings(0),
+        log: Default::default(),
+    };
+    let rotator = Rotator::new(moto.client(), settings);
+    Env {
+        cluster,
+        moto,
+        rotator,
+    }
+}
+
+impl Env {
+    fn layout(&self, creds: &DbCredentials, dbname: &str, master: Option<&str>) -> Value {
+        rotation::testing::layout(
+            self.cluster.host(),
+            self.cluster.port(),
+            creds,
+            dbname,
+            master,
+        )
+    }
+
+    /// The master secret and the rates API's (alternating), rotation on. Returns the
+    /// original login.
+    async fn alternating(&self) -> DbCredentials {
+        let admin = self.cluster.admin().clone();
+        self.moto
+            .client()
+            .create_secret()
+            .name(MASTER)
+            .secret_string(self.layout(&admin, "postgres", None).to_string())
+            .send()
+            .await
+            .unwrap();
+        let app = self.cluster.login_for("rates_api").await.unwrap();
+        self.moto
+            .rotated_secret(APP, &self.layout(&app, "rates", Some(MASTER)))
+            .await;
+        app
+    }
+
+    async fn value(&self, id: &str, stage: &str) -> Value {
+        Value::Object(self.rotator.value(id, None, stage).await.unwrap().unwrap())
+    }
+
+    async fn creds(&self, id: &str, stage: &str) -> DbCredentials {
+        serde_json::from_value(self.value(id, stage).await).unwrap()
+    }
+
+    async fn logs_in(&self, creds: &DbCredentials) -> bool {
+        self.cluster
+            .server()
+            .connect_as("rates", creds)
+            .await
+            .is_ok()
+    }
+
+    async fn stages(&self, id: &str) -> std::collections::HashMap<String, Vec<String>> {
+        self.rotator.versions(id).await.unwrap()
+    }
+}
+
+fn refused(r: Result<(), Error>) -> String {
+    match r {
+        Err(Error::Refused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn alternating_users_step_contract() {
+    let e = env().await;
+    let original = e.alternating().await;
+    let r = &e.rotator;
+
+    // Tokens Secrets Manager did not stage are refused, at every step.
+    let wrong = local::new_token();
+    for step in Step::ALL {
+        let why = refused(r.handle(APP, &wrong, step).await);
+        assert!(why.contains("no version"), "{why}");
+    }
+
+    // Secrets Manager stages the new version (here: as the local command does), then calls
+    // createSecret; twice: one pending version, the other user, the same password.
+    let token = local::new_token();
+    r.run(APP, &token, Step::CreateSecret, true).await.unwrap();
+    let pending = e
+        .rotator
+        .value(APP, Some(&token), PENDING)
+        .await
+        .unwrap()
+        .unwrap();
+    r.handle(APP, &token, Step::CreateSecret).await.unwrap();
+    let again = e
+        .rotator
+        .value(APP, Some(&token), PENDING)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending, again, "createSecret is not idempotent");
+    assert_eq!(pending["username"], "rates_api_clone");
+    assert_eq!(pending["masterarn"], MASTER);
+    assert_ne!(
+        pending["password"],
+        json!(original.password.expose_secret())
+    );
+    let pending: DbCredentials = serde_json::from_value(Value::Object(pending)).unwrap();
+    assert!(
+        !e.logs_in(&pending).await,
+        "the clone logs in before setSecret"
+    );
+
+    // testSecret before setSecret fails (and changes nothing); setSecret twice is fine.
+    assert!(r.handle(APP, &token, Step::TestSecret).await.is_err());
+    r.handle(APP, &token, Step::SetSecret).await.unwrap();
+    r.handle(APP, &token, Step::SetSecret).await.unwrap();
+    assert!(e.logs_in(&pending).await);
+    assert!(
+        e.logs_in(&original).await,
+        "the user in use lost its password"
+    );
+    r.handle(APP, &token, Step::TestSecret).await.unwrap();
+
+    // The clone is made like the original: same memberships, same data access.
+    let clone = e
+        .cluster
+        .server()
+        .connect_as("rates", &pending)
+        .await
+        .unwrap();
+    let n: i64 = clone
+        .query_one("SELECT count(*) FROM prices", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 0);
+    let admin = e.cluster.connect("rates").await.unwrap();
+    let member: bool = admin
+        .query_one(
+            "SELECT pg_has_role('rates_api_clone', 'rates_reader', 'MEMBER')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(member);
+
+    // A crash here: the local command finds the pending version and resumes it.
+    assert_eq!(e.value(APP, CURRENT).await["username"], "rates_api");
+    let resumed = local::rotate(r, APP).await.unwrap();
+    assert_eq!(
+        resumed, token,
+        "a second rotation started instead of resuming"
+    );
+    let stages = e.stages(APP).await;
+    assert_eq!(stages[&token], vec![CURRENT.to_string()]);
+    assert_eq!(e.value(APP, CURRENT).await["username"], "rates_api_clone");
+    let previous = e.creds(APP, PREVIOUS).await;
+    assert_eq!(previous.username, "rates_api");
+    assert!(e.logs_in(&previous).await, "AWSPREVIOUS must keep working");
+
+    // finishSecret again, and any step with the now-current token: nothing to do.
+    for step in Step::ALL {
+        r.handle(APP, &token, step).await.unwrap();
+    }
+    assert_eq!(e.value(APP, CURRENT).await["username"], "rates_api_clone");
+    // A stale token (a version no longer pending) is refused.
+    let old = stages
+        .iter()
+        .find(|(_, s)| s.iter().any(|s| s == PREVIOUS))
+        .map(|(v, _)| v.clone())
+        .unwrap();
+    let why = refused(r.handle(APP, &old, Step::SetSecret).await);
+    assert!(why.contains("not pending"), "{why}");
+
+    // Second rotation: back to rates_api with a new password; the original password is
+    // retired, the clone's still works (AWSPREVIOUS).
+    local::rotate(r, APP).await.unwrap();
+    let current = e.creds(APP, CURRENT).await;
+    assert_eq!(current.username, "rates_api");
+    assert!(e.logs_in(&current).await);
+    assert!(
+        !e.logs_in(&original).await,
+        "a retired password still logs in"
+    );
+    assert!(e.logs_in(&pending).await);
+    // Third: the clone's first password is retired too.
+    local::rotate(r, APP).await.unwrap();
+    assert!(
+        !e.logs_in(&pending).await,
+        "a retired password still logs in"
+    );
+    assert!(e.logs_in(&e.creds(APP, CURRENT).await).await);
+    assert!(e.logs_in(&e.creds(APP, PREVIOUS).await).await);
+}
+
+#[tokio::test]
+async fn a_crash_between_any_two_steps_is_resumed() {
+    let e = env().await;
+    e.alternating().await;
+    let r = &e.rotator;
+    // Stop after 0, 1, 2, 3 steps, then retry the whole rotation as Secrets Manager does.
+    for done in 0..=3 {
+        let token = local::new_token();
+        let before = e.value(APP, CURRENT).await;
+        for step in &Step::ALL[..done] {
+            r.run(APP, &token, *step, true).await.unwrap();
+        }
+        // The user in use keeps working whatever the state.
+        assert!(
+            e.logs_in(&serde_json::from_value(before.clone()).unwrap())
+                .await
+        );
+        assert_eq!(
+            e.value(APP, CURRENT).await,
+            before,
+            "changed before finishSecret"
+        );
+        for step in Step::ALL {
+            r.run(APP, &token, step, true).await.unwrap();
+        }
+        let after = e.value(APP, CURRENT).await;
+        assert_ne!(after["username"], before["username"], "after {done} steps");
+        assert!(e.logs_in(&serde_json::from_value(after).unwrap()).await);
+        let mut stages = e.stages(APP).await[&token].clone();
+        stages.sort();
+        assert_eq!(stages, [CURRENT, PENDING]);
+        local::clear_pending(r, APP, &token).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn single_user_rotation_and_refusals() {
+    let e = env().await;
+    let admin = e.cluster.connect("postgres").await.unwrap();
+    admin
+        .batch_execute("CREATE ROLE dbgw_proxy_control LOGIN")
+        .await
+        .unwrap();
+    let original = e.cluster.login_for("dbgw_proxy_control").await.unwrap();
+    let id = "dbgw/proxy-control";
+    e.moto
+        .rotated_secret(id, &e.layout(&original, "postgres", None))
+        .await;
+    let session = e
+        .cluster
+        .server()
+        .connect_as("postgres", &original)
+        .await
+        .unwrap();
+
+    local::rotate(&e.rotator, id).await.unwrap();
+    let current = e.creds(id, CURRENT).await;
+    assert_eq!(current.username, "dbgw_proxy_control");
+    assert!(e
+        .cluster
+        .server()
+        .connect_as("postgres", &current)
+        .await
+        .is_ok());
+    assert!(
+        e.cluster
+            .server()
+            .connect_as("postgres", &original)
+            .await
+            .is_err(),
+        "the old password still logs in"
+    );
+    // A session open across the rotation keeps working.
+    session.simple_query("SELECT 1").await.unwrap();
+
+    // Rotation off: refused, by the handler and by the command, and nothing changes.
+    e.moto
+        .client()
+        .create_secret()
+        .name("dbgw/not-rotated")
+        .secret_string(e.layout(&current, "postgres", None).to_string())
+        .send()
+        .await
+        .unwrap();
+    let why = refused(
+        e.rotator
+            .handle("dbgw/not-rotated", &local::new_token(), Step::CreateSecret)
+            .await,
+    );
+    assert!(why.contains("not enabled"), "{why}");
+    assert!(matches!(
+        local::rotate(&e.rotator, "dbgw/not-rotated").await,
+        Err(Error::Refused(_))
+    ));
+    assert!(e
+        .cluster
+        .server()
+        .connect_as("postgres", &current)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn the_store_cache_follows_a_stage_change() {
+    let e = env().await;
+    e.alternating().await;
+    let store = e.moto.store(400);
+    let api_calls = |s: &secret_store::SecretStore| match s {
+        secret_store::SecretStore::Aws(a) => a.api_calls(),
+        _ => unreachable!(),
+    };
+    let (v1, c1) = store.db_credentials_at(APP, Stage::Current).await.unwrap();
+    for _ in 0..50 {
+        store.db_credentials_at(APP, Stage::Current).await.unwrap();
+    }
+    assert_eq!(api_calls(&store), 1, "reads within the TTL must be cached");
+
+    local::rotate(&e.rotator, APP).await.unwrap();
+    // Still the cached version until refreshed or expired...
+    let (cached, _) = store.db_credentials_at(APP, Stage::Current).await.unwrap();
+    assert_eq!(cached, v1);
+    // ...a login failure refreshes at once...
+    store.refresh(APP);
+    let (v2, c2) = store.db_credentials_at(APP, Stage::Current).await.unwrap();
+    assert_ne!(v2, v1);
+    assert_ne!(c2.username, c1.username);
+    let (prev, p) = store.db_credentials_at(APP, Stage::Previous).await.unwrap();
+    assert_eq!(
+        (prev.as_str(), p.username.as_str()),
+        (v1.as_str(), c1.username.as_str())
+    );
+
+    // ...and the TTL bounds how stale a read can be.
+    local::rotate(&e.rotator, APP).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (v3, _) = store.db_credentials_at(APP, Stage::Current).await.unwrap();
+    assert!(v3 != v2 && v3 != v1);
+}
+
+#[tokio::test]
+async fn the_binary_rotates_with_one_crypto_provider() {
+    // One process that talks TLS to PostgreSQL (rustls, ring) and HTTP to Secrets Manager
+    // (the SDK's client, ring too): it would panic at the first TLS config with two.
+    let e = env().await;
+    let original = e.alternating().await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+    cmd.args(["rotate", APP])
+        .env("ROTATION_DATABASE__CA_FILE", e.cluster.ca_cert())
+        .env("ROTATION_LOG__FORMAT", "text");
+    for (k, v) in e.moto.env("ROTATION_") {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let current = e.creds(APP, CURRENT).await;
+    assert_eq!(current.username, "rates_api_clone");
+    assert!(e.logs_in(&current).await);
+    // Nothing secret on the way out.
+    let all = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!all.contains(current.password.expose_secret()));
+    assert!(!all.contains(original.password.expose_secret()));
+}
