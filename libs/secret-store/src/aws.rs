@@ -42,6 +42,8 @@ pub async fn client(settings: &SecretsSettings) -> Client {
 }
 
 type Cache = HashMap<(String, Stage), (Instant, Version)>;
+/// A turn to read per (secret, stage).
+type Turns = HashMap<(String, Stage), Arc<tokio::sync::Mutex<()>>>;
 
 #[derive(Clone)]
 pub struct AwsStore {
@@ -50,7 +52,7 @@ pub struct AwsStore {
     client: Arc<tokio::sync::OnceCell<Client>>,
     cache: Arc<Mutex<Cache>>,
     /// One read at a time per (secret, stage): a burst of logins at expiry makes one call.
-    reading: Arc<Mutex<HashMap<(String, Stage), Arc<tokio::sync::Mutex<()>>>>>,
+    reading: Arc<Mutex<Turns>>,
     /// API calls made (reads and writes), for the benchmark and the metrics.
     calls: Arc<std::sync::atomic::AtomicU64>,
 }
