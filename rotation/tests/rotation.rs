@@ -334,7 +334,7 @@ async fn single_user_rotation_and_refusals() {
         .is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_cache_follows_a_stage_change() {
     let e = env().await;
     e.alternating().await;
@@ -348,6 +348,22 @@ async fn the_store_cache_follows_a_stage_change() {
         store.db_credentials_at(APP, Stage::Current).await.unwrap();
     }
     assert_eq!(api_calls(&store), 1, "reads within the TTL must be cached");
+    // A burst of logins after a refresh makes one read, not one each.
+    store.refresh(APP);
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.db_credentials_at(APP, Stage::Current).await })
+        })
+        .collect();
+    for b in burst {
+        b.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        api_calls(&store),
+        2,
+        "concurrent misses must share one read"
+    );
 
     local::rotate(&e.rotator, APP).await.unwrap();
     // Still the cached version until refreshed or expired...

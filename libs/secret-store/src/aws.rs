@@ -42,6 +42,8 @@ pub async fn client(settings: &SecretsSettings) -> Client {
 }
 
 type Cache = HashMap<(String, Stage), (Instant, Version)>;
+/// A turn to read per (secret, stage).
+type Turns = HashMap<(String, Stage), Arc<tokio::sync::Mutex<()>>>;
 
 #[derive(Clone)]
 pub struct AwsStore {
@@ -49,6 +51,8 @@ pub struct AwsStore {
     /// Made at first use: loading the credential chain is async, constructing a store is not.
     client: Arc<tokio::sync::OnceCell<Client>>,
     cache: Arc<Mutex<Cache>>,
+    /// One read at a time per (secret, stage): a burst of logins at expiry makes one call.
+    reading: Arc<Mutex<Turns>>,
     /// API calls made (reads and writes), for the benchmark and the metrics.
     calls: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -68,6 +72,7 @@ impl AwsStore {
             settings,
             client: Arc::default(),
             cache: Arc::default(),
+            reading: Arc::default(),
             calls: Arc::default(),
         }
     }
@@ -100,14 +105,31 @@ impl AwsStore {
     /// The version of `id` at `stage`, from the cache while it is fresh.
     pub(crate) async fn version(&self, id: &str, stage: Stage) -> Result<Version> {
         let key = (id.to_string(), stage);
-        if let Some((at, v)) = lock(&self.cache).get(&key) {
-            if at.elapsed() < self.ttl() {
-                return Ok(v.clone());
-            }
+        if let Some(v) = self.cached(&key) {
+            return Ok(v);
+        }
+        let turn = self
+            .reading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
+        // Whoever read while we waited filled the cache.
+        if let Some(v) = self.cached(&key) {
+            return Ok(v);
         }
         let v = self.read(id, stage).await?;
         lock(&self.cache).insert(key, (Instant::now(), v.clone()));
         Ok(v)
+    }
+
+    fn cached(&self, key: &(String, Stage)) -> Option<Version> {
+        match lock(&self.cache).get(key) {
+            Some((at, v)) if at.elapsed() < self.ttl() => Some(v.clone()),
+            _ => None,
+        }
     }
 
     /// Reads `id` at `stage` from Secrets Manager, bypassing the cache.
