@@ -121,7 +121,12 @@ impl Moto {
             .rotate_immediately(false)
             .send()
             .await;
-        let d = client.describe_secret().secret_id(id).send().await.expect("describe the secret");
+        let d = client
+            .describe_secret()
+            .secret_id(id)
+            .send()
+            .await
+            .expect("describe the secret");
         assert_eq!(
             d.rotation_enabled,
             Some(true),
