@@ -45,6 +45,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0003_person_identity",
         include_str!("../control/0003_person_identity.sql"),
     ),
+    (
+        "0004_grants_changed_notify",
+        include_str!("../control/0004_grants_changed_notify.sql"),
+    ),
 ];
 
 /// Where a server is and how the admin logs in (always TLS, certificate verified).

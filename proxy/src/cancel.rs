@@ -1,6 +1,10 @@
 //! Query cancellation. Clients get the proxy's own cancel keys (never the database's, and
 //! never an empty one); a CancelRequest arrives on a new connection and is forwarded, with
 //! the database's key, to the backend that serves that session.
+//!
+//! A key is routable in a fleet: the top 7 bits of its 31-bit process id are the owning
+//! replica's `fleet.index`, the other 24 bits and the 32-bit secret are random (56 random
+//! bits per key). A replica given a key of another index forwards it (see [`crate::fleet`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,9 +19,19 @@ struct Target {
     backend_secret: Vec<u8>,
 }
 
+/// The largest `fleet.index`: 7 bits, so process ids stay positive.
+pub const MAX_INDEX: u8 = 127;
+const RANDOM_BITS: u32 = 24;
+
+/// The `fleet.index` of the replica that handed out the key with process id `pid`.
+pub fn owner(pid: i32) -> u8 {
+    ((pid as u32) >> RANDOM_BITS) as u8
+}
+
 /// The keys of live sessions.
 #[derive(Default)]
 pub struct CancelMap {
+    index: u8,
     sessions: Mutex<HashMap<i32, Target>>,
 }
 
@@ -35,12 +49,27 @@ impl Drop for Key<'_> {
 }
 
 impl CancelMap {
+    /// The map of the replica with `fleet.index` `index` (at most [`MAX_INDEX`]).
+    pub fn new(index: u8) -> CancelMap {
+        assert!(index <= MAX_INDEX, "fleet.index is validated");
+        CancelMap {
+            index,
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// This replica's `fleet.index`.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
     /// Registers a session served by backend `backend_pid` and returns the client's key.
     pub fn register(&self, backend_pid: i32, backend_secret: Vec<u8>) -> Key<'_> {
         let mut sessions = startup::sync::lock(&self.sessions);
         loop {
             // Positive, like real backend pids, so clients that print them are not confused.
-            let pid = (rand::random::<u32>() >> 1) as i32;
+            let random = rand::random::<u32>() >> (32 - RANDOM_BITS);
+            let pid = ((u32::from(self.index) << RANDOM_BITS) | random) as i32;
             if pid == 0 || sessions.contains_key(&pid) {
                 continue;
             }
@@ -98,5 +127,23 @@ mod tests {
         drop(key);
         assert!(map.lookup(pid, &[0; 4]).is_none());
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn keys_name_their_replica_and_stay_positive() {
+        for index in [0, 1, 77, MAX_INDEX] {
+            let map = CancelMap::new(index);
+            for _ in 0..200 {
+                let key = map.register(1, vec![0; 4]);
+                assert!(key.pid > 0, "{}", key.pid);
+                assert_eq!(owner(key.pid), index);
+            }
+        }
+        // Keys of one replica differ in 24 bits of the pid and 32 of the secret.
+        let map = CancelMap::new(5);
+        let keys: Vec<_> = (0..64).map(|_| map.register(1, vec![])).collect();
+        let pids: std::collections::HashSet<i32> = keys.iter().map(|k| k.pid).collect();
+        assert_eq!(pids.len(), keys.len());
+        assert!(keys.windows(2).any(|w| w[0].secret != w[1].secret));
     }
 }

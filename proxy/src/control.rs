@@ -1,11 +1,19 @@
 //! The proxy's read-only view of the control plane: the access grants that let people in.
-//! At login the grant is checked; while a session runs, a watcher polls the grants of the
-//! people connected and closes the sessions whose grant was revoked or has expired.
+//! At login the grant is checked; while a session runs, a watcher re-checks the grants of
+//! the people connected and closes the sessions whose grant was revoked or has expired.
+//!
+//! The re-check is pushed: the control plane NOTIFYs `dbgw_grants` when a grant changes
+//! (control migration 0004) and every replica LISTENs, so a revocation reaches the whole
+//! fleet within a round trip. Polling is the fallback: every `poll_interval_ms` while the
+//! notification connection is down, every `notified_poll_interval_ms` while it is up (a
+//! safety net against a lost trigger). A (re)connected listener re-checks at once, since
+//! notifications sent while it was away are lost.
 //!
 //! If the control plane is unreachable, new person logins are refused (fail closed) and
 //! open sessions are left alone until it answers again.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +51,13 @@ pub struct GrantsSettings {
     pub ca_file: Option<PathBuf>,
     /// Secret with the proxy's read-only login to the control plane.
     pub secret: String,
-    /// How often open sessions' grants are checked (revocation takes at most this long).
+    /// How often open sessions' grants are polled while change notifications cannot be
+    /// received (revocation then takes at most this long).
     pub poll_interval_ms: u64,
+    /// Listen for the control plane's change notifications (`dbgw_grants`).
+    pub listen: bool,
+    /// How often grants are polled anyway while notifications are received.
+    pub notified_poll_interval_ms: u64,
 }
 
 impl GrantsSettings {
@@ -67,6 +80,8 @@ impl Default for GrantsSettings {
             ca_file: None,
             secret: "dbgw/proxy-control".into(),
             poll_interval_ms: 1000,
+            listen: true,
+            notified_poll_interval_ms: 30_000,
         }
     }
 }
@@ -76,7 +91,19 @@ pub struct Control {
     upstream: settings::Upstream,
     secrets: SecretStore,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// True while the notification connection listens.
+    listening: AtomicBool,
+    /// Set to 1 while listening (`dbgw_proxy_grants_listening`).
+    listening_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Wakes the watcher for a check now.
+    wake: tokio::sync::Notify,
 }
+
+/// The application name of the notification connection (operators see it in
+/// `pg_stat_activity`).
+pub const LISTENER_APPLICATION: &str = "dbgw-proxy-grants";
+/// The channel the control plane notifies.
+const CHANNEL: &str = "dbgw_grants";
 
 /// How long one check of the open sessions' grants may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,12 +113,16 @@ impl Control {
         settings: GrantsSettings,
         upstream: settings::Upstream,
         secrets: SecretStore,
+        listening_gauge: prometheus_client::metrics::gauge::Gauge,
     ) -> Arc<Control> {
         Arc::new(Control {
             settings,
             upstream,
             secrets,
             client: tokio::sync::Mutex::new(None),
+            listening: AtomicBool::new(false),
+            listening_gauge,
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -123,16 +154,25 @@ impl Control {
         Ok(grants::check_person(&client, Some(person), email, database).await?)
     }
 
-    /// Closes the sessions whose grant ended, every poll interval, until `stop`.
+    /// Closes the sessions whose grant ended, when notified and every poll interval, until
+    /// `stop`.
     pub async fn watch(
         self: Arc<Self>,
         sessions: Arc<Sessions>,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let every = Duration::from_millis(self.settings.poll_interval_ms.max(100));
+        if self.settings.listen {
+            tokio::spawn(self.clone().listen(stop.clone()));
+        }
         loop {
+            let every = if self.listening.load(Ordering::Relaxed) {
+                self.settings.notified_poll_interval_ms
+            } else {
+                self.settings.poll_interval_ms
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(Duration::from_millis(every.max(100))) => {}
+                _ = self.wake.notified() => {}
                 _ = stop.cancelled() => return,
             }
             let ids = sessions.grant_ids();
@@ -168,5 +208,54 @@ impl Control {
                 Err(e) => tracing::warn!(error = %e, "checking grants failed; will retry"),
             }
         }
+    }
+}
+
+impl Control {
+    /// Keeps a connection listening on the control plane's channel and wakes the watcher at
+    /// each notification; reconnects with back-off when the connection ends.
+    async fn listen(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let ended = tokio::select! {
+                ended = self.listen_once() => ended,
+                _ = stop.cancelled() => return,
+            };
+            self.set_listening(false);
+            match ended {
+                Ok(()) => tracing::warn!("grant notifications stopped; polling until reconnected"),
+                Err(e) => tracing::warn!(error = %e, "cannot listen for grant changes; polling"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One notification connection, until it ends.
+    async fn listen_once(&self) -> Result<(), ControlError> {
+        let creds = self.secrets.db_credentials(&self.settings.secret).await?;
+        let connector = self.settings.server(&self.upstream).connector()?;
+        let config = connector.config(&self.settings.database, &creds, LISTENER_APPLICATION);
+        let (client, mut messages, _driver) = connector.connect_listening(&config).await?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        self.set_listening(true);
+        // Notifications sent while no one listened are lost: check now.
+        self.wake.notify_one();
+        tracing::info!("listening for grant changes");
+        while let Some(message) = messages.recv().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                tracing::debug!(grant = n.payload(), "grant changed");
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Relaxed);
+        self.listening_gauge.set(i64::from(on));
     }
 }

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod control;
+pub mod fleet;
 pub mod metrics;
 pub mod protocol;
 pub mod rds_iam;

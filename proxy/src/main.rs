@@ -51,9 +51,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of audit files (or directories of them), in order. Exits 1 and
-    /// names the first altered, removed, inserted or reordered record, or a cut tail: a last
-    /// file that names a missing next file, or a chain that stops before its anchored head.
+    /// Check the hash chains of audit files (or directories of them). Files are grouped
+    /// into one chain per replica (named in each file's first record) and each chain is
+    /// checked in the order given. Exits 1 and names, per chain, the first altered,
+    /// removed, inserted or reordered record, or a cut tail: a last file that names a
+    /// missing next file, or a chain that stops before its anchored head. Prints each
+    /// chain's head.
     Verify {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -63,6 +66,13 @@ enum AuditCommand {
         /// A published head file (`head.json`), e.g. the copy in write-once storage.
         #[arg(long)]
         head_file: Option<PathBuf>,
+    },
+    /// Print the records of several replicas' audit files (or directories) as one stream
+    /// in time order, each with its replica's name first (`{"replica":..,"seq":..}`).
+    /// Reading aid only: verify the chains first.
+    Merge {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -87,6 +97,17 @@ fn main() -> ExitCode {
             };
             match anchor {
                 Ok(anchor) => verify_command(&paths, anchor.as_ref()),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Merge { paths },
+        } => {
+            let merged = verify::chains(&paths).and_then(|chains| {
+                proxy::audit::merge::merge(chains, &mut std::io::stdout().lock())
+            });
+            match merged {
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
@@ -151,11 +172,37 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn verify_command(paths: &[PathBuf], anchor: Option<&proxy::audit::head::Head>) -> ExitCode {
-    let files = match verify::collect(paths) {
-        Ok(f) => f,
+    let chains = match verify::chains(paths) {
+        Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match verify::verify(&files, anchor) {
+    if anchor.is_some() && chains.len() > 1 {
+        return fail(anyhow::anyhow!(
+            "a head anchors one chain, and these files hold {} (replicas {}): verify one \
+             replica's files with its head",
+            chains.len(),
+            chains
+                .iter()
+                .map(|c| c.replica.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut code = ExitCode::SUCCESS;
+    for chain in chains {
+        if !chain.replica.is_empty() {
+            print!("[{}] ", chain.replica);
+        }
+        let verified = verify_chain(&chain.files, anchor);
+        if verified != ExitCode::SUCCESS {
+            code = verified;
+        }
+    }
+    code
+}
+
+fn verify_chain(files: &[PathBuf], anchor: Option<&proxy::audit::head::Head>) -> ExitCode {
+    match verify::verify(files, anchor) {
         Ok(Ok(report)) => {
             println!(
                 "OK: {} records, seq {}..{} in {} file(s){}; head {}:{}{}",

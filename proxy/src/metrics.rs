@@ -88,6 +88,41 @@ impl ErrorKind {
     }
 }
 
+/// Where a cancel request went: the `route` label of `dbgw_proxy_cancel_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRoute {
+    /// This replica's session: sent to the database.
+    Local,
+    /// Another replica's key: forwarded to the peers.
+    Forwarded,
+    /// Forwarded by a peer and this replica's session: sent to the database.
+    FromPeer,
+    /// No live session has this key (a stale or forged key): nothing cancelled.
+    Unknown,
+    /// A peer message that failed authentication or was stale: dropped.
+    PeerRefused,
+}
+
+impl CancelRoute {
+    pub const ALL: [CancelRoute; 5] = [
+        CancelRoute::Local,
+        CancelRoute::Forwarded,
+        CancelRoute::FromPeer,
+        CancelRoute::Unknown,
+        CancelRoute::PeerRefused,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CancelRoute::Local => "local",
+            CancelRoute::Forwarded => "forwarded",
+            CancelRoute::FromPeer => "from_peer",
+            CancelRoute::Unknown => "unknown",
+            CancelRoute::PeerRefused => "peer_refused",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Connections by how they ended up ([`ConnectionResult`]).
@@ -102,6 +137,10 @@ pub struct Metrics {
     /// Sessions now, by the secret and version they logged in with: who still runs on the
     /// version before a rotation.
     pub sessions_by_secret_version: Family<Vec<(String, String)>, Gauge>,
+    /// 1 while the control plane's grant notifications are received.
+    pub grants_listening: Gauge,
+    /// Cancel requests by where they went ([`CancelRoute`]).
+    pub cancel_requests: Family<Labels, Counter>,
 }
 
 /// Counts a session under its secret version until dropped.
@@ -125,6 +164,8 @@ impl Metrics {
             errors: Family::default(),
             audit: AuditMetrics::default(),
             sessions_by_secret_version: Family::default(),
+            grants_listening: Gauge::default(),
+            cancel_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +200,16 @@ impl Metrics {
             m.sessions_by_secret_version.clone(),
         );
         registry.register(
+            "grants_listening",
+            "1 while grant change notifications are received (else grants are polled)",
+            m.grants_listening.clone(),
+        );
+        registry.register(
+            "cancel_requests",
+            "Cancel requests by route",
+            m.cancel_requests.clone(),
+        );
+        registry.register(
             "audit_records",
             "Audit records written",
             m.audit.records.clone(),
@@ -183,6 +234,12 @@ impl Metrics {
 
     pub fn error(&self, kind: ErrorKind) {
         self.errors.get_or_create(&[("kind", kind.label())]).inc();
+    }
+
+    pub fn cancel(&self, route: CancelRoute) {
+        self.cancel_requests
+            .get_or_create(&[("route", route.label())])
+            .inc();
     }
 
     pub fn connection(&self, result: ConnectionResult) {

@@ -18,6 +18,7 @@ use crate::auth::service::Verifiers;
 use crate::auth::token::TokenVerifier;
 use crate::cancel::CancelMap;
 use crate::control::Control;
+use crate::fleet::Fleet;
 use crate::metrics::ConnectionResult;
 use crate::metrics::{self, Metrics};
 use crate::protocol::sqlstate;
@@ -33,6 +34,8 @@ pub struct Context {
     pub upstream: Connector,
     pub tls: Option<TlsAcceptor>,
     pub cancels: CancelMap,
+    /// This replica's peers, for cancels of their sessions.
+    pub fleet: Arc<Fleet>,
     pub verifiers: Verifiers,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
@@ -155,6 +158,8 @@ pub struct Server {
     ctx: Arc<Context>,
     listener: TcpListener,
     admin: TcpListener,
+    /// Forwarded cancel requests from peers (`fleet.listen`).
+    peers: Option<TcpListener>,
 }
 
 impl Server {
@@ -172,7 +177,9 @@ impl Server {
     ) -> anyhow::Result<Server> {
         settings.validate()?;
         let metrics = Metrics::new();
-        let audit = AuditLog::open(settings.audit.clone(), metrics.audit.clone())?;
+        let replica = settings.fleet.replica_name();
+        let audit = AuditLog::open(settings.audit.clone(), &replica, metrics.audit.clone())?;
+        let fleet = Arc::new(Fleet::new(settings.fleet.clone(), &secrets).await?);
         let tls = match (&settings.tls.cert_file, &settings.tls.key_file) {
             (Some(cert), Some(key)) => {
                 let mut config = Arc::unwrap_or_clone(tls_config::server_config(cert, key)?);
@@ -194,6 +201,7 @@ impl Server {
                 settings.grants.clone(),
                 settings.upstream.clone(),
                 secrets.clone(),
+                metrics.grants_listening.clone(),
             );
             (Some(tokens), Some(control))
         };
@@ -204,7 +212,8 @@ impl Server {
             control,
             audit,
             tls,
-            cancels: CancelMap::default(),
+            cancels: CancelMap::new(settings.fleet.index),
+            fleet,
             verifiers: Verifiers::default(),
             metrics,
             sessions: Arc::new(Sessions::default()),
@@ -217,10 +226,19 @@ impl Server {
         let admin = TcpListener::bind(&ctx.settings.admin_listen)
             .await
             .with_context(|| format!("binding {}", ctx.settings.admin_listen))?;
+        let peers = match ctx.settings.fleet.listen.as_str() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding fleet.listen {addr}"))?,
+            ),
+        };
         Ok(Server {
             ctx,
             listener,
             admin,
+            peers,
         })
     }
 
@@ -230,6 +248,11 @@ impl Server {
 
     pub fn admin_addr(&self) -> std::net::SocketAddr {
         self.admin.local_addr().expect("bound")
+    }
+
+    /// Where peers forward cancel requests, when `fleet.listen` is set.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peers.as_ref().map(|l| l.local_addr().expect("bound"))
     }
 
     pub fn context(&self) -> Arc<Context> {
@@ -242,6 +265,7 @@ impl Server {
             ctx,
             listener,
             admin,
+            peers,
         } = self;
         let background = CancellationToken::new();
         let draining = Arc::new(AtomicBool::new(false));
@@ -251,6 +275,13 @@ impl Server {
                 control
                     .clone()
                     .watch(ctx.sessions.clone(), background.clone()),
+            );
+        }
+        if let Some(peers) = peers {
+            tokio::spawn(
+                ctx.fleet
+                    .clone()
+                    .serve(peers, ctx.clone(), background.clone()),
             );
         }
         let health = metrics::Health {

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::audit::record::{self, Totals};
 use crate::audit::{Identity, SessionInfo};
 use crate::auth::{self, Refused};
-use crate::metrics::{ConnectionResult, ErrorKind};
+use crate::metrics::{CancelRoute, ConnectionResult, ErrorKind};
 use crate::protocol::backend;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{Request, Startup};
@@ -523,15 +523,48 @@ fn leak_safe_code(code: &str) -> &'static str {
     }
 }
 
+/// Routes a CancelRequest: this replica's key goes to the database; another replica's key
+/// goes to the peers, and only its owner acts on it.
 async fn forward_cancel(ctx: &Context, pid: i32, secret: &[u8]) {
+    let owner = crate::cancel::owner(pid);
+    if owner == ctx.cancels.index() {
+        cancel_here(ctx, pid, secret, CancelRoute::Local).await;
+        return;
+    }
+    match <[u8; 4]>::try_from(secret) {
+        Ok(secret) if ctx.fleet.has_peers() => {
+            ctx.metrics.cancel(CancelRoute::Forwarded);
+            if !ctx.fleet.forward(pid, secret).await {
+                tracing::info!(pid, owner, "no peer had a session with this cancel key");
+            }
+        }
+        _ => {
+            ctx.metrics.cancel(CancelRoute::Unknown);
+            tracing::info!(
+                pid,
+                owner,
+                "cancel request with another replica's key and no peers"
+            );
+        }
+    }
+}
+
+/// Cancels what this replica's session with key (`pid`, `secret`) runs; false when no live
+/// session has that key. As PostgreSQL does, the sender of a wrong key is told nothing.
+pub async fn cancel_here(ctx: &Context, pid: i32, secret: &[u8], route: CancelRoute) -> bool {
     match ctx.cancels.lookup(pid, secret) {
         Some((backend_pid, backend_secret)) => {
+            ctx.metrics.cancel(route);
             if let Err(e) = ctx.upstream.cancel(backend_pid, &backend_secret).await {
                 tracing::warn!(error = %e, "forwarding a cancel request failed");
             }
+            true
         }
-        // As PostgreSQL does: say nothing to the sender of a wrong key.
-        None => tracing::info!(pid, "cancel request with an unknown key"),
+        None => {
+            ctx.metrics.cancel(CancelRoute::Unknown);
+            tracing::info!(pid, "cancel request with an unknown key");
+            false
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Settings {
     /// Where people's access grants are.
     pub grants: crate::control::GrantsSettings,
     pub audit: AuditSettings,
+    /// Replicas: this one's name and index, and its peers for cancel routing.
+    pub fleet: crate::fleet::FleetSettings,
     pub secrets: secret_store::SecretsSettings,
     pub log: startup::telemetry::LogSettings,
     /// On SIGTERM, sessions get this long to finish before they are closed.
@@ -122,6 +124,7 @@ impl Default for Settings {
             oidc: Default::default(),
             grants: Default::default(),
             audit: AuditSettings::default(),
+            fleet: Default::default(),
             secrets: Default::default(),
             log: Default::default(),
             shutdown_grace_secs: 30,
@@ -186,6 +189,7 @@ impl Settings {
             self.tls.cert_file.is_some() || self.tls.plaintext != Plaintext::Never,
             "no TLS certificate and plaintext = \"never\": no client could connect"
         );
+        self.fleet.validate()?;
         anyhow::ensure!(
             self.limits.max_message_bytes >= 1024,
             "limits.max_message_bytes is too small"

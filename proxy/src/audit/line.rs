@@ -41,6 +41,9 @@ pub struct Line {
     pub kind: String,
     /// A `rotate` record's next file.
     pub next_file: Option<String>,
+    /// The replica a `log_opened` or `file_opened` record names.
+    pub replica: Option<String>,
+    pub ts: Option<String>,
     /// The hash recomputed from the line matches `hash`.
     pub intact: bool,
 }
@@ -65,6 +68,8 @@ pub fn parse(text: &[u8]) -> Result<Line, String> {
         hash,
         kind: field("type").unwrap_or_default(),
         next_file: field("next_file"),
+        replica: field("replica"),
+        ts: field("ts"),
     })
 }
 

@@ -6,7 +6,9 @@
 //! - [`record`]: the JSON records (connection events, statement intents, outcomes).
 //! - [`writer`]: the write-ahead, hash-chained, rotating file writer.
 //! - [`verify`]: `proxy audit verify`, which finds the first altered, removed, inserted or
-//!   reordered record.
+//!   reordered record, in each replica's chain.
+//! - [`merge`]: `proxy audit merge`, the records of several replicas as one stream in time
+//!   order.
 //!
 //! Every line is one JSON object that starts with `seq` and `prev` and ends with `hash`:
 //! `hash = SHA-256(line up to the comma before "hash")`, and `prev` is the previous record's
@@ -14,6 +16,7 @@
 
 pub mod head;
 pub mod line;
+pub mod merge;
 pub mod params;
 pub mod record;
 pub mod verify;

@@ -36,6 +36,53 @@ pub struct Broken {
     pub truncated: bool,
 }
 
+/// One replica's chain: the files that hold it, in chain order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// The replica named by its files' first records ("" in logs from before fleets).
+    pub replica: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Expands directories into their audit files and groups the files into chains by the
+/// replica their first record names (a file that names none continues the chain of the
+/// file before it). Chains keep the order in which they were first seen; files keep the
+/// order given.
+pub fn chains(paths: &[PathBuf]) -> anyhow::Result<Vec<Chain>> {
+    let mut out: Vec<Chain> = Vec::new();
+    let mut current = String::new();
+    for file in collect(paths)? {
+        if let Some(replica) = replica_of(&file)? {
+            current = replica;
+        }
+        match out.iter_mut().find(|c| c.replica == current) {
+            Some(chain) => chain.files.push(file),
+            None => out.push(Chain {
+                replica: current.clone(),
+                files: vec![file],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The replica named by the first `log_opened`/`file_opened` record among a file's first
+/// lines. (Unreadable lines are left to `verify` to report.)
+fn replica_of(path: &Path) -> anyhow::Result<Option<String>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    let reader = std::io::BufReader::new(file);
+    for text in reader.split(b'\n').take(16) {
+        let Ok(l) = line::parse(&text?) else {
+            continue;
+        };
+        if matches!(l.kind.as_str(), "log_opened" | "file_opened") {
+            return Ok(l.replica);
+        }
+    }
+    Ok(None)
+}
+
 /// Expands directories into their audit files (in chain order); files are taken as given.
 pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();

@@ -16,6 +16,8 @@
 //!   kept in memory and retried; they are lost only if the process dies (use `fsync` where
 //!   that matters).
 //! - Files rotate by size and age; the chain runs on across files and restarts.
+//! - Each replica of a fleet keeps its own chain in its own directory; the first record of
+//!   every file (`log_opened`, or `file_opened` after a rotation) names the replica.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -186,6 +188,8 @@ fn held<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub struct AuditLog {
     settings: AuditSettings,
+    /// The replica this chain belongs to (`fleet.replica`).
+    replica: String,
     state: Mutex<State>,
     healthy: AtomicBool,
     metrics: AuditMetrics,
@@ -199,9 +203,13 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens the log in `settings.dir`, continuing the chain of the files already there, in
-    /// a new file, and starts the writer thread.
-    pub fn open(settings: AuditSettings, metrics: AuditMetrics) -> anyhow::Result<Arc<AuditLog>> {
+    /// Opens the log of replica `replica` in `settings.dir`, continuing the chain of the
+    /// files already there, in a new file, and starts the writer thread.
+    pub fn open(
+        settings: AuditSettings,
+        replica: &str,
+        metrics: AuditMetrics,
+    ) -> anyhow::Result<Arc<AuditLog>> {
         std::fs::create_dir_all(&settings.dir)
             .with_context(|| format!("creating audit directory {}", settings.dir.display()))?;
         let (seq, prev, previous_file) = chain_tail(&settings.dir)?;
@@ -233,10 +241,13 @@ impl AuditLog {
             writer_thread: std::sync::OnceLock::new(),
             writing: Mutex::new(()),
             settings,
+            replica: replica.to_string(),
         });
         let mut opened = String::new();
         super::record::push_ts(&mut opened);
         opened.push_str(",\"type\":\"log_opened\",");
+        super::record::member_str(&mut opened, "replica", replica);
+        opened.push(',');
         super::record::member_str(
             &mut opened,
             "previous_file",
@@ -653,6 +664,22 @@ impl AuditLog {
             last_seq = st.seq;
             last_hash = st.prev;
             st.wanted = 0;
+            // The new file starts by naming its replica and the file before it.
+            let mut first = String::new();
+            super::record::push_ts(&mut first);
+            first.push_str(",\"type\":\"file_opened\",");
+            super::record::member_str(&mut first, "replica", &self.replica);
+            first.push(',');
+            super::record::member_str(
+                &mut first,
+                "previous_file",
+                &st.segment
+                    .path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+            );
+            st.chain(&[first]);
             (std::mem::replace(&mut st.segment, new), bytes, records)
         };
         if let Err(e) = (&*old.file).write_all(&bytes) {

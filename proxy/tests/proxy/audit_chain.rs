@@ -18,7 +18,7 @@ async fn write_log(dir: &Path, n: usize) {
         ..AuditSettings::default()
     };
     for half in 0..2 {
-        let log = AuditLog::open(settings.clone(), AuditMetrics::default()).unwrap();
+        let log = AuditLog::open(settings.clone(), "test", AuditMetrics::default()).unwrap();
         for i in 0..n / 2 {
             let body =
                 format!("\"ts\":\"t\",\"type\":\"statement\",\"statement\":\"SELECT {half}{i}\"");
@@ -217,7 +217,7 @@ async fn a_cut_tail_is_detected_against_the_published_head_and_refused_on_restar
         dir: d.path().to_path_buf(),
         ..AuditSettings::default()
     };
-    let refused = AuditLog::open(settings, AuditMetrics::default())
+    let refused = AuditLog::open(settings, "test", AuditMetrics::default())
         .err()
         .expect("refused");
     assert!(
@@ -259,7 +259,7 @@ async fn a_record_larger_than_the_reserve_is_accepted_and_read_back_on_restart()
         ..AuditSettings::default()
     };
     let big = "x".repeat(3 << 20);
-    let log = AuditLog::open(settings.clone(), AuditMetrics::default()).unwrap();
+    let log = AuditLog::open(settings.clone(), "test", AuditMetrics::default()).unwrap();
     let body = format!("\"ts\":\"t\",\"type\":\"statement\",\"statement\":\"{big}\"");
     let seq = log
         .accept(&[body])
@@ -267,7 +267,7 @@ async fn a_record_larger_than_the_reserve_is_accepted_and_read_back_on_restart()
         .expect("a 3 MiB record fits once space is reserved");
     log.close().unwrap();
     // The last record is larger than the restart's read chunk (1 MiB).
-    let log = AuditLog::open(settings, AuditMetrics::default()).unwrap();
+    let log = AuditLog::open(settings, "test", AuditMetrics::default()).unwrap();
     log.close().unwrap();
     let records = common::read_records(dir.path());
     assert_eq!(
