@@ -47,6 +47,7 @@ if [ "$profile" = test ]; then
   need 'command -v socat' socat
   need 'command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]' pgbouncer
   need 'command -v wrk' wrk
+  need 'command -v haproxy || [ -x /usr/sbin/haproxy ]' haproxy
   need 'command -v mount' mount
   need 'command -v chromium' chromium
   need 'command -v chromedriver' chromium-driver
@@ -57,7 +58,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   # The Debian packages start a cluster and a pgbouncer of their own; dbgw never uses them.
-  as_root systemctl disable --now postgresql pgbouncer >/dev/null 2>&1 || true
+  as_root systemctl disable --now postgresql pgbouncer haproxy >/dev/null 2>&1 || true
 fi
 
 if ! node_ok; then

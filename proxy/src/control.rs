@@ -222,6 +222,8 @@ impl Control {
                 _ = stop.cancelled() => return,
             };
             self.set_listening(false);
+            // The watcher may be in its long notified-mode sleep: back to polling now.
+            self.wake.notify_one();
             match ended {
                 Ok(()) => tracing::warn!("grant notifications stopped; polling until reconnected"),
                 Err(e) => tracing::warn!(error = %e, "cannot listen for grant changes; polling"),

@@ -13,6 +13,7 @@ mod clients;
 mod docs;
 mod drivers;
 mod fail_closed;
+mod fleet;
 mod hostile;
 mod ledger;
 mod lexer;

@@ -2,6 +2,7 @@
 //! proxy in-process on free ports with its own TLS certificate, secret store and audit
 //! directory, and helpers to read what the audit log says.
 
+pub mod balancer;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub struct Options {
     pub max_handshakes_per_address: usize,
     /// Another secret store than a directory of files (the rotation tests: moto server).
     pub secrets: Option<SecretStore>,
+    /// Last changes to the proxy's settings (e.g. `[fleet]`, `[grants]`).
+    pub configure: Box<dyn FnOnce(&mut Settings) + Send>,
 }
 
 impl Default for Options {
@@ -60,6 +63,7 @@ impl Default for Options {
             reserve_bytes: 1024 * 1024,
             max_handshakes_per_address: 50,
             secrets: None,
+            configure: Box::new(|_| {}),
         }
     }
 }
@@ -123,6 +127,12 @@ impl Stack {
             settings.grants.poll_interval_ms = 500;
             db.login("dbgw_proxy", "dbgw/proxy-control").await;
         }
+        (opts.configure)(&mut settings);
+        if !settings.fleet.peers.is_empty() || !settings.fleet.listen.is_empty() {
+            // The key that authenticates the replicas to each other.
+            let key = secrecy::SecretString::from(secret_store::generate_password());
+            db.store.put(&settings.fleet.secret, &key).await.unwrap();
+        }
 
         let server = Server::bind_with_secrets(settings, db.store.clone())
             .await
@@ -144,6 +154,30 @@ impl Stack {
 
     pub fn audit_dir(&self) -> PathBuf {
         self.ctx.settings.audit.dir.clone()
+    }
+
+    /// Another proxy on this stack's database and secret store: the stack's settings with
+    /// their own ports and audit directory (`audit-<replica>`), then `configure`.
+    pub async fn replica(&self, configure: impl FnOnce(&mut Settings)) -> Replica {
+        let mut settings = self.ctx.settings.clone();
+        settings.listen = "127.0.0.1:0".into();
+        settings.admin_listen = "127.0.0.1:0".into();
+        configure(&mut settings);
+        settings.audit.dir = self
+            .dir
+            .path()
+            .join(format!("audit-{}", settings.fleet.replica_name()));
+        let server = Server::bind_with_secrets(settings, self.ctx.secrets.clone())
+            .await
+            .expect("replica binds");
+        let (addr, admin, ctx) = (server.local_addr(), server.admin_addr(), server.context());
+        let served = Served::spawn(|stop| server.run(stop));
+        Replica {
+            addr,
+            admin,
+            ctx,
+            served,
+        }
     }
 
     /// tokio-postgres settings for `creds` through the proxy, TLS verified.
@@ -256,6 +290,24 @@ impl Stack {
     }
 }
 
+/// A proxy started by [`Stack::replica`].
+pub struct Replica {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub ctx: Arc<Context>,
+    served: Served<anyhow::Result<()>>,
+}
+
+impl Replica {
+    pub fn audit_dir(&self) -> PathBuf {
+        self.ctx.settings.audit.dir.clone()
+    }
+
+    pub async fn stop(self) {
+        self.served.stop().await.unwrap();
+    }
+}
+
 pub fn read_records(dir: &Path) -> Vec<Value> {
     let files = proxy::audit::writer::audit_files(dir).unwrap();
     files
@@ -344,6 +396,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 pub struct RawClient {
     pub stream: Box<dyn Io>,
     buf: bytes::BytesMut,
+    /// The cancel key the proxy handed out (BackendKeyData), once seen.
+    pub key: Option<(i32, [u8; 4])>,
 }
 
 impl RawClient {
@@ -351,6 +405,7 @@ impl RawClient {
         RawClient {
             stream: Box::new(tokio::net::TcpStream::connect(addr).await.unwrap()),
             buf: bytes::BytesMut::new(),
+            key: None,
         }
     }
 
@@ -371,6 +426,7 @@ impl RawClient {
         RawClient {
             stream: Box::new(tls),
             buf: bytes::BytesMut::new(),
+            key: None,
         }
     }
 
@@ -381,8 +437,19 @@ impl RawClient {
         token: &str,
         application: &str,
     ) -> RawClient {
+        Self::login_person_at(stack.addr, &stack.ca, email, token, application).await
+    }
+
+    /// [`RawClient::login_person`] to the proxy at `addr` (a replica, a load balancer).
+    pub async fn login_person_at(
+        addr: SocketAddr,
+        ca: &Path,
+        email: &str,
+        token: &str,
+        application: &str,
+    ) -> RawClient {
         use proxy::protocol::startup;
-        let mut c = RawClient::connect_tls(stack.addr, &stack.ca).await;
+        let mut c = RawClient::connect_tls(addr, ca).await;
         let mut out = bytes::BytesMut::new();
         startup::startup_message(
             &mut out,
@@ -415,6 +482,10 @@ impl RawClient {
                 let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
                 if self.buf.len() > len {
                     let msg = self.buf.split_to(len + 1);
+                    if msg[0] == b'K' && msg.len() == 13 {
+                        let pid = i32::from_be_bytes(msg[5..9].try_into().unwrap());
+                        self.key = Some((pid, msg[9..13].try_into().unwrap()));
+                    }
                     return Some((msg[0], msg[5..].to_vec()));
                 }
             }

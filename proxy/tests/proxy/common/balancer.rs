@@ -1,0 +1,74 @@
+//! A real TCP load balancer in front of several proxies: HAProxy (Debian's), round robin,
+//! in TCP mode (TLS passes through to the proxies, as through an AWS NLB).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Balancer {
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Balancer {
+    /// HAProxy on a free port, balancing new connections over `backends` in turn.
+    pub fn start(backends: &[SocketAddr]) -> Balancer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "global\n  maxconn 512\n\
+             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n\
+             frontend postgres\n  bind 127.0.0.1:{port}\n  default_backend proxies\n\
+             backend proxies\n  balance roundrobin\n"
+        );
+        for (i, b) in backends.iter().enumerate() {
+            config.push_str(&format!("  server replica{i} {b}\n"));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let binary = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("haproxy");
+        let child = Command::new(binary)
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("haproxy runs (scripts/install.sh test installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Balancer {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// A free port, for addresses that must be known before anything binds them.
+    pub fn free_port() -> u16 {
+        free_port()
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
