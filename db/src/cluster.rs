@@ -344,9 +344,7 @@ impl Cluster {
         for (name, value) in self.server_settings() {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         unsafe {
             // Runs in the child after setuid: SIGQUIT (immediate shutdown) if we die.
             cmd.pre_exec(|| {

@@ -7,11 +7,14 @@
 //! - [`writer`]: the write-ahead, hash-chained, rotating file writer.
 //! - [`verify`]: `proxy audit verify`, which finds the first altered, removed, inserted or
 //!   reordered record.
+//! - [`crosscheck`]: `proxy audit crosscheck`, which compares the log with the database
+//!   server's own (pgaudit) and reports every difference.
 //!
 //! Every line is one JSON object that starts with `seq` and `prev` and ends with `hash`:
 //! `hash = SHA-256(line up to the comma before "hash")`, and `prev` is the previous record's
 //! hash, across file rotations and restarts.
 
+pub mod crosscheck;
 pub mod head;
 pub mod line;
 pub mod params;
