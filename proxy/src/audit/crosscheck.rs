@@ -31,8 +31,9 @@
 //! as a database user the proxy's sessions use, went around the proxy: reported.
 //!
 //! Proxy records whose text the proxy does not know (`statement: null`) match any entry;
-//! redacted records are compared with the server's text redacted the same way. Parameters
-//! are not compared.
+//! redacted records are compared with the server's text redacted the same way. pgaudit
+//! redacts role statements with a password itself (the text up to the first `password`, then
+//! ` <REDACTED>`): only that prefix is compared. Parameters are not compared.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
@@ -333,10 +334,21 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
         ));
     }
     let (mut g, mut e) = (0usize, 0usize);
-    for exec in &session.executions {
+    let execs = &session.executions;
+    for (i, exec) in execs.iter().enumerate() {
         match exec.audit {
             Expect::Must => {
-                match (g..backend.groups.len()).find(|&j| exec.matches(&backend.groups[j])) {
+                // The entry at the cursor, or a later one if pairing there agrees better with
+                // what follows than taking this execution as missing (a repeated text must not
+                // pull the pairing past the entry it belongs to).
+                let later = (g..backend.groups.len())
+                    .find(|&j| exec.matches(&backend.groups[j]))
+                    .filter(|&j| {
+                        j == g
+                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..])
+                                > agreeing(&execs[i + 1..], &backend.groups[g..])
+                    });
+                match later {
                     Some(j) => {
                         for skipped in &backend.groups[g..j] {
                             report.differences.push(unrecorded(&diff, skipped));
@@ -406,6 +418,30 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
     }
 }
 
+/// How many of the next executions pair with the next entries without a difference, up to
+/// [`LOOKAHEAD`] of them.
+fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
+    let (mut g, mut n) = (0usize, 0usize);
+    for exec in execs {
+        if n >= LOOKAHEAD {
+            break;
+        }
+        let here = groups.get(g).is_some_and(|grp| exec.matches(grp));
+        match exec.audit {
+            Expect::Must if !here => break,
+            Expect::Must | Expect::May if here => {
+                g += 1;
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+/// How far ahead the pairing looks to decide between "missing here" and "extra there".
+const LOOKAHEAD: usize = 16;
+
 fn unrecorded(
     diff: &impl Fn(Kind, Option<&str>, String, &str) -> Difference,
     group: &Group,
@@ -438,6 +474,9 @@ fn unrecorded_error(
 }
 
 // ---- The proxy's side -------------------------------------------------------------------
+
+/// What pgaudit puts after `PASSWORD` in a role statement, in place of the rest.
+const PGAUDIT_REDACTED: &str = " <REDACTED>";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -474,6 +513,13 @@ impl Execution {
         let Some(text) = &self.text else {
             return true;
         };
+        // pgaudit's own redaction of CREATE/ALTER ROLE ... PASSWORD: the text up to the first
+        // `password` (any case), then ` <REDACTED>`. Only that prefix can be compared.
+        if let Some(prefix) = server.strip_suffix(PGAUDIT_REDACTED) {
+            if prefix.to_ascii_lowercase().ends_with("password") {
+                return text.starts_with(prefix);
+            }
+        }
         if self.redacted {
             return match crate::sql::redact::redact(server) {
                 crate::sql::Redaction::Clean => server == text,
@@ -883,6 +929,20 @@ mod tests {
         assert_eq!(f.len(), 9);
         assert_eq!(f[7], r#"select 1; insert into t values (1,'x'), (2, "y")"#);
         assert_eq!(f[8], "41,hi");
+        let exec = Execution {
+            seq: 1,
+            index: None,
+            text: Some("ALTER USER bob PASSWORD '[REDACTED]'".into()),
+            redacted: true,
+            audit: Expect::Must,
+            error: None,
+            result: String::new(),
+            at: String::new(),
+        };
+        assert!(exec.same_text("ALTER USER bob PASSWORD <REDACTED>"));
+        assert!(exec.same_text("ALTER USER bob PASSWORD 'secret'"));
+        assert!(!exec.same_text("ALTER USER eve PASSWORD <REDACTED>"));
+        assert!(!exec.same_text("ALTER USER bob PASSWORD 'secret' VALID UNTIL 'x'"));
         let f = parse_csv("SESSION,1,1,MISC,BEGIN,,,begin;,<none>");
         assert_eq!((f[4].as_str(), f[7].as_str()), ("BEGIN", "begin;"));
     }

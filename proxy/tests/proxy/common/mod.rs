@@ -46,6 +46,8 @@ pub struct Options {
     pub max_handshakes_per_address: usize,
     /// Another secret store than a directory of files (the rotation tests: moto server).
     pub secrets: Option<SecretStore>,
+    /// The cluster runs pgaudit (its log: [`Stack::pgaudit_dir`]).
+    pub pgaudit: bool,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             reserve_bytes: 1024 * 1024,
             max_handshakes_per_address: 50,
             secrets: None,
+            pgaudit: false,
         }
     }
 }
@@ -70,7 +73,10 @@ impl Stack {
     }
 
     pub async fn with(opts: Options) -> Stack {
-        let mut db = TestDb::start().await;
+        let mut db = TestDb::start_with(dbgw_db::cluster::Options {
+            pgaudit: opts.pgaudit,
+        })
+        .await;
         if let Some(store) = opts.secrets.clone() {
             db.store = store;
         }
@@ -144,6 +150,13 @@ impl Stack {
 
     pub fn audit_dir(&self) -> PathBuf {
         self.ctx.settings.audit.dir.clone()
+    }
+
+    /// The cluster's pgaudit log directory (a stack started with `Options::pgaudit`).
+    pub fn pgaudit_dir(&self) -> PathBuf {
+        self.cluster
+            .pgaudit_log_dir()
+            .expect("the stack was started with pgaudit")
     }
 
     /// tokio-postgres settings for `creds` through the proxy, TLS verified.
