@@ -142,7 +142,14 @@ impl Cluster {
     /// and starts it in the background on `port` if it is not running, with pgaudit on.
     /// Used by `make up`. (A dev cluster already running keeps the settings it started with.)
     pub fn dev(root: &Path, port: u16) -> anyhow::Result<Cluster> {
-        check_pgaudit()?;
+        Self::dev_with(root, port, Options { pgaudit: true })
+    }
+
+    /// [`Cluster::dev`] with `options` (the compose stack's set-up run goes without pgaudit).
+    pub fn dev_with(root: &Path, port: u16, options: Options) -> anyhow::Result<Cluster> {
+        if options.pgaudit {
+            check_pgaudit()?;
+        }
         if !root.join("data").is_dir() {
             let template = template()?;
             copy_dir(&template, root)?;
@@ -153,7 +160,7 @@ impl Cluster {
             admin: read_admin(root)?,
             postmaster: Mutex::new(None),
             throwaway: false,
-            options: Options { pgaudit: true },
+            options,
         };
         if !cluster.is_running() {
             let log = cluster.root.join("postgres.log");
