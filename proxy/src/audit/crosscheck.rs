@@ -398,16 +398,15 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     )),
                 }
             }
-            Some((code, false)) => {
+            Some((code, false))
                 if backend
                     .errors
                     .get(e)
-                    .is_some_and(|err| exec.matches_error(code, err))
-                {
-                    e += 1;
-                }
+                    .is_some_and(|err| exec.matches_error(code, err)) =>
+            {
+                e += 1;
             }
-            None => {}
+            Some((_, false)) | None => {}
         }
     }
     for group in &backend.groups[g..] {
