@@ -1,7 +1,8 @@
 //! `proxy audit crosscheck` against a real server log: a mixed workload through the proxy
 //! (psql and tokio-postgres; simple, multi-statement and extended queries, COPY both ways,
 //! errors at parse, plan and execution time, a rolled-back transaction, a refused statement,
-//! a redacted password change, nested SQL) leaves no difference between the proxy's audit
+//! a redacted password change, nested SQL, SQL PREPARE/EXECUTE, a client posing as another
+//! session through application_name) leaves no difference between the proxy's audit
 //! log and pgaudit's. Then a removed pgaudit entry, a removed proxy record and a statement
 //! sent straight to the database as the service user are each reported, with exit code 1.
 
@@ -168,6 +169,9 @@ async fn crosscheck_with_pgaudit_finds_no_difference_then_finds_each_tampering_a
          \\copy notes (n, body) FROM '{}' WITH (FORMAT csv)\n\
          COPY (SELECT n, body FROM notes ORDER BY id) TO STDOUT;\n\
          DO $$ BEGIN PERFORM count(*) FROM notes; END $$;\n\
+         PREPARE p(int) AS SELECT $1 + 1;\n\
+         EXECUTE p(5);\n\
+         SET application_name = 'dbgw:000000000000000000000000';\n\
          SET client_encoding = 'LATIN1';\n\
          SELECT 'tamper-me';\n",
         input.display()
