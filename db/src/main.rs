@@ -32,12 +32,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the local dev cluster (created on first use) and make sure its roles have
-    /// passwords in the secret store.
+    /// passwords in the secret store. pgaudit is on (its log in DIR/pgaudit-log).
     Up {
         #[arg(long, default_value = ".dev/pg")]
         dir: PathBuf,
         #[arg(long, default_value_t = 5433)]
         port: u16,
+        /// Start without pgaudit (a server whose image has no pgaudit, e.g. the compose
+        /// stack's set-up run, which restarts PostgreSQL itself afterwards).
+        #[arg(long)]
+        no_pgaudit: bool,
     },
     /// Issue a TLS server certificate from the dev cluster's CA (for the local proxy).
     Cert {
@@ -109,8 +113,17 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     });
     match cli.command {
-        Command::Up { dir, port } => {
-            let cluster = tokio::task::spawn_blocking(move || Cluster::dev(&dir, port)).await??;
+        Command::Up {
+            dir,
+            port,
+            no_pgaudit,
+        } => {
+            let options = dbgw_db::cluster::Options {
+                pgaudit: !no_pgaudit,
+            };
+            let cluster =
+                tokio::task::spawn_blocking(move || Cluster::dev_with(&dir, port, options))
+                    .await??;
             // Clusters made before the control plane existed get it now.
             schema::setup_control(&cluster.server()).await?;
             store

@@ -24,9 +24,14 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn start() -> TestDb {
+        Self::start_with(crate::cluster::Options::default()).await
+    }
+
+    /// [`TestDb::start`] with a cluster started with `options` (pgaudit on, for one).
+    pub async fn start_with(options: crate::cluster::Options) -> TestDb {
         init_logs();
         // Starting a cluster waits on processes: not on the runtime's threads.
-        let cluster = tokio::task::spawn_blocking(Cluster::start)
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
             .await
             .expect("the cluster start-up thread")
             .expect("start a throwaway cluster (PostgreSQL's server packages: `make test` installs them)");

@@ -6,7 +6,8 @@
 set -eu
 STATE=/var/lib/dbgw
 PORT=${PGPORT:-5433}
-dbgw-db --secrets-dir "$STATE/secrets" up --dir "$STATE/pg" --port "$PORT" >/dev/null
+# --no-pgaudit: the PostgreSQL images here have no pgaudit (the local stack's `make up` has it).
+dbgw-db --secrets-dir "$STATE/secrets" up --dir "$STATE/pg" --port "$PORT" --no-pgaudit >/dev/null
 [ -f "$STATE/proxy/proxy.crt" ] || dbgw-db cert --ca-dir "$STATE/pg" --out "$STATE/proxy" --name proxy >/dev/null
 dbgw-db down --dir "$STATE/pg" >/dev/null
 exec postgres -D "$STATE/pg/data" -p "$PORT"

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use proxy::audit::verify;
+use proxy::audit::{crosscheck, verify};
 use proxy::server::Server;
 use proxy::settings::Settings;
 
@@ -74,6 +74,26 @@ enum AuditCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Compare audit files (or directories, several replicas' included) with the database
+    /// server's pgaudit log (its JSON log files, or their directory). Prints one line per
+    /// difference and a summary; exits 1 on any difference: a statement the server ran that
+    /// the proxy did not record (or the reverse), an error only one side has, a session the
+    /// server log does not have, or a statement by a proxy database user that bypassed the
+    /// proxy. See docs/proxy.md, "Crosscheck with pgaudit".
+    Crosscheck {
+        /// The proxy's audit files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The server's JSON log files with pgaudit's entries, or their directory.
+        #[arg(long, required = true)]
+        pgaudit: Vec<PathBuf>,
+        /// Allowed difference between the proxy's clock and the server's, in seconds.
+        #[arg(long, default_value_t = 5)]
+        max_clock_skew_secs: i64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +131,22 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Audit {
+            command:
+                AuditCommand::Crosscheck {
+                    paths,
+                    pgaudit,
+                    max_clock_skew_secs,
+                    json,
+                },
+        } => crosscheck_command(
+            &paths,
+            &pgaudit,
+            &crosscheck::Options {
+                max_clock_skew_secs,
+            },
+            json,
+        ),
         Command::Grant {
             admin_secret,
             command,
@@ -237,5 +273,55 @@ fn verify_chain(files: &[PathBuf], anchor: Option<&proxy::audit::head::Head>) ->
             ExitCode::from(1)
         }
         Err(e) => fail(e),
+    }
+}
+
+fn crosscheck_command(
+    paths: &[PathBuf],
+    pgaudit: &[PathBuf],
+    options: &crosscheck::Options,
+    json: bool,
+) -> ExitCode {
+    let run = || -> anyhow::Result<crosscheck::Report> {
+        let proxy_files = verify::collect(paths)?;
+        let server_files = crosscheck::collect_pgaudit(pgaudit)?;
+        crosscheck::crosscheck(&proxy_files, &server_files, options)
+    };
+    let report = match run() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        for d in &report.differences {
+            println!("{d}");
+        }
+        let s = &report.summary;
+        println!(
+            "{}: {} difference(s); proxy: {} session(s) in {} file(s), {} linked to a server \
+             process, {} execution(s) that reached the server; pgaudit: {} server process(es) \
+             in {} file(s), {} statement(s), {} paired with a proxy execution, {} by users the \
+             proxy does not log in as",
+            if report.clean() { "OK" } else { "DIFFERENCES" },
+            report.differences.len(),
+            s.proxy_sessions,
+            s.proxy_files,
+            s.linked_sessions,
+            s.proxy_executions,
+            s.server_processes,
+            s.pgaudit_files,
+            s.pgaudit_statements,
+            s.matched_statements,
+            s.other_users_statements,
+        );
+    }
+    if report.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -232,6 +232,13 @@ async fn open(
     {
         Ok((upstream, identity, secret, version)) => {
             ctx.metrics.connection(ConnectionResult::Accepted);
+            // The server's process for this session: what links the server's own logs
+            // (pgaudit) to this session, whatever the client sets application_name to.
+            ctx.audit.record(record::upstream(
+                info,
+                upstream.backend_pid,
+                &upstream_application(&info.session),
+            ));
             Some((
                 client,
                 upstream,
@@ -258,6 +265,11 @@ async fn open(
             None
         }
     }
+}
+
+/// The application name of the proxy's upstream session: `dbgw:<session id>`.
+pub fn upstream_application(session: &str) -> String {
+    format!("dbgw:{session}")
 }
 
 fn method_for(user: &str) -> &'static str {
@@ -371,8 +383,15 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         })
         .cloned()
         .collect();
-    let extra = crate::sql::pinned_startup(&asked)
+    let mut extra = crate::sql::pinned_startup(&asked)
         .map_err(|why| Refused::new(sqlstate::FEATURE_NOT_SUPPORTED, why.clone(), why))?;
+    // The database sees the proxy session's id as the application name, so its own logs
+    // (pgaudit's) name the session; the client's name stays in the audit's `application`.
+    extra.retain(|(k, _)| k != "application_name");
+    extra.push((
+        "application_name".into(),
+        upstream_application(&info.session),
+    ));
 
     let mut buf = BytesMut::new();
     // The secret behind the login, for a re-read when the database refuses it.

@@ -9,11 +9,14 @@
 //!   reordered record, in each replica's chain.
 //! - [`merge`]: `proxy audit merge`, the records of several replicas as one stream in time
 //!   order.
+//! - [`crosscheck`]: `proxy audit crosscheck`, which compares the log with the database
+//!   server's own (pgaudit) and reports every difference.
 //!
 //! Every line is one JSON object that starts with `seq` and `prev` and ends with `hash`:
 //! `hash = SHA-256(line up to the comma before "hash")`, and `prev` is the previous record's
 //! hash, across file rotations and restarts.
 
+pub mod crosscheck;
 pub mod head;
 pub mod line;
 pub mod merge;

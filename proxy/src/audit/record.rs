@@ -3,7 +3,8 @@
 //! on the session's task, outside the writer's lock.
 //!
 //! Record types (`type`):
-//! - `connect`, `auth`, `disconnect`: connection events;
+//! - `connect`, `auth`, `upstream`, `disconnect`: connection events (`upstream`: the proxy's
+//!   session with the database is open; its `backend_pid` links the server's own logs);
 //! - `statement`: written *before* a statement is forwarded (the intent);
 //! - `outcome`: written after the server answered; `ref` is the `seq` of its `statement`;
 //! - `log_opened`, `rotate`: the writer's own bookkeeping.
@@ -187,6 +188,15 @@ pub fn auth(
             member_str(&mut b, "reason", reason);
         }
     }
+    b
+}
+
+/// The proxy's session with the database is open: the server process serving it
+/// (`backend_pid`, from BackendKeyData) and the application name the proxy gave it.
+pub fn upstream(session: &SessionInfo, backend_pid: i32, application_name: &str) -> String {
+    let mut b = head("upstream", session);
+    let _ = write!(b, ",\"backend_pid\":{backend_pid},");
+    member_str(&mut b, "application_name", application_name);
     b
 }
 

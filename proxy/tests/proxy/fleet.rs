@@ -4,8 +4,9 @@
 //!   peer messages cancel nothing;
 //! - a revocation closes sessions on every replica in under a second (pushed by NOTIFY),
 //!   and polling closes them when notifications are cut;
-//! - each replica keeps its own chain; `proxy audit verify` checks them together and
-//!   `proxy audit merge` reads them as one stream.
+//! - each replica keeps its own chain; `proxy audit verify` checks them together,
+//!   `proxy audit merge` reads them as one stream, and `proxy audit crosscheck` finds
+//!   them in agreement with the database's pgaudit log.
 //!
 //! `make bench-revocation` runs the revocation test and prints its latency table.
 
@@ -30,12 +31,13 @@ struct Fleet {
 }
 
 impl Fleet {
-    async fn start(oidc: Option<&DevIdp>, configure: fn(&mut Settings)) -> Fleet {
+    async fn start(oidc: Option<&DevIdp>, pgaudit: bool, configure: fn(&mut Settings)) -> Fleet {
         // Peer ports are known before anything binds them: each replica lists the others.
         let ports: Vec<u16> = (0..REPLICAS).map(|_| Balancer::free_port()).collect();
         let first = ports.clone();
         let stack = Stack::with(Options {
             oidc_issuer: oidc.map(|i| i.issuer().to_string()),
+            pgaudit,
             configure: Box::new(move |s| {
                 member(s, 0, &first);
                 configure(s);
@@ -199,7 +201,7 @@ async fn query_result(c: &mut RawClient) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_the_balancer_gives_to_another_replica_cancels_the_query() {
-    let fleet = Fleet::start(None, loopback).await;
+    let fleet = Fleet::start(None, false, loopback).await;
     let stack = &fleet.stack;
 
     // psql-like: a session through the balancer, then its cancel on a new connection,
@@ -395,7 +397,7 @@ async fn revocation_reaches_every_replica_pushed_and_by_polling_when_notificatio
     )
     .unwrap();
     let idp = DevIdp::start_with(&[("IDP_USERS_FILE", users.path().to_str().unwrap())]).unwrap();
-    let fleet = Fleet::start(Some(&idp), fleet_grants).await;
+    let fleet = Fleet::start(Some(&idp), false, fleet_grants).await;
     let stack = &fleet.stack;
     let listening = fleet.metric("grants_listening", "").await;
     assert_eq!(
@@ -502,7 +504,7 @@ async fn revocation_reaches_every_replica_pushed_and_by_polling_when_notificatio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_order() {
-    let fleet = Fleet::start(None, |s| {
+    let fleet = Fleet::start(None, true, |s| {
         loopback(s);
         // Small files, so chains rotate and every file's first record is checked.
         s.audit.max_file_bytes = 16 * 1024;
@@ -573,6 +575,21 @@ async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_ord
         assert_eq!(prev.map_or(seq, |p| p + 1), seq, "{r}");
     }
     assert_eq!(last_seq.len(), REPLICAS);
+
+    // The database's own log agrees with all three chains.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["audit", "crosscheck"])
+        .args(&dirs)
+        .arg("--pgaudit")
+        .arg(stack.pgaudit_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // One altered record in one chain: that chain is reported, the others verify.
     let (victim, text) = proxy::audit::writer::audit_files(&dirs[1])

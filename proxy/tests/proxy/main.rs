@@ -10,6 +10,7 @@ mod common;
 mod audit_chain;
 mod bad_input;
 mod clients;
+mod crosscheck;
 mod docs;
 mod drivers;
 mod fail_closed;

@@ -49,6 +49,8 @@ pub struct Options {
     pub secrets: Option<SecretStore>,
     /// Last changes to the proxy's settings (e.g. `[fleet]`, `[grants]`).
     pub configure: Box<dyn FnOnce(&mut Settings) + Send>,
+    /// The cluster runs pgaudit (its log: [`Stack::pgaudit_dir`]).
+    pub pgaudit: bool,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             max_handshakes_per_address: 50,
             secrets: None,
             configure: Box::new(|_| {}),
+            pgaudit: false,
         }
     }
 }
@@ -74,7 +77,10 @@ impl Stack {
     }
 
     pub async fn with(opts: Options) -> Stack {
-        let mut db = TestDb::start().await;
+        let mut db = TestDb::start_with(dbgw_db::cluster::Options {
+            pgaudit: opts.pgaudit,
+        })
+        .await;
         if let Some(store) = opts.secrets.clone() {
             db.store = store;
         }
@@ -178,6 +184,13 @@ impl Stack {
             ctx,
             served,
         }
+    }
+
+    /// The cluster's pgaudit log directory (a stack started with `Options::pgaudit`).
+    pub fn pgaudit_dir(&self) -> PathBuf {
+        self.cluster
+            .pgaudit_log_dir()
+            .expect("the stack was started with pgaudit")
     }
 
     /// tokio-postgres settings for `creds` through the proxy, TLS verified.

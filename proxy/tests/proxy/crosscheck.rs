@@ -1,0 +1,391 @@
+//! `proxy audit crosscheck` against a real server log: a mixed workload through the proxy
+//! (psql and tokio-postgres; simple, multi-statement and extended queries, COPY both ways,
+//! errors at parse, plan and execution time, a rolled-back transaction, a refused statement,
+//! a redacted password change, nested SQL, SQL PREPARE/EXECUTE, a client posing as another
+//! session through application_name) leaves no difference between the proxy's audit
+//! log and pgaudit's. Then a removed pgaudit entry, a removed proxy record and a statement
+//! sent straight to the database as the service user are each reported, with exit code 1.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::common::{self, Stack};
+
+/// Runs the real `proxy audit crosscheck --json`: (exit code, report, text report).
+fn crosscheck(audit: &Path, pgaudit: &Path) -> (i32, Value, String) {
+    let run = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_proxy"));
+        cmd.args(["audit", "crosscheck"])
+            .arg(audit)
+            .arg("--pgaudit")
+            .arg(pgaudit);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(true);
+    let text = run(false);
+    assert_eq!(out.status.code(), text.status.code());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "crosscheck printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        out.status.code().unwrap_or(-1),
+        report,
+        String::from_utf8_lossy(&text.stdout).into_owned(),
+    )
+}
+
+/// Every line of the server's JSON log so far.
+fn server_log(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Runs a marker statement as the superuser and waits until the log collector has written
+/// it: everything logged before it is in the files then.
+async fn server_log_settled(stack: &Stack, marker: &str) {
+    let admin = stack.cluster.connect("rates").await.unwrap();
+    admin
+        .simple_query(&format!("SELECT '{marker}'"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dir = stack.pgaudit_dir();
+    while !server_log(&dir)
+        .iter()
+        .any(|l| l["message"].as_str().is_some_and(|m| m.contains(marker)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server log did not get {marker}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn psql(stack: &Stack, creds: &secret_store::DbCredentials, args: &[&str]) -> std::process::Output {
+    let mut cmd = stack.libpq_command("psql", creds);
+    cmd.arg("-X").args(args);
+    cmd.output().unwrap()
+}
+
+/// Copies the files of `from` into a new directory, dropping the lines `drop` selects.
+fn copy_without(from: &Path, to: &Path, drop: impl Fn(&Value) -> bool) -> usize {
+    std::fs::create_dir_all(to).unwrap();
+    let mut dropped = 0;
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut kept = String::new();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            if drop(&v) {
+                dropped += 1;
+            } else {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        std::fs::write(to.join(path.file_name().unwrap()), kept).unwrap();
+    }
+    dropped
+}
+
+fn kinds(report: &Value) -> Vec<(String, String)> {
+    report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["text"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crosscheck_with_pgaudit_finds_no_difference_then_finds_each_tampering_and_bypass() {
+    let stack = Stack::with(common::Options {
+        pgaudit: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = stack.dir.path().to_path_buf();
+
+    // psql, simple protocol: a multi-statement query string, a transaction rolled back,
+    // errors at parse, plan and execution time, COPY in and out, nested SQL in a DO block,
+    // and a statement the proxy refuses (it never reaches the server).
+    let out = psql(
+        &stack,
+        &stack.writer,
+        &[
+            "-c",
+            "SELECT 1; INSERT INTO notes (body, n) VALUES ('multi', 1); SELECT count(*) FROM notes",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let input = dir.join("in.csv");
+    std::fs::write(&input, "10,ten\n11,eleven\n").unwrap();
+    let script = format!(
+        "BEGIN;\n\
+         INSERT INTO notes (body) VALUES ('rolled back');\n\
+         ROLLBACK;\n\
+         SELECT * FROM no_such_table;\n\
+         SELECT 1/0;\n\
+         SELECT 1/(n - n) FROM notes WHERE n = 1;\n\
+         \\copy notes (n, body) FROM '{}' WITH (FORMAT csv)\n\
+         COPY (SELECT n, body FROM notes ORDER BY id) TO STDOUT;\n\
+         DO $$ BEGIN PERFORM count(*) FROM notes; END $$;\n\
+         PREPARE p(int) AS SELECT $1 + 1;\n\
+         EXECUTE p(5);\n\
+         SET application_name = 'dbgw:000000000000000000000000';\n\
+         SET client_encoding = 'LATIN1';\n\
+         SELECT 'tamper-me';\n",
+        input.display()
+    );
+    let mut cmd = stack.libpq_command("psql", &stack.writer);
+    cmd.arg("-X").stdin(std::process::Stdio::piped());
+    cmd.stdout(std::process::Stdio::piped());
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("division by zero"), "{stderr}");
+    assert!(stderr.contains("no_such_table"), "{stderr}");
+    assert!(
+        stderr.contains("dbgw pins"),
+        "the proxy refused the SET: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("eleven"));
+
+    // \password with the same password: the proxy records the statement redacted, pgaudit
+    // has the verifier; they still pair.
+    let mut cmd = stack.libpq_command("psql", &stack.writer);
+    cmd.args(["-X", "-c", "\\password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let pw = stack.writer.password.expose_secret().to_string();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{pw}\n{pw}\n").as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // tokio-postgres, extended protocol with parameters: a query, inserts, an error inside a
+    // transaction that is then rolled back, and a plain read as the read-only service.
+    let client = stack.connect(&stack.writer).await;
+    let row = client
+        .query_one("SELECT $1::int + 1", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    client
+        .execute(
+            "INSERT INTO notes (body, n) VALUES ($1, $2)",
+            &[&"extended", &7i32],
+        )
+        .await
+        .unwrap();
+    let mut client = client;
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO notes (body, n) VALUES ($1, $2)",
+        &[&"in tx", &8i32],
+    )
+    .await
+    .unwrap();
+    let failed = tx
+        .query("SELECT 1/(n - $1::int) FROM notes WHERE n = 8", &[&8i32])
+        .await;
+    assert!(failed.is_err());
+    tx.rollback().await.unwrap();
+    drop(client);
+    let reader = stack.connect(&stack.app).await;
+    reader.simple_query("SELECT 'reader'").await.unwrap();
+    drop(reader);
+
+    stack.sessions_ended().await;
+    stack.flush();
+    server_log_settled(&stack, "crosscheck-marker-1").await;
+
+    // The upstream sessions carry the proxy session's id and the pid the audit recorded.
+    let records = stack.records();
+    let pids: Vec<(String, i64)> = records
+        .iter()
+        .filter(|r| r["type"] == "upstream")
+        .map(|r| {
+            assert_eq!(
+                r["application_name"].as_str().unwrap(),
+                format!("dbgw:{}", r["session"].as_str().unwrap())
+            );
+            (
+                r["session"].as_str().unwrap().to_string(),
+                r["backend_pid"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(pids.len() >= 5, "{pids:?}");
+    let log = server_log(&stack.pgaudit_dir());
+    for (session, pid) in &pids {
+        let app = format!("dbgw:{session}");
+        assert!(
+            log.iter()
+                .any(|l| l["application_name"] == app.as_str() && l["pid"] == *pid),
+            "no server log line of {app} from pid {pid}"
+        );
+    }
+
+    let audit = stack.audit_dir();
+    let pgaudit = stack.pgaudit_dir();
+    let (code, report, text) = crosscheck(&audit, &pgaudit);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
+    let summary = &report["summary"];
+    assert_eq!(
+        summary["linked_sessions"], summary["proxy_sessions"],
+        "{text}"
+    );
+    assert_eq!(
+        summary["linked_sessions"].as_u64().unwrap(),
+        pids.len() as u64
+    );
+    // Every statement that ran: 3 + BEGIN, INSERT, ROLLBACK, the execution-time error,
+    // 2 COPY, DO, 'tamper-me', \password, 2 extended, BEGIN, INSERT, 'reader' at least.
+    assert!(
+        summary["matched_statements"].as_u64().unwrap() >= 17,
+        "{text}"
+    );
+
+    // Tampering 1: a pgaudit entry of a statement that ran through the proxy is removed.
+    let cut_server = dir.join("pgaudit-cut");
+    let removed = copy_without(&pgaudit, &cut_server, |l| {
+        l["message"].as_str().is_some_and(|m| {
+            m.starts_with("AUDIT:") && m.contains("VALUES ($1, $2)\",\"extended,7")
+        })
+    });
+    assert_eq!(removed, 1);
+    let (code, report, text) = crosscheck(&audit, &cut_server);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        kinds(&report),
+        [(
+            "missing_in_pgaudit".to_string(),
+            "INSERT INTO notes (body, n) VALUES ($1, $2)".to_string()
+        )],
+        "{text}"
+    );
+    assert!(text.contains("MISSING_IN_PGAUDIT"), "{text}");
+
+    // Tampering 2: the proxy's record of a statement that ran is removed.
+    let cut_audit = dir.join("audit-cut");
+    let seq = records
+        .iter()
+        .find(|r| r["type"] == "statement" && r["statement"] == "SELECT 'tamper-me';")
+        .map(|r| (r["session"].clone(), r["seq"].clone()))
+        .unwrap();
+    let removed = copy_without(&audit, &cut_audit, |r| {
+        r["session"] == seq.0 && (r["seq"] == seq.1 || r["ref"] == seq.1)
+    });
+    assert_eq!(removed, 2);
+    let (code, report, text) = crosscheck(&cut_audit, &pgaudit);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        kinds(&report),
+        [(
+            "missing_in_proxy".to_string(),
+            "SELECT 'tamper-me';".to_string()
+        )],
+        "{text}"
+    );
+
+    // A statement straight to the database as the read-only service's user: bypassed.
+    let tls = tls_config::postgres_connector(Some(&stack.cluster.ca_cert())).unwrap();
+    let mut direct = tokio_postgres::Config::new();
+    direct
+        .host(stack.cluster.host())
+        .port(stack.cluster.port())
+        .user(&stack.app.username)
+        .password(stack.app.password.expose_secret())
+        .dbname("rates")
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (bypass, conn) = direct.connect(tls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    bypass
+        .simple_query("SELECT 'around the proxy'")
+        .await
+        .unwrap();
+    drop(bypass);
+    let _ = conn.await;
+    server_log_settled(&stack, "crosscheck-marker-2").await;
+    let (code, report, text) = crosscheck(&audit, &pgaudit);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        kinds(&report),
+        [(
+            "bypassed_proxy".to_string(),
+            "SELECT 'around the proxy'".to_string()
+        )],
+        "{text}"
+    );
+    assert!(text.contains("BYPASSED_PROXY"), "{text}");
+    assert_eq!(
+        report["differences"][0]["user"],
+        stack.app.username.as_str()
+    );
+
+    stack.stop().await;
+}
