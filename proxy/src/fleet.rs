@@ -2,9 +2,9 @@
 //!
 //! A CancelRequest arrives on a new connection, which the load balancer may give to any
 //! replica. Every cancel key carries its owner's `fleet.index` (see [`crate::cancel`]); a
-//! replica that receives a key it does not own forwards it to its peers over the peer
-//! channel, and only the owner acts on it. No map is shared and nothing is written per
-//! login: a key is routable by itself.
+//! replica that does not hold a key forwards it to its peers over the peer channel; peers
+//! of another index drop it unread, and only the replica holding the key acts on it. No
+//! map is shared and nothing is written per login: a key is routable by itself.
 //!
 //! The peer channel is one fixed-size message per TCP connection, authenticated with
 //! HMAC-SHA-256 under a key every replica reads from the secret store (`fleet.secret`):
@@ -38,8 +38,9 @@ pub struct FleetSettings {
     /// Empty: the host name.
     pub replica: String,
     /// This replica's number in the fleet, 0 to 127, carried in the cancel keys it hands
-    /// out. Every replica of a fleet needs its own.
-    pub index: u8,
+    /// out. Unset: derived from the replica's name (replicas that share an index still
+    /// cancel correctly; their peers just look a key up in more than one place).
+    pub index: Option<u8>,
     /// Where forwarded cancel requests from peers arrive (`host:port`); empty: none (a
     /// single proxy).
     pub listen: String,
@@ -55,7 +56,7 @@ impl Default for FleetSettings {
     fn default() -> Self {
         FleetSettings {
             replica: String::new(),
-            index: 0,
+            index: None,
             listen: String::new(),
             peers: Vec::new(),
             secret: "dbgw/proxy-fleet".into(),
@@ -66,7 +67,7 @@ impl Default for FleetSettings {
 impl FleetSettings {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.index <= crate::cancel::MAX_INDEX,
+            self.index.unwrap_or(0) <= crate::cancel::MAX_INDEX,
             "fleet.index must be 0 to {}",
             crate::cancel::MAX_INDEX
         );
@@ -83,6 +84,14 @@ impl FleetSettings {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "proxy".into())
+    }
+
+    /// `index`, or one derived from the replica's name.
+    pub fn effective_index(&self) -> u8 {
+        use sha2::Digest;
+        self.index.unwrap_or_else(|| {
+            sha2::Sha256::digest(self.replica_name().as_bytes())[0] % (crate::cancel::MAX_INDEX + 1)
+        })
     }
 
     fn enabled(&self) -> bool {
@@ -262,7 +271,9 @@ impl Fleet {
                 tracing::warn!(error = %e, "refused a forwarded cancel request");
                 Answer::Refused
             }
-            Ok((pid, _)) if crate::cancel::owner(pid) != self.settings.index => Answer::NotMine,
+            Ok((pid, _)) if crate::cancel::owner(pid) != self.settings.effective_index() => {
+                Answer::NotMine
+            }
             Ok((pid, secret)) => {
                 if crate::session::cancel_here(ctx, pid, &secret, CancelRoute::FromPeer).await {
                     Answer::Sent

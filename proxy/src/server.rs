@@ -212,7 +212,7 @@ impl Server {
             control,
             audit,
             tls,
-            cancels: CancelMap::new(settings.fleet.index),
+            cancels: CancelMap::new(settings.fleet.effective_index()),
             fleet,
             verifiers: Verifiers::default(),
             metrics,

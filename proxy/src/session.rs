@@ -542,49 +542,35 @@ fn leak_safe_code(code: &str) -> &'static str {
     }
 }
 
-/// Routes a CancelRequest: this replica's key goes to the database; another replica's key
-/// goes to the peers, and only its owner acts on it.
+/// Routes a CancelRequest: a key this replica holds goes to the database; any other key
+/// goes to the peers, and only the replica holding it acts on it.
 async fn forward_cancel(ctx: &Context, pid: i32, secret: &[u8]) {
-    let owner = crate::cancel::owner(pid);
-    if owner == ctx.cancels.index() {
-        cancel_here(ctx, pid, secret, CancelRoute::Local).await;
+    if cancel_here(ctx, pid, secret, CancelRoute::Local).await {
         return;
     }
-    match <[u8; 4]>::try_from(secret) {
-        Ok(secret) if ctx.fleet.has_peers() => {
-            ctx.metrics.cancel(CancelRoute::Forwarded);
-            if !ctx.fleet.forward(pid, secret).await {
-                tracing::info!(pid, owner, "no peer had a session with this cancel key");
-            }
-        }
-        _ => {
-            ctx.metrics.cancel(CancelRoute::Unknown);
-            tracing::info!(
-                pid,
-                owner,
-                "cancel request with another replica's key and no peers"
-            );
+    if let (Ok(secret), true) = (<[u8; 4]>::try_from(secret), ctx.fleet.has_peers()) {
+        ctx.metrics.cancel(CancelRoute::Forwarded);
+        if ctx.fleet.forward(pid, secret).await {
+            return;
         }
     }
+    // As PostgreSQL does: say nothing to the sender of a wrong key.
+    ctx.metrics.cancel(CancelRoute::Unknown);
+    let owner = crate::cancel::owner(pid);
+    tracing::info!(pid, owner, "cancel request with an unknown key");
 }
 
-/// Cancels what this replica's session with key (`pid`, `secret`) runs; false when no live
-/// session has that key. As PostgreSQL does, the sender of a wrong key is told nothing.
+/// Cancels what this replica's session with key (`pid`, `secret`) runs, counted under
+/// `route`; false when no live session here has that key.
 pub async fn cancel_here(ctx: &Context, pid: i32, secret: &[u8], route: CancelRoute) -> bool {
-    match ctx.cancels.lookup(pid, secret) {
-        Some((backend_pid, backend_secret)) => {
-            ctx.metrics.cancel(route);
-            if let Err(e) = ctx.upstream.cancel(backend_pid, &backend_secret).await {
-                tracing::warn!(error = %e, "forwarding a cancel request failed");
-            }
-            true
-        }
-        None => {
-            ctx.metrics.cancel(CancelRoute::Unknown);
-            tracing::info!(pid, "cancel request with an unknown key");
-            false
-        }
+    let Some((backend_pid, backend_secret)) = ctx.cancels.lookup(pid, secret) else {
+        return false;
+    };
+    ctx.metrics.cancel(route);
+    if let Err(e) = ctx.upstream.cancel(backend_pid, &backend_secret).await {
+        tracing::warn!(error = %e, "forwarding a cancel request failed");
     }
+    true
 }
 
 /// Sends a FATAL error and closes.
