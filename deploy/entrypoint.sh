@@ -17,4 +17,11 @@ write_pem TLS_CERT_PEM tls.crt
 write_pem TLS_KEY_PEM tls.key
 write_pem CA_PEM ca.pem
 value=
+# In ECS, a proxy replica is named by its task id (its audit chain's name, and the prefix
+# the audit shipper files it under) unless configured otherwise.
+case "${1:-}" in *proxy) is_proxy=1 ;; *) is_proxy=0 ;; esac
+if [ $is_proxy = 1 ] && [ -z "${PROXY_FLEET__REPLICA:-}" ] && [ -n "${ECS_CONTAINER_METADATA_URI_V4:-}" ] && command -v curl >/dev/null; then
+  task=$(curl -fsS --max-time 2 "$ECS_CONTAINER_METADATA_URI_V4/task" | sed -n 's/.*"TaskARN":"[^"]*\/\([^"/]*\)".*/\1/p') || task=
+  [ -z "$task" ] || export PROXY_FLEET__REPLICA="$task"
+fi
 exec "$@"

@@ -11,7 +11,7 @@ import sys
 # ECS service names, ports are the ones in the code, the Dockerfiles and the Terraform.
 COMPONENTS = {
     "nlb": {"label": "internal NLB", "ports": [5432]},
-    "proxy": {"label": "proxy (ECS Fargate, 3+ tasks)", "ports": [6432, 9187]},
+    "proxy": {"label": "proxy (ECS Fargate, 3+ tasks)", "ports": [6432, 9187, 6433]},
     "alb": {"label": "internal ALB (HTTPS)", "ports": [443]},
     "approvals": {"label": "approvals (ECS Fargate)", "ports": [8080]},
     "rates-api": {"label": "rates-api (ECS Fargate)", "ports": [3000]},

@@ -165,6 +165,13 @@ resource "aws_ecs_service" "this" {
     assign_public_ip = false
   }
 
+  dynamic "service_registries" {
+    for_each = var.service_registry == null ? [] : [var.service_registry]
+    content {
+      registry_arn = service_registries.value
+    }
+  }
+
   dynamic "load_balancer" {
     for_each = var.target_groups
     content {

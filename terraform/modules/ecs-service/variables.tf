@@ -143,3 +143,9 @@ variable "log_retention_days" {
 variable "logs_kms_key_arn" {
   type = string
 }
+
+variable "service_registry" {
+  description = "Cloud Map service each task registers in (an A record), or null."
+  type        = string
+  default     = null
+}

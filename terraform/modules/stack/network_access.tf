@@ -48,6 +48,7 @@ locals {
     proxy_lb_rates    = { sg = aws_security_group.proxy_lb.id, port = 5432, cidrs = [], from_sg = aws_security_group.rates_api.id, what = "rates-api" }
     proxy_from_lb     = { sg = aws_security_group.proxy.id, port = 6432, cidrs = [], from_sg = aws_security_group.proxy_lb.id, what = "client connections from the NLB" }
     proxy_health      = { sg = aws_security_group.proxy.id, port = 9187, cidrs = [], from_sg = aws_security_group.proxy_lb.id, what = "NLB health checks on /health/ready" }
+    proxy_peers       = { sg = aws_security_group.proxy.id, port = 6433, cidrs = [], from_sg = aws_security_group.proxy.id, what = "cancel requests forwarded by other proxies" }
     web_lb_clients    = { sg = aws_security_group.web_lb.id, port = 443, cidrs = var.client_cidrs, from_sg = null, what = "HTTPS from the company network" }
     approvals_from_lb = { sg = aws_security_group.approvals.id, port = 8080, cidrs = [], from_sg = aws_security_group.web_lb.id, what = "HTTP from the ALB" }
     rates_api_from_lb = { sg = aws_security_group.rates_api.id, port = 3000, cidrs = [], from_sg = aws_security_group.web_lb.id, what = "HTTP from the ALB" }
@@ -56,6 +57,7 @@ locals {
     proxy_lb_to_proxy   = { sg = aws_security_group.proxy_lb.id, port = 6432, cidrs = [], from_sg = aws_security_group.proxy.id, what = "to the proxies" }
     proxy_lb_to_health  = { sg = aws_security_group.proxy_lb.id, port = 9187, cidrs = [], from_sg = aws_security_group.proxy.id, what = "health checks" }
     proxy_to_db         = { sg = aws_security_group.proxy.id, port = 5432, cidrs = [], from_sg = module.database.security_group_id, what = "PostgreSQL" }
+    proxy_to_peers      = { sg = aws_security_group.proxy.id, port = 6433, cidrs = [], from_sg = aws_security_group.proxy.id, what = "cancel requests forwarded to other proxies" }
     proxy_https         = { sg = aws_security_group.proxy.id, port = 443, cidrs = var.https_egress_cidrs, from_sg = null, what = "AWS API endpoints, the identity provider's keys" }
     web_lb_to_approvals = { sg = aws_security_group.web_lb.id, port = 8080, cidrs = [], from_sg = aws_security_group.approvals.id, what = "approvals" }
     web_lb_to_rates     = { sg = aws_security_group.web_lb.id, port = 3000, cidrs = [], from_sg = aws_security_group.rates_api.id, what = "rates-api" }

@@ -20,6 +20,7 @@ data "aws_iam_policy_document" "proxy_task" {
     resources = [
       aws_secretsmanager_secret.db["rates-api"].arn,
       aws_secretsmanager_secret.db["proxy-control"].arn,
+      aws_secretsmanager_secret.proxy_fleet.arn,
     ]
   }
   statement {
@@ -64,8 +65,8 @@ module "proxy" {
   image        = var.images.proxy
   cpu          = var.proxy_cpu
   memory       = var.proxy_memory
-  # 6432 PostgreSQL clients, 9187 health and metrics.
-  container_ports = [6432, 9187]
+  # 6432 PostgreSQL clients, 9187 health and metrics, 6433 peers (forwarded cancels).
+  container_ports = [6432, 9187, 6433]
   health_port     = 9187
   environment = {
     PROXY_LISTEN                   = "0.0.0.0:6432"
@@ -88,6 +89,9 @@ module "proxy" {
     PROXY_AUDIT__MAX_FILE_AGE_SECS = "300"
     PROXY_SECRETS__BACKEND         = local.secrets_backend
     PROXY_LOG__FORMAT              = "json"
+    PROXY_FLEET__LISTEN            = "0.0.0.0:${local.proxy_peer_port}"
+    PROXY_FLEET__PEERS             = jsonencode([local.proxy_peers])
+    PROXY_FLEET__SECRET            = aws_secretsmanager_secret.proxy_fleet.name
   }
   secrets = {
     TLS_CERT_PEM = "${aws_secretsmanager_secret.proxy_tls.arn}:cert::"
@@ -141,6 +145,7 @@ module "proxy" {
   subnet_ids         = module.network.private_subnet_ids
   security_group_id  = aws_security_group.proxy.id
   target_groups      = [{ arn = aws_lb_target_group.proxy.arn, port = 6432 }]
+  service_registry   = aws_service_discovery_service.proxy_peers.arn
   min_tasks          = var.proxy_min_tasks
   max_tasks          = var.proxy_max_tasks
   log_retention_days = var.log_retention_days
