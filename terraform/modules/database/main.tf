@@ -53,13 +53,16 @@ resource "aws_db_parameter_group" "this" {
     value        = "pgaudit,pg_stat_statements"
     apply_method = "pending-reboot"
   }
+  # Everything, catalog queries included, as in the local stack: `proxy audit crosscheck`
+  # expects an entry for every statement the proxy saw run (BEGIN, SET and psql's catalog
+  # queries too), so a narrower log would show up as differences.
   parameter {
     name  = "pgaudit.log"
-    value = "all,-misc"
+    value = "all"
   }
   parameter {
     name  = "pgaudit.log_catalog"
-    value = "0"
+    value = "1"
   }
   # Parameters can carry secrets (a password in an ALTER ROLE); the proxy's audit has them,
   # capped and with passwords redacted.
