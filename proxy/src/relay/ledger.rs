@@ -539,6 +539,9 @@ pub struct Ledger {
     copy_stream: bool,
     /// Extended-protocol messages were sent since the last Sync.
     segment_open: bool,
+    /// The last execution that completed since the last ReadyForQuery, and when: a failed
+    /// commit at Sync is recorded as its outcome.
+    last_executed: Option<(u64, Instant)>,
 }
 
 impl Ledger {
@@ -565,6 +568,7 @@ impl Ledger {
             failed: None,
             copy_stream: false,
             segment_open: false,
+            last_executed: None,
         }
     }
 
@@ -1402,6 +1406,7 @@ impl Ledger {
                 if let Some(p) = self.portals.get_mut(&portal) {
                     p.execution = Some(seq);
                 }
+                self.last_executed = Some((seq, Instant::now()));
                 self.apply_touches(touches);
                 if !part.last {
                     return Ok(());
@@ -1450,8 +1455,24 @@ impl Ledger {
                 self.pop();
                 self.ready(body, emit)?;
             }
-            // The implicit transaction's commit at Sync failed (a deferred constraint).
-            (Sent::Sync, be::ERROR_RESPONSE) => {}
+            // The implicit transaction's commit at Sync failed (a deferred constraint): what
+            // ran in it did not last. Recorded as the last execution's outcome (`commit`),
+            // as for a query string.
+            (Sent::Sync, be::ERROR_RESPONSE) => {
+                if let Some((seq, since)) = self.last_executed.take() {
+                    let fields = be::error_fields(body)?;
+                    emit(Finished {
+                        seq,
+                        index: None,
+                        outcome: Outcome::Error {
+                            code: &fields.code,
+                            message: &fields.message,
+                            step: Some("commit"),
+                        },
+                        since,
+                    });
+                }
+            }
             // ---- COPY
             (Sent::Query { .. } | Sent::Execute { copy: true, .. }, be::COPY_IN_RESPONSE)
                 if matches!(phase, Phase::Start | Phase::Rows) =>
@@ -1731,6 +1752,7 @@ impl Ledger {
         self.status = be::ready_status(body)?;
         self.skipping = false;
         self.failed = None;
+        self.last_executed = None;
         if self.status == b'I' {
             self.portals = ByName::default();
             let ended: Vec<u64> = self
@@ -2228,6 +2250,18 @@ mod tests {
         );
         t.ok(be::READY_FOR_QUERY, b"I");
         assert!(t.l.idle());
+        // The insert's own outcome, then the commit that undid it.
+        let whats: Vec<&str> = t.outcomes.iter().map(|o| o.2.as_str()).collect();
+        assert_eq!(
+            whats,
+            [
+                "ok INSERT 0 1 Some(1)".to_string(),
+                format!("error {} Some(\"commit\")", sqlstate::UNIQUE_VIOLATION)
+            ],
+            "{:?}",
+            t.outcomes
+        );
+        assert_eq!(t.outcomes[0].0, t.outcomes[1].0);
     }
 
     #[test]

@@ -258,6 +258,33 @@ async fn crosscheck_with_pgaudit_finds_no_difference_then_finds_each_tampering_a
     reader.simple_query("SELECT 'reader'").await.unwrap();
     drop(reader);
 
+    // An insert that succeeds and is undone by the implicit commit (a deferred unique
+    // check), in both protocols: the proxy records the commit's failure, so the server's
+    // ERROR line has its record.
+    let admin = stack.cluster.connect("rates").await.unwrap();
+    admin
+        .batch_execute(
+            "SET ROLE rates_owner;
+             CREATE TABLE deferred_check (n int UNIQUE DEFERRABLE INITIALLY DEFERRED);
+             GRANT INSERT ON deferred_check TO rates_writer;
+             RESET ROLE;",
+        )
+        .await
+        .unwrap();
+    let client = stack.connect(&stack.writer).await;
+    let undone = client
+        .execute("INSERT INTO deferred_check VALUES ($1), ($1)", &[&1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(undone.code().map(|c| c.code()), Some("23505"), "{undone}");
+    drop(client);
+    let out = psql(
+        &stack,
+        &stack.writer,
+        &["-c", "INSERT INTO deferred_check VALUES (2), (2)"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("duplicate key"));
+
     stack.sessions_ended().await;
     stack.flush();
     server_log_settled(&stack, "crosscheck-marker-1").await;
