@@ -39,7 +39,10 @@ resource "aws_secretsmanager_secret_version" "db" {
       password = ephemeral.random_password.initial[each.key].result
       dbname   = each.value.dbname
     },
-    each.value.alternating ? { masterarn = module.database.master_user_secret_arn } : {},
+    # The master sets the first password on the database in both schemes (the random one
+    # above was never set there); single-user logins then keep their one user.
+    { masterarn = module.database.master_user_secret_arn },
+    each.value.alternating ? {} : { rotation = "single-user" },
   ))
   secret_string_wo_version = 1
   lifecycle {
