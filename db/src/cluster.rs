@@ -626,7 +626,9 @@ fn make_traversable(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A TCP port on 127.0.0.1 that nothing listens on now (bound and released: the caller
+/// should bind it soon). For the tests' and benchmarks' services and helpers.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -15,7 +15,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::common::{eventually, free_port, Options, Stack};
+use crate::common::{eventually, Options, Stack};
 
 struct Driver(Child);
 
@@ -27,7 +27,7 @@ impl Drop for Driver {
 }
 
 async fn chromedriver() -> (Driver, String) {
-    let port = free_port();
+    let port = dbgw_db::cluster::free_port().unwrap();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())

@@ -38,14 +38,6 @@ pub struct Proxy {
     served: Served<anyhow::Result<()>>,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub const CLIENT_SECRET_ID: &str = "dbgw/approvals-oidc";
 
 pub struct Options {
@@ -103,7 +95,7 @@ impl Stack {
         ])
         .expect("start the development identity provider (npm ci --prefix idp?)");
 
-        let port = free_port();
+        let port = dbgw_db::cluster::free_port().unwrap();
         let mut settings = Settings {
             listen: format!("127.0.0.1:{port}"),
             public_url: format!("http://127.0.0.1:{port}"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::common::{eventually, free_port, Browser, Stack};
+use crate::common::{eventually, Browser, Stack};
 
 struct Guard(Child);
 
@@ -73,7 +73,7 @@ async fn the_binary_serves_keeps_sessions_across_a_restart_and_stops_cleanly() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("APPROVALS_<SECTION>__<KEY>"));
 
     let stack = Stack::start().await;
-    let port = free_port();
+    let port = dbgw_db::cluster::free_port().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = start(&stack, port, log.as_file());

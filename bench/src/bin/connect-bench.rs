@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
     let token = idp.token("alice@example.com")?;
 
     let (cert, key) = cluster.issue_cert(&["localhost", "127.0.0.1"], work.path(), "proxy")?;
-    let port = free_port()?;
+    let port = dbgw_db::cluster::free_port()?;
     let config = work.path().join("proxy.toml");
     std::fs::write(
         &config,
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
              [upstream]\nport = {}\nca_file = \"{}\"\n\
              [oidc]\nissuer = \"{}\"\n[secrets]\ndir = \"{}\"\n\
              [audit]\ndir = \"{}\"\n[log]\nlevel = \"warn\"\n",
-            free_port()?,
+            dbgw_db::cluster::free_port()?,
             cert.display(),
             key.display(),
             cluster.port(),
@@ -163,12 +163,6 @@ fn connect_ms(t: &Target, ca: &Path, script: &Path, seconds: u64) -> anyhow::Res
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn wait_for_port(port: u16, log: &Path) -> anyhow::Result<()> {

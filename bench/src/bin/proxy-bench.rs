@@ -352,7 +352,7 @@ fn pgbench_cmd(port: u16, password: &str) -> Command {
 }
 
 fn socat(upstream: u16) -> anyhow::Result<Contender> {
-    let port = free_port()?;
+    let port = dbgw_db::cluster::free_port()?;
     let child = Command::new("socat")
         .arg(format!("TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1"))
         .arg(format!("TCP:127.0.0.1:{upstream}"))
@@ -373,7 +373,7 @@ fn pgbouncer(
     password: &str,
     tls: bool,
 ) -> anyhow::Result<Contender> {
-    let port = free_port()?;
+    let port = dbgw_db::cluster::free_port()?;
     let dir = work.join(format!("pgbouncer-{port}"));
     std::fs::create_dir_all(&dir)?;
     let server_tls = if tls {
@@ -427,7 +427,7 @@ fn proxy(
     tls: bool,
     threads: usize,
 ) -> anyhow::Result<Contender> {
-    let port = free_port()?;
+    let port = dbgw_db::cluster::free_port()?;
     let dir = work.join(format!("proxy-{port}"));
     std::fs::create_dir_all(&dir)?;
     let upstream_tls = if tls { "verify-full" } else { "disable" };
@@ -442,7 +442,7 @@ fn proxy(
              [secrets]\ndir = \"{}\"\n\
              [audit]\ndir = \"{}\"\ndurability = \"{durability}\"\n\
              [log]\nlevel = \"warn\"\n",
-            free_port()?,
+            dbgw_db::cluster::free_port()?,
             cluster.port(),
             cluster.ca_cert().display(),
             work.join("secrets").display(),
@@ -564,12 +564,6 @@ fn callgrind_total(dir: &Path, pid: u32) -> anyhow::Result<u64> {
         .next()
         .context("empty summary")?
         .parse()?)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn wait_for_port(port: u16) -> anyhow::Result<()> {

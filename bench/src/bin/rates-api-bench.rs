@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(creds)
     })?;
 
-    let port = free_port()?;
+    let port = dbgw_db::cluster::free_port()?;
     let log_path = work.path().join("rates-api.log");
     let mut server = Command::new(&server_bin);
     server
@@ -568,12 +568,6 @@ fn cluster_cpu_ticks(postmaster: u32) -> anyhow::Result<u64> {
 fn per_request_us(ticks: u64, requests: u64) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks as f64 / hz * 1e6 / requests.max(1) as f64
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[cfg(test)]

@@ -53,16 +53,7 @@ fn server_log(dir: &Path) -> Vec<Value> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    common::read_json_lines(&files)
 }
 
 /// Runs a marker statement as the superuser and waits until the log collector has written

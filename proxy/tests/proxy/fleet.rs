@@ -33,7 +33,9 @@ struct Fleet {
 impl Fleet {
     async fn start(oidc: Option<&DevIdp>, pgaudit: bool, configure: fn(&mut Settings)) -> Fleet {
         // Peer ports are known before anything binds them: each replica lists the others.
-        let ports: Vec<u16> = (0..REPLICAS).map(|_| Balancer::free_port()).collect();
+        let ports: Vec<u16> = (0..REPLICAS)
+            .map(|_| dbgw_db::cluster::free_port().unwrap())
+            .collect();
         let first = ports.clone();
         let stack = Stack::with(Options {
             oidc_issuer: oidc.map(|i| i.issuer().to_string()),
@@ -119,6 +121,15 @@ impl Fleet {
             out.push(value);
         }
         out
+    }
+
+    /// Waits (15 s at most) until `dbgw_proxy_grants_listening` is `value` on every replica.
+    async fn wait_listening(&self, value: u64, why: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.metric("grants_listening", "").await != vec![value; REPLICAS] {
+            assert!(Instant::now() < deadline, "{why}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn stop(self) {
@@ -456,11 +467,9 @@ async fn revocation_reaches_every_replica_pushed_and_by_polling_when_notificatio
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fleet.metric("grants_listening", "").await != vec![0; REPLICAS] {
-        assert!(Instant::now() < deadline, "the listeners did not notice");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleet
+        .wait_listening(0, "the listeners did not notice")
+        .await;
     let closed = person_sessions(&fleet, &idp, &emails[SESSIONS..]).await;
     let polled = revoke_each(stack, &grants[SESSIONS..], closed).await;
     assert_eq!(
@@ -477,11 +486,9 @@ async fn revocation_reaches_every_replica_pushed_and_by_polling_when_notificatio
         .batch_execute("ALTER ROLE dbgw_proxy CONNECTION LIMIT -1")
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while fleet.metric("grants_listening", "").await != vec![1; REPLICAS] {
-        assert!(Instant::now() < deadline, "the listeners did not come back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet
+        .wait_listening(1, "the listeners did not come back")
+        .await;
 
     // Each replica kept its own chain; verify checks all three and reports each head.
     fleet.flush().await;

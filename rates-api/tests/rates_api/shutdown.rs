@@ -7,14 +7,6 @@ use std::time::{Duration, Instant};
 use crate::common::{assert_day, expected_totals, http_client, Db};
 use secrecy::ExposeSecret;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the child if the test fails half-way, so no server outlives it.
 struct Guard(Child);
 
@@ -38,7 +30,7 @@ async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() ->
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let db = Db::start().await;
-    let port = free_port();
+    let port = dbgw_db::cluster::free_port().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let logs = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_rates-api"))

@@ -11,19 +11,11 @@ pub struct Balancer {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Balancer {
     /// HAProxy on a free port, balancing new connections over `backends` in turn.
     pub fn start(backends: &[SocketAddr]) -> Balancer {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = dbgw_db::cluster::free_port().unwrap();
         let mut config = format!(
             "global\n  maxconn 512\n\
              defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n\
@@ -58,11 +50,6 @@ impl Balancer {
             child,
             _dir: dir,
         }
-    }
-
-    /// A free port, for addresses that must be known before anything binds them.
-    pub fn free_port() -> u16 {
-        free_port()
     }
 }
 

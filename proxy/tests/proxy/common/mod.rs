@@ -322,7 +322,11 @@ impl Replica {
 }
 
 pub fn read_records(dir: &Path) -> Vec<Value> {
-    let files = proxy::audit::writer::audit_files(dir).unwrap();
+    read_json_lines(&proxy::audit::writer::audit_files(dir).unwrap())
+}
+
+/// Every line of `files`, in order, each a JSON object (audit records, the server's jsonlog).
+pub fn read_json_lines(files: &[PathBuf]) -> Vec<Value> {
     files
         .iter()
         .flat_map(|f| {
