@@ -222,11 +222,13 @@ impl Cluster {
     }
 
     /// The directory of the server's JSON log holding pgaudit's entries (`*.json`, one file
-    /// per start and rotation), when pgaudit is on.
+    /// per start and rotation), when pgaudit is on. Absolute: the server reads a relative
+    /// `log_directory` from its data directory (the dev cluster's root is `.dev/pg`).
     pub fn pgaudit_log_dir(&self) -> Option<PathBuf> {
-        self.options
-            .pgaudit
-            .then(|| self.root.join(PGAUDIT_LOG_DIR))
+        self.options.pgaudit.then(|| {
+            let dir = self.root.join(PGAUDIT_LOG_DIR);
+            std::path::absolute(&dir).unwrap_or(dir)
+        })
     }
 
     /// Settings given on the server's command line.
