@@ -1406,7 +1406,7 @@ impl Ledger {
                 if let Some(p) = self.portals.get_mut(&portal) {
                     p.execution = Some(seq);
                 }
-                self.last_executed = Some((seq, Instant::now()));
+                self.last_executed = Some((seq, now));
                 self.apply_touches(touches);
                 if !part.last {
                     return Ok(());

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::common::balancer::Balancer;
-use crate::common::{Options, RawClient, Replica, Stack};
+use crate::common::{audit_cli, Options, RawClient, Replica, Stack};
 use dev_idp::DevIdp;
 use proxy::fleet::FleetSettings;
 use proxy::settings::Settings;
@@ -493,11 +493,7 @@ async fn revocation_reaches_every_replica_pushed_and_by_polling_when_notificatio
     // Each replica kept its own chain; verify checks all three and reports each head.
     fleet.flush().await;
     let dirs = fleet.audit_dirs();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args(["audit", "verify"])
-        .args(&dirs)
-        .output()
-        .unwrap();
+    let out = audit_cli(&["verify"], &dirs);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     for i in 0..REPLICAS {
@@ -551,11 +547,7 @@ async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_ord
 
     // Merged: every record once, each with its replica, each chain in order, and time
     // order wherever the stream switches chains.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args(["audit", "merge"])
-        .args(&dirs)
-        .output()
-        .unwrap();
+    let out = audit_cli(&["merge"], &dirs);
     assert!(
         out.status.success(),
         "{}",
@@ -586,13 +578,14 @@ async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_ord
     assert_eq!(last_seq.len(), REPLICAS);
 
     // The database's own log agrees with all three chains.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args(["audit", "crosscheck"])
-        .args(&dirs)
-        .arg("--pgaudit")
-        .arg(stack.pgaudit_dir())
-        .output()
-        .unwrap();
+    let out = audit_cli(
+        &[
+            "crosscheck",
+            "--pgaudit",
+            stack.pgaudit_dir().to_str().unwrap(),
+        ],
+        &dirs,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -608,11 +601,7 @@ async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_ord
         .find(|(_, text)| text.contains("fleet-chains"))
         .unwrap();
     std::fs::write(&victim, text.replacen("fleet-chains", "fleet-chainz", 1)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args(["audit", "verify"])
-        .args(&dirs)
-        .output()
-        .unwrap();
+    let out = audit_cli(&["verify"], &dirs);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("[proxy-1] TAMPERED"), "{stdout}");
@@ -621,16 +610,10 @@ async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_ord
         "{stdout}"
     );
     // A head anchors one chain only.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args([
-            "audit",
-            "verify",
-            "--head",
-            &format!("1:{}", "0".repeat(64)),
-        ])
-        .args(&dirs)
-        .output()
-        .unwrap();
+    let out = audit_cli(
+        &["verify", "--head", &format!("1:{}", "0".repeat(64))],
+        &dirs,
+    );
     assert_eq!(out.status.code(), Some(2));
     fleet.stop().await;
 }

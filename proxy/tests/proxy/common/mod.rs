@@ -387,8 +387,14 @@ pub fn executions(records: &[Value], application: &str) -> Vec<(Value, Option<Va
 
 /// Runs `proxy audit verify` (the real binary) on a directory or files.
 pub fn verify(paths: &[&Path]) -> std::process::Output {
+    audit_cli(&["verify"], paths)
+}
+
+/// Runs the real binary: `proxy audit <args> <paths>`.
+pub fn audit_cli(args: &[&str], paths: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args(["audit", "verify"])
+        .arg("audit")
+        .args(args)
         .args(paths)
         .output()
         .unwrap()
