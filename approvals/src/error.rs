@@ -94,6 +94,12 @@ impl From<grants::GrantError> for Error {
     }
 }
 
+impl From<secret_store::Error> for Error {
+    fn from(e: secret_store::Error) -> Self {
+        Error::Internal(e.into())
+    }
+}
+
 impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Self {
         Error::Internal(e)

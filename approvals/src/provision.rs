@@ -231,7 +231,24 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                     .is_ok();
                 let rotated = others.is_empty() || !stored;
                 if rotated {
-                    grants::set_password(&target, &app.secrets, &db_user).await?;
+                    let layout = grants::SecretLayout {
+                        host: app.settings.target.host.clone(),
+                        port: app.settings.target.port,
+                        master: app.settings.target.secret.clone(),
+                    };
+                    grants::set_password(&target, &app.secrets, &layout, &db_user, &req.database)
+                        .await?;
+                }
+                let rotation = &app.settings.rotation;
+                if !rotation.function_arn.is_empty() {
+                    // Idempotent: already on with this function, nothing is called.
+                    app.secrets
+                        .enable_rotation(
+                            &grants::person_secret(&db_user),
+                            &rotation.function_arn,
+                            rotation.days,
+                        )
+                        .await?;
                 }
                 log(
                     "provision.password",

@@ -29,6 +29,7 @@ pub struct Settings {
     pub catalogue: Vec<Level>,
     pub scheduler: SchedulerSettings,
     pub webhook: WebhookSettings,
+    pub rotation: RotationSettings,
     pub secrets: secret_store::SecretsSettings,
     pub log: startup::telemetry::LogSettings,
     /// On SIGTERM, requests in flight get this long to finish.
@@ -50,6 +51,7 @@ impl Default for Settings {
             catalogue: default_catalogue(),
             scheduler: SchedulerSettings::default(),
             webhook: WebhookSettings::default(),
+            rotation: RotationSettings::default(),
             secrets: secret_store::SecretsSettings::default(),
             log: startup::telemetry::LogSettings::default(),
             shutdown_grace_secs: 20,
@@ -275,6 +277,28 @@ impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings {
             interval_ms: 15_000,
+        }
+    }
+}
+
+/// Rotation of people's passwords (docs/rotation.md). Each person's secret names
+/// `target.secret` as its master: the app's own login, which creates people's roles, also
+/// sets their next passwords.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationSettings {
+    /// ARN of the rotation function; set, each person's secret gets rotation turned on with
+    /// it (Secrets Manager only). Empty (the local stack's file secrets): not rotated.
+    pub function_arn: String,
+    /// Days between rotations.
+    pub days: i64,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        RotationSettings {
+            function_arn: String::new(),
+            days: 30,
         }
     }
 }

@@ -191,3 +191,61 @@ pub fn assert_documented(doc: &str, what: &str, words: &[String]) {
         "{doc} does not document these {what} (write each in backticks): {missing:?}"
     );
 }
+
+/// Every environment variable named `<prefix><SECTION>__<KEY>` in the deployment (Terraform,
+/// `deploy/`, `compose.yaml`) is one of `keys` (from [`config_keys`]) or an entry of one
+/// of the `maps`: a misspelt name would stop the service at start-up, since configuration
+/// refuses unknown keys, and only in AWS. `<prefix>CONFIG` (the file) is not a key.
+pub fn assert_deployed_keys(prefix: &str, keys: &[String], maps: &[&str]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("compose.yaml")];
+    let mut dirs = vec![root.join("terraform"), root.join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("a directory entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() && !name.starts_with('.') {
+                dirs.push(path);
+            } else if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    let mut seen = 0;
+    let mut unknown = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue; // binary files
+        };
+        for (at, _) in text.match_indices(prefix) {
+            let before = text[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let rest = &name[prefix.len()..];
+            if rest.is_empty() || rest == "CONFIG" {
+                continue;
+            }
+            seen += 1;
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let known = keys.contains(&key)
+                || maps
+                    .iter()
+                    .any(|m| key.strip_prefix(m).is_some_and(|k| k.starts_with('.')));
+            if !known {
+                unknown.push(format!("{name} ({})", file.display()));
+            }
+        }
+    }
+    assert!(seen > 0, "no {prefix}* variable in the deployment");
+    unknown.sort();
+    unknown.dedup();
+    assert!(
+        unknown.is_empty(),
+        "the deployment sets variables that are no configuration key: {unknown:?}"
+    );
+}

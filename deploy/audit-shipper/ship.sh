@@ -14,7 +14,7 @@ set -eu
 : "${AUDIT_DIR:?}" "${AUDIT_BUCKET:?}"
 AUDIT_PREFIX=${AUDIT_PREFIX:-audit}
 SHIP_INTERVAL_SECS=${SHIP_INTERVAL_SECS:-15}
-PROXY_ADMIN_URL=${PROXY_ADMIN_URL:-http://127.0.0.1:9187}
+SHIP_PROXY_ADMIN_URL=${SHIP_PROXY_ADMIN_URL:-http://127.0.0.1:9187}
 STATE_DIR=${STATE_DIR:-/var/lib/audit-shipper}
 STOP_DEADLINE_SECS=${STOP_DEADLINE_SECS:-110}
 mkdir -p "$STATE_DIR"
@@ -80,7 +80,7 @@ done
 
 log info "stopping: waiting for the proxy to finish"
 waited=0
-while curl -fsS -o /dev/null "$PROXY_ADMIN_URL/health/live" 2>/dev/null && [ $waited -lt "$STOP_DEADLINE_SECS" ]; do
+while curl -fsS -o /dev/null "$SHIP_PROXY_ADMIN_URL/health/live" 2>/dev/null && [ $waited -lt "$STOP_DEADLINE_SECS" ]; do
   ship || true
   sleep 2
   waited=$((waited + 2))

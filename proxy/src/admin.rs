@@ -70,10 +70,17 @@ pub async fn grant(
                 .connect(&database, &admin, "dbgw-proxy-admin")
                 .await?;
             let expires_at = until.unwrap_or_else(|| Utc::now() + Duration::days(days));
+            // The admin login is the master that rotates the person's secret.
+            let layout = grants::SecretLayout {
+                host: settings.upstream.host.clone(),
+                port: settings.upstream.port,
+                master: admin_secret.to_string(),
+            };
             let g = grants::add(
                 &control,
                 &target,
                 &secrets,
+                &layout,
                 grants::NewGrant {
                     email,
                     database,

@@ -108,46 +108,47 @@ impl Moto {
 
     /// Turns rotation on for an existing secret (see [`Moto::rotated_secret`]).
     pub async fn enable_rotation(&self, id: &str) {
-        let client = self.client();
-        let _ = client
-            .rotate_secret()
+        self.store(0)
+            .enable_rotation(id, FUNCTION_ARN, 30)
+            .await
+            .expect("moto enables rotation");
+        unstage_moto_copy(&self.client(), id).await;
+    }
+}
+
+/// The rotation function's ARN in tests (moto has no function behind it).
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:dbgw-rotation";
+
+/// Removes the `AWSPENDING` label from the copy of an old value that moto stages when
+/// rotation is turned on (Secrets Manager removes its test version itself), so that
+/// rotations start clean.
+pub async fn unstage_moto_copy(client: &Client, id: &str) {
+    let d = client
+        .describe_secret()
+        .secret_id(id)
+        .send()
+        .await
+        .expect("describe the secret");
+    assert_eq!(
+        d.rotation_enabled,
+        Some(true),
+        "moto did not enable rotation"
+    );
+    let stub = d
+        .version_ids_to_stages
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(_, s)| s.iter().any(|s| s == "AWSPENDING"))
+        .map(|(v, _)| v);
+    if let Some(stub) = stub {
+        client
+            .update_secret_version_stage()
             .secret_id(id)
-            .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:dbgw-rotation")
-            .rotation_rules(
-                aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                    .automatically_after_days(30)
-                    .build(),
-            )
-            .rotate_immediately(false)
-            .send()
-            .await;
-        let d = client
-            .describe_secret()
-            .secret_id(id)
+            .version_stage("AWSPENDING")
+            .remove_from_version_id(stub)
             .send()
             .await
-            .expect("describe the secret");
-        assert_eq!(
-            d.rotation_enabled,
-            Some(true),
-            "moto did not enable rotation"
-        );
-        let stub = d
-            .version_ids_to_stages
-            .unwrap_or_default()
-            .into_iter()
-            .find(|(_, s)| s.iter().any(|s| s == "AWSPENDING"))
-            .map(|(v, _)| v);
-        if let Some(stub) = stub {
-            client
-                .update_secret_version_stage()
-                .secret_id(id)
-                .version_stage("AWSPENDING")
-                .remove_from_version_id(stub)
-                .send()
-                .await
-                .expect("unstage moto's pending copy");
-        }
+            .expect("unstage moto's pending copy");
     }
 }
 

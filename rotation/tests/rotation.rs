@@ -334,6 +334,77 @@ async fn single_user_rotation_and_refusals() {
         .is_ok());
 }
 
+/// A person's secret as the approvals app writes it (grants::set_password, then rotation
+/// turned on through the store): single user, its password set by the master (the role is
+/// not asked to change its own).
+#[tokio::test]
+async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
+    let e = env().await;
+    let admin = e.cluster.admin().clone();
+    e.moto
+        .client()
+        .create_secret()
+        .name(MASTER)
+        .secret_string(e.layout(&admin, "postgres", None).to_string())
+        .send()
+        .await
+        .unwrap();
+    let target = e.cluster.connect("postgres").await.unwrap();
+    let user = grants::person_role("erin@example.com");
+    grants::ensure_role(&target, &user).await.unwrap();
+    let layout = grants::SecretLayout {
+        host: e.cluster.host().into(),
+        port: e.cluster.port(),
+        master: MASTER.into(),
+    };
+    let store = e.moto.store(0);
+    grants::set_password(&target, &store, &layout, &user, "rates")
+        .await
+        .unwrap();
+    grants::grant_membership(&target, &user, "rates_reader")
+        .await
+        .unwrap();
+    grants::enable_login(&target, &user).await.unwrap();
+    let id = grants::person_secret(&user);
+    // Rotation off until the app turns it on; then on, and turning it on again is a no-op.
+    assert!(matches!(
+        local::rotate(&e.rotator, &id).await,
+        Err(Error::Refused(_))
+    ));
+    let calls = |s: &secret_store::SecretStore| match s {
+        secret_store::SecretStore::Aws(a) => a.api_calls(),
+        secret_store::SecretStore::File(_) => 0,
+    };
+    store
+        .enable_rotation(&id, rotation::testing::FUNCTION_ARN, 30)
+        .await
+        .unwrap();
+    rotation::testing::unstage_moto_copy(&e.moto.client(), &id).await;
+    let before = calls(&store);
+    store
+        .enable_rotation(&id, rotation::testing::FUNCTION_ARN, 30)
+        .await
+        .unwrap();
+    assert_eq!(calls(&store), before + 1, "only a DescribeSecret");
+
+    let original = e.creds(&id, CURRENT).await;
+    assert!(e.logs_in(&original).await);
+    local::rotate(&e.rotator, &id).await.unwrap();
+    let current = e.creds(&id, CURRENT).await;
+    assert_eq!(current.username, user, "a single user keeps its name");
+    assert_eq!(current.masterarn.as_deref(), Some(MASTER));
+    assert_eq!(current.rotation.as_deref(), Some("single-user"));
+    assert_ne!(
+        current.password.expose_secret(),
+        original.password.expose_secret()
+    );
+    assert!(e.logs_in(&current).await, "the new password logs in");
+    assert!(
+        !e.logs_in(&original).await,
+        "the old password still logs in"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_cache_follows_a_stage_change() {
     let e = env().await;

@@ -2,7 +2,7 @@
 //! label of the approvals app is in docs/approvals.md.
 
 use approvals::Settings;
-use dbgw_db::testing::{assert_documented, config_keys, metric_names};
+use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 
 use crate::common::Stack;
 
@@ -13,6 +13,12 @@ fn every_configuration_key_is_documented() {
     let keys = config_keys(&Settings::default(), &[]);
     assert!(keys.contains(&"control.tls".to_string()), "{keys:?}");
     assert_documented(DOC, "configuration keys", &keys);
+}
+
+#[test]
+fn the_deployment_sets_only_configuration_keys() {
+    let keys = config_keys(&Settings::default(), &[]);
+    assert_deployed_keys("APPROVALS_", &keys, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

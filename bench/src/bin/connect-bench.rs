@@ -45,6 +45,11 @@ fn main() -> anyhow::Result<()> {
             &control,
             &target,
             &store,
+            &grants::SecretLayout {
+                host: cluster.host().into(),
+                port: cluster.port(),
+                master: "dbgw/postgres-admin".into(),
+            },
             grants::NewGrant {
                 email: "alice@example.com".into(),
                 database: "rates".into(),

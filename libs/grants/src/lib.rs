@@ -141,6 +141,31 @@ pub fn person_secret(db_user: &str) -> String {
     format!("dbgw/person/{db_user}")
 }
 
+/// What a person's secret holds besides the login, in the layout of AWS's RDS rotation
+/// functions: the server (and the grant's database), and the secret whose user (one allowed
+/// to create roles) sets the next password when the secret rotates. People's roles rotate as single
+/// users changed by that master: a person's role never logs in outside the proxy, so the
+/// rotation does not either.
+#[derive(Debug, Clone)]
+pub struct SecretLayout {
+    pub host: String,
+    pub port: u16,
+    pub master: String,
+}
+
+impl SecretLayout {
+    fn credentials(&self, db_user: &str, database: &str, password: String) -> DbCredentials {
+        DbCredentials {
+            host: Some(self.host.clone()),
+            port: Some(self.port),
+            dbname: Some(database.to_string()),
+            masterarn: Some(self.master.clone()),
+            rotation: Some("single-user".into()),
+            ..DbCredentials::new(db_user, password)
+        }
+    }
+}
+
 /// The result of looking for a usable grant.
 // Made once per login and matched at once, never stored: boxing the grant buys nothing.
 #[allow(clippy::large_enum_variant)]
@@ -276,6 +301,7 @@ pub async fn add(
     control: &Client,
     target: &Client,
     secrets: &SecretStore,
+    layout: &SecretLayout,
     new: NewGrant,
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
@@ -283,7 +309,7 @@ pub async fn add(
     let db_user = person_role(&email);
     check_owner(control, &db_user, &email).await?;
     ensure_role(target, &db_user).await?;
-    set_password(target, secrets, &db_user).await?;
+    set_password(target, secrets, layout, &db_user, &new.database).await?;
     grant_membership(target, &db_user, &new.role).await?;
     let grant = record(control, &new, None).await?;
     enable_login(target, &db_user).await?;
@@ -339,14 +365,16 @@ pub async fn ensure_role(target: &Client, db_user: &str) -> Result<bool, GrantEr
 pub async fn set_password(
     target: &Client,
     secrets: &SecretStore,
+    layout: &SecretLayout,
     db_user: &str,
+    database: &str,
 ) -> Result<(), GrantError> {
     let password = secret_store::generate_password();
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     secrets
         .put_db_credentials(
             &person_secret(db_user),
-            &DbCredentials::new(db_user, password),
+            &layout.credentials(db_user, database, password),
         )
         .await?;
     target

@@ -6,7 +6,16 @@
 
 use chrono::{Duration, Utc};
 use dbgw_db::testing::TestDb;
-use grants::{Check, GrantError, NewGrant};
+use grants::{Check, GrantError, NewGrant, SecretLayout};
+
+/// People's secrets name the test cluster and a master secret, as the approvals app's do.
+fn layout(db: &TestDb) -> SecretLayout {
+    SecretLayout {
+        host: db.cluster.host().to_string(),
+        port: db.cluster.port(),
+        master: "dbgw/postgres-admin".into(),
+    }
+}
 
 #[tokio::test]
 async fn add_check_revoke() {
@@ -25,6 +34,7 @@ async fn add_check_revoke() {
         &control,
         &target,
         secrets,
+        &layout(&db),
         NewGrant {
             email: "alice@example.com".into(),
             database: "rates".into(),
@@ -44,6 +54,7 @@ async fn add_check_revoke() {
         &control,
         &target,
         secrets,
+        &layout(&db),
         NewGrant {
             email: "Alice@Example.com".into(),
             database: "rates".into(),
@@ -74,6 +85,23 @@ async fn add_check_revoke() {
         .db_credentials(&grants::person_secret(&grant.db_user))
         .await
         .unwrap();
+    // In the layout of AWS's RDS rotation functions: a single user rotated by the master.
+    assert_eq!(
+        (
+            creds.host.as_deref(),
+            creds.port,
+            creds.dbname.as_deref(),
+            creds.masterarn.as_deref(),
+            creds.rotation.as_deref()
+        ),
+        (
+            Some(cluster.host()),
+            Some(cluster.port()),
+            Some("rates"),
+            Some("dbgw/postgres-admin"),
+            Some("single-user")
+        )
+    );
     let person = cluster.server().connect_as("rates", &creds).await.unwrap();
     let n: i64 = person
         .query_one("SELECT count(*) FROM ports", &[])
@@ -140,15 +168,21 @@ async fn a_role_is_never_handed_to_another_person() {
         )
         .await
         .unwrap();
-    let refused = grants::add(&control, &target, secrets, new("kate@example.com"))
-        .await
-        .unwrap_err();
+    let refused = grants::add(
+        &control,
+        &target,
+        secrets,
+        &layout(&db),
+        new("kate@example.com"),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(refused, GrantError::RoleTaken(_)), "{refused}");
 
     // Unicode case folding would make the Kelvin sign a `k`: not the same person.
     let kelvin = "\u{212A}ate@example.com";
     assert_ne!(grants::person_role(kelvin), kate_role);
-    let other = grants::add(&control, &target, secrets, new(kelvin))
+    let other = grants::add(&control, &target, secrets, &layout(&db), new(kelvin))
         .await
         .unwrap();
     assert_ne!(other.db_user, kate_role);
@@ -177,12 +211,24 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         expires_at: Utc::now() + Duration::hours(1),
         created_by: "test".into(),
     };
-    let writer = grants::add(&control, &target, secrets, new("rates_writer"))
-        .await
-        .unwrap();
-    let reader = grants::add(&control, &target, secrets, new("rates_reader"))
-        .await
-        .unwrap();
+    let writer = grants::add(
+        &control,
+        &target,
+        secrets,
+        &layout(&db),
+        new("rates_writer"),
+    )
+    .await
+    .unwrap();
+    let reader = grants::add(
+        &control,
+        &target,
+        secrets,
+        &layout(&db),
+        new("rates_reader"),
+    )
+    .await
+    .unwrap();
     let user = reader.db_user.clone();
     assert_eq!(
         grants::memberships(&target, &user).await.unwrap(),
@@ -248,12 +294,24 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         email: "gina@example.com".into(),
         ..new(role)
     };
-    let writer = grants::add(&control, &target, secrets, gina("rates_writer"))
-        .await
-        .unwrap();
-    let reader = grants::add(&control, &target, secrets, gina("rates_reader"))
-        .await
-        .unwrap();
+    let writer = grants::add(
+        &control,
+        &target,
+        secrets,
+        &layout(&db),
+        gina("rates_writer"),
+    )
+    .await
+    .unwrap();
+    let reader = grants::add(
+        &control,
+        &target,
+        secrets,
+        &layout(&db),
+        gina("rates_reader"),
+    )
+    .await
+    .unwrap();
     expire(&control, writer.id).await;
     grants::revoke(&control, &target, reader.id, "dana@example.com", "done")
         .await
@@ -279,7 +337,9 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
     assert!(grants::ensure_role(&target, &user).await.unwrap());
     assert!(!grants::ensure_role(&target, &user).await.unwrap());
     assert!(!grants::can_login(&target, &user).await.unwrap());
-    grants::set_password(&target, secrets, &user).await.unwrap();
+    grants::set_password(&target, secrets, &layout(&db), &user, "rates")
+        .await
+        .unwrap();
     assert!(grants::grant_membership(&target, &user, "rates_reader")
         .await
         .unwrap());

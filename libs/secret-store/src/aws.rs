@@ -191,6 +191,57 @@ impl AwsStore {
         Ok(())
     }
 
+    /// Turns rotation on: `function_arn` rotates `id` every `days` days from the next window
+    /// (`RotateImmediately` off: Secrets Manager only tests the function now). Nothing to do
+    /// when it is on with that function already.
+    pub(crate) async fn enable_rotation(
+        &self,
+        id: &str,
+        function_arn: &str,
+        days: i64,
+    ) -> Result<()> {
+        let client = self.client().await;
+        let enabled = || async {
+            self.count();
+            let d = client
+                .describe_secret()
+                .secret_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error(id, e))?;
+            Ok::<_, Error>(
+                d.rotation_enabled == Some(true)
+                    && d.rotation_lambda_arn.as_deref() == Some(function_arn),
+            )
+        };
+        if enabled().await? {
+            return Ok(());
+        }
+        self.count();
+        let rotate = client
+            .rotate_secret()
+            .secret_id(id)
+            .rotation_lambda_arn(function_arn)
+            .rotation_rules(
+                aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                    .automatically_after_days(days)
+                    .build(),
+            )
+            .rotate_immediately(false)
+            .send()
+            .await;
+        match rotate {
+            Ok(_) => Ok(()),
+            // The function's test run can fail (an emulator has no function to call) after
+            // rotation was turned on; the secret's description says whether it was.
+            Err(e) if enabled().await? => {
+                tracing::warn!(secret = id, error = %DisplayErrorContext(&e), "rotation is on; its test run failed");
+                Ok(())
+            }
+            Err(e) => Err(sdk_error(id, e)),
+        }
+    }
+
     /// Drops every cached version of `id` (after our own write).
     fn forget(&self, id: &str) {
         lock(&self.cache).retain(|(cached, _), _| cached != id);

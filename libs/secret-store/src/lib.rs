@@ -100,6 +100,8 @@ pub enum Error {
     BadId(String),
     #[error("secret `{id}` is not the expected JSON document: {reason}")]
     Malformed { id: String, reason: String },
+    #[error("secret `{id}`: {what} needs the `aws` backend")]
+    Unsupported { id: String, what: &'static str },
     #[error("Secrets Manager on `{id}`: {message}")]
     Aws { id: String, message: String },
     #[error("secret store I/O on `{id}`: {source}")]
@@ -129,6 +131,10 @@ pub struct DbCredentials {
     /// The secret whose user changes this one's password (alternating users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masterarn: Option<String>,
+    /// `"single-user"`: the master changes this user's password instead of alternating
+    /// users (people's roles, control-plane logins). See docs/rotation.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
 }
 
 impl DbCredentials {
@@ -141,6 +147,7 @@ impl DbCredentials {
             port: None,
             dbname: None,
             masterarn: None,
+            rotation: None,
         }
     }
 }
@@ -227,6 +234,19 @@ impl SecretStore {
         match self {
             SecretStore::File(f) => f.put(id, value).await,
             SecretStore::Aws(a) => a.put(id, value).await,
+        }
+    }
+
+    /// Has `function_arn` rotate the secret every `days` days (Secrets Manager only; the file
+    /// backend refuses, it has no versions to rotate).
+    pub async fn enable_rotation(&self, id: &str, function_arn: &str, days: i64) -> Result<()> {
+        self.check_id(id)?;
+        match self {
+            SecretStore::File(_) => Err(Error::Unsupported {
+                id: id.into(),
+                what: "rotation",
+            }),
+            SecretStore::Aws(a) => a.enable_rotation(id, function_arn, days).await,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The documentation keeps up with the code: every configuration key, metric, metric label
 //! and label value the proxy has is in docs/proxy.md.
 
-use dbgw_db::testing::{assert_documented, config_keys, metric_names};
+use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 use proxy::metrics::{CancelRoute, ConnectionResult, ErrorKind, Metrics};
 use proxy::settings::Settings;
 
@@ -12,6 +12,12 @@ fn every_configuration_key_is_documented() {
     let keys = config_keys(&Settings::default(), &["services"]);
     assert!(keys.contains(&"upstream.tls".to_string()), "{keys:?}");
     assert_documented(DOC, "configuration keys", &keys);
+}
+
+#[test]
+fn the_deployment_sets_only_configuration_keys() {
+    let keys = config_keys(&Settings::default(), &["services"]);
+    assert_deployed_keys("PROXY_", &keys, &["services"]);
 }
 
 #[test]

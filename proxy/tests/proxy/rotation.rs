@@ -1,7 +1,8 @@
 //! Password rotation with the proxy in the path, against moto server (Secrets Manager) and a
 //! real PostgreSQL:
 //! - the zero-downtime proof: rates-api under continuous load through the proxy while
-//!   rotations run: no failed request, p99 latency within 100 ms, retired passwords refused,
+//!   rotations run: no failed request, p99 latency within 100 ms (overall and during the
+//!   rotations), retired passwords refused,
 //!   the audit naming the logical service with the user and secret version actually used;
 //! - a person's psql session open across a rotation of their role keeps working, and their
 //!   next connection works too.
@@ -81,6 +82,7 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
     const CLIENTS: usize = 64;
     const LOAD: Duration = Duration::from_secs(32);
     const ROTATIONS: usize = 3;
+    const PACE: Duration = Duration::from_millis(50);
 
     let moto = Moto::start().await;
     let stack = Stack::with(Options {
@@ -149,6 +151,10 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
+    // Open-loop load: each client sends a request every PACE whatever the answers do, and a
+    // request's latency counts from when it was due, so a stall shows in full instead of
+    // slowing the clients down (no coordinated omission). 64 clients x 20/s is about half of
+    // what this debug build serves on two cores: the p99 measures the rotations, not a queue.
     let started = Instant::now();
     let deadline = started + LOAD;
     let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -157,15 +163,16 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
         let (http, base, failures) = (http.clone(), base.clone(), failures.clone());
         clients.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            // Clients start spread over one interval.
+            let mut due = started + PACE * c as u32 / CLIENTS as u32;
             let mut n = c;
-            while Instant::now() < deadline {
+            while due < deadline {
+                tokio::time::sleep_until(due.into()).await;
                 n += 1;
                 let day = 1 + n % 28;
                 let url = format!(
                     "{base}/rates?date_from=2021-01-{day:02}&date_to=2021-01-{day:02}&orig_code=CNGGZ&dest_code=EETLL"
                 );
-                let t = Instant::now();
-                let at = started.elapsed();
                 match http.get(url).send().await {
                     Ok(r) if r.status() == 200 => {
                         let _ = r.bytes().await;
@@ -177,7 +184,8 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
                     }
                     Err(e) => failures.lock().unwrap().push(e.to_string()),
                 }
-                latencies.push((at, t.elapsed()));
+                latencies.push((due - started, due.elapsed()));
+                due += PACE;
             }
             latencies
         }));
@@ -273,19 +281,21 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
         failures.len(),
         failures.first()
     );
+    let offered = CLIENTS * (LOAD.as_millis() / PACE.as_millis()) as usize;
     assert!(
-        latencies.len() > 1000,
-        "too little load: {}",
+        latencies.len() + CLIENTS >= offered,
+        "{} requests of {offered}",
         latencies.len()
     );
-    // No spike from the rotations: the p99 while they run is within 100 ms of the p99
-    // outside them. (The absolute p99 depends on what else runs on this machine's two
-    // cores: 94 ms when idle, see docs/rotation.md; it is printed above.)
-    let spike = p(&during, 0.99).saturating_sub(p(&outside, 0.99));
-    assert!(
-        spike <= Duration::from_millis(100),
-        "rotations raised the p99 latency by {spike:?}"
-    );
+    // No latency spike: the p99 is within 100 ms over the whole run and while the rotations
+    // (and the seconds after them, when clients move to the new login) run.
+    for (what, v) in [("overall", &latencies), ("during the rotations", &during)] {
+        assert!(
+            p(v, 0.99) <= Duration::from_millis(100),
+            "p99 latency {what} is {:?}",
+            p(v, 0.99)
+        );
+    }
 
     // Three rotations retired the first two logins; the last two work, directly and
     // through the proxy.

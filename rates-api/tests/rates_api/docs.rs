@@ -1,7 +1,7 @@
 //! The documentation keeps up with the code: every configuration key, metric and metric
 //! label of rates-api is in docs/rates-api.md.
 
-use dbgw_db::testing::{assert_documented, config_keys, metric_names};
+use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 use rates_api::Settings;
 
 use crate::common::spawn_app;
@@ -13,6 +13,12 @@ fn every_configuration_key_is_documented() {
     let keys = config_keys(&Settings::default(), &[]);
     assert!(keys.contains(&"database.tls".to_string()), "{keys:?}");
     assert_documented(DOC, "configuration keys", &keys);
+}
+
+#[test]
+fn the_deployment_sets_only_configuration_keys() {
+    let keys = config_keys(&Settings::default(), &[]);
+    assert_deployed_keys("RATES_API_", &keys, &[]);
 }
 
 #[tokio::test]

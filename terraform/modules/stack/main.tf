@@ -9,8 +9,9 @@ data "aws_region" "current" {}
 locals {
   name          = "dbgw-${var.environment}"
   secret_prefix = "dbgw/${var.environment}"
-  # People's secrets are made and deleted by the approvals app, under this prefix.
-  person_secret_prefix = "${local.secret_prefix}/person/"
+  # People's secrets are made and deleted by the approvals app, under this prefix: the one
+  # the apps use (grants::person_secret), the same in every environment (one per account).
+  person_secret_prefix = "dbgw/person/"
   account_id           = data.aws_caller_identity.current.account_id
   region               = data.aws_region.current.region
   secret_arn_prefix    = "arn:aws:secretsmanager:${local.region}:${local.account_id}:secret:"

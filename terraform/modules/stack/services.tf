@@ -121,7 +121,7 @@ module "proxy" {
         { name = "AUDIT_BUCKET", value = module.audit_bucket.bucket },
         { name = "AUDIT_PREFIX", value = var.environment },
         { name = "AUDIT_KMS_KEY_ID", value = module.audit_bucket.kms_key_arn },
-        { name = "PROXY_ADMIN_URL", value = "http://127.0.0.1:9187" },
+        { name = "SHIP_PROXY_ADMIN_URL", value = "http://127.0.0.1:9187" },
         { name = "SHIP_INTERVAL_SECS", value = "15" },
       ]
       mountPoints = [
@@ -248,17 +248,20 @@ module "approvals" {
   environment = {
     APPROVALS_LISTEN                   = "0.0.0.0:8080"
     APPROVALS_PUBLIC_URL               = "https://approvals.${var.domain}"
-    APPROVALS_DATABASE__HOST           = module.database.address
-    APPROVALS_DATABASE__PORT           = tostring(module.database.port)
-    APPROVALS_DATABASE__DBNAME         = "dbgw"
-    APPROVALS_DATABASE__CA_FILE        = local.rds_ca_file
-    APPROVALS_DATABASE__SECRET         = aws_secretsmanager_secret.db["approvals"].name
+    APPROVALS_CONTROL__HOST            = module.database.address
+    APPROVALS_CONTROL__PORT            = tostring(module.database.port)
+    APPROVALS_CONTROL__DBNAME          = "dbgw"
+    APPROVALS_CONTROL__CA_FILE         = local.rds_ca_file
+    APPROVALS_CONTROL__SECRET          = aws_secretsmanager_secret.db["approvals"].name
+    APPROVALS_TARGET__HOST             = module.database.address
+    APPROVALS_TARGET__PORT             = tostring(module.database.port)
+    APPROVALS_TARGET__CA_FILE          = local.rds_ca_file
+    APPROVALS_TARGET__SECRET           = aws_secretsmanager_secret.db["approvals"].name
     APPROVALS_OIDC__ISSUER             = var.oidc_issuer
     APPROVALS_OIDC__CLIENT_ID          = var.approvals_oidc_client_id
-    APPROVALS_OIDC__CLIENT_SECRET_ID   = aws_secretsmanager_secret.approvals_oidc.name
+    APPROVALS_OIDC__SECRET             = aws_secretsmanager_secret.approvals_oidc.name
     APPROVALS_SECRETS__BACKEND         = local.secrets_backend
-    APPROVALS_SECRETS__PERSON_PREFIX   = local.person_secret_prefix
-    APPROVALS_SECRETS__ROTATION_LAMBDA = module.rotation.function_arn
+    APPROVALS_ROTATION__FUNCTION_ARN   = module.rotation.function_arn
     APPROVALS_LOG__FORMAT              = "json"
   }
   secrets_kms_key_arn = module.secrets_key.arn

@@ -286,6 +286,11 @@ impl Stack {
             &control,
             &target,
             &self.ctx.secrets,
+            &grants::SecretLayout {
+                host: self.cluster.host().into(),
+                port: self.cluster.port(),
+                master: "dbgw/postgres-admin".into(),
+            },
             grants::NewGrant {
                 email: email.into(),
                 database: "rates".into(),
