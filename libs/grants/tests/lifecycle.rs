@@ -8,6 +8,16 @@ use chrono::{Duration, Utc};
 use dbgw_db::testing::TestDb;
 use grants::{Check, GrantError, NewGrant, SecretLayout};
 
+/// grants::add with the test's secret layout.
+async fn add(
+    db: &TestDb,
+    control: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    new: NewGrant,
+) -> Result<grants::Grant, GrantError> {
+    grants::add(control, target, &db.store, &layout(db), new).await
+}
+
 /// People's secrets name the test cluster and a master secret, as the approvals app's do.
 fn layout(db: &TestDb) -> SecretLayout {
     SecretLayout {
@@ -30,11 +40,10 @@ async fn add_check_revoke() {
             .unwrap(),
         Check::None
     );
-    let refused = grants::add(
+    let refused = add(
+        &db,
         &control,
         &target,
-        secrets,
-        &layout(&db),
         NewGrant {
             email: "alice@example.com".into(),
             database: "rates".into(),
@@ -50,11 +59,10 @@ async fn add_check_revoke() {
         "login roles are not grantable: {refused}"
     );
 
-    let grant = grants::add(
+    let grant = add(
+        &db,
         &control,
         &target,
-        secrets,
-        &layout(&db),
         NewGrant {
             email: "Alice@Example.com".into(),
             database: "rates".into(),
@@ -148,7 +156,7 @@ async fn add_check_revoke() {
 #[tokio::test]
 async fn a_role_is_never_handed_to_another_person() {
     let db = TestDb::start().await;
-    let (cluster, secrets) = (&db.cluster, &db.store);
+    let cluster = &db.cluster;
     let control = cluster.connect("dbgw").await.unwrap();
     let target = cluster.connect("postgres").await.unwrap();
     let new = |email: &str| NewGrant {
@@ -168,23 +176,15 @@ async fn a_role_is_never_handed_to_another_person() {
         )
         .await
         .unwrap();
-    let refused = grants::add(
-        &control,
-        &target,
-        secrets,
-        &layout(&db),
-        new("kate@example.com"),
-    )
-    .await
-    .unwrap_err();
+    let refused = add(&db, &control, &target, new("kate@example.com"))
+        .await
+        .unwrap_err();
     assert!(matches!(refused, GrantError::RoleTaken(_)), "{refused}");
 
     // Unicode case folding would make the Kelvin sign a `k`: not the same person.
     let kelvin = "\u{212A}ate@example.com";
     assert_ne!(grants::person_role(kelvin), kate_role);
-    let other = grants::add(&control, &target, secrets, &layout(&db), new(kelvin))
-        .await
-        .unwrap();
+    let other = add(&db, &control, &target, new(kelvin)).await.unwrap();
     assert_ne!(other.db_user, kate_role);
     assert_eq!(
         grants::check(&control, "kate@example.com", "rates")
@@ -211,24 +211,12 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         expires_at: Utc::now() + Duration::hours(1),
         created_by: "test".into(),
     };
-    let writer = grants::add(
-        &control,
-        &target,
-        secrets,
-        &layout(&db),
-        new("rates_writer"),
-    )
-    .await
-    .unwrap();
-    let reader = grants::add(
-        &control,
-        &target,
-        secrets,
-        &layout(&db),
-        new("rates_reader"),
-    )
-    .await
-    .unwrap();
+    let writer = add(&db, &control, &target, new("rates_writer"))
+        .await
+        .unwrap();
+    let reader = add(&db, &control, &target, new("rates_reader"))
+        .await
+        .unwrap();
     let user = reader.db_user.clone();
     assert_eq!(
         grants::memberships(&target, &user).await.unwrap(),
@@ -294,24 +282,12 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         email: "gina@example.com".into(),
         ..new(role)
     };
-    let writer = grants::add(
-        &control,
-        &target,
-        secrets,
-        &layout(&db),
-        gina("rates_writer"),
-    )
-    .await
-    .unwrap();
-    let reader = grants::add(
-        &control,
-        &target,
-        secrets,
-        &layout(&db),
-        gina("rates_reader"),
-    )
-    .await
-    .unwrap();
+    let writer = add(&db, &control, &target, gina("rates_writer"))
+        .await
+        .unwrap();
+    let reader = add(&db, &control, &target, gina("rates_reader"))
+        .await
+        .unwrap();
     expire(&control, writer.id).await;
     grants::revoke(&control, &target, reader.id, "dana@example.com", "done")
         .await
