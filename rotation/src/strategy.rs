@@ -129,10 +129,12 @@ pub async fn set_alternating(
     pending: &DbCredentials,
 ) -> Result<(), Error> {
     let mut master = master.clone();
-    // The master connects to the rotated secret's server and database.
+    // The master connects to the rotated secret's server, in its own database: roles are
+    // the server's, and a master such as the approvals app's login may not connect to the
+    // database a person's secret names.
     master.host = pending.host.clone().or(master.host);
     master.port = pending.port.or(master.port);
-    master.dbname = pending.dbname.clone().or(master.dbname);
+    master.dbname = master.dbname.or(pending.dbname.clone());
     let db = connect(settings, &master).await.map_err(Error::Database)?;
     ensure_like(&db, &current.username, &pending.username)
         .await

@@ -91,10 +91,9 @@ impl Moto {
         ))
     }
 
-    /// Creates secret `id` with `value` and turns rotation on. moto has no Lambda to call,
-    /// so `RotateSecret` answers with an error, but it records the rotation as enabled. It
-    /// also stages an `AWSPENDING` version holding a copy of an old value (where Secrets
-    /// Manager stages an empty one): that label is removed again, so rotations start clean.
+    /// Creates secret `id` with `value` and turns rotation on (moto has no Lambda to call,
+    /// so `RotateSecret` answers with an error, but it records the rotation as enabled; see
+    /// [`secret_store::SecretStore::enable_rotation`]).
     pub async fn rotated_secret(&self, id: &str, value: &serde_json::Value) {
         self.client()
             .create_secret()
@@ -112,45 +111,11 @@ impl Moto {
             .enable_rotation(id, FUNCTION_ARN, 30)
             .await
             .expect("moto enables rotation");
-        unstage_moto_copy(&self.client(), id).await;
     }
 }
 
 /// The rotation function's ARN in tests (moto has no function behind it).
 pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:dbgw-rotation";
-
-/// Removes the `AWSPENDING` label from the copy of an old value that moto stages when
-/// rotation is turned on (Secrets Manager removes its test version itself), so that
-/// rotations start clean.
-pub async fn unstage_moto_copy(client: &Client, id: &str) {
-    let d = client
-        .describe_secret()
-        .secret_id(id)
-        .send()
-        .await
-        .expect("describe the secret");
-    assert_eq!(
-        d.rotation_enabled,
-        Some(true),
-        "moto did not enable rotation"
-    );
-    let stub = d
-        .version_ids_to_stages
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(_, s)| s.iter().any(|s| s == "AWSPENDING"))
-        .map(|(v, _)| v);
-    if let Some(stub) = stub {
-        client
-            .update_secret_version_stage()
-            .secret_id(id)
-            .version_stage("AWSPENDING")
-            .remove_from_version_id(stub)
-            .send()
-            .await
-            .expect("unstage moto's pending copy");
-    }
-}
 
 /// A secret value in the layout of AWS's RDS rotation functions.
 pub fn layout(

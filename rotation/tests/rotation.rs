@@ -340,12 +340,15 @@ async fn single_user_rotation_and_refusals() {
 #[tokio::test]
 async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
     let e = env().await;
-    let admin = e.cluster.admin().clone();
+    // The master is the approvals app's login, as deployed: CREATEROLE, and no CONNECT on
+    // the database the person's secret names.
+    const APPROVALS: &str = "dbgw/approvals-db";
+    let approvals = e.cluster.login_for("dbgw_approvals").await.unwrap();
     e.moto
         .client()
         .create_secret()
-        .name(MASTER)
-        .secret_string(e.layout(&admin, "postgres", None).to_string())
+        .name(APPROVALS)
+        .secret_string(e.layout(&approvals, "dbgw", None).to_string())
         .send()
         .await
         .unwrap();
@@ -355,7 +358,7 @@ async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
     let layout = grants::SecretLayout {
         host: e.cluster.host().into(),
         port: e.cluster.port(),
-        master: MASTER.into(),
+        master: APPROVALS.into(),
     };
     let store = e.moto.store(0);
     grants::set_password(&target, &store, &layout, &user, "rates")
@@ -379,7 +382,6 @@ async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
         .enable_rotation(&id, rotation::testing::FUNCTION_ARN, 30)
         .await
         .unwrap();
-    rotation::testing::unstage_moto_copy(&e.moto.client(), &id).await;
     let before = calls(&store);
     store
         .enable_rotation(&id, rotation::testing::FUNCTION_ARN, 30)
@@ -392,7 +394,7 @@ async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
     local::rotate(&e.rotator, &id).await.unwrap();
     let current = e.creds(&id, CURRENT).await;
     assert_eq!(current.username, user, "a single user keeps its name");
-    assert_eq!(current.masterarn.as_deref(), Some(MASTER));
+    assert_eq!(current.masterarn.as_deref(), Some(APPROVALS));
     assert_eq!(current.rotation.as_deref(), Some("single-user"));
     assert_ne!(
         current.password.expose_secret(),

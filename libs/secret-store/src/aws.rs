@@ -191,9 +191,12 @@ impl AwsStore {
         Ok(())
     }
 
-    /// Turns rotation on: `function_arn` rotates `id` every `days` days from the next window
-    /// (`RotateImmediately` off: Secrets Manager only tests the function now). Nothing to do
-    /// when it is on with that function already.
+    /// Turns rotation on, as Terraform's `aws_secretsmanager_secret_rotation` does:
+    /// `function_arn` rotates `id` every `days` days from the next window (`RotateImmediately`
+    /// off). Secrets Manager then tests the function with a pending version and removes it;
+    /// an emulator may leave it staged, and a stray `AWSPENDING` would be taken for a
+    /// rotation to resume, so one on a version that is not current is removed here. Nothing
+    /// to do when rotation is on with that function already.
     pub(crate) async fn enable_rotation(
         &self,
         id: &str,
@@ -201,20 +204,20 @@ impl AwsStore {
         days: i64,
     ) -> Result<()> {
         let client = self.client().await;
-        let enabled = || async {
+        let describe = || async {
             self.count();
-            let d = client
+            client
                 .describe_secret()
                 .secret_id(id)
                 .send()
                 .await
-                .map_err(|e| sdk_error(id, e))?;
-            Ok::<_, Error>(
-                d.rotation_enabled == Some(true)
-                    && d.rotation_lambda_arn.as_deref() == Some(function_arn),
-            )
+                .map_err(|e| sdk_error(id, e))
         };
-        if enabled().await? {
+        let on = |d: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput| {
+            d.rotation_enabled == Some(true)
+                && d.rotation_lambda_arn.as_deref() == Some(function_arn)
+        };
+        if on(&describe().await?) {
             return Ok(());
         }
         self.count();
@@ -230,16 +233,64 @@ impl AwsStore {
             .rotate_immediately(false)
             .send()
             .await;
+        let d = describe().await?;
         match rotate {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             // The function's test run can fail (an emulator has no function to call) after
             // rotation was turned on; the secret's description says whether it was.
-            Err(e) if enabled().await? => {
-                tracing::warn!(secret = id, error = %DisplayErrorContext(&e), "rotation is on; its test run failed");
-                Ok(())
+            Err(e) if on(&d) => {
+                tracing::warn!(
+                    secret = id,
+                    code = e.code().unwrap_or_default(),
+                    message = e.message().unwrap_or_default(),
+                    "rotation is on; its test run failed"
+                );
             }
-            Err(e) => Err(sdk_error(id, e)),
+            Err(e) => return Err(sdk_error(id, e)),
         }
+        let stages = d.version_ids_to_stages.unwrap_or_default();
+        let stray = stages.iter().find(|(_, s)| {
+            s.iter().any(|s| s == "AWSPENDING") && !s.iter().any(|s| s == "AWSCURRENT")
+        });
+        if let Some((version, _)) = stray {
+            self.count();
+            client
+                .update_secret_version_stage()
+                .secret_id(id)
+                .version_stage("AWSPENDING")
+                .remove_from_version_id(version)
+                .send()
+                .await
+                .map_err(|e| sdk_error(id, e))?;
+        }
+        Ok(())
+    }
+
+    /// The names of every secret the credentials can list, sorted.
+    pub(crate) async fn list(&self) -> Result<Vec<String>> {
+        let client = self.client().await;
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            self.count();
+            let page = client
+                .list_secrets()
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("(all)", e))?;
+            names.extend(
+                page.secret_list()
+                    .iter()
+                    .filter_map(|s| s.name().map(str::to_owned)),
+            );
+            match page.next_token() {
+                Some(token) => next = Some(token.to_owned()),
+                None => break,
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     /// Drops every cached version of `id` (after our own write).

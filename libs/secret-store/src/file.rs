@@ -54,6 +54,43 @@ impl FileStore {
             .map_err(io)
     }
 
+    /// The ids of every secret (`a/b` for `a/b.json`), sorted.
+    pub(crate) async fn list(&self) -> Result<Vec<String>> {
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut ids = Vec::new();
+            let mut dirs = vec![dir.clone()];
+            while let Some(d) = dirs.pop() {
+                let entries = match std::fs::read_dir(&d) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let path = entry?.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if let Some(id) = path
+                        .strip_prefix(&dir)
+                        .ok()
+                        .and_then(|p| p.to_str())
+                        .and_then(|p| p.strip_suffix(".json"))
+                    {
+                        ids.push(id.to_string());
+                    }
+                }
+            }
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+        .expect("secret listing task");
+        found.map_err(|source| Error::Io {
+            id: self.dir.display().to_string(),
+            source,
+        })
+    }
+
     /// Removes a secret; one that does not exist is already removed.
     pub(crate) async fn delete(&self, id: &str) -> Result<()> {
         match tokio::fs::remove_file(self.path(id)).await {

@@ -237,6 +237,14 @@ impl SecretStore {
         }
     }
 
+    /// The ids of every secret in the store, sorted.
+    pub async fn list(&self) -> Result<Vec<String>> {
+        match self {
+            SecretStore::File(f) => f.list().await,
+            SecretStore::Aws(a) => a.list().await,
+        }
+    }
+
     /// Has `function_arn` rotate the secret every `days` days (Secrets Manager only; the file
     /// backend refuses, it has no versions to rotate).
     pub async fn enable_rotation(&self, id: &str, function_arn: &str, days: i64) -> Result<()> {
@@ -340,6 +348,15 @@ mod tests {
         let missing = store.db_credentials("dbgw/nope").await.unwrap_err();
         assert!(matches!(missing, Error::NotFound(_)), "{missing}");
 
+        store
+            .put("dbgw/other", &SecretString::from("{}".to_string()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list().await.unwrap(),
+            ["dbgw/other", "dbgw/rates-api"]
+        );
+        store.delete("dbgw/other").await.unwrap();
         store.delete("dbgw/rates-api").await.unwrap();
         assert!(matches!(
             store.db_credentials("dbgw/rates-api").await,
