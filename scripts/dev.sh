@@ -127,8 +127,8 @@ up() {
   # Secrets Manager's part: rotation on for the stack's logins, then every secret with
   # rotation on (people's too, turned on by the approvals app) every ROTATE_EVERY_SECS.
   start_plain rotation "$BIN/bootstrap" --config config/local/rotation.toml schedule \
-    --every-secs "$ROTATE_EVERY_SECS" --enable "$LOCAL_ROTATION_FUNCTION" \
-    dbgw/rates-api dbgw/proxy-control dbgw/approvals-db
+    --every-secs "$ROTATE_EVERY_SECS" --function-arn "$LOCAL_ROTATION_FUNCTION" \
+    --enable dbgw/rates-api --enable dbgw/proxy-control --enable dbgw/approvals-db
   cat <<EOT
 dbgw local stack is up:
   postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin login in secret dbgw/postgres-admin)

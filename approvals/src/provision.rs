@@ -241,7 +241,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                 }
                 let rotation = &app.settings.rotation;
                 if !rotation.function_arn.is_empty() {
-                    // Idempotent: already on with this function, nothing is called.
+                    // Idempotent: already on with this function, one DescribeSecret and nothing else.
                     app.secrets
                         .enable_rotation(
                             &grants::person_secret(&db_user),

@@ -42,10 +42,13 @@ enum Command {
         /// Interval in seconds (30 days is 2592000).
         #[arg(long, default_value_t = 2_592_000)]
         every_secs: u64,
-        /// Turn rotation on for the named secrets first, naming this function (the local
-        /// stack: moto calls no function, any ARN does).
-        #[arg(long, value_name = "FUNCTION_ARN", requires = "secret_ids")]
-        enable: Option<String>,
+        /// Turn rotation on for this secret first (repeatable), naming --function-arn, as
+        /// Terraform does in AWS. It is then rotated like every other secret with rotation on.
+        #[arg(long, value_name = "SECRET_ID", requires = "function_arn")]
+        enable: Vec<String>,
+        /// The function --enable names (the local stack: moto calls no function, any ARN does).
+        #[arg(long)]
+        function_arn: Option<String>,
         secret_ids: Vec<String>,
     },
 }
@@ -75,13 +78,14 @@ fn main() -> ExitCode {
             Command::Schedule {
                 every_secs,
                 enable,
+                function_arn,
                 secret_ids,
             } => {
-                if let Some(arn) = enable {
-                    let store = rotator.store();
-                    for id in &secret_ids {
-                        store.enable_rotation(id, &arn, 30).await?;
-                    }
+                let store = rotator.store();
+                for id in &enable {
+                    store
+                        .enable_rotation(id, function_arn.as_deref().unwrap_or_default(), 30)
+                        .await?;
                 }
                 tokio::select! {
                     _ = rotation::local::schedule(&rotator, &secret_ids, Duration::from_secs(every_secs)) => {}
