@@ -143,9 +143,9 @@ pub fn person_secret(db_user: &str) -> String {
 
 /// What a person's secret holds besides the login, in the layout of AWS's RDS rotation
 /// functions: the server (and the grant's database), and the secret whose user (one allowed
-/// to create roles) sets the next password when the secret rotates. People's roles rotate as single
-/// users changed by that master: a person's role never logs in outside the proxy, so the
-/// rotation does not either.
+/// to create roles) sets the next password when the secret rotates. People's roles rotate as
+/// single users changed by that master; the rotation logs in as the person only to test the
+/// new password (docs/rotation.md).
 #[derive(Debug, Clone)]
 pub struct SecretLayout {
     pub host: String,
