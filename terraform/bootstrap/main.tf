@@ -6,8 +6,9 @@ terraform {
   required_version = ">= 1.11"
   required_providers {
     aws = {
-      source  = "hashicorp/aws"
-      version = "~> 6.0"
+      source = "hashicorp/aws"
+      # The versions lint-deploy tests (docs/tools.md): 5.100 is in the offline mirror.
+      version = "~> 5.100"
     }
   }
 }

@@ -48,3 +48,9 @@ variable "alarm_email" {
   type    = string
   default = ""
 }
+
+variable "rotation_zip_path" {
+  description = "The rotation function's package; empty: target/lambda/rotation/bootstrap.zip from `make lambda`."
+  type        = string
+  default     = ""
+}

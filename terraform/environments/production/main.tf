@@ -5,12 +5,9 @@ terraform {
   required_version = ">= 1.11"
   required_providers {
     aws = {
-      source  = "hashicorp/aws"
-      version = "~> 6.0"
-    }
-    random = {
-      source  = "hashicorp/random"
-      version = "~> 3.7"
+      source = "hashicorp/aws"
+      # The versions lint-deploy tests (docs/tools.md): 5.100 is in the offline mirror.
+      version = "~> 5.100"
     }
   }
   backend "s3" {
@@ -37,7 +34,7 @@ module "dbgw" {
   private_ca_arn         = var.private_ca_arn
   oidc_issuer            = var.oidc_issuer
   images                 = var.images
-  rotation_zip_path      = "${path.root}/../../../target/lambda/rotation/bootstrap.zip"
+  rotation_zip_path      = coalesce(var.rotation_zip_path, "${path.root}/../../../target/lambda/rotation/bootstrap.zip")
   vpc_cidr               = "10.41.0.0/16"
   azs                    = var.azs
   client_cidrs           = var.client_cidrs

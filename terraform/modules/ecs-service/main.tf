@@ -8,7 +8,7 @@ data "aws_region" "current" {}
 locals {
   log_options = {
     "awslogs-group"         = aws_cloudwatch_log_group.this.name
-    "awslogs-region"        = data.aws_region.current.region
+    "awslogs-region"        = data.aws_region.current.name
     "awslogs-stream-prefix" = var.name
   }
   main = {

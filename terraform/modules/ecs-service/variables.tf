@@ -92,8 +92,10 @@ variable "sidecar_volumes" {
 }
 
 variable "sidecars" {
+  # `any`, not list(any): the sidecars are objects of different shapes (a list would need
+  # them all to have one type, and `terraform validate` fails).
   description = "Further container definitions (audit shipper, metrics agent); logging is added here."
-  type        = list(any)
+  type        = any
   default     = []
 }
 

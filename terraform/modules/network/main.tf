@@ -49,7 +49,7 @@ resource "aws_route_table_association" "private" {
 # S3 (audit bucket, ECR image layers) through a gateway endpoint: free and no NAT.
 resource "aws_vpc_endpoint" "s3" {
   vpc_id            = aws_vpc.this.id
-  service_name      = "com.amazonaws.${data.aws_region.current.region}.s3"
+  service_name      = "com.amazonaws.${data.aws_region.current.name}.s3"
   vpc_endpoint_type = "Gateway"
   route_table_ids   = aws_route_table.private[*].id
   tags              = { Name = "${var.name}-s3" }
@@ -73,7 +73,7 @@ resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
 resource "aws_vpc_endpoint" "interface" {
   for_each            = local.interface_endpoints
   vpc_id              = aws_vpc.this.id
-  service_name        = "com.amazonaws.${data.aws_region.current.region}.${each.value}"
+  service_name        = "com.amazonaws.${data.aws_region.current.name}.${each.value}"
   vpc_endpoint_type   = "Interface"
   private_dns_enabled = true
   subnet_ids          = aws_subnet.private[*].id

@@ -76,7 +76,7 @@ data "aws_iam_policy_document" "rotation" {
   statement {
     sid       = "RotatePeopleSecrets"
     actions   = ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"]
-    resources = ["arn:aws:secretsmanager:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:secret:${var.person_secret_prefix}*"]
+    resources = ["arn:aws:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:secret:${var.person_secret_prefix}*"]
   }
   statement {
     sid       = "ReadMaster"

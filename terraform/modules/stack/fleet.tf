@@ -31,9 +31,9 @@ locals {
 }
 
 # The peer channel's key: random, made at apply time and never in the Terraform state.
-ephemeral "random_password" "proxy_fleet" {
-  length  = 64
-  special = false
+ephemeral "aws_secretsmanager_random_password" "proxy_fleet" {
+  password_length     = 64
+  exclude_punctuation = true
 }
 
 resource "aws_secretsmanager_secret" "proxy_fleet" {
@@ -46,6 +46,6 @@ resource "aws_secretsmanager_secret" "proxy_fleet" {
 
 resource "aws_secretsmanager_secret_version" "proxy_fleet" {
   secret_id                = aws_secretsmanager_secret.proxy_fleet.id
-  secret_string_wo         = ephemeral.random_password.proxy_fleet.result
+  secret_string_wo         = ephemeral.aws_secretsmanager_random_password.proxy_fleet.random_password
   secret_string_wo_version = 1
 }

@@ -13,7 +13,7 @@ locals {
   # the apps use (grants::person_secret), the same in every environment (one per account).
   person_secret_prefix = "dbgw/person/"
   account_id           = data.aws_caller_identity.current.account_id
-  region               = data.aws_region.current.region
+  region               = data.aws_region.current.name
   secret_arn_prefix    = "arn:aws:secretsmanager:${local.region}:${local.account_id}:secret:"
   db_host              = "db.${var.domain}"
   # The secret-store backend of issue 10 (AWS Secrets Manager); the file backend is local only.

@@ -13,10 +13,12 @@ locals {
   }
 }
 
-ephemeral "random_password" "initial" {
-  for_each = local.db_secrets
-  length   = 40
-  special  = false
+# Secrets Manager's own generator (GetRandomPassword), an ephemeral resource: the value is
+# never in the plan or the state. (hashicorp/random is not needed.)
+ephemeral "aws_secretsmanager_random_password" "initial" {
+  for_each            = local.db_secrets
+  password_length     = 40
+  exclude_punctuation = true
 }
 
 resource "aws_secretsmanager_secret" "db" {
@@ -36,7 +38,7 @@ resource "aws_secretsmanager_secret_version" "db" {
       host     = module.database.address
       port     = module.database.port
       username = each.value.username
-      password = ephemeral.random_password.initial[each.key].result
+      password = ephemeral.aws_secretsmanager_random_password.initial[each.key].random_password
       dbname   = each.value.dbname
     },
     # The master sets the first password on the database in both schemes (the random one

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `terraform init` (from the local provider mirror, no network), `terraform validate` of the
+# bootstrap root and of every environment, then the `terraform test` suites: mock_provider
+# plans (and mock applies, in memory) of staging and production that assert what the design
+# promises (terraform/environments/_shared/tests/, docs/operations.md "What lint-deploy checks").
+# Run by scripts/deploy/lint.sh. Works on a copy in .dev/tf-check, so the working tree gets
+# no .terraform folders or lock files.
+#
+#   TF_PLUGIN_DIR   the provider mirror (default /opt/tf-plugins): registry.terraform.io/hashicorp/aws/<version>/<os_arch>/
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TERRAFORM=${TERRAFORM:-$(command -v terraform || true)}
+TF_PLUGIN_DIR=${TF_PLUGIN_DIR:-/opt/tf-plugins}
+export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1
+fail() { echo "tf_check: FAIL: $*" >&2; exit 1; }
+
+[ -n "$TERRAFORM" ] || fail "no terraform on PATH (Terraform >= 1.11 is needed for validate and test)"
+"$TERRAFORM" version -json | python3 -c 'import json,sys; v=json.load(sys.stdin)["terraform_version"]; sys.exit(tuple(map(int, v.split(".")[:2])) < (1, 11))' ||
+  fail "$TERRAFORM is older than 1.11 (write-only arguments, ephemeral resources and mock providers need 1.11)"
+if ! compgen -G "$TF_PLUGIN_DIR/registry.terraform.io/hashicorp/aws/*/*_*" >/dev/null; then
+  fail "no AWS provider in the Terraform provider mirror $TF_PLUGIN_DIR (expected registry.terraform.io/hashicorp/aws/<version>/<os>_<arch>/).
+  Make one where the registry is reachable:  terraform -chdir=terraform/environments/staging providers mirror $TF_PLUGIN_DIR
+  (or point TF_PLUGIN_DIR at an existing mirror); docs/tools.md, 'Checks'."
+fi
+
+WORK=.dev/tf-check
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cp -a terraform "$WORK/"
+# A dummy rotation package for the plans (the real one comes from `make lambda`).
+python3 - "$WORK/rotation.zip" <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("bootstrap", "not a binary: tf_check.sh's stand-in")
+    z.writestr("rds-ca/global-bundle.pem", "stand-in")
+EOF
+
+init() {
+  "$TERRAFORM" -chdir="$1" init -backend=false -plugin-dir="$TF_PLUGIN_DIR" -input=false -no-color >"$1/init.log" 2>&1 || {
+    cat "$1/init.log"; fail "terraform init of ${1#"$WORK"/} from $TF_PLUGIN_DIR"; }
+}
+
+for root in bootstrap environments/staging environments/production; do
+  init "$WORK/terraform/$root"
+  "$TERRAFORM" -chdir="$WORK/terraform/$root" validate -no-color >"$WORK/validate.out" 2>&1 || {
+    cat "$WORK/validate.out"; fail "terraform validate of terraform/$root"; }
+  echo "terraform validate: terraform/$root OK"
+done
+
+# The suites: every environment runs the shared tests (tests/ is a symlink to _shared/tests).
+[ -d terraform/environments/staging/tests ] || exit 0 # (until the first suite lands)
+for env in staging production; do
+  dir="$WORK/terraform/environments/$env"
+  "$TERRAFORM" -chdir="$dir" test -no-color -var "rotation_zip_path=$PWD/$WORK/rotation.zip" >"$WORK/test-$env.out" 2>&1 || {
+    cat "$WORK/test-$env.out"; fail "terraform test of terraform/environments/$env"; }
+  echo "terraform test: environments/$env: $(tail -1 "$WORK/test-$env.out")"
+done
