@@ -125,7 +125,8 @@ def check(roots):
                     problems.append(f"{path}: module.{call} does not pass required variable `{var}` of {source}")
 
         for f, parsed in mod.bodies:
-            for text in strings(parsed):
+            # `moved`/`removed` blocks name addresses that no longer exist, on purpose.
+            for text in strings({k: v for k, v in parsed.items() if k not in ("moved", "removed")}):
                 for m in REF.finditer(text):
                     kind, name, mcall, mout, dkind, dtype, dname, rtype, rname = m.groups()
                     where = f"{path}/{f}"

@@ -54,3 +54,15 @@ variable "rotation_zip_path" {
   type        = string
   default     = ""
 }
+
+variable "enable_rotation" {
+  description = "Rotation of the database logins (every 30 days). false in the first apply, true after the db-admin setup (docs/operations.md, Deploy)."
+  type        = bool
+  default     = false
+}
+
+variable "write_secret_values" {
+  description = "Always true; false only in the terraform test suites (mock providers cannot run ephemeral resources). modules/stack."
+  type        = bool
+  default     = true
+}

@@ -27,8 +27,18 @@ provider "aws" {
   }
 }
 
+# The secrets' first random values (modules/stack/versions.tf): the same account and region.
+provider "aws" {
+  alias  = "generator"
+  region = var.region
+}
+
 module "dbgw" {
-  source                 = "../../modules/stack"
+  source = "../../modules/stack"
+  providers = {
+    aws           = aws
+    aws.generator = aws.generator
+  }
   environment            = "production"
   domain                 = var.domain
   private_ca_arn         = var.private_ca_arn
@@ -42,6 +52,8 @@ module "dbgw" {
   db_multi_az            = true
   db_deletion_protection = true
   db_admin_access        = var.db_admin_access
+  enable_rotation        = var.enable_rotation
+  write_secret_values    = var.write_secret_values
   proxy_min_tasks        = 3
   audit_retention_days   = 2557
   lb_deletion_protection = true

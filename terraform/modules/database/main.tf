@@ -5,6 +5,22 @@
 
 locals {
   major = split(".", var.engine_version)[0]
+
+  # Parameters RDS for PostgreSQL does not let a parameter group set (IsModifiable = false
+  # in `aws rds describe-engine-default-parameters --db-parameter-group-family postgres<N>`;
+  # the AWS guide "Parameters for logging in RDS for PostgreSQL" gives log_line_prefix's
+  # fixed value `%t:%r:%u@%d:[%p]:`). Setting one makes ModifyDBParameterGroup fail in the
+  # middle of an apply, so the parameter group below refuses them at plan time. RDS sets
+  # them itself (paths, ports, sockets, certificates, WAL archiving) or offers its own
+  # parameter instead (rds.force_ssl for ssl, rds.logical_replication for wal_level).
+  # Refresh from the command above when a new major version is adopted.
+  rds_unmodifiable_parameters = toset([
+    "log_line_prefix", "log_directory", "log_file_mode", "data_directory", "config_file",
+    "hba_file", "ident_file", "external_pid_file", "listen_addresses", "port",
+    "unix_socket_directories", "unix_socket_group", "unix_socket_permissions", "ssl",
+    "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file", "archive_mode",
+    "archive_command", "restore_command", "wal_level", "krb_server_keyfile", "event_source",
+  ])
 }
 
 module "key" {
@@ -34,66 +50,55 @@ resource "aws_vpc_security_group_ingress_rule" "clients" {
   to_port                      = 5432
 }
 
+locals {
+  # The parameter group's settings: name -> value (apply_method pending-reboot for the
+  # static ones). Checked against rds_unmodifiable_parameters before anything is applied.
+  parameters = {
+    # TLS only; SCRAM for the passwords that exist at all.
+    "rds.force_ssl"       = "1"
+    "password_encryption" = "scram-sha-256"
+    # pgaudit: the database's own record, independent of the proxy's (issue 12 compares them).
+    "shared_preload_libraries" = "pgaudit,pg_stat_statements"
+    # Everything, catalog queries included, as in the local stack: `proxy audit crosscheck`
+    # expects an entry for every statement the proxy saw run (BEGIN, SET and psql's catalog
+    # queries too), so a narrower log would show up as differences.
+    "pgaudit.log"         = "all"
+    "pgaudit.log_catalog" = "1"
+    # Parameters can carry secrets (a password in an ALTER ROLE); the proxy's audit has them,
+    # capped and with passwords redacted.
+    "pgaudit.log_parameter" = "0"
+    "pgaudit.log_relation"  = "1"
+    # log_line_prefix is fixed on RDS (%t:%r:%u@%d:[%p]:, not modifiable: see the list
+    # above). The proxy's session id still reaches the log: it is the connection's
+    # application_name, which log_connections prints in the "connection authorized" line,
+    # and every later line of that backend carries the same [pid].
+    "log_connections"            = "1"
+    "log_disconnections"         = "1"
+    "log_min_duration_statement" = "1000"
+  }
+  static_parameters    = toset(["shared_preload_libraries"])
+  forbidden_parameters = setintersection(toset(keys(local.parameters)), local.rds_unmodifiable_parameters)
+}
+
 resource "aws_db_parameter_group" "this" {
   name   = "${var.name}-pg${local.major}"
   family = "postgres${local.major}"
 
-  # TLS only; SCRAM for the passwords that exist at all.
-  parameter {
-    name  = "rds.force_ssl"
-    value = "1"
-  }
-  parameter {
-    name  = "password_encryption"
-    value = "scram-sha-256"
-  }
-  # pgaudit: the database's own record, independent of the proxy's (issue 12 compares them).
-  parameter {
-    name         = "shared_preload_libraries"
-    value        = "pgaudit,pg_stat_statements"
-    apply_method = "pending-reboot"
-  }
-  # Everything, catalog queries included, as in the local stack: `proxy audit crosscheck`
-  # expects an entry for every statement the proxy saw run (BEGIN, SET and psql's catalog
-  # queries too), so a narrower log would show up as differences.
-  parameter {
-    name  = "pgaudit.log"
-    value = "all"
-  }
-  parameter {
-    name  = "pgaudit.log_catalog"
-    value = "1"
-  }
-  # Parameters can carry secrets (a password in an ALTER ROLE); the proxy's audit has them,
-  # capped and with passwords redacted.
-  parameter {
-    name  = "pgaudit.log_parameter"
-    value = "0"
-  }
-  parameter {
-    name  = "pgaudit.log_relation"
-    value = "1"
-  }
-  parameter {
-    name  = "log_connections"
-    value = "1"
-  }
-  parameter {
-    name  = "log_disconnections"
-    value = "1"
-  }
-  # application_name carries the proxy's session id, tying pgaudit lines to proxy records.
-  parameter {
-    name  = "log_line_prefix"
-    value = "%m:%r:%u@%d:[%p]:%a:"
-  }
-  parameter {
-    name  = "log_min_duration_statement"
-    value = "1000"
+  dynamic "parameter" {
+    for_each = local.parameters
+    content {
+      name         = parameter.key
+      value        = parameter.value
+      apply_method = contains(local.static_parameters, parameter.key) ? "pending-reboot" : "immediate"
+    }
   }
 
   lifecycle {
     create_before_destroy = true
+    precondition {
+      condition     = length(local.forbidden_parameters) == 0
+      error_message = "RDS for PostgreSQL does not let a parameter group set ${join(", ", sort(local.forbidden_parameters))} (modules/database: rds_unmodifiable_parameters); apply would stop at ModifyDBParameterGroup."
+    }
   }
 }
 

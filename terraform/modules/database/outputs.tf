@@ -27,3 +27,22 @@ output "kms_key_arn" {
 output "security_group_id" {
   value = aws_security_group.db.id
 }
+
+output "posture" {
+  description = "What this module promises, as planned (asserted by the terraform test suites, terraform/environments/_shared/tests)."
+  value = {
+    publicly_accessible = aws_db_instance.this.publicly_accessible
+    storage_encrypted   = aws_db_instance.this.storage_encrypted
+    kms_key_id          = aws_db_instance.this.kms_key_id
+    key_arn             = module.key.arn
+    security_group_id   = aws_security_group.db.id
+    security_group_ids  = aws_db_instance.this.vpc_security_group_ids
+    parameters          = { for p in aws_db_parameter_group.this.parameter : p.name => p.value }
+    ingress = [for r in aws_vpc_security_group_ingress_rule.clients : {
+      from_security_group = r.referenced_security_group_id
+      cidr                = r.cidr_ipv4
+      from_port           = r.from_port
+      to_port             = r.to_port
+    }]
+  }
+}

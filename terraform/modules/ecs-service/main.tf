@@ -35,7 +35,10 @@ locals {
       readOnly      = false
     }]
     healthCheck = {
-      command     = ["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:${var.health_port}/health/ready"]
+      # Liveness, not readiness: ECS replaces a container that fails this. /health/ready also
+      # fails while the database is unreachable (a Multi-AZ failover), and ECS would then
+      # kill every task at once; readiness is the load balancer's check (target groups).
+      command     = ["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:${var.health_port}${var.container_health_path}"]
       interval    = 10
       timeout     = 5
       retries     = 3

@@ -13,3 +13,12 @@ output "task_definition_arn" {
 output "log_group" {
   value = aws_cloudwatch_log_group.this.name
 }
+
+output "containers" {
+  description = "The task's container definitions, as planned (asserted by the terraform test suites)."
+  value       = jsondecode(aws_ecs_task_definition.this.container_definitions)
+}
+
+output "volumes" {
+  value = [for v in aws_ecs_task_definition.this.volume : v.name]
+}

@@ -44,6 +44,12 @@ variable "health_port" {
   type        = number
 }
 
+variable "container_health_path" {
+  description = "The container health check's path: liveness (the process answers), never a check that depends on the database."
+  type        = string
+  default     = "/health/live"
+}
+
 variable "environment" {
   description = "Plain configuration, <PREFIX><SECTION>__<KEY> variables. Never secrets."
   type        = map(string)

@@ -112,7 +112,7 @@ resource "aws_lambda_function" "rotation" {
   architectures                  = ["arm64"]
   memory_size                    = 256
   timeout                        = 60
-  reserved_concurrent_executions = 10
+  reserved_concurrent_executions = var.reserved_concurrency
   kms_key_arn                    = var.lambda_kms_key_arn
 
   vpc_config {

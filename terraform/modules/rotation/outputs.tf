@@ -9,3 +9,12 @@ output "function_name" {
 output "security_group_id" {
   value = aws_security_group.rotation.id
 }
+
+output "posture" {
+  description = "The function's settings, as planned (asserted by the terraform test suites)."
+  value = {
+    reserved_concurrency = aws_lambda_function.rotation.reserved_concurrent_executions
+    environment          = aws_lambda_function.rotation.environment[0].variables
+    package              = var.zip_path
+  }
+}

@@ -56,3 +56,14 @@ variable "log_retention_days" {
 variable "logs_kms_key_arn" {
   type = string
 }
+
+variable "reserved_concurrency" {
+  description = <<-EOT
+    Concurrent executions reserved for the function, or null (the default) for none: it
+    then shares the account's pool. Reserving needs the account's concurrency quota to keep
+    at least 100 unreserved: a new account's quota is 10, and AWS refuses any reservation
+    there (PutFunctionConcurrency), so apply would stop. Set it once the quota is raised.
+  EOT
+  type        = number
+  default     = null
+}

@@ -32,6 +32,8 @@ locals {
 
 # The peer channel's key: random, made at apply time and never in the Terraform state.
 ephemeral "aws_secretsmanager_random_password" "proxy_fleet" {
+  count               = var.write_secret_values ? 1 : 0
+  provider            = aws.generator
   password_length     = 64
   exclude_punctuation = true
 }
@@ -45,7 +47,8 @@ resource "aws_secretsmanager_secret" "proxy_fleet" {
 }
 
 resource "aws_secretsmanager_secret_version" "proxy_fleet" {
+  count                    = var.write_secret_values ? 1 : 0
   secret_id                = aws_secretsmanager_secret.proxy_fleet.id
-  secret_string_wo         = ephemeral.aws_secretsmanager_random_password.proxy_fleet.random_password
+  secret_string_wo         = ephemeral.aws_secretsmanager_random_password.proxy_fleet[0].random_password
   secret_string_wo_version = 1
 }

@@ -229,14 +229,64 @@ resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
   }
 }
 
+# The region's Elastic Load Balancing account: ALB access logs in regions opened before
+# August 2022 (eu-west-1 among them) are written by it; newer regions use the service
+# principal logdelivery.elasticloadbalancing.amazonaws.com. Both are granted.
+data "aws_elb_service_account" "current" {}
+
 data "aws_iam_policy_document" "access_logs" {
   statement {
-    sid       = "LoadBalancerLogs"
+    sid       = "ApplicationLoadBalancerLogs"
     actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.access_logs.arn}/lb/*"]
+    resources = ["${aws_s3_bucket.access_logs.arn}/lb/web/AWSLogs/${local.account_id}/*"]
+    principals {
+      type        = "AWS"
+      identifiers = [data.aws_elb_service_account.current.arn]
+    }
     principals {
       type        = "Service"
       identifiers = ["logdelivery.elasticloadbalancing.amazonaws.com"]
+    }
+  }
+  # Network Load Balancers deliver through CloudWatch's log delivery, which checks the
+  # bucket's ACL first; only when the proxy's NLB logs at all (a TLS listener).
+  dynamic "statement" {
+    for_each = local.proxy_nlb_access_logs ? ["on"] : []
+    content {
+      sid       = "NetworkLoadBalancerLogs"
+      actions   = ["s3:PutObject"]
+      resources = ["${aws_s3_bucket.access_logs.arn}/lb/proxy/AWSLogs/${local.account_id}/*"]
+      principals {
+        type        = "Service"
+        identifiers = ["delivery.logs.amazonaws.com"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "s3:x-amz-acl"
+        values   = ["bucket-owner-full-control"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [local.account_id]
+      }
+    }
+  }
+  dynamic "statement" {
+    for_each = local.proxy_nlb_access_logs ? ["on"] : []
+    content {
+      sid       = "NetworkLoadBalancerLogsAcl"
+      actions   = ["s3:GetBucketAcl"]
+      resources = [aws_s3_bucket.access_logs.arn]
+      principals {
+        type        = "Service"
+        identifiers = ["delivery.logs.amazonaws.com"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [local.account_id]
+      }
     }
   }
   statement {

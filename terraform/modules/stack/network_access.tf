@@ -68,14 +68,16 @@ locals {
     db_admin_to_db      = { sg = aws_security_group.db_admin.id, port = 5432, cidrs = [], from_sg = module.database.security_group_id, what = "PostgreSQL" }
     db_admin_https      = { sg = aws_security_group.db_admin.id, port = 443, cidrs = [module.network.vpc_cidr], from_sg = null, what = "AWS API endpoints" }
   }
-  # One rule per (rule, cidr) or per (rule, security group).
+  # One rule per (rule, cidr) or per (rule, security group). Told apart by the cidr list,
+  # which is known at plan time: a security group id is not (until the group exists), and
+  # for_each keys that depend on it stop the first plan ("Invalid for_each argument").
   ingress_rules = merge(
-    { for k, r in local.ingress : k => r if r.from_sg != null },
-    merge([for k, r in local.ingress : { for c in r.cidrs : "${k}-${c}" => merge(r, { cidrs = [c] }) } if r.from_sg == null]...),
+    { for k, r in local.ingress : k => r if length(r.cidrs) == 0 },
+    merge([for k, r in local.ingress : { for c in r.cidrs : "${k}-${c}" => merge(r, { cidrs = [c] }) } if length(r.cidrs) > 0]...),
   )
   egress_rules = merge(
-    { for k, r in local.egress : k => r if r.from_sg != null },
-    merge([for k, r in local.egress : { for c in r.cidrs : "${k}-${c}" => merge(r, { cidrs = [c] }) } if r.from_sg == null]...),
+    { for k, r in local.egress : k => r if length(r.cidrs) == 0 },
+    merge([for k, r in local.egress : { for c in r.cidrs : "${k}-${c}" => merge(r, { cidrs = [c] }) } if length(r.cidrs) > 0]...),
   )
 }
 
@@ -87,7 +89,7 @@ resource "aws_vpc_security_group_ingress_rule" "this" {
   from_port                    = each.value.port
   to_port                      = each.value.port
   referenced_security_group_id = each.value.from_sg
-  cidr_ipv4                    = each.value.from_sg == null ? each.value.cidrs[0] : null
+  cidr_ipv4                    = length(each.value.cidrs) > 0 ? each.value.cidrs[0] : null
 }
 
 resource "aws_vpc_security_group_egress_rule" "this" {
@@ -98,23 +100,49 @@ resource "aws_vpc_security_group_egress_rule" "this" {
   from_port                    = each.value.port
   to_port                      = each.value.port
   referenced_security_group_id = each.value.from_sg
-  cidr_ipv4                    = each.value.from_sg == null ? each.value.cidrs[0] : null
+  cidr_ipv4                    = length(each.value.cidrs) > 0 ? each.value.cidrs[0] : null
 }
 
-# S3 (the audit bucket) through the gateway endpoint's prefix list.
-resource "aws_vpc_security_group_egress_rule" "proxy_s3" {
-  security_group_id = aws_security_group.proxy.id
-  description       = "S3 through the gateway endpoint (audit shipping)"
+# S3 through the gateway endpoint's prefix list: every task pulls its image's layers from
+# S3 (ECR stores them there), and the gateway endpoint is not inside the VPC's CIDR, so a
+# task whose HTTPS egress is the VPC CIDR alone could not start. The proxy's task also ships
+# the audit there.
+resource "aws_vpc_security_group_egress_rule" "s3" {
+  for_each = {
+    proxy     = aws_security_group.proxy.id
+    approvals = aws_security_group.approvals.id
+    rates_api = aws_security_group.rates_api.id
+    db_admin  = aws_security_group.db_admin.id
+  }
+  security_group_id = each.value
+  description       = "S3 through the gateway endpoint (image layers from ECR${each.key == "proxy" ? ", audit shipping" : ""})"
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
   prefix_list_id    = module.network.s3_prefix_list_id
 }
 
+moved {
+  from = aws_vpc_security_group_egress_rule.proxy_s3
+  to   = aws_vpc_security_group_egress_rule.s3["proxy"]
+}
+
 # --- The proxy's load balancer: TCP on 5432, TLS end to end (terminated by the proxy). ---
+
+locals {
+  # PostgreSQL starts TLS inside its own protocol, so the proxy's listener is TCP.
+  proxy_listener_protocol = "TCP"
+  # A Network Load Balancer writes access logs only for its TLS listeners: with TCP ones
+  # alone it writes none, so logging is on only if the proxy's listener is TLS. Who
+  # connected is in the proxy's audit (auth records, with the client address) and the VPC
+  # flow logs. When on, the bucket policy grants what NLB log delivery needs
+  # (delivery.logs.amazonaws.com: s3:PutObject and s3:GetBucketAcl; modules/stack/main.tf).
+  proxy_nlb_access_logs = local.proxy_listener_protocol == "TLS"
+}
 
 resource "aws_lb" "proxy" {
   # checkov:skip=CKV2_AWS_28: WAF filters HTTP; this load balancer carries the PostgreSQL protocol.
+  # checkov:skip=CKV_AWS_91: an NLB with only TCP listeners writes no access logs (AWS writes them for TLS listeners only); connections are in the proxy's audit and the VPC flow logs.
   name                             = "${local.name}-proxy"
   internal                         = true
   load_balancer_type               = "network"
@@ -125,7 +153,7 @@ resource "aws_lb" "proxy" {
   access_logs {
     bucket  = aws_s3_bucket.access_logs.id
     prefix  = "lb/proxy"
-    enabled = true
+    enabled = local.proxy_nlb_access_logs
   }
 }
 
@@ -153,7 +181,7 @@ resource "aws_lb_listener" "proxy" {
   # checkov:skip=CKV_AWS_103: as above: TLS is between the client and the proxy, not at the listener.
   load_balancer_arn = aws_lb.proxy.arn
   port              = 5432
-  protocol          = "TCP"
+  protocol          = local.proxy_listener_protocol
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.proxy.arn

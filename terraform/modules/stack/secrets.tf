@@ -16,12 +16,14 @@ locals {
 # Secrets Manager's own generator (GetRandomPassword), an ephemeral resource: the value is
 # never in the plan or the state. (hashicorp/random is not needed.)
 ephemeral "aws_secretsmanager_random_password" "initial" {
-  for_each            = local.db_secrets
+  for_each            = var.write_secret_values ? local.db_secrets : {}
+  provider            = aws.generator
   password_length     = 40
   exclude_punctuation = true
 }
 
 resource "aws_secretsmanager_secret" "db" {
+  # checkov:skip=CKV2_AWS_57: rotation is turned on below (aws_secretsmanager_secret_rotation.db) from the second apply, enable_rotation = true; the terraform test suite (environments/_shared/tests) asserts every one rotates every 30 days then.
   for_each                = local.db_secrets
   name                    = "${local.secret_prefix}/${each.key}"
   description             = "Database login of ${each.key} (user ${each.value.username})"
@@ -30,7 +32,7 @@ resource "aws_secretsmanager_secret" "db" {
 }
 
 resource "aws_secretsmanager_secret_version" "db" {
-  for_each  = local.db_secrets
+  for_each  = var.write_secret_values ? local.db_secrets : {}
   secret_id = aws_secretsmanager_secret.db[each.key].id
   secret_string_wo = jsonencode(merge(
     {
@@ -53,8 +55,13 @@ resource "aws_secretsmanager_secret_version" "db" {
   }
 }
 
+# Turned on in a second apply (var.enable_rotation, docs/operations.md "Deploy"): turning
+# rotation on makes Secrets Manager call the function at once (it tests the rotation
+# configuration even without rotate_immediately), and in the first apply neither the
+# database roles (made by the db-admin task afterwards) nor the permissions it needs are in
+# place, so that call fails and the apply stops.
 resource "aws_secretsmanager_secret_rotation" "db" {
-  for_each            = local.db_secrets
+  for_each            = var.enable_rotation ? local.db_secrets : {}
   secret_id           = aws_secretsmanager_secret.db[each.key].id
   rotation_lambda_arn = module.rotation.function_arn
   # The roles exist only after `dbgw-db setup`; the first rotation is started by hand then.
@@ -97,6 +104,7 @@ module "rotation" {
   master_secret_arn    = module.database.master_user_secret_arn
   kms_key_arns         = [module.secrets_key.arn, module.database.kms_key_arn]
   lambda_kms_key_arn   = module.secrets_key.arn
+  reserved_concurrency = var.rotation_reserved_concurrency
   environment = {
     ROTATION_DATABASE__CA_FILE = "/var/task/rds-ca/global-bundle.pem"
     ROTATION_LOG__FORMAT       = "json"

@@ -4,7 +4,9 @@
 # task-local volume) and removes from the environment before starting the service.
 
 locals {
-  audit_dir = "/var/lib/dbgw/audit"
+  # A VOLUME of the proxy and shipper images (so Fargate makes it writable by uid 10001);
+  # not /var/lib/dbgw/audit, which the compose stack shares under its own volume.
+  audit_dir = "/var/lib/dbgw-audit"
   own_secret_read = {
     actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
   }

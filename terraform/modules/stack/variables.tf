@@ -181,3 +181,26 @@ variable "alarm_email" {
   type        = string
   default     = ""
 }
+
+variable "enable_rotation" {
+  description = "Turn on the 30-day rotation of the database logins. Off in the first apply; on once the db-admin task has made the roles (docs/operations.md, Deploy step 5)."
+  type        = bool
+  default     = false
+}
+
+variable "rotation_reserved_concurrency" {
+  description = "Concurrent executions reserved for the rotation function; null: none (new accounts cannot reserve any, modules/rotation)."
+  type        = number
+  default     = null
+}
+
+variable "write_secret_values" {
+  description = <<-EOT
+    Write the secrets' first values (random, from Secrets Manager's generator, through
+    ephemeral resources: never in the plan or the state). Always true in a real apply. false
+    only in the offline test suites: Terraform's mock providers cannot run ephemeral
+    resources, so those plans leave the first values out.
+  EOT
+  type        = bool
+  default     = true
+}

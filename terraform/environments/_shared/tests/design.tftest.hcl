@@ -1,0 +1,193 @@
+# What the design promises (docs/secure-access.md), asserted on a plan of the environment
+# that runs this file (each of environments/{staging,production}/tests links it), with a
+# mock AWS provider: nothing is created, nothing is called. Run by `make lint-deploy`
+# (scripts/deploy/tf_check.sh) with the environment's terraform.tfvars.example and a
+# stand-in rotation package. `command = apply` makes the mock's ids concrete, so the
+# wiring (which security group, which key) can be compared.
+
+# Mock providers cannot have ephemeral resources (the secrets' first random values): those
+# use aws.generator, a real provider configured offline and never called (no values written).
+variables {
+  write_secret_values = false
+}
+
+provider "aws" {
+  alias                       = "generator"
+  region                      = "eu-west-1"
+  access_key                  = "offline"
+  secret_key                  = "offline"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+}
+
+mock_provider "aws" {
+  source = "./tests/mocks"
+}
+
+# The database's own key, told apart from the other keys (which share one mock ARN).
+override_resource {
+  target = module.dbgw.module.database.module.key.aws_kms_key.this
+  values = { arn = "arn:aws:kms:eu-west-1:111122223333:key/database" }
+}
+
+# The first apply: rotation is not turned on before the db-admin task has made the roles.
+run "first_apply" {
+  command = apply
+  variables {
+    enable_rotation = false
+  }
+  assert {
+    condition     = length(module.dbgw.posture.rotations) == 0
+    error_message = "rotation is turned on in the first apply (enable_rotation = false): Secrets Manager would call the function before the roles exist"
+  }
+  assert {
+    condition     = module.dbgw.posture.rotation.reserved_concurrency == null
+    error_message = "the rotation function reserves concurrency by default; a new account (quota 10) refuses any reservation"
+  }
+}
+
+run "design" {
+  command = apply
+  variables {
+    enable_rotation = true
+  }
+
+  # --- The database: private, encrypted with its own key, TLS only, pgaudit loaded.
+  assert {
+    condition     = module.dbgw.posture.database.publicly_accessible == false
+    error_message = "the database is publicly accessible"
+  }
+  assert {
+    condition     = module.dbgw.posture.database.storage_encrypted && module.dbgw.posture.database.kms_key_id == module.dbgw.posture.database.key_arn
+    error_message = "the database is not encrypted with its own KMS key (modules/database, module.key)"
+  }
+  assert {
+    condition     = toset(module.dbgw.posture.database.security_group_ids) == toset([module.dbgw.posture.database.security_group_id])
+    error_message = "the database has security groups other than its own"
+  }
+  assert {
+    condition     = lookup(module.dbgw.posture.database.parameters, "rds.force_ssl", "") == "1"
+    error_message = "rds.force_ssl is not 1: the database would accept connections without TLS"
+  }
+  assert {
+    condition     = contains([for l in split(",", lookup(module.dbgw.posture.database.parameters, "shared_preload_libraries", "")) : trimspace(l)], "pgaudit")
+    error_message = "pgaudit is not in shared_preload_libraries"
+  }
+  assert {
+    condition     = lookup(module.dbgw.posture.database.parameters, "pgaudit.log", "none") != "none"
+    error_message = "pgaudit.log is not set: pgaudit would log nothing"
+  }
+
+  # --- Only the proxy, the rotation function and the approvals app reach PostgreSQL.
+  assert {
+    condition = toset([for r in module.dbgw.posture.database.ingress : r.from_security_group]) == toset([
+      module.dbgw.posture.security_groups.proxy,
+      module.dbgw.posture.security_groups.rotation,
+      module.dbgw.posture.security_groups.approvals,
+    ])
+    error_message = "the database admits security groups other than proxy, rotation and approvals (db_admin only while db_admin_access is on)"
+  }
+  assert {
+    condition     = alltrue([for r in module.dbgw.posture.database.ingress : r.cidr == null && r.from_port == 5432 && r.to_port == 5432])
+    error_message = "a database ingress rule admits an address range, or ports other than 5432"
+  }
+  assert {
+    condition     = length(module.dbgw.posture.db_ingress_elsewhere) == 0
+    error_message = "a rule outside modules/database opens the database's security group"
+  }
+
+  # --- Every database login rotates every 30 days, by the rotation function.
+  assert {
+    condition     = length(module.dbgw.posture.db_secrets) > 0 && keys(module.dbgw.posture.rotations) == keys(module.dbgw.posture.db_secrets)
+    error_message = "a database login secret has no rotation: ${join(", ", setsubtract(keys(module.dbgw.posture.db_secrets), keys(module.dbgw.posture.rotations)))}"
+  }
+  assert {
+    condition     = alltrue([for r in values(module.dbgw.posture.rotations) : r.days == 30 && r.function == module.dbgw.posture.rotation_function])
+    error_message = "a rotation is not every 30 days by the rotation function"
+  }
+  assert {
+    condition     = module.dbgw.posture.rotation.environment["ROTATION_DATABASE__CA_FILE"] == "/var/task/rds-ca/global-bundle.pem"
+    error_message = "the rotation function does not read the RDS CA bundle from its package (scripts/deploy/lambda.sh puts it at rds-ca/global-bundle.pem)"
+  }
+
+  # --- The audit bucket: Object Lock in compliance mode (the retention: per environment).
+  assert {
+    condition     = module.dbgw.posture.audit_lock.enabled == true && module.dbgw.posture.audit_lock.mode == "COMPLIANCE"
+    error_message = "the audit bucket is not under Object Lock in compliance mode"
+  }
+
+  # --- Each task's environment names are its service's configuration keys (checked
+  # against the code by the services' docs tests, assert_deployed_keys, which read these
+  # names from the Terraform text) or the entrypoint's PEM variables.
+  assert {
+    condition = alltrue(flatten([for task, prefix in { proxy = "PROXY_", rates-api = "RATES_API_", approvals = "APPROVALS_", db-admin = "DBGW_" } : [
+      for c in module.dbgw.posture.tasks[task] : [
+        for e in try(c.environment, []) : startswith(e.name, prefix) || contains(["TLS_CERT_PEM", "TLS_KEY_PEM", "CA_PEM"], e.name)
+      ] if c.name == task || (task == "db-admin" && c.name == "dbgw-db")
+    ]]))
+    error_message = "a task sets an environment variable that is not one of its service's <PREFIX>* configuration keys"
+  }
+
+  # --- Health: ECS restarts on liveness only; the load balancers route on readiness.
+  assert {
+    condition = alltrue([for task in ["proxy", "rates-api", "approvals"] : alltrue([
+      for c in module.dbgw.posture.tasks[task] : strcontains(join(" ", c.healthCheck.command), "/health/live") if c.name == task
+    ])])
+    error_message = "a container health check is not /health/live: a database failover would fail /health/ready and ECS would stop every task"
+  }
+  assert {
+    condition     = alltrue([for lb in values(module.dbgw.posture.load_balancers) : lb.health_path == "/health/ready"])
+    error_message = "a load balancer health check is not /health/ready"
+  }
+
+  # --- Fargate volumes are writable by uid 10001 only where the image declares a VOLUME at
+  # the mount path (otherwise root:root 0755): every mount of our images is a VOLUME.
+  assert {
+    condition = alltrue(flatten([for task, containers in module.dbgw.posture.tasks : [
+      for c in containers : [
+        for m in try(c.mountPoints, []) : strcontains(
+          join(" ", flatten(regexall("(?m)^VOLUME\\s+(.*)$", file({
+            proxy         = "../../../proxy/Dockerfile"
+            rates-api     = "../../../rates-api/Dockerfile"
+            approvals     = "../../../approvals/Dockerfile"
+            dbgw-db       = "../../../db/Dockerfile"
+            audit-shipper = "../../../deploy/audit-shipper/Dockerfile"
+          }[c.name])))),
+          "\"${m.containerPath}\""
+        )
+      ] if c.name != "metrics-agent"
+    ]]))
+    error_message = "a task mounts a volume at a path its image does not declare as VOLUME (JSON form): Fargate would make it root-owned and the service (uid 10001) could not write there"
+  }
+
+  # --- Image layers come from S3: every task's security group reaches the S3 prefix list.
+  assert {
+    condition = alltrue([for sg in ["proxy", "approvals", "rates_api", "db_admin"] : anytrue([
+      for e in module.dbgw.posture.egress : e.sg == module.dbgw.posture.security_groups[sg] && e.port == 443 && (e.prefix_list == module.dbgw.posture.s3_prefix_list || e.cidr == "0.0.0.0/0")
+    ])])
+    error_message = "a task's security group cannot reach S3 (the gateway endpoint's prefix list): ECR image layers would not download"
+  }
+
+  # --- Load balancer access logs: on only where that type writes them, with the grant it needs.
+  assert {
+    condition = alltrue([for lb in values(module.dbgw.posture.load_balancers) : !lb.access_logs || (
+      lb.type == "network" ? contains(lb.listeners, "TLS") && contains(module.dbgw.posture.access_log_grants, "delivery.logs.amazonaws.com s3:PutObject") && contains(module.dbgw.posture.access_log_grants, "delivery.logs.amazonaws.com s3:GetBucketAcl")
+      : contains(module.dbgw.posture.access_log_grants, "logdelivery.elasticloadbalancing.amazonaws.com s3:PutObject")
+    )])
+    error_message = "a load balancer logs without the bucket grant its type needs (NLB: delivery.logs.amazonaws.com PutObject + GetBucketAcl, and only with a TLS listener; ALB: the ELB log delivery)"
+  }
+}
+
+# The db-admin window: its security group is admitted only while db_admin_access is on.
+run "db_admin_window" {
+  command = apply
+  variables {
+    db_admin_access = true
+  }
+  assert {
+    condition     = contains([for r in module.dbgw.posture.database.ingress : r.from_security_group], module.dbgw.posture.security_groups.db_admin) && length(module.dbgw.posture.database.ingress) == 4
+    error_message = "db_admin_access = true does not add exactly the db-admin security group"
+  }
+}

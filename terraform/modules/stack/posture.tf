@@ -1,0 +1,59 @@
+# What the design promises (docs/secure-access.md), as this plan would make it: read by the
+# terraform test suites (terraform/environments/_shared/tests, run by `make lint-deploy`
+# with a mock provider) and by anyone reviewing a plan. Only names, ids and settings; no
+# secret values.
+
+output "posture" {
+  value = {
+    database = module.database.posture
+    # 5432 ingress rules on the database's security group made outside modules/database.
+    db_ingress_elsewhere = [for r in aws_vpc_security_group_ingress_rule.this : r.referenced_security_group_id if r.security_group_id == module.database.security_group_id]
+    security_groups = {
+      proxy     = aws_security_group.proxy.id
+      rotation  = module.rotation.security_group_id
+      approvals = aws_security_group.approvals.id
+      rates_api = aws_security_group.rates_api.id
+      db_admin  = aws_security_group.db_admin.id
+      proxy_lb  = aws_security_group.proxy_lb.id
+      web_lb    = aws_security_group.web_lb.id
+    }
+    s3_prefix_list = module.network.s3_prefix_list_id
+    egress = concat(
+      [for r in aws_vpc_security_group_egress_rule.this : { sg = r.security_group_id, port = r.from_port, cidr = r.cidr_ipv4, prefix_list = r.prefix_list_id }],
+      [for r in aws_vpc_security_group_egress_rule.s3 : { sg = r.security_group_id, port = r.from_port, cidr = r.cidr_ipv4, prefix_list = r.prefix_list_id }],
+    )
+    # Every database login secret, and the rotation each has (none until enable_rotation).
+    db_secrets = { for k, s in aws_secretsmanager_secret.db : k => s.name }
+    rotations = { for k, r in aws_secretsmanager_secret_rotation.db : k => {
+      function = r.rotation_lambda_arn
+      days     = r.rotation_rules[0].automatically_after_days
+    } }
+    rotation_function = module.rotation.function_arn
+    rotation          = module.rotation.posture
+    audit_lock        = module.audit_bucket.object_lock
+    tasks = {
+      proxy     = module.proxy.containers
+      rates-api = module.rates_api.containers
+      approvals = module.approvals.containers
+      db-admin  = jsondecode(aws_ecs_task_definition.db_admin.container_definitions)
+    }
+    load_balancers = {
+      proxy = {
+        type        = aws_lb.proxy.load_balancer_type
+        access_logs = aws_lb.proxy.access_logs[0].enabled
+        listeners   = [aws_lb_listener.proxy.protocol]
+        health_path = aws_lb_target_group.proxy.health_check[0].path
+      }
+      web = {
+        type        = aws_lb.web.load_balancer_type
+        access_logs = aws_lb.web.access_logs[0].enabled
+        listeners   = [aws_lb_listener.web.protocol]
+        health_path = distinct([for t in aws_lb_target_group.web : t.health_check[0].path])[0]
+      }
+    }
+    # The access-log bucket policy's grants, as "principal action".
+    access_log_grants = toset(flatten([for s in data.aws_iam_policy_document.access_logs.statement : [
+      for p in flatten([for pr in s.principals : pr.identifiers]) : [for a in s.actions : "${p} ${a}"]
+    ] if s.effect != "Deny"]))
+  }
+}
