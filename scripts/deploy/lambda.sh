@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make lambda`: packages the rotation function for Terraform as
 # target/lambda/rotation/bootstrap.zip (the `rotation` crate's `bootstrap` binary, arm64,
-# built with cargo-lambda, which cross-links with zig; both come from PyPI into .dev/tools).
+# built with cargo-lambda, which cross-links with zig; both come from PyPI into .dev/tools),
+# with the RDS CA bundle at rds-ca/global-bundle.pem (scripts/deploy/lambda_zip.py; needs
+# `make rds-ca` first).
 # The crate is issue 10's work: until it is in the workspace this says so and stops (exit 0),
 # and `terraform plan` will report the missing zip.
 set -euo pipefail
@@ -26,8 +28,15 @@ if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
     exit 1
   }
 fi
-PATH="$PWD/$VENV/bin:$PATH" cargo lambda build --release --arm64 --locked -p rotation --bin bootstrap --output-format zip
-# cargo-lambda writes target/lambda/<binary>/bootstrap.zip; Terraform looks under the crate's name.
+CA_BUNDLE=deploy/rds-ca/global-bundle.pem
+if [ ! -s "$CA_BUNDLE" ]; then
+  echo "make lambda: $CA_BUNDLE is missing: run \`make rds-ca\` first (the function verifies RDS with it)." >&2
+  exit 1
+fi
+PATH="$PWD/$VENV/bin:$PATH" cargo lambda build --release --arm64 --locked -p rotation --bin bootstrap
+# cargo-lambda leaves the binary in target/lambda/<binary>/bootstrap. The package Terraform
+# reads (under the crate's name) holds it and the RDS CA bundle, which the function reads
+# at /var/task/rds-ca/global-bundle.pem (ROTATION_DATABASE__CA_FILE); checked after packing.
 mkdir -p "$(dirname "$ZIP")"
-[ -f "$ZIP" ] || mv target/lambda/bootstrap/bootstrap.zip "$ZIP"
+python3 scripts/deploy/lambda_zip.py package target/lambda/bootstrap/bootstrap "$CA_BUNDLE" "$ZIP"
 ls -l "$ZIP"

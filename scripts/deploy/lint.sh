@@ -16,6 +16,11 @@ echo "== terraform fmt -check ($("$TERRAFORM" version 2>/dev/null | head -1))"
 echo "== terraform init (provider mirror), validate, test"
 scripts/deploy/tf_check.sh || fail "terraform validate/test (scripts/deploy/tf_check.sh)"
 
+echo "== the rotation function's package (lambda_zip.py)"
+python3 scripts/deploy/lambda_zip.py self-test
+# A package made by `make lambda` must hold the CA bundle too.
+if [ -f target/lambda/rotation/bootstrap.zip ]; then python3 scripts/deploy/lambda_zip.py check target/lambda/rotation/bootstrap.zip; fi
+
 echo "== checkov"
 "$CHECKOV" -d terraform --framework terraform --skip-download --compact --quiet >.dev/checkov.out 2>&1 || {
   cat .dev/checkov.out; fail "checkov found failed checks"; }
