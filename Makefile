@@ -76,7 +76,9 @@ bench-lexer:
 	cargo build --release --locked -p dbgw-bench --bin lexer-bench
 	target/release/lexer-bench
 
-# Terraform fmt, checkov, reference check, hadolint, compose validation, diagram names.
+# Terraform fmt; init (offline, from the provider mirror TF_PLUGIN_DIR, default /opt/tf-plugins),
+# validate and the terraform test suites of both environments; the rotation package check;
+# checkov, reference check, hadolint, compose validation, diagram names (docs/tools.md, Checks).
 lint-deploy:
 	scripts/deploy/lint.sh
 
