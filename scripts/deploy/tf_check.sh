@@ -3,6 +3,7 @@
 # bootstrap root and of every environment, then the `terraform test` suites: mock_provider
 # plans (and mock applies, in memory) of staging and production that assert what the design
 # promises (terraform/environments/_shared/tests/, docs/operations.md "What lint-deploy checks").
+# Then scripts/deploy/tf_moto_plan.sh: plans with the real provider against moto server.
 # Run by scripts/deploy/lint.sh. Works on a copy in .dev/tf-check, so the working tree gets
 # no .terraform folders or lock files.
 #
@@ -69,4 +70,6 @@ for i in 0 1; do
     cat "$WORK/test-$env.out"; echo "tf_check: FAIL: terraform test of terraform/environments/$env" >&2; status=1
   fi
 done
-exit $status
+[ $status = 0 ] || exit 1
+# The same environments planned with the real provider (data sources from moto server).
+scripts/deploy/tf_moto_plan.sh
