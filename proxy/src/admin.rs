@@ -9,6 +9,10 @@ use secret_store::SecretStore;
 
 use crate::settings::Settings;
 
+/// How long `grant revoke` lets the proxies close the grant's sessions (with the reason)
+/// before it ends on the server whatever of the role is left.
+const PROXY_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(Subcommand)]
 pub enum GrantCommand {
     /// Let a person connect to a database with a group role's privileges, until a time.
@@ -100,9 +104,23 @@ pub async fn grant(
                 .connect("postgres", &admin, "dbgw-proxy-admin")
                 .await?;
             let g = grants::revoke(&control, &target, id, &by, &reason).await?;
+            // The proxies close the grant's sessions with the reason within a round trip;
+            // whatever of the role is still on the server after that (no grant left) ends.
+            let active_left = grants::active_roles(&control, &g.db_user).await?.len();
+            let mut ended = 0;
+            if active_left == 0 {
+                let deadline = std::time::Instant::now() + PROXY_CLOSE_GRACE;
+                while grants::backends(&target, &g.db_user).await? > 0
+                    && std::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                ended = grants::terminate_sessions(&target, &g.db_user).await?;
+            }
             println!(
-                "grant {} revoked; {}'s sessions close within seconds",
-                g.id, g.email
+                "grant {} revoked; {}'s sessions close within seconds ({} server session(s) \
+                 ended by the revocation itself)",
+                g.id, g.email, ended
             );
         }
         GrantCommand::List => {

@@ -574,8 +574,9 @@ pub async fn mark_revoked(
     }
 }
 
-/// Revokes a grant and takes away what it gave (see [`reconcile`]). The proxy closes the
-/// person's open sessions within its poll interval.
+/// Revokes a grant and takes away what it gave (see [`reconcile`], which also ends every
+/// server session of the role). The proxy closes the sessions bound to the grant within
+/// its poll interval, with the reason.
 pub async fn revoke(
     control: &Client,
     target: &Client,
@@ -606,6 +607,8 @@ pub struct Reconciled {
     pub login_removed: bool,
     /// Active grants left.
     pub active_left: usize,
+    /// Server sessions of the role ended because its memberships shrank.
+    pub terminated: i64,
 }
 
 /// The group roles of `db_user`'s grants that are active now.
@@ -626,6 +629,12 @@ pub async fn active_roles(control: &Client, db_user: &str) -> Result<Vec<String>
 /// membership that no active grant gives is revoked (an ended grant's role goes even while
 /// another grant, for another role, is active), and the role loses LOGIN when no active
 /// grant is left. Idempotent; safe to run at any time.
+///
+/// When the memberships shrink while other grants stay active, every server session of
+/// the role is ended, whichever grant it was opened under: PostgreSQL does not undo an earlier `SET ROLE` (nor a
+/// `SECURITY DEFINER` context) when a membership is revoked, so a session opened under
+/// another grant could otherwise keep the ended grant's privileges until it closes. The
+/// person reconnects at once and gets exactly what is left.
 pub async fn reconcile(
     control: &Client,
     target: &Client,
@@ -651,7 +660,23 @@ pub async fn reconcile(
             .await?;
         done.login_removed = true;
     }
+    // With no grant left, every session is bound to an ended grant: the proxy closes each
+    // with its reason, and the caller ends what is left (see `terminate_sessions`).
+    if !done.revoked.is_empty() && done.active_left > 0 {
+        done.terminated = terminate_sessions(target, db_user).await?;
+    }
     Ok(done)
+}
+
+/// How many server sessions the role has open now.
+pub async fn backends(target: &Client, db_user: &str) -> Result<i64, GrantError> {
+    Ok(target
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
+            &[&db_user],
+        )
+        .await?
+        .get(0))
 }
 
 /// Ends the role's sessions still open on the server (the proxy closes the ones it carries;

@@ -231,6 +231,9 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         .batch_execute("BEGIN; DELETE FROM ports WHERE false; ROLLBACK")
         .await
         .expect("the writer grant lets erin write");
+    // A session that switched to the writer's role: PostgreSQL keeps an earlier SET ROLE
+    // after the membership is revoked, so only ending the session takes it away.
+    person.batch_execute("SET ROLE rates_writer").await.unwrap();
 
     // The writer grant expires (nothing else changes).
     expire(&control, writer.id).await;
@@ -238,6 +241,14 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
     assert_eq!(done.revoked, ["rates_writer"]);
     assert!(!done.login_removed);
     assert_eq!(done.active_left, 1);
+    assert_eq!(done.terminated, 1, "the session opened before is ended");
+    assert!(
+        person
+            .batch_execute("BEGIN; DELETE FROM ports WHERE false; ROLLBACK")
+            .await
+            .is_err(),
+        "the writer's privileges outlived the writer grant"
+    );
     assert_eq!(
         grants::memberships(&target, &user).await.unwrap(),
         ["rates_reader"]

@@ -119,6 +119,17 @@ pub fn inspect(text: &str, caller: Caller) -> Inspection<'_> {
             refuse = refusal(stmt, &first, caller);
         }
     }
+    let (mut text, mut redacted) = (text, redacted);
+    // A person's password change at a depth the top-level check cannot see: SQL inside a
+    // string (a DO body, a function body, EXECUTE of a literal or a format() template).
+    // Only persons pay for this, and only when the word is there at all.
+    if caller == Caller::Person && refuse.is_none() && contains_ignore_case(&text, b"password") {
+        if let Some(hidden) = nested_password_change(&text) {
+            text = Cow::Owned(hidden);
+            redacted = true;
+            refuse = Some(Refusal::PasswordChange);
+        }
+    }
     Inspection {
         text,
         redacted,
@@ -280,6 +291,34 @@ fn options_settings(options: &str) -> impl Iterator<Item = String> {
     names.into_iter()
 }
 
+/// When a string constant of `text` (quoted or dollar-quoted) holds SQL that names a role's
+/// password (the words `password` and `role` or `user`), the text with every string
+/// constant replaced: the new password may be any of them (a `format()` argument), and
+/// none is recorded. `None` when no string does.
+fn nested_password_change(text: &str) -> Option<String> {
+    let strings: Vec<Range<usize>> = Lexer::new(text, Mode::PINNED)
+        .filter(|t| t.kind == Kind::String)
+        .map(|t| t.start..t.end)
+        .collect();
+    let names_password =
+        |s: &str| has_word(s, "password") && (has_word(s, "role") || has_word(s, "user"));
+    if !strings.iter().any(|r| names_password(&text[r.clone()])) {
+        return None;
+    }
+    Some(redact::replace(text, strings))
+}
+
+/// `word` (ASCII, lower case) appears in `s` as a whole word, in any case.
+fn has_word(s: &str, word: &str) -> bool {
+    let b = s.as_bytes();
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    b.windows(word.len()).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(word.as_bytes())
+            && (i == 0 || !is_word(b[i - 1]))
+            && b.get(i + word.len()).is_none_or(|&c| !is_word(c))
+    })
+}
+
 fn contains_ignore_case(text: &str, word: &[u8]) -> bool {
     text.as_bytes()
         .windows(word.len())
@@ -379,5 +418,32 @@ mod tests {
             inspect("ALTER ROLE me SET search_path = x", Caller::Person).refuse,
             None
         );
+    }
+
+    /// Dynamic SQL in a string: a DO body, EXECUTE of a literal, a format() template, a
+    /// function body. Refused for people, with every string constant kept out of the record.
+    #[test]
+    fn people_cannot_change_passwords_through_dynamic_sql() {
+        for text in [
+            "DO $$ BEGIN EXECUTE format('ALTER ROLE %I PASSWORD %L', current_user, 'pw-1'); END $$",
+            "DO $x$ BEGIN EXECUTE 'alter user ' || current_user || ' password ''pw-1'''; END $x$",
+            "do 'begin execute ''ALTER\tROLE x PASSWORD ''''pw-1''''''; end'",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$ BEGIN \
+             EXECUTE format('ALTER ROLE %I WITH PASSWORD %L', session_user, 'pw-1'); END $f$",
+            "SELECT 1; DO $$ BEGIN EXECUTE 'ALTER ROLE me PASSWORD NULL'; END $$; SELECT 'pw-1'",
+        ] {
+            let i = inspect(text, Caller::Person);
+            assert_eq!(i.refuse, Some(Refusal::PasswordChange), "{text}");
+            assert!(i.redacted && !i.text.contains("pw-1"), "{}", i.text);
+            assert_eq!(inspect(text, Caller::Service).refuse, None, "{text}");
+        }
+        // Words elsewhere are not a password change.
+        for text in [
+            "SELECT password_hash FROM users WHERE role = 'x'",
+            "SELECT 'forgot password?'",
+            "DO $$ BEGIN RAISE NOTICE 'user names'; END $$",
+        ] {
+            assert_eq!(inspect(text, Caller::Person).refuse, None, "{text}");
+        }
     }
 }

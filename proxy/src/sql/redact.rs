@@ -117,7 +117,7 @@ fn spans(text: &str, mode: Mode) -> Vec<Range<usize>> {
 }
 
 /// `text` with each span replaced by [`REDACTED`]; overlapping spans merge.
-fn replace(text: &str, mut spans: Vec<Range<usize>>) -> String {
+pub(super) fn replace(text: &str, mut spans: Vec<Range<usize>>) -> String {
     spans.sort_by_key(|r| r.start);
     let mut out = String::with_capacity(text.len());
     let mut at = 0;

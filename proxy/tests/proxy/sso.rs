@@ -618,3 +618,94 @@ async fn a_revoked_session_ends_within_seconds_even_when_the_client_stops_readin
     assert!(end["reason"].as_str().unwrap().contains("revoked"), "{end}");
     stack.stop().await;
 }
+
+/// A person sets their own role's password with dynamic SQL (a `DO` body, a format()
+/// template): the proxy refuses it before it reaches the server, the new password appears
+/// nowhere in the audit, and the role's password is still the one dbgw holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_cannot_set_their_roles_password_with_dynamic_sql() {
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp).await;
+    let grant = stack.grant(ALICE, "rates_reader").await;
+    let alice = login(&stack, ALICE, &idp.token(ALICE).unwrap())
+        .await
+        .unwrap();
+    for attack in [
+        "DO $$ BEGIN EXECUTE format('ALTER ROLE %I PASSWORD %L', current_user, 'hijack-1'); END $$",
+        "DO $$ BEGIN EXECUTE 'ALTER USER ' || quote_ident(session_user) || ' PASSWORD ''hijack-1'''; END $$",
+    ] {
+        let err = alice.simple_query(attack).await.unwrap_err();
+        let db = err.as_db_error().expect("an error from the proxy");
+        assert_eq!(db.code().code(), "42501", "{attack}: {db:?}");
+        assert!(db.message().contains("managed by dbgw"), "{db:?}");
+    }
+    // The session goes on, and the password dbgw holds still logs in.
+    alice.simple_query("SELECT 1").await.unwrap();
+    let creds = stack
+        .ctx
+        .secrets
+        .db_credentials(&grants::person_secret(&grant.db_user))
+        .await
+        .unwrap();
+    stack
+        .cluster
+        .server()
+        .connect_as("rates", &creds)
+        .await
+        .expect("the role's password was changed");
+    for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+        assert!(!std::fs::read_to_string(f).unwrap().contains("hijack-1"));
+    }
+    let refused: Vec<_> = stack
+        .records()
+        .into_iter()
+        .filter(|r| r["outcome"]["status"] == "refused" || r["status"] == "refused")
+        .collect();
+    assert!(refused.len() >= 2, "the refusals are audited: {refused:#?}");
+    common::assert_chain_verifies(&stack.audit_dir());
+    stack.stop().await;
+}
+
+/// A person with two grants (read-write, then read-only) works in a session opened under
+/// the read-only one and switches to the writer's role. When the read-write grant is
+/// revoked, that session ends too: no session keeps a revoked grant's privileges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grants_privileges_do_not_outlive_it_in_other_sessions() {
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp).await;
+    let writer = stack.grant(ALICE, "rates_writer").await;
+    let reader = stack.grant(ALICE, "rates_reader").await;
+    let alice = login(&stack, ALICE, &idp.token(ALICE).unwrap())
+        .await
+        .unwrap();
+    let write = "INSERT INTO notes (body) VALUES ('by alice')";
+    alice
+        .simple_query(&format!("SET ROLE rates_writer; {write}"))
+        .await
+        .unwrap();
+
+    let control = stack.cluster.connect("dbgw").await.unwrap();
+    let target = stack.cluster.connect("postgres").await.unwrap();
+    grants::revoke(&control, &target, writer.id, "dana@example.com", "review")
+        .await
+        .unwrap();
+    assert!(
+        alice.simple_query(write).await.is_err(),
+        "the session opened under grant {} kept the revoked writer grant's role",
+        reader.id
+    );
+    // A new session under the read-only grant holds only what it gives.
+    let alice = login(&stack, ALICE, &idp.token(ALICE).unwrap())
+        .await
+        .unwrap();
+    let err = alice
+        .simple_query(&format!("SET ROLE rates_writer; {write}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501", "{err:?}");
+    alice
+        .simple_query("SELECT count(*) FROM ports")
+        .await
+        .unwrap();
+    stack.stop().await;
+}
