@@ -537,8 +537,6 @@ pub struct Ledger {
     // Client side.
     /// The client is sending CopyData for a message that may be copying.
     copy_stream: bool,
-    /// Extended-protocol messages were sent since the last Sync.
-    segment_open: bool,
     /// The last execution that completed since the last ReadyForQuery, and when: a failed
     /// commit at Sync is recorded as its outcome.
     last_executed: Option<(u64, Instant)>,
@@ -567,7 +565,6 @@ impl Ledger {
             skipping: false,
             failed: None,
             copy_stream: false,
-            segment_open: false,
             last_executed: None,
         }
     }
@@ -618,27 +615,19 @@ impl Ledger {
             fe::FLUSH | fe::TERMINATE => return Ok(Action::Forward),
             fe::SYNC => {
                 self.open = None;
-                self.segment_open = false;
                 self.push(Sent::Sync);
                 return Ok(Action::Forward);
             }
             _ => {}
         }
         // Anything else waits until the Queries in flight are answered: one may be reading
-        // COPY data. (A Query is always answered: it never follows an unfinished segment,
-        // where an earlier error would make the server skip it without a word.)
+        // COPY data. (A Query behind an unfinished extended-protocol segment whose earlier
+        // message failed is skipped by the server without a word; the error's skip ends it
+        // here too, so what waits behind it is released then.)
         if self.in_flight_queries > 0 {
             return Ok(Action::Wait);
         }
-        if tag != fe::QUERY && tag != fe::FUNCTION_CALL {
-            self.segment_open = true;
-        }
         match tag {
-            fe::QUERY if self.segment_open => Err(Violation::Protocol(
-                "a Query inside an unfinished extended-protocol pipeline (before its Sync) is \
-                 not supported by dbgw"
-                    .into(),
-            )),
             fe::QUERY => self.query(fe::query(body)?, now),
             fe::PARSE => {
                 let p = fe::parse(body)?;
@@ -1298,6 +1287,7 @@ impl Ledger {
                     });
                 }
                 self.apply_touches(touches);
+                self.drop_unnamed_statement(emit);
                 self.ready(body, emit)?;
             }
             // ---- the extended protocol
@@ -1777,6 +1767,40 @@ impl Ledger {
         Ok(())
     }
 
+    /// A simple Query ran (postgres.c, `exec_simple_query`): the server dropped the unnamed
+    /// statement with every portal bound from it, and ran the query in the unnamed portal,
+    /// which it dropped at the end. Within a Flush-terminated segment this is all a Query
+    /// changes; with a transaction block open, named portals of other statements survive.
+    fn drop_unnamed_statement(&mut self, emit: &mut dyn FnMut(Finished<'_>)) {
+        self.statements.unnamed = None;
+        let mut dropped: Vec<u64> = Vec::new();
+        if let Some(p) = self.portals.unnamed.take() {
+            dropped.extend(p.execution);
+        }
+        self.portals.named.retain(|_, p| {
+            if p.statement.is_empty() {
+                dropped.extend(p.execution);
+                return false;
+            }
+            true
+        });
+        // A suspended execution of a dropped portal ended with the rows it returned.
+        for seq in dropped {
+            if self.runs.0.iter().any(|(s, r)| *s == seq && r.pending == 0) {
+                let run = self.runs.remove(&seq).expect("present");
+                emit(Finished {
+                    seq,
+                    index: None,
+                    outcome: Outcome::Ok {
+                        tag: "PORTAL CLOSED",
+                        rows: Some(run.rows),
+                    },
+                    since: run.since,
+                });
+            }
+        }
+    }
+
     /// SQL-level PREPARE, DEALLOCATE, DECLARE, CLOSE or DISCARD ran (or tried to): named
     /// statements or portals may now hold anything.
     fn apply_touches(&mut self, t: Touches) {
@@ -2017,6 +2041,91 @@ mod tests {
         cstr(&mut b, "boom");
         b.push(0);
         b
+    }
+
+    /// asyncpg's `prepare()` then `execute()`: Parse + Describe + Flush, then a simple
+    /// Query before any Sync. The server runs the Query (and drops the unnamed statement);
+    /// the named statement stays usable.
+    #[test]
+    fn a_query_after_a_flushed_segment_runs_and_drops_the_unnamed_statement() {
+        let mut t = T::new();
+        t.send(fe::PARSE, parse("", "SELECT 'unnamed'", &[]));
+        t.send(fe::PARSE, parse("s1", "SELECT $1::int + 1", &[]));
+        let mut d = vec![b'S'];
+        cstr(&mut d, "s1");
+        t.send(fe::DESCRIBE, d);
+        t.send(fe::FLUSH, vec![]);
+        t.commit();
+        t.ok(be::PARSE_COMPLETE, &[]);
+        t.ok(be::PARSE_COMPLETE, &[]);
+        t.ok(be::PARAMETER_DESCRIPTION, &[0, 1, 0, 0, 0, 23]);
+        t.ok(be::ROW_DESCRIPTION, &[]);
+        assert_eq!(t.send(fe::QUERY, query("SELECT 1")), Action::Forward);
+        t.commit();
+        t.ok(be::ROW_DESCRIPTION, &[]);
+        t.ok(be::DATA_ROW, &[]);
+        t.ok(be::COMMAND_COMPLETE, &tag("SELECT 1"));
+        t.ok(be::READY_FOR_QUERY, b"I");
+        assert!(t.l.statements.get("").is_none(), "the Query dropped it");
+        t.send(fe::BIND, bind("", "s1", &[&7i32.to_be_bytes()]));
+        t.send(fe::EXECUTE, execute("", 0));
+        t.send(fe::SYNC, vec![]);
+        let recs = t.commit();
+        assert_eq!(
+            recs,
+            [(
+                "bind+execute".into(),
+                Some("SELECT $1::int + 1".into()),
+                Some("[\"7\"]".into())
+            )]
+        );
+        t.ok(be::BIND_COMPLETE, &[]);
+        t.ok(be::DATA_ROW, &[]);
+        t.ok(be::COMMAND_COMPLETE, &tag("SELECT 1"));
+        t.ok(be::READY_FOR_QUERY, b"I");
+        assert!(t.l.idle());
+        assert_eq!(
+            t.outcomes,
+            [
+                (1, None, "ok PARSE None".into()),
+                (2, None, "ok PARSE None".into()),
+                (3, Some(0), "ok SELECT 1 Some(1)".into()),
+                (4, None, "ok SELECT 1 Some(1)".into()),
+            ]
+        );
+    }
+
+    /// After an error in an unsynced segment the server ignores a simple Query without a
+    /// word (ignore_till_sync): it is recorded as not executed, and the Sync answers.
+    #[test]
+    fn a_query_behind_a_failed_unsynced_message_is_skipped_silently() {
+        let mut t = T::new();
+        t.send(fe::PARSE, parse("", "SELEC 1", &[]));
+        t.send(fe::FLUSH, vec![]);
+        t.commit();
+        t.send(fe::QUERY, query("SELECT 2"));
+        let p = parse("", "SELECT 3", &[]);
+        assert_eq!(
+            t.l.client(fe::PARSE, &p, Instant::now()).unwrap(),
+            Action::Wait,
+            "held behind the Query"
+        );
+        t.send(fe::SYNC, vec![]);
+        t.commit();
+        t.ok(be::ERROR_RESPONSE, &error(sqlstate::SYNTAX_ERROR, "ERROR"));
+        assert!(
+            !t.l.probe(fe::PARSE, &p).unwrap(),
+            "the skipped Query releases what waited"
+        );
+        t.ok(be::READY_FOR_QUERY, b"I");
+        assert!(t.l.idle());
+        assert_eq!(
+            t.outcomes,
+            [
+                (1, None, "error 42601 Some(\"parse\")".into()),
+                (2, Some(0), "not_executed".into()),
+            ]
+        );
     }
 
     #[test]

@@ -363,3 +363,69 @@ async fn a_suspended_execution_skipped_after_an_error_keeps_its_rows() {
     drop(c);
     stack.stop().await;
 }
+
+/// A simple Query inside an unsynced extended-protocol segment, as asyncpg sends it: the
+/// server runs it and drops the unnamed statement (postgres.c, `exec_simple_query`); after
+/// an error in the segment it ignores the Query without a word until the Sync. The proxy
+/// forwards both and records what the server did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_inside_an_unsynced_segment_runs_or_is_skipped_as_the_server_does() {
+    let stack = stack().await;
+    let mut c = RawClient::login(stack.addr, &stack.app, "query-in-segment").await;
+    // Parse + Describe + Flush: answered at once, no ReadyForQuery.
+    let mut describe = vec![b'S'];
+    cstr(&mut describe, "s1");
+    c.send(
+        &[
+            parse("", "SELECT 'unnamed'"),
+            parse("s1", "SELECT 'named'"),
+            msg(b'D', &describe),
+            msg(b'H', &[]),
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    c.until(b'T').await.unwrap();
+    // The Query runs; the unnamed statement is gone after it, the named one stays.
+    exchange(&mut c, &[query_msg("SELECT 2")], 1, &[], &["SELECT 1"]).await;
+    let run = [bind(""), execute(), sync()].concat();
+    exchange(&mut c, &[run], 1, &["26000"], &[]).await;
+    let run_s1 = [bind("s1"), execute(), sync()].concat();
+    exchange(&mut c, &[run_s1], 1, &[], &["SELECT 1"]).await;
+
+    // After an error in the segment the Query is skipped: only the Sync answers.
+    c.send(&[parse("", "SELEC"), msg(b'H', &[])].concat())
+        .await
+        .unwrap();
+    assert_eq!(sqlstate(&c.until(b'E').await.unwrap()), "42601");
+    exchange(
+        &mut c,
+        &[query_msg("SELECT 'skipped'"), sync()],
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    // And the session goes on.
+    exchange(&mut c, &[query_msg("SELECT 3")], 1, &[], &["SELECT 1"]).await;
+
+    let ran = ran(&stack, "query-in-segment");
+    let texts: Vec<(&str, &str)> = ran
+        .iter()
+        .map(|(t, status, _)| (t.as_str(), status.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("SELECT 2", "ok"),
+            ("", "error"),
+            ("SELECT 'named'", "ok"),
+            ("SELECT 'skipped'", "not_executed"),
+            ("SELECT 3", "ok"),
+        ]
+    );
+    common::assert_chain_verifies(&stack.audit_dir());
+    drop(c);
+    stack.stop().await;
+}
