@@ -55,6 +55,10 @@ done
 
 # The suites: every environment runs the shared tests (tests/design.tftest.hcl links
 # _shared/tests) and its own; both environments at once (each takes ~15 s of one core).
+for env in staging production; do
+  [ -f "terraform/environments/$env/tests/design.tftest.hcl" ] && [ -d "terraform/environments/$env/tests/mocks" ] ||
+    fail "terraform/environments/$env/tests must link ../../_shared/tests/design.tftest.hcl and ../../_shared/tests/mocks"
+done
 pids=()
 for env in staging production; do
   "$TERRAFORM" -chdir="$WORK/terraform/environments/$env" test -no-color -var-file=terraform.tfvars.example \
