@@ -64,6 +64,12 @@ impl Application {
         let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals")?;
         let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals")?;
         check_target_login(&settings, &target).await?;
+        let sessions = session::Sessions::new(
+            control.clone(),
+            settings.sessions.clone(),
+            settings.secure_cookies(),
+            client_secret.expose_secret().as_bytes(),
+        );
         let oidc = Arc::new(oidc::Oidc::new(
             settings.oidc.clone(),
             &settings.public_url,
@@ -74,11 +80,6 @@ impl Application {
                 "the identity provider cannot be reached yet; sign-in works once it can"
             );
         }
-        let sessions = session::Sessions::new(
-            control.clone(),
-            settings.sessions.clone(),
-            settings.secure_cookies(),
-        );
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;

@@ -95,16 +95,33 @@ impl Metrics {
     }
 }
 
-/// Counts and logs every request, labelled by route pattern (never the raw path).
+/// The methods a metric label or log line may name; anything else is `other`, so a client
+/// sending made-up methods (HTTP allows any token) cannot grow the label set.
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
+/// The label of a request method: itself if standard, else `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    METHODS
+        .iter()
+        .take(METHODS.len() - 1)
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Counts and logs every request, labelled by route pattern (never the raw path) and by
+/// [`method_label`] (never the raw method).
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span = startup::telemetry::request_span(method.as_str(), &route);
+    let span = startup::telemetry::request_span(method, &route);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     metrics

@@ -630,15 +630,45 @@ struct LoginQuery {
     next: String,
 }
 
-/// A path of this app to return to; anything else (another site) becomes `/`.
-fn local_path(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+/// A path of this app to return to after sign-in; anything else becomes `/`.
+///
+/// Only a plain same-site path passes: it starts with one `/`, and it is printable ASCII
+/// without a backslash, whitespace or control character (browsers drop tabs and newlines
+/// from a URL and read `\` as `/`, so `/<TAB>/evil.example` or `/\evil.example` would be
+/// `//evil.example`, another site). The same holds once more percent-decoded, so that a
+/// double-encoded form (`/%5Cevil.example`, `/%2F/evil.example`) cannot become one
+/// further along.
+pub fn local_path(next: &str) -> String {
+    fn plain(p: &str) -> bool {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+    }
+    fn decoded(p: &str) -> Option<String> {
+        let bytes = p.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let hex = p.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+    if plain(next) && decoded(next).is_some_and(|d| plain(&d)) {
         next.to_string()
     } else {
         "/".into()
     }
 }
 
+/// Starts a sign-in. Nothing is stored on the server: the flow travels in its own
+/// authenticated cookie (see [`session`]), so anonymous hits cost no rows.
 async fn login(
     State(app): State<App>,
     jar: CookieJar,
@@ -648,24 +678,7 @@ async fn login(
         app.oidc.begin(local_path(&q.next)).await.map_err(|e| {
             Error::Unavailable(format!("The identity provider cannot be reached: {e}"))
         })?;
-    let jar = match load(&app, &jar).await? {
-        Loaded::Active(mut s) => {
-            s.data.login = Some(flow);
-            app.sessions.save(&s).await?;
-            jar
-        }
-        Loaded::None | Loaded::Expired => {
-            let (_, cookie) = app
-                .sessions
-                .create(Data {
-                    login: Some(flow),
-                    ..Data::default()
-                })
-                .await?;
-            jar.add(app.sessions.cookie(cookie))
-        }
-    };
-    Ok((jar, see_other(&url)))
+    Ok((jar.add(app.sessions.login_cookie(flow)), see_other(&url)))
 }
 
 #[derive(Deserialize)]
@@ -681,11 +694,13 @@ async fn callback(
     jar: CookieJar,
     Query(q): Query<CallbackQuery>,
 ) -> std::result::Result<(CookieJar, Response), Page> {
-    let Loaded::Active(old) = load(&app, &jar).await? else {
-        return Err(Error::SessionExpired.into());
-    };
-    let Some(flow) = old.data.login.clone() else {
-        return Err(Error::BadInput("No sign-in is in progress; start again.".into()).into());
+    let cookie = jar.get(app.sessions.login_cookie_name()).map(|c| c.value());
+    let Some(flow) = app.sessions.login_flow(cookie) else {
+        return Err(Error::BadInput(
+            "No sign-in is in progress here (or it took longer than 10 minutes); start again."
+                .into(),
+        )
+        .into());
     };
     let state_ok = q
         .state
@@ -713,7 +728,9 @@ async fn callback(
         Error::Forbidden(format!("The sign-in could not be completed: {e}"))
     })?;
     // A new session id at sign-in: an id planted before it is worth nothing after.
-    app.sessions.delete(&old.key).await?;
+    if let Loaded::Active(old) = load(&app, &jar).await? {
+        app.sessions.delete(&old.key).await?;
+    }
     tracing::info!(email = %signed.user.email, "signed in");
     let (_, cookie) = app
         .sessions
@@ -724,7 +741,10 @@ async fn callback(
             ..Data::default()
         })
         .await?;
-    Ok((jar.add(app.sessions.cookie(cookie)), see_other(&flow.next)))
+    let jar = jar
+        .add(app.sessions.login_removal())
+        .add(app.sessions.cookie(cookie));
+    Ok((jar, see_other(&local_path(&flow.next))))
 }
 
 async fn logout(

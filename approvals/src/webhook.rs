@@ -31,8 +31,30 @@ async fn url(app: &App, id: &str) -> Result<SecretString> {
         })
 }
 
-/// The message line for an event.
+/// Escapes text for Slack's `mrkdwn` (<https://api.slack.com/reference/surfaces/formatting#escaping>):
+/// `&`, `<` and `>` become `&amp;`, `&lt;` and `&gt;`, so that text people typed (a
+/// justification, a comment) cannot make a mention (`<!channel>`, `<@U123>`) or a link
+/// with a label of its choosing (`<https://evil|harmless>`).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The message line for an event, escaped for Slack (every part of it may come from a
+/// person: justification, comment, reason, even the email).
 pub fn text(request_id: Option<i64>, actor: &str, kind: &str, data: &serde_json::Value) -> String {
+    escape(&raw_text(request_id, actor, kind, data))
+}
+
+fn raw_text(request_id: Option<i64>, actor: &str, kind: &str, data: &serde_json::Value) -> String {
     let req = request_id
         .map(|id| format!("request {id}"))
         .unwrap_or_default();
@@ -135,5 +157,35 @@ pub async fn deliver_due(app: &App) -> Result<()> {
             }
         }
         tx.commit().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn people_cannot_mention_or_link_in_slack() {
+        let data = serde_json::json!({
+            "level": "read-only",
+            "database": "rates",
+            "justification": "<!channel> see <https://evil.example|the runbook> & <@U1>",
+        });
+        let line = text(Some(3), "alice@example.com", "request.created", &data);
+        assert_eq!(
+            line,
+            "alice@example.com asks for read-only access to rates (request 3): \
+             &lt;!channel&gt; see &lt;https://evil.example|the runbook&gt; &amp; &lt;@U1&gt;"
+        );
+        let denied = text(
+            Some(3),
+            "dana@example.com",
+            "request.denied",
+            &serde_json::json!({"comment": "no <!here>"}),
+        );
+        assert_eq!(
+            denied,
+            "dana@example.com denied request 3: no &lt;!here&gt;"
+        );
     }
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod boundaries;
 mod browser;
 mod common;
 mod crash;
