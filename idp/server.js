@@ -220,6 +220,12 @@ function buildProvider(issuer, jwks) {
     },
     features: {
       devInteractions: { enabled: false },
+      // RFC 7662: the approvals API checks each bearer access token here (active, and
+      // issued to dbgw-approvals). A client may look only at its own tokens.
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId,
+      },
       rpInitiatedLogout: { enabled: false },
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },

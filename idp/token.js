@@ -4,7 +4,10 @@
 //
 //   node idp/token.js --email alice@example.com [--issuer URL] [--password dev]
 //                     [--client dbgw-cli] [--client-secret S] [--redirect-path /callback]
-//                     [--scope "openid email profile groups"]
+//                     [--scope "openid email profile groups"] [--access-token]
+//
+// --access-token prints the access token instead of the ID token: with
+// --client dbgw-approvals, that is the bearer token of the approvals API.
 //
 // Node built-ins only.
 import { createHash, randomBytes } from 'node:crypto';
@@ -20,6 +23,7 @@ const OPTIONS = {
   'client-secret': { type: 'string' },
   'redirect-path': { type: 'string' },
   scope: { type: 'string', default: 'openid email profile groups' },
+  'access-token': { type: 'boolean', default: false },
 };
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
@@ -96,7 +100,12 @@ async function main() {
 
     const payload = JSON.parse(Buffer.from(body.id_token.split('.')[1], 'base64url'));
     if (payload.nonce !== nonce) fail('nonce mismatch in ID token');
-    process.stdout.write(`${body.id_token}\n`);
+    if (opt['access-token']) {
+      if (!body.access_token) fail('the token response has no access token');
+      process.stdout.write(`${body.access_token}\n`);
+    } else {
+      process.stdout.write(`${body.id_token}\n`);
+    }
   } finally {
     server.close();
   }

@@ -1,9 +1,10 @@
 //! The JSON API: the same operations as the pages, for automation. A request authenticates
-//! with `Authorization: Bearer <ID token>` from the same identity provider (issued to this
-//! app, or to one of `oidc.api_audiences`); no cookies, so no CSRF. Decisions use the
-//! token's `groups`: a person removed from the group loses the right when their token
-//! expires (the provider's ID token lifetime). Errors are `{"error", "message"}` with the
-//! HTTP status of [`Error::status`].
+//! with `Authorization: Bearer <access token>` that the identity provider issued to this
+//! app (`oidc.client_id`); no cookies, so no CSRF. Each call asks the provider whether the
+//! token is active and this app's (introspection), then who the person is and which groups
+//! they are in now (userinfo): the token's own claims are never trusted, and a person
+//! removed from the approvers' group cannot decide from that moment. Errors are
+//! `{"error", "message"}` with the HTTP status of [`Error::status`].
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -66,11 +67,10 @@ async fn actor(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(Error::NotSignedIn)?;
-    let user = app
-        .oidc
-        .verify_bearer(token.trim())
-        .await
-        .map_err(|e| Error::SignInAgain(format!("The bearer token was refused: {e}")))?;
+    let user = app.oidc.api_user(token.trim()).await.map_err(|e| {
+        tracing::info!(error = format!("{e:#}"), "API bearer token refused");
+        Error::SignInAgain(format!("The bearer token was refused: {e}"))
+    })?;
     Ok(Actor::new(user, &app.settings.oidc.approvers_group))
 }
 

@@ -1,6 +1,7 @@
 //! Signing in with the company's OpenID Connect provider (authorization code + PKCE, as a
-//! confidential client), verifying bearer ID tokens for the API, and asking the provider
-//! again, at each decision, which groups a person is in (userinfo).
+//! confidential client), checking the API's bearer access tokens with the provider
+//! (introspection, then userinfo), and asking the provider again, at each decision, which
+//! groups a person is in (userinfo).
 //!
 //! The provider's metadata and signing keys are read at start and again when a token is
 //! signed with a key we do not know (a key rotation), at most every [`REFRESH_EVERY`].
@@ -68,6 +69,7 @@ pub struct Oidc {
     client_secret: SecretString,
     http: reqwest::Client,
     metadata: RwLock<Option<(Instant, Arc<CoreProviderMetadata>)>>,
+    introspection: RwLock<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,13 @@ impl Oidc {
         client_secret: SecretString,
     ) -> anyhow::Result<Oidc> {
         tls_config::install_provider();
+        if !settings.api_audiences.is_empty() {
+            tracing::warn!(
+                ignored = ?settings.api_audiences,
+                "oidc.api_audiences is no longer used and is ignored: the API accepts only \
+                 access tokens issued to oidc.client_id; remove the key"
+            );
+        }
         let redirect = RedirectUrl::new(format!(
             "{}/auth/callback",
             public_url.trim_end_matches('/')
@@ -127,6 +136,7 @@ impl Oidc {
             client_secret,
             http,
             metadata: RwLock::new(None),
+            introspection: RwLock::new(None),
         })
     }
 
@@ -237,13 +247,125 @@ impl Oidc {
         })
     }
 
-    /// A bearer ID token of the API: issued by our provider to this app or to one of
-    /// `oidc.api_audiences`, unexpired, signed by a current key.
-    pub async fn verify_bearer(&self, token: &str) -> anyhow::Result<User> {
-        let id_token: CoreIdToken = token.parse().map_err(|_| anyhow!("not a JWT"))?;
-        let mut audiences = vec![self.settings.client_id.clone()];
-        audiences.extend(self.settings.api_audiences.iter().cloned());
-        self.verify(&id_token, &audiences, None).await
+    /// The person behind a bearer token of the API, as the provider sees them now.
+    ///
+    /// The token must be an **access token the provider issued to this app**
+    /// (`oidc.client_id`): the provider's introspection endpoint (RFC 7662, asked as this
+    /// app, with its client secret) says whether it is active and to which client it was
+    /// issued. So a token a person holds for another client (the CLI's ID token, which is
+    /// also their psql password) is refused here. Identity and groups then come from the
+    /// provider's userinfo, at every call: a person removed from the approvers' group
+    /// cannot decide through the API from that moment, as on the pages.
+    pub async fn api_user(&self, token: &str) -> anyhow::Result<User> {
+        anyhow::ensure!(
+            !token.is_empty() && token.len() <= 4096,
+            "the token is empty or too long"
+        );
+        if token.split('.').count() == 3 {
+            anyhow::bail!(
+                "this is a JWT (an ID token, such as the one `dbgw login` gives for psql); the \
+                 API takes an access token issued to `{}`",
+                self.settings.client_id
+            );
+        }
+        let endpoint = self.introspection_endpoint().await?;
+        let encode = |s: &str| {
+            openidconnect::url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+        };
+        let response = self
+            .http
+            .post(endpoint.as_str())
+            .basic_auth(
+                encode(&self.settings.client_id),
+                Some(encode(self.client_secret.expose_secret())),
+            )
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .context("asking the provider about the token (introspection)")?;
+        #[derive(Deserialize)]
+        struct Introspection {
+            #[serde(default)]
+            active: bool,
+            client_id: Option<String>,
+            sub: Option<String>,
+            token_type: Option<String>,
+            error: Option<String>,
+        }
+        let status = response.status();
+        let info: Introspection = response
+            .json()
+            .await
+            .context("reading the provider's introspection answer")?;
+        if let Some(error) = info.error {
+            anyhow::bail!(
+                "the provider refused to introspect the token (HTTP {}, {error}): it is not \
+                 an access token of this provider",
+                status.as_u16()
+            );
+        }
+        anyhow::ensure!(
+            info.active,
+            "the provider says this is not an active access token of this app (expired, \
+             revoked, or issued to another client); get one for `{}`",
+            self.settings.client_id
+        );
+        anyhow::ensure!(
+            info.client_id.as_deref() == Some(self.settings.client_id.as_str()),
+            "the token was issued to another client, not to `{}`",
+            self.settings.client_id
+        );
+        if let Some(kind) = &info.token_type {
+            anyhow::ensure!(
+                kind.eq_ignore_ascii_case("bearer"),
+                "not an access token ({kind})"
+            );
+        }
+        let subject = info
+            .sub
+            .context("the provider names no subject for the token")?;
+        let user = self.userinfo(token, &subject).await?;
+        anyhow::ensure!(
+            !user.email.is_empty(),
+            "the provider gives no email for this token (scope `email` missing?)"
+        );
+        Ok(user)
+    }
+
+    /// The provider's introspection endpoint, from its discovery document (read once).
+    async fn introspection_endpoint(&self) -> anyhow::Result<String> {
+        if let Some(url) = self.introspection.read().await.as_ref() {
+            return Ok(url.clone());
+        }
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.issuer.trim_end_matches('/')
+        );
+        #[derive(Deserialize)]
+        struct Discovery {
+            issuer: String,
+            introspection_endpoint: Option<String>,
+        }
+        let d: Discovery = self
+            .http
+            .get(&discovery)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("reading {discovery}"))?
+            .json()
+            .await
+            .with_context(|| format!("reading {discovery}"))?;
+        anyhow::ensure!(
+            d.issuer.trim_end_matches('/') == self.settings.issuer.trim_end_matches('/'),
+            "the provider's discovery names another issuer ({})",
+            d.issuer
+        );
+        let url = d.introspection_endpoint.context(
+            "the provider offers no token introspection endpoint (RFC 7662), which the API needs",
+        )?;
+        *self.introspection.write().await = Some(url.clone());
+        Ok(url)
     }
 
     /// Verifies against the current keys; on failure reads the keys again (they may have
@@ -337,6 +459,7 @@ impl Oidc {
         struct Info {
             sub: String,
             email: Option<String>,
+            email_verified: Option<bool>,
             name: Option<String>,
             #[serde(default)]
             groups: Vec<String>,
@@ -345,6 +468,10 @@ impl Oidc {
         anyhow::ensure!(
             info.sub == subject,
             "userinfo names another subject than the one signed in"
+        );
+        anyhow::ensure!(
+            info.email_verified != Some(false),
+            "the provider says this email address is not verified"
         );
         Ok(User {
             email: grants::normalize_email(&info.email.unwrap_or_default()),

@@ -231,7 +231,9 @@ pub struct OidcSettings {
     pub secret: String,
     /// Members of this group (the ID token's / userinfo's `groups` claim) decide.
     pub approvers_group: String,
-    /// Audiences accepted for bearer ID tokens on the JSON API, besides `client_id`.
+    /// No longer used, kept so that a configuration naming it still loads: the JSON API
+    /// accepts only access tokens issued to `client_id` (a token for another client, such
+    /// as the CLI's, is refused). A non-empty value is ignored with a warning.
     pub api_audiences: Vec<String>,
 }
 
@@ -242,7 +244,7 @@ impl Default for OidcSettings {
             client_id: "dbgw-approvals".into(),
             secret: "dbgw/approvals-oidc".into(),
             approvers_group: "data-security".into(),
-            api_audiences: vec!["dbgw-cli".into()],
+            api_audiences: Vec::new(),
         }
     }
 }

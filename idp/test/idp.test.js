@@ -232,6 +232,29 @@ describe('dev IdP', () => {
     assert.deepEqual(payload.groups, ['data-security']);
   });
 
+  it('gives the approvals client an access token it alone may introspect', async () => {
+    const r = await token(idp.issuer, '--email', 'dana@example.com', '--client', 'dbgw-approvals', '--access-token');
+    assert.equal(r.code, 0, r.stderr);
+    const access = r.stdout.trim();
+    assert.doesNotMatch(access, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'an opaque access token, not the ID token');
+    const basic = `Basic ${Buffer.from('dbgw-approvals:dev-approvals-secret').toString('base64')}`;
+    const introspect = (tok) => fetch(`${idp.issuer}/token/introspection`, {
+      method: 'POST',
+      headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: tok }),
+    }).then((res) => res.json());
+    const info = await introspect(access);
+    assert.equal(info.active, true);
+    assert.equal(info.client_id, 'dbgw-approvals');
+    assert.equal(info.sub, 'c9d8e7f6-1a2b-4c3d-8e9f-da7a00000003');
+    // The CLI's tokens are not the approvals client's to look at: inactive for it.
+    const cli = await token(idp.issuer, '--email', 'dana@example.com', '--access-token');
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.deepEqual(await introspect(cli.stdout.trim()), { active: false });
+    // An ID token (a JWT) is no access token at all.
+    assert.notEqual((await introspect(await tokenFor(idp.issuer, '--email', 'dana@example.com'))).active, true);
+  });
+
   it('rejects the approvals client with a wrong secret', async () => {
     const r = await token(idp.issuer, '--email', 'dana@example.com', '--client', 'dbgw-approvals', '--client-secret', 'nope');
     assert.equal(r.code, 1);

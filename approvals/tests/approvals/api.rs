@@ -1,4 +1,4 @@
-//! The JSON API with bearer ID tokens, the JSON-lines export, and the webhook: delivered
+//! The JSON API with bearer access tokens, the JSON-lines export, and the webhook: delivered
 //! with retries after failures, which the metrics count, while decisions never wait for it.
 
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, got)
 }
 
-async fn call(
+pub(crate) async fn call(
     stack: &Stack,
     method: reqwest::Method,
     path: &str,
@@ -66,8 +66,8 @@ async fn the_api_does_what_the_pages_do_and_the_webhook_retries() {
         ..Options::default()
     })
     .await;
-    let alice = stack.token("alice@example.com");
-    let dana = stack.token("dana@example.com");
+    let alice = stack.api_token("alice@example.com");
+    let dana = stack.api_token("dana@example.com");
     use reqwest::Method;
 
     let (status, body) = call(&stack, Method::GET, "/api/v1/requests", None, None).await;
@@ -205,9 +205,9 @@ async fn a_later_start_is_provisioned_when_it_comes_and_withdrawing_works() {
     })
     .await;
     stack.scheduler_settled().await;
-    let alice = stack.token("alice@example.com");
-    let bob = stack.token("bob@example.com");
-    let dana = stack.token("dana@example.com");
+    let alice = stack.api_token("alice@example.com");
+    let bob = stack.api_token("bob@example.com");
+    let dana = stack.api_token("dana@example.com");
     use reqwest::Method;
     let start = chrono::Utc::now() + chrono::Duration::hours(1);
     let new = json!({"database": "rates", "level": "read-only", "justification": "night run",

@@ -24,6 +24,8 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     pub store: SecretStore,
     pub users_file: PathBuf,
+    /// The app's OpenID client secret (the provider and the app share it).
+    pub client_secret: String,
     /// The app's own database login.
     pub app_login: DbCredentials,
     pub app: App,
@@ -138,6 +140,7 @@ impl Stack {
             dir,
             store,
             users_file,
+            client_secret,
             app_login,
             app,
             base: format!("http://127.0.0.1:{port}"),
@@ -187,9 +190,28 @@ impl Stack {
         std::fs::write(&self.users_file, users.to_string()).unwrap();
     }
 
-    /// A real ID token for `email` issued to `client`.
+    /// A real ID token for `email` issued to the CLI (`dbgw-cli`): what a person types into
+    /// psql as a password.
     pub fn token(&self, email: &str) -> String {
         self.idp.token(email).unwrap()
+    }
+
+    /// A real access token for `email` issued to the approvals app (`dbgw-approvals`), with
+    /// the scopes the app asks for: the API's bearer token.
+    pub fn api_token(&self, email: &str) -> String {
+        let out = std::process::Command::new("node")
+            .arg(dev_idp::idp_dir().join("token.js"))
+            .args(["--issuer", self.idp.issuer(), "--email", email])
+            .args(["--client", "dbgw-approvals", "--access-token"])
+            .args(["--client-secret", &self.client_secret])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "token.js: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// A row count of the control plane, to show that nothing changed.

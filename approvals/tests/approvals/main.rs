@@ -14,3 +14,4 @@ mod docs;
 mod expiry;
 mod process;
 mod security;
+mod tokens;
