@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use rotation::settings::Config;
 use rotation::steps::Event;
-use rotation::{Rotator, Settings};
+use rotation::Rotator;
 
 /// Rotates database passwords kept in AWS Secrets Manager (or moto server locally).
 ///
@@ -55,19 +56,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings: Settings = match startup::config::load(cli.config.as_deref(), "ROTATION_") {
-        Ok(s) => s,
+    let config: Config = match startup::config::load(cli.config.as_deref(), "ROTATION_") {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
+    let (settings, policy) = config.split();
     startup::telemetry::init(&settings.log);
     tls_config::install_provider();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async move {
         let sm = secret_store::aws::client(&settings.secrets).await;
-        let rotator = Rotator::new(sm, settings);
+        let rotator = Rotator::with_policy(sm, settings, policy);
         match cli.command.unwrap_or(Command::Lambda) {
             Command::Lambda => lambda(rotator).await,
             Command::Rotate { secret_id } => {

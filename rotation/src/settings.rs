@@ -1,10 +1,52 @@
 //! The rotation function's configuration (`ROTATION_<SECTION>__<KEY>`, or a TOML file): how
-//! to reach Secrets Manager and how to verify the database's certificate. Where the database
-//! is comes from each secret (`host`, `port`, `dbname`), as with AWS's rotation functions.
+//! to reach Secrets Manager and how to verify the database's certificate ([`Settings`]), and
+//! whom the function acts for ([`Policy`]); [`Config`] is both, as loaded. A master connects
+//! to the server its own secret names (for a master secret that names none, such as the
+//! RDS-managed one, `database.default_host`, port 5432); a rotated secret with a master must
+//! name that same server.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::policy::Policy;
+
+/// Everything the function reads at start: [`Settings`] and `[policy]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseSettings,
+    pub secrets: secret_store::SecretsSettings,
+    pub log: startup::telemetry::LogSettings,
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let Settings {
+            database,
+            secrets,
+            log,
+        } = Settings::default();
+        Config {
+            database,
+            secrets,
+            log,
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn split(self) -> (Settings, Policy) {
+        let settings = Settings {
+            database: self.database,
+            secrets: self.secrets,
+            log: self.log,
+        };
+        (settings, self.policy)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,7 +77,9 @@ pub struct DatabaseSettings {
     /// CA bundle that signed the database's certificate (verify-full; the RDS global bundle
     /// in the Lambda package).
     pub ca_file: PathBuf,
-    /// Used when a secret names no host (local stack).
+    /// The server of a secret that names no host: a master secret such as the RDS-managed one
+    /// (it holds only a username and password; in AWS, set this to the instance's address),
+    /// or a rotated secret without `host` (local stack).
     pub default_host: String,
 }
 

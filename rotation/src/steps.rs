@@ -6,7 +6,10 @@
 //!
 //! - `createSecret`: the pending version, unless it exists: the current one with a new
 //!   password (and, alternating, the other user).
-//! - `setSecret`: the pending password into the database, unless it already logs in.
+//! - `setSecret`: the pending password into the database, unless it already logs in; with a
+//!   master, only for the secret's owner: the configuration allows the master, the secret
+//!   names the master's server, and its current (or previous) credentials log in
+//!   ([`crate::policy`]).
 //! - `testSecret`: the pending login works.
 //! - `finishSecret`: `AWSCURRENT` moves to the pending version (Secrets Manager moves
 //!   `AWSPREVIOUS` with it), unless it is there already.
@@ -19,6 +22,7 @@ use secret_store::DbCredentials;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::policy::{Named, Policy, Scheme};
 use crate::{strategy, Error, Settings};
 
 pub const CURRENT: &str = "AWSCURRENT";
@@ -61,11 +65,22 @@ pub type Value_ = Map<String, Value>;
 pub struct Rotator {
     pub sm: Client,
     pub settings: Settings,
+    /// Whom the function acts for ([`crate::policy`]).
+    pub policy: Policy,
 }
 
 impl Rotator {
+    /// A rotator with the default policy: the local stack's secret names.
     pub fn new(sm: Client, settings: Settings) -> Self {
-        Rotator { sm, settings }
+        Self::with_policy(sm, settings, Policy::default())
+    }
+
+    pub fn with_policy(sm: Client, settings: Settings, policy: Policy) -> Self {
+        Rotator {
+            sm,
+            settings,
+            policy,
+        }
     }
 
     /// The workspace's secret store on the same client (listing, turning rotation on).
@@ -91,7 +106,7 @@ impl Rotator {
         step: Step,
         new_version: bool,
     ) -> Result<(), Error> {
-        let versions = self.versions(id).await?;
+        let (secret, versions) = self.describe(id).await?;
         match versions.get(token) {
             None if new_version && step == Step::CreateSecret => {}
             None => {
@@ -117,8 +132,8 @@ impl Rotator {
         }
         tracing::info!(secret = id, version = token, ?step, "rotation step");
         match step {
-            Step::CreateSecret => self.create(id, token).await,
-            Step::SetSecret => self.set(id, token).await,
+            Step::CreateSecret => self.create(id, token, &secret).await,
+            Step::SetSecret => self.set(id, token, &secret).await,
             Step::TestSecret => self.test(id, token).await,
             Step::FinishSecret => self.finish(id, token, &versions).await,
         }
@@ -126,6 +141,11 @@ impl Rotator {
 
     /// Version ids and their stages; refused unless rotation is enabled.
     pub async fn versions(&self, id: &str) -> Result<HashMap<String, Vec<String>>, Error> {
+        Ok(self.describe(id).await?.1)
+    }
+
+    /// The secret's name and ARN, and its versions; refused unless rotation is enabled.
+    pub async fn describe(&self, id: &str) -> Result<(Named, HashMap<String, Vec<String>>), Error> {
         let d = self
             .sm
             .describe_secret()
@@ -136,10 +156,14 @@ impl Rotator {
         if d.rotation_enabled != Some(true) {
             return Err(Error::Refused(format!("rotation is not enabled on {id}")));
         }
-        Ok(d.version_ids_to_stages.unwrap_or_default())
+        let secret = Named {
+            name: d.name.unwrap_or_else(|| id.to_string()),
+            arn: d.arn.unwrap_or_default(),
+        };
+        Ok((secret, d.version_ids_to_stages.unwrap_or_default()))
     }
 
-    async fn create(&self, id: &str, token: &str) -> Result<(), Error> {
+    async fn create(&self, id: &str, token: &str, secret: &Named) -> Result<(), Error> {
         let current = self.value(id, None, CURRENT).await?.ok_or_else(|| {
             Error::Refused(format!("secret {id} has no current value to rotate from"))
         })?;
@@ -147,7 +171,8 @@ impl Rotator {
             tracing::info!(secret = id, version = token, "pending version exists");
             return Ok(());
         }
-        let next = strategy::next_value(&current)?;
+        let plan = self.policy.plan(secret, &credentials(id, &current)?)?;
+        let next = strategy::next_value(&current, plan.scheme == Scheme::Alternating)?;
         self.sm
             .put_secret_value()
             .secret_id(id)
@@ -161,42 +186,105 @@ impl Rotator {
         Ok(())
     }
 
-    async fn set(&self, id: &str, token: &str) -> Result<(), Error> {
+    async fn set(&self, id: &str, token: &str, secret: &Named) -> Result<(), Error> {
         let pending = self.required(id, Some(token), PENDING).await?;
         let pending_creds = credentials(id, &pending)?;
-        if strategy::logs_in(&self.settings, &pending_creds).await {
+        let current = self.required(id, None, CURRENT).await?;
+        let current_creds = credentials(id, &current)?;
+        let policy = &self.policy;
+        let plan = policy.plan(secret, &current_creds)?;
+        plan.check_pending(&current_creds, &pending_creds)?;
+        let previous = match self.value(id, None, PREVIOUS).await? {
+            Some(v) => Some(credentials(id, &v)?).filter(|p| plan.proves(&current_creds, p)),
+            None => None,
+        };
+        let Some(master_id) = current_creds.masterarn.as_deref() else {
+            if strategy::logs_in(&self.settings, &pending_creds).await {
+                tracing::info!(secret = id, version = token, "pending password already set");
+                return Ok(());
+            }
+            // The user changes its own password: with the current one, or, when an earlier
+            // attempt got as far as the database but not further, the previous.
+            strategy::set_single(
+                &self.settings,
+                &current_creds,
+                previous.as_ref(),
+                &pending_creds,
+            )
+            .await?;
+            tracing::info!(secret = id, version = token, user = %pending_creds.username, "password set");
+            return Ok(());
+        };
+        // A master: one the configuration allows, on its own server, which the secret must
+        // name; and only for whoever holds the secret's current password.
+        let (master_name, master) = self.master(id, master_id).await?;
+        if !policy.master_allowed(&plan, &master_name) {
+            return Err(Error::Refused(format!(
+                "secret {}: its master {} is not one the configuration allows for it \
+                 (policy.{})",
+                secret.name,
+                master_name.name,
+                if plan.person {
+                    "person_masters"
+                } else {
+                    "masters"
+                }
+            )));
+        }
+        let server = strategy::master_server(&self.settings, &master);
+        strategy::same_server(&self.settings, &server, &current_creds).map_err(|e| match e {
+            Error::Refused(why) => Error::Refused(format!("secret {}: {why}", secret.name)),
+            other => other,
+        })?;
+        if strategy::logs_in(&self.settings, &strategy::at(&server, &pending_creds)).await {
             tracing::info!(secret = id, version = token, "pending password already set");
             return Ok(());
         }
-        let current = self.required(id, None, CURRENT).await?;
-        let current_creds = credentials(id, &current)?;
-        strategy::same_database(&current_creds, &pending_creds)?;
-        // Alternating, or a single user whose password the master changes.
-        match &pending_creds.masterarn {
-            Some(master_id) => {
-                let master = self.required(master_id, None, CURRENT).await?;
-                let master = credentials(master_id, &master)?;
-                strategy::set_alternating(&self.settings, &master, &current_creds, &pending_creds)
-                    .await?;
-            }
-            None => {
-                // The user changes its own password: with the current one, or, when an
-                // earlier attempt got as far as the database but not further, the previous.
-                let previous = match self.value(id, None, PREVIOUS).await? {
-                    Some(v) => Some(credentials(id, &v)?),
-                    None => None,
-                };
-                strategy::set_single(
-                    &self.settings,
-                    &current_creds,
-                    previous.as_ref(),
-                    &pending_creds,
-                )
-                .await?;
-            }
-        }
+        strategy::prove(&self.settings, &server, &current_creds, previous.as_ref())
+            .await
+            .map_err(|e| match e {
+                Error::Refused(why) => Error::Refused(format!("secret {}: {why}", secret.name)),
+                other => other,
+            })?;
+        strategy::set_by_master(
+            &self.settings,
+            &strategy::at(&server, &master),
+            &current_creds,
+            &pending_creds,
+            plan.scheme == Scheme::Alternating,
+        )
+        .await?;
         tracing::info!(secret = id, version = token, user = %pending_creds.username, "password set");
         Ok(())
+    }
+
+    /// The master secret's current login, and its name and ARN as Secrets Manager has them.
+    async fn master(&self, id: &str, master_id: &str) -> Result<(Named, DbCredentials), Error> {
+        let out = self
+            .sm
+            .get_secret_value()
+            .secret_id(master_id)
+            .version_stage(CURRENT)
+            .send()
+            .await
+            .map_err(|e| sdk_error(master_id, e))?;
+        let named = Named {
+            name: out.name.clone().unwrap_or_default(),
+            arn: out.arn.clone().unwrap_or_default(),
+        };
+        let value = match out
+            .secret_string
+            .as_deref()
+            .map(serde_json::from_str::<Value>)
+        {
+            Some(Ok(Value::Object(map))) => map,
+            _ => {
+                return Err(Error::Refused(format!(
+                    "secret {id}: its master {master_id} holds no login"
+                )))
+            }
+        };
+        Ok((named, credentials(master_id, &value)?))
     }
 
     async fn test(&self, id: &str, token: &str) -> Result<(), Error> {

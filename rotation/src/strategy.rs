@@ -1,11 +1,13 @@
 //! The two rotation strategies and what they do in PostgreSQL.
 //!
-//! - Alternating users (the secret names a `masterarn`): versions alternate between `NAME`
-//!   and `NAME_clone`. The master login creates the clone on first use, with the original's
-//!   role memberships and per-role settings, and sets the new password on the user *not* in
-//!   use.
+//! - Alternating users (secrets the configuration lists, `policy.alternating`): versions
+//!   alternate between `NAME` and `NAME_clone`. The master login creates the clone on first
+//!   use, with the original's role memberships and per-role settings, and sets the new
+//!   password on the user *not* in use.
 //! - Single user: the user logs in and changes its own password; or, when the secret names a
-//!   master and says `"rotation": "single-user"`, the master changes it.
+//!   master, the master changes it (after the user's current password proved itself).
+//!
+//! Which one, and which master, is [`crate::policy`]'s decision, not the secret's.
 //!
 //! Passwords reach PostgreSQL only as SCRAM verifiers (`ALTER ROLE .. PASSWORD 'SCRAM-..'`),
 //! so a statement log never holds one. All connections go through [`connect`].
@@ -28,22 +30,15 @@ pub fn other_user(user: &str) -> String {
     }
 }
 
-/// Whether a secret rotates with alternating users: it names a master (`masterarn`), as for
-/// AWS's multi-user functions, unless it says `"rotation": "single-user"` (a user whose
-/// password the master changes, e.g. one that cannot log in to change its own).
-pub fn alternating(value: &Value_) -> bool {
-    value.get("masterarn").is_some_and(|m| !m.is_null())
-        && value.get("rotation").and_then(Value::as_str) != Some("single-user")
-}
-
 /// The next version's value: the current one with a new password and, alternating, the
-/// other user. Every other field is kept.
-pub fn next_value(current: &Value_) -> Result<Value_, Error> {
+/// other user. Every other field is kept. Whether it alternates is the configuration's
+/// choice ([`crate::policy`]), never the secret's.
+pub fn next_value(current: &Value_, alternating: bool) -> Result<Value_, Error> {
     let mut next = current.clone();
     let Some(Value::String(user)) = current.get("username") else {
         return Err(Error::Refused("the current version has no username".into()));
     };
-    if alternating(current) {
+    if alternating {
         next.insert("username".into(), Value::String(other_user(user)));
     }
     next.insert(
@@ -53,20 +48,45 @@ pub fn next_value(current: &Value_) -> Result<Value_, Error> {
     Ok(next)
 }
 
-/// A rotation never moves a login to another server or database.
-pub fn same_database(current: &DbCredentials, pending: &DbCredentials) -> Result<(), Error> {
-    if (&current.host, current.port, &current.dbname)
-        != (&pending.host, pending.port, &pending.dbname)
-    {
-        return Err(Error::Refused(
-            "the pending version names another host, port or database than the current one".into(),
-        ));
+/// Where a master connects: the server its own secret names, or for a master secret that
+/// names none (RDS's), the function's configured one; never the rotated secret's.
+pub fn master_server(settings: &Settings, master: &DbCredentials) -> (String, u16) {
+    (
+        master
+            .host
+            .clone()
+            .unwrap_or_else(|| settings.database.default_host.clone()),
+        master.port.unwrap_or(5432),
+    )
+}
+
+/// `creds` as they log in to `server` (which the secret was checked to name).
+pub fn at(server: &(String, u16), creds: &DbCredentials) -> DbCredentials {
+    DbCredentials {
+        host: Some(server.0.clone()),
+        port: Some(server.1),
+        ..creds.clone()
     }
-    let base = |u: &str| u.strip_suffix(CLONE_SUFFIX).unwrap_or(u).to_string();
-    if base(&current.username) != base(&pending.username) {
+}
+
+/// The rotated secret names the master's server, so its master never logs in anywhere else.
+pub fn same_server(
+    settings: &Settings,
+    server: &(String, u16),
+    creds: &DbCredentials,
+) -> Result<(), Error> {
+    let named = (
+        creds
+            .host
+            .clone()
+            .unwrap_or_else(|| settings.database.default_host.clone()),
+        creds.port.unwrap_or(5432),
+    );
+    if &named != server {
         return Err(Error::Refused(format!(
-            "the pending version's user {} is not {} or its clone",
-            pending.username, current.username
+            "the secret names server {}:{}, not its master's {}:{}: the master logs in only \
+             to its own server",
+            named.0, named.1, server.0, server.1
         )));
     }
     Ok(())
@@ -120,25 +140,47 @@ pub async fn test_login(settings: &Settings, creds: &DbCredentials) -> Result<()
     Ok(())
 }
 
-/// As the master: create the pending user if needed (like the current one; alternating),
-/// then set its password.
-pub async fn set_alternating(
+/// Proves that the secret's owner holds it: its current credentials, else the previous
+/// ones (when `proves` accepts their user), log in to `server` as that user. Before a master
+/// changes anything.
+pub async fn prove(
+    settings: &Settings,
+    server: &(String, u16),
+    current: &DbCredentials,
+    previous: Option<&DbCredentials>,
+) -> Result<(), Error> {
+    let current_error = match test_login(settings, &at(server, current)).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if let Some(previous) = previous {
+        if test_login(settings, &at(server, previous)).await.is_ok() {
+            return Ok(());
+        }
+    }
+    Err(Error::Refused(format!(
+        "the secret's current credentials do not log in to {}:{} as {} ({current_error}), nor \
+         do its previous ones: the function changes a password only for whoever holds the \
+         current one",
+        server.0, server.1, current.username
+    )))
+}
+
+/// As the master (already placed on its own server), in its own database: alternating, create
+/// the pending user if needed (like the current one); then set its password.
+pub async fn set_by_master(
     settings: &Settings,
     master: &DbCredentials,
     current: &DbCredentials,
     pending: &DbCredentials,
+    alternating: bool,
 ) -> Result<(), Error> {
-    let mut master = master.clone();
-    // The master connects to the rotated secret's server, in its own database: roles are
-    // the server's, and a master such as the approvals app's login may not connect to the
-    // database a person's secret names.
-    master.host = pending.host.clone().or(master.host);
-    master.port = pending.port.or(master.port);
-    master.dbname = master.dbname.or(pending.dbname.clone());
-    let db = connect(settings, &master).await.map_err(Error::Database)?;
-    ensure_like(&db, &current.username, &pending.username)
-        .await
-        .map_err(Error::Database)?;
+    let db = connect(settings, master).await.map_err(Error::Database)?;
+    if alternating {
+        ensure_like(&db, &current.username, &pending.username)
+            .await
+            .map_err(Error::Database)?;
+    }
     set_password(&db, pending).await
 }
 
@@ -257,16 +299,15 @@ mod tests {
                 "password":"old","dbname":"rates","masterarn":"m","extra":1}"#,
         )
         .unwrap();
-        let next = next_value(&current).unwrap();
+        let next = next_value(&current, true).unwrap();
         assert_eq!(next["username"], "rates_api_clone");
         assert_ne!(next["password"], "old");
         assert_eq!(next["extra"], 1);
         assert_eq!(next["masterarn"], "m");
-        let mut single = current.clone();
-        single.remove("masterarn");
-        assert_eq!(next_value(&single).unwrap()["username"], "rates_api");
-        let mut by_master = current.clone();
-        by_master.insert("rotation".into(), "single-user".into());
-        assert_eq!(next_value(&by_master).unwrap()["username"], "rates_api");
+        // The secret's own fields do not make it alternate.
+        assert_eq!(
+            next_value(&current, false).unwrap()["username"],
+            "rates_api"
+        );
     }
 }

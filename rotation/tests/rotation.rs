@@ -39,6 +39,7 @@ async fn env() -> Env {
         secrets: moto.settings(0),
         log: Default::default(),
     };
+    // The default policy: the local stack's names, which these tests use.
     let rotator = Rotator::new(moto.client(), settings);
     Env {
         cluster,
@@ -486,4 +487,236 @@ async fn the_binary_rotates_with_one_crypto_provider() {
     let all = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
     assert!(!all.contains(current.password.expose_secret()));
     assert!(!all.contains(original.password.expose_secret()));
+}
+
+// The rotation function as a confused deputy (issue 17, item 2). Each test is the attack as
+// the writer of a secret would make it: whoever may write `dbgw/person/*` (the approvals
+// app's role) writes a secret of its choosing and asks for a rotation, hoping the function
+// sets a password it can then read on a user it does not own.
+
+const APPROVALS: &str = "dbgw/approvals-db";
+
+impl Env {
+    /// The master secret and the approvals login's (the master people's secrets name).
+    async fn masters(&self) {
+        let admin = self.cluster.admin().clone();
+        self.moto
+            .client()
+            .create_secret()
+            .name(MASTER)
+            .secret_string(self.layout(&admin, "postgres", None).to_string())
+            .send()
+            .await
+            .unwrap();
+        let approvals = self.cluster.login_for("dbgw_approvals").await.unwrap();
+        self.moto
+            .client()
+            .create_secret()
+            .name(APPROVALS)
+            .secret_string(self.layout(&approvals, "dbgw", None).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Writes `value` as secret `id` and runs a rotation, as `RotateSecret` would; returns
+    /// the error and checks that it left the secret as written.
+    async fn attack(&self, id: &str, value: &Value) -> Error {
+        self.moto.rotated_secret(id, value).await;
+        let err = local::rotate(&self.rotator, id)
+            .await
+            .expect_err("the attacker's rotation succeeded");
+        assert_eq!(
+            &self.value(id, CURRENT).await,
+            value,
+            "the attacker's secret was rotated"
+        );
+        err
+    }
+
+    async fn role_exists(&self, role: &str) -> bool {
+        let admin = self.cluster.connect("postgres").await.unwrap();
+        admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await
+            .unwrap()
+            .is_some()
+    }
+}
+
+/// A person's secret naming `rates_api`, with the RDS master as `masterarn` and no
+/// `"rotation"`: the old function took it for alternating users, made `rates_api_clone`
+/// (a `rates_reader`, as `rates_api` is) and handed the attacker its password.
+#[tokio::test]
+async fn a_persons_secret_naming_rates_api_with_the_master_is_refused() {
+    let e = env().await;
+    e.masters().await;
+    let rates_api = e.cluster.login_for("rates_api").await.unwrap();
+    let forged = DbCredentials::new("rates_api", "guessed");
+    let err = e
+        .attack(
+            "dbgw/person/rates_api",
+            &e.layout(&forged, "rates", Some(MASTER)),
+        )
+        .await;
+    eprintln!("refused: {err}");
+    assert!(e.logs_in(&rates_api).await, "rates_api's password changed");
+    assert!(
+        !e.role_exists("rates_api_clone").await,
+        "the function created rates_api_clone for the attacker"
+    );
+}
+
+/// The same with the approvals login as master and `"rotation": "single-user"`, exactly as
+/// the approvals app writes a person's secret: the old function had the approvals login
+/// (CREATEROLE) set `rates_api`'s password, so the attacker read it and rates-api lost its
+/// login.
+#[tokio::test]
+async fn a_persons_secret_naming_rates_api_with_the_approvals_login_is_refused() {
+    let e = env().await;
+    e.masters().await;
+    let rates_api = e.cluster.login_for("rates_api").await.unwrap();
+    let mut value = e.layout(
+        &DbCredentials::new("rates_api", "guessed"),
+        "rates",
+        Some(APPROVALS),
+    );
+    value["rotation"] = json!("single-user");
+    // Named as a person's role would be, to pass a check of the secret's name alone.
+    let id = grants::person_secret(&grants::person_role("mallory@example.com"));
+    let err = e.attack(&id, &value).await;
+    eprintln!("refused: {err}");
+    assert!(e.logs_in(&rates_api).await, "rates_api's password changed");
+    assert!(!e.role_exists("rates_api_clone").await);
+}
+
+/// A person's secret naming the master's own user, changed "by the master": the old
+/// function set the RDS master's password to one the attacker reads (and locked everyone
+/// else out of the master).
+#[tokio::test]
+async fn a_persons_secret_naming_the_master_is_refused() {
+    let e = env().await;
+    e.masters().await;
+    let admin = e.cluster.admin().clone();
+    let mut value = e.layout(
+        &DbCredentials::new(admin.username.clone(), "guessed"),
+        "postgres",
+        Some(MASTER),
+    );
+    value["rotation"] = json!("single-user");
+    let id = grants::person_secret(&admin.username);
+    let err = e.attack(&id, &value).await;
+    eprintln!("refused: {err}");
+    assert!(
+        e.cluster.connect("postgres").await.is_ok(),
+        "the master's password changed"
+    );
+    assert!(!e.role_exists(&format!("{}_clone", admin.username)).await);
+}
+
+/// A person's secret in every way as the approvals app writes it (its name, the person's
+/// role, the approvals login as master, single user, the real server), but whose writer
+/// does not know the role's password: the old function set a new one anyway, so the
+/// writer of a secret could take over any person's role.
+#[tokio::test]
+async fn a_secret_whose_current_password_is_wrong_is_refused() {
+    let e = env().await;
+    e.masters().await;
+    let target = e.cluster.connect("postgres").await.unwrap();
+    let user = grants::person_role("erin@example.com");
+    grants::ensure_role(&target, &user).await.unwrap();
+    grants::grant_membership(&target, &user, "rates_reader")
+        .await
+        .unwrap();
+    grants::enable_login(&target, &user).await.unwrap();
+    let erin = e.cluster.login_for(&user).await.unwrap();
+    let mut value = e.layout(
+        &DbCredentials::new(&user, "not-erins"),
+        "rates",
+        Some(APPROVALS),
+    );
+    value["rotation"] = json!("single-user");
+    let err = e.attack(&grants::person_secret(&user), &value).await;
+    eprintln!("refused: {err}");
+    assert!(e.logs_in(&erin).await, "erin's password changed");
+}
+
+/// A secret that points the master at another server (here a second PostgreSQL standing
+/// for the attacker's, with a certificate the function trusts and accepting the master's
+/// login): the old function logged in there as the master (handing the server the master's
+/// credentials; a server of the attacker's would ask for them in clear text) and made
+/// `rates_api_clone` there.
+#[tokio::test]
+async fn a_secret_pointing_the_master_at_another_server_is_refused() {
+    let e = env().await;
+    e.alternating().await;
+    let elsewhere = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .unwrap()
+        .expect("a second cluster");
+    assert_ne!(elsewhere.port(), e.cluster.port());
+    let original = e.creds(APP, CURRENT).await;
+    let mut value = e.value(APP, CURRENT).await;
+    value["port"] = json!(elsewhere.port());
+    e.rotator
+        .sm
+        .put_secret_value()
+        .secret_id(APP)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .unwrap();
+    let err = local::rotate(&e.rotator, APP)
+        .await
+        .expect_err("the rotation used the master on another server");
+    eprintln!("refused: {err}");
+    let there = elsewhere.connect("postgres").await.unwrap();
+    let cloned = there
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = 'rates_api_clone'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some();
+    assert!(!cloned, "the master acted on the other server");
+    assert_eq!(e.value(APP, CURRENT).await, value);
+    assert!(e.logs_in(&original).await);
+    assert!(!e.role_exists("rates_api_clone").await);
+}
+
+/// The attacker can also write the pending version itself (`PutSecretValue` with
+/// `AWSPENDING`) and have Secrets Manager call `setSecret` with it, skipping `createSecret`'s
+/// checks: `setSecret` makes them all again. On the old function this made
+/// `rates_api_clone` with `rates_api`'s memberships and the attacker's password.
+#[tokio::test]
+async fn a_pending_version_written_by_the_attacker_is_refused_by_set_secret() {
+    let e = env().await;
+    e.masters().await;
+    let rates_api = e.cluster.login_for("rates_api").await.unwrap();
+    let id = "dbgw/person/rates_api";
+    let current = e.layout(
+        &DbCredentials::new("rates_api", "guessed"),
+        "rates",
+        Some(MASTER),
+    );
+    e.moto.rotated_secret(id, &current).await;
+    let mut pending = current.clone();
+    pending["username"] = json!("rates_api_clone");
+    pending["password"] = json!("chosen-by-the-attacker");
+    let token = local::new_token();
+    e.rotator
+        .sm
+        .put_secret_value()
+        .secret_id(id)
+        .client_request_token(&token)
+        .secret_string(pending.to_string())
+        .version_stages(PENDING)
+        .send()
+        .await
+        .unwrap();
+    let why = refused(e.rotator.handle(id, &token, Step::SetSecret).await);
+    eprintln!("refused: {why}");
+    assert!(e.logs_in(&rates_api).await);
+    assert!(!e.role_exists("rates_api_clone").await);
 }
