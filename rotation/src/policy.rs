@@ -136,12 +136,16 @@ impl Policy {
     }
 
     /// Whether `master` may change the passwords of the secret `plan` is for.
-    pub fn master_allowed(&self, plan: &Plan, master: &Named) -> bool {
-        master.listed_in(if plan.person {
+    /// A master listed by name must also be in the rotated secret's account and region (a
+    /// `masterarn` can name another account's secret of the same name).
+    pub fn master_allowed(&self, plan: &Plan, secret: &Named, master: &Named) -> bool {
+        let list = if plan.person {
             &self.person_masters
         } else {
             &self.masters
-        })
+        };
+        list.contains(&master.arn)
+            || (list.contains(&master.name) && account(&master.arn) == account(&secret.arn))
     }
 }
 
@@ -190,6 +194,12 @@ impl Plan {
             || (self.scheme == Scheme::Alternating
                 && other.username == other_user(&current.username))
     }
+}
+
+/// `arn:aws:secretsmanager:REGION:ACCOUNT` of a secret's ARN.
+fn account(arn: &str) -> Option<&str> {
+    let end = arn.match_indices(':').nth(4)?.0;
+    Some(&arn[..end])
 }
 
 /// Whether `user` has the form `grants::person_role` gives a person's role: `p_`, letters,
@@ -289,9 +299,16 @@ mod tests {
         // Masters: people's from their own list.
         let approvals = named("dbgw/approvals-db");
         let admin = named("dbgw/postgres-admin");
-        assert!(p.master_allowed(&plan, &approvals));
+        assert!(p.master_allowed(&plan, &person, &approvals));
+        // The same name in another account is another secret.
+        let foreign = Named {
+            name: approvals.name.clone(),
+            arn: approvals.arn.replace(":1:", ":2:"),
+        };
+        assert!(!p.master_allowed(&plan, &person, &foreign));
         assert!(!p.master_allowed(
             &p.plan(&other, &creds("other", Some("m"))).unwrap(),
+            &other,
             &approvals
         ));
         let by_arn = Policy {
@@ -299,6 +316,6 @@ mod tests {
             ..Policy::default()
         };
         let plan = by_arn.plan(&other, &creds("other", Some("m"))).unwrap();
-        assert!(by_arn.master_allowed(&plan, &admin));
+        assert!(by_arn.master_allowed(&plan, &other, &admin));
     }
 }

@@ -91,3 +91,25 @@ impl Default for DatabaseSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The policy as Terraform writes it: lists of ARNs in `jsonencode` form.
+    #[test]
+    fn the_policy_loads_from_the_environment() {
+        let arn =
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dbgw/production/approvals-AbCdEf";
+        std::env::set_var("ROTATIONT1_POLICY__PERSON_MASTERS", format!("[\"{arn}\"]"));
+        std::env::set_var("ROTATIONT1_POLICY__ALTERNATING", "[]");
+        std::env::set_var("ROTATIONT1_DATABASE__DEFAULT_HOST", "db.internal");
+        let config: Config = startup::config::load(None, "ROTATIONT1_").unwrap();
+        let (settings, policy) = config.split();
+        assert_eq!(policy.person_masters, vec![arn.to_string()]);
+        assert!(policy.alternating.is_empty());
+        assert_eq!(policy.person_prefix, "dbgw/person/");
+        assert_eq!(settings.database.default_host, "db.internal");
+        assert_eq!(settings.secrets.cache_ttl_ms, 0);
+    }
+}

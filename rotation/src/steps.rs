@@ -218,7 +218,7 @@ impl Rotator {
         // A master: one the configuration allows, on its own server, which the secret must
         // name; and only for whoever holds the secret's current password.
         let (master_name, master) = self.master(id, master_id).await?;
-        if !policy.master_allowed(&plan, &master_name) {
+        if !policy.master_allowed(&plan, secret, &master_name) {
             return Err(Error::Refused(format!(
                 "secret {}: its master {} is not one the configuration allows for it \
                  (policy.{})",
