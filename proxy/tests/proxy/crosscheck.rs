@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::common::{self, Stack};
 
 /// Runs the real `proxy audit crosscheck --json`: (exit code, report, text report).
-fn crosscheck(audit: &Path, pgaudit: &Path) -> (i32, Value, String) {
+pub(crate) fn crosscheck(audit: &Path, pgaudit: &Path) -> (i32, Value, String) {
     let run = |json: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_proxy"));
         cmd.args(["audit", "crosscheck"])
@@ -58,7 +58,7 @@ fn server_log(dir: &Path) -> Vec<Value> {
 
 /// Runs a marker statement as the superuser and waits until the log collector has written
 /// it: everything logged before it is in the files then.
-async fn server_log_settled(stack: &Stack, marker: &str) {
+pub(crate) async fn server_log_settled(stack: &Stack, marker: &str) {
     let admin = stack.cluster.connect("rates").await.unwrap();
     admin
         .simple_query(&format!("SELECT '{marker}'"))

@@ -122,3 +122,55 @@ async fn node_postgres() {
     assert_chain_verifies(&stack.audit_dir());
     stack.stop().await;
 }
+
+/// asyncpg prepares with Parse + Describe + Flush and may then send a simple Query before
+/// any Sync (`prepare()` then `execute()`, and `copy_records_to_table`): PostgreSQL runs
+/// both, so the proxy must too. What ran is then compared with pgaudit's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg() {
+    let stack = Stack::with(crate::common::Options {
+        pgaudit: true,
+        ..Default::default()
+    })
+    .await;
+    run_client(&stack, "python3", "asyncpg_client.py");
+    let runs = executions(&stack.records(), "asyncpg-test");
+    let texts = statements(&runs);
+    for expected in [
+        "SELECT 1",
+        "SELECT $1::int + 1",
+        "INSERT INTO notes (body, n) VALUES ($1, $2)",
+        "SELECT n FROM notes WHERE body = $1 ORDER BY n",
+        "SELECT 1 / 0",
+        "SELECT pg_sleep(30)",
+        "SELECT 7",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == expected),
+            "{expected}: {texts:#?}"
+        );
+    }
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("COPY ") && t.contains("FROM STDIN")),
+        "{texts:#?}"
+    );
+    let inserts = runs
+        .iter()
+        .filter(|(s, _)| s["statement"] == "INSERT INTO notes (body, n) VALUES ($1, $2)")
+        .count();
+    assert_eq!(inserts, 3, "executemany: one record per execution");
+    assert_chain_verifies(&stack.audit_dir());
+
+    crate::crosscheck::server_log_settled(&stack, "asyncpg-settled").await;
+    let (code, report, text) =
+        crate::crosscheck::crosscheck(&stack.audit_dir(), &stack.pgaudit_dir());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
+    assert!(
+        report["summary"]["matched_statements"].as_u64().unwrap() >= 10,
+        "{text}"
+    );
+    stack.stop().await;
+}
