@@ -33,9 +33,32 @@ fn statements(runs: &[(serde_json::Value, Option<serde_json::Value>)]) -> Vec<St
         .collect()
 }
 
+/// A stack whose cluster runs pgaudit, the witness every driver is compared with.
+async fn witnessed() -> Stack {
+    Stack::with(crate::common::Options {
+        pgaudit: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The proxy's audit log and pgaudit's tell the same story: zero differences, at least
+/// `min` statements paired.
+async fn assert_witness_agrees(stack: &Stack, marker: &str, min: u64) {
+    crate::crosscheck::server_log_settled(stack, marker).await;
+    let (code, report, text) =
+        crate::crosscheck::crosscheck(&stack.audit_dir(), &stack.pgaudit_dir());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
+    assert!(
+        report["summary"]["matched_statements"].as_u64().unwrap() >= min,
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3() {
-    let stack = Stack::start().await;
+    let stack = witnessed().await;
     run_client(&stack, "python3", "psycopg_client.py");
     let runs = executions(&stack.records(), "psycopg-test");
     let texts = statements(&runs);
@@ -93,7 +116,48 @@ async fn psycopg3() {
         runs.iter().all(|(_, o)| o.is_some()),
         "every execution has an outcome"
     );
+
+    // ClientCursor, prepare=True, automatic prepares, pipelines with a sync and an error.
+    let runs = executions(&stack.records(), "psycopg-more");
+    let texts = statements(&runs);
+    let client_side = &runs[0].0;
+    assert_eq!(client_side["protocol"], "simple");
+    assert_eq!(
+        client_side["statement"],
+        "SELECT 1::int + 1, 'o''clock'::text"
+    );
+    let prepared: Vec<_> = runs
+        .iter()
+        .filter(|(s, _)| s["statement"] == "SELECT n FROM notes WHERE body = $1 AND n = $2")
+        .collect();
+    assert_eq!(prepared.len(), 3, "{texts:#?}");
+    // prepare=True: one named statement, parsed once, executed three times.
+    let name = prepared[0].0["prepared"].as_str().unwrap();
+    assert!(!name.is_empty(), "{:?}", prepared[0].0);
+    assert!(prepared.iter().all(|(s, _)| s["prepared"] == name));
+    let params: Vec<_> = prepared
+        .iter()
+        .map(|(s, _)| s["params"][1].clone())
+        .collect();
+    assert_eq!(params, [json!("0"), json!("1"), json!("2")]);
+    // prepare_threshold = 2: unnamed twice, then a named statement.
+    let auto: Vec<_> = runs
+        .iter()
+        .filter(|(s, _)| s["statement"] == "SELECT $1::int * 3")
+        .map(|(s, _)| s["prepared"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(auto.len(), 3, "{texts:#?}");
+    assert!(auto[0].is_empty() && !auto[2].is_empty(), "{auto:?}");
+    // The failed pipeline: the division fails, the INSERT behind it never runs.
+    let divide = runs
+        .iter()
+        .position(|(s, _)| s["statement"] == "SELECT 1 / $1::int")
+        .unwrap();
+    assert_eq!(runs[divide].1.as_ref().unwrap()["sqlstate"], "22012");
+    let after = runs[divide + 1].1.as_ref().map(|o| o["status"].clone());
+    assert_eq!(after, Some(json!("not_executed")), "{:#?}", &runs[divide..]);
     assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "psycopg-settled", 30).await;
     stack.stop().await;
 }
 
