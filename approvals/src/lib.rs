@@ -4,7 +4,7 @@
 //! Reading order: [`settings`] → [`workflow`] (the rules) → [`provision`] (making and ending
 //! access on the server) → [`scheduler`] (start, expiry, retries) → [`web`] (pages) and
 //! [`api`] (JSON) → [`oidc`] and [`session`] (sign-in) → [`model`] (tables, events) →
-//! [`webhook`], [`metrics`], [`db`], [`error`].
+//! [`webhook`], [`metrics`], [`db`], [`error`]; [`history`] verifies the event chain.
 //!
 //! [`Application::build`] checks the configuration and the app's database login, binds the
 //! listener and returns; tests start the real app on port 0 and read [`Application::port`].
@@ -12,6 +12,7 @@
 pub mod api;
 pub mod db;
 pub mod error;
+pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod oidc;

@@ -37,6 +37,86 @@ struct Cli {
     /// Print the effective configuration as JSON and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The event history's hash chain (docs/approvals.md, "The event schema").
+    Events {
+        #[command(subcommand)]
+        action: Events,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum Events {
+    /// Print the chain's head, `ID:HASH`, to keep where the database's users cannot write.
+    Head,
+    /// Recompute the whole chain; exit 1 at the first event changed, removed or slipped in,
+    /// or when the exported head given is no longer in it.
+    Verify {
+        /// A head printed before by `approvals events head`.
+        #[arg(long, value_name = "ID:HASH")]
+        head: Option<approvals::history::Head>,
+    },
+}
+
+/// `approvals events ...`: prints one JSON line; exit 0 (sound), 1 (does not verify, or
+/// could not be read to the end), 2 (no connection).
+fn events(settings: &Settings, action: Events) -> std::process::ExitCode {
+    use approvals::history;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("approvals: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let db = match history::connect(settings).await {
+            Ok(db) => db,
+            Err(e) => {
+                eprintln!("approvals: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+        };
+        match action {
+            Events::Head => match history::head(&db).await {
+                Ok(head) => {
+                    let head = head.map(|h| h.to_string());
+                    println!("{}", serde_json::json!({ "head": head }));
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("approvals: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            },
+            Events::Verify { head } => match history::verify(&db, head.as_ref()).await {
+                Ok(v) => {
+                    let head = v.head.map(|h| h.to_string());
+                    println!(
+                        "{}",
+                        serde_json::json!({ "ok": true, "events": v.events, "head": head })
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "ok": false, "error": format!("{e:#}") })
+                    );
+                    eprintln!("approvals: the event history does not verify: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            },
+        }
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +134,9 @@ fn main() -> std::process::ExitCode {
             serde_json::to_string_pretty(&settings).expect("settings serialize")
         );
         return std::process::ExitCode::SUCCESS;
+    }
+    if let Some(Command::Events { action }) = cli.command {
+        return events(&settings, action);
     }
     startup::telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

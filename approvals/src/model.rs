@@ -150,6 +150,8 @@ pub struct Event {
     pub actor: String,
     pub kind: String,
     pub data: serde_json::Value,
+    /// Its link in the hash chain (hex; `approvals events verify`).
+    pub hash: Option<String>,
 }
 
 impl Event {
@@ -162,6 +164,7 @@ impl Event {
             actor: r.get("actor"),
             kind: r.get("kind"),
             data: r.get("data"),
+            hash: r.get::<_, Option<Vec<u8>>>("hash").map(hex::encode),
         }
     }
 
@@ -241,7 +244,7 @@ pub async fn close_decision(
 pub async fn events_of(db: &impl GenericClient, request_id: i64) -> Result<Vec<Event>> {
     Ok(db
         .query(
-            "SELECT id, at, request_id, grant_id, actor, kind, data FROM events \
+            "SELECT id, at, request_id, grant_id, actor, kind, data, hash FROM events \
              WHERE request_id = $1 ORDER BY id",
             &[&request_id],
         )
@@ -255,7 +258,7 @@ pub async fn events_of(db: &impl GenericClient, request_id: i64) -> Result<Vec<E
 pub async fn events_after(db: &impl GenericClient, after: i64, limit: i64) -> Result<Vec<Event>> {
     Ok(db
         .query(
-            "SELECT id, at, request_id, grant_id, actor, kind, data FROM events \
+            "SELECT id, at, request_id, grant_id, actor, kind, data, hash FROM events \
              WHERE id > $1 ORDER BY id LIMIT $2",
             &[&after, &limit],
         )
@@ -269,7 +272,7 @@ pub async fn events_after(db: &impl GenericClient, after: i64, limit: i64) -> Re
 pub async fn recent_events(db: &impl GenericClient, limit: i64) -> Result<Vec<Event>> {
     Ok(db
         .query(
-            "SELECT id, at, request_id, grant_id, actor, kind, data FROM events \
+            "SELECT id, at, request_id, grant_id, actor, kind, data, hash FROM events \
              ORDER BY id DESC LIMIT $1",
             &[&limit],
         )

@@ -49,6 +49,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0004_grants_changed_notify",
         include_str!("../control/0004_grants_changed_notify.sql"),
     ),
+    (
+        "0005_approvals_history_sealed",
+        include_str!("../control/0005_approvals_history_sealed.sql"),
+    ),
 ];
 
 /// Where a server is and how the admin logs in (always TLS, certificate verified).

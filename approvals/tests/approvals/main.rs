@@ -12,6 +12,7 @@ mod common;
 mod crash;
 mod docs;
 mod expiry;
+mod history;
 mod process;
 mod security;
 mod tokens;
