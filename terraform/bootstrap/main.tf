@@ -108,6 +108,11 @@ output "state_bucket" {
   value = aws_s3_bucket.state.id
 }
 
+# The state bucket's region: environments pass it at init (-backend-config=region=...).
+output "state_region" {
+  value = var.region
+}
+
 output "ecr_registry" {
   value = "${data.aws_caller_identity.current.account_id}.dkr.ecr.${var.region}.amazonaws.com"
 }
