@@ -46,3 +46,8 @@ output "posture" {
     }]
   }
 }
+
+output "postgresql_log_group_name" {
+  description = "RDS's PostgreSQL log (pgaudit): exported to the audit bucket by modules/stack."
+  value       = aws_cloudwatch_log_group.postgresql.name
+}

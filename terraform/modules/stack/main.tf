@@ -330,4 +330,9 @@ module "audit_bucket" {
   name              = "${local.name}-audit-${local.account_id}"
   retention_days    = var.audit_retention_days
   access_log_bucket = aws_s3_bucket.access_logs.id
+  # Only this principal may delete, disable or re-policy the audit key (docs/operations.md,
+  # "Audit custody"); by default a break-glass role of this account, which the SCP names too.
+  custodian_arn  = coalesce(var.audit_custodian_arn, "arn:aws:iam::${local.account_id}:role/dbgw-audit-custodian")
+  trail_name     = "${local.name}-audit"
+  shipped_prefix = var.environment
 }

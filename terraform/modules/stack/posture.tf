@@ -31,6 +31,32 @@ output "posture" {
     rotation_function = module.rotation.function_arn
     rotation          = module.rotation.posture
     audit_lock        = module.audit_bucket.object_lock
+    # Audit custody: the key only its custodian can delete or re-policy, CloudTrail's data
+    # events, pgaudit's export, the alarm when audit objects stop arriving.
+    audit_custody = merge(module.audit_bucket.custody, {
+      pgaudit_export = {
+        log_group      = aws_cloudwatch_log_subscription_filter.pgaudit.log_group_name
+        database_log   = module.database.postgresql_log_group_name
+        filter_pattern = aws_cloudwatch_log_subscription_filter.pgaudit.filter_pattern
+        destination    = aws_cloudwatch_log_subscription_filter.pgaudit.destination_arn
+        firehose       = aws_kinesis_firehose_delivery_stream.pgaudit.arn
+        bucket_arn     = aws_kinesis_firehose_delivery_stream.pgaudit.extended_s3_configuration[0].bucket_arn
+        audit_bucket   = module.audit_bucket.arn
+        prefix         = aws_kinesis_firehose_delivery_stream.pgaudit.extended_s3_configuration[0].prefix
+        kms_key_arn    = aws_kinesis_firehose_delivery_stream.pgaudit.extended_s3_configuration[0].kms_key_arn
+      }
+      silence_alarm = {
+        actions = aws_cloudwatch_metric_alarm.audit_not_arriving.alarm_actions
+        topic   = aws_sns_topic.alarms.arn
+        metrics = [for q in aws_cloudwatch_metric_alarm.audit_not_arriving.metric_query : {
+          namespace  = q.metric[0].namespace
+          name       = q.metric[0].metric_name
+          dimensions = q.metric[0].dimensions
+        } if length(q.metric) > 0]
+        expression = one([for q in aws_cloudwatch_metric_alarm.audit_not_arriving.metric_query : q.expression if q.return_data == true])
+        minutes    = aws_cloudwatch_metric_alarm.audit_not_arriving.evaluation_periods * 5
+      }
+    })
     tasks = {
       proxy     = module.proxy.containers
       rates-api = module.rates_api.containers

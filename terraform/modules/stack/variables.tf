@@ -204,3 +204,15 @@ variable "write_secret_values" {
   type        = bool
   default     = true
 }
+
+variable "audit_custodian_arn" {
+  description = "The break-glass or log-archive principal that alone may delete, disable or re-policy the audit key; empty: arn:aws:iam::<this account>:role/dbgw-audit-custodian."
+  type        = string
+  default     = ""
+}
+
+variable "audit_silence_minutes" {
+  description = "Alarm when proxies accept connections (each one writes an audit record) and no audit object arrives for this long (a multiple of 5)."
+  type        = number
+  default     = 10
+}

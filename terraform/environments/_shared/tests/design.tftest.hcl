@@ -48,6 +48,16 @@ run "first_apply" {
   }
 }
 
+# The audit key and bucket, told apart from the other keys and buckets.
+override_resource {
+  target = module.dbgw.module.audit_bucket.aws_kms_key.audit
+  values = { arn = "arn:aws:kms:eu-west-1:111122223333:key/audit" }
+}
+override_resource {
+  target = module.dbgw.module.audit_bucket.aws_s3_bucket.audit
+  values = { arn = "arn:aws:s3:::audit" }
+}
+
 run "design" {
   command = apply
   variables {
@@ -116,6 +126,75 @@ run "design" {
   assert {
     condition     = module.dbgw.posture.audit_lock.enabled == true && module.dbgw.posture.audit_lock.mode == "COMPLIANCE"
     error_message = "the audit bucket is not under Object Lock in compliance mode"
+  }
+
+  # --- Audit custody (issue 18, docs/operations.md "Audit custody"). The audit key: only
+  # the custodian may delete, disable or re-policy it; a 30-day deletion window; Terraform
+  # refuses to destroy it.
+  assert {
+    condition = anytrue([for d in module.dbgw.posture.audit_custody.key_denies :
+      length(setsubtract(["kms:ScheduleKeyDeletion", "kms:PutKeyPolicy", "kms:DisableKey"], d.actions)) == 0 && contains(d.principals, "*") &&
+      anytrue([for c in d.conditions : contains(["ArnNotEquals", "ArnNotLike"], c.test) && c.variable == "aws:PrincipalArn" && toset(c.values) == toset([module.dbgw.posture.audit_custody.custodian])])
+    ]) && module.dbgw.posture.audit_custody.custodian != ""
+    error_message = "the audit key's policy does not deny ScheduleKeyDeletion, PutKeyPolicy and DisableKey to every principal but the custodian (modules/audit-bucket)"
+  }
+  assert {
+    condition     = module.dbgw.posture.audit_custody.deletion_window_days == 30 && can(regex("resource \"aws_kms_key\" \"audit\" \\{(?:[^{}]|\\{[^{}]*\\})*lifecycle \\{\\s*prevent_destroy\\s*=\\s*true", file("../../modules/audit-bucket/main.tf")))
+    error_message = "the audit key has no 30-day deletion window, or no lifecycle { prevent_destroy = true } (modules/audit-bucket/main.tf)"
+  }
+  # The organisation's SCP (docs/operations.md, the JSON after <!-- scp:audit-custody -->)
+  # denies the same to the account's administrators, and covers the key (by its tag), the
+  # trail, the audit bucket and the pgaudit export (by their names).
+  assert {
+    condition = anytrue([for st in jsondecode(regex("(?s)<!-- scp:audit-custody -->\\s*```json\\n(.*?)\\n```", file("../../../docs/operations.md"))[0]).Statement :
+      st.Effect == "Deny" && length(setsubtract(["kms:ScheduleKeyDeletion", "kms:PutKeyPolicy", "kms:DisableKey"], flatten([st.Action]))) == 0 &&
+      lookup(lookup(try(st.Condition, {}), "StringEquals", {}), "aws:ResourceTag/dbgw-custody", "") == module.dbgw.posture.audit_custody.key_tags["dbgw-custody"] &&
+      anytrue([for p in flatten([lookup(lookup(try(st.Condition, {}), "ArnNotLike", {}), "aws:PrincipalArn", [])]) : can(regex("^${replace(replace(p, ".", "\\."), "*", ".*")}$", module.dbgw.posture.audit_custody.custodian))])
+    ])
+    error_message = "docs/operations.md's SCP (<!-- scp:audit-custody --> JSON) does not deny ScheduleKeyDeletion/PutKeyPolicy/DisableKey on keys tagged like the audit key to all but the custodian"
+  }
+  assert {
+    condition = alltrue([for need in [
+      { arn = module.dbgw.posture.audit_custody.trail.arn, actions = ["cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:PutEventSelectors"] },
+      { arn = "arn:aws:s3:::${module.dbgw.posture.audit_custody.bucket_name}", actions = ["s3:DeleteBucket", "s3:PutBucketPolicy", "s3:PutBucketObjectLockConfiguration"] },
+      { arn = "arn:aws:logs:eu-west-1:111122223333:log-group:${module.dbgw.posture.audit_custody.pgaudit_export.database_log}", actions = ["logs:DeleteSubscriptionFilter", "logs:DeleteLogGroup"] },
+      ] : anytrue([for st in jsondecode(regex("(?s)<!-- scp:audit-custody -->\\s*```json\\n(.*?)\\n```", file("../../../docs/operations.md"))[0]).Statement :
+        st.Effect == "Deny" && length(setsubtract(need.actions, flatten([st.Action]))) == 0 &&
+        anytrue([for r in flatten([st.Resource]) : can(regex("^${replace(replace(r, ".", "\\."), "*", ".*")}$", need.arn))])
+    ])])
+    error_message = "docs/operations.md's SCP does not cover the audit trail, the audit bucket and the pgaudit log group by name"
+  }
+  # CloudTrail records every object-level call on the audit bucket, into a locked bucket.
+  assert {
+    condition = anytrue([for sel in module.dbgw.posture.audit_custody.trail.selectors :
+      join(",", lookup(sel, "eventCategory", [])) == "Data" && join(",", lookup(sel, "resources.type", [])) == "AWS::S3::Object" &&
+      join(",", lookup(sel, "resources.ARN", [])) == "arn:aws:s3:::audit/" && !contains(keys(sel), "readOnly")
+    ]) && module.dbgw.posture.audit_custody.trail.log_file_validation && module.dbgw.posture.audit_custody.trail.kms_key_id == module.dbgw.posture.audit_custody.key_arn
+    error_message = "no CloudTrail trail records the audit bucket's S3 data events (reads and writes), with log file validation and the audit key"
+  }
+  assert {
+    condition     = module.dbgw.posture.audit_custody.trail_bucket_lock.mode == "COMPLIANCE" && module.dbgw.posture.audit_custody.trail_bucket_lock.days == module.dbgw.posture.audit_lock.days
+    error_message = "the CloudTrail bucket is not under the audit bucket's Object Lock"
+  }
+  # pgaudit's log outlives CloudWatch's retention: the database's log group is subscribed to
+  # a Firehose stream that writes into the audit bucket with the audit key.
+  assert {
+    condition = (module.dbgw.posture.audit_custody.pgaudit_export.log_group == module.dbgw.posture.audit_custody.pgaudit_export.database_log &&
+      endswith(module.dbgw.posture.audit_custody.pgaudit_export.database_log, "/postgresql") &&
+      module.dbgw.posture.audit_custody.pgaudit_export.filter_pattern == "" &&
+      module.dbgw.posture.audit_custody.pgaudit_export.destination == module.dbgw.posture.audit_custody.pgaudit_export.firehose &&
+      module.dbgw.posture.audit_custody.pgaudit_export.bucket_arn == module.dbgw.posture.audit_custody.pgaudit_export.audit_bucket &&
+    module.dbgw.posture.audit_custody.pgaudit_export.kms_key_arn == module.dbgw.posture.audit_custody.key_arn)
+    error_message = "the PostgreSQL (pgaudit) log is not exported whole to the audit bucket (subscription filter -> Firehose -> Object Lock bucket, audit key)"
+  }
+  # An alarm when proxies take connections and no audit object arrives.
+  assert {
+    condition = (contains(module.dbgw.posture.audit_custody.silence_alarm.actions, module.dbgw.posture.audit_custody.silence_alarm.topic) &&
+      anytrue([for m in module.dbgw.posture.audit_custody.silence_alarm.metrics : m.namespace == "AWS/S3" && m.name == "PutRequests" && lookup(m.dimensions, "BucketName", "") == module.dbgw.posture.audit_custody.shipped_metrics.bucket && lookup(m.dimensions, "FilterId", "") == module.dbgw.posture.audit_custody.shipped_metrics.filter]) &&
+      module.dbgw.posture.audit_custody.shipped_metrics.prefix == "${one(flatten([for c in module.dbgw.posture.tasks["proxy"] : [for e in c.environment : e.value if e.name == "AUDIT_PREFIX"] if c.name == "audit-shipper"]))}/" &&
+      anytrue([for m in module.dbgw.posture.audit_custody.silence_alarm.metrics : m.name == "dbgw_proxy_connections_total"]) &&
+    module.dbgw.posture.audit_custody.silence_alarm.minutes <= 15)
+    error_message = "no alarm when the proxies serve and no audit object arrives under the shipper's AUDIT_PREFIX in the audit bucket for up to 15 minutes (S3 request metrics + dbgw_proxy_connections_total)"
   }
 
   # --- Each task's environment names are its service's configuration keys (checked

@@ -149,3 +149,21 @@ mock_data "aws_elb_service_account" {
 mock_data "aws_acmpca_certificate_authority" {
   defaults = { certificate = "-----BEGIN CERTIFICATE-----\nmock\n-----END CERTIFICATE-----" }
 }
+
+mock_resource "aws_kinesis_firehose_delivery_stream" {
+  defaults = {
+    arn = "arn:aws:firehose:eu-west-1:111122223333:deliverystream/mock"
+  }
+}
+
+mock_resource "aws_cloudtrail" {
+  defaults = {
+    arn = "arn:aws:cloudtrail:eu-west-1:111122223333:trail/mock"
+  }
+}
+
+mock_resource "aws_sfn_state_machine" {
+  defaults = {
+    arn = "arn:aws:states:eu-west-1:111122223333:stateMachine:mock"
+  }
+}
