@@ -187,3 +187,48 @@ async fn the_app_login_cannot_forge_the_history_and_changes_are_found() {
     assert_eq!(code, 1, "{out}");
     stack.stop().await;
 }
+
+/// An existing history (written before the chain) is sealed once by the migration, in id
+/// order, and new events chain on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migration_seals_a_history_written_before_it() {
+    let stack = Stack::start().await;
+    let superuser = stack.control().await;
+    // As before the migration: rows without hashes, ids with a gap, no chain head.
+    superuser
+        .batch_execute(
+            "SET session_replication_role = replica; \
+             INSERT INTO events (id, at, actor, kind, data) OVERRIDING SYSTEM VALUE VALUES \
+               (1, now() - interval '2 days', 'system', 'old.one', '{\"a\": 1}'), \
+               (2, now() - interval '1 day', 'dana@example.com', 'old.two', '{}'), \
+               (5, now() - interval '1 hour', 'system', 'old.three', '{\"b\": [1, 2]}'); \
+             DELETE FROM events_chain_head; \
+             SET session_replication_role = origin;",
+        )
+        .await
+        .unwrap();
+    let (_, migration) = dbgw_db::schema::CONTROL_MIGRATIONS
+        .iter()
+        .find(|(name, _)| *name == "0005_approvals_history_sealed")
+        .unwrap();
+    superuser.batch_execute(migration).await.unwrap();
+    // Run again (every start does): nothing changes.
+    superuser.batch_execute(migration).await.unwrap();
+
+    let app = stack.as_app("dbgw").await;
+    let sealed = history::verify(&app, None).await.unwrap();
+    assert_eq!(sealed.events, 3);
+    assert_eq!(sealed.head.as_ref().unwrap().id, 5);
+    let id: i64 = app
+        .query_one(
+            "INSERT INTO events (actor, kind) VALUES ('system', 'new') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 6);
+    let after = history::verify(&app, sealed.head.as_ref()).await.unwrap();
+    assert_eq!(after.events, 4);
+    stack.stop().await;
+}
