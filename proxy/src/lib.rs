@@ -11,6 +11,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cancel;
+pub mod client_address;
 pub mod control;
 pub mod fleet;
 pub mod metrics;

@@ -41,7 +41,29 @@ struct LoggedIn {
 
 /// Serves one accepted connection until it ends, inside a `session` span that gives every
 /// log line of the session its id, the client's address and, once logged in, the identity.
-pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
+pub async fn serve(ctx: Arc<Context>, mut tcp: TcpStream, peer: SocketAddr) {
+    // Behind a load balancer speaking PROXY protocol, the session is from the address it
+    // names: the start-up limit and the audit use that one.
+    let timeout = Duration::from_secs(ctx.settings.limits.startup_timeout_secs);
+    let resolved = tokio::time::timeout(
+        timeout,
+        crate::client_address::resolve(&mut tcp, peer, &ctx.settings.proxy_protocol),
+    )
+    .await;
+    let peer = match resolved {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            ctx.metrics.connection(ConnectionResult::Refused);
+            ctx.metrics.error(ErrorKind::Protocol);
+            tracing::warn!(%peer, error = %e, "connection refused");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.connection(ConnectionResult::Timeout);
+            tracing::info!(%peer, "start-up timed out before the PROXY protocol header");
+            return;
+        }
+    };
     let info = SessionInfo::new(session_id(), peer.to_string());
     let span = tracing::info_span!(
         "session",

@@ -21,6 +21,8 @@ pub struct Settings {
     /// Service accounts: database user name → id of the secret holding its credentials.
     pub services: BTreeMap<String, String>,
     pub limits: Limits,
+    /// Load balancers that send the client's address first (PROXY protocol v2).
+    pub proxy_protocol: crate::client_address::ProxyProtocolSettings,
     /// People signing in with ID tokens (off while `oidc.issuer` is empty).
     pub oidc: crate::auth::token::OidcSettings,
     /// Where people's access grants are.
@@ -121,6 +123,7 @@ impl Default for Settings {
             upstream: Upstream::default(),
             services: BTreeMap::from([("rates_api".to_string(), "dbgw/rates-api".to_string())]),
             limits: Limits::default(),
+            proxy_protocol: Default::default(),
             oidc: Default::default(),
             grants: Default::default(),
             audit: AuditSettings::default(),

@@ -9,6 +9,7 @@ mod common;
 
 mod audit_chain;
 mod bad_input;
+mod client_address;
 mod clients;
 mod crosscheck;
 mod docs;

@@ -14,6 +14,16 @@ pub struct Balancer {
 impl Balancer {
     /// HAProxy on a free port, balancing new connections over `backends` in turn.
     pub fn start(backends: &[SocketAddr]) -> Balancer {
+        Self::start_with(backends, "")
+    }
+
+    /// The same, connecting to the backends from the loopback address `source` and sending
+    /// each a PROXY protocol v2 header first (as an NLB target group with proxy protocol v2).
+    pub fn start_proxy_v2(backends: &[SocketAddr], source: &str) -> Balancer {
+        Self::start_with(backends, &format!(" send-proxy-v2 source {source}"))
+    }
+
+    fn start_with(backends: &[SocketAddr], server_options: &str) -> Balancer {
         let dir = tempfile::tempdir().unwrap();
         let port = dbgw_db::cluster::free_port().unwrap();
         let mut config = format!(
@@ -23,7 +33,7 @@ impl Balancer {
              backend proxies\n  balance roundrobin\n"
         );
         for (i, b) in backends.iter().enumerate() {
-            config.push_str(&format!("  server replica{i} {b}\n"));
+            config.push_str(&format!("  server replica{i} {b}{server_options}\n"));
         }
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();

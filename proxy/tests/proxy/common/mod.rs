@@ -550,11 +550,29 @@ impl RawClient {
         sqlstate(&body)
     }
 
+    /// A connection to `addr` from the loopback address `source` (127.0.0.x: a client on
+    /// another host, as a proxy behind a load balancer sees it).
+    pub async fn connect_from(addr: SocketAddr, source: &str) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(source.parse().unwrap(), 0))
+            .unwrap();
+        RawClient {
+            stream: Box::new(socket.connect(addr).await.unwrap()),
+            buf: bytes::BytesMut::new(),
+            key: None,
+        }
+    }
+
     /// Start-up and SCRAM login; returns once ReadyForQuery arrived.
     pub async fn login(addr: SocketAddr, creds: &DbCredentials, application: &str) -> RawClient {
+        Self::login_on(RawClient::connect(addr).await, creds, application).await
+    }
+
+    /// [`RawClient::login`] on a connection already made.
+    pub async fn login_on(mut c: RawClient, creds: &DbCredentials, application: &str) -> RawClient {
         use proxy::auth::scram::ClientExchange;
         use proxy::protocol::startup;
-        let mut c = RawClient::connect(addr).await;
         let mut out = bytes::BytesMut::new();
         startup::startup_message(
             &mut out,
