@@ -83,12 +83,13 @@ if ! command -v moto_server >/dev/null; then
 fi
 [ "$profile" = test ] || exit 0
 
-if ! python3 -c 'import psycopg' 2>/dev/null; then
+if ! python3 -c 'import psycopg, asyncpg' 2>/dev/null; then
   echo "installing (pip): the Python client drivers of the proxy tests"
   python3 -m pip install -q --root-user-action=ignore -r proxy/tests/clients/requirements.txt
 fi
-if [ ! -d proxy/tests/clients/node_modules ]; then
-  echo "installing (npm): the Node client driver of the proxy tests"
+# npm ci writes node_modules/.package-lock.json: older than the lock file, it is stale.
+if [ ! proxy/tests/clients/node_modules/.package-lock.json -nt proxy/tests/clients/package-lock.json ]; then
+  echo "installing (npm): the Node client drivers of the proxy tests (node-postgres, postgres.js)"
   npm ci --prefix proxy/tests/clients --no-audit --no-fund --silent
 fi
 if ! command -v cargo-fuzz >/dev/null; then

@@ -1,6 +1,7 @@
-//! Drivers in other languages through the proxy: Python psycopg 3 and Node node-postgres.
-//! Their dependencies are pinned in tests/clients (requirements.txt, package-lock.json) and
-//! installed by `make test`.
+//! Real client drivers through the proxy (issue 19's matrix), each in its own idioms, and
+//! each run compared with pgaudit's log (`proxy audit crosscheck`: zero differences).
+//! Their dependencies are pinned in tests/clients (requirements.txt, package-lock.json) or
+//! are Debian packages, installed by `scripts/install.sh test` (`make test`).
 
 use std::path::Path;
 use std::process::Command;
@@ -236,5 +237,67 @@ async fn asyncpg() {
         report["summary"]["matched_statements"].as_u64().unwrap() >= 10,
         "{text}"
     );
+    stack.stop().await;
+}
+
+/// postgres.js: 40 queries in flight on one connection, unsafe(), transactions with a
+/// savepoint, prepared statements reused, COPY FROM STDIN, a cursor, errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_js() {
+    let stack = witnessed().await;
+    run_client(&stack, "node", "postgresjs_client.js");
+    let runs = executions(&stack.records(), "postgresjs-test");
+    let texts = statements(&runs);
+    // 40 pipelined queries: two named statements, each parsed once, every execution
+    // recorded with its own value.
+    assert_eq!(runs.len(), 65, "{texts:#?}");
+    for (i, (s, o)) in runs[..40].iter().enumerate() {
+        let text = ["SELECT $1::int + 1 AS v", "SELECT $1::int * 2 AS v"][i % 2];
+        assert_eq!(s["statement"], text);
+        assert_eq!(s["params"], json!([i.to_string()]));
+        assert_eq!(s["prepared"], runs[i % 2].0["prepared"]);
+        assert_eq!(o.as_ref().unwrap()["status"], "ok");
+    }
+    assert_ne!(runs[0].0["prepared"], runs[1].0["prepared"]);
+    assert!(!runs[0].0["prepared"].as_str().unwrap().is_empty());
+    // unsafe(): unnamed with parameters, then a simple two-statement Query.
+    assert_eq!(runs[40].0["prepared"], "");
+    assert_eq!(texts[41..43], ["SELECT 1 AS a", "SELECT 'two' AS b"]);
+    assert_eq!(runs[42].0["protocol"], "simple");
+    for expected in [
+        "savepoint \"s0\"",
+        "rollback to \"s0\"",
+        "commit",
+        "rollback",
+        "COPY notes (body, n) FROM STDIN",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == expected),
+            "{expected}: {texts:#?}"
+        );
+    }
+    let divide = texts
+        .iter()
+        .position(|t| t == "SELECT 1 / $1::int")
+        .unwrap();
+    assert_eq!(runs[divide].1.as_ref().unwrap()["sqlstate"], "22012");
+    // The reused prepared statement: five executions of one name.
+    let counts: Vec<_> = runs
+        .iter()
+        .filter(|(s, _)| s["statement"] == "SELECT count(*)::int AS c FROM notes WHERE body = $1")
+        .map(|(s, _)| s["prepared"].clone())
+        .collect();
+    assert_eq!(counts.len(), 5);
+    assert!(counts.iter().all(|p| *p == counts[0]));
+    // The cursor (Execute with a row limit, three times): one execution, all its rows.
+    let cursor = runs
+        .iter()
+        .find(|(s, _)| {
+            s["statement"] == "SELECT n FROM notes WHERE body = 'postgresjs-copied' ORDER BY n"
+        })
+        .unwrap();
+    assert_eq!(cursor.1.as_ref().unwrap()["rows"], 4, "{cursor:?}");
+    assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "postgresjs-settled", 60).await;
     stack.stop().await;
 }
