@@ -1,5 +1,5 @@
 // node-postgres through the proxy: parameterised (extended protocol) and plain (simple
-// protocol) queries, a transaction, and an error. Settings come from the PG* variables.
+// protocol) queries, a transaction, an error and a named (prepared) query. Settings come from the PG* variables.
 const fs = require("fs");
 const { Client } = require("pg");
 
@@ -21,6 +21,16 @@ async function main() {
     throw new Error("expected an error");
   } catch (e) {
     if (e.code !== "22P02") throw e;
+  }
+  // A named query: parsed once (Parse with a name), then Bind/Execute only.
+  for (const n of [1, 2, 3]) {
+    const named = await client.query({
+      name: "double",
+      text: "SELECT $1::int * 2 AS d",
+      values: [n],
+      rowMode: "array",
+    });
+    if (named.rows[0][0] !== n * 2) throw new Error("bad named");
   }
   await client.end();
   console.log("ok");

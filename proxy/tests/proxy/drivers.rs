@@ -164,7 +164,7 @@ async fn psycopg3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
-    let stack = Stack::start().await;
+    let stack = witnessed().await;
     run_client(&stack, "node", "node_pg_client.js");
     let runs = executions(&stack.records(), "node-pg-test");
     assert_eq!(
@@ -176,8 +176,14 @@ async fn node_postgres() {
             "COMMIT",
             "SELECT count(*)::int AS c FROM notes WHERE body = 'node'",
             "SELECT $1::int",
+            "SELECT $1::int * 2 AS d",
+            "SELECT $1::int * 2 AS d",
+            "SELECT $1::int * 2 AS d",
         ]
     );
+    // The named query: one statement name for the three executions.
+    assert!(runs[6..].iter().all(|(s, _)| s["prepared"] == "double"));
+    assert_eq!(runs[8].0["params"], json!(["3"]));
     assert_eq!(runs[0].0["params"], json!(["40", "2"]));
     assert_eq!(runs[0].0["protocol"], "extended");
     assert_eq!(runs[1].0["protocol"], "simple");
@@ -185,6 +191,7 @@ async fn node_postgres() {
     assert_eq!(runs[2].1.as_ref().unwrap()["tag"], "INSERT 0 1");
     assert_eq!(runs[5].1.as_ref().unwrap()["sqlstate"], "22P02");
     assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "node-pg-settled", 8).await;
     stack.stop().await;
 }
 
