@@ -33,8 +33,8 @@ output "rotated_secret_names" {
   value = module.dbgw.rotated_secret_names
 }
 
-output "proxy_tls_secret_name" {
-  value = module.dbgw.proxy_tls_secret_name
+output "proxy_cert_roll_state_machine" {
+  value = module.dbgw.proxy_cert_roll_state_machine
 }
 
 output "proxy_certificate_arn" {

@@ -47,7 +47,10 @@ locals {
     stopTimeout = var.stop_timeout_secs
     # Started after these sidecars, so stopped before them: the proxy drains and syncs its
     # audit log while the shipper still runs.
-    dependsOn = [for n in var.start_after : { containerName = n, condition = "START" }]
+    dependsOn = concat(
+      [for n in var.start_after : { containerName = n, condition = "START" }],
+      [for n in var.start_after_success : { containerName = n, condition = "SUCCESS" }],
+    )
     logConfiguration = {
       logDriver = "awslogs"
       options   = local.log_options
@@ -213,4 +216,8 @@ resource "aws_appautoscaling_policy" "cpu" {
       predefined_metric_type = "ECSServiceAverageCPUUtilization"
     }
   }
+}
+
+output "service_arn" {
+  value = aws_ecs_service.this.id
 }

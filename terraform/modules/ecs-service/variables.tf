@@ -91,6 +91,12 @@ variable "start_after" {
   default     = []
 }
 
+variable "start_after_success" {
+  description = "One-shot sidecars that must exit 0 before the main container starts (e.g. the proxy's certificate fetch)."
+  type        = list(string)
+  default     = []
+}
+
 variable "sidecar_volumes" {
   description = "Task-local volumes only the sidecars mount."
   type        = list(string)

@@ -131,7 +131,7 @@ data "aws_iam_policy_document" "alarms_topic" {
     condition {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
-      values   = [aws_cloudwatch_event_rule.rotation_failed.arn]
+      values   = [aws_cloudwatch_event_rule.rotation_failed.arn, aws_cloudwatch_event_rule.cert_expiring.arn]
     }
   }
   statement {

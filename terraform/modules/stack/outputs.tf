@@ -39,8 +39,9 @@ output "rotated_secret_names" {
   value = [for s in aws_secretsmanager_secret.db : s.name]
 }
 
-output "proxy_tls_secret_name" {
-  value = aws_secretsmanager_secret.proxy_tls.name
+output "proxy_cert_roll_state_machine" {
+  description = "Rolls the proxy service so its tasks fetch the proxy certificate anew (run by the ACM renewal event; scripts/deploy/proxy-cert.sh starts it by hand)."
+  value       = aws_sfn_state_machine.proxy_roll.arn
 }
 
 output "proxy_certificate_arn" {

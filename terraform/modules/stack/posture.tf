@@ -63,6 +63,19 @@ output "posture" {
       approvals = module.approvals.containers
       db-admin  = jsondecode(aws_ecs_task_definition.db_admin.container_definitions)
     }
+    # The proxy's certificate: fetched from ACM by each task, and a renewal rolls the service.
+    proxy_cert = {
+      certificate       = aws_acm_certificate.proxy.arn
+      task_policy       = [for st in data.aws_iam_policy_document.proxy_task.statement : { actions = st.actions, resources = st.resources }]
+      renewal_rule      = jsondecode(aws_cloudwatch_event_rule.proxy_cert_renewed.event_pattern)
+      renewal_rule_name = aws_cloudwatch_event_rule.proxy_cert_renewed.name
+      target_rule       = aws_cloudwatch_event_target.proxy_cert_renewed.rule
+      target            = aws_cloudwatch_event_target.proxy_cert_renewed.arn
+      state_machine     = aws_sfn_state_machine.proxy_roll.arn
+      definition        = jsondecode(aws_sfn_state_machine.proxy_roll.definition)
+      cluster           = aws_ecs_cluster.this.arn
+      service           = module.proxy.service_name
+    }
     load_balancers = {
       proxy = {
         type        = aws_lb.proxy.load_balancer_type

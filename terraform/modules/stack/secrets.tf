@@ -82,16 +82,6 @@ resource "aws_secretsmanager_secret" "approvals_oidc" {
   recovery_window_in_days = 30
 }
 
-# The proxy's TLS certificate and key ({"cert", "key"}, PEM), exported from ACM
-# (aws_acm_certificate.proxy) by scripts/proxy-cert.sh; renewed with the certificate.
-resource "aws_secretsmanager_secret" "proxy_tls" {
-  # checkov:skip=CKV2_AWS_57: renewed with the ACM certificate it holds (scripts/proxy-cert.sh), not by a password rotation.
-  name                    = "${local.secret_prefix}/proxy-tls"
-  description             = "TLS certificate and key of the proxy (from ACM Private CA)"
-  kms_key_id              = module.secrets_key.arn
-  recovery_window_in_days = 30
-}
-
 module "rotation" {
   source               = "../rotation"
   name                 = local.name

@@ -40,6 +40,12 @@ data "aws_iam_policy_document" "proxy_task" {
     actions   = ["rds-db:connect"]
     resources = ["arn:aws:rds-db:${local.region}:${local.account_id}:dbuser:${module.database.resource_id}/p_*"]
   }
+  # The proxy-cert container (same task): its own certificate, at every task start.
+  statement {
+    sid       = "ExportOwnCertificate"
+    actions   = ["acm:ExportCertificate"]
+    resources = [aws_acm_certificate.proxy.arn]
+  }
   # The audit shipper (same task): put objects, never delete or change retention.
   statement {
     sid       = "ShipAudit"
@@ -95,20 +101,35 @@ module "proxy" {
     PROXY_FLEET__PEERS             = jsonencode([local.proxy_peers])
     PROXY_FLEET__SECRET            = aws_secretsmanager_secret.proxy_fleet.name
   }
-  secrets = {
-    TLS_CERT_PEM = "${aws_secretsmanager_secret.proxy_tls.arn}:cert::"
-    TLS_KEY_PEM  = "${aws_secretsmanager_secret.proxy_tls.arn}:key::"
-  }
-  injected_secret_arns = [aws_secretsmanager_secret.proxy_tls.arn]
-  secrets_kms_key_arn  = module.secrets_key.arn
-  task_policy_json     = data.aws_iam_policy_document.proxy_task.json
+  # The TLS certificate and key: fetched from ACM at task start by the proxy-cert container
+  # below into /run/dbgw (proxy_cert.tf: a renewal rolls the service).
+  secrets_kms_key_arn = module.secrets_key.arn
+  task_policy_json    = data.aws_iam_policy_document.proxy_task.json
   volumes = [
     { name = "run", path = "/run/dbgw" },
     { name = "audit", path = local.audit_dir },
   ]
-  sidecar_volumes = ["shipper-state"]
-  start_after     = ["audit-shipper"]
+  sidecar_volumes     = ["shipper-state"]
+  start_after         = ["audit-shipper"]
+  start_after_success = ["proxy-cert"]
   sidecars = [
+    {
+      # Exports the proxy's certificate from ACM (deploy/proxy-cert/fetch.sh) into the run
+      # volume and exits; the proxy starts only once it succeeded.
+      name                   = "proxy-cert"
+      image                  = var.images.audit_shipper
+      essential              = false
+      readonlyRootFilesystem = true
+      user                   = "10001:10001"
+      entryPoint             = ["/usr/local/bin/proxy-cert-fetch"]
+      environment = [
+        { name = "ACM_CERTIFICATE_ARN", value = aws_acm_certificate.proxy.arn },
+        { name = "CERT_DIR", value = "/run/dbgw" },
+      ]
+      mountPoints = [
+        { sourceVolume = "run", containerPath = "/run/dbgw", readOnly = false },
+      ]
+    },
     {
       # Ships every audit file and the chain's head checkpoint to the Object Lock bucket;
       # on stop it waits for the proxy to finish, then ships the last records.

@@ -58,6 +58,12 @@ override_resource {
   values = { arn = "arn:aws:s3:::audit" }
 }
 
+# The proxy's certificate, told apart from the ALB's.
+override_resource {
+  target = module.dbgw.aws_acm_certificate.proxy
+  values = { arn = "arn:aws:acm:eu-west-1:111122223333:certificate/proxy" }
+}
+
 run "design" {
   command = apply
   variables {
@@ -217,6 +223,41 @@ run "design" {
     error_message = "the audit shipper's container sets a variable deploy/audit-shipper/ship.sh does not read"
   }
 
+  # --- The proxy's TLS certificate follows ACM's renewal without a person (issue 18): each
+  # task exports it from ACM at start (the proxy-cert container, which the proxy waits for),
+  # and ACM's "Certificate Available" event rolls the proxy service.
+  assert {
+    condition = alltrue([for c in module.dbgw.posture.tasks["proxy"] : (
+      length([for sct in try(c.secrets, []) : sct if startswith(sct.name, "TLS_")]) == 0 &&
+      contains([for d in try(c.dependsOn, []) : "${d.containerName} ${d.condition}"], "proxy-cert SUCCESS") &&
+      anytrue([for e in c.environment : e.name == "PROXY_TLS__CERT_FILE" && e.value == "/run/dbgw/tls.crt"]) &&
+      contains([for m in c.mountPoints : "${m.sourceVolume} ${m.containerPath}"], "run /run/dbgw")
+      ) if c.name == "proxy"]) && anytrue([for c in module.dbgw.posture.tasks["proxy"] : (
+      contains([for e in c.environment : "${e.name}=${e.value}"], "ACM_CERTIFICATE_ARN=${module.dbgw.posture.proxy_cert.certificate}") &&
+      contains([for e in c.environment : "${e.name}=${e.value}"], "CERT_DIR=/run/dbgw") &&
+      contains([for m in c.mountPoints : "${m.sourceVolume} ${m.containerPath} ${m.readOnly}"], "run /run/dbgw false") &&
+      c.essential == false && strcontains(file("../../../deploy/audit-shipper/Dockerfile"), "COPY deploy/proxy-cert/fetch.sh ${c.entryPoint[0]}") &&
+      alltrue([for e in c.environment : strcontains(file("../../../deploy/proxy-cert/fetch.sh"), "$${${e.name}")])
+    ) if c.name == "proxy-cert"])
+    error_message = "the proxy does not start after a proxy-cert container that exports its ACM certificate into /run/dbgw (deploy/proxy-cert/fetch.sh, in the audit-shipper image), or still takes TLS_* from a secret copied by hand"
+  }
+  assert {
+    condition     = anytrue([for st in module.dbgw.posture.proxy_cert.task_policy : contains(st.actions, "acm:ExportCertificate") && toset(st.resources) == toset([module.dbgw.posture.proxy_cert.certificate])])
+    error_message = "the proxy task role may not export its own certificate (acm:ExportCertificate on aws_acm_certificate.proxy, and only that)"
+  }
+  assert {
+    condition = (module.dbgw.posture.proxy_cert.renewal_rule.source == ["aws.acm"] &&
+      contains(module.dbgw.posture.proxy_cert.renewal_rule["detail-type"], "ACM Certificate Available") &&
+      module.dbgw.posture.proxy_cert.renewal_rule.resources == [module.dbgw.posture.proxy_cert.certificate] &&
+      module.dbgw.posture.proxy_cert.target_rule == module.dbgw.posture.proxy_cert.renewal_rule_name &&
+      module.dbgw.posture.proxy_cert.target == module.dbgw.posture.proxy_cert.state_machine &&
+      anytrue([for st in values(module.dbgw.posture.proxy_cert.definition.States) : (
+        st.Resource == "arn:aws:states:::aws-sdk:ecs:updateService" && st.Parameters.ForceNewDeployment == true &&
+        st.Parameters.Service == module.dbgw.posture.proxy_cert.service && st.Parameters.Cluster == module.dbgw.posture.proxy_cert.cluster
+    )]))
+    error_message = "ACM's \"ACM Certificate Available\" event for the proxy's certificate does not roll the proxy service (EventBridge rule -> state machine -> ecs:UpdateService forceNewDeployment)"
+  }
+
   # --- Health: ECS restarts on liveness only; the load balancers route on readiness.
   assert {
     condition = alltrue([for task in ["proxy", "rates-api", "approvals"] : alltrue([
@@ -241,6 +282,7 @@ run "design" {
             approvals     = "../../../approvals/Dockerfile"
             dbgw-db       = "../../../db/Dockerfile"
             audit-shipper = "../../../deploy/audit-shipper/Dockerfile"
+            proxy-cert    = "../../../deploy/audit-shipper/Dockerfile"
           }[c.name])))),
           "\"${m.containerPath}\""
         )
