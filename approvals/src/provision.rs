@@ -418,7 +418,11 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
     let done = grants::reconcile(&control, &target, &db_user).await?;
     log(
         "access.membership_removed",
-        json!({"roles": done.revoked, "other_active_grants": done.active_left}),
+        json!({
+            "roles": done.revoked,
+            "other_active_grants": done.active_left,
+            "sessions_terminated": done.terminated,
+        }),
     )
     .await?;
     if done.login_removed {
