@@ -7,7 +7,8 @@
 #                                too), Node.js 20+ and the development identity provider's packages,
 #                                moto server (the local stack's Secrets Manager)
 #   scripts/install.sh test      all of that, plus what the tests use: pgbouncer, socat, wrk,
-#                                Chromium and its WebDriver, the Python and Node client drivers,
+#                                Chromium and its WebDriver, the Python, Node, Ruby and Perl
+#                                client drivers,
 #                                cargo-fuzz and the deployment's lint tools (deploy/tools.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,9 @@ if [ "$profile" = test ]; then
   need 'command -v chromium' chromium
   need 'command -v chromedriver' chromium-driver
   need 'command -v pip3 || command -v pip' python3-pip
+  # The Ruby and Perl client drivers of the proxy tests (tests/proxy/drivers.rs).
+  need 'ruby -e "require %q(pg)"' ruby-pg
+  need 'perl -MDBD::Pg -e 1' libdbd-pg-perl
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing (apt-get): ${packages[*]}"

@@ -308,3 +308,48 @@ async fn postgres_js() {
     assert_witness_agrees(&stack, "postgresjs-settled", 60).await;
     stack.stop().await;
 }
+
+/// Ruby pg (libpq underneath): exec, exec_params, prepare/exec_prepared, transaction
+/// blocks, COPY both ways, pipeline mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ruby_pg() {
+    let stack = witnessed().await;
+    run_client(&stack, "ruby", "ruby_pg_client.rb");
+    let runs = executions(&stack.records(), "ruby-pg-test");
+    let texts = statements(&runs);
+    let insert = "INSERT INTO notes (body, n) VALUES ($1, $2)";
+    assert_eq!(
+        texts,
+        [
+            "SELECT 1 AS a",
+            "SELECT 2 AS b",
+            "SELECT $1::int + $2::int",
+            insert,
+            insert,
+            insert,
+            "BEGIN",
+            insert,
+            "COMMIT",
+            "BEGIN",
+            insert,
+            "SELECT * FROM missing_table",
+            "ROLLBACK",
+            "SELECT count(*) FROM notes WHERE body = 'ruby-tx'",
+            "COPY notes (body, n) FROM STDIN",
+            "COPY (SELECT n FROM notes WHERE body = 'ruby-copied' ORDER BY n) TO STDOUT",
+            "SELECT $1::int * 10",
+            "SELECT count(*) FROM notes WHERE body = $1",
+        ]
+    );
+    // exec_prepared: the statement named "ins", three executions with their values.
+    assert!(runs[3..6].iter().all(|(s, _)| s["prepared"] == "ins"));
+    assert_eq!(runs[5].0["params"], json!(["ruby", "2"]));
+    assert_eq!(runs[2].0["prepared"], "");
+    assert_eq!(runs[11].1.as_ref().unwrap()["sqlstate"], "42P01");
+    assert_eq!(runs[14].1.as_ref().unwrap()["tag"], "COPY 4");
+    assert_eq!(runs[15].1.as_ref().unwrap()["tag"], "COPY 4");
+    assert_eq!(runs[17].0["params"], json!(["ruby"]));
+    assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "ruby-pg-settled", 16).await;
+    stack.stop().await;
+}
