@@ -353,3 +353,54 @@ async fn ruby_pg() {
     assert_witness_agrees(&stack, "ruby-pg-settled", 16).await;
     stack.stop().await;
 }
+
+/// Perl DBD::Pg (libpq underneath): placeholders of three kinds, server-side and
+/// client-side prepares, transactions, COPY, errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perl_dbd_pg() {
+    let stack = witnessed().await;
+    run_client(&stack, "perl", "dbd_pg_client.pl");
+    let runs = executions(&stack.records(), "dbd-pg-test");
+    let texts = statements(&runs);
+    let insert = "INSERT INTO notes (body, n) VALUES ($1, $2)";
+    assert_eq!(
+        texts,
+        [
+            "SET search_path TO public",
+            "SELECT $1::int + $2::int",
+            insert,
+            insert,
+            insert,
+            insert,
+            "SELECT count(*) FROM notes WHERE body = $1 AND n > $2",
+            "SELECT 'it''s'::text || '!'",
+            "begin",
+            insert,
+            "commit",
+            "begin",
+            insert,
+            "SELECT 1 / (n - n) FROM notes WHERE body = 'perl-tx'",
+            "rollback",
+            "SELECT count(*) FROM notes WHERE body = 'perl-tx'",
+            "COPY notes (body, n) FROM STDIN",
+            "SELECT * FROM missing_table WHERE n = $1",
+            "SELECT count(*) FROM notes WHERE body = $1",
+        ]
+    );
+    // pg_switch_prepared: the first execution unnamed, then one named statement.
+    assert_eq!(runs[2].0["prepared"], "");
+    let name = runs[3].0["prepared"].as_str().unwrap();
+    assert!(name.starts_with("dbdpg_"), "{name}");
+    assert!(runs[3..6].iter().all(|(s, _)| s["prepared"] == name));
+    assert_eq!(runs[5].0["params"], json!(["perl", "4"]));
+    // :name placeholders become $n with their values bound.
+    assert_eq!(runs[6].0["params"], json!(["perl", "1"]));
+    // pg_server_prepare => 0: the value is in the text of a simple Query.
+    assert_eq!(runs[7].0["protocol"], "simple");
+    assert_eq!(runs[13].1.as_ref().unwrap()["sqlstate"], "22012");
+    assert_eq!(runs[16].1.as_ref().unwrap()["tag"], "COPY 3");
+    assert_eq!(runs[17].1.as_ref().unwrap()["sqlstate"], "42P01");
+    assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "dbd-pg-settled", 16).await;
+    stack.stop().await;
+}
