@@ -26,11 +26,12 @@ assert day5["count"] == 3 and day5["price"] == 1154.0, day5
 
 curl -fsS http://127.0.0.1:8080/ | grep -q "Sign in" || fail "the approvals app does not serve its page"
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
-alice=$(node idp/token.js --email alice@example.com)
+# The API takes access tokens issued to the approvals app (not the CLI's ID token).
+alice=$(node idp/token.js --client dbgw-approvals --access-token --email alice@example.com)
 request=$(curl -fsS -H "Authorization: Bearer $alice" -H 'content-type: application/json' \
   -d '{"database":"rates","level":"read-only","justification":"e2e","duration_secs":3600}' \
   http://127.0.0.1:8080/api/v1/requests | json '["id"]') || fail "requesting access failed"
-dana=$(node idp/token.js --email dana@example.com)
+dana=$(node idp/token.js --client dbgw-approvals --access-token --email dana@example.com)
 status=$(curl -fsS -H "Authorization: Bearer $dana" -H 'content-type: application/json' \
   -d '{"decision":"approve","comment":"e2e"}' \
   "http://127.0.0.1:8080/api/v1/requests/$request/decide" | json '["status"]') || fail "approving failed"
@@ -38,17 +39,20 @@ status=$(curl -fsS -H "Authorization: Bearer $dana" -H 'content-type: applicatio
 
 export DBGW_CACHE_DIR=.dev/e2e-dbgw BROWSER="node idp/dev-browser.js" DEV_BROWSER_EMAIL=alice@example.com
 rm -rf "$DBGW_CACHE_DIR"
-who=$($BIN/dbgw psql -- -X -A -t -c "SELECT current_user" -c "SELECT count(*) FROM prices" 2>/dev/null) \
+# psql logs in as alice's own role (session_user) and runs as her grant's group role
+# (current_user): the session holds exactly what the grant gives.
+who=$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" -c "SELECT current_user" -c "SELECT count(*) FROM prices" 2>/dev/null) \
   || fail "dbgw psql failed"
 [ "$(echo "$who" | head -1)" = "$(python3 -c '
 import hashlib
 e = "alice@example.com"
 print("p_" + "".join(c if c.isalnum() else "_" for c in e) + "_" + hashlib.sha256(e.encode()).hexdigest()[:16])')" ] \
   || fail "psql did not run as alice's own role: $who"
+[ "$(echo "$who" | sed -n 2p)" = rates_reader ] || fail "psql did not run as the read-only grant's role: $who"
 [ "$(echo "$who" | tail -1)" = 56689 ] || fail "unexpected count: $who"
 
 sleep 0.2  # the proxy writes outcome records within its flush interval
-grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT current_user' \
+grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' \
   || fail "the audit log does not name alice on her statement"
 grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' \
   | grep -q "\"request_id\":$request,\"approved_by\":\[\"dana@example.com\"\]" \
@@ -66,7 +70,7 @@ rotate "dbgw/person/$role"
 # The proxy rereads a secret after a refused login only if its copy is older than
 # secrets.min_refresh_ms (1 s), so that failing logins cannot flood Secrets Manager.
 sleep 1
-[ "$($BIN/dbgw psql -- -X -A -t -c "SELECT current_user" 2>/dev/null)" = "$role" ] \
+[ "$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" 2>/dev/null)" = "$role" ] \
   || fail "alice's psql failed after her role's password rotated"
 make -s down >/dev/null
 make -s up >/dev/null
@@ -75,7 +79,7 @@ curl -fsS "http://127.0.0.1:3000/rates?date_from=2021-01-01&date_to=2021-01-02&o
 sleep 0.2
 grep -h '"type":"auth"' .dev/audit/*.jsonl | grep '"name":"rates_api"' | grep -q '"db_user":"rates_api_clone"' \
   || fail "rates-api did not log in as rates_api_clone after the rotation"
-[ "$($BIN/dbgw psql -- -X -A -t -c "SELECT current_user" 2>/dev/null)" = "$role" ] \
+[ "$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" 2>/dev/null)" = "$role" ] \
   || fail "alice's psql failed after make down and make up"
 
 pids=$(cat .dev/run/*.pid 2>/dev/null || true)

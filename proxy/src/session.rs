@@ -419,6 +419,8 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     // The secret behind the login, for a re-read when the database refuses it.
     let (creds, version, secret_id, identity) = if user.contains('@') {
         let person = auth::person::authenticate(ctx, client, &mut buf, user, database, tls).await?;
+        crate::sql::run_as_role(&mut extra, &person.role)
+            .map_err(|why| Refused::new(sqlstate::INSUFFICIENT_PRIVILEGE, why.clone(), why))?;
         (
             person.creds,
             person.version,

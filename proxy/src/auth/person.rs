@@ -1,7 +1,8 @@
 //! People: they sign in to the company's identity provider and send the ID token as their
 //! password (only inside TLS). The token must be valid for the user name they gave (their
 //! email), and a grant must let them into the database they asked for. The proxy then logs
-//! in upstream as the person's own role, with credentials only it can read.
+//! in upstream as the person's own role, with credentials only it can read, and the session
+//! runs as the grant's group role (`role` set at start-up; switching is refused).
 
 use bytes::BytesMut;
 use secret_store::DbCredentials;
@@ -17,6 +18,9 @@ use crate::wire::ReadError;
 /// A person's login: who, and the credentials (with their secret and version) of their role.
 pub struct Login {
     pub identity: Identity,
+    /// The grant's group role: the session runs as it (`role` set at start-up), so it holds
+    /// exactly what this grant gives, whatever other grants the person's role has.
+    pub role: String,
     pub creds: DbCredentials,
     pub secret_id: String,
     pub version: String,
@@ -90,6 +94,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         // The proxy signs an IAM token for the role: no password exists.
         return Ok(Login {
             creds: DbCredentials::new(grant.db_user.clone(), String::new()),
+            role: grant.role.clone(),
             identity: identity(person, grant),
             secret_id,
             version: "rds-iam".into(),
@@ -107,6 +112,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             )
         })?;
     Ok(Login {
+        role: grant.role.clone(),
         identity: identity(person, grant),
         creds,
         secret_id,

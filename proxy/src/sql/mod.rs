@@ -35,6 +35,9 @@ pub enum Refusal {
     ChangesLexing,
     /// A person changing a role's password: their role's password belongs to dbgw.
     PasswordChange,
+    /// A person switching roles: their session runs as the role of the grant it was opened
+    /// under, so it holds exactly what that grant gives.
+    RoleChange,
 }
 
 impl Refusal {
@@ -42,7 +45,7 @@ impl Refusal {
         match self {
             Refusal::AmbiguousSecret => sqlstate::FEATURE_NOT_SUPPORTED,
             Refusal::ChangesLexing => sqlstate::FEATURE_NOT_SUPPORTED,
-            Refusal::PasswordChange => sqlstate::INSUFFICIENT_PRIVILEGE,
+            Refusal::PasswordChange | Refusal::RoleChange => sqlstate::INSUFFICIENT_PRIVILEGE,
         }
     }
 
@@ -60,6 +63,10 @@ impl Refusal {
             Refusal::PasswordChange => {
                 "a person's database password is managed by dbgw and cannot be changed \
                  through it"
+            }
+            Refusal::RoleChange => {
+                "a person's session runs as the role of its grant and holds exactly what the \
+                 grant gives: dbgw refuses switching roles"
             }
         }
     }
@@ -120,14 +127,20 @@ pub fn inspect(text: &str, caller: Caller) -> Inspection<'_> {
         }
     }
     let (mut text, mut redacted) = (text, redacted);
-    // A person's password change at a depth the top-level check cannot see: SQL inside a
-    // string (a DO body, a function body, EXECUTE of a literal or a format() template).
-    // Only persons pay for this, and only when the word is there at all.
-    if caller == Caller::Person && refuse.is_none() && contains_ignore_case(&text, b"password") {
-        if let Some(hidden) = nested_password_change(&text) {
-            text = Cow::Owned(hidden);
-            redacted = true;
-            refuse = Some(Refusal::PasswordChange);
+    // A person's password change or role switch at a depth the top-level check cannot see:
+    // SQL inside a string (a DO body, a function body, EXECUTE of a literal or a format()
+    // template). Only persons pay for this, and only when the word is there at all.
+    if caller == Caller::Person && refuse.is_none() {
+        if contains_ignore_case(&text, b"password") {
+            if let Some(hidden) = nested_password_change(&text) {
+                text = Cow::Owned(hidden);
+                redacted = true;
+                refuse = Some(Refusal::PasswordChange);
+            }
+        }
+        if refuse.is_none() && contains_ignore_case(&text, b"role") && nested_role_change(&text, 0)
+        {
+            refuse = Some(Refusal::RoleChange);
         }
     }
     Inspection {
@@ -165,6 +178,11 @@ fn refusal(stmt: &str, first: &lexer::Token, caller: Caller) -> Option<Refusal> 
             next = rest.next()?;
         }
         let name = unquote(next.text(stmt));
+        if caller == Caller::Person
+            && (name.eq_ignore_ascii_case("role") || name.eq_ignore_ascii_case("authorization"))
+        {
+            return Some(Refusal::RoleChange);
+        }
         return PINNED_SETTINGS
             .iter()
             .any(|s| name.eq_ignore_ascii_case(s))
@@ -180,6 +198,14 @@ fn refusal(stmt: &str, first: &lexer::Token, caller: Caller) -> Option<Refusal> 
         })
     {
         return Some(Refusal::ChangesLexing);
+    }
+    if caller == Caller::Person
+        && tokens.iter().any(|t| word(t, "set_config"))
+        && tokens.iter().any(|t| {
+            t.kind == Kind::String && t.text(stmt).trim_matches('\'').eq_ignore_ascii_case("role")
+        })
+    {
+        return Some(Refusal::RoleChange);
     }
     if caller == Caller::Person
         && word(first, "alter")
@@ -307,6 +333,98 @@ fn nested_password_change(text: &str) -> Option<String> {
     }
     Some(redact::replace(text, strings))
 }
+
+/// Whether SQL inside a string constant of `text` (at any depth: a DO body holding an
+/// EXECUTE of a literal) switches roles: `SET [SESSION|LOCAL] ROLE`, `SET SESSION
+/// AUTHORIZATION`, or `set_config('role', ...)`. A name built at run time from pieces is not
+/// seen (docs/proxy.md says so).
+fn nested_role_change(text: &str, depth: usize) -> bool {
+    if depth > 4 {
+        return false;
+    }
+    let tokens: Vec<lexer::Token> = Lexer::new(text, Mode::PINNED)
+        .filter(|t| t.is_code())
+        .collect();
+    let word = |i: usize, k: &str| {
+        tokens
+            .get(i)
+            .is_some_and(|t| t.kind == Kind::Word && t.text(text).eq_ignore_ascii_case(k))
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        if depth > 0 && word(i, "set") {
+            let at = if word(i + 1, "session") || word(i + 1, "local") {
+                i + 2
+            } else {
+                i + 1
+            };
+            if word(at, "role") || word(at, "authorization") {
+                return true;
+            }
+        }
+        if depth > 0
+            && word(i, "set_config")
+            && tokens[i + 1..].iter().take(3).any(|t| {
+                t.kind == Kind::String && string_body(t.text(text)).eq_ignore_ascii_case("role")
+            })
+        {
+            return true;
+        }
+        if t.kind == Kind::String && nested_role_change(&string_body(t.text(text)), depth + 1) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The content of a string constant's token: quotes or dollar tags removed, doubled quotes
+/// undone. (Escapes in `E'...'` are left as they are: enough to find words.)
+fn string_body(token: &str) -> String {
+    if token.starts_with('$') {
+        if let Some(end) = token[1..].find('$') {
+            let tag = &token[..end + 2];
+            if let Some(body) = token[tag.len()..].strip_suffix(tag) {
+                return body.to_string();
+            }
+        }
+        return token.to_string();
+    }
+    match (token.find('\''), token.rfind('\'')) {
+        (Some(a), Some(b)) if b > a => token[a + 1..b].replace("''", "'"),
+        _ => token.to_string(),
+    }
+}
+
+/// Makes the upstream session of a person run as `role`, the group role of their grant:
+/// `-c role=...` added to the start-up `options`, so `RESET ROLE` and `DISCARD ALL` come
+/// back to it. A client asking for a role itself (a `role` or `session_authorization`
+/// parameter, in `options` or on its own) is refused.
+pub fn run_as_role(extra: &mut Vec<(String, String)>, role: &str) -> Result<(), String> {
+    if role.is_empty() || !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "the grant's role {role:?} cannot be set at start-up"
+        ));
+    }
+    let sets_role = |name: &str| ROLE_SETTINGS.contains(&name.to_ascii_lowercase().as_str());
+    for (k, v) in extra.iter() {
+        if sets_role(k) || (k == "options" && options_settings(v).any(|n| sets_role(&n))) {
+            return Err(format!(
+                "dbgw sets a person's role from their grant: the start-up parameter {k} may not set it"
+            ));
+        }
+    }
+    let set = format!("-c role={role}");
+    match extra.iter_mut().find(|(k, _)| k == "options") {
+        Some((_, v)) => {
+            v.push(' ');
+            v.push_str(&set);
+        }
+        None => extra.push(("options".into(), set)),
+    }
+    Ok(())
+}
+
+/// Settings that choose who a session acts as.
+const ROLE_SETTINGS: [&str; 2] = ["role", "session_authorization"];
 
 /// `word` (ASCII, lower case) appears in `s` as a whole word, in any case.
 fn has_word(s: &str, word: &str) -> bool {
@@ -445,5 +563,66 @@ mod tests {
         ] {
             assert_eq!(inspect(text, Caller::Person).refuse, None, "{text}");
         }
+    }
+
+    /// A person's session runs as its grant's role: switching is refused at the top level
+    /// and inside strings (a DO body, EXECUTE), for services it is not.
+    #[test]
+    fn people_cannot_switch_roles() {
+        for text in [
+            "SET ROLE rates_writer",
+            "set session role \"rates_writer\"",
+            "SET LOCAL ROLE NONE",
+            "SET SESSION AUTHORIZATION DEFAULT",
+            "SELECT set_config('role', 'rates_writer', false)",
+            "SELECT 1; SET ROLE rates_writer",
+            "DO $$ BEGIN EXECUTE 'SET ROLE rates_writer'; END $$",
+            "DO $$ BEGIN PERFORM set_config('role', 'rates_writer', false); END $$",
+            "DO 'BEGIN EXECUTE ''set  /* x */ local role rates_writer''; END'",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $f$ SET ROLE rates_writer $f$",
+        ] {
+            assert_eq!(
+                inspect(text, Caller::Person).refuse,
+                Some(Refusal::RoleChange),
+                "{text}"
+            );
+            assert_eq!(inspect(text, Caller::Service).refuse, None, "{text}");
+        }
+        for text in [
+            "RESET ROLE",
+            "SELECT rolname FROM pg_roles WHERE rolname = 'role'",
+            "SELECT 'set the role in the app'",
+            "SET search_path = rates",
+        ] {
+            assert_eq!(inspect(text, Caller::Person).refuse, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_persons_session_gets_the_grants_role_and_may_not_ask_for_one() {
+        let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let mut extra = vec![p("options", "-c search_path=rates")];
+        run_as_role(&mut extra, "rates_reader").unwrap();
+        assert_eq!(
+            extra,
+            [p("options", "-c search_path=rates -c role=rates_reader")]
+        );
+        let mut extra = vec![];
+        run_as_role(&mut extra, "rates_reader").unwrap();
+        assert_eq!(extra, [p("options", "-c role=rates_reader")]);
+        for asked in [
+            p("role", "rates_writer"),
+            p("ROLE", "rates_writer"),
+            p("session_authorization", "postgres"),
+            p("options", "-c role=rates_writer"),
+            p("options", "--role=rates_writer"),
+            p("options", "-csession-authorization=postgres"),
+        ] {
+            assert!(
+                run_as_role(&mut vec![asked.clone()], "rates_reader").is_err(),
+                "{asked:?}"
+            );
+        }
+        assert!(run_as_role(&mut vec![], "x; -c role=postgres").is_err());
     }
 }

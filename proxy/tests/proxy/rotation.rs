@@ -458,7 +458,7 @@ async fn a_persons_session_survives_a_rotation_of_their_role() {
         .expect("the next login after a rotation");
     tokio::spawn(conn);
     let row = client
-        .query_one("SELECT current_user::text", &[])
+        .query_one("SELECT session_user::text", &[])
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), grant.db_user);
