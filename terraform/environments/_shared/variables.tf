@@ -66,3 +66,9 @@ variable "write_secret_values" {
   type        = bool
   default     = true
 }
+
+variable "people_secrets_enforced" {
+  description = "modules/stack: refuse people's secrets without their KMS key or recovery window (once the approvals app sets both)."
+  type        = bool
+  default     = false
+}

@@ -16,5 +16,6 @@ output "posture" {
     reserved_concurrency = aws_lambda_function.rotation.reserved_concurrent_executions
     environment          = aws_lambda_function.rotation.environment[0].variables
     package              = var.zip_path
+    kms_key_arns         = var.kms_key_arns
   }
 }

@@ -70,6 +70,15 @@ module "secrets_key" {
   extra_policy_json = data.aws_iam_policy_document.secrets_kms.json
 }
 
+# People's database logins (dbgw/person/*, made by the approvals app on approval): their own
+# customer-managed key, so who may read them is this key's and the roles' policies, not the
+# account-wide aws/secretsmanager key's. Used through IAM (AWS's default key policy).
+module "people_secrets_key" {
+  source      = "../kms-key"
+  alias       = "${local.name}-people-secrets"
+  description = "${local.name}: people's database logins (Secrets Manager, dbgw/person/*)"
+}
+
 module "network" {
   source                    = "../network"
   name                      = local.name

@@ -63,6 +63,16 @@ output "posture" {
       approvals = module.approvals.containers
       db-admin  = jsondecode(aws_ecs_task_definition.db_admin.container_definitions)
     }
+    # People's secrets (dbgw/person/*): their own key, usable by the services that need it.
+    people_secrets = {
+      key_arn        = module.people_secrets_key.arn
+      other_keys     = [module.secrets_key.arn, module.logs_key.arn, module.database.kms_key_arn, module.audit_bucket.kms_key_arn]
+      prefix         = "${local.secret_arn_prefix}${local.person_secret_prefix}*"
+      approvals      = [for st in data.aws_iam_policy_document.approvals_task.statement : { effect = coalesce(st.effect, "Allow"), actions = st.actions, resources = st.resources, conditions = [for c in st.condition : { test = c.test, variable = c.variable, values = c.values }] }]
+      proxy          = [for st in data.aws_iam_policy_document.proxy_task.statement : { actions = st.actions, resources = st.resources }]
+      rotation_keys  = module.rotation.posture.kms_key_arns
+      approvals_envs = [for c in module.approvals.containers : [for e in c.environment : e.name] if c.name == "approvals"][0]
+    }
     # The proxy's certificate: fetched from ACM by each task, and a renewal rolls the service.
     proxy_cert = {
       certificate       = aws_acm_certificate.proxy.arn

@@ -92,7 +92,7 @@ module "rotation" {
   rotated_secret_arns  = [for s in aws_secretsmanager_secret.db : s.arn]
   person_secret_prefix = local.person_secret_prefix
   master_secret_arn    = module.database.master_user_secret_arn
-  kms_key_arns         = [module.secrets_key.arn, module.database.kms_key_arn]
+  kms_key_arns         = [module.secrets_key.arn, module.database.kms_key_arn, module.people_secrets_key.arn]
   lambda_kms_key_arn   = module.secrets_key.arn
   reserved_concurrency = var.rotation_reserved_concurrency
   environment = {

@@ -33,7 +33,7 @@ data "aws_iam_policy_document" "proxy_task" {
   statement {
     sid       = "DecryptSecrets"
     actions   = ["kms:Decrypt"]
-    resources = [module.secrets_key.arn]
+    resources = [module.secrets_key.arn, module.people_secrets_key.arn]
   }
   statement {
     sid       = "IamAuthForPeoplesRoles"
@@ -254,7 +254,39 @@ data "aws_iam_policy_document" "approvals_task" {
   statement {
     sid       = "Secrets"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [module.secrets_key.arn]
+    resources = [module.secrets_key.arn, module.people_secrets_key.arn]
+  }
+  # People's secrets must be made with their key and deleted with a recovery window. Off
+  # until the approvals app passes KmsKeyId and RecoveryWindowInDays (docs/operations.md,
+  # "People's secrets"): today it creates them with the default key and deletes them at once,
+  # and these denies would make every approval fail.
+  dynamic "statement" {
+    for_each = var.people_secrets_enforced ? ["on"] : []
+    content {
+      sid       = "PeoplesSecretsOnlyWithTheirKey"
+      effect    = "Deny"
+      actions   = ["secretsmanager:CreateSecret"]
+      resources = ["${local.secret_arn_prefix}${local.person_secret_prefix}*"]
+      condition {
+        test     = "StringNotEqualsIfExists"
+        variable = "secretsmanager:KmsKeyArn"
+        values   = [module.people_secrets_key.arn]
+      }
+    }
+  }
+  dynamic "statement" {
+    for_each = var.people_secrets_enforced ? ["on"] : []
+    content {
+      sid       = "PeoplesSecretsNotDeletedAtOnce"
+      effect    = "Deny"
+      actions   = ["secretsmanager:DeleteSecret"]
+      resources = ["${local.secret_arn_prefix}${local.person_secret_prefix}*"]
+      condition {
+        test     = "Bool"
+        variable = "secretsmanager:ForceDeleteWithoutRecovery"
+        values   = ["true"]
+      }
+    }
   }
 }
 

@@ -216,3 +216,9 @@ variable "audit_silence_minutes" {
   type        = number
   default     = 10
 }
+
+variable "people_secrets_enforced" {
+  description = "Deny the approvals app creating people's secrets without their KMS key, or deleting them without a recovery window. Turn on once the app passes KmsKeyId and RecoveryWindowInDays (docs/operations.md)."
+  type        = bool
+  default     = false
+}

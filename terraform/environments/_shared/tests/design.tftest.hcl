@@ -58,6 +58,12 @@ override_resource {
   values = { arn = "arn:aws:s3:::audit" }
 }
 
+# People's secrets' key, told apart from the other keys.
+override_resource {
+  target = module.dbgw.module.people_secrets_key.aws_kms_key.this
+  values = { arn = "arn:aws:kms:eu-west-1:111122223333:key/people" }
+}
+
 # The proxy's certificate, told apart from the ALB's.
 override_resource {
   target = module.dbgw.aws_acm_certificate.proxy
@@ -258,6 +264,16 @@ run "design" {
     error_message = "ACM's \"ACM Certificate Available\" event for the proxy's certificate does not roll the proxy service (EventBridge rule -> state machine -> ecs:UpdateService forceNewDeployment)"
   }
 
+  # --- People's secrets (dbgw/person/*) have a customer-managed key of their own, which the
+  # approvals app (creates them), the proxy (reads them) and the rotation function can use.
+  assert {
+    condition = (!contains(module.dbgw.posture.people_secrets.other_keys, module.dbgw.posture.people_secrets.key_arn) &&
+      anytrue([for st in module.dbgw.posture.people_secrets.approvals : st.effect == "Allow" && length(setsubtract(["kms:GenerateDataKey", "kms:Decrypt"], st.actions)) == 0 && contains(st.resources, module.dbgw.posture.people_secrets.key_arn)]) &&
+      anytrue([for st in module.dbgw.posture.people_secrets.proxy : contains(st.actions, "kms:Decrypt") && contains(st.resources, module.dbgw.posture.people_secrets.key_arn)]) &&
+    contains(module.dbgw.posture.people_secrets.rotation_keys, module.dbgw.posture.people_secrets.key_arn))
+    error_message = "people's secrets have no customer-managed KMS key of their own that approvals (GenerateDataKey, Decrypt), the proxy (Decrypt) and the rotation function may use"
+  }
+
   # --- Health: ECS restarts on liveness only; the load balancers route on readiness.
   assert {
     condition = alltrue([for task in ["proxy", "rates-api", "approvals"] : alltrue([
@@ -306,6 +322,29 @@ run "design" {
       : contains(module.dbgw.posture.access_log_grants, "logdelivery.elasticloadbalancing.amazonaws.com s3:PutObject") && contains(module.dbgw.posture.access_log_grants, "${module.dbgw.posture.elb_account} s3:PutObject")
     )])
     error_message = "a load balancer logs without the bucket grant its type needs (NLB: delivery.logs.amazonaws.com PutObject + GetBucketAcl, and only with a TLS listener; ALB: the region's ELB account and logdelivery.elasticloadbalancing.amazonaws.com)"
+  }
+}
+
+# Once the approvals app passes KmsKeyId and RecoveryWindowInDays, people_secrets_enforced
+# makes IAM refuse a person's secret made without their key or deleted without recovery.
+run "people_secrets_enforced" {
+  command = apply
+  variables {
+    people_secrets_enforced = true
+  }
+  assert {
+    condition = anytrue([for st in module.dbgw.posture.people_secrets.approvals : (
+      st.effect == "Deny" && contains(st.actions, "secretsmanager:CreateSecret") && contains(st.resources, module.dbgw.posture.people_secrets.prefix) &&
+      anytrue([for c in st.conditions : c.test == "StringNotEqualsIfExists" && c.variable == "secretsmanager:KmsKeyArn" && toset(c.values) == toset([module.dbgw.posture.people_secrets.key_arn])])
+    )])
+    error_message = "people_secrets_enforced does not deny creating a person's secret without the people's key (secretsmanager:KmsKeyArn)"
+  }
+  assert {
+    condition = anytrue([for st in module.dbgw.posture.people_secrets.approvals : (
+      st.effect == "Deny" && contains(st.actions, "secretsmanager:DeleteSecret") && contains(st.resources, module.dbgw.posture.people_secrets.prefix) &&
+      anytrue([for c in st.conditions : c.test == "Bool" && c.variable == "secretsmanager:ForceDeleteWithoutRecovery" && toset(c.values) == toset(["true"])])
+    )])
+    error_message = "people_secrets_enforced does not deny deleting a person's secret without a recovery window (ForceDeleteWithoutRecovery)"
   }
 }
 
