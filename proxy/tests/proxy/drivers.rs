@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{assert_chain_verifies, executions, Stack};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 fn clients_dir() -> &'static Path {
@@ -402,5 +403,85 @@ async fn perl_dbd_pg() {
     assert_eq!(runs[17].1.as_ref().unwrap()["sqlstate"], "42P01");
     assert_chain_verifies(&stack.audit_dir());
     assert_witness_agrees(&stack, "dbd-pg-settled", 16).await;
+    stack.stop().await;
+}
+
+/// pg_dump of the rates database through the proxy (as the read-only application login),
+/// restored with pg_restore straight into a fresh database of the same cluster: the dump
+/// succeeds, the restore has the same row counts, and the witness agrees with the dump's
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_and_restore() {
+    let stack = witnessed().await;
+    let dump = stack.dir.path().join("rates.dump");
+    let mut cmd = stack.libpq_command("pg_dump", &stack.app);
+    cmd.env("PGAPPNAME", "pg-dump-test")
+        // The test stack's own table (notes, for writers) is not the rates database's.
+        .args(["--format=custom", "--exclude-table=public.notes*", "--file"])
+        .arg(&dump);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_dump through the proxy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The restore needs a superuser's rights (owners, grants): straight to the cluster.
+    let admin = stack.cluster.connect("rates").await.unwrap();
+    admin
+        .batch_execute("CREATE DATABASE rates_restored")
+        .await
+        .unwrap();
+    let mut cmd = Command::new(dbgw_db::cluster::pg_bin("pg_restore").unwrap());
+    let creds = stack.cluster.admin();
+    cmd.env_clear()
+        .env("PGHOST", stack.cluster.host())
+        .env("PGPORT", stack.cluster.port().to_string())
+        .env("PGUSER", &creds.username)
+        .env("PGPASSWORD", creds.password.expose_secret())
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", stack.cluster.ca_cert())
+        .args(["--exit-on-error", "--dbname", "rates_restored"])
+        .arg(&dump);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = stack.cluster.connect("rates_restored").await.unwrap();
+    let count_sql = "SELECT (SELECT count(*) FROM ports), (SELECT count(*) FROM prices), (SELECT count(*) FROM regions)";
+    let counts = |row: tokio_postgres::Row| -> Vec<i64> { (0..3).map(|i| row.get(i)).collect() };
+    let before = counts(admin.query_one(count_sql, &[]).await.unwrap());
+    let after = counts(restored.query_one(count_sql, &[]).await.unwrap());
+    assert_eq!(before, after);
+    assert!(before.iter().all(|&n| n > 0), "{before:?}");
+
+    let runs = executions(&stack.records(), "pg-dump-test");
+    let texts = statements(&runs);
+    assert!(
+        texts.contains(&"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".into()),
+        "{texts:#?}"
+    );
+    assert!(texts.iter().any(|t| t.starts_with("PREPARE dumpFunc")));
+    // Each table's data went out as COPY TO STDOUT, its row count in the outcome.
+    for (table, n) in ["ports", "prices", "regions"].iter().zip(&before) {
+        let (_, o) = runs
+            .iter()
+            .find(|(s, _)| {
+                s["statement"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("COPY public.{table} "))
+            })
+            .unwrap_or_else(|| panic!("no COPY of {table}: {texts:#?}"));
+        assert_eq!(o.as_ref().unwrap()["rows"], *n, "{table}");
+    }
+    assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "pg-dump-settled", 60).await;
     stack.stop().await;
 }
