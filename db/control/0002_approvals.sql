@@ -110,27 +110,17 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 CREATE INDEX IF NOT EXISTS webhook_outbox_due_idx ON webhook_outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND failed_at IS NULL;
 
--- The app's login: creates and retires people's roles (CREATEROLE), never a superuser, no
--- database or replication rights; may end people's leftover sessions (pg_signal_backend).
--- Its password is set by the tooling from the secret store.
+-- The app's login: a login and nothing else on the server (no CREATEROLE, no role, never a
+-- superuser); it provisions people's roles through the dbgw_provision functions
+-- (0006_approvals_provisioner.sql, db/provisioner.sql). Its password is set by the tooling
+-- from the secret store.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_approvals') THEN
-        CREATE ROLE dbgw_approvals LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION NOBYPASSRLS;
-    END IF;
-    -- PostgreSQL 16 and later: CREATEROLE alone no longer lets it hand out existing roles;
-    -- it needs ADMIN OPTION on each group role of the catalogue, without using them itself.
-    IF current_setting('server_version_num')::int >= 160000 THEN
-        IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'rates_reader') THEN
-            EXECUTE 'GRANT rates_reader TO dbgw_approvals WITH ADMIN OPTION, INHERIT FALSE, SET FALSE';
-        END IF;
-        IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'rates_writer') THEN
-            EXECUTE 'GRANT rates_writer TO dbgw_approvals WITH ADMIN OPTION, INHERIT FALSE, SET FALSE';
-        END IF;
+        CREATE ROLE dbgw_approvals LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
     END IF;
 END
 $$;
-GRANT pg_signal_backend TO dbgw_approvals;
 GRANT SELECT, INSERT, UPDATE ON grants, access_requests, webhook_outbox TO dbgw_approvals;
 GRANT SELECT, INSERT ON decisions, events TO dbgw_approvals;
 GRANT SELECT, INSERT, UPDATE, DELETE ON web_sessions TO dbgw_approvals;

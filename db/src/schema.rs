@@ -53,7 +53,18 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0005_approvals_history_sealed",
         include_str!("../control/0005_approvals_history_sealed.sql"),
     ),
+    (
+        "0006_approvals_provisioner",
+        include_str!("../control/0006_approvals_provisioner.sql"),
+    ),
 ];
+
+/// The approvals app's provisioning functions (`dbgw_provision`, owned by
+/// `dbgw_provisioner`): per database, installed after the control migrations.
+pub const PROVISIONER_SQL: &str = include_str!("../provisioner.sql");
+/// Where [`PROVISIONER_SQL`] is installed: the approvals app's target database and the
+/// control plane's (where the rotation function logs in as the app's login).
+pub const PROVISIONER_DATABASES: &[&str] = &["postgres", CONTROL_DATABASE];
 
 /// Where a server is and how the admin logs in (always TLS, certificate verified).
 #[derive(Debug, Clone)]
@@ -161,6 +172,18 @@ pub async fn setup_control(server: &Server) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("control-plane migration {version}"))?;
     }
+    drop(client);
+    for db in PROVISIONER_DATABASES {
+        server
+            .connect(db)
+            .await?
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dbgw-migrate'));\n\
+                 {PROVISIONER_SQL}\nCOMMIT;"
+            ))
+            .await
+            .with_context(|| format!("the provisioning functions in database {db}"))?;
+    }
     Ok(())
 }
 
@@ -244,8 +267,6 @@ pub async fn migrate(client: &Client) -> anyhow::Result<Vec<&'static str>> {
     Ok(applied)
 }
 
-/// Sets a role's password as a SCRAM-SHA-256 verifier computed here, so the password itself
-/// never crosses the wire nor reaches a server log.
 /// Whether the server has a role named `role`.
 pub async fn role_exists(client: &Client, role: &str) -> anyhow::Result<bool> {
     Ok(client
@@ -254,13 +275,36 @@ pub async fn role_exists(client: &Client, role: &str) -> anyhow::Result<bool> {
         .is_some())
 }
 
+/// Sets a role's password as a SCRAM-SHA-256 verifier computed here, so the password itself
+/// never crosses the wire nor reaches a server log. A person's role (`p_..._<16 hex>`) is
+/// changed through `dbgw_provision.set_password` when the connected database has it: the
+/// approvals app's login, the master of people's secrets, may change roles only that way.
 pub async fn set_password(client: &Client, role: &str, password: &str) -> anyhow::Result<()> {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-    client
-        .batch_execute(&format!(
-            "ALTER ROLE {} PASSWORD '{verifier}'",
-            escape_identifier(role)
-        ))
+    let through_interface: bool = client
+        .query_one(
+            "SELECT $1 ~ '^p_[a-z0-9_]*_[0-9a-f]{16}$' \
+             AND to_regprocedure('dbgw_provision.set_password(text,text)') IS NOT NULL",
+            &[&role],
+        )
         .await
-        .with_context(|| format!("setting the password of role {role}"))
+        .with_context(|| format!("setting the password of role {role}"))?
+        .get(0);
+    let done = if through_interface {
+        client
+            .execute(
+                "SELECT dbgw_provision.set_password($1, $2)",
+                &[&role, &verifier],
+            )
+            .await
+            .map(drop)
+    } else {
+        client
+            .batch_execute(&format!(
+                "ALTER ROLE {} PASSWORD '{verifier}'",
+                escape_identifier(role)
+            ))
+            .await
+    };
+    done.with_context(|| format!("setting the password of role {role}"))
 }

@@ -9,6 +9,12 @@
 //! [`reconcile`], [`terminate_sessions`]); the proxy checks them at every login ([`check`])
 //! and watches them for revocations and expiries ([`no_longer_active`]); operators use
 //! `proxy grant ...` ([`add`], [`revoke`], [`list`]).
+//!
+//! On the server, roles change through the `dbgw_provision` functions (db/provisioner.sql):
+//! `SECURITY DEFINER`, owned by the NOLOGIN `dbgw_provisioner`, they act on people's roles
+//! only and hand out only roles an admin marked grantable. The approvals app's login holds
+//! EXECUTE on them and nothing else. In a database without them (an operator's admin login
+//! on another database) the same steps run as plain SQL, with the login's own rights.
 
 use chrono::{DateTime, Utc};
 use postgres_protocol::escape::escape_identifier;
@@ -341,8 +347,25 @@ pub async fn check_owner(control: &Client, db_user: &str, email: &str) -> Result
     Ok(())
 }
 
+/// Whether the connected database has the provisioning functions (db/provisioner.sql).
+pub async fn has_interface(target: &Client) -> Result<bool, GrantError> {
+    Ok(target
+        .query_one(
+            "SELECT to_regprocedure('dbgw_provision.ensure_role(text)') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// Creates the person's role without LOGIN if it does not exist. Returns whether it did.
 pub async fn ensure_role(target: &Client, db_user: &str) -> Result<bool, GrantError> {
+    if has_interface(target).await? {
+        return Ok(target
+            .query_one("SELECT dbgw_provision.ensure_role($1)", &[&db_user])
+            .await?
+            .get(0));
+    }
     let exists = target
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&db_user])
         .await?
@@ -377,6 +400,15 @@ pub async fn set_password(
             &layout.credentials(db_user, database, password),
         )
         .await?;
+    if has_interface(target).await? {
+        target
+            .execute(
+                "SELECT dbgw_provision.set_password($1, $2)",
+                &[&db_user, &verifier],
+            )
+            .await?;
+        return Ok(());
+    }
     target
         .batch_execute(&format!(
             "ALTER ROLE {} PASSWORD '{verifier}'",
@@ -408,6 +440,15 @@ pub async fn grant_membership(
     role: &str,
 ) -> Result<bool, GrantError> {
     check_group_role(target, role).await?;
+    if has_interface(target).await? {
+        return Ok(target
+            .query_one(
+                "SELECT dbgw_provision.grant_role($1, $2)",
+                &[&db_user, &role],
+            )
+            .await?
+            .get(0));
+    }
     if memberships(target, db_user)
         .await?
         .iter()
@@ -439,11 +480,50 @@ pub async fn can_login(target: &Client, db_user: &str) -> Result<bool, GrantErro
 
 /// Lets the role log in. Returns whether it could not before.
 pub async fn enable_login(target: &Client, db_user: &str) -> Result<bool, GrantError> {
-    if can_login(target, db_user).await? {
+    set_login(target, db_user, true).await
+}
+
+/// LOGIN or NOLOGIN. Returns whether it changed.
+async fn set_login(target: &Client, db_user: &str, login: bool) -> Result<bool, GrantError> {
+    if has_interface(target).await? {
+        return Ok(target
+            .query_one(
+                "SELECT dbgw_provision.set_login($1, $2)",
+                &[&db_user, &login],
+            )
+            .await?
+            .get(0));
+    }
+    if can_login(target, db_user).await? == login {
         return Ok(false);
     }
+    let attribute = if login { "LOGIN" } else { "NOLOGIN" };
     target
-        .batch_execute(&format!("ALTER ROLE {} LOGIN", escape_identifier(db_user)))
+        .batch_execute(&format!(
+            "ALTER ROLE {} {attribute}",
+            escape_identifier(db_user)
+        ))
+        .await?;
+    Ok(true)
+}
+
+/// Takes the group role `role` away from `db_user`. Returns whether it was a member.
+async fn revoke_membership(target: &Client, db_user: &str, role: &str) -> Result<bool, GrantError> {
+    if has_interface(target).await? {
+        return Ok(target
+            .query_one(
+                "SELECT dbgw_provision.revoke_role($1, $2)",
+                &[&db_user, &role],
+            )
+            .await?
+            .get(0));
+    }
+    target
+        .batch_execute(&format!(
+            "REVOKE {} FROM {}",
+            escape_identifier(role),
+            escape_identifier(db_user)
+        ))
         .await?;
     Ok(true)
 }
@@ -641,24 +721,18 @@ pub async fn reconcile(
     db_user: &str,
 ) -> Result<Reconciled, GrantError> {
     let active = active_roles(control, db_user).await?;
-    let user = escape_identifier(db_user);
     let mut done = Reconciled {
         active_left: active.len(),
         ..Reconciled::default()
     };
     for role in memberships(target, db_user).await? {
         if !active.contains(&role) {
-            target
-                .batch_execute(&format!("REVOKE {} FROM {user}", escape_identifier(&role)))
-                .await?;
+            revoke_membership(target, db_user, &role).await?;
             done.revoked.push(role);
         }
     }
     if active.is_empty() && can_login(target, db_user).await? {
-        target
-            .batch_execute(&format!("ALTER ROLE {user} NOLOGIN"))
-            .await?;
-        done.login_removed = true;
+        done.login_removed = set_login(target, db_user, false).await?;
     }
     // With no grant left, every session is bound to an ended grant: the proxy closes each
     // with its reason, and the caller ends what is left (see `terminate_sessions`).
@@ -680,8 +754,15 @@ pub async fn backends(target: &Client, db_user: &str) -> Result<i64, GrantError>
 }
 
 /// Ends the role's sessions still open on the server (the proxy closes the ones it carries;
-/// this catches anything else). Needs membership in `pg_signal_backend`. Returns how many.
+/// this catches anything else). Through the interface, only a person's role; else the login
+/// needs `pg_signal_backend`. Returns how many.
 pub async fn terminate_sessions(target: &Client, db_user: &str) -> Result<i64, GrantError> {
+    if has_interface(target).await? {
+        return Ok(target
+            .query_one("SELECT dbgw_provision.terminate_sessions($1)", &[&db_user])
+            .await?
+            .get(0));
+    }
     Ok(target
         .query_one(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \

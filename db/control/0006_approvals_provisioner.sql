@@ -1,0 +1,77 @@
+-- The approvals app's login cannot exceed its job (issue 17, item 4). Idempotent:
+-- setup_control runs every control migration on every start. Cluster-wide (roles); the
+-- functions the login calls are per database (db/provisioner.sql, installed by
+-- setup_control in `postgres` and the control plane's database after the migrations).
+--
+-- Before: the login had CREATEROLE. On PostgreSQL 15 and older that lets a role grant any
+-- non-superuser role, predefined ones included, so the login could GRANT
+-- pg_execute_server_program to itself (OS commands as `postgres`), pg_read_all_data, or
+-- set rates-api's password. Now:
+--   dbgw_provisioner  NOLOGIN, CREATEROLE, pg_signal_backend: owns the dbgw_provision
+--                     functions (SECURITY DEFINER), which act on people's roles only and
+--                     hand out only roles marked with dbgw_grantable;
+--   dbgw_grantable    NOLOGIN marker, holds nothing: a role R may be handed out when
+--                     `GRANT dbgw_grantable TO R` was done (by an admin);
+--   dbgw_approvals    LOGIN and nothing else on the server: no CREATEROLE, no membership,
+--                     no ADMIN OPTION; EXECUTE on the functions (db/provisioner.sql).
+
+DO $$
+DECLARE
+    m record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_provisioner') THEN
+        CREATE ROLE dbgw_provisioner NOLOGIN CREATEROLE;
+    END IF;
+    ALTER ROLE dbgw_provisioner NOLOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION NOBYPASSRLS;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_grantable') THEN
+        CREATE ROLE dbgw_grantable NOLOGIN;
+    END IF;
+    ALTER ROLE dbgw_grantable NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
+
+    -- Whoever installs the functions as their owner (on RDS the master, not a superuser)
+    -- must be able to act as the provisioner.
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('GRANT dbgw_provisioner TO %I', current_user);
+    END IF;
+
+    -- The catalogue's roles of the rates system. Add your own: GRANT dbgw_grantable TO <role>
+    -- (and on PostgreSQL 16+ the ADMIN OPTION below).
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'rates_reader') THEN
+        GRANT dbgw_grantable TO rates_reader;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'rates_writer') THEN
+        GRANT dbgw_grantable TO rates_writer;
+    END IF;
+
+    -- PostgreSQL 16 and later: CREATEROLE covers only roles one has ADMIN OPTION on.
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        FOR m IN SELECT rolname FROM pg_roles
+                 WHERE rolname IN ('rates_reader', 'rates_writer')
+                    OR (rolname ~ '^p_[a-z0-9_]*_[0-9a-f]{16}$' AND NOT rolsuper)
+        LOOP
+            EXECUTE format('GRANT %I TO dbgw_provisioner WITH ADMIN OPTION, INHERIT FALSE, SET FALSE',
+                           m.rolname);
+        END LOOP;
+    END IF;
+
+    -- The app's login: no CREATEROLE, and no role at all (pg_signal_backend before; on
+    -- PostgreSQL 16 the ADMIN OPTION on the catalogue roles and on every role it created).
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_approvals') THEN
+        ALTER ROLE dbgw_approvals NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
+        FOR m IN SELECT g.rolname AS role, gr.rolname AS grantor
+                 FROM pg_auth_members am
+                 JOIN pg_roles g ON g.oid = am.roleid
+                 JOIN pg_roles u ON u.oid = am.member
+                 LEFT JOIN pg_roles gr ON gr.oid = am.grantor
+                 WHERE u.rolname = 'dbgw_approvals'
+        LOOP
+            IF current_setting('server_version_num')::int >= 160000 AND m.grantor IS NOT NULL THEN
+                EXECUTE format('REVOKE %I FROM dbgw_approvals GRANTED BY %I CASCADE', m.role, m.grantor);
+            ELSE
+                EXECUTE format('REVOKE %I FROM dbgw_approvals CASCADE', m.role);
+            END IF;
+        END LOOP;
+    END IF;
+END
+$$;
+GRANT pg_signal_backend TO dbgw_provisioner;

@@ -1,0 +1,231 @@
+-- The approvals app's only way to change roles (issue 17, item 4): functions in schema
+-- dbgw_provision, SECURITY DEFINER, owned by the NOLOGIN dbgw_provisioner (CREATEROLE,
+-- pg_signal_backend; db/control/0006_approvals_provisioner.sql). The app's login
+-- (dbgw_approvals) has EXECUTE on them and nothing else. Functions live in a database:
+-- setup_control installs this file in `postgres` (the app's target) and in the control
+-- plane's `dbgw` (where the rotation function logs in as the app's login to set a person's
+-- password). Idempotent; runs as the admin after the control migrations.
+--
+-- Every function checks its arguments:
+--   a person's role is `p_<letters, digits, _>_<16 lowercase hex>`, at most 63 characters
+--   (grants::person_role), and to be given a password, a login or a role it must hold
+--   nothing but grantable roles: no attribute beyond LOGIN, no other membership, nothing
+--   it owns or was granted directly;
+--   a grantable role is one an admin marked (GRANT dbgw_grantable TO <role>): NOLOGIN, no
+--   attribute, not predefined (pg_*), and not a member, directly or not, of a predefined
+--   role, of a role with attributes, or of the provisioner.
+-- Refusals are SQLSTATE 42501. Passwords arrive as SCRAM verifiers only and are never
+-- written to a message.
+
+CREATE SCHEMA IF NOT EXISTS dbgw_provision AUTHORIZATION dbgw_provisioner;
+ALTER SCHEMA dbgw_provision OWNER TO dbgw_provisioner;
+REVOKE ALL ON SCHEMA dbgw_provision FROM PUBLIC;
+
+-- Whether `candidate` may be handed out.
+CREATE OR REPLACE FUNCTION dbgw_provision.grantable(candidate text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT EXISTS (
+        SELECT FROM pg_roles g
+        JOIN pg_auth_members m ON m.member = g.oid
+        JOIN pg_roles marker ON marker.oid = m.roleid AND marker.rolname = 'dbgw_grantable'
+        WHERE g.rolname = candidate
+          AND NOT (g.rolcanlogin OR g.rolsuper OR g.rolcreaterole OR g.rolcreatedb
+                   OR g.rolreplication OR g.rolbypassrls)
+          AND g.rolname !~ '^pg_'
+          AND g.rolname NOT IN ('dbgw_provisioner', 'dbgw_grantable', 'dbgw_approvals')
+          AND NOT EXISTS (
+              SELECT FROM pg_roles p
+              WHERE p.oid <> g.oid
+                AND ((p.rolname ~ '^pg_' AND p.rolname <> 'pg_database_owner')
+                     OR p.rolsuper OR p.rolcreaterole OR p.rolcreatedb OR p.rolreplication
+                     OR p.rolbypassrls OR p.rolname = 'dbgw_provisioner')
+                AND pg_has_role(g.oid, p.oid, 'MEMBER'))
+    )
+$fn$;
+
+-- Refuses a name that is not a person's role. Returns the role's oid, NULL if there is no
+-- such role. With `full_check`, also refuses a role that holds anything but grantable roles.
+CREATE OR REPLACE FUNCTION dbgw_provision.person(person_role text, full_check boolean) RETURNS oid
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    r pg_roles%ROWTYPE;
+    other text;
+BEGIN
+    IF person_role IS NULL OR length(person_role) > 63 OR person_role !~ '^p_[a-z0-9_]*_[0-9a-f]{16}$' THEN
+        RAISE EXCEPTION 'dbgw_provision: "%" is not a person''s role (p_<email>_<16 hex>)', person_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO r FROM pg_roles WHERE rolname = person_role;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF NOT full_check THEN
+        RETURN r.oid;
+    END IF;
+    IF r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" has administrative attributes; not a person''s role', person_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT g.rolname INTO other
+    FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+    WHERE m.member = r.oid AND NOT dbgw_provision.grantable(g.rolname)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" is a member of "%", which is not grantable', person_role, other
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT FROM pg_auth_members m WHERE m.roleid = r.oid
+               AND NOT EXISTS (SELECT FROM pg_roles p WHERE p.oid = m.member
+                               AND p.rolname = 'dbgw_provisioner')) THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" has members; not a person''s role', person_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT FROM pg_shdepend d
+               WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid) THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" owns objects or holds privileges directly; not a person''s role', person_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN r.oid;
+END
+$fn$;
+
+-- Creates the person's role, NOLOGIN, if it does not exist. Returns whether it did.
+CREATE OR REPLACE FUNCTION dbgw_provision.ensure_role(person_role text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF dbgw_provision.person(person_role, true) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
+                   person_role);
+    RETURN true;
+EXCEPTION WHEN duplicate_object THEN
+    -- Made meanwhile by another call; check it as any existing one.
+    PERFORM dbgw_provision.person(person_role, true);
+    RETURN false;
+END
+$fn$;
+
+-- Sets the person's password from a SCRAM-SHA-256 verifier (never a password in clear).
+CREATE OR REPLACE FUNCTION dbgw_provision.set_password(person_role text, verifier text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF dbgw_provision.person(person_role, true) IS NULL THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" does not exist', person_role
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF verifier IS NULL
+       OR verifier !~ '^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$' THEN
+        RAISE EXCEPTION 'dbgw_provision: a password must be given as a SCRAM-SHA-256 verifier'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('ALTER ROLE %I PASSWORD %L', person_role, verifier);
+END
+$fn$;
+
+-- Makes the person a member of a grantable role. Returns whether it was not one yet.
+CREATE OR REPLACE FUNCTION dbgw_provision.grant_role(person_role text, group_role text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    person_oid oid;
+BEGIN
+    person_oid := dbgw_provision.person(person_role, true);
+    IF NOT dbgw_provision.grantable(group_role) THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" is not grantable (GRANT dbgw_grantable TO it, as an admin)', group_role
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF person_oid IS NULL THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" does not exist', person_role
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+               WHERE m.member = person_oid AND g.rolname = group_role) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('GRANT %I TO %I', group_role, person_role);
+    RETURN true;
+END
+$fn$;
+
+-- Takes a role away from the person (any role: taking away is always allowed). Returns
+-- whether the person was a member.
+CREATE OR REPLACE FUNCTION dbgw_provision.revoke_role(person_role text, group_role text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    person_oid oid;
+BEGIN
+    person_oid := dbgw_provision.person(person_role, false);
+    IF person_oid IS NULL OR NOT EXISTS (
+        SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+        WHERE m.member = person_oid AND g.rolname = group_role) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('REVOKE %I FROM %I', group_role, person_role);
+    RETURN true;
+END
+$fn$;
+
+-- LOGIN or NOLOGIN for the person. Returns whether it changed.
+CREATE OR REPLACE FUNCTION dbgw_provision.set_login(person_role text, login boolean) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    person_oid oid;
+BEGIN
+    IF login IS NULL THEN
+        RAISE EXCEPTION 'dbgw_provision: login must be true or false'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Giving a login checks everything; taking it away only the name.
+    person_oid := dbgw_provision.person(person_role, login);
+    IF person_oid IS NULL THEN
+        IF login THEN
+            RAISE EXCEPTION 'dbgw_provision: role "%" does not exist', person_role
+                USING ERRCODE = 'undefined_object';
+        END IF;
+        RETURN false;
+    END IF;
+    IF (SELECT rolcanlogin FROM pg_roles WHERE oid = person_oid) = login THEN
+        RETURN false;
+    END IF;
+    IF login THEN
+        EXECUTE format('ALTER ROLE %I LOGIN', person_role);
+    ELSE
+        EXECUTE format('ALTER ROLE %I NOLOGIN', person_role);
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+-- Ends the person's server sessions (not the caller's own). Returns how many.
+CREATE OR REPLACE FUNCTION dbgw_provision.terminate_sessions(person_role text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM dbgw_provision.person(person_role, false);
+    RETURN (SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+            FROM pg_stat_activity WHERE usename = person_role AND pid <> pg_backend_pid());
+END
+$fn$;
+
+DO $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'dbgw_provision'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO dbgw_provisioner', f.sig);
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
+    END LOOP;
+END
+$$;
+
+GRANT USAGE ON SCHEMA dbgw_provision TO dbgw_approvals;
+GRANT EXECUTE ON FUNCTION
+    dbgw_provision.grantable(text),
+    dbgw_provision.ensure_role(text),
+    dbgw_provision.set_password(text, text),
+    dbgw_provision.grant_role(text, text),
+    dbgw_provision.revoke_role(text, text),
+    dbgw_provision.set_login(text, boolean),
+    dbgw_provision.terminate_sessions(text)
+TO dbgw_approvals;

@@ -1,0 +1,368 @@
+//! The approvals app's database login from the attacker's side (issue 17, item 4), on the
+//! harness's PostgreSQL 15: with the login's own credentials, whoever holds them (the app,
+//! or anyone who took its secret) tries to exceed its job. Provisioning goes through the
+//! `dbgw_provision` functions (db/provisioner.sql), owned by the NOLOGIN `dbgw_provisioner`;
+//! the login holds EXECUTE on them and nothing else on the server.
+
+// A panic is how a test reports a failure.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{Duration, Utc};
+use dbgw_db::testing::TestDb;
+use grants::{GrantError, NewGrant, SecretLayout};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+const APP: &str = "dbgw_approvals";
+
+fn layout(db: &TestDb) -> SecretLayout {
+    SecretLayout {
+        host: db.cluster.host().to_string(),
+        port: db.cluster.port(),
+        master: "dbgw/approvals-db".into(),
+    }
+}
+
+/// The app's login, connected to `database` (the app's target is `postgres`, its control
+/// plane `dbgw`).
+async fn app(db: &TestDb, database: &str) -> Client {
+    let creds = db.login(APP, "dbgw/approvals-db").await;
+    db.cluster
+        .server()
+        .connect_as(database, &creds)
+        .await
+        .unwrap()
+}
+
+/// The statement failed for lack of privilege (not because something is missing).
+fn denied<T: std::fmt::Debug>(what: &str, result: Result<T, tokio_postgres::Error>) {
+    match result {
+        Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {}
+        other => panic!("{what}: expected a refusal (42501), got {other:?}"),
+    }
+}
+
+/// The library call failed for lack of privilege or because the role is not grantable.
+fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, GrantError>) {
+    match result {
+        Err(GrantError::Db(e)) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {}
+        Err(GrantError::BadRole(..)) => {}
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    }
+}
+
+async fn member_of(admin: &Client, role: &str, group: &str) -> bool {
+    admin
+        .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&role, &group])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// PostgreSQL 15: a CREATEROLE login may grant any non-superuser role, predefined ones
+/// included, to itself; with `pg_execute_server_program` it runs OS commands as `postgres`.
+#[tokio::test]
+async fn the_app_login_cannot_grant_itself_predefined_roles() {
+    let db = TestDb::start().await;
+    let admin = db.cluster.connect("postgres").await.unwrap();
+    let app = app(&db, "postgres").await;
+    for role in [
+        "pg_execute_server_program",
+        "pg_read_server_files",
+        "pg_write_server_files",
+        "pg_read_all_data",
+        "pg_signal_backend",
+        "rates_writer",
+    ] {
+        denied(
+            &format!("GRANT {role} TO {APP}"),
+            app.batch_execute(&format!("GRANT {role} TO {APP}")).await,
+        );
+        assert!(!member_of(&admin, APP, role).await, "{APP} is in {role}");
+    }
+    denied(
+        "COPY ... TO PROGRAM",
+        app.batch_execute("COPY (SELECT 1) TO PROGRAM 'id'").await,
+    );
+    // Nor through the provisioning functions, with its own name or a person's.
+    let person = grants::person_role("mallory@example.com");
+    grants::ensure_role(&app, &person).await.unwrap();
+    for (who, role) in [
+        (APP, "pg_execute_server_program"),
+        (person.as_str(), "pg_execute_server_program"),
+        (person.as_str(), "pg_read_server_files"),
+        (person.as_str(), "dbgw_provisioner"),
+        (person.as_str(), "rates_owner"),
+    ] {
+        denied(
+            &format!("dbgw_provision.grant_role({who}, {role})"),
+            app.query_one("SELECT dbgw_provision.grant_role($1, $2)", &[&who, &role])
+                .await,
+        );
+        refused(
+            &format!("grants::grant_membership({who}, {role})"),
+            grants::grant_membership(&app, who, role).await,
+        );
+        assert!(!member_of(&admin, who, role).await, "{who} is in {role}");
+    }
+}
+
+/// Without CREATEROLE the login neither makes roles nor changes existing ones: no new
+/// superuser or login of its choosing, no password of another application, no login for a
+/// group role, no ending another application's sessions.
+#[tokio::test]
+async fn the_app_login_cannot_make_or_change_roles_directly() {
+    let db = TestDb::start().await;
+    let admin = db.cluster.connect("postgres").await.unwrap();
+    let app = app(&db, "postgres").await;
+    for sql in [
+        "CREATE ROLE attacker SUPERUSER",
+        "CREATE ROLE attacker LOGIN PASSWORD 'chosen'",
+        "CREATE ROLE attacker CREATEROLE",
+        "ALTER ROLE rates_api PASSWORD 'stolen'",
+        "ALTER ROLE rates_reader LOGIN",
+        "ALTER ROLE dbgw_approvals CREATEROLE",
+        "ALTER ROLE dbgw_provisioner LOGIN",
+        "GRANT rates_writer TO rates_api",
+    ] {
+        denied(sql, app.batch_execute(sql).await);
+    }
+    let exists: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'attacker')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "the app's login made a role");
+    // A person's role, too, changes only through the functions.
+    let person = grants::person_role("mallory@example.com");
+    grants::ensure_role(&app, &person).await.unwrap();
+    for sql in [
+        format!("ALTER ROLE {person} LOGIN PASSWORD 'chosen'"),
+        format!("GRANT rates_writer TO {person}"),
+        format!("ALTER ROLE {person} CREATEROLE"),
+    ] {
+        denied(&sql, app.batch_execute(&sql).await);
+    }
+    // rates-api's sessions are not the app's to end.
+    let rates_api = db.cluster.login_for("rates_api").await.unwrap();
+    let victim = db
+        .cluster
+        .server()
+        .connect_as("rates", &rates_api)
+        .await
+        .unwrap();
+    denied(
+        "pg_terminate_backend(rates_api)",
+        app.query_one(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rates_api'",
+            &[],
+        )
+        .await,
+    );
+    assert!(victim.query_one("SELECT 1", &[]).await.is_ok());
+}
+
+/// The provisioning interface acts on people's roles only (`p_<email>_<16 hex>`, holding
+/// nothing but catalogue roles) and hands out catalogue roles only.
+#[tokio::test]
+async fn the_interface_refuses_roles_that_are_not_a_persons() {
+    let db = TestDb::start().await;
+    let admin = db.cluster.connect("postgres").await.unwrap();
+    let app = app(&db, "postgres").await;
+    let layout = layout(&db);
+    let rates_api = db.cluster.login_for("rates_api").await.unwrap();
+    let victim = db
+        .cluster
+        .server()
+        .connect_as("rates", &rates_api)
+        .await
+        .unwrap();
+    // A role shaped like a person's that holds more than catalogue roles (an admin's, say).
+    admin
+        .batch_execute(
+            "CREATE ROLE p_root_0123456789abcdef NOLOGIN IN ROLE pg_read_server_files;
+             CREATE ROLE p_admin_0123456789abcdef NOLOGIN CREATEROLE",
+        )
+        .await
+        .unwrap();
+    for who in [
+        "rates_api",
+        "postgres",
+        "dbgw_provisioner",
+        "dbgw_approvals",
+        "rates_reader",
+        "p_root_0123456789abcdef",
+        "p_admin_0123456789abcdef",
+        // Almost a person's role: upper case, short hash, too long, trailing text.
+        "p_Alice_0123456789abcdef",
+        "p_alice_0123456789abcde",
+        "p_alice_0123456789abcdef_x",
+    ] {
+        refused(
+            &format!("set_password({who})"),
+            grants::set_password(&app, &db.store, &layout, who, "rates").await,
+        );
+        refused(
+            &format!("enable_login({who})"),
+            grants::enable_login(&app, who).await,
+        );
+        refused(
+            &format!("grant_membership({who}, rates_writer)"),
+            grants::grant_membership(&app, who, "rates_writer").await,
+        );
+        for function in [
+            "ensure_role($1)",
+            "set_login($1, true)",
+            "grant_role($1, 'rates_reader')",
+            "set_password($1, 'SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy')",
+            // Taking away (NOLOGIN, a membership, sessions) needs only a person's name.
+            "terminate_sessions($1)",
+            "set_login($1, false)",
+            "revoke_role($1, 'rates_reader')",
+        ] {
+            if who.starts_with("p_root_") || who.starts_with("p_admin_") {
+                if function.contains("terminate")
+                    || function.contains("false")
+                    || function.contains("revoke")
+                {
+                    continue;
+                }
+            }
+            denied(
+                &format!("dbgw_provision.{function} with {who}"),
+                app.query_one(&format!("SELECT dbgw_provision.{function}"), &[&who])
+                    .await,
+            );
+        }
+    }
+    refused(
+        "terminate_sessions(rates_api)",
+        grants::terminate_sessions(&app, "rates_api").await,
+    );
+    assert!(
+        victim.query_one("SELECT 1", &[]).await.is_ok(),
+        "rates-api's session was ended"
+    );
+    // rates-api's password is unchanged, and nothing gained a login or a role.
+    assert!(db
+        .cluster
+        .server()
+        .connect_as("rates", &rates_api)
+        .await
+        .is_ok());
+    for role in ["rates_reader", "p_root_0123456789abcdef"] {
+        let login: bool = admin
+            .query_one(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!login, "{role} can log in");
+    }
+    assert!(!member_of(&admin, "rates_api", "rates_writer").await);
+}
+
+/// What the login is for still works, as the login: a person's role made, given a password
+/// and a catalogue role, logged in, then taken back and its session ended; the rotation's
+/// password change for a person (`dbgw_db::schema::set_password`, as the app's login on the
+/// control plane) goes through the same interface.
+#[tokio::test]
+async fn the_app_login_provisions_and_ends_access_through_the_interface() {
+    let db = TestDb::start().await;
+    let app = app(&db, "postgres").await;
+    let control = {
+        let creds = db.store.db_credentials("dbgw/approvals-db").await.unwrap();
+        db.cluster
+            .server()
+            .connect_as("dbgw", &creds)
+            .await
+            .unwrap()
+    };
+    let email = "erin@example.com";
+    let user = grants::person_role(email);
+    grants::check_owner(&control, &user, email).await.unwrap();
+    assert!(grants::ensure_role(&app, &user).await.unwrap());
+    assert!(!grants::ensure_role(&app, &user).await.unwrap());
+    grants::set_password(&app, &db.store, &layout(&db), &user, "rates")
+        .await
+        .unwrap();
+    assert!(grants::grant_membership(&app, &user, "rates_reader")
+        .await
+        .unwrap());
+    assert!(!grants::grant_membership(&app, &user, "rates_reader")
+        .await
+        .unwrap());
+    let grant = grants::record(
+        &control,
+        &NewGrant {
+            email: email.into(),
+            database: "rates".into(),
+            role: "rates_reader".into(),
+            expires_at: Utc::now() + Duration::hours(1),
+            created_by: "approvals".into(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(grants::enable_login(&app, &user).await.unwrap());
+    assert!(!grants::enable_login(&app, &user).await.unwrap());
+
+    let creds = db
+        .store
+        .db_credentials(&grants::person_secret(&user))
+        .await
+        .unwrap();
+    let person = db
+        .cluster
+        .server()
+        .connect_as("rates", &creds)
+        .await
+        .unwrap();
+    let n: i64 = person
+        .query_one("SELECT count(*) FROM ports", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 0);
+
+    // The rotation function sets a person's password as the app's login, on the control
+    // plane's database; another role's it cannot.
+    dbgw_db::schema::set_password(&control, &user, "rotated-password-1234567890")
+        .await
+        .unwrap();
+    assert!(
+        dbgw_db::schema::set_password(&control, "rates_api", "stolen-password-123")
+            .await
+            .is_err()
+    );
+    let rotated = secret_store::DbCredentials::new(&user, "rotated-password-1234567890");
+    assert!(db
+        .cluster
+        .server()
+        .connect_as("rates", &rotated)
+        .await
+        .is_ok());
+
+    grants::mark_revoked(&control, grant.id, "dana@example.com", "done")
+        .await
+        .unwrap();
+    let done = grants::reconcile(&control, &app, &user).await.unwrap();
+    assert_eq!(done.revoked, vec!["rates_reader".to_string()]);
+    assert!(done.login_removed);
+    assert!(grants::backends(&app, &user).await.unwrap() >= 1);
+    assert!(grants::terminate_sessions(&app, &user).await.unwrap() >= 1);
+    assert!(person.query_one("SELECT 1", &[]).await.is_err());
+    assert!(db
+        .cluster
+        .server()
+        .connect_as("rates", &rotated)
+        .await
+        .is_err());
+    assert!(grants::memberships(&app, &user).await.unwrap().is_empty());
+}
