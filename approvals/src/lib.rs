@@ -13,6 +13,7 @@ pub mod api;
 pub mod db;
 pub mod error;
 pub mod history;
+mod login_check;
 pub mod metrics;
 pub mod model;
 pub mod oidc;
@@ -28,7 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use secret_store::SecretStore;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +56,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Reads the secrets, checks the database login's rights (refusing a superuser), binds
+    /// Reads the secrets, checks the database login's rights (refusing one that could exceed
+    /// its job, see `login_check`), binds
     /// `settings.listen`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         tls_config::install_provider();
@@ -64,7 +66,7 @@ impl Application {
         let client_secret = read_client_secret(&secrets, &settings.oidc.secret).await?;
         let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals")?;
         let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals")?;
-        check_target_login(&settings, &target).await?;
+        login_check::check(&settings, &target).await?;
         let sessions = session::Sessions::new(
             control.clone(),
             settings.sessions.clone(),
@@ -157,35 +159,4 @@ async fn read_client_secret(store: &SecretStore, id: &str) -> anyhow::Result<Sec
     let parsed: ClientSecret = serde_json::from_str(raw.expose_secret())
         .map_err(|_| anyhow::anyhow!("secret `{id}` must be {{\"client_secret\": \"...\"}}"))?;
     Ok(parsed.client_secret)
-}
-
-/// The app's login on the target server must be able to make roles and must not be more:
-/// a superuser is refused (fail closed), and every catalogue role must be a group role.
-async fn check_target_login(settings: &Settings, target: &db::Pool) -> anyhow::Result<()> {
-    let client = target
-        .get()
-        .await
-        .context("connecting to the target database server")?;
-    let row = client
-        .query_one(
-            "SELECT rolsuper, rolcreaterole, current_user::text FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await?;
-    let (superuser, createrole, user): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
-    if superuser {
-        bail!(
-            "the database login `{user}` is a superuser; the approvals app needs a dedicated \
-             login with CREATEROLE only (see docs/approvals.md)"
-        );
-    }
-    if !createrole {
-        bail!("the database login `{user}` lacks CREATEROLE; it cannot make people's roles");
-    }
-    for level in &settings.catalogue {
-        grants::check_group_role(&client, &level.role)
-            .await
-            .with_context(|| format!("catalogue {}/{}", level.database, level.level))?;
-    }
-    Ok(())
 }

@@ -290,8 +290,10 @@ async fn the_app_login_cannot_change_or_delete_events() {
     stack.stop().await;
 }
 
-/// The app's login is least-privilege: not a superuser, cannot read the data it hands out
-/// access to, and the app refuses to start with a superuser login.
+/// The app's login is least-privilege: not a superuser, no CREATEROLE, no role, cannot read
+/// the data it hands out access to; the app refuses to start with a login that has
+/// CREATEROLE, ADMIN OPTION on a role, membership in a predefined role or the provisioner,
+/// or is a superuser.
 #[tokio::test]
 async fn the_app_login_is_least_privilege() {
     let stack = Stack::start().await;
@@ -305,8 +307,18 @@ async fn the_app_login_is_least_privilege() {
         .await
         .unwrap();
     assert!(!row.get::<_, bool>(0), "superuser");
-    assert!(row.get::<_, bool>(1), "CREATEROLE");
+    assert!(!row.get::<_, bool>(1), "CREATEROLE");
     assert!(!row.get::<_, bool>(2) && !row.get::<_, bool>(3) && !row.get::<_, bool>(4));
+    let memberships: i64 = rates
+        .query_one(
+            "SELECT count(*) FROM pg_auth_members WHERE member = \
+             (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(memberships, 0, "the app's login is a member of a role");
     let refused = stack
         .cluster
         .server()
@@ -320,17 +332,54 @@ async fn the_app_login_is_least_privilege() {
         }
     }
 
-    let mut settings = approvals::Settings {
-        listen: "127.0.0.1:0".into(),
-        ..approvals::Settings::default()
+    let settings_with = |secret: &str| {
+        let mut settings = approvals::Settings {
+            listen: "127.0.0.1:0".into(),
+            ..approvals::Settings::default()
+        };
+        settings.secrets.dir = stack.dir.path().join("secrets");
+        settings.oidc.issuer = stack.idp.issuer().to_string();
+        for db in [&mut settings.control, &mut settings.target] {
+            db.port = stack.cluster.port();
+            db.ca_file = stack.cluster.ca_cert();
+            db.secret = secret.into();
+        }
+        settings
     };
-    settings.secrets.dir = stack.dir.path().join("secrets");
-    settings.oidc.issuer = stack.idp.issuer().to_string();
-    for db in [&mut settings.control, &mut settings.target] {
-        db.port = stack.cluster.port();
-        db.ca_file = stack.cluster.ca_cert();
-        db.secret = "dbgw/postgres-admin".into();
+    // The start-up check (issue 17, item 4): a login that could grant itself a role is
+    // refused, whatever gave it the power.
+    let admin = stack.cluster.connect("postgres").await.unwrap();
+    for (give, take, said) in [
+        (
+            "ALTER ROLE dbgw_approvals CREATEROLE",
+            "ALTER ROLE dbgw_approvals NOCREATEROLE",
+            "has CREATEROLE",
+        ),
+        (
+            "GRANT rates_writer TO dbgw_approvals WITH ADMIN OPTION",
+            "REVOKE rates_writer FROM dbgw_approvals",
+            "ADMIN OPTION on rates_writer",
+        ),
+        (
+            "GRANT pg_execute_server_program TO dbgw_approvals",
+            "REVOKE pg_execute_server_program FROM dbgw_approvals",
+            "member of pg_execute_server_program",
+        ),
+        (
+            "GRANT dbgw_provisioner TO dbgw_approvals",
+            "REVOKE dbgw_provisioner FROM dbgw_approvals",
+            "member of dbgw_provisioner",
+        ),
+    ] {
+        admin.batch_execute(give).await.unwrap();
+        let err = approvals::Application::build(settings_with("dbgw/approvals-db"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("started after {give}"));
+        assert!(format!("{err:#}").contains(said), "{give}: {err:#}");
+        admin.batch_execute(take).await.unwrap();
     }
+    let settings = settings_with("dbgw/postgres-admin");
     stack
         .store
         .put_db_credentials("dbgw/postgres-admin", stack.cluster.admin())
