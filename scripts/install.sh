@@ -7,8 +7,8 @@
 #                                too), Node.js 20+ and the development identity provider's packages,
 #                                moto server (the local stack's Secrets Manager)
 #   scripts/install.sh test      all of that, plus what the tests use: pgbouncer, socat, wrk,
-#                                Chromium and its WebDriver, the Python, Node, Ruby and Perl
-#                                client drivers,
+#                                Chromium and its WebDriver, the Python, Node, Ruby, Perl and
+#                                Java (pgJDBC) client drivers,
 #                                cargo-fuzz and the deployment's lint tools (deploy/tools.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +60,9 @@ if [ "$profile" = test ]; then
   # The Ruby and Perl client drivers of the proxy tests (tests/proxy/drivers.rs).
   need 'ruby -e "require %q(pg)"' ruby-pg
   need 'perl -MDBD::Pg -e 1' libdbd-pg-perl
+  # pgJDBC, run as a single-file program (`java File.java` needs the JDK's compiler).
+  need 'ls /usr/share/java/postgresql.jar' libpostgresql-jdbc-java
+  need 'command -v javac' openjdk-17-jdk-headless
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing (apt-get): ${packages[*]}"

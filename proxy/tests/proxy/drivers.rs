@@ -485,3 +485,66 @@ async fn pg_dump_and_restore() {
     assert_witness_agrees(&stack, "pg-dump-settled", 60).await;
     stack.stop().await;
 }
+
+/// pgJDBC 42.5 (Debian's jar, run as a single-file Java program): prepareThreshold, a
+/// batch, DatabaseMetaData, transactions, CopyManager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc() {
+    let stack = witnessed().await;
+    let mut cmd = Command::new("java");
+    cmd.args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(clients_dir().join("JdbcClient.java"))
+        .envs(stack.libpq_env(&stack.writer));
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("java not runnable ({e}): run `make test-deps`"));
+    assert!(
+        out.status.success(),
+        "JdbcClient.java failed (missing dependency? run `make test-deps`): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = executions(&stack.records(), "jdbc-test");
+    let texts = statements(&runs);
+    assert_eq!(runs.len(), 20, "{texts:#?}");
+    // prepareThreshold=3: two unnamed executions, then the named statement S_1.
+    let names: Vec<_> = runs[..5]
+        .iter()
+        .map(|(s, _)| s["prepared"].clone())
+        .collect();
+    assert_eq!(names, ["", "", "S_1", "S_1", "S_1"]);
+    assert_eq!(runs[4].0["params"], json!(["4"]));
+    // The batch: one named statement, three executions, each with its values.
+    let insert = "INSERT INTO notes (body, n) VALUES ($1, $2)";
+    assert!(runs[5..8].iter().all(|(s, _)| s["statement"] == insert));
+    let params: Vec<_> = runs[5..8]
+        .iter()
+        .map(|(s, _)| s["params"][1].clone())
+        .collect();
+    assert_eq!(params, [json!("0"), json!("1"), json!("2")]);
+    // DatabaseMetaData: the driver's own catalogue queries, audited like any other.
+    assert!(runs[8..11]
+        .iter()
+        .all(|(s, _)| s["statement"].as_str().unwrap().contains("pg_catalog")));
+    assert_eq!(
+        texts[11..],
+        [
+            "BEGIN",
+            "INSERT INTO notes (body, n) VALUES ('jdbc-tx', 1)",
+            "COMMIT",
+            "BEGIN",
+            "INSERT INTO notes (body, n) VALUES ('jdbc-tx', 2)",
+            "SELECT * FROM missing_table",
+            "ROLLBACK",
+            "COPY notes (body, n) FROM STDIN",
+            "SELECT count(*) FROM notes WHERE body LIKE 'jdbc%'",
+        ]
+    );
+    assert_eq!(runs[11].0["protocol"], "extended");
+    assert_eq!(runs[16].1.as_ref().unwrap()["sqlstate"], "42P01");
+    assert_eq!(runs[18].1.as_ref().unwrap()["tag"], "COPY 2");
+    assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "jdbc-settled", 18).await;
+    stack.stop().await;
+}
