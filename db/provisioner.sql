@@ -9,8 +9,8 @@
 -- Every function checks its arguments:
 --   a person's role is `p_<letters, digits, _>_<16 lowercase hex>`, at most 63 characters
 --   (grants::person_role), and to be given a password, a login or a role it must hold
---   nothing but grantable roles: no attribute beyond LOGIN, no other membership, nothing
---   it owns or was granted directly;
+--   nothing but grantable roles: no attribute beyond LOGIN, no other membership, no
+--   members, no privilege granted to it directly;
 --   a grantable role is one an admin marked (GRANT dbgw_grantable TO <role>): NOLOGIN, no
 --   attribute, not predefined (pg_*), and not a member, directly or not, of a predefined
 --   role, of a role with attributes, or of the provisioner.
@@ -80,9 +80,12 @@ BEGIN
         RAISE EXCEPTION 'dbgw_provision: role "%" has members; not a person''s role', person_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- Privileges granted to the role itself (objects it owns are not counted: a person's
+    -- temporary table would otherwise hold up their next grant).
     IF EXISTS (SELECT FROM pg_shdepend d
-               WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid) THEN
-        RAISE EXCEPTION 'dbgw_provision: role "%" owns objects or holds privileges directly; not a person''s role', person_role
+               WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid
+                 AND d.deptype = 'a') THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" holds privileges granted to it directly; not a person''s role', person_role
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN r.oid;

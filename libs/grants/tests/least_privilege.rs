@@ -184,7 +184,9 @@ async fn the_interface_refuses_roles_that_are_not_a_persons() {
     admin
         .batch_execute(
             "CREATE ROLE p_root_0123456789abcdef NOLOGIN IN ROLE pg_read_server_files;
-             CREATE ROLE p_admin_0123456789abcdef NOLOGIN CREATEROLE",
+             CREATE ROLE p_admin_0123456789abcdef NOLOGIN CREATEROLE;
+             CREATE ROLE p_owner_0123456789abcdef NOLOGIN;
+             GRANT CREATE ON DATABASE postgres TO p_owner_0123456789abcdef",
         )
         .await
         .unwrap();
@@ -196,6 +198,7 @@ async fn the_interface_refuses_roles_that_are_not_a_persons() {
         "rates_reader",
         "p_root_0123456789abcdef",
         "p_admin_0123456789abcdef",
+        "p_owner_0123456789abcdef",
         // Almost a person's role: upper case, short hash, too long, trailing text.
         "p_Alice_0123456789abcdef",
         "p_alice_0123456789abcde",
@@ -226,7 +229,11 @@ async fn the_interface_refuses_roles_that_are_not_a_persons() {
             let taking_away = ["terminate", "false", "revoke"]
                 .iter()
                 .any(|w| function.contains(w));
-            if taking_away && (who.starts_with("p_root_") || who.starts_with("p_admin_")) {
+            if taking_away
+                && ["p_root_", "p_admin_", "p_owner_"]
+                    .iter()
+                    .any(|p| who.starts_with(p))
+            {
                 continue;
             }
             denied(
