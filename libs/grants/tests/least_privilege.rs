@@ -371,3 +371,44 @@ async fn the_app_login_provisions_and_ends_access_through_the_interface() {
         .is_err());
     assert!(grants::memberships(&app, &user).await.unwrap().is_empty());
 }
+
+/// A server set up before: the login had CREATEROLE and pg_signal_backend (and a role
+/// granted with ADMIN OPTION, as PostgreSQL 16 set-ups had). Setting up again takes them
+/// away and leaves the functions working.
+#[tokio::test]
+async fn setting_up_again_takes_an_old_logins_rights_away() {
+    let db = TestDb::start().await;
+    let admin = db.cluster.connect("postgres").await.unwrap();
+    admin
+        .batch_execute(
+            "ALTER ROLE dbgw_approvals CREATEROLE;
+             GRANT pg_signal_backend TO dbgw_approvals;
+             GRANT rates_reader TO dbgw_approvals WITH ADMIN OPTION",
+        )
+        .await
+        .unwrap();
+    dbgw_db::schema::setup_control(&db.cluster.server())
+        .await
+        .unwrap();
+    let row = admin
+        .query_one(
+            "SELECT rolcreaterole, (SELECT count(*) FROM pg_auth_members WHERE member = r.oid) \
+             FROM pg_roles r WHERE rolname = 'dbgw_approvals'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0), "CREATEROLE left");
+    assert_eq!(row.get::<_, i64>(1), 0, "memberships left");
+    let app = app(&db, "postgres").await;
+    denied(
+        "GRANT pg_execute_server_program",
+        app.batch_execute("GRANT pg_execute_server_program TO dbgw_approvals")
+            .await,
+    );
+    let person = grants::person_role("erin@example.com");
+    assert!(grants::ensure_role(&app, &person).await.unwrap());
+    assert!(grants::grant_membership(&app, &person, "rates_reader")
+        .await
+        .unwrap());
+}
