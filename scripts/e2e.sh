@@ -51,13 +51,28 @@ print("p_" + "".join(c if c.isalnum() else "_" for c in e) + "_" + hashlib.sha25
 [ "$(echo "$who" | sed -n 2p)" = rates_reader ] || fail "psql did not run as the read-only grant's role: $who"
 [ "$(echo "$who" | tail -1)" = 56689 ] || fail "unexpected count: $who"
 
-sleep 0.2  # the proxy writes outcome records within its flush interval
-grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' \
-  || fail "the audit log does not name alice on her statement"
-grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' \
-  | grep -q "\"request_id\":$request,\"approved_by\":\[\"dana@example.com\"\]" \
-  || fail "the audit log does not name the request and its approver"
+# The buffered audit writer flushes within its interval: look for a few seconds.
+eventually() { for _ in $(seq 50); do "$@" && return 0; sleep 0.1; done; return 1; }
+alice_statement() {
+  grep -h '"type":"statement"' .dev/audit/*.jsonl | grep '"email":"alice@example.com"' \
+    | grep "\"request_id\":$request,\"approved_by\":\[\"dana@example.com\"\]" | grep -q "$1"
+}
+eventually alice_statement 'SELECT session_user' \
+  || fail "the audit log does not name alice, the request and its approver on her statement"
 $BIN/proxy audit verify .dev/audit >/dev/null || fail "the audit chain does not verify"
+
+# The README's commands for the local stack, as written, each in a fresh shell: only PATH
+# and HOME (no AWS variables: the local configuration must name its own Secrets Manager).
+# The writer publishes its head (head.json) every audit.head_interval_secs (10 s).
+for _ in $(seq 150); do [ -f .dev/audit/head.json ] && break; sleep 0.1; done
+sleep 0.3  # the server's log collector writes pgaudit's lines for the crosscheck
+while IFS= read -r command; do
+  env -i PATH="$PATH" HOME="$HOME" bash -euo pipefail -c "$command" >.dev/logs/e2e-readme.log 2>&1 \
+    || { tail -5 .dev/logs/e2e-readme.log >&2; fail "the README command failed as written: $command"; }
+  if grep -qi "imds\|metadata" .dev/logs/e2e-readme.log; then
+    fail "a README command reached for the instance metadata service: $command"
+  fi
+done < <(python3 scripts/readme_commands.py README.md "### Query the rates API" "### Read and verify the audit log")
 
 # Rotation in the local stack (moto as Secrets Manager): rates-api's secret (alternating
 # users) and alice's (single user; the approvals app turned rotation on) rotate now, as the
@@ -76,8 +91,8 @@ make -s down >/dev/null
 make -s up >/dev/null
 curl -fsS "http://127.0.0.1:3000/rates?date_from=2021-01-01&date_to=2021-01-02&orig_code=CNGGZ&dest_code=EETLL" \
   | grep -q '"price":' || fail "rates-api does not answer after the rotation and a restart"
-sleep 0.2
-grep -h '"type":"auth"' .dev/audit/*.jsonl | grep '"name":"rates_api"' | grep -q '"db_user":"rates_api_clone"' \
+clone_login() { grep -h '"type":"auth"' .dev/audit/*.jsonl | grep '"name":"rates_api"' | grep -q '"db_user":"rates_api_clone"'; }
+eventually clone_login \
   || fail "rates-api did not log in as rates_api_clone after the rotation"
 [ "$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" 2>/dev/null)" = "$role" ] \
   || fail "alice's psql failed after make down and make up"

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::Client;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -29,6 +29,10 @@ pub fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
 
 /// A Secrets Manager client from the default credential chain (environment, ECS task role,
 /// Lambda role...), with the region and endpoint of `settings` when they are set.
+///
+/// An endpoint on a loopback address is an emulator (moto in the local stack): it takes any
+/// credentials, so fixed ones are used and the chain is never asked. Nothing local then
+/// reaches for the instance metadata service, and every command works in a fresh shell.
 pub async fn client(settings: &SecretsSettings) -> Client {
     let mut loader =
         aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
@@ -37,8 +41,36 @@ pub async fn client(settings: &SecretsSettings) -> Client {
     }
     if let Some(endpoint) = &settings.endpoint_url {
         loader = loader.endpoint_url(endpoint);
+        if is_emulator(endpoint) {
+            loader = loader.credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "dev",
+                "dev",
+                None,
+                None,
+                "dbgw-local-emulator",
+            ));
+            if settings.region.is_none() {
+                loader = loader.region(aws_config::Region::new("us-east-1"));
+            }
+        }
     }
     Client::new(&loader.load().await)
+}
+
+/// An endpoint on this machine: `http(s)://localhost`, `127.x.x.x` or `[::1]`.
+fn is_emulator(endpoint: &str) -> bool {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split([':', '/']).next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 type Cache = HashMap<(String, Stage), (Instant, Version)>;
@@ -329,11 +361,57 @@ where
     }
     Error::Aws {
         id: id.into(),
-        message: DisplayErrorContext(&e).to_string(),
+        message: one_line(&e),
     }
+}
+
+/// An SDK error as one readable line: the service's code and message, or the chain of
+/// causes ("dispatch failure: io error: ... Connection refused"), without debug dumps.
+fn one_line<E, R>(e: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let (Some(code), Some(message)) = (e.code(), e.message()) {
+        return format!("{code}: {message}");
+    }
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 /// The cache holds no invariant a panic could break halfway.
 fn lock(m: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_emulators() {
+        for e in [
+            "http://127.0.0.1:5000",
+            "http://localhost:5000/",
+            "http://[::1]:5000",
+            "https://127.1.2.3",
+        ] {
+            assert!(is_emulator(e), "{e}");
+        }
+        for e in [
+            "https://secretsmanager.eu-west-1.amazonaws.com",
+            "https://10.0.0.5",
+            "http://localhost.evil.example",
+        ] {
+            assert!(!is_emulator(e), "{e}");
+        }
+    }
 }

@@ -379,8 +379,8 @@ fn nested_role_change(text: &str, depth: usize) -> bool {
 /// The content of a string constant's token: quotes or dollar tags removed, doubled quotes
 /// undone. (Escapes in `E'...'` are left as they are: enough to find words.)
 fn string_body(token: &str) -> String {
-    if token.starts_with('$') {
-        if let Some(end) = token[1..].find('$') {
+    if let Some(after) = token.strip_prefix('$') {
+        if let Some(end) = after.find('$') {
             let tag = &token[..end + 2];
             if let Some(body) = token[tag.len()..].strip_suffix(tag) {
                 return body.to_string();
