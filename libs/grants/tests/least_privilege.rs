@@ -412,3 +412,37 @@ async fn setting_up_again_takes_an_old_logins_rights_away() {
         .await
         .unwrap());
 }
+
+/// Operators' `proxy grant add --database rates` connects its admin login to `rates`, which
+/// has no `dbgw_provision` functions: the same steps run as plain SQL with the admin's rights.
+#[tokio::test]
+async fn an_admin_login_on_a_database_without_the_functions_still_adds_and_revokes() {
+    let db = TestDb::start().await;
+    let control = db.cluster.connect("dbgw").await.unwrap();
+    let target = db.cluster.connect("rates").await.unwrap();
+    assert!(!grants::has_interface(&target).await.unwrap());
+    let grant = grants::add(
+        &control,
+        &target,
+        &db.store,
+        &layout(&db),
+        NewGrant {
+            email: "olga@example.com".into(),
+            database: "rates".into(),
+            role: "rates_reader".into(),
+            expires_at: Utc::now() + Duration::hours(1),
+            created_by: "operator".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(grants::can_login(&target, &grant.db_user).await.unwrap());
+    grants::revoke(&control, &target, grant.id, "operator", "done")
+        .await
+        .unwrap();
+    assert!(!grants::can_login(&target, &grant.db_user).await.unwrap());
+    assert!(grants::memberships(&target, &grant.db_user)
+        .await
+        .unwrap()
+        .is_empty());
+}
