@@ -720,3 +720,45 @@ async fn a_pending_version_written_by_the_attacker_is_refused_by_set_secret() {
     assert!(e.logs_in(&rates_api).await);
     assert!(!e.role_exists("rates_api_clone").await);
 }
+
+/// People's secrets as the approvals app makes them in AWS: created with the configured
+/// KMS key (`secrets.kms_key_id`), deleted with a recovery window
+/// (`secrets.recovery_window_days`), and restored when the same person is granted again
+/// inside the window.
+#[tokio::test]
+async fn a_store_creates_with_its_key_and_deletes_with_a_recovery_window() {
+    let moto = Moto::start().await;
+    let store = secret_store::SecretStore::from_settings(&secret_store::SecretsSettings {
+        kms_key_id: Some("alias/dbgw-test-people-secrets".into()),
+        recovery_window_days: 7,
+        ..moto.settings(0)
+    });
+    let id = "dbgw/person/p_erin_example_com_0123456789abcdef";
+    let creds = DbCredentials::new("p_erin_example_com_0123456789abcdef", "first");
+    store.put_db_credentials(id, &creds).await.unwrap();
+    let client = moto.client();
+    let described = client.describe_secret().secret_id(id).send().await.unwrap();
+    assert_eq!(
+        described.kms_key_id(),
+        Some("alias/dbgw-test-people-secrets")
+    );
+
+    store.delete(id).await.unwrap();
+    let described = client.describe_secret().secret_id(id).send().await.unwrap();
+    assert!(
+        described.deleted_date().is_some(),
+        "deleted without a recovery window"
+    );
+
+    // Granted again inside the window: the secret comes back with the new value.
+    let again = DbCredentials::new(creds.username.clone(), "second");
+    store.put_db_credentials(id, &again).await.unwrap();
+    let described = client.describe_secret().secret_id(id).send().await.unwrap();
+    assert!(
+        described.deleted_date().is_none(),
+        "still scheduled for deletion"
+    );
+    let read = secret_store::SecretStore::from_settings(&moto.settings(0));
+    let (_, got) = read.db_credentials_at(id, Stage::Current).await.unwrap();
+    assert_eq!(got.password.expose_secret(), "second");
+}

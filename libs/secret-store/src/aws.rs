@@ -197,8 +197,19 @@ impl AwsStore {
 
     /// Stores a new `AWSCURRENT` version, creating the secret when it does not exist.
     pub(crate) async fn put(&self, id: &str, value: &SecretString) -> Result<()> {
-        self.count();
         let client = self.client().await;
+        // A store that deletes with a recovery window may find its secret scheduled for
+        // deletion (a person granted again inside the window): bring it back first.
+        if self.settings.recovery_window_days > 0 && self.scheduled(id).await? {
+            self.count();
+            client
+                .restore_secret()
+                .secret_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error(id, e))?;
+        }
+        self.count();
         let put = client
             .put_secret_value()
             .secret_id(id)
@@ -212,6 +223,7 @@ impl AwsStore {
                 client
                     .create_secret()
                     .name(id)
+                    .set_kms_key_id(self.settings.kms_key_id.clone())
                     .secret_string(value.expose_secret())
                     .send()
                     .await
@@ -221,6 +233,24 @@ impl AwsStore {
         }
         self.forget(id);
         Ok(())
+    }
+
+    /// Whether `id` is scheduled for deletion (deleted with a recovery window); a secret
+    /// that does not exist is not.
+    async fn scheduled(&self, id: &str) -> Result<bool> {
+        self.count();
+        match self
+            .client()
+            .await
+            .describe_secret()
+            .secret_id(id)
+            .send()
+            .await
+        {
+            Ok(described) => Ok(described.deleted_date().is_some()),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(sdk_error(id, e)),
+        }
     }
 
     /// Turns rotation on, as Terraform's `aws_secretsmanager_secret_rotation` does:
@@ -330,17 +360,18 @@ impl AwsStore {
         lock(&self.cache).retain(|(cached, _), _| cached != id);
     }
 
-    /// Deletes a secret at once (no recovery window); one that does not exist is deleted.
+    /// Deletes a secret, at once or with `recovery_window_days`; one that does not exist
+    /// is deleted.
     pub(crate) async fn delete(&self, id: &str) -> Result<()> {
         self.count();
-        let deleted = self
-            .client()
-            .await
-            .delete_secret()
-            .secret_id(id)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
+        let days = self.settings.recovery_window_days;
+        let request = self.client().await.delete_secret().secret_id(id);
+        let request = match days {
+            0 => request.force_delete_without_recovery(true),
+            // Secrets Manager takes 7 to 30 days.
+            days => request.recovery_window_in_days(days.clamp(7, 30) as i64),
+        };
+        let deleted = request.send().await;
         self.forget(id);
         match deleted {
             Ok(_) => Ok(()),

@@ -39,6 +39,12 @@ pub struct SecretsSettings {
     /// `aws` backend: a refresh (after a failed login) drops only reads older than this, so
     /// a client failing logins on purpose costs at most one API call per secret this often.
     pub min_refresh_ms: u64,
+    /// `aws` backend: the KMS key (ARN, id or alias) of secrets this store creates; unset,
+    /// Secrets Manager's default key (`aws/secretsmanager`).
+    pub kms_key_id: Option<String>,
+    /// `aws` backend: a secret this store deletes can be restored for this many days (7 to
+    /// 30); 0 deletes it at once. Putting a secret that waits for deletion restores it.
+    pub recovery_window_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,6 +63,8 @@ impl Default for SecretsSettings {
             endpoint_url: None,
             cache_ttl_ms: 30_000,
             min_refresh_ms: 1_000,
+            kms_key_id: None,
+            recovery_window_days: 0,
         }
     }
 }
