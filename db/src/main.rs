@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dbgw_db::{schema, Cluster};
+use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, SecretStore, SecretsSettings};
 use startup::telemetry::{LogFormat, LogSettings};
 
@@ -66,7 +67,16 @@ enum Command {
     },
     /// Create roles and the database, load the dump if the database is empty, apply
     /// migrations. Safe to run again.
-    Setup(Target),
+    Setup {
+        #[command(flatten)]
+        target: Target,
+        /// A secret whose current login this server adopts (repeatable): its user's
+        /// password becomes the secret's, so the rotation function, which proves the current
+        /// password logs in before it changes anything, can rotate it (the first passwords
+        /// Terraform writes are never set on the database otherwise).
+        #[arg(long = "adopt", value_name = "SECRET")]
+        adopt: Vec<String>,
+    },
     /// Apply pending migrations only.
     Migrate(Target),
     /// Copy secrets between the secret store and a directory of JSON files (the local
@@ -227,11 +237,23 @@ async fn main() -> anyhow::Result<()> {
             let (crt, key) = dbgw_db::tls::issue(&ca_dir, &hosts, &out, &name)?;
             println!("{} {}", crt.display(), key.display());
         }
-        Command::Setup(target) => {
+        Command::Setup { target, adopt } => {
             let server = target.server(&store).await?;
             schema::setup(&server, &target.database).await?;
             schema::setup_control(&server).await?;
             println!("database {} is set up", target.database);
+            let admin = server.connect("postgres").await?;
+            for secret in &adopt {
+                let (_, creds) = store
+                    .db_credentials_at(secret, secret_store::Stage::Current)
+                    .await?;
+                schema::set_password(&admin, &creds.username, creds.password.expose_secret())
+                    .await?;
+                println!(
+                    "{} now logs in with {secret}'s current password",
+                    creds.username
+                );
+            }
         }
         Command::Migrate(target) => {
             let server = target.server(&store).await?;

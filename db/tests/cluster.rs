@@ -71,3 +71,51 @@ async fn a_throwaway_cluster_holds_the_rates_data_over_tls_and_scram() {
     drop(cluster);
     assert!(!root.exists(), "dropping a cluster removes its directory");
 }
+
+/// `dbgw-db setup --adopt SECRET` (the db-admin task in AWS): the role named in the secret
+/// logs in with the secret's current password afterwards, the first password Terraform
+/// wrote and nothing set on the database; the rotation function then can prove ownership.
+#[tokio::test]
+async fn setup_adopts_the_first_password_of_a_secret() {
+    let db = dbgw_db::testing::TestDb::start().await;
+    let secrets = db.dir.path().join("secrets");
+    db.store
+        .put_db_credentials("dbgw/postgres-admin", db.cluster.admin())
+        .await
+        .unwrap();
+    let first = DbCredentials::new("rates_api", "written-by-terraform-1");
+    db.store
+        .put_db_credentials("dbgw/rates-api", &first)
+        .await
+        .unwrap();
+    assert!(
+        db.cluster
+            .server()
+            .connect_as("rates", &first)
+            .await
+            .is_err(),
+        "the secret's password was never set on the database"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbgw-db"))
+        .arg("--secrets-dir")
+        .arg(&secrets)
+        .args(["setup", "--host", db.cluster.host()])
+        .args(["--port", &db.cluster.port().to_string()])
+        .arg("--ca")
+        .arg(db.cluster.ca_cert())
+        .args(["--adopt", "dbgw/rates-api"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("written-by-terraform-1"), "{stdout}");
+    db.cluster
+        .server()
+        .connect_as("rates", &first)
+        .await
+        .expect("the adopted password logs in");
+}

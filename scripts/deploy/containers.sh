@@ -178,14 +178,16 @@ echo "rates-api: /rates answers as the spec says"
 export DBGW_CACHE_DIR=$DEV/dbgw-cache BROWSER="node idp/dev-browser.js" DEV_BROWSER_EMAIL=alice@example.com \
   DBGW_ISSUER=http://127.0.0.1:$STACK_IDP_PORT DBGW_PROXY_PORT=$STACK_PROXY_PORT DBGW_CA_FILE=$STATE/pg/ca.crt
 rm -rf "$DBGW_CACHE_DIR"
-who=$($BIN/dbgw psql -- -X -A -t -c "SELECT current_user" -c "SELECT count(*) FROM prices" 2>"$DEV/psql.err") ||
+# alice logs in as her own role (session_user) and runs as her grant's role (current_user).
+who=$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" -c "SELECT current_user" -c "SELECT count(*) FROM prices" 2>"$DEV/psql.err") ||
   { cat "$DEV/psql.err"; fail "SSO psql through the proxy container"; }
 [[ "$(echo "$who" | head -1)" == p_alice_example_com_* ]] || fail "psql did not run as alice's own role: $who"
+[ "$(echo "$who" | sed -n 2p)" = rates_reader ] || fail "psql did not run as the grant's role: $who"
 [ "$(echo "$who" | tail -1)" = 56689 ] || fail "unexpected count: $who"
 echo "psql through the proxy container as alice: $(echo "$who" | head -1), 56689 prices"
 
 sleep 0.3
-grep -h '"type":"statement"' "$STATE"/audit/*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT current_user' ||
+grep -h '"type":"statement"' "$STATE"/audit/*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' ||
   fail "the audit log does not name alice on her statement"
 
 if [ -f "$STATE/audit/head.json" ] && ! grep -q head.json <<<"$(ls "$STATE/shipper")"; then

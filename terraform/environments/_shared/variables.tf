@@ -68,7 +68,7 @@ variable "write_secret_values" {
 }
 
 variable "people_secrets_enforced" {
-  description = "modules/stack: refuse people's secrets without their KMS key or recovery window (once the approvals app sets both)."
+  description = "modules/stack: refuse people's secrets without their KMS key or recovery window (the approvals app sets both: secrets.kms_key_id, secrets.recovery_window_days)."
   type        = bool
-  default     = false
+  default     = true
 }

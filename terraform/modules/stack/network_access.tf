@@ -164,6 +164,10 @@ resource "aws_lb_target_group" "proxy" {
   target_type          = "ip"
   vpc_id               = module.network.vpc_id
   deregistration_delay = var.proxy_drain_secs
+  # IP targets do not see the client's address: the NLB sends it first (PROXY protocol v2),
+  # and the proxy trusts the header from the VPC only (PROXY_PROXY_PROTOCOL__FROM; only the
+  # NLB's security group reaches 6432).
+  proxy_protocol_v2 = true
   # Sessions already open keep their task until it drains; new ones go to healthy tasks.
   connection_termination = false
   health_check {

@@ -95,9 +95,16 @@ module "rotation" {
   kms_key_arns         = [module.secrets_key.arn, module.database.kms_key_arn, module.people_secrets_key.arn]
   lambda_kms_key_arn   = module.secrets_key.arn
   reserved_concurrency = var.rotation_reserved_concurrency
+  # Whom the function acts for (docs/rotation.md): its configuration, never the secret,
+  # names the masters, which secrets alternate users and where people's secrets live.
   environment = {
-    ROTATION_DATABASE__CA_FILE = "/var/task/rds-ca/global-bundle.pem"
-    ROTATION_LOG__FORMAT       = "json"
+    ROTATION_DATABASE__CA_FILE      = "/var/task/rds-ca/global-bundle.pem"
+    ROTATION_DATABASE__DEFAULT_HOST = module.database.address
+    ROTATION_LOG__FORMAT            = "json"
+    ROTATION_POLICY__MASTERS        = jsonencode([module.database.master_user_secret_arn])
+    ROTATION_POLICY__PERSON_MASTERS = jsonencode([aws_secretsmanager_secret.db["approvals"].arn])
+    ROTATION_POLICY__ALTERNATING    = jsonencode([for k, v in local.db_secrets : aws_secretsmanager_secret.db[k].arn if v.alternating])
+    ROTATION_POLICY__PERSON_PREFIX  = local.person_secret_prefix
   }
   log_retention_days = var.log_retention_days
   logs_kms_key_arn   = module.logs_key.arn

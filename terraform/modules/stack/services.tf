@@ -87,6 +87,7 @@ module "proxy" {
     PROXY_UPSTREAM__PORT           = tostring(module.database.port)
     PROXY_UPSTREAM__TLS            = "verify-full"
     PROXY_UPSTREAM__CA_FILE        = local.rds_ca_file
+    PROXY_PROXY_PROTOCOL__FROM     = jsonencode([module.network.vpc_cidr])
     PROXY_SERVICES__RATES_API      = aws_secretsmanager_secret.db["rates-api"].name
     PROXY_OIDC__ISSUER             = var.oidc_issuer
     PROXY_OIDC__AUDIENCES          = jsonencode(var.oidc_audiences)
@@ -317,7 +318,10 @@ module "approvals" {
     APPROVALS_OIDC__SECRET           = aws_secretsmanager_secret.approvals_oidc.name
     APPROVALS_SECRETS__BACKEND       = local.secrets_backend
     APPROVALS_ROTATION__FUNCTION_ARN = module.rotation.function_arn
-    APPROVALS_LOG__FORMAT            = "json"
+    # People's secrets: their own key, and a week to restore one deleted by mistake.
+    APPROVALS_SECRETS__KMS_KEY_ID           = module.people_secrets_key.arn
+    APPROVALS_SECRETS__RECOVERY_WINDOW_DAYS = "7"
+    APPROVALS_LOG__FORMAT                   = "json"
   }
   secrets_kms_key_arn = module.secrets_key.arn
   task_policy_json    = data.aws_iam_policy_document.approvals_task.json
@@ -343,6 +347,18 @@ data "aws_iam_policy_document" "db_admin_task" {
     sid       = "MasterKey"
     actions   = ["kms:Decrypt"]
     resources = [module.database.kms_key_arn]
+  }
+  # `setup --adopt`: each login's first password (written by Terraform) is set on the
+  # database, so the rotation function can prove it before its first rotation.
+  statement {
+    sid       = "FirstPasswords"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [for s in aws_secretsmanager_secret.db : s.arn]
+  }
+  statement {
+    sid       = "FirstPasswordsKey"
+    actions   = ["kms:Decrypt"]
+    resources = [module.secrets_key.arn]
   }
 }
 
@@ -396,7 +412,10 @@ resource "aws_ecs_task_definition" "db_admin" {
     essential              = true
     readonlyRootFilesystem = true
     user                   = "10001:10001"
-    command                = ["setup", "--host", module.database.address, "--port", tostring(module.database.port), "--ca", local.rds_ca_file, "--admin-secret", module.database.master_user_secret_arn]
+    command = concat(
+      ["setup", "--host", module.database.address, "--port", tostring(module.database.port), "--ca", local.rds_ca_file, "--admin-secret", module.database.master_user_secret_arn],
+      flatten([for s in aws_secretsmanager_secret.db : ["--adopt", s.arn]]),
+    )
     environment = [
       # The secret-store backend of issue 10; dbgw-db reads the master secret by its ARN.
       { name = "DBGW_SECRETS_BACKEND", value = local.secrets_backend },

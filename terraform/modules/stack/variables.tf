@@ -218,7 +218,7 @@ variable "audit_silence_minutes" {
 }
 
 variable "people_secrets_enforced" {
-  description = "Deny the approvals app creating people's secrets without their KMS key, or deleting them without a recovery window. Turn on once the app passes KmsKeyId and RecoveryWindowInDays (docs/operations.md)."
+  description = "Deny the approvals app creating people's secrets without their KMS key, or deleting them without a recovery window. The approvals app passes both (secrets.kms_key_id, secrets.recovery_window_days), so this is on."
   type        = bool
-  default     = false
+  default     = true
 }
