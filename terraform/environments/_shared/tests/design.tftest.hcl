@@ -273,6 +273,16 @@ run "design" {
     contains(module.dbgw.posture.people_secrets.rotation_keys, module.dbgw.posture.people_secrets.key_arn))
     error_message = "people's secrets have no customer-managed KMS key of their own that approvals (GenerateDataKey, Decrypt), the proxy (Decrypt) and the rotation function may use"
   }
+  # The approvals app creates them with that key and deletes them with a recovery window
+  # (secrets.kms_key_id, secrets.recovery_window_days), and IAM refuses anything else by default.
+  assert {
+    condition = (anytrue([for c in module.dbgw.posture.tasks["approvals"] : (
+      contains([for e in c.environment : "${e.name}=${e.value}"], "APPROVALS_SECRETS__KMS_KEY_ID=${module.dbgw.posture.people_secrets.key_arn}") &&
+      anytrue([for e in c.environment : e.name == "APPROVALS_SECRETS__RECOVERY_WINDOW_DAYS" && try(tonumber(e.value) >= 7 && tonumber(e.value) <= 30, false)])
+      ) if c.name == "approvals"]) &&
+    anytrue([for st in module.dbgw.posture.people_secrets.approvals : st.effect == "Deny" && contains(st.actions, "secretsmanager:CreateSecret")]))
+    error_message = "the approvals task is not given the people's key (APPROVALS_SECRETS__KMS_KEY_ID) and a 7-30 day recovery window, or the IAM denies are not on by default"
+  }
 
   # --- Health: ECS restarts on liveness only; the load balancers route on readiness.
   assert {
