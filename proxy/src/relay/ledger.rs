@@ -1751,20 +1751,29 @@ impl Ledger {
                 .filter(|(_, r)| r.pending == 0)
                 .map(|(s, _)| *s)
                 .collect();
-            for seq in ended {
-                let run = self.runs.remove(&seq).expect("present");
-                emit(Finished {
-                    seq,
-                    index: None,
-                    outcome: Outcome::Ok {
-                        tag: "PORTAL CLOSED",
-                        rows: Some(run.rows),
-                    },
-                    since: run.since,
-                });
-            }
+            self.close_runs(ended, emit);
         }
         Ok(())
+    }
+
+    /// Suspended executions of portals that are gone ended with the rows they returned
+    /// (those with an Execute still in flight end with its answer).
+    fn close_runs(&mut self, seqs: Vec<u64>, emit: &mut dyn FnMut(Finished<'_>)) {
+        for seq in seqs {
+            if !self.runs.iter().any(|(s, r)| *s == seq && r.pending == 0) {
+                continue;
+            }
+            let run = self.runs.remove(&seq).expect("present");
+            emit(Finished {
+                seq,
+                index: None,
+                outcome: Outcome::Ok {
+                    tag: "PORTAL CLOSED",
+                    rows: Some(run.rows),
+                },
+                since: run.since,
+            });
+        }
     }
 
     /// A simple Query ran (postgres.c, `exec_simple_query`): the server dropped the unnamed
@@ -1784,21 +1793,7 @@ impl Ledger {
             }
             true
         });
-        // A suspended execution of a dropped portal ended with the rows it returned.
-        for seq in dropped {
-            if self.runs.0.iter().any(|(s, r)| *s == seq && r.pending == 0) {
-                let run = self.runs.remove(&seq).expect("present");
-                emit(Finished {
-                    seq,
-                    index: None,
-                    outcome: Outcome::Ok {
-                        tag: "PORTAL CLOSED",
-                        rows: Some(run.rows),
-                    },
-                    since: run.since,
-                });
-            }
-        }
+        self.close_runs(dropped, emit);
     }
 
     /// SQL-level PREPARE, DEALLOCATE, DECLARE, CLOSE or DISCARD ran (or tried to): named

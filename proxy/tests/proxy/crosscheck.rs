@@ -45,6 +45,28 @@ pub(crate) fn crosscheck(audit: &Path, pgaudit: &Path) -> (i32, Value, String) {
     )
 }
 
+/// A stack whose cluster runs pgaudit, the witness every driver is compared with.
+pub(crate) async fn witnessed() -> Stack {
+    Stack::with(crate::common::Options {
+        pgaudit: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The proxy's audit log and pgaudit's tell the same story: zero differences, at least
+/// `min` statements paired.
+pub(crate) async fn assert_witness_agrees(stack: &Stack, marker: &str, min: u64) {
+    server_log_settled(stack, marker).await;
+    let (code, report, text) = crosscheck(&stack.audit_dir(), &stack.pgaudit_dir());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
+    assert!(
+        report["summary"]["matched_statements"].as_u64().unwrap() >= min,
+        "{text}"
+    );
+}
+
 /// Every line of the server's JSON log so far.
 fn server_log(dir: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

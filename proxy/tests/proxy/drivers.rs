@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{assert_chain_verifies, executions, Stack};
+use crate::crosscheck::{assert_witness_agrees, witnessed};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -33,29 +34,6 @@ fn statements(runs: &[(serde_json::Value, Option<serde_json::Value>)]) -> Vec<St
     runs.iter()
         .map(|(s, _)| s["statement"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// A stack whose cluster runs pgaudit, the witness every driver is compared with.
-async fn witnessed() -> Stack {
-    Stack::with(crate::common::Options {
-        pgaudit: true,
-        ..Default::default()
-    })
-    .await
-}
-
-/// The proxy's audit log and pgaudit's tell the same story: zero differences, at least
-/// `min` statements paired.
-async fn assert_witness_agrees(stack: &Stack, marker: &str, min: u64) {
-    crate::crosscheck::server_log_settled(stack, marker).await;
-    let (code, report, text) =
-        crate::crosscheck::crosscheck(&stack.audit_dir(), &stack.pgaudit_dir());
-    assert_eq!(code, 0, "{text}");
-    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
-    assert!(
-        report["summary"]["matched_statements"].as_u64().unwrap() >= min,
-        "{text}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,11 +179,7 @@ async fn node_postgres() {
 /// both, so the proxy must too. What ran is then compared with pgaudit's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg() {
-    let stack = Stack::with(crate::common::Options {
-        pgaudit: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = witnessed().await;
     run_client(&stack, "python3", "asyncpg_client.py");
     let runs = executions(&stack.records(), "asyncpg-test");
     let texts = statements(&runs);
@@ -236,15 +210,7 @@ async fn asyncpg() {
     assert_eq!(inserts, 3, "executemany: one record per execution");
     assert_chain_verifies(&stack.audit_dir());
 
-    crate::crosscheck::server_log_settled(&stack, "asyncpg-settled").await;
-    let (code, report, text) =
-        crate::crosscheck::crosscheck(&stack.audit_dir(), &stack.pgaudit_dir());
-    assert_eq!(code, 0, "{text}");
-    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
-    assert!(
-        report["summary"]["matched_statements"].as_u64().unwrap() >= 10,
-        "{text}"
-    );
+    assert_witness_agrees(&stack, "asyncpg-settled", 10).await;
     stack.stop().await;
 }
 
