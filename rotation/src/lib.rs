@@ -26,6 +26,7 @@ pub mod settings;
 pub mod steps;
 pub mod strategy;
 pub mod testing;
+pub mod value;
 
 pub use settings::Settings;
 pub use steps::{Rotator, Step};

@@ -20,9 +20,10 @@ use aws_sdk_secretsmanager::Client;
 use secret_store::aws::sdk_error;
 use secret_store::DbCredentials;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::policy::{Named, Policy, Scheme};
+use crate::value::{credentials, SecretValue};
 use crate::{strategy, Error, Settings};
 
 pub const CURRENT: &str = "AWSCURRENT";
@@ -58,9 +59,6 @@ pub struct Event {
     #[serde(rename = "ClientRequestToken")]
     pub token: String,
 }
-
-/// A secret's value: the JSON object, kept whole so fields we do not know survive rotation.
-pub type Value_ = Map<String, Value>;
 
 pub struct Rotator {
     pub sm: Client,
@@ -326,7 +324,7 @@ impl Rotator {
         id: &str,
         version: Option<&str>,
         stage: &str,
-    ) -> Result<Option<Value_>, Error> {
+    ) -> Result<Option<SecretValue>, Error> {
         let out = self
             .sm
             .get_secret_value()
@@ -359,7 +357,7 @@ impl Rotator {
         id: &str,
         version: Option<&str>,
         stage: &str,
-    ) -> Result<Value_, Error> {
+    ) -> Result<SecretValue, Error> {
         self.value(id, version, stage).await?.ok_or_else(|| {
             Error::Refused(format!(
                 "secret {id} has no {stage} value{}",
@@ -369,10 +367,4 @@ impl Rotator {
             ))
         })
     }
-}
-
-/// The login in a secret's value; the error names the secret, never the value.
-pub fn credentials(id: &str, value: &Value_) -> Result<DbCredentials, Error> {
-    let text = secrecy::SecretString::from(Value::Object(value.clone()).to_string());
-    Ok(secret_store::parse_credentials(id, &text)?)
 }

@@ -17,7 +17,7 @@ use secret_store::DbCredentials;
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 
-use crate::steps::Value_;
+use crate::value::SecretValue;
 use crate::{Error, Settings};
 
 pub const CLONE_SUFFIX: &str = "_clone";
@@ -33,7 +33,7 @@ pub fn other_user(user: &str) -> String {
 /// The next version's value: the current one with a new password and, alternating, the
 /// other user. Every other field is kept. Whether it alternates is the configuration's
 /// choice ([`crate::policy`]), never the secret's.
-pub fn next_value(current: &Value_, alternating: bool) -> Result<Value_, Error> {
+pub fn next_value(current: &SecretValue, alternating: bool) -> Result<SecretValue, Error> {
     let mut next = current.clone();
     let Some(Value::String(user)) = current.get("username") else {
         return Err(Error::Refused("the current version has no username".into()));
@@ -294,7 +294,7 @@ mod tests {
     fn users_alternate_and_fields_survive() {
         assert_eq!(other_user("rates_api"), "rates_api_clone");
         assert_eq!(other_user("rates_api_clone"), "rates_api");
-        let current: Value_ = serde_json::from_str(
+        let current: SecretValue = serde_json::from_str(
             r#"{"engine":"postgres","host":"h","port":5432,"username":"rates_api",
                 "password":"old","dbname":"rates","masterarn":"m","extra":1}"#,
         )
