@@ -21,7 +21,11 @@ log() { printf '{"level":"%s","msg":"%s"}\n' "$1" "$2" >&2; }
 
 openssl rand -hex 32 | tr -d '\n' >"$pass"
 tries=0
-until aws acm export-certificate --certificate-arn "$ACM_CERTIFICATE_ARN" --passphrase "fileb://$pass" --output json >"$export_json"; do
+# ACM_ENDPOINT_URL: an emulator's endpoint (make test-containers); unset in AWS.
+endpoint=""
+[ -z "${ACM_ENDPOINT_URL:-}" ] || endpoint="--endpoint-url=$ACM_ENDPOINT_URL"
+# shellcheck disable=SC2086
+until aws acm export-certificate $endpoint --certificate-arn "$ACM_CERTIFICATE_ARN" --passphrase "fileb://$pass" --output json >"$export_json"; do
   tries=$((tries + 1))
   [ $tries -lt 5 ] || { log error "acm export-certificate failed 5 times"; exit 1; }
   sleep $((tries * 2))

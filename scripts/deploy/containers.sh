@@ -5,6 +5,14 @@
 # chain verified in the proxy's volume and again from the shipper's copy in the (emulated) S3
 # bucket after the proxy stopped, so nothing was lost on the way.
 #
+# The service containers run as Fargate runs them (docs/operations.md, "make
+# test-containers"): scripts/deploy/fargate_tasks.py renders the ECS task definitions from
+# the Terraform (a mock apply of environments/$FARGATE_ENV, default production), and
+# compose_run.py runs each task container with its user, a read-only root, its volumes made
+# as Fargate makes bind mounts (the image's VOLUME content, or an empty root:root 0755
+# directory) and its container health check, which must pass. Negative checks run rates-api
+# and the proxy with one mount made as if the image lacked that VOLUME: each must fail.
+#
 # compose.yaml is resolved by docker-compose v1 (Debian) and started by compose_run.py with
 # podman (Debian's podman-compose cannot run host-network services).
 # No image registry is reachable here, so the base images are made locally:
@@ -46,7 +54,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export PODMAN_CMD="${PODMAN[*]}"
-compose() { python3 scripts/deploy/compose_run.py "$1" "$PROJECT"; }
+compose() { python3 scripts/deploy/compose_run.py "$1" "$PROJECT" "${@:2}"; }
 logs() { "${PODMAN[@]}" logs "${PROJECT}_$1_1" 2>&1 | tail -n 30; }
 cleanup() {
   if [ "${KEEP:-0}" != 1 ]; then
@@ -55,6 +63,11 @@ cleanup() {
 }
 trap cleanup EXIT
 cleanup
+
+# The task definitions, rendered by Terraform while the images build (~15 s).
+FARGATE_ENV=${FARGATE_ENV:-production}
+python3 scripts/deploy/fargate_tasks.py "$DEV/fargate-tasks.json" "$FARGATE_ENV" >"$DEV/fargate-tasks.log" 2>&1 &
+TASKS_PID=$!
 
 step "base images"
 if ! "${PODMAN[@]}" image exists docker.io/library/debian:bookworm-slim; then
@@ -104,6 +117,9 @@ fi
 BIN=target/$PROFILE
 
 step "images"
+# The build stages are left as dangling images: the ones this run makes are removed after it.
+dangling() { "${PODMAN[@]}" images -q --no-trunc --filter dangling=true | sort; }
+dangling >"$DEV/dangling.before"
 rust_args=(--build-arg PREBUILT=1 --build-arg PROFILE="$PROFILE" --build-arg RUST_IMAGE=docker.io/library/debian:bookworm-slim)
 build "dbgw/proxy:$STACK_TAG" proxy/Dockerfile "${rust_args[@]}"
 build "dbgw/rates-api:$STACK_TAG" rates-api/Dockerfile "${rust_args[@]}"
@@ -114,6 +130,8 @@ build "dbgw/idp:$STACK_TAG" idp/Dockerfile --build-arg NODE_IMAGE=localhost/dbgw
 build "dbgw/moto:$STACK_TAG" deploy/moto/Dockerfile
 build "dbgw/audit-shipper:$STACK_TAG" deploy/audit-shipper/Dockerfile
 "${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep ":$STACK_TAG " | sed 's/^/  /'
+
+comm -13 "$DEV/dangling.before" <(dangling) | xargs -r "${PODMAN[@]}" rmi >/dev/null 2>&1 || true
 
 # Images are non-root and carry no secret: check what they say about themselves.
 for img in proxy rates-api approvals dbgw-db postgres idp moto audit-shipper; do
@@ -136,8 +154,20 @@ out=$("${PODMAN[@]}" run --rm --network none -e TLS_CERT_PEM=test-cert -e TLS_KE
 [ "$out" = "$(printf '0\ntest-cert\ntest-key\n600')" ] || fail "the entrypoint left PEM values in the environment or wrote them wrongly: $out"
 echo "images: non-root, no key or secret inside; the entrypoint moves PEM values from the environment to mode-600 files"
 
-step "compose up"
-compose up >"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up"; }
+step "task definitions of environments/$FARGATE_ENV (terraform test, mock apply)"
+wait "$TASKS_PID" || { cat "$DEV/fargate-tasks.log"; fail "rendering the task definitions from the Terraform"; }
+cat "$DEV/fargate-tasks.log"
+export FARGATE_TASKS=$PWD/$DEV/fargate-tasks.json
+# What the tasks get from AWS, handed over from the stack's state volume, as PEM values the
+# images' entrypoint writes to /run/dbgw: the CA of the database rates-api reaches (there, the
+# private CA's certificate in CA_PEM), and the proxy's certificate. The proxy-cert container
+# does export one from moto's ACM into the same volume first, but moto signs it with a key
+# no client can verify, so the proxy's entrypoint writes the stack's own over it.
+export FARGATE_FILE_ENV='{"proxy": {"TLS_CERT_PEM": "state:proxy/proxy.crt", "TLS_KEY_PEM": "state:proxy/proxy.key"},
+  "rates-api": {"CA_PEM": "state:pg/ca.crt"}}'
+
+step "compose up (service containers with their Fargate settings)"
+compose up moto >"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up moto"; }
 wait_http() { # name, url
   for _ in $(seq 1 150); do
     curl -fsS -o /dev/null "$2" 2>/dev/null && return 0
@@ -147,9 +177,19 @@ wait_http() { # name, url
   fail "$1 did not become ready at $2"
 }
 wait_http moto "http://127.0.0.1:$STACK_MOTO_PORT/moto-api/"
-# The audit bucket as Terraform makes it: Object Lock, compliance mode.
-python3 - <<PY || fail "creating the audit bucket in moto"
+# The audit bucket as Terraform makes it: Object Lock, compliance mode; and the proxy's
+# private certificate in ACM (issued by an ACM Private CA), which the proxy task's proxy-cert
+# container exports at start (deploy/proxy-cert/fetch.sh).
+cert_arn=$(python3 - <<PY
 import boto3
+kw = dict(endpoint_url="http://127.0.0.1:$STACK_MOTO_PORT", region_name="eu-west-1",
+          aws_access_key_id="moto", aws_secret_access_key="moto")
+ca = boto3.client("acm-pca", **kw).create_certificate_authority(
+    CertificateAuthorityConfiguration={"KeyAlgorithm": "RSA_2048", "SigningAlgorithm": "SHA256WITHRSA",
+                                       "Subject": {"CommonName": "dbgw test-containers"}},
+    CertificateAuthorityType="ROOT")["CertificateAuthorityArn"]
+print(boto3.client("acm", **kw).request_certificate(DomainName="proxy.dbgw.internal",
+                                                     CertificateAuthorityArn=ca)["CertificateArn"])
 s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:$STACK_MOTO_PORT", region_name="eu-west-1",
                   aws_access_key_id="moto", aws_secret_access_key="moto")
 s3.create_bucket(Bucket="dbgw-audit", ObjectLockEnabledForBucket=True,
@@ -157,10 +197,38 @@ s3.create_bucket(Bucket="dbgw-audit", ObjectLockEnabledForBucket=True,
 s3.put_object_lock_configuration(Bucket="dbgw-audit", ObjectLockConfiguration={
     "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
 PY
+) || fail "creating the audit bucket and the proxy's certificate in moto"
+# The proxy-cert container (defined only in the task definition) talks to moto's ACM.
+FARGATE_LOCAL_ENV=$(python3 -c 'import json, sys; print(json.dumps({"proxy-cert": {
+  "ACM_CERTIFICATE_ARN": sys.argv[1], "ACM_ENDPOINT_URL": sys.argv[2],
+  "AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto", "AWS_DEFAULT_REGION": "eu-west-1"}}))' \
+  "$cert_arn" "http://127.0.0.1:$STACK_MOTO_PORT")
+export FARGATE_LOCAL_ENV
+compose up >>"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up"; }
+sed -n '/^Fargate settings/,$p' "$DEV/compose-up.log"
 wait_http idp "http://127.0.0.1:$STACK_IDP_PORT/healthz"
 wait_http proxy "http://127.0.0.1:$STACK_PROXY_ADMIN_PORT/health/ready"
 wait_http rates-api "http://127.0.0.1:$STACK_RATES_PORT/health/ready"
 STATE=$("${PODMAN[@]}" volume inspect --format '{{.Mountpoint}}' "${PROJECT}_state")
+vol() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DEV/fargate/volumes.json" "$1"; }
+AUDIT=$(vol proxy/audit) SHIPPER=$(vol proxy/shipper-state) PROXY_RUN=$(vol proxy/run) RATES_RUN=$(vol rates-api/run)
+
+step "what the containers wrote in their task volumes (user 10001, read-only root)"
+owned() { # path: exists, owned by 10001
+  [ -e "$1" ] && [ "$(stat -c %u "$1")" = 10001 ] || fail "$1: missing, or not written by uid 10001 ($(ls -la "$(dirname "$1")" 2>&1))"
+}
+owned "$PROXY_RUN/tls.crt"
+owned "$PROXY_RUN/tls.key"
+[ "$(stat -c %a "$PROXY_RUN/tls.key")" = 600 ] || fail "the proxy's key is not mode 600 in its run volume"
+owned "$RATES_RUN/ca.pem"
+for _ in $(seq 1 50); do [ -e "$SHIPPER/heartbeat" ] && break; sleep 0.2; done
+owned "$SHIPPER/heartbeat"
+code=$("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "${PROJECT}_proxy-cert_1")
+[ "$code" = 0 ] || { logs proxy-cert; fail "proxy-cert exited $code"; }
+"${PODMAN[@]}" logs "${PROJECT}_proxy-cert_1" 2>&1 | grep -q "wrote the certificate of $cert_arn" ||
+  { logs proxy-cert; fail "proxy-cert did not write the certificate it exported from ACM"; }
+echo "proxy-cert: exported the certificate from (moto's) ACM into the run volume and exited 0; the proxy started after it"
+echo "proxy: tls.crt, tls.key (600) in /run/dbgw; rates-api: ca.pem in /run/dbgw; shipper: its state in /var/lib/audit-shipper"
 
 step "quick start against the containers"
 rates=$(curl -fsS "http://127.0.0.1:$STACK_RATES_PORT/rates?date_from=2021-01-01&date_to=2021-01-31&orig_code=CNGGZ&dest_code=EETLL")
@@ -179,7 +247,7 @@ export DBGW_CACHE_DIR=$DEV/dbgw-cache BROWSER="node idp/dev-browser.js" DEV_BROW
   DBGW_ISSUER=http://127.0.0.1:$STACK_IDP_PORT DBGW_PROXY_PORT=$STACK_PROXY_PORT DBGW_CA_FILE=$STATE/pg/ca.crt
 rm -rf "$DBGW_CACHE_DIR"
 # alice logs in as her own role (session_user) and runs as her grant's role (current_user).
-who=$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" -c "SELECT current_user" -c "SELECT count(*) FROM prices" 2>"$DEV/psql.err") ||
+who=$("$BIN"/dbgw psql -- -X -A -t -c "SELECT session_user" -c "SELECT current_user" -c "SELECT count(*) FROM prices" 2>"$DEV/psql.err") ||
   { cat "$DEV/psql.err"; fail "SSO psql through the proxy container"; }
 [[ "$(echo "$who" | head -1)" == p_alice_example_com_* ]] || fail "psql did not run as alice's own role: $who"
 [ "$(echo "$who" | sed -n 2p)" = rates_reader ] || fail "psql did not run as the grant's role: $who"
@@ -187,26 +255,29 @@ who=$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" -c "SELECT current_use
 echo "psql through the proxy container as alice: $(echo "$who" | head -1), 56689 prices"
 
 sleep 0.3
-grep -h '"type":"statement"' "$STATE"/audit/*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' ||
+grep -h '"type":"statement"' "$AUDIT"/audit-*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' ||
   fail "the audit log does not name alice on her statement"
+owned "$(compgen -G "$AUDIT/audit-*.jsonl" | head -1)"
+echo "proxy: its audit in the task's audit volume (/var/lib/dbgw-audit), written by uid 10001"
 
-if [ -f "$STATE/audit/head.json" ] && ! grep -q head.json <<<"$(ls "$STATE/shipper")"; then
+if [ -f "$AUDIT/head.json" ] && ! grep -q head.json <<<"$(ls "$SHIPPER")"; then
   fail "head.json is in the volume but was not shipped"
 fi
-if curl -fsS -o /dev/null "http://127.0.0.1:$STACK_APPROVALS_PORT/health/live" 2>/dev/null; then
-  echo "approvals: /health/live answers"
-else
-  echo "approvals: image built and started, but its binary does not serve /health/live yet (issue 9); runtime check skipped"
-fi
+
+step "the task definitions' container health checks, in the containers"
+compose health || fail "a container health check of the task definitions fails in its container"
+compose files || fail "a task definition names a file its image does not have"
 
 step "stop the proxy (drains, syncs its log), then the shipper (ships the rest)"
 # (podman's complaints about systemd health-check timers go to the log, not the console)
-"${PODMAN[@]}" stop -t 60 "${PROJECT}_rates-api_1" >/dev/null 2>>"$DEV/podman.log"
-"${PODMAN[@]}" stop -t 60 "${PROJECT}_proxy_1" >/dev/null 2>>"$DEV/podman.log"
-"${PODMAN[@]}" stop -t 90 "${PROJECT}_audit-shipper_1" >/dev/null 2>>"$DEV/podman.log"
+{
+  "${PODMAN[@]}" stop -t 60 "${PROJECT}_rates-api_1" >/dev/null
+  "${PODMAN[@]}" stop -t 60 "${PROJECT}_proxy_1" >/dev/null
+  "${PODMAN[@]}" stop -t 90 "${PROJECT}_audit-shipper_1" >/dev/null
+} 2>>"$DEV/podman.log"
 code=$("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "${PROJECT}_audit-shipper_1")
 [ "$code" = 0 ] || { logs audit-shipper; fail "the shipper exited $code"; }
-local_report=$($BIN/proxy audit verify "$STATE/audit") || fail "the audit chain in the volume does not verify"
+local_report=$("$BIN"/proxy audit verify "$AUDIT") || fail "the audit chain in the volume does not verify"
 echo "volume: $local_report"
 
 rm -rf "$DEV/shipped" && mkdir -p "$DEV/shipped"
@@ -225,10 +296,30 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket="dbgw-audit", Pr
 assert n > 0, "no audit file in the bucket"
 print(f"{n} audit file(s) in s3://dbgw-audit/local/proxy-1/")
 PY
-shipped_report=$($BIN/proxy audit verify "$DEV/shipped") || fail "the shipped audit chain does not verify"
+shipped_report=$("$BIN"/proxy audit verify "$DEV/shipped") || fail "the shipped audit chain does not verify"
 echo "bucket: $shipped_report"
 [ "${shipped_report##*head }" = "${local_report##*head }" ] || fail "the bucket's chain head differs from the proxy's: records lost in shipping"
 
+
+step "negative checks: a task volume whose path the image does not declare as VOLUME"
+# Fargate gives such a mount as an empty root:root 0755 directory: uid 10001 on a read-only root
+# cannot write there, and the container must exit non-zero (124: it kept running). The same
+# code path as the run above, with one VOLUME declaration taken away; the database is still up.
+probe() { # service, path, what it cannot write
+  local code
+  set +e
+  FARGATE_PRETEND_NO_VOLUME="$1:$2" compose probe "$1" 30 >"$DEV/probe-$1.log" 2>&1
+  code=$?
+  set -e
+  [ "$code" != 0 ] && [ "$code" != 124 ] ||
+    { tail -n 20 "$DEV/probe-$1.log"; fail "$1 ran with a root-owned $2 (exit $code): the emulation does not bite"; }
+  grep -qiE "permission denied|os error 13" "$DEV/probe-$1.log" ||
+    { tail -n 20 "$DEV/probe-$1.log"; fail "$1 failed (exit $code), but not for the root-owned $2"; }
+  echo "$1 without VOLUME $2: exit $code, cannot write $3 ($(grep -m1 -oiE "[^\"]{0,80}(permission denied|os error 13)" "$DEV/probe-$1.log"))"
+}
+probe rates-api /run/dbgw "its CA file"
+probe proxy /var/lib/dbgw-audit "its audit log"
+
 trap - EXIT
 cleanup
-echo "test-containers: OK in $(( $(date +%s) - START ))s (8 images built, stack started, /rates, SSO psql, audit verified in the volume and in the bucket, same head)"
+echo "test-containers: OK in $(( $(date +%s) - START ))s (8 images built, service containers run with the task definitions' user, read-only root, volumes and health checks; /rates, SSO psql, audit verified in the volume and in the bucket, same head; a missing VOLUME fails)"
