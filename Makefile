@@ -47,9 +47,14 @@ fuzz:
 e2e:
 	scripts/e2e.sh
 
+# pgbench -S and -N through PostgreSQL direct, socat, pgbouncer and the proxy (TPS, latency,
+# CPU per statement), then instructions per transaction under callgrind (valgrind), then
+# rates-api under wrk with its pool through the proxy (cache off). About 8 minutes.
+# Deeper looks: target/release/proxy-bench --instructions | --syscalls | --flamegraph FILE.svg
 bench-proxy:
-	cargo build --release --locked -p proxy -p dbgw-bench
+	cargo build --release --locked -p proxy -p rates-api -p dbgw-bench
 	target/release/proxy-bench
+	target/release/rates-api-bench --no-cache --through-proxy --seconds 5 --warmup 2
 
 bench-rates:
 	cargo build --release --locked -p rates-api -p dbgw-bench

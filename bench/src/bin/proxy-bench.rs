@@ -1,20 +1,36 @@
 //! `proxy-bench`: what the audit proxy costs, next to the alternatives, in one run.
 //!
-//! pgbench (select-only, prepared protocol) against, in turn:
+//! Two pgbench workloads, both with the prepared protocol (Bind/Execute/Sync per statement):
+//! `-S` (select-only, one statement per transaction) and `-N` (TPC-B-like without the
+//! branch and teller updates: BEGIN, UPDATE, SELECT, INSERT, END, five statements with
+//! writes). Each runs against, in turn:
 //! - PostgreSQL directly;
 //! - socat, a zero-work TCP relay: the floor for any proxy on this machine;
 //! - pgbouncer in session mode;
 //! - the dbgw proxy with the audit log on, buffered and fsync durability (and buffered with
 //!   one session thread, as pgbouncer has one process);
-//! - the proxy and pgbouncer with TLS towards the database, as in production.
+//! - the proxy and pgbouncer with TLS towards the database, as in production (`-S` only).
 //!
 //! Each contender runs at 8 clients and at 1 client, several rounds in rotating order; the
-//! table shows medians. Run it with `make bench-proxy` (it builds the release proxy first).
+//! tables show medians. Then, when valgrind is installed, pgbouncer and the proxy (one
+//! session thread) run again under callgrind for the instructions each executes per
+//! transaction: a count that does not depend on what else the machine is doing, with the
+//! proxy's instructions grouped by what they do and its allocations per transaction. Run it
+//! with `make bench-proxy` (it builds the release proxy first).
 //!
-//! `--instructions` runs pgbouncer and the proxy (one session thread) under valgrind's
-//! callgrind instead, and prints the instructions each executes per transaction: a count
-//! that does not depend on what else the machine is doing, for comparing builds. With
-//! `BENCH_CALLGRIND_KEEP=DIR` the callgrind files are kept there for `callgrind_annotate`.
+//! - `--instructions`: only the callgrind part, with the functions that cost most (exclusive
+//!   and inclusive) for the proxy and pgbouncer. With `BENCH_CALLGRIND_KEEP=DIR` the
+//!   callgrind files are kept there for `callgrind_annotate`.
+//! - `--syscalls`: system calls per transaction (`strace -c -f`, the difference between two
+//!   runs so the login cancels out) and context switches per transaction (without strace),
+//!   for pgbouncer and the proxy, at 1 and 8 clients.
+//! - `--no-instructions`: only the wall-clock tables.
+//! - `--flamegraph FILE.svg`: `perf record` of the proxy and of pgbouncer under load, drawn
+//!   as flame graphs with inferno, and their CPU time per transaction, kernel (by system
+//!   call) and user space (by what the code does).
+
+#[path = "proxy-bench/callgrind.rs"]
+mod callgrind;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,14 +42,56 @@ use secret_store::{DbCredentials, FileStore, SecretStore};
 
 const BENCH_PASSWORD_SECRET: &str = "dbgw/bench";
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Wall-clock tables, then instructions per transaction (when valgrind is installed).
+    Full,
+    WallClock,
+    Instructions,
+    Syscalls,
+    /// `perf record` of the proxy under load, folded into a flame graph (SVG) in this file.
+    Flamegraph(&'static str),
+}
+
 struct Args {
     seconds: u64,
     rounds: usize,
     scale: u32,
-    instructions: bool,
+    mode: Mode,
+    /// Which workloads (`S`, `N`).
+    workloads: Vec<Workload>,
 }
 
-/// Where callgrind writes, when intermediaries run under it (`--instructions`).
+/// A pgbench workload, prepared protocol.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Workload {
+    /// pgbench's flag.
+    flag: &'static str,
+    name: &'static str,
+    /// Statements per transaction (each a Bind/Execute/Sync and an audit record pair).
+    statements: u64,
+    /// Transactions of the short and the long callgrind run.
+    short: u64,
+    long: u64,
+}
+
+const SELECT_ONLY: Workload = Workload {
+    flag: "-S",
+    name: "select-only",
+    statements: 1,
+    short: 500,
+    long: 2500,
+};
+
+const WRITES: Workload = Workload {
+    flag: "-N",
+    name: "TPC-B-like, no branch or teller updates: BEGIN, UPDATE, SELECT, INSERT, END",
+    statements: 5,
+    short: 100,
+    long: 600,
+};
+
+/// Where callgrind writes, when intermediaries run under it.
 static CALLGRIND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// A command for an intermediary: the binary itself, or under callgrind.
@@ -55,10 +113,11 @@ fn launch(bin: &Path) -> Command {
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
-        seconds: 5,
+        seconds: 4,
         rounds: 3,
         scale: 10,
-        instructions: false,
+        mode: Mode::Full,
+        workloads: vec![SELECT_ONLY, WRITES],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,14 +126,34 @@ fn args() -> anyhow::Result<Args> {
             "--seconds" => a.seconds = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
             "--scale" => a.scale = value()?.parse()?,
-            "--instructions" => a.instructions = true,
+            "--instructions" => a.mode = Mode::Instructions,
+            "--syscalls" => a.mode = Mode::Syscalls,
+            "--no-instructions" => a.mode = Mode::WallClock,
+            "--flamegraph" => a.mode = Mode::Flamegraph(value()?.leak()),
+            "--workloads" => {
+                a.workloads = value()?
+                    .split(',')
+                    .map(|w| match w.trim_start_matches('-') {
+                        "S" => Ok(SELECT_ONLY),
+                        "N" => Ok(WRITES),
+                        other => bail!("unknown workload {other} (S or N)"),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
             "--help" | "-h" => {
                 println!(
-                    "proxy-bench [--seconds N (5)] [--rounds N (3)] [--scale N (10)] [--instructions]\n\n\
-                     pgbench -S -M prepared at 8 and 1 clients against PostgreSQL, socat,\n\
-                     pgbouncer (session mode) and the dbgw proxy; prints a markdown table.\n\
-                     --instructions: pgbouncer and the proxy under callgrind, instructions per\n\
-                     transaction (needs valgrind)."
+                    "proxy-bench [--seconds N (4)] [--rounds N (3)] [--scale N (10)] [--workloads S,N]\n\
+                     \x20           [--no-instructions | --instructions | --syscalls]\n\n\
+                     pgbench -S and -N (prepared protocol) at 8 and 1 clients against PostgreSQL,\n\
+                     socat, pgbouncer (session mode) and the dbgw proxy, then pgbouncer and the\n\
+                     proxy under callgrind (instructions per transaction, if valgrind is\n\
+                     installed); prints markdown tables.\n\
+                     --no-instructions: the wall-clock tables only.\n\
+                     --instructions: the callgrind part only, with the costliest functions.\n\
+                     --syscalls: system calls (strace -c -f) and context switches per transaction.\n\
+                     --flamegraph FILE.svg: perf record of the proxy (1 session thread) and of\n\
+                     \x20 pgbouncer under pgbench at 8 clients (first workload), drawn with inferno\n\
+                     \x20 into FILE.svg and FILE-pgbouncer.svg, and their CPU time per transaction."
                 );
                 std::process::exit(0);
             }
@@ -88,6 +167,8 @@ fn args() -> anyhow::Result<Args> {
 struct Contender {
     name: &'static str,
     port: u16,
+    /// Also runs the write workload (`-N`); the TLS rows run `-S` only.
+    writes: bool,
     /// The process whose CPU time is charged to it (none for direct).
     process: Option<Child>,
 }
@@ -107,22 +188,17 @@ fn main() -> anyhow::Result<()> {
             bail!("{tool} is not installed: apt-get install -y postgresql-contrib socat pgbouncer");
         }
     }
+    if args.mode == Mode::Instructions && which("valgrind").is_none() {
+        bail!("valgrind is not installed: apt-get install -y valgrind");
+    }
+    if args.mode == Mode::Syscalls && which("strace").is_none() {
+        bail!("strace is not installed: apt-get install -y strace");
+    }
     let proxy_bin = sibling("proxy")?;
     let runtime = tokio::runtime::Runtime::new()?;
     let cluster = Cluster::start()?;
     let work = tempfile::tempdir()?;
     make_traversable(work.path())?;
-    if args.instructions {
-        let dir = work.path().join("callgrind");
-        std::fs::create_dir_all(&dir)?;
-        // pgbouncer runs as postgres and writes its dumps here too.
-        std::os::unix::fs::PermissionsExt::set_mode(
-            &mut std::fs::metadata(&dir)?.permissions(),
-            0o1777,
-        );
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
-        let _ = CALLGRIND.set(dir);
-    }
 
     // A bench role and database, initialised by pgbench itself.
     let password = secret_store::generate_password();
@@ -147,17 +223,44 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    if args.instructions {
-        return instructions(&cluster, &proxy_bin, work.path(), &password);
+    match args.mode {
+        Mode::Instructions => {
+            return instructions(&cluster, &proxy_bin, work.path(), &password, &args, true)
+        }
+        Mode::Syscalls => return syscalls(&cluster, &proxy_bin, work.path(), &password, &args),
+        Mode::Flamegraph(svg) => {
+            return flamegraph(&cluster, &proxy_bin, work.path(), &password, &args, svg)
+        }
+        Mode::Full | Mode::WallClock => {}
     }
+    wall_clock(&cluster, &proxy_bin, work.path(), &password, &args)?;
+    if args.mode == Mode::Full {
+        if which("valgrind").is_some() {
+            instructions(&cluster, &proxy_bin, work.path(), &password, &args, false)?;
+        } else {
+            println!("(valgrind is not installed: no instructions per transaction)");
+        }
+    }
+    Ok(())
+}
+
+/// The wall-clock tables: every contender at 8 and 1 clients, each workload.
+fn wall_clock(
+    cluster: &Cluster,
+    proxy_bin: &Path,
+    work: &Path,
+    password: &str,
+    args: &Args,
+) -> anyhow::Result<()> {
     let mut contenders = vec![Contender {
         name: "PostgreSQL direct",
         port: cluster.port(),
+        writes: true,
         process: None,
     }];
     contenders.push(socat(cluster.port())?);
-    contenders.push(pgbouncer(&cluster, work.path(), &password, false)?);
-    contenders.push(pgbouncer(&cluster, work.path(), &password, true)?);
+    contenders.push(pgbouncer(cluster, work, password, false)?);
+    contenders.push(pgbouncer(cluster, work, password, true)?);
     // Default session threads (one per core), and once with one thread, as pgbouncer has
     // one process: its CPU per statement is the like-for-like comparison.
     for (name, durability, tls, threads) in [
@@ -167,13 +270,7 @@ fn main() -> anyhow::Result<()> {
         ("dbgw proxy, audit buffered, TLS to db", "buffered", true, 0),
     ] {
         contenders.push(proxy(
-            &proxy_bin,
-            &cluster,
-            work.path(),
-            name,
-            durability,
-            tls,
-            threads,
+            proxy_bin, cluster, work, name, durability, tls, threads,
         )?);
     }
     for c in &contenders {
@@ -181,26 +278,31 @@ fn main() -> anyhow::Result<()> {
     }
 
     let clients = [8u32, 1];
-    // samples[contender][clients] = one Sample per round.
-    let mut samples = vec![vec![Vec::<Sample>::new(); clients.len()]; contenders.len()];
-    for round in 0..args.rounds {
-        for (ci, &c) in clients.iter().enumerate() {
-            for k in 0..contenders.len() {
-                let i = (k + round) % contenders.len();
-                let s = measure(&contenders[i], &password, c, args.seconds)?;
-                eprintln!(
-                    "round {} clients {c} {:<40} {:>8.0} tps {:>7.3} ms",
-                    round + 1,
-                    contenders[i].name,
-                    s.tps,
-                    s.latency_ms
-                );
-                samples[i][ci].push(s);
+    for workload in &args.workloads {
+        let runs: Vec<usize> = (0..contenders.len())
+            .filter(|&i| *workload == SELECT_ONLY || contenders[i].writes)
+            .collect();
+        // samples[contender][clients] = one Sample per round.
+        let mut samples = vec![vec![Vec::<Sample>::new(); clients.len()]; contenders.len()];
+        for round in 0..args.rounds {
+            for (ci, &c) in clients.iter().enumerate() {
+                for k in 0..runs.len() {
+                    let i = runs[(k + round) % runs.len()];
+                    let s = measure(&contenders[i], workload, password, c, args.seconds)?;
+                    eprintln!(
+                        "{} round {} clients {c} {:<40} {:>8.0} tps {:>7.3} ms",
+                        workload.flag,
+                        round + 1,
+                        contenders[i].name,
+                        s.tps,
+                        s.latency_ms
+                    );
+                    samples[i][ci].push(s);
+                }
             }
         }
+        print_table(&contenders, &runs, workload, &clients, &samples, args);
     }
-
-    print_table(&contenders, &clients, &samples, &args);
     for c in &mut contenders {
         if let Some(p) = c.process.as_mut() {
             let _ = p.kill();
@@ -212,6 +314,8 @@ fn main() -> anyhow::Result<()> {
 
 fn print_table(
     contenders: &[Contender],
+    runs: &[usize],
+    workload: &Workload,
     clients: &[u32],
     samples: &[Vec<Vec<Sample>>],
     args: &Args,
@@ -220,32 +324,43 @@ fn print_table(
         .map(|n| n.get())
         .unwrap_or(0);
     println!(
-        "pgbench -S -M prepared, scale {}, {} s x {} rounds (median), {} CPUs\n",
-        args.scale, args.seconds, args.rounds, cpus
+        "pgbench {} -M prepared ({}, {} statement{} per transaction), scale {}, {} s x {} rounds (median), {} CPUs\n",
+        workload.flag,
+        workload.name,
+        workload.statements,
+        if workload.statements == 1 { "" } else { "s" },
+        args.scale,
+        args.seconds,
+        args.rounds,
+        cpus
     );
-    println!("| target | clients | TPS | vs direct | vs socat | mean latency | added latency | CPU per statement |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| target | clients | TPS | vs direct | vs socat | mean latency | added latency | CPU per transaction | CPU per statement |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (ci, &c) in clients.iter().enumerate() {
         let med = |i: usize| median(&samples[i][ci]);
         let direct = med(0);
         let socat = med(1);
-        for (i, contender) in contenders.iter().enumerate() {
+        for &i in runs {
             let s = med(i);
-            let cpu = s
-                .cpu_us_per_tx
-                .map(|v| format!("{v:.1} µs"))
-                .unwrap_or_else(|| "-".into());
+            let cpu = |per: f64| {
+                s.cpu_us_per_tx
+                    .map(|v| format!("{:.1} µs", v / per))
+                    .unwrap_or_else(|| "-".into())
+            };
             println!(
-                "| {} | {c} | {:.0} | {:.2} | {:.2} | {:.1} µs | {:+.1} µs | {cpu} |",
-                contender.name,
+                "| {} | {c} | {:.0} | {:.2} | {:.2} | {:.1} µs | {:+.1} µs | {} | {} |",
+                contenders[i].name,
                 s.tps,
                 s.tps / direct.tps,
                 s.tps / socat.tps,
                 s.latency_ms * 1000.0,
                 (s.latency_ms - direct.latency_ms) * 1000.0,
+                cpu(1.0),
+                cpu(workload.statements as f64),
             );
         }
     }
+    println!();
 }
 
 fn median(v: &[Sample]) -> Sample {
@@ -263,10 +378,16 @@ fn median(v: &[Sample]) -> Sample {
     }
 }
 
-fn measure(c: &Contender, password: &str, clients: u32, seconds: u64) -> anyhow::Result<Sample> {
+fn measure(
+    c: &Contender,
+    workload: &Workload,
+    password: &str,
+    clients: u32,
+    seconds: u64,
+) -> anyhow::Result<Sample> {
     let cpu_before = c.process.as_ref().map(|p| cpu_ticks(p.id())).transpose()?;
     let out = pgbench_cmd(c.port, password)
-        .args(["-n", "-S", "-M", "prepared"])
+        .args(["-n", workload.flag, "-M", "prepared"])
         .args([
             "-c",
             &clients.to_string(),
@@ -363,6 +484,7 @@ fn socat(upstream: u16) -> anyhow::Result<Contender> {
     Ok(Contender {
         name: "socat (zero-work relay)",
         port,
+        writes: true,
         process: Some(child),
     })
 }
@@ -414,6 +536,7 @@ fn pgbouncer(
             "pgbouncer session mode"
         },
         port,
+        writes: !tls,
         process: Some(cmd.spawn().context("starting pgbouncer")?),
     })
 }
@@ -459,111 +582,598 @@ fn proxy(
     Ok(Contender {
         name,
         port,
+        writes: !tls,
         process: Some(child),
     })
 }
 
-/// `--instructions`: instructions per transaction of pgbouncer and of the proxy (one
-/// session thread, buffered audit), each under callgrind: two runs of 1-client pgbench
-/// (`-t 500` and `-t 2500`, each after the same warm-up) in fresh processes, and the
-/// difference divided by the 2000 extra transactions, so start-up and shutdown cancel out.
+/// Instructions per transaction of pgbouncer and of the proxy (one session thread, buffered
+/// audit), each under callgrind: two runs of 1-client pgbench (`short` and `long`
+/// transactions, each after the same warm-up) in fresh processes, and the difference
+/// divided by the extra transactions, so start-up and shutdown cancel out. The proxy's
+/// instructions are grouped by what they do; `detailed` adds the costliest functions.
 fn instructions(
     cluster: &Cluster,
     proxy_bin: &Path,
     work: &Path,
     password: &str,
+    args: &Args,
+    detailed: bool,
 ) -> anyhow::Result<()> {
-    let (short, long) = (500u64, 2500u64);
+    let dir = work.join("callgrind");
+    std::fs::create_dir_all(&dir)?;
+    // pgbouncer runs as postgres and writes its dumps here too.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
+    let _ = CALLGRIND.set(dir.clone());
+    struct Row {
+        workload: Workload,
+        name: &'static str,
+        per_tx: f64,
+        sha256: f64,
+        allocations: f64,
+        frees: f64,
+        audit_bytes: Option<f64>,
+        functions: Vec<callgrind::PerTx>,
+    }
     let mut rows = Vec::new();
-    for which in ["pgbouncer", "proxy"] {
-        let mut totals = Vec::new();
-        let mut name = "";
-        for transactions in [short, long] {
-            let c = match which {
-                "pgbouncer" => pgbouncer(cluster, work, password, false)?,
-                _ => proxy(
-                    proxy_bin,
-                    cluster,
-                    work,
-                    "dbgw proxy, audit buffered, 1 thread",
-                    "buffered",
-                    false,
-                    1,
-                )?,
-            };
-            let mut process = c.process.context("a process")?;
-            let pid = process.id();
-            if let Err(e) = wait_for_port_within(c.port, Duration::from_secs(120)) {
-                let log = work.join(format!("proxy-{}", c.port)).join("proxy.log");
-                bail!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default());
-            }
-            for t in [20, transactions] {
-                let out = pgbench_cmd(c.port, password)
-                    .args([
-                        "-n",
-                        "-S",
-                        "-M",
-                        "prepared",
-                        "-c",
-                        "1",
-                        "-t",
-                        &t.to_string(),
-                    ])
-                    .output()?;
-                if !out.status.success() {
-                    bail!(
-                        "pgbench against {}: {}",
-                        c.name,
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+    for workload in &args.workloads {
+        let (short, long) = (workload.short, workload.long);
+        for target in ["pgbouncer", "proxy"] {
+            let mut profiles = Vec::new();
+            let mut audit = Vec::new();
+            let mut name = "";
+            for transactions in [short, long] {
+                let c = match target {
+                    "pgbouncer" => pgbouncer(cluster, work, password, false)?,
+                    _ => proxy(
+                        proxy_bin,
+                        cluster,
+                        work,
+                        "dbgw proxy, audit buffered, 1 thread",
+                        "buffered",
+                        false,
+                        1,
+                    )?,
+                };
+                eprintln!(
+                    "callgrind: {} {} {transactions} transactions",
+                    workload.flag, c.name
+                );
+                let mut process = c.process.context("a process")?;
+                let pid = process.id();
+                if let Err(e) = wait_for_port_within(c.port, Duration::from_secs(120)) {
+                    let log = work.join(format!("proxy-{}", c.port)).join("proxy.log");
+                    bail!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default());
                 }
+                for t in [20, transactions] {
+                    pgbench_transactions(c.port, password, workload, 1, t)?;
+                }
+                // A clean exit makes callgrind write its counts.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                process.wait()?;
+                let dump = dir.join(format!("callgrind.{pid}"));
+                profiles.push(callgrind::Profile::read(&dump)?);
+                if let Ok(keep) = std::env::var("BENCH_CALLGRIND_KEEP") {
+                    std::fs::copy(
+                        &dump,
+                        Path::new(&keep).join(format!("{target}{}.{transactions}", workload.flag)),
+                    )?;
+                }
+                let _ = std::fs::remove_file(&dump);
+                if target == "proxy" {
+                    audit.push(dir_bytes(
+                        &work.join(format!("proxy-{}", c.port)).join("audit"),
+                    )?);
+                }
+                name = c.name;
             }
-            // A clean exit makes callgrind write its counts.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            process.wait()?;
-            totals.push(callgrind_total(CALLGRIND.get().expect("set"), pid)?);
-            if let Ok(keep) = std::env::var("BENCH_CALLGRIND_KEEP") {
-                let from = CALLGRIND
-                    .get()
-                    .expect("set")
-                    .join(format!("callgrind.{pid}"));
-                std::fs::copy(
-                    from,
-                    Path::new(&keep).join(format!("{which}.{transactions}")),
-                )?;
-            }
-            name = c.name;
+            let n = (long - short) as f64;
+            let diff = |f: &dyn Fn(&callgrind::Profile) -> u64| {
+                (f(&profiles[1]) as f64 - f(&profiles[0]) as f64) / n
+            };
+            rows.push(Row {
+                workload: *workload,
+                name,
+                per_tx: diff(&|p| p.total),
+                sha256: diff(&|p| p.in_category(callgrind::SHA256)),
+                allocations: diff(&|p| p.allocations().0),
+                frees: diff(&|p| p.allocations().1),
+                audit_bytes: (audit.len() == 2).then(|| (audit[1] as f64 - audit[0] as f64) / n),
+                functions: callgrind::per_transaction(&profiles[0], &profiles[1], long - short),
+            });
         }
-        rows.push((name, totals[1].saturating_sub(totals[0]) / (long - short)));
+    }
+
+    println!(
+        "Instructions per transaction under callgrind: user space, whole process (the proxy's \
+         audit writer thread included), 1 client, prepared protocol; (instructions at the long \
+         run - at the short run) / the extra transactions, so start-up cancels out. Not \
+         affected by the machine's load.\n"
+    );
+    println!("| workload | target | instructions per transaction | per statement | vs pgbouncer | without SHA-256 | vs pgbouncer | allocations per transaction | frees per transaction | audit bytes per transaction |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let base = rows
+            .iter()
+            .find(|b| b.workload == r.workload && b.name.starts_with("pgbouncer"))
+            .map_or(f64::NAN, |b| b.per_tx);
+        println!(
+            "| {} ({}-{} tx) | {} | {} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            r.workload.flag,
+            r.workload.long,
+            r.workload.short,
+            r.name,
+            thousands(r.per_tx),
+            thousands(r.per_tx / r.workload.statements as f64),
+            r.per_tx / base,
+            thousands(r.per_tx - r.sha256),
+            (r.per_tx - r.sha256) / base,
+            r.allocations,
+            r.frees,
+            r.audit_bytes.map_or("-".into(), thousands),
+        );
+    }
+    println!();
+    for r in rows.iter().filter(|r| r.name.starts_with("dbgw")) {
+        println!(
+            "Where the proxy's instructions go under callgrind, pgbench {} (exclusive \
+             instructions per transaction, grouped by function name; code inlined into a \
+             function counts as that function's; SHA-256 in software, see below):\n",
+            r.workload.flag
+        );
+        println!("| what | instructions per transaction | share |");
+        println!("|---|---:|---:|");
+        for (what, ir) in callgrind::by_category(&r.functions) {
+            if ir.abs() < 0.5 {
+                continue;
+            }
+            println!(
+                "| {what} | {} | {:.1} % |",
+                thousands(ir),
+                100.0 * ir / r.per_tx
+            );
+        }
+        println!();
     }
     println!(
-        "pgbench -S -M prepared, 1 client, under callgrind: (instructions at {long} - at {short} \
-         transactions) / {}\n",
-        long - short
+        "Under valgrind SHA-256 runs in software (~3,200 instructions per 64-byte block): \
+         valgrind hides the CPU's SHA extensions, which the sha2 crate uses natively when the \
+         CPU has them (`sha_ni` in /proc/cpuinfo; ~165 instructions per block). Natively the \
+         proxy's count is about the `without SHA-256` column plus ~170 instructions per \
+         64 audit bytes.\n"
     );
-    println!("| target | instructions per transaction |");
-    println!("|---|---:|");
-    for (name, per) in rows {
-        println!("| {name} | {per} |");
+    if detailed {
+        for r in &rows {
+            let top = |key: &dyn Fn(&callgrind::PerTx) -> f64, label: &str, count: usize| {
+                let mut f: Vec<&callgrind::PerTx> = r.functions.iter().collect();
+                f.sort_by(|a, b| key(b).total_cmp(&key(a)));
+                println!(
+                    "{}, pgbench {}: the {count} functions with the most {label} instructions per transaction\n",
+                    r.name, r.workload.flag
+                );
+                println!("| function | exclusive | inclusive | calls per transaction |");
+                println!("|---|---:|---:|---:|");
+                for f in f.iter().take(count) {
+                    let mut name = f.name.clone();
+                    if name.len() > 120 {
+                        let mut cut = 117;
+                        while !name.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        name.truncate(cut);
+                        name.push_str("...");
+                    }
+                    println!(
+                        "| `{}` | {} | {} | {:.2} |",
+                        name.replace('|', "\\|"),
+                        thousands(f.exclusive),
+                        thousands(f.inclusive),
+                        f.calls
+                    );
+                }
+                println!();
+            };
+            let count = if r.name.starts_with("dbgw") { 40 } else { 15 };
+            top(&|f| f.exclusive, "exclusive", count);
+            top(&|f| f.inclusive, "inclusive", count);
+        }
     }
     Ok(())
 }
 
-/// The instructions callgrind counted in process `pid` (its dump's `summary:` line).
-fn callgrind_total(dir: &Path, pid: u32) -> anyhow::Result<u64> {
-    let path = dir.join(format!("callgrind.{pid}"));
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let summary = text
+/// One pgbench run of `transactions` per client, without timing.
+fn pgbench_transactions(
+    port: u16,
+    password: &str,
+    workload: &Workload,
+    clients: u32,
+    transactions: u64,
+) -> anyhow::Result<()> {
+    let out = pgbench_cmd(port, password)
+        .args(["-n", workload.flag, "-M", "prepared"])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+        ])
+        .args(["-t", &transactions.to_string()])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "pgbench on port {port}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `--syscalls`: system calls per transaction (strace -c -f attached to the running
+/// process, two runs, the difference per extra transaction) and context switches per
+/// transaction (the same difference, without strace), at 1 and 8 clients.
+fn syscalls(
+    cluster: &Cluster,
+    proxy_bin: &Path,
+    work: &Path,
+    password: &str,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let columns = ["recvfrom", "sendto", "epoll_wait", "futex", "write"];
+    println!(
+        "System calls per transaction: `strace -c -f` attached to the process (all threads) \
+         over two pgbench runs, (calls in the long run - in the short) / the extra \
+         transactions, so the login cancels out. Context switches (voluntary + involuntary, all \
+         threads, from /proc) the same way without strace. Prepared protocol.\n"
+    );
+    println!(
+        "| workload | target | clients | system calls per transaction | {} | other | context switches per transaction |",
+        columns.join(" | ")
+    );
+    println!(
+        "|---|---|---:|---:|{}---|---:|",
+        "---:|".repeat(columns.len())
+    );
+    for workload in &args.workloads {
+        for clients in [1u32, 8] {
+            let (short, long) = (100u64, 600u64);
+            let extra = (long - short) as f64 * clients as f64;
+            for which in ["pgbouncer", "proxy 1", "proxy"] {
+                let mut c = match which {
+                    "pgbouncer" => pgbouncer(cluster, work, password, false)?,
+                    "proxy 1" => proxy(
+                        proxy_bin,
+                        cluster,
+                        work,
+                        "dbgw proxy, audit buffered, 1 thread",
+                        "buffered",
+                        false,
+                        1,
+                    )?,
+                    _ => proxy(
+                        proxy_bin,
+                        cluster,
+                        work,
+                        "dbgw proxy, audit buffered",
+                        "buffered",
+                        false,
+                        0,
+                    )?,
+                };
+                wait_for_port(c.port)?;
+                let pid = c.process.as_ref().context("a process")?.id();
+                pgbench_transactions(c.port, password, workload, clients, 20)?;
+                let mut switches = Vec::new();
+                switches.push(context_switches(pid)?);
+                for t in [short, long] {
+                    pgbench_transactions(c.port, password, workload, clients, t)?;
+                    switches.push(context_switches(pid)?);
+                }
+                let switches_per_tx = ((switches[2] - switches[1]) as f64
+                    - (switches[1] - switches[0]) as f64)
+                    / extra;
+                let mut counts = Vec::new();
+                for t in [short, long] {
+                    counts.push(strace_counts(work, pid, || {
+                        pgbench_transactions(c.port, password, workload, clients, t)
+                    })?);
+                }
+                let per = |name: &str| {
+                    (counts[1].get(name).copied().unwrap_or(0) as f64
+                        - counts[0].get(name).copied().unwrap_or(0) as f64)
+                        / extra
+                };
+                let mut names: Vec<&String> = counts[1].keys().collect();
+                names.sort();
+                let total: f64 = names.iter().map(|n| per(n)).sum();
+                let other: Vec<String> = names
+                    .iter()
+                    .filter(|n| !columns.contains(&n.as_str()))
+                    .filter(|n| per(n).abs() >= 0.005)
+                    .map(|n| format!("{n} {:.2}", per(n)))
+                    .collect();
+                println!(
+                    "| {} | {} | {clients} | {:.2} | {} | {} | {:.2} |",
+                    workload.flag,
+                    c.name,
+                    total,
+                    columns
+                        .iter()
+                        .map(|n| format!("{:.2}", per(n)))
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                    if other.is_empty() {
+                        "-".to_string()
+                    } else {
+                        other.join(", ")
+                    },
+                    switches_per_tx
+                );
+                if let Some(p) = c.process.as_mut() {
+                    let _ = p.kill();
+                    let _ = p.wait();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--flamegraph FILE.svg`: `perf record --call-graph dwarf` of the proxy (one session
+/// thread, buffered audit) while pgbench runs at 8 clients, then `perf script`, folded and
+/// drawn with inferno (`cargo install inferno`); the same for pgbouncer into
+/// `FILE-pgbouncer.svg`. Prints where each one's CPU time went per transaction: kernel
+/// (by the system call that entered it) and user space (by what the code does).
+fn flamegraph(
+    cluster: &Cluster,
+    proxy_bin: &Path,
+    work: &Path,
+    password: &str,
+    args: &Args,
+    svg: &str,
+) -> anyhow::Result<()> {
+    for tool in ["perf", "inferno-collapse-perf", "inferno-flamegraph"] {
+        if which(tool).is_none() {
+            bail!("{tool} not found (apt-get install linux-perf; cargo install inferno)");
+        }
+    }
+    let kernel: std::collections::HashSet<String> = std::fs::read_to_string("/proc/kallsyms")?
         .lines()
-        .find_map(|l| l.strip_prefix("summary: "))
-        .or_else(|| text.lines().find_map(|l| l.strip_prefix("totals: ")))
-        .context("no summary in the callgrind dump")?;
-    Ok(summary
-        .split_whitespace()
-        .next()
-        .context("empty summary")?
-        .parse()?)
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    let workload = args.workloads.first().context("a workload")?;
+    let mut summaries = Vec::new();
+    for target in ["proxy", "pgbouncer"] {
+        let mut c = match target {
+            "proxy" => proxy(
+                proxy_bin,
+                cluster,
+                work,
+                "dbgw proxy, audit buffered, 1 thread",
+                "buffered",
+                false,
+                1,
+            )?,
+            _ => pgbouncer(cluster, work, password, false)?,
+        };
+        wait_for_port(c.port)?;
+        let pid = c.process.as_ref().context("a process")?.id();
+        pgbench_transactions(c.port, password, workload, 8, 100)?;
+        let data = work.join("perf.data");
+        let mut perf = Command::new("perf")
+            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
+            .arg(&data)
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf")?;
+        std::thread::sleep(Duration::from_millis(500));
+        let out = pgbench_cmd(c.port, password)
+            .args(["-n", workload.flag, "-M", "prepared", "-c", "8", "-j", "2"])
+            .args(["-T", &args.seconds.to_string()])
+            .output()?;
+        unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+        perf.wait()?;
+        if let Some(p) = c.process.as_mut() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!("pgbench: {text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let transactions: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no transaction count from pgbench")?;
+        let script = Command::new("perf")
+            .args(["script", "-i"])
+            .arg(&data)
+            .stderr(Stdio::null())
+            .output()
+            .context("perf script")?;
+        let _ = std::fs::remove_file(&data);
+        let folded = pipe("inferno-collapse-perf", &[], &script.stdout)?;
+        let title = format!(
+            "{}, pgbench {} -M prepared, 8 clients (perf, cpu-clock)",
+            c.name, workload.flag
+        );
+        let drawn = pipe("inferno-flamegraph", &["--title", &title], &folded)?;
+        let file = match target {
+            "proxy" => svg.to_string(),
+            _ => svg.replace(".svg", "-pgbouncer.svg"),
+        };
+        std::fs::write(&file, drawn)?;
+        eprintln!("flame graph: {file}");
+        summaries.push((
+            c.name,
+            transactions,
+            fold_summary(&String::from_utf8_lossy(&folded), &kernel),
+        ));
+    }
+    println!(
+        "CPU time per transaction by perf samples (cpu-clock, 499 Hz, pgbench {} at 8 clients; \
+         wall-clock, so it depends on the machine's load):\n",
+        workload.flag
+    );
+    println!("| target | where | µs per transaction | share |");
+    println!("|---|---|---:|---:|");
+    for (name, transactions, summary) in &summaries {
+        let total: f64 = summary.iter().map(|(_, ns)| ns).sum();
+        for (what, ns) in summary {
+            if *ns / total < 0.005 {
+                continue;
+            }
+            println!(
+                "| {name} | {what} | {:.2} | {:.1} % |",
+                ns / 1000.0 / transactions,
+                100.0 * ns / total
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sample time (ns) of folded stacks, grouped: kernel time by the user-space function that
+/// entered the kernel (the system call), user time by [`callgrind::category`].
+fn fold_summary(folded: &str, kernel: &std::collections::HashSet<String>) -> Vec<(String, f64)> {
+    let is_kernel =
+        |f: &str| kernel.contains(f) || kernel.contains(f.split('.').next().unwrap_or(f));
+    let mut sums: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    for line in folded.lines() {
+        let Some((stack, n)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let n: f64 = n.parse().unwrap_or(0.0);
+        let frames: Vec<&str> = stack.split(';').collect();
+        let leaf = frames.last().copied().unwrap_or("");
+        let what = if is_kernel(leaf) {
+            let entry = frames
+                .iter()
+                .rev()
+                .find(|f| !is_kernel(f))
+                .copied()
+                .unwrap_or("?");
+            let call = entry
+                .trim_start_matches("__GI_")
+                .trim_start_matches("__libc_")
+                .trim_start_matches('_');
+            format!("kernel, entered by {call}")
+        } else {
+            format!("user: {}", callgrind::category(leaf))
+        };
+        *sums.entry(what).or_default() += n;
+    }
+    let mut v: Vec<(String, f64)> = sums.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v
+}
+
+/// Runs `cmd` with `input` on its standard input and returns its standard output.
+fn pipe(cmd: &str, args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd}"))?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output()?;
+    let _ = feeder.join();
+    if !out.status.success() {
+        bail!("{cmd} failed");
+    }
+    Ok(out.stdout)
+}
+
+/// Context switches of all of a process's threads so far.
+fn context_switches(pid: u32) -> anyhow::Result<i64> {
+    let mut sum = 0i64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                sum += v.trim().parse::<i64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// System calls of process `pid` (all threads) while `run` runs, by name.
+fn strace_counts(
+    work: &Path,
+    pid: u32,
+    run: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    let out = work.join(format!("strace-{pid}.txt"));
+    let mut strace = Command::new("strace")
+        .args(["-c", "-f", "-q", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting strace")?;
+    // strace attaches to every thread before the run starts.
+    std::thread::sleep(Duration::from_millis(700));
+    let ran = run();
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    strace.wait()?;
+    ran?;
+    let text = std::fs::read_to_string(&out)?;
+    let _ = std::fs::remove_file(&out);
+    let mut counts = std::collections::HashMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 || fields[0].starts_with('%') || fields[0].starts_with('-') {
+            continue;
+        }
+        let name = fields[fields.len() - 1];
+        if name == "total" {
+            continue;
+        }
+        if let Ok(calls) = fields[3].parse::<u64>() {
+            counts.insert(name.to_string(), calls);
+        }
+    }
+    Ok(counts)
+}
+
+/// Bytes of the files in `dir`.
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for entry in std::fs::read_dir(dir)? {
+        sum += entry?.metadata()?.len();
+    }
+    Ok(sum)
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < -0.5 {
+        out.insert(0, '-');
+    }
+    out
 }
 
 fn wait_for_port(port: u16) -> anyhow::Result<()> {

@@ -14,7 +14,9 @@
 //! `--seconds N` (10), `--connections N` (64), `--threads N` (2), `--pool-size N` and
 //! `--workers N` (the service's `database.pool_size` and `worker_threads`; its defaults when
 //! not given), `--warmup N` seconds (3), `--no-cache` (turn the service's answer cache off,
-//! so every request runs the query).
+//! so every request runs the query), `--through-proxy` (also run rates-api with its pool
+//! connected through the release dbgw proxy, audit on, buffered: the end-to-end cost of the
+//! audit; use it with `--no-cache`, or the answer cache hides the database).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,6 +40,7 @@ struct Args {
     workers: Option<u32>,
     warmup: u32,
     cache: bool,
+    through_proxy: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -49,6 +52,7 @@ fn args() -> anyhow::Result<Args> {
         workers: None,
         warmup: 3,
         cache: true,
+        through_proxy: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,10 +70,11 @@ fn args() -> anyhow::Result<Args> {
             "--workers" => a.workers = Some(value()?),
             "--warmup" => a.warmup = value()?,
             "--no-cache" => a.cache = false,
+            "--through-proxy" => a.through_proxy = true,
             "-h" | "--help" => {
                 println!(
                     "rates-api-bench [--seconds N] [--connections N] [--threads N] \
-                     [--pool-size N] [--workers N] [--warmup N] [--no-cache]"
+                     [--pool-size N] [--workers N] [--warmup N] [--no-cache] [--through-proxy]"
                 );
                 std::process::exit(0);
             }
@@ -89,6 +94,8 @@ struct Row {
     /// CPU time per request in rates-api and in this cluster's PostgreSQL processes, µs.
     app_cpu_us: Option<f64>,
     db_cpu_us: f64,
+    /// ... and in the dbgw proxy, when the service goes through it.
+    proxy_cpu_us: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,26 +118,16 @@ fn main() -> anyhow::Result<()> {
 
     let port = dbgw_db::cluster::free_port()?;
     let log_path = work.path().join("rates-api.log");
-    let mut server = Command::new(&server_bin);
-    server
-        .env("RATES_API_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RATES_API_DATABASE__HOST", cluster.host())
-        .env("RATES_API_DATABASE__PORT", cluster.port().to_string())
-        .env("RATES_API_DATABASE__CA_FILE", cluster.ca_cert())
-        .env("RATES_API_DATABASE__SECRET", SECRET_ID)
-        .env("RATES_API_SECRETS__DIR", work.path().join("secrets"))
-        .env("RATES_API_LOG__LEVEL", "info")
-        .env("RATES_API_API__CACHE", args.cache.to_string())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?);
-    if let Some(n) = args.pool_size {
-        server.env("RATES_API_DATABASE__POOL_SIZE", n.to_string());
-    }
-    if let Some(n) = args.workers {
-        server.env("RATES_API_WORKER_THREADS", n.to_string());
-    }
+    let database = (cluster.host().to_string(), cluster.port(), true);
+    let mut server = rates_api_command(
+        &server_bin,
+        &args,
+        work.path(),
+        port,
+        &database,
+        &cluster.ca_cert(),
+        &log_path,
+    )?;
     let server = Server(server.spawn().context("starting rates-api")?);
     wait_ready(port)?;
 
@@ -154,6 +151,16 @@ fn main() -> anyhow::Result<()> {
     };
     let pool_size = pool_size_of(port).unwrap_or_default();
     server.stop()?;
+    let mut rows = vec![http];
+    if args.through_proxy {
+        rows.push(through_proxy(
+            &server_bin,
+            &args,
+            work.path(),
+            &cluster,
+            postmaster,
+        )?);
+    }
 
     eprintln!("pgbench, same query ({} s)...", args.seconds);
     let script = work.path().join("rates.sql");
@@ -168,9 +175,154 @@ fn main() -> anyhow::Result<()> {
     let db_after = cluster_cpu_ticks(postmaster)?;
     direct.db_cpu_us = per_request_us(db_after.saturating_sub(db_before), direct.requests);
 
-    print_report(&args, &[http, direct], pool_size, &server_bin)?;
+    rows.push(direct);
+    print_report(&args, &rows, pool_size, &server_bin)?;
     drop(cluster);
     Ok(())
+}
+
+/// The rates-api command: listening on `port`, its pool to `database` (host, port, TLS).
+fn rates_api_command(
+    server_bin: &Path,
+    args: &Args,
+    work: &Path,
+    port: u16,
+    database: &(String, u16, bool),
+    ca_file: &Path,
+    log_path: &Path,
+) -> anyhow::Result<Command> {
+    let mut server = Command::new(server_bin);
+    server
+        .env("RATES_API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RATES_API_DATABASE__HOST", &database.0)
+        .env("RATES_API_DATABASE__PORT", database.1.to_string())
+        .env(
+            "RATES_API_DATABASE__TLS",
+            if database.2 { "verify-full" } else { "disable" },
+        )
+        .env("RATES_API_DATABASE__CA_FILE", ca_file)
+        .env("RATES_API_DATABASE__SECRET", SECRET_ID)
+        .env("RATES_API_SECRETS__DIR", work.join("secrets"))
+        .env("RATES_API_LOG__LEVEL", "info")
+        .env("RATES_API_API__CACHE", args.cache.to_string())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log_path)?);
+    if let Some(n) = args.pool_size {
+        server.env("RATES_API_DATABASE__POOL_SIZE", n.to_string());
+    }
+    if let Some(n) = args.workers {
+        server.env("RATES_API_WORKER_THREADS", n.to_string());
+    }
+    Ok(server)
+}
+
+/// rates-api with its pool through the release dbgw proxy (plaintext on loopback to the
+/// proxy, verified TLS from the proxy to the database, audit buffered), under wrk.
+fn through_proxy(
+    server_bin: &Path,
+    args: &Args,
+    work: &Path,
+    cluster: &Cluster,
+    postmaster: u32,
+) -> anyhow::Result<Row> {
+    let proxy_bin = server_bin.with_file_name("proxy");
+    anyhow::ensure!(
+        proxy_bin.is_file(),
+        "{} not found: build it with `cargo build --release -p proxy`",
+        proxy_bin.display()
+    );
+    let proxy_port = dbgw_db::cluster::free_port()?;
+    let dir = work.join("proxy");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("proxy.toml"),
+        format!(
+            "listen = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
+             [tls]\nplaintext = \"loopback\"\n\
+             [upstream]\nhost = \"{}\"\nport = {}\ntls = \"verify-full\"\nca_file = \"{}\"\n\
+             [services]\nrates_api = \"{SECRET_ID}\"\n\
+             [secrets]\ndir = \"{}\"\n\
+             [audit]\ndir = \"{}\"\n\
+             [log]\nlevel = \"warn\"\n",
+            dbgw_db::cluster::free_port()?,
+            cluster.host(),
+            cluster.port(),
+            cluster.ca_cert().display(),
+            work.join("secrets").display(),
+            dir.join("audit").display(),
+        ),
+    )?;
+    let proxy = Server(
+        Command::new(&proxy_bin)
+            .arg("--config")
+            .arg(dir.join("proxy.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("proxy.log"))?)
+            .spawn()
+            .context("starting the proxy")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = dbgw_db::cluster::free_port()?;
+    let database = ("127.0.0.1".to_string(), proxy_port, false);
+    let server = Server(
+        rates_api_command(
+            server_bin,
+            args,
+            work,
+            port,
+            &database,
+            &cluster.ca_cert(),
+            &work.join("rates-api-proxied.log"),
+        )?
+        .spawn()
+        .context("starting rates-api")?,
+    );
+    wait_ready(port)?;
+    let url = format!(
+        "http://127.0.0.1:{port}/rates?date_from={FROM}&date_to={TO}&orig_code={ORIG}&dest_code={DEST}"
+    );
+    check_answer(port, &url)?;
+    eprintln!(
+        "warming up rates-api through the proxy ({} s)...",
+        args.warmup
+    );
+    wrk(&url, args, args.warmup)?;
+    eprintln!(
+        "wrk against rates-api through the proxy ({} s)...",
+        args.seconds
+    );
+    let before = (
+        cpu_ticks(server.0.id())?,
+        cpu_ticks(proxy.0.id())?,
+        cluster_cpu_ticks(postmaster)?,
+    );
+    let mut row = wrk(&url, args, args.seconds)?;
+    let after = (
+        cpu_ticks(server.0.id())?,
+        cpu_ticks(proxy.0.id())?,
+        cluster_cpu_ticks(postmaster)?,
+    );
+    row.app_cpu_us = Some(per_request_us(after.0 - before.0, row.requests));
+    row.proxy_cpu_us = Some(per_request_us(after.1 - before.1, row.requests));
+    row.db_cpu_us = per_request_us(after.2.saturating_sub(before.2), row.requests);
+    row.name = format!(
+        "rates-api via HTTP through the dbgw proxy (audit buffered, {})",
+        if args.cache {
+            "answer cache on"
+        } else {
+            "cache off"
+        }
+    );
+    server.stop()?;
+    proxy.stop()?;
+    Ok(row)
 }
 
 /// The release binary beside this one, rebuilt first when run through cargo.
@@ -204,7 +356,7 @@ impl Server {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
         let status = self.0.wait()?;
-        anyhow::ensure!(status.success(), "rates-api exited with {status}");
+        anyhow::ensure!(status.success(), "exited with {status}");
         Ok(())
     }
 }
@@ -271,6 +423,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<Row> {
         requests,
         app_cpu_us: None,
         db_cpu_us: 0.0,
+        proxy_cpu_us: None,
     })
 }
 
@@ -368,6 +521,7 @@ fn pgbench(
         requests,
         app_cpu_us: None,
         db_cpu_us: 0.0,
+        proxy_cpu_us: None,
     })
 }
 
@@ -427,16 +581,21 @@ fn print_report(
     );
     println!(
         "| {ORIG} -> {DEST}, {FROM} .. {TO} | req/s | p50 ms | p99 ms | requests \
-         | CPU/req rates-api µs | CPU/req PostgreSQL µs |"
+         | CPU/req rates-api µs | CPU/req proxy µs | CPU/req PostgreSQL µs |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
-        let app = r
-            .app_cpu_us
-            .map_or("-".to_string(), |us| format!("{us:.0}"));
+        let us = |v: Option<f64>| v.map_or("-".to_string(), |us| format!("{us:.0}"));
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {app} | {:.0} |",
-            r.name, r.per_second, r.p50_ms, r.p99_ms, r.requests, r.db_cpu_us
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.0} |",
+            r.name,
+            r.per_second,
+            r.p50_ms,
+            r.p99_ms,
+            r.requests,
+            us(r.app_cpu_us),
+            us(r.proxy_cpu_us),
+            r.db_cpu_us
         );
     }
     Ok(())
