@@ -145,6 +145,9 @@ struct State {
     reserve_error: Option<String>,
     /// The last record written to the file (seq, hash), and the last head published.
     written_head: (u64, [u8; 32]),
+    /// Set when that record ended the file before the current one (a rotation wrote it):
+    /// the head must name that file, not the current one.
+    written_head_file: Option<PathBuf>,
     published: u64,
 }
 
@@ -231,6 +234,7 @@ impl AuditLog {
                 wanted: 0,
                 reserve_error: None,
                 written_head: (seq, prev),
+                written_head_file: None,
                 published: seq,
             }),
             healthy: AtomicBool::new(true),
@@ -516,6 +520,7 @@ impl AuditLog {
             Ok(()) => {
                 st.segment.written += bytes.len() as u64;
                 st.written_head = last;
+                st.written_head_file = None;
                 self.metrics.records.inc_by(records);
                 self.metrics.batches.inc();
                 self.metrics.buffered.set(st.batch_records as i64);
@@ -603,7 +608,9 @@ impl AuditLog {
             let st = held(&self.state);
             (
                 st.segment.file.clone(),
-                st.segment.path.clone(),
+                st.written_head_file
+                    .clone()
+                    .unwrap_or_else(|| st.segment.path.clone()),
                 st.written_head,
                 st.published,
             )
@@ -694,13 +701,18 @@ impl AuditLog {
             return Ok(());
         }
         self.metrics.records.inc_by(records);
+        let old_path = old.path.clone();
         Segment {
             written: old.written + bytes.len() as u64,
             ..old
         }
         .finish()?;
         // finish() synced them: sessions waiting in fsync mode may go on.
-        held(&self.state).written_head = (last_seq, last_hash);
+        {
+            let mut st = held(&self.state);
+            st.written_head = (last_seq, last_hash);
+            st.written_head_file = Some(old_path);
+        }
         self.synced.send_modify(|s| s.seq = s.seq.max(last_seq));
         Ok(())
     }
@@ -856,5 +868,39 @@ fn check_head(settings: &AuditSettings, seq: u64) -> anyhow::Result<()> {
             file.display(),
             path.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rotation writes the old file's last record; a head published before the next batch
+    /// must name that file, or the writer refuses to continue its own chain on restart.
+    #[tokio::test]
+    async fn the_head_names_the_file_of_its_record_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSettings {
+            dir: dir.path().to_path_buf(),
+            max_file_bytes: 1,
+            ..AuditSettings::default()
+        };
+        let log = AuditLog::open(settings.clone(), "r", AuditMetrics::default()).unwrap();
+        log.record("\"ts\":\"t\",\"type\":\"x\"".into());
+        log.close().unwrap();
+        let head = super::super::head::Head::read(&dir.path().join("head.json"))
+            .unwrap()
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join(&head.file)).unwrap();
+        assert!(
+            text.lines()
+                .filter_map(|l| super::super::line::parse(l.as_bytes()).ok())
+                .any(|l| l.seq == head.seq && l.hash == head.hash),
+            "{head:?} is not in its file"
+        );
+        AuditLog::open(settings, "r", AuditMetrics::default())
+            .expect("the writer continues its chain")
+            .close()
+            .unwrap();
     }
 }
