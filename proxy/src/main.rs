@@ -94,6 +94,19 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print one session as a transcript, in order: connect (client, TLS), login (person or
+    /// service, issuer and subject, grant, request, approvers), every statement with its
+    /// parameters and outcomes (rows, errors, durations, refusals), and the disconnect with
+    /// its reason. Reads the chains with verify's logic: exits 1 with TAMPERED and where
+    /// when a record of the session is at or after a break in its chain, or past the
+    /// anchored head; 2 when the session is not found. Works across file rotations and
+    /// replicas. See docs/proxy.md, "Reading a session".
+    Session(proxy::audit::transcript::SessionArgs),
+    /// List sessions, one line each (start .. end, id, replica, who, database, client,
+    /// statements, how it ended), filtered. Streams: memory holds only the sessions open at
+    /// each point of the log. Sessions with a record the chain does not vouch for are
+    /// marked TAMPERED (exit 1). See docs/proxy.md, "Reading a session".
+    Sessions(proxy::audit::sessions::SessionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -147,6 +160,12 @@ fn main() -> ExitCode {
             },
             json,
         ),
+        Command::Audit {
+            command: AuditCommand::Session(args),
+        } => proxy::audit::transcript::run(&args),
+        Command::Audit {
+            command: AuditCommand::Sessions(args),
+        } => proxy::audit::sessions::run(&args),
         Command::Grant {
             admin_secret,
             command,

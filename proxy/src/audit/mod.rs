@@ -11,17 +11,27 @@
 //!   order.
 //! - [`crosscheck`]: `proxy audit crosscheck`, which compares the log with the database
 //!   server's own (pgaudit) and reports every difference.
+//! - [`read`]: the typed read side of the records (what `record` and `writer` write).
+//! - [`transcript`]: `proxy audit session ID`, one session as a verified transcript.
+//! - [`sessions`]: `proxy audit sessions`, one line per session, with [`filter`]'s filters,
+//!   streaming.
 //!
 //! Every line is one JSON object that starts with `seq` and `prev` and ends with `hash`:
 //! `hash = SHA-256(line up to the comma before "hash")`, and `prev` is the previous record's
 //! hash, across file rotations and restarts.
 
 pub mod crosscheck;
+pub mod filter;
 pub mod head;
 pub mod line;
 pub mod merge;
 pub mod params;
+pub mod read;
 pub mod record;
+pub mod sessions;
+#[cfg(test)]
+mod testlog;
+pub mod transcript;
 pub mod verify;
 pub mod writer;
 

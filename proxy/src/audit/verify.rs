@@ -99,123 +99,271 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Verifies `files` as one chain, in the order given, against `anchor` if there is one.
 pub fn verify(files: &[PathBuf], anchor: Option<&Head>) -> anyhow::Result<Result<Report, Broken>> {
-    let mut expect: Option<(u64, String)> = None;
-    let mut report = Report {
-        records: 0,
-        first_seq: 0,
-        last_seq: 0,
-        head: String::new(),
-        from_genesis: false,
-        anchored: false,
-    };
-    let mut last: Option<(String, u64, line::Line)> = None;
-    for path in files {
-        let file = std::fs::File::open(path)
-            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        let mut reader = std::io::BufReader::new(file);
-        let mut line_no = 0u64;
-        let mut text = Vec::new();
+    let mut walk = Walk::new(files, anchor);
+    while walk.next_record()?.is_some() {
+        if walk.broken.is_some() {
+            break;
+        }
+    }
+    walk.finish()
+}
+
+/// How far the chain vouches for a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trust {
+    /// Intact and chained to every record before it (and to the anchored head, if any, when
+    /// it lies before it).
+    Chained,
+    /// After the anchored head: chained, but nothing kept elsewhere vouches for it.
+    PastHead,
+    /// At or after the first problem in the chain: it proves nothing about this record.
+    Broken,
+}
+
+/// One record read by [`Walk::next_record`].
+pub struct Step<'a> {
+    pub file: &'a Path,
+    /// 1-based line number in `file`.
+    pub line: u64,
+    /// The line, without its newline.
+    pub text: &'a [u8],
+    pub chain: line::Line,
+    pub trust: Trust,
+}
+
+/// Reads one chain's files record by record, checking the chain as it goes (verify's
+/// logic, for `verify` and for readers that must say how far the chain vouches for what
+/// they show). After the first problem it goes on returning the records it can read,
+/// marked [`Trust::Broken`].
+pub struct Walk<'f> {
+    files: &'f [PathBuf],
+    anchor: Option<&'f Head>,
+    next_file: usize,
+    reader: Option<std::io::BufReader<std::fs::File>>,
+    line_no: u64,
+    text: Vec<u8>,
+    /// The seq and `prev` the next record must have.
+    expect: Option<(u64, String)>,
+    report: Report,
+    last: Option<(String, u64, line::Line)>,
+    /// The first problem, once found.
+    pub broken: Option<Broken>,
+}
+
+impl<'f> Walk<'f> {
+    pub fn new(files: &'f [PathBuf], anchor: Option<&'f Head>) -> Walk<'f> {
+        Walk {
+            files,
+            anchor,
+            next_file: 0,
+            reader: None,
+            line_no: 0,
+            text: Vec::new(),
+            expect: None,
+            report: Report {
+                records: 0,
+                first_seq: 0,
+                last_seq: 0,
+                head: String::new(),
+                from_genesis: false,
+                anchored: false,
+            },
+            last: None,
+            broken: None,
+        }
+    }
+
+    /// The next record, or `None` after the last file. Lines that are not records are
+    /// skipped once the chain is broken (the first one is the break).
+    pub fn next_record(&mut self) -> anyhow::Result<Option<Step<'_>>> {
         loop {
-            text.clear();
-            if reader.read_until(b'\n', &mut text)? == 0 {
-                break;
+            if self.reader.is_none() {
+                let Some(path) = self.files.get(self.next_file) else {
+                    return Ok(None);
+                };
+                let file = std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+                self.reader = Some(std::io::BufReader::new(file));
+                self.next_file += 1;
+                self.line_no = 0;
             }
-            line_no += 1;
-            let broken = |problem: String| Broken {
+            self.text.clear();
+            let reader = self.reader.as_mut().expect("opened above");
+            if reader.read_until(b'\n', &mut self.text)? == 0 {
+                self.reader = None;
+                continue;
+            }
+            self.line_no += 1;
+            let path = &self.files[self.next_file - 1];
+            if self.text.last() != Some(&b'\n') {
+                self.break_at(path, "last line is incomplete (no newline)".into());
+                continue;
+            }
+            let text = &self.text[..self.text.len() - 1];
+            let l = match line::parse(text) {
+                Ok(l) => l,
+                Err(problem) => {
+                    self.break_at(path, problem);
+                    continue;
+                }
+            };
+            if self.broken.is_none() {
+                if let Some(problem) = self.check(&l) {
+                    self.break_at(path, problem);
+                } else {
+                    self.report.records += 1;
+                    self.report.last_seq = l.seq;
+                    self.report.head = l.hash.clone();
+                    self.expect = Some((l.seq + 1, l.hash.clone()));
+                    self.last = Some((display(path), self.line_no, l.clone()));
+                }
+            }
+            let trust = if self.broken.is_some() {
+                Trust::Broken
+            } else if self.anchor.is_some_and(|a| l.seq > a.seq) {
+                Trust::PastHead
+            } else {
+                Trust::Chained
+            };
+            return Ok(Some(Step {
+                file: path,
+                line: self.line_no,
+                text: &self.text[..self.text.len() - 1],
+                chain: l,
+                trust,
+            }));
+        }
+    }
+
+    /// Records the first problem only.
+    fn break_at(&mut self, path: &Path, problem: String) {
+        if self.broken.is_none() {
+            self.broken = Some(Broken {
                 file: display(path),
-                line: line_no,
+                line: self.line_no,
                 problem,
                 truncated: false,
-            };
-            if text.last() != Some(&b'\n') {
-                return Ok(Err(broken("last line is incomplete (no newline)".into())));
-            }
-            let l = match line::parse(&text[..text.len() - 1]) {
-                Ok(l) => l,
-                Err(problem) => return Ok(Err(broken(problem))),
-            };
-            let seq = l.seq;
-            if !l.intact {
-                return Ok(Err(broken(format!(
-                    "record seq {seq} was altered: its content does not match its hash"
-                ))));
-            }
-            match &expect {
-                None => {
-                    report.first_seq = seq;
-                    report.from_genesis = seq == 1 && l.prev == "0".repeat(64);
-                }
-                Some((want_seq, want_prev)) => {
-                    if seq > *want_seq {
-                        return Ok(Err(broken(format!(
-                            "records removed or reordered: expected seq {want_seq}, found seq {seq}"
-                        ))));
-                    }
-                    if seq < *want_seq {
-                        return Ok(Err(broken(format!(
-                            "record seq {seq} is out of place (expected seq {want_seq}): \
-                             inserted or reordered"
-                        ))));
-                    }
-                    if &l.prev != want_prev {
-                        return Ok(Err(broken(format!(
-                            "record seq {seq} does not chain to the record before it: \
-                             a record was replaced, inserted or removed"
-                        ))));
-                    }
-                }
-            }
-            if let Some(a) = anchor.filter(|a| a.seq == seq) {
-                if a.hash != l.hash {
-                    return Ok(Err(broken(format!(
-                        "record seq {seq} is not the anchored head: it was replaced"
-                    ))));
-                }
-                report.anchored = true;
-            }
-            report.records += 1;
-            report.last_seq = seq;
-            expect = Some((seq + 1, l.hash.clone()));
-            report.head = l.hash.clone();
-            last = Some((display(path), line_no, l));
+            });
         }
     }
-    anyhow::ensure!(report.records > 0, "the audit files hold no records");
-    let (file, line_no, l) = last.expect("records were read");
-    let truncated = |problem: String| {
-        Ok(Err(Broken {
-            file: file.clone(),
-            line: line_no,
-            problem,
-            truncated: true,
-        }))
-    };
-    // A file that ends by naming its successor promises more records: unless that file
-    // exists beside it (not given here), records are missing.
-    if let Some(next) = l.next_file.as_deref().filter(|_| l.kind == "rotate") {
-        let last_file = files.last().expect("files were read");
-        let given = files
-            .iter()
-            .any(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == next));
-        let beside = last_file.with_file_name(next).exists();
-        if !given && !beside {
-            return truncated(format!(
-                "the chain ends with a rotation to {next}, which is missing"
+
+    /// What is wrong with `l` as the next record of the chain, if anything.
+    fn check(&mut self, l: &line::Line) -> Option<String> {
+        let seq = l.seq;
+        if !l.intact {
+            return Some(format!(
+                "record seq {seq} was altered: its content does not match its hash"
             ));
         }
-    }
-    if let Some(a) = anchor {
-        if report.last_seq < a.seq {
-            return truncated(format!(
-                "the chain ends at seq {}, before the anchored head at seq {}: records were \
-                 removed from its end",
-                report.last_seq, a.seq
-            ));
+        match &self.expect {
+            None => {
+                self.report.first_seq = seq;
+                self.report.from_genesis = seq == 1 && l.prev == "0".repeat(64);
+            }
+            Some((want_seq, want_prev)) => {
+                if seq > *want_seq {
+                    return Some(format!(
+                        "records removed or reordered: expected seq {want_seq}, found seq {seq}"
+                    ));
+                }
+                if seq < *want_seq {
+                    return Some(format!(
+                        "record seq {seq} is out of place (expected seq {want_seq}): \
+                         inserted or reordered"
+                    ));
+                }
+                if &l.prev != want_prev {
+                    return Some(format!(
+                        "record seq {seq} does not chain to the record before it: \
+                         a record was replaced, inserted or removed"
+                    ));
+                }
+            }
         }
+        if let Some(a) = self.anchor.filter(|a| a.seq == seq) {
+            if a.hash != l.hash {
+                return Some(format!(
+                    "record seq {seq} is not the anchored head: it was replaced"
+                ));
+            }
+            self.report.anchored = true;
+        }
+        None
     }
-    Ok(Ok(report))
+
+    /// The verification's result once every record was read: the first problem, or the
+    /// report after the checks of the chain's end (a rotation to a missing file, a chain
+    /// that stops before its anchored head).
+    pub fn finish(self) -> anyhow::Result<Result<Report, Broken>> {
+        if let Some(broken) = self.broken {
+            return Ok(Err(broken));
+        }
+        let (report, files, anchor) = (self.report, self.files, self.anchor);
+        anyhow::ensure!(report.records > 0, "the audit files hold no records");
+        let (file, line_no, l) = self.last.expect("records were read");
+        let truncated = |problem: String| {
+            Ok(Err(Broken {
+                file: file.clone(),
+                line: line_no,
+                problem,
+                truncated: true,
+            }))
+        };
+        // A file that ends by naming its successor promises more records: unless that file
+        // exists beside it (not given here), records are missing.
+        if let Some(next) = l.next_file.as_deref().filter(|_| l.kind == "rotate") {
+            let last_file = files.last().expect("files were read");
+            let given = files
+                .iter()
+                .any(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == next));
+            let beside = last_file.with_file_name(next).exists();
+            if !given && !beside {
+                return truncated(format!(
+                    "the chain ends with a rotation to {next}, which is missing"
+                ));
+            }
+        }
+        if let Some(a) = anchor {
+            if report.last_seq < a.seq {
+                return truncated(format!(
+                    "the chain ends at seq {}, before the anchored head at seq {}: records were \
+                     removed from its end",
+                    report.last_seq, a.seq
+                ));
+            }
+        }
+        Ok(Ok(report))
+    }
 }
 
 fn display(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Matches published heads to `chains`: each head applies to the chain that holds the file
+/// it names. A head that names no file given is an error (it would silently anchor nothing).
+pub fn anchors(chains: &[Chain], heads: &[Head]) -> anyhow::Result<Vec<Option<Head>>> {
+    let mut out = vec![None; chains.len()];
+    for head in heads {
+        let chain = chains.iter().position(|c| {
+            c.files.iter().any(|f| {
+                f.file_name()
+                    .is_some_and(|n| n.to_string_lossy() == head.file)
+            })
+        });
+        let Some(i) = chain else {
+            anyhow::bail!(
+                "the head at seq {} names {}, which is in none of the audit files given",
+                head.seq,
+                head.file
+            );
+        };
+        anyhow::ensure!(
+            out[i].is_none(),
+            "two heads given for the chain of {}",
+            head.file
+        );
+        out[i] = Some(head.clone());
+    }
+    Ok(out)
 }

@@ -8,6 +8,7 @@
 mod common;
 
 mod audit_chain;
+mod audit_session;
 mod bad_input;
 mod client_address;
 mod clients;
