@@ -15,9 +15,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::body;
 use crate::error::Error;
+use crate::export::{jsonl, After};
 use crate::model;
-use crate::web::After;
+use crate::status::{Decision, Status};
 use crate::workflow::{self, Actor, NewRequest};
 use crate::App;
 
@@ -74,19 +76,6 @@ async fn actor(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {
     Ok(Actor::new(user, &app.settings.oidc.approvers_group))
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, Error> {
-    json.map(|Json(t)| t).map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            Error::BadInput(format!(
-                "The body is too large: at most {} KiB are accepted.",
-                crate::web::BODY_LIMIT / 1024
-            ))
-        } else {
-            Error::BadInput(e.body_text())
-        }
-    })
-}
-
 async fn catalogue(State(app): State<App>, headers: HeaderMap) -> ApiResult {
     actor(&app, &headers).await?;
     Ok(Json(json!({"levels": app.settings.catalogue})).into_response())
@@ -105,7 +94,7 @@ async fn create(
     json: Result<Json<NewRequest>, JsonRejection>,
 ) -> ApiResult {
     let actor = actor(&app, &headers).await?;
-    let new = body(json)?;
+    let new = body::json(json)?;
     let req = workflow::create(&app, &actor, new).await?;
     Ok((axum::http::StatusCode::CREATED, Json(req)).into_response())
 }
@@ -149,13 +138,11 @@ async fn decide(
     json: Result<Json<Decide>, JsonRejection>,
 ) -> ApiResult {
     let actor = actor(&app, &headers).await?;
-    let d = body(json)?;
-    let approve = match d.decision.as_str() {
-        "approve" => true,
-        "deny" => false,
-        _ => return Err(Error::BadInput("decision must be \"approve\" or \"deny\"".into()).into()),
+    let d = body::json(json)?;
+    let Ok(decision) = d.decision.parse::<Decision>() else {
+        return Err(Error::BadInput("decision must be \"approve\" or \"deny\"".into()).into());
     };
-    Ok(Json(workflow::decide(&app, &actor, id, approve, &d.comment).await?).into_response())
+    Ok(Json(workflow::decide(&app, &actor, id, decision, &d.comment).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -170,7 +157,7 @@ async fn revoke(
     json: Result<Json<Revoke>, JsonRejection>,
 ) -> ApiResult {
     let actor = actor(&app, &headers).await?;
-    let r = body(json)?;
+    let r = body::json(json)?;
     Ok(Json(workflow::revoke(&app, &actor, id, &r.reason).await?).into_response())
 }
 
@@ -187,7 +174,7 @@ async fn approver(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {
 async fn queue(State(app): State<App>, headers: HeaderMap) -> ApiResult {
     approver(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let requests = model::requests_where(&*control, "r.status = 'pending'", &[]).await?;
+    let requests = model::requests_with_status(&*control, &[Status::Pending]).await?;
     Ok(Json(json!({"requests": requests})).into_response())
 }
 
@@ -195,7 +182,7 @@ async fn active(State(app): State<App>, headers: HeaderMap) -> ApiResult {
     approver(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
     let requests =
-        model::requests_where(&*control, "r.status IN ('active', 'approved')", &[]).await?;
+        model::requests_with_status(&*control, &[Status::Active, Status::Approved]).await?;
     Ok(Json(json!({"requests": requests})).into_response())
 }
 
@@ -203,7 +190,7 @@ async fn active(State(app): State<App>, headers: HeaderMap) -> ApiResult {
 async fn events(State(app): State<App>, headers: HeaderMap, Query(q): Query<After>) -> ApiResult {
     approver(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    Ok(crate::web::jsonl(
+    Ok(jsonl(
         &model::events_after(&*control, q.after, 100_000).await?,
     ))
 }

@@ -1,17 +1,21 @@
 //! The approvals app: people request access to a database, data-security approvers decide,
 //! and the app makes and removes the person's database role (see `docs/approvals.md`).
 //!
-//! Reading order: [`settings`] → [`workflow`] (the rules) → [`provision`] (making and ending
-//! access on the server) → [`scheduler`] (start, expiry, retries) → [`web`] (pages) and
-//! [`api`] (JSON) → [`oidc`] and [`session`] (sign-in) → [`model`] (tables, events) →
-//! [`webhook`], [`metrics`], [`db`], [`error`]; [`history`] verifies the event chain.
+//! Reading order: [`settings`] → [`status`] (a request's states and the moves between them)
+//! → [`workflow`] (the rules) → [`provision`] (making and ending access on the server) →
+//! [`scheduler`] (start, expiry, retries) → [`web`] (pages) and [`api`] (JSON), which share
+//! [`body`] (reading bodies) and [`export`] (the history as JSON lines) → [`oidc`] and
+//! [`session`] (sign-in) → [`model`] (tables, events) → [`webhook`], [`metrics`], [`db`],
+//! [`error`]; [`history`] verifies the event chain.
 //!
 //! [`Application::build`] checks the configuration and the app's database login, binds the
 //! listener and returns; tests start the real app on port 0 and read [`Application::port`].
 
 pub mod api;
+pub mod body;
 pub mod db;
 pub mod error;
+pub mod export;
 pub mod history;
 mod login_check;
 pub mod metrics;
@@ -21,6 +25,7 @@ pub mod provision;
 pub mod scheduler;
 pub mod session;
 pub mod settings;
+pub mod status;
 pub mod web;
 pub mod webhook;
 pub mod workflow;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::error::{Error, Result};
+use crate::status::{Action, Decision, Status};
 
 /// Who acts, for the record: a person's email, or `system` for the scheduler.
 pub const SYSTEM: &str = "system";
@@ -24,7 +25,7 @@ pub struct Request {
     pub justification: String,
     pub duration_secs: i64,
     pub starts_at: Option<DateTime<Utc>>,
-    pub status: String,
+    pub status: Status,
     pub created_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
     pub grant_id: Option<i64>,
@@ -95,6 +96,15 @@ pub async fn request(db: &impl GenericClient, id: i64, lock: bool) -> Result<Opt
         .map(|r| Request::from_row(&r)))
 }
 
+/// Requests in any of `statuses`, newest first.
+pub async fn requests_with_status(
+    db: &impl GenericClient,
+    statuses: &[Status],
+) -> Result<Vec<Request>> {
+    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    requests_where(db, "r.status = ANY($1)", &[&names]).await
+}
+
 /// Requests matching a condition on `r` (trusted SQL from this module's callers only).
 pub async fn requests_where(
     db: &impl GenericClient,
@@ -114,15 +124,16 @@ pub async fn requests_where(
         .collect())
 }
 
+/// One approver's decision on a request.
 #[derive(Debug, Clone, Serialize)]
-pub struct Decision {
+pub struct ApproverDecision {
     pub approver: String,
-    pub decision: String,
+    pub decision: Decision,
     pub comment: String,
     pub decided_at: DateTime<Utc>,
 }
 
-pub async fn decisions(db: &impl GenericClient, request_id: i64) -> Result<Vec<Decision>> {
+pub async fn decisions(db: &impl GenericClient, request_id: i64) -> Result<Vec<ApproverDecision>> {
     Ok(db
         .query(
             "SELECT approver, decision, comment, decided_at FROM decisions \
@@ -131,7 +142,7 @@ pub async fn decisions(db: &impl GenericClient, request_id: i64) -> Result<Vec<D
         )
         .await?
         .iter()
-        .map(|r| Decision {
+        .map(|r| ApproverDecision {
             approver: r.get(0),
             decision: r.get(1),
             comment: r.get(2),
@@ -222,20 +233,52 @@ pub async fn record(
     Ok(id)
 }
 
-/// Ends the decision phase of a request (`denied`, `withdrawn`, `approved`) and records why.
+/// Moves request `id`, read in state `from`, by `action`: the guarded `UPDATE` (it changes
+/// the row only while it is still in `from`). True when it moved; false when the row was no
+/// longer in `from` (another instance moved it first). An action [`Status::transition`]
+/// refuses from `from` is a conflict and changes nothing. Leaving `pending` sets
+/// `decided_at`, reaching `ended` sets `ended_at`.
+pub async fn transition(
+    db: &impl GenericClient,
+    id: i64,
+    from: Status,
+    action: Action,
+) -> Result<bool> {
+    let to = from
+        .transition(action)
+        .map_err(|refused| Error::Conflict(format!("Request {id}: {refused}.")))?;
+    let sql = match (from, to) {
+        (Status::Pending, _) => {
+            "UPDATE access_requests SET status = $3, decided_at = now() \
+             WHERE id = $1 AND status = $2"
+        }
+        (_, Status::Ended) => {
+            "UPDATE access_requests SET status = $3, ended_at = now() \
+             WHERE id = $1 AND status = $2"
+        }
+        _ => "UPDATE access_requests SET status = $3 WHERE id = $1 AND status = $2",
+    };
+    let changed = db
+        .execute(sql, &[&id, &from.as_str(), &to.as_str()])
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Ends the decision phase of a pending request (`action`: the final approval, a denial or
+/// a withdrawal) and records why. The caller holds the row's lock.
 pub async fn close_decision(
     db: &impl GenericClient,
     id: i64,
-    status: &str,
+    action: Action,
     actor: &str,
     kind: &str,
     data: serde_json::Value,
 ) -> Result<()> {
-    db.execute(
-        "UPDATE access_requests SET status = $2, decided_at = now() WHERE id = $1",
-        &[&id, &status],
-    )
-    .await?;
+    if !transition(db, id, Status::Pending, action).await? {
+        return Err(Error::Conflict(format!(
+            "Request {id} changed meanwhile; reload the page."
+        )));
+    }
     record(db, Some(id), None, actor, kind, data).await?;
     Ok(())
 }

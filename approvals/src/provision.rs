@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::model::{self, Request, SYSTEM};
+use crate::status::{Action, Decision};
 use crate::App;
 
 /// First key of the app's advisory locks (the second is a hash of the person's role).
@@ -191,7 +192,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
         return Ok(Outcome::NotDue);
     };
     let now = Utc::now();
-    if req.status != "approved" || req.starts_at.is_some_and(|s| s > now) {
+    if !req.status.allows(Action::Activate) || req.starts_at.is_some_and(|s| s > now) {
         return Ok(Outcome::NotDue);
     }
     let expires = expires_at(&req);
@@ -270,7 +271,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                 let approved_by: Vec<String> = model::decisions(&*control, id)
                     .await?
                     .into_iter()
-                    .filter(|d| d.decision == "approve")
+                    .filter(|d| d.decision == Decision::Approve)
                     .map(|d| d.approver)
                     .collect();
                 let grant = grants::record(
@@ -312,13 +313,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                     .query_one("SELECT grant_id FROM access_requests WHERE id = $1", &[&id])
                     .await?
                     .get(0);
-                let changed = control
-                    .execute(
-                        "UPDATE access_requests SET status = 'active' WHERE id = $1 AND status = 'approved'",
-                        &[&id],
-                    )
-                    .await?;
-                if changed == 1 {
+                if model::transition(&*control, id, req.status, Action::Activate).await? {
                     log(
                         "access.active",
                         grant_id,
@@ -344,11 +339,13 @@ pub async fn begin_end(app: &App, id: i64, reason: &str, by: &str) -> Result<boo
     let Some(req) = model::request(&tx, id, true).await? else {
         return Err(Error::not_found_request(id));
     };
-    if req.status != "active" && req.status != "approved" {
+    if !req.status.allows(Action::End)
+        || !model::transition(&tx, id, req.status, Action::End).await?
+    {
         return Ok(false);
     }
     tx.execute(
-        "UPDATE access_requests SET status = 'ending', end_reason = $2, ended_by = $3 WHERE id = $1",
+        "UPDATE access_requests SET end_reason = $2, ended_by = $3 WHERE id = $1",
         &[&id, &reason, &by],
     )
     .await?;
@@ -394,7 +391,7 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
     let Some(req) = model::request(&*control, id, false).await? else {
         return Ok(Outcome::NotDue);
     };
-    if req.status != "ending" {
+    if !req.status.allows(Action::Finish) {
         return Ok(Outcome::NotDue);
     }
     let target = app.target.get().await?;
@@ -441,12 +438,7 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
         )
         .await?;
     }
-    control
-        .execute(
-            "UPDATE access_requests SET status = 'ended', ended_at = now() WHERE id = $1 AND status = 'ending'",
-            &[&id],
-        )
-        .await?;
+    model::transition(&*control, id, req.status, Action::Finish).await?;
     log("access.ended", json!({"reason": reason})).await?;
     if reason == "expired" {
         app.metrics.expiries.inc();

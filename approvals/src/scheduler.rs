@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Result;
 use crate::model::SYSTEM;
 use crate::provision;
+use crate::status::Status;
 use crate::App;
 
 /// Runs until `stop`.
@@ -29,10 +30,13 @@ pub async fn run(app: App, stop: CancellationToken) {
     }
 }
 
-async fn ids(app: &App, sql: &str) -> Result<Vec<i64>> {
+/// The ids of the requests in `status` that `condition` (trusted SQL) selects, in order.
+async fn ids(app: &App, status: Status, condition: &str) -> Result<Vec<i64>> {
     let control = app.control.get().await?;
+    let sql =
+        format!("SELECT id FROM access_requests WHERE status = $1 AND {condition} ORDER BY id");
     Ok(control
-        .query(sql, &[])
+        .query(&sql, &[&status.as_str()])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -43,8 +47,8 @@ async fn ids(app: &App, sql: &str) -> Result<Vec<i64>> {
 pub async fn tick(app: &App) -> Result<()> {
     for id in ids(
         app,
-        "SELECT id FROM access_requests WHERE status = 'approved' \
-         AND (starts_at IS NULL OR starts_at <= now()) ORDER BY id",
+        Status::Approved,
+        "(starts_at IS NULL OR starts_at <= now())",
     )
     .await?
     {
@@ -60,9 +64,9 @@ pub async fn tick(app: &App) -> Result<()> {
                      THEN 'revoked by ' || coalesce(g.revoked_by, 'an operator') || ': ' || coalesce(g.revoke_reason, '') \
                      ELSE 'expired' END \
                  FROM access_requests r JOIN grants g ON g.id = r.grant_id \
-                 WHERE r.status = 'active' AND (g.expires_at <= now() OR g.revoked_at IS NOT NULL) \
+                 WHERE r.status = $1 AND (g.expires_at <= now() OR g.revoked_at IS NOT NULL) \
                  ORDER BY r.id",
-                &[],
+                &[&Status::Active.as_str()],
             )
             .await?
             .iter()
@@ -73,12 +77,7 @@ pub async fn tick(app: &App) -> Result<()> {
             tracing::warn!(request = id, error = %e, "ending access failed");
         }
     }
-    for id in ids(
-        app,
-        "SELECT id FROM access_requests WHERE status = 'ending' ORDER BY id",
-    )
-    .await?
-    {
+    for id in ids(app, Status::Ending, "true").await? {
         if let Err(e) = provision::finish_end_if_free(app, id).await {
             tracing::warn!(request = id, error = %e, "ending access failed");
         }

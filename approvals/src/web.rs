@@ -16,16 +16,16 @@ use chrono::{NaiveDateTime, Utc};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::body::form;
 use crate::error::{Error, Result};
-use crate::model::{self, Decision, Event, Request};
+use crate::export::{jsonl, After};
+use crate::model::{self, ApproverDecision, Event, Request};
 use crate::oidc::User;
 use crate::session::{self, Data, Loaded, Session};
 use crate::settings::Level;
+use crate::status::{Action, Decision, Status};
 use crate::workflow::{self, Actor, NewRequest};
 use crate::App;
-
-/// Largest form or JSON body accepted.
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -51,7 +51,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::api::router())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(crate::body::LIMIT))
         .layer(middleware::map_response(security_headers))
         .layer(middleware::from_fn_with_state(
             app.metrics.clone(),
@@ -241,20 +241,6 @@ fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-fn form<T>(form: std::result::Result<Form<T>, FormRejection>) -> Result<T> {
-    match form {
-        Ok(Form(t)) => Ok(t),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::BadInput(format!(
-            "The form is too large: at most {} KiB are accepted. Nothing was changed.",
-            BODY_LIMIT / 1024
-        ))),
-        Err(e) => Err(Error::BadInput(format!(
-            "The form could not be read ({}). Nothing was changed.",
-            e.body_text()
-        ))),
-    }
-}
-
 // ---- pages ------------------------------------------------------------------------------
 
 #[derive(Template, WebTemplate)]
@@ -389,11 +375,12 @@ async fn create(
 struct RequestPage {
     page: Chrome,
     req: Request,
-    decisions: Vec<Decision>,
+    decisions: Vec<ApproverDecision>,
     events: Vec<Event>,
-    mine: bool,
     can_decide: bool,
     can_revoke: bool,
+    can_withdraw: bool,
+    can_give_up: bool,
 }
 
 async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> PageResult {
@@ -412,12 +399,13 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
     page.flash = take_flash(&app, &mut session).await?;
     Ok(RequestPage {
         page,
-        can_decide: actor.approver && !mine && req.status == "pending" && !decided_by_me,
-        can_revoke: actor.approver && (req.status == "active" || req.status == "approved"),
+        can_decide: actor.approver && !mine && req.status.decidable() && !decided_by_me,
+        can_revoke: actor.approver && req.status.allows(Action::End),
+        can_withdraw: mine && req.status.allows(Action::Withdraw),
+        can_give_up: mine && req.status == Status::Active,
         req,
         decisions,
         events,
-        mine,
     }
     .into_response())
 }
@@ -474,18 +462,20 @@ async fn decide(
 ) -> PageResult {
     let f = form(f)?;
     let (mut session, _) = posted(&app, &jar, &f.csrf).await?;
-    let approve = match f.decision.as_str() {
-        "approve" => true,
-        "deny" => false,
-        _ => return Err(Error::BadInput("Choose approve or deny.".into()).into()),
+    let Ok(decision) = f.decision.parse::<Decision>() else {
+        return Err(Error::BadInput("Choose approve or deny.".into()).into());
     };
     let actor = fresh_actor(&app, &mut session).await?;
-    let req = workflow::decide(&app, &actor, id, approve, &f.comment).await?;
-    let said = match (approve, req.status.as_str()) {
-        (false, _) => format!("You denied request {id}."),
-        (true, "pending") => format!("You approved request {id}; it needs another approver."),
-        (true, "active") => format!("You approved request {id}; the access is in place."),
-        (true, _) => format!("You approved request {id}."),
+    let req = workflow::decide(&app, &actor, id, decision, &f.comment).await?;
+    let said = match (decision, req.status) {
+        (Decision::Deny, _) => format!("You denied request {id}."),
+        (Decision::Approve, Status::Pending) => {
+            format!("You approved request {id}; it needs another approver.")
+        }
+        (Decision::Approve, Status::Active) => {
+            format!("You approved request {id}; the access is in place.")
+        }
+        (Decision::Approve, _) => format!("You approved request {id}."),
     };
     flash(&app, &mut session, said).await?;
     Ok(see_other(&format!("/requests/{id}")))
@@ -541,7 +531,7 @@ async fn approver_page(app: &App, jar: &CookieJar, title: &str) -> Result<(Sessi
 async fn queue(State(app): State<App>, jar: CookieJar) -> PageResult {
     let (_, page) = approver_page(&app, &jar, "Approval queue").await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let requests = model::requests_where(&*control, "r.status = 'pending'", &[]).await?;
+    let requests = model::requests_with_status(&*control, &[Status::Pending]).await?;
     Ok(ListPage {
         page,
         intro: "Requests waiting for a decision, newest first. Open one to approve or deny it."
@@ -556,7 +546,7 @@ async fn active_grants(State(app): State<App>, jar: CookieJar) -> PageResult {
     let (_, page) = approver_page(&app, &jar, "Active access").await?;
     let control = app.control.get().await.map_err(Error::from)?;
     let requests =
-        model::requests_where(&*control, "r.status IN ('active', 'approved')", &[]).await?;
+        model::requests_with_status(&*control, &[Status::Active, Status::Approved]).await?;
     Ok(ListPage {
         page,
         intro: "Everyone's access that is active now or approved to start later. Open one to revoke it."
@@ -579,32 +569,6 @@ async fn history(State(app): State<App>, jar: CookieJar) -> PageResult {
     let control = app.control.get().await.map_err(Error::from)?;
     let events = model::recent_events(&*control, 500).await?;
     Ok(HistoryPage { page, events }.into_response())
-}
-
-/// Events as JSON lines, one event per line, oldest first.
-pub fn jsonl(events: &[Event]) -> Response {
-    let mut body = String::new();
-    for e in events {
-        body.push_str(&serde_json::to_string(e).expect("event serializes"));
-        body.push('\n');
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "application/jsonl; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"approvals-history.jsonl\"",
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-pub struct After {
-    #[serde(default)]
-    pub after: i64,
 }
 
 async fn export(State(app): State<App>, jar: CookieJar, Query(q): Query<After>) -> PageResult {

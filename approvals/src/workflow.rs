@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::{self, Request};
 use crate::oidc::User;
 use crate::provision::{self, Outcome};
+use crate::status::{Action, Decision, Status};
 use crate::App;
 
 /// Longest justification or comment, in characters.
@@ -155,12 +156,12 @@ pub async fn withdraw(app: &App, actor: &Actor, id: i64) -> Result<Request> {
     let tx = control.transaction().await?;
     let req = model::request(&tx, id, true).await?;
     let req = own(req, id, actor)?;
-    match req.status.as_str() {
-        "pending" => {
+    match req.status {
+        Status::Pending => {
             model::close_decision(
                 &tx,
                 id,
-                "withdrawn",
+                Action::Withdraw,
                 actor.email(),
                 "request.withdrawn",
                 json!({}),
@@ -168,7 +169,8 @@ pub async fn withdraw(app: &App, actor: &Actor, id: i64) -> Result<Request> {
             .await?;
             tx.commit().await?;
         }
-        "approved" => {
+        // Approved, not started yet: its (maybe half-made) access is ended instead.
+        Status::Approved => {
             drop(tx);
             drop(control);
             end(app, id, "withdrawn", actor.email()).await?;
@@ -186,7 +188,7 @@ pub async fn withdraw(app: &App, actor: &Actor, id: i64) -> Result<Request> {
 pub async fn give_up(app: &App, actor: &Actor, id: i64) -> Result<Request> {
     let req = get(app, actor, id).await?;
     let req = own(Some(req), id, actor)?;
-    if req.status != "active" && req.status != "approved" {
+    if !req.status.allows(Action::End) {
         return Err(Error::Conflict(format!(
             "Request {id} is {}; only active access can be given up.",
             req.status
@@ -201,7 +203,7 @@ pub async fn revoke(app: &App, actor: &Actor, id: i64, reason: &str) -> Result<R
     actor.require_approver("revoke access")?;
     let reason = check_text("reason", reason, true)?;
     let req = get(app, actor, id).await?;
-    if req.status != "active" && req.status != "approved" {
+    if !req.status.allows(Action::End) {
         return Err(Error::Conflict(format!(
             "Request {id} is {}; there is no access to revoke.",
             req.status
@@ -246,10 +248,11 @@ pub async fn decide(
     app: &App,
     actor: &Actor,
     id: i64,
-    approve: bool,
+    decision: Decision,
     comment: &str,
 ) -> Result<Request> {
     actor.require_approver("approve or deny requests")?;
+    let approve = decision == Decision::Approve;
     let comment = check_text("comment", comment, !approve)?;
     let mut control = app.control.get().await?;
     let tx = control.transaction().await?;
@@ -261,7 +264,7 @@ pub async fn decide(
             "Nobody decides on their own request; another approver must.".into(),
         ));
     }
-    if req.status != "pending" {
+    if !req.status.decidable() {
         return Err(Error::Conflict(format!(
             "Request {id} is already decided (it is {}).",
             req.status
@@ -273,10 +276,9 @@ pub async fn decide(
             "You have already approved request {id}; it needs another approver."
         )));
     }
-    let verb = if approve { "approve" } else { "deny" };
     tx.execute(
         "INSERT INTO decisions (request_id, approver, decision, comment) VALUES ($1, $2, $3, $4)",
-        &[&id, &actor.email(), &verb, &comment],
+        &[&id, &actor.email(), &decision.as_str(), &comment],
     )
     .await?;
     model::record(
@@ -284,17 +286,21 @@ pub async fn decide(
         Some(id),
         None,
         actor.email(),
-        &format!("decision.{verb}"),
+        &format!("decision.{decision}"),
         json!({"comment": comment}),
     )
     .await?;
-    let approvals = earlier.iter().filter(|d| d.decision == "approve").count() + 1;
+    let approvals = earlier
+        .iter()
+        .filter(|d| d.decision == Decision::Approve)
+        .count()
+        + 1;
     let final_approval = approve && approvals as i32 >= req.approvals_needed;
     if !approve {
         model::close_decision(
             &tx,
             id,
-            "denied",
+            Action::Deny,
             actor.email(),
             "request.denied",
             json!({"comment": comment}),
@@ -303,14 +309,14 @@ pub async fn decide(
     } else if final_approval {
         let approvers: Vec<&str> = earlier
             .iter()
-            .filter(|d| d.decision == "approve")
+            .filter(|d| d.decision == Decision::Approve)
             .map(|d| d.approver.as_str())
             .chain([actor.email()])
             .collect();
         model::close_decision(
             &tx,
             id,
-            "approved",
+            Action::Approve,
             actor.email(),
             "request.approved",
             json!({"approvers": approvers}),
