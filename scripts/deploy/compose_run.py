@@ -98,7 +98,7 @@ def add_task_containers():
         for c in task["containers"]:
             image = local_image(c)
             if c["name"] not in services and image:
-                services[c["name"]] = {"image": image, "network_mode": "host", "task_only": True,
+                services[c["name"]] = {"image": image, "network_mode": "host",
                                        "environment": dict(c["environment"], **local_env.get(c["name"], {}))}
 
 
@@ -125,12 +125,17 @@ def order():
 def wait_healthy(name, timeout=180):
     """Waits for a started container's health check to pass (depends_on: service_healthy)."""
     deadline = time.monotonic() + timeout
+    cname = f"{project}_{name}_1"
     while time.monotonic() < deadline:
-        if subprocess.run([*podman, "healthcheck", "run", f"{project}_{name}_1"],
+        if subprocess.run([*podman, "healthcheck", "run", cname],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
             return
+        if output("inspect", "--format", "{{.State.Running}}", cname) != "true":
+            break
         time.sleep(1)
-    sys.exit(f"{name} did not become healthy in {timeout} s")
+    logs = subprocess.run([*podman, "logs", "--tail", "20", cname], capture_output=True, text=True)
+    state = output("inspect", "--format", "{{.State.Status}} (exit {{.State.ExitCode}})", cname)
+    sys.exit(f"{name} did not become healthy ({state}):\n{logs.stdout}{logs.stderr}")
 
 
 def local_image(container):
