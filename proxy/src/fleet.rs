@@ -1,7 +1,7 @@
 //! The proxy as a fleet: cancel requests reach the replica that owns the session.
 //!
 //! A CancelRequest arrives on a new connection, which the load balancer may give to any
-//! replica. Every cancel key carries its owner's `fleet.index` (see [`crate::cancel`]); a
+//! replica. Every cancel key carries its owner's `fleet.index` (see [`crate::cancel::keys`]); a
 //! replica that does not hold a key forwards it to its peers over the peer channel; peers
 //! of another index drop it unread, and only the replica holding the key acts on it. No
 //! map is shared and nothing is written per login: a key is routable by itself.
@@ -27,8 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::local::Canceller;
 use crate::metrics::CancelRoute;
-use crate::server::Context;
 
 /// The `[fleet]` section of the proxy's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,9 +67,9 @@ impl Default for FleetSettings {
 impl FleetSettings {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.index.unwrap_or(0) <= crate::cancel::MAX_INDEX,
+            self.index.unwrap_or(0) <= crate::cancel::keys::MAX_INDEX,
             "fleet.index must be 0 to {}",
-            crate::cancel::MAX_INDEX
+            crate::cancel::keys::MAX_INDEX
         );
         Ok(())
     }
@@ -90,7 +90,8 @@ impl FleetSettings {
     pub fn effective_index(&self) -> u8 {
         use sha2::Digest;
         self.index.unwrap_or_else(|| {
-            sha2::Sha256::digest(self.replica_name().as_bytes())[0] % (crate::cancel::MAX_INDEX + 1)
+            sha2::Sha256::digest(self.replica_name().as_bytes())[0]
+                % (crate::cancel::keys::MAX_INDEX + 1)
         })
     }
 
@@ -237,7 +238,7 @@ impl Fleet {
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        ctx: Arc<Context>,
+        canceller: Arc<Canceller>,
         stop: CancellationToken,
     ) {
         loop {
@@ -252,9 +253,10 @@ impl Fleet {
                 },
                 _ = stop.cancelled() => return,
             };
-            let (fleet, ctx) = (self.clone(), ctx.clone());
+            let (fleet, canceller) = (self.clone(), canceller.clone());
             tokio::spawn(async move {
-                let answered = tokio::time::timeout(PEER_TIMEOUT, fleet.answer(stream, &ctx)).await;
+                let answered =
+                    tokio::time::timeout(PEER_TIMEOUT, fleet.answer(stream, &canceller)).await;
                 if !matches!(answered, Ok(Ok(()))) {
                     tracing::info!(%peer, "a fleet peer connection ended without a message");
                 }
@@ -262,20 +264,20 @@ impl Fleet {
         }
     }
 
-    async fn answer(&self, mut stream: TcpStream, ctx: &Context) -> std::io::Result<()> {
+    async fn answer(&self, mut stream: TcpStream, canceller: &Canceller) -> std::io::Result<()> {
         let mut message = [0u8; MESSAGE_LEN];
         stream.read_exact(&mut message).await?;
         let answer = match self.accept(&message) {
             Err(e) => {
-                ctx.metrics.cancel(CancelRoute::PeerRefused);
+                canceller.metrics().cancel(CancelRoute::PeerRefused);
                 tracing::warn!(error = %e, "refused a forwarded cancel request");
                 Answer::Refused
             }
-            Ok((pid, _)) if crate::cancel::owner(pid) != self.settings.effective_index() => {
+            Ok((pid, _)) if crate::cancel::keys::owner(pid) != self.settings.effective_index() => {
                 Answer::NotMine
             }
             Ok((pid, secret)) => {
-                if crate::session::cancel_here(ctx, pid, &secret, CancelRoute::FromPeer).await {
+                if canceller.cancel(pid, &secret, CancelRoute::FromPeer).await {
                     Answer::Sent
                 } else {
                     Answer::NotMine

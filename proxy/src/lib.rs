@@ -7,19 +7,22 @@
 //! hot path) → [`audit`] (records, writer, verifier). [`protocol`] holds the message codecs,
 //! [`sql`] the statement splitter and password redaction, [`cancel`] the cancel keys.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod client_address;
-pub mod control;
+pub mod context;
 pub mod fleet;
+pub mod halt;
 pub mod metrics;
 pub mod protocol;
 pub mod rds_iam;
 pub mod relay;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod settings;
 pub mod sql;
 pub mod stream;

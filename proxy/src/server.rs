@@ -1,10 +1,10 @@
-//! The running proxy: shared context, the accept loop, the admin endpoint, and graceful
-//! shutdown (stop accepting, let sessions finish up to a deadline, close the rest, flush the
-//! audit log).
+//! The running proxy: binding the ports and building the [`Context`] sessions share (the
+//! only place that does), the accept loop and session threads, the admin endpoint, and
+//! graceful shutdown (stop accepting, let sessions finish up to a deadline, close the rest,
+//! flush the audit log).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,145 +13,21 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditLog, Identity};
+use crate::access::Access;
+use crate::audit::AuditLog;
+use crate::auth::person::People;
 use crate::auth::service::Verifiers;
 use crate::auth::token::TokenVerifier;
-use crate::cancel::CancelMap;
-use crate::control::Control;
+use crate::cancel::keys::CancelMap;
+use crate::cancel::local::Canceller;
+use crate::context::Context;
 use crate::fleet::Fleet;
 use crate::metrics::ConnectionResult;
 use crate::metrics::{self, Metrics};
 use crate::protocol::sqlstate;
-use crate::relay::Halt;
+use crate::sessions::{Handshakes, Sessions};
 use crate::settings::Settings;
 use crate::upstream::Connector;
-
-/// What every session shares.
-pub struct Context {
-    pub settings: Settings,
-    pub audit: Arc<AuditLog>,
-    pub secrets: SecretStore,
-    pub upstream: Connector,
-    pub tls: Option<TlsAcceptor>,
-    pub cancels: CancelMap,
-    /// This replica's peers, for cancels of their sessions.
-    pub fleet: Arc<Fleet>,
-    pub verifiers: Verifiers,
-    pub metrics: Arc<Metrics>,
-    pub sessions: Arc<Sessions>,
-    /// Person logins: token checks and grants (both set, or neither).
-    pub tokens: Option<Arc<TokenVerifier>>,
-    pub control: Option<Arc<Control>>,
-    pub handshakes: Handshakes,
-}
-
-/// Connections in start-up, by client address: one address cannot hold them all.
-#[derive(Default)]
-pub struct Handshakes {
-    by_address: Mutex<HashMap<std::net::IpAddr, usize>>,
-}
-
-/// A start-up slot; dropping it frees the slot.
-pub struct Handshake<'a> {
-    handshakes: &'a Handshakes,
-    address: std::net::IpAddr,
-}
-
-impl Handshakes {
-    /// A slot for `address`, unless it already holds `limit`.
-    pub fn enter(&self, address: std::net::IpAddr, limit: usize) -> Option<Handshake<'_>> {
-        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(address).or_default();
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(Handshake {
-            handshakes: self,
-            address,
-        })
-    }
-}
-
-impl Drop for Handshake<'_> {
-    fn drop(&mut self) {
-        let mut map = self
-            .handshakes
-            .by_address
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.address);
-            }
-        }
-    }
-}
-
-/// Live sessions, so the proxy can close them (shutdown, revoked access).
-#[derive(Default)]
-pub struct Sessions {
-    live: Mutex<HashMap<String, (Identity, Arc<Halt>)>>,
-}
-
-/// Removes its session from the registry when dropped.
-pub struct Registration<'a> {
-    sessions: &'a Sessions,
-    id: String,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        startup::sync::lock(&self.sessions.live).remove(&self.id);
-    }
-}
-
-impl Sessions {
-    pub fn add(&self, id: &str, identity: Identity, halt: Arc<Halt>) -> Registration<'_> {
-        startup::sync::lock(&self.live).insert(id.to_string(), (identity, halt));
-        Registration {
-            sessions: self,
-            id: id.to_string(),
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        startup::sync::lock(&self.live).len()
-    }
-
-    /// The grants behind the people connected now.
-    pub fn grant_ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = startup::sync::lock(&self.live)
-            .values()
-            .filter_map(|(identity, _)| match identity {
-                Identity::Person { grant_id, .. } => Some(*grant_id),
-                Identity::Service { .. } => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    }
-
-    /// Closes every session for which `which` is true; returns how many.
-    pub fn halt_where(
-        &self,
-        which: impl Fn(&Identity) -> bool,
-        code: &'static str,
-        message: &str,
-    ) -> usize {
-        let live = startup::sync::lock(&self.live);
-        let mut n = 0;
-        for (identity, halt) in live.values() {
-            if which(identity) {
-                halt.fire(code, message);
-                n += 1;
-            }
-        }
-        n
-    }
-}
 
 /// A proxy bound to its ports, ready to run.
 pub struct Server {
@@ -189,30 +65,40 @@ impl Server {
             }
             _ => None,
         };
-        let (tokens, control) = if settings.oidc.issuer.is_empty() {
-            (None, None)
+        let upstream = Arc::new(Connector::new(&settings.upstream)?);
+        let people = if settings.oidc.issuer.is_empty() {
+            None
         } else {
             let tokens = TokenVerifier::new(settings.oidc.clone())?;
             // Start with the keys in hand; if the provider is down, the refresher retries.
             if let Err(e) = tokens.refresh().await {
                 tracing::warn!(error = %e, "identity provider keys unavailable at start-up");
             }
-            let control = Control::new(
+            let access = Access::new(
                 settings.grants.clone(),
                 settings.upstream.clone(),
                 secrets.clone(),
                 metrics.grants_listening.clone(),
             );
-            (Some(tokens), Some(control))
+            Some(People {
+                tokens,
+                access,
+                secrets: secrets.clone(),
+                upstream_auth: settings.upstream.auth,
+            })
         };
+        let canceller = Arc::new(Canceller::new(
+            CancelMap::new(settings.fleet.effective_index()),
+            upstream.clone(),
+            metrics.clone(),
+        ));
         let ctx = Arc::new(Context {
-            upstream: Connector::new(&settings.upstream)?,
+            upstream,
             secrets,
-            tokens,
-            control,
+            people,
             audit,
             tls,
-            cancels: CancelMap::new(settings.fleet.effective_index()),
+            canceller,
             fleet,
             verifiers: Verifiers::default(),
             metrics,
@@ -269,10 +155,11 @@ impl Server {
         } = self;
         let background = CancellationToken::new();
         let draining = Arc::new(AtomicBool::new(false));
-        if let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) {
-            tokio::spawn(tokens.clone().run_refresher(background.clone()));
+        if let Some(people) = &ctx.people {
+            tokio::spawn(people.tokens.clone().run_refresher(background.clone()));
             tokio::spawn(
-                control
+                people
+                    .access
                     .clone()
                     .watch(ctx.sessions.clone(), background.clone()),
             );
@@ -281,7 +168,7 @@ impl Server {
             tokio::spawn(
                 ctx.fleet
                     .clone()
-                    .serve(peers, ctx.clone(), background.clone()),
+                    .serve(peers, ctx.canceller.clone(), background.clone()),
             );
         }
         let health = metrics::Health {

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use pg_connect::TlsMode;
+use pg_connect::TlsMode;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditSettings;
+use crate::upstream::{UpstreamAuth, UpstreamSettings};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,7 +18,7 @@ pub struct Settings {
     /// Health and metrics endpoints (`/health/live`, `/health/ready`, `/metrics`).
     pub admin_listen: String,
     pub tls: ListenerTls,
-    pub upstream: Upstream,
+    pub upstream: UpstreamSettings,
     /// Service accounts: database user name → id of the secret holding its credentials.
     pub services: BTreeMap<String, String>,
     pub limits: Limits,
@@ -26,7 +27,7 @@ pub struct Settings {
     /// People signing in with ID tokens (off while `oidc.issuer` is empty).
     pub oidc: crate::auth::token::OidcSettings,
     /// Where people's access grants are.
-    pub grants: crate::control::GrantsSettings,
+    pub grants: crate::access::GrantsSettings,
     pub audit: AuditSettings,
     /// Replicas: this one's name and index, and its peers for cancel routing.
     pub fleet: crate::fleet::FleetSettings,
@@ -57,47 +58,6 @@ pub enum Plaintext {
     Loopback,
 }
 
-/// The database behind the proxy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Upstream {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    /// CA bundle for the database's certificate (e.g. the RDS global bundle); unset means
-    /// the public web roots.
-    pub ca_file: Option<PathBuf>,
-    /// Name checked against the certificate; defaults to `host`.
-    pub server_name: Option<String>,
-    pub connect_timeout_secs: u64,
-    /// How the proxy proves itself to the database: `password` (from the secret store) or
-    /// `rds-iam` (an IAM auth token signed with the task's AWS credentials, sent as the
-    /// password; needs `tls = "verify-full"`). People's roles then need no password at all.
-    pub auth: UpstreamAuth,
-    /// `rds-iam`: the database's region; unset, the AWS SDK's chain decides.
-    pub region: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamAuth {
-    Password,
-    RdsIam,
-}
-
-impl Upstream {
-    /// The server as the workspace's connect helper sees it (its TLS policy included).
-    pub fn target(&self) -> pg_connect::Target {
-        pg_connect::Target {
-            host: self.host.clone(),
-            port: self.port,
-            tls: self.tls,
-            ca_file: self.ca_file.clone(),
-            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -120,7 +80,7 @@ impl Default for Settings {
             listen: "127.0.0.1:6432".into(),
             admin_listen: "127.0.0.1:9187".into(),
             tls: ListenerTls::default(),
-            upstream: Upstream::default(),
+            upstream: UpstreamSettings::default(),
             services: BTreeMap::from([("rates_api".to_string(), "dbgw/rates-api".to_string())]),
             limits: Limits::default(),
             proxy_protocol: Default::default(),
@@ -142,21 +102,6 @@ impl Default for ListenerTls {
             cert_file: None,
             key_file: None,
             plaintext: Plaintext::Never,
-        }
-    }
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Upstream {
-            host: "127.0.0.1".into(),
-            port: 5433,
-            tls: TlsMode::VerifyFull,
-            ca_file: Some(PathBuf::from(".dev/pg/ca.crt")),
-            server_name: None,
-            connect_timeout_secs: 10,
-            auth: UpstreamAuth::Password,
-            region: None,
         }
     }
 }

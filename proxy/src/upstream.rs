@@ -17,11 +17,68 @@ use tokio_util::either::Either;
 use crate::auth::scram;
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::{frame, startup};
-use crate::settings;
 use crate::wire;
 use pg_connect::TlsMode;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 pub use crate::stream::UpstreamStream as Stream;
+
+/// The database behind the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// CA bundle for the database's certificate (e.g. the RDS global bundle); unset means
+    /// the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name checked against the certificate; defaults to `host`.
+    pub server_name: Option<String>,
+    pub connect_timeout_secs: u64,
+    /// How the proxy proves itself to the database: `password` (from the secret store) or
+    /// `rds-iam` (an IAM auth token signed with the task's AWS credentials, sent as the
+    /// password; needs `tls = "verify-full"`). People's roles then need no password at all.
+    pub auth: UpstreamAuth,
+    /// `rds-iam`: the database's region; unset, the AWS SDK's chain decides.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuth {
+    Password,
+    RdsIam,
+}
+
+impl UpstreamSettings {
+    /// The server as the workspace's connect helper sees it (its TLS policy included).
+    pub fn target(&self) -> pg_connect::Target {
+        pg_connect::Target {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+        }
+    }
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            host: "127.0.0.1".into(),
+            port: 5433,
+            tls: TlsMode::VerifyFull,
+            ca_file: Some(PathBuf::from(".dev/pg/ca.crt")),
+            server_name: None,
+            connect_timeout_secs: 10,
+            auth: UpstreamAuth::Password,
+            region: None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -52,14 +109,14 @@ pub struct Session {
 
 /// Everything needed to reach the database.
 pub struct Connector {
-    settings: settings::Upstream,
+    settings: UpstreamSettings,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     /// `auth = "rds-iam"`: signs a token per login instead of using the stored password.
     iam: Option<crate::rds_iam::IamSigner>,
 }
 
 impl Connector {
-    pub fn new(settings: &settings::Upstream) -> anyhow::Result<Self> {
+    pub fn new(settings: &UpstreamSettings) -> anyhow::Result<Self> {
         settings.target().check()?;
         let tls = match settings.tls {
             TlsMode::Disable => None,
@@ -74,7 +131,7 @@ impl Connector {
                 Some((TlsConnector::from(Arc::clone(&config)), name))
             }
         };
-        let iam = (settings.auth == settings::UpstreamAuth::RdsIam)
+        let iam = (settings.auth == UpstreamAuth::RdsIam)
             .then(|| crate::rds_iam::IamSigner::new(settings.region.clone()));
         Ok(Connector {
             settings: settings.clone(),

@@ -57,6 +57,27 @@ impl Default for Options {
     }
 }
 
+/// The rotation function's own logins, to tell from bypasses: its log and where it connects
+/// from. Without both, every login outside the proxy is a bypass.
+#[derive(Debug, Clone, Default)]
+pub struct RotationWitness {
+    /// The rotation function's log files (its JSON lines: `rotation test login` records).
+    pub logs: Vec<PathBuf>,
+    /// The networks the rotation function connects from (its subnets; locally loopback).
+    pub sources: Vec<ipnet::IpNet>,
+}
+
+/// The one statement the rotation function's test login runs (`rotation::strategy::
+/// TEST_STATEMENT`): its current user and the server process, which it logs.
+pub const ROTATION_TEST_STATEMENT: &str = "SELECT current_user::text, pg_backend_pid()";
+
+/// The message of the rotation function's log line for each test login.
+pub const ROTATION_TEST_LOGIN: &str = "rotation test login";
+
+/// How long after its server process started a test login's log line may be written
+/// (connect, TLS, SCRAM, one statement), on top of the allowed clock skew.
+const ROTATION_LOGIN_SECS: i64 = 30;
+
 /// The kinds of difference, as printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,11 +174,63 @@ pub struct Summary {
     pub matched_statements: usize,
     /// pgaudit statements of server processes of users the proxy does not log in as.
     pub other_users_statements: usize,
+    /// Logins outside the proxy recognised as the rotation function's test logins.
+    pub rotation_test_logins: usize,
+}
+
+/// A login outside the proxy that is the rotation function's test login: informational, not
+/// a difference.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotationLogin {
+    /// The secret rotated, the rotation's version and the step (`testSecret`, or
+    /// `setSecret` proving the current credentials), as the rotation log says.
+    pub secret: String,
+    pub version: String,
+    pub step: String,
+    pub user: String,
+    /// The server process (pgaudit's `session_id`), its pid and client address.
+    pub backend: String,
+    pub pid: i32,
+    pub remote_host: String,
+    pub text: String,
+    /// `file:line` of the pgaudit entry, and of the rotation log line.
+    pub at: String,
+    pub log_at: String,
+}
+
+impl RotationLogin {
+    pub fn label(&self) -> &'static str {
+        "ROTATION_TEST_LOGIN"
+    }
+}
+
+impl std::fmt::Display for RotationLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} secret {} ({}, version {}) backend {} pid {} user {} from {}: the rotation \
+             function's test login, one statement: {} ({}; rotation log {})",
+            self.label(),
+            self.secret,
+            self.step,
+            self.version,
+            self.backend,
+            self.pid,
+            self.user,
+            self.remote_host,
+            short(&self.text),
+            self.at,
+            self.log_at
+        )
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
     pub differences: Vec<Difference>,
+    /// Logins outside the proxy recognised as the rotation function's test logins
+    /// (informational: they are not differences).
+    pub rotation_logins: Vec<RotationLogin>,
     pub summary: Summary,
 }
 
@@ -195,8 +268,25 @@ pub fn crosscheck(
     pgaudit_files: &[PathBuf],
     options: &Options,
 ) -> anyhow::Result<Report> {
+    crosscheck_with(
+        proxy_files,
+        pgaudit_files,
+        options,
+        &RotationWitness::default(),
+    )
+}
+
+/// [`crosscheck`], telling the rotation function's test logins (`rotation`) from bypasses.
+pub fn crosscheck_with(
+    proxy_files: &[PathBuf],
+    pgaudit_files: &[PathBuf],
+    options: &Options,
+    rotation: &RotationWitness,
+) -> anyhow::Result<Report> {
     let proxy = read_proxy(proxy_files)?;
     let server = read_server(pgaudit_files)?;
+    let rotation_logins = read_rotation_log(&rotation.logs)?;
+    let mut claimed = vec![false; rotation_logins.len()];
     let mut report = Report::default();
     report.summary.proxy_files = proxy_files.len();
     report.summary.pgaudit_files = pgaudit_files.len();
@@ -276,12 +366,52 @@ pub fn crosscheck(
         }
     }
 
-    // Whatever a proxy database user ran outside every proxy session bypassed the proxy.
+    // Whatever a proxy database user ran outside every proxy session bypassed the proxy,
+    // unless it is the rotation function's test login: named by its log, from its network,
+    // one known statement and nothing else.
     for backend in unlinked {
         if !proxy.db_users.contains(&backend.user) {
             report.summary.other_users_statements += backend.groups.len();
             continue;
         }
+        let skew = options.max_clock_skew_secs;
+        let claim = (0..rotation_logins.len()).find(|&i| {
+            let r = &rotation_logins[i];
+            !claimed[i]
+                && r.backend_pid == backend.pid
+                && r.user == backend.user
+                && backend.start_secs <= r.secs + skew
+                && r.secs - skew - ROTATION_LOGIN_SECS <= backend.start_secs
+        });
+        let why_not = match claim {
+            None => None,
+            Some(i) => {
+                claimed[i] = true;
+                let r = &rotation_logins[i];
+                match rotation_login(backend, r, &rotation.sources) {
+                    Ok(group) => {
+                        report.rotation_logins.push(RotationLogin {
+                            secret: r.secret.clone(),
+                            version: r.version.clone(),
+                            step: r.step.clone(),
+                            user: backend.user.clone(),
+                            backend: backend.session_id.clone(),
+                            pid: backend.pid,
+                            remote_host: backend.remote_host.clone(),
+                            text: group.text().to_string(),
+                            at: group.at.clone(),
+                            log_at: r.at.clone(),
+                        });
+                        report.summary.rotation_test_logins += 1;
+                        continue;
+                    }
+                    Err(why) => Some(format!(
+                        "; the rotation log names this login ({} of secret {}, {}), but {why}",
+                        r.step, r.secret, r.at
+                    )),
+                }
+            }
+        };
         for group in &backend.groups {
             report.differences.push(Difference {
                 kind: Kind::BypassedProxy,
@@ -292,17 +422,64 @@ pub fn crosscheck(
                 text: Some(group.text().to_string()),
                 detail: format!(
                     "statement {} ({}) by a user the proxy logs in as, outside every proxy \
-                     session (database {}, application_name {:?})",
+                     session (database {}, application_name {:?}, from {}){}",
                     group.statement_id,
                     group.command(),
                     backend.dbname,
-                    backend.application_name
+                    backend.application_name,
+                    if backend.remote_host.is_empty() {
+                        "?"
+                    } else {
+                        &backend.remote_host
+                    },
+                    why_not.as_deref().unwrap_or("")
                 ),
                 at: group.at.clone(),
             });
         }
     }
     Ok(report)
+}
+
+/// Whether `backend`, which the rotation log line `r` names, is that test login and only
+/// that: the secret's database, a client address in `sources`, one statement, the known
+/// one, no error. Its one statement, or why not.
+fn rotation_login<'a>(
+    backend: &'a Backend,
+    r: &RotationLogEntry,
+    sources: &[ipnet::IpNet],
+) -> Result<&'a Group, String> {
+    if backend.dbname != r.database {
+        return Err(format!(
+            "it logged in to database {}, not {}",
+            backend.dbname, r.database
+        ));
+    }
+    let from = backend.remote_host.parse::<std::net::IpAddr>().ok();
+    if !from.is_some_and(|ip| sources.iter().any(|n| n.contains(&ip))) {
+        return Err(format!(
+            "it came from {:?}, outside the rotation function's networks (--rotation-source)",
+            backend.remote_host
+        ));
+    }
+    if !backend.errors.is_empty() {
+        return Err(format!("it had {} error(s)", backend.errors.len()));
+    }
+    match backend.groups.as_slice() {
+        [group]
+            if group
+                .entries
+                .iter()
+                .all(|e| e.text == ROTATION_TEST_STATEMENT) =>
+        {
+            Ok(group)
+        }
+        [_] => Err("its statement is not the test login's".into()),
+        groups => Err(format!(
+            "it ran {} statements; a test login runs one",
+            groups.len()
+        )),
+    }
 }
 
 /// Pairs one session's executions with its server process's entries, in order.
@@ -760,6 +937,8 @@ struct Backend {
     user: String,
     dbname: String,
     application_name: String,
+    /// The client's address as the server saw it (`[local]` for a Unix socket).
+    remote_host: String,
     groups: Vec<Group>,
     errors: Vec<ServerError>,
 }
@@ -787,6 +966,7 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
                 user: String::new(),
                 dbname: String::new(),
                 application_name: String::new(),
+                remote_host: String::new(),
                 groups: Vec::new(),
                 errors: Vec::new(),
             });
@@ -798,6 +978,9 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
         }
         if let Some(a) = v["application_name"].as_str() {
             backend.application_name = a.to_string();
+        }
+        if let Some(h) = v["remote_host"].as_str() {
+            backend.remote_host = h.to_string();
         }
         let message = v["message"].as_str().unwrap_or("");
         let severity = v["error_severity"].as_str().unwrap_or("");
@@ -853,6 +1036,81 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
         Ok(())
     })?;
     Ok(backends)
+}
+
+// ---- The rotation function's side ------------------------------------------------------
+
+/// One `rotation test login` line of the rotation function's log.
+#[derive(Debug)]
+struct RotationLogEntry {
+    secret: String,
+    version: String,
+    step: String,
+    user: String,
+    database: String,
+    backend_pid: i32,
+    secs: i64,
+    at: String,
+}
+
+/// The test logins in the rotation function's log: files, or directories (every file in
+/// them, by name). Lines that are not JSON, or not a test login, are skipped: the log holds
+/// the function's other lines too.
+fn read_rotation_log(paths: &[PathBuf]) -> anyhow::Result<Vec<RotationLogEntry>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file())
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for path in &files {
+        let file = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["message"] != ROTATION_TEST_LOGIN {
+                continue;
+            }
+            let at = format!("{}:{}", display(path), i + 1);
+            let text = |k: &str| {
+                v[k].as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow::anyhow!("{at}: a test login line without {k:?}"))
+            };
+            let secs = v["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp())
+                .ok_or_else(|| anyhow::anyhow!("{at}: a test login line without a timestamp"))?;
+            let backend_pid = v["backend_pid"]
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .ok_or_else(|| anyhow::anyhow!("{at}: a test login line without backend_pid"))?;
+            out.push(RotationLogEntry {
+                secret: text("secret")?,
+                version: text("version")?,
+                step: text("step")?,
+                user: text("user")?,
+                database: text("database")?,
+                backend_pid,
+                secs,
+                at,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// pgaudit's CSV: fields separated by commas, quoted with `"` (doubled inside) when needed.

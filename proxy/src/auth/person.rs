@@ -4,16 +4,29 @@
 //! in upstream as the person's own role, with credentials only it can read, and the session
 //! runs as the grant's group role (`role` set at start-up; switching is refused).
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
-use secret_store::DbCredentials;
+use secret_store::{DbCredentials, SecretStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::token::TokenVerifier;
 use super::{read_password_message, send, Refused};
+use crate::access::Access;
 use crate::audit::Identity;
 use crate::protocol::sqlstate;
 use crate::protocol::{backend, startup};
-use crate::server::Context;
+use crate::upstream::UpstreamAuth;
 use crate::wire::ReadError;
+
+/// What a person's login needs of the proxy: their token checked, their grant found, their
+/// role's credentials read (unless the proxy signs an IAM token for the role).
+pub struct People {
+    pub tokens: Arc<TokenVerifier>,
+    pub access: Arc<Access>,
+    pub secrets: SecretStore,
+    pub upstream_auth: UpstreamAuth,
+}
 
 /// A person's login: who, and the credentials (with their secret and version) of their role.
 pub struct Login {
@@ -27,14 +40,20 @@ pub struct Login {
 }
 
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &Context,
+    people: Option<&People>,
     stream: &mut S,
     buf: &mut BytesMut,
     user: &str,
     database: &str,
     tls: bool,
 ) -> Result<Login, Refused> {
-    let (Some(tokens), Some(control)) = (&ctx.tokens, &ctx.control) else {
+    let Some(People {
+        tokens,
+        access,
+        secrets,
+        upstream_auth,
+    }) = people
+    else {
         return Err(Refused::new(
             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "signing in with an identity token is not enabled on this proxy",
@@ -61,7 +80,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             format!("token refused: {e}"),
         )
     })?;
-    let grant = match control
+    let grant = match access
         .check((&person.issuer, &person.subject), &person.email, database)
         .await
     {
@@ -90,7 +109,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let secret_id = grants::person_secret(&grant.db_user);
-    if ctx.settings.upstream.auth == crate::settings::UpstreamAuth::RdsIam {
+    if *upstream_auth == UpstreamAuth::RdsIam {
         // The proxy signs an IAM token for the role: no password exists.
         return Ok(Login {
             creds: DbCredentials::new(grant.db_user.clone(), String::new()),
@@ -100,8 +119,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             version: "rds-iam".into(),
         });
     }
-    let (version, creds) = ctx
-        .secrets
+    let (version, creds) = secrets
         .db_credentials_at(&secret_id, secret_store::Stage::Current)
         .await
         .map_err(|e| {

@@ -13,9 +13,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ledger::{Action, Intent};
-use super::{not_forwarded, Deps, Halt, Link, Stop};
+use super::{not_forwarded, Deps, Link, Stop};
 use crate::audit::record::{self, Outcome, Via};
 use crate::audit::SessionInfo;
+use crate::halt::Halt;
 use crate::metrics::ErrorKind;
 use crate::protocol::sqlstate;
 use crate::protocol::{frame, frontend as fe};

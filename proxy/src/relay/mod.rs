@@ -7,8 +7,9 @@
 //!   before the bytes that carry them are forwarded. COPY data streams through.
 //! - [`server`]: database → client. Every message is paired with the ledger (by its header;
 //!   only the few that carry outcomes are decoded), and forwarded untouched.
-//! - [`Halt`]: how the proxy ends a session (revocation, expiry, shutdown): it wins over
-//!   anything either loop is waiting for, including a client that stopped reading.
+//! - [`Halt`] (in [`crate::halt`]): how the proxy ends a session (revocation, expiry,
+//!   shutdown): it wins over anything either loop is waiting for, including a client that
+//!   stopped reading.
 
 mod client;
 pub mod ledger;
@@ -21,14 +22,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::audit::record::{self, Outcome, Totals};
 use crate::audit::{AuditLog, SessionInfo};
+use crate::halt::Halt;
 use crate::metrics::ErrorKind;
 use crate::metrics::Metrics;
 use crate::protocol::backend as be;
-use crate::protocol::sqlstate;
 use crate::settings::Limits;
 use crate::sql::Caller;
 use crate::stream::Split;
@@ -39,39 +39,6 @@ pub struct Deps<'a> {
     pub audit: &'a AuditLog,
     pub metrics: &'a Metrics,
     pub limits: &'a Limits,
-}
-
-/// Why a session is being closed by the proxy, sent to the client as a FATAL error.
-#[derive(Default)]
-pub struct Halt {
-    token: CancellationToken,
-    why: Mutex<Option<(&'static str, String)>>,
-}
-
-impl Halt {
-    /// Asks the relay to close the session with this SQLSTATE and message. The first reason
-    /// given wins.
-    pub fn fire(&self, code: &'static str, message: impl Into<String>) {
-        {
-            let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
-            if why.is_none() {
-                *why = Some((code, message.into()));
-            }
-        }
-        self.token.cancel();
-    }
-
-    pub fn fired(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    pub fn reason(&self) -> (&'static str, String) {
-        self.why
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or((sqlstate::ADMIN_SHUTDOWN, "session closed".into()))
-    }
 }
 
 /// How a session's relay ended.
@@ -186,14 +153,14 @@ where
         tokio::select! {
             biased;
             // A halt wins over whatever either side waits for, a blocked write included.
-            _ = halt.token.cancelled() => None,
+            _ = halt.fired_wait() => None,
             end = &mut u2c => Some(end),
             left = &mut c2u => match left {
                 Ok(()) => {
                     // The client left: wait for the outcomes of what still runs.
                     let drain = Duration::from_secs(deps.limits.drain_timeout_secs);
                     tokio::select! {
-                        _ = halt.token.cancelled() => None,
+                        _ = halt.fired_wait() => None,
                         end = tokio::time::timeout(drain, &mut u2c) => Some(end.unwrap_or(End::DrainTimeout)),
                     }
                 }

@@ -219,7 +219,7 @@ async fn a_cancel_the_balancer_gives_to_another_replica_cancels_the_query() {
     // which round robin gives to the next replica.
     let mut c = RawClient::login(fleet.balancer.addr, &stack.app, "fleet-cancel").await;
     let (pid, secret) = c.key.expect("a cancel key");
-    let owner = proxy::cancel::owner(pid) as usize;
+    let owner = proxy::cancel::keys::owner(pid) as usize;
     assert!(owner < REPLICAS);
     start_sleep(stack, &mut c, 60).await;
     let sent = Instant::now();
@@ -450,7 +450,7 @@ async fn revocation_reaches_every_replica_pushed_and_by_polling_when_notificatio
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = 'dbgw_proxy' \
              AND application_name <> $1",
-            &[&proxy::control::LISTENER_APPLICATION],
+            &[&proxy::access::LISTENER_APPLICATION],
         )
         .await
         .unwrap()
@@ -463,7 +463,7 @@ async fn revocation_reaches_every_replica_pushed_and_by_polling_when_notificatio
     admin
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            &[&proxy::control::LISTENER_APPLICATION],
+            &[&proxy::access::LISTENER_APPLICATION],
         )
         .await
         .unwrap();

@@ -33,7 +33,7 @@ struct Server {
 
 impl Server {
     async fn connect(cluster: &Cluster) -> Server {
-        let settings = proxy::settings::Upstream {
+        let settings = proxy::upstream::UpstreamSettings {
             port: cluster.port(),
             ca_file: Some(cluster.ca_cert()),
             ..Default::default()

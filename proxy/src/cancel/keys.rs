@@ -1,10 +1,5 @@
-//! Query cancellation. Clients get the proxy's own cancel keys (never the database's, and
-//! never an empty one); a CancelRequest arrives on a new connection and is forwarded, with
-//! the database's key, to the backend that serves that session.
-//!
-//! A key is routable in a fleet: the top 7 bits of its 31-bit process id are the owning
-//! replica's `fleet.index`, the other 24 bits and the 32-bit secret are random (56 random
-//! bits per key). A replica given a key of another index forwards it (see [`crate::fleet`]).
+//! The cancel keys handed to clients: each names its owning replica and maps to the
+//! database's key of the backend serving that session.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -23,12 +23,12 @@ use tokio_postgres::Client;
 
 use crate::audit::Identity;
 use crate::protocol::sqlstate;
-use crate::server::Sessions;
-use crate::settings;
+use crate::sessions::Sessions;
+use crate::upstream::UpstreamSettings;
 
 /// Why the control plane could not answer.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub enum AccessError {
     #[error("the proxy's control-plane login: {0}")]
     Secret(#[from] secret_store::Error),
     #[error(transparent)]
@@ -62,7 +62,7 @@ pub struct GrantsSettings {
 
 impl GrantsSettings {
     /// The control plane's server: `[upstream]`'s unless this section names another.
-    pub fn server(&self, upstream: &settings::Upstream) -> pg_connect::Target {
+    pub fn server(&self, upstream: &UpstreamSettings) -> pg_connect::Target {
         let mut server = upstream.target();
         server.host = self.host.clone().unwrap_or(server.host);
         server.port = self.port.unwrap_or(server.port);
@@ -86,9 +86,9 @@ impl Default for GrantsSettings {
     }
 }
 
-pub struct Control {
+pub struct Access {
     settings: GrantsSettings,
-    upstream: settings::Upstream,
+    upstream: UpstreamSettings,
     secrets: SecretStore,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     /// True while the notification connection listens.
@@ -108,14 +108,14 @@ const CHANNEL: &str = "dbgw_grants";
 /// How long one check of the open sessions' grants may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Control {
+impl Access {
     pub fn new(
         settings: GrantsSettings,
-        upstream: settings::Upstream,
+        upstream: UpstreamSettings,
         secrets: SecretStore,
         listening_gauge: prometheus_client::metrics::gauge::Gauge,
-    ) -> Arc<Control> {
-        Arc::new(Control {
+    ) -> Arc<Access> {
+        Arc::new(Access {
             settings,
             upstream,
             secrets,
@@ -127,7 +127,7 @@ impl Control {
     }
 
     /// The shared connection, (re)opened when needed.
-    pub async fn client(&self) -> Result<Arc<Client>, ControlError> {
+    pub async fn client(&self) -> Result<Arc<Client>, AccessError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
@@ -149,7 +149,7 @@ impl Control {
         person: (&str, &str),
         email: &str,
         database: &str,
-    ) -> Result<grants::Check, ControlError> {
+    ) -> Result<grants::Check, AccessError> {
         let client = self.client().await?;
         Ok(grants::check_person(&client, Some(person), email, database).await?)
     }
@@ -181,7 +181,7 @@ impl Control {
             }
             let check = async {
                 let c = self.client().await?;
-                Ok::<_, ControlError>(grants::no_longer_active(&c, &ids).await?)
+                Ok::<_, AccessError>(grants::no_longer_active(&c, &ids).await?)
             };
             // A connection that hangs rather than fails must not stop the watcher; sessions
             // still end at their grant's expiry without it (see `session`).
@@ -189,7 +189,7 @@ impl Control {
                 Ok(ended) => ended,
                 Err(_) => {
                     *self.client.lock().await = None;
-                    Err(ControlError::Timeout)
+                    Err(AccessError::Timeout)
                 }
             };
             match ended {
@@ -211,7 +211,7 @@ impl Control {
     }
 }
 
-impl Control {
+impl Access {
     /// Keeps a connection listening on the control plane's channel and wakes the watcher at
     /// each notification; reconnects with back-off when the connection ends.
     async fn listen(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
@@ -237,7 +237,7 @@ impl Control {
     }
 
     /// One notification connection, until it ends.
-    async fn listen_once(&self) -> Result<(), ControlError> {
+    async fn listen_once(&self) -> Result<(), AccessError> {
         let creds = self.secrets.db_credentials(&self.settings.secret).await?;
         let connector = self.settings.server(&self.upstream).connector()?;
         let config = connector.config(&self.settings.database, &creds, LISTENER_APPLICATION);

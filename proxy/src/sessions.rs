@@ -1,0 +1,117 @@
+//! The replica's live sessions (so the proxy can close them: shutdown, revoked access) and
+//! its start-up slots per client address. A leaf: sessions register here, the revocation
+//! watcher and shutdown read it, and it imports neither.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::audit::Identity;
+use crate::halt::Halt;
+
+/// Connections in start-up, by client address: one address cannot hold them all.
+#[derive(Default)]
+pub struct Handshakes {
+    by_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// A start-up slot; dropping it frees the slot.
+pub struct Handshake<'a> {
+    handshakes: &'a Handshakes,
+    address: std::net::IpAddr,
+}
+
+impl Handshakes {
+    /// A slot for `address`, unless it already holds `limit`.
+    pub fn enter(&self, address: std::net::IpAddr, limit: usize) -> Option<Handshake<'_>> {
+        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(address).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Handshake {
+            handshakes: self,
+            address,
+        })
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .handshakes
+            .by_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Live sessions, so the proxy can close them (shutdown, revoked access).
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, (Identity, Arc<Halt>)>>,
+}
+
+/// Removes its session from the registry when dropped.
+pub struct Registration<'a> {
+    sessions: &'a Sessions,
+    id: String,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        startup::sync::lock(&self.sessions.live).remove(&self.id);
+    }
+}
+
+impl Sessions {
+    pub fn add(&self, id: &str, identity: Identity, halt: Arc<Halt>) -> Registration<'_> {
+        startup::sync::lock(&self.live).insert(id.to_string(), (identity, halt));
+        Registration {
+            sessions: self,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        startup::sync::lock(&self.live).len()
+    }
+
+    /// The grants behind the people connected now.
+    pub fn grant_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = startup::sync::lock(&self.live)
+            .values()
+            .filter_map(|(identity, _)| match identity {
+                Identity::Person { grant_id, .. } => Some(*grant_id),
+                Identity::Service { .. } => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Closes every session for which `which` is true; returns how many.
+    pub fn halt_where(
+        &self,
+        which: impl Fn(&Identity) -> bool,
+        code: &'static str,
+        message: &str,
+    ) -> usize {
+        let live = startup::sync::lock(&self.live);
+        let mut n = 0;
+        for (identity, halt) in live.values() {
+            if which(identity) {
+                halt.fire(code, message);
+                n += 1;
+            }
+        }
+        n
+    }
+}
