@@ -36,7 +36,7 @@ pub struct Stack {
 
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
-    pub ctx: Arc<proxy::server::Context>,
+    pub ctx: Arc<proxy::context::Context>,
     served: Served<anyhow::Result<()>>,
 }
 
