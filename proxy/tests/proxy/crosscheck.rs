@@ -429,3 +429,166 @@ async fn crosscheck_with_pgaudit_finds_no_difference_then_finds_each_tampering_a
 
     stack.stop().await;
 }
+
+/// Statements the server runs while binding: a Parse + Bind + Sync with no Execute whose
+/// parameter is of a domain with a CHECK calling a function that runs SQL. pgaudit logs the
+/// function's INSERT (its own statement, while the server binds) and the SELECT (its portal
+/// starts at Bind); the proxy's record of the Bind, with its parameter, pairs with both. The
+/// same for a Bind alone, a Bind with its Execute, a Bind and its Execute sent apart, and a
+/// Bind the check refuses. Removing the Bind's record leaves both reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_run_while_binding_pair_with_the_bind_that_ran_them() {
+    use crate::common::wire::*;
+    use crate::common::{query_msg, RawClient};
+    let stack = Stack::with(common::Options {
+        pgaudit: true,
+        plaintext: proxy::settings::Plaintext::Loopback,
+        ..Default::default()
+    })
+    .await;
+    let dir = stack.dir.path().to_path_buf();
+    let admin = stack.cluster.connect("rates").await.unwrap();
+    // A domain whose CHECK runs SQL: converting a Bind's parameter runs it, Execute or not.
+    admin
+        .batch_execute(
+            "CREATE TABLE bind_log (v text);
+             GRANT INSERT ON bind_log TO rates_writer;
+             CREATE FUNCTION log_check(v text) RETURNS boolean LANGUAGE plpgsql
+                 AS $$ BEGIN INSERT INTO bind_log (v) VALUES (v); RETURN v <> 'refused'; END $$;
+             CREATE DOMAIN checked AS text CHECK (log_check(VALUE));",
+        )
+        .await
+        .unwrap();
+    let oid: u32 = admin
+        .query_one("SELECT 'checked'::regtype::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut c = RawClient::login(stack.addr, &stack.writer, "bind-time").await;
+    // Parse + Bind + Sync, no Execute: the issue's case.
+    exchange(
+        &mut c,
+        &[
+            parse_typed("", "SELECT $1", &[oid]),
+            bind_text("", "", &["bound-only"]),
+            sync(),
+        ],
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    // The same without a domain: only the SELECT's own start is logged at Bind.
+    exchange(
+        &mut c,
+        &[parse("", "SELECT 'plain bind'"), bind(""), sync()],
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    // A named statement, then a Bind alone in its own segment.
+    exchange(
+        &mut c,
+        &[parse_typed("s1", "SELECT length($1)", &[oid]), sync()],
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    exchange(
+        &mut c,
+        &[bind_text("", "s1", &["bound-alone"]), sync()],
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    // Bound and executed: the check's statement, then the execution.
+    exchange(
+        &mut c,
+        &[bind_text("", "s1", &["bound-and-run"]), execute(), sync()],
+        1,
+        &[],
+        &["SELECT 1"],
+    )
+    .await;
+    // A Bind and its Execute sent apart (two records), in a transaction.
+    exchange(&mut c, &[query_msg("BEGIN")], 1, &[], &["BEGIN"]).await;
+    c.send(&[bind_text("p1", "s1", &["apart"]), msg(b'H', &[])].concat())
+        .await
+        .unwrap();
+    c.until(b'2').await.expect("BindComplete");
+    exchange(
+        &mut c,
+        &[execute_portal("p1", 0), sync()],
+        1,
+        &[],
+        &["SELECT 1"],
+    )
+    .await;
+    exchange(&mut c, &[query_msg("COMMIT")], 1, &[], &["COMMIT"]).await;
+    // A Bind the domain's check refuses: its INSERT ran, then was rolled back.
+    exchange(
+        &mut c,
+        &[bind_text("", "s1", &["refused"]), execute(), sync()],
+        1,
+        &["23514"],
+        &[],
+    )
+    .await;
+    drop(c);
+    let logged: Vec<String> = admin
+        .query("SELECT v FROM bind_log", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        logged,
+        ["bound-only", "bound-alone", "bound-and-run", "apart"],
+        "the check ran at each Bind"
+    );
+    stack.sessions_ended().await;
+    server_log_settled(&stack, "bind-time-settled").await;
+
+    let (audit, pgaudit) = (stack.audit_dir(), stack.pgaudit_dir());
+    let (code, report, text) = crosscheck(&audit, &pgaudit);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
+    // The five INSERTs ran while binding; 'plain bind', the two Bind-only SELECTs, the two
+    // executions, BEGIN and COMMIT are paired too.
+    assert_eq!(report["summary"]["bind_time_statements"], 5, "{text}");
+    assert!(
+        report["summary"]["matched_statements"].as_u64().unwrap() >= 12,
+        "{text}"
+    );
+
+    // The record of the Bind without Execute is removed: what it ran has no record.
+    let records = stack.records();
+    let bind = records
+        .iter()
+        .find(|r| r["type"] == "statement" && r["statement"] == "SELECT $1")
+        .map(|r| (r["session"].clone(), r["seq"].clone()))
+        .unwrap();
+    let cut = dir.join("audit-without-bind");
+    let removed = copy_without(&audit, &cut, |r| {
+        r["session"] == bind.0 && (r["seq"] == bind.1 || r["ref"] == bind.1)
+    });
+    assert_eq!(removed, 2);
+    let (code, report, text) = crosscheck(&cut, &pgaudit);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        kinds(&report),
+        [
+            (
+                "missing_in_proxy".to_string(),
+                "INSERT INTO bind_log (v) VALUES (v)".to_string()
+            ),
+            ("missing_in_proxy".to_string(), "SELECT $1".to_string())
+        ],
+        "{text}"
+    );
+    stack.stop().await;
+}
