@@ -29,6 +29,7 @@ test-deps:
 	@scripts/install.sh test
 
 lint:
+	python3 scripts/import_cycles.py
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	@# One TLS crypto provider (ring) in every binary: the AWS SDK's default one must stay out.
