@@ -132,7 +132,7 @@ impl Rotator {
         match step {
             Step::CreateSecret => self.create(id, token, &secret).await,
             Step::SetSecret => self.set(id, token, &secret).await,
-            Step::TestSecret => self.test(id, token).await,
+            Step::TestSecret => self.test(id, token, &secret).await,
             Step::FinishSecret => self.finish(id, token, &versions).await,
         }
     }
@@ -238,12 +238,23 @@ impl Rotator {
             tracing::info!(secret = id, version = token, "pending password already set");
             return Ok(());
         }
-        strategy::prove(&self.settings, &server, &current_creds, previous.as_ref())
-            .await
-            .map_err(|e| match e {
-                Error::Refused(why) => Error::Refused(format!("secret {}: {why}", secret.name)),
-                other => other,
-            })?;
+        let purpose = strategy::Purpose {
+            secret: &secret.name,
+            version: token,
+            step: "setSecret",
+        };
+        strategy::prove(
+            &self.settings,
+            &server,
+            &current_creds,
+            previous.as_ref(),
+            purpose,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Refused(why) => Error::Refused(format!("secret {}: {why}", secret.name)),
+            other => other,
+        })?;
         strategy::set_by_master(
             &self.settings,
             &strategy::at(&server, &master),
@@ -285,9 +296,14 @@ impl Rotator {
         Ok((named, credentials(master_id, &value)?))
     }
 
-    async fn test(&self, id: &str, token: &str) -> Result<(), Error> {
+    async fn test(&self, id: &str, token: &str, secret: &Named) -> Result<(), Error> {
         let pending = credentials(id, &self.required(id, Some(token), PENDING).await?)?;
-        strategy::test_login(&self.settings, &pending).await?;
+        let purpose = strategy::Purpose {
+            secret: &secret.name,
+            version: token,
+            step: "testSecret",
+        };
+        strategy::test_login(&self.settings, &pending, purpose).await?;
         tracing::info!(secret = id, version = token, "pending login works");
         Ok(())
     }

@@ -123,14 +123,56 @@ pub async fn logs_in(settings: &Settings, creds: &DbCredentials) -> bool {
     connect(settings, creds).await.is_ok()
 }
 
-/// `testSecret`: the login works and is the user it says.
-pub async fn test_login(settings: &Settings, creds: &DbCredentials) -> Result<(), Error> {
+/// The one statement a rotation's test login runs. `proxy audit crosscheck` recognises the
+/// function's test logins by it, together with the log line [`test_login`] writes (the
+/// server process that served it) and the function's source address: a login outside the
+/// proxy that runs anything else is reported as a bypass. Keep it in step with
+/// `proxy::audit::crosscheck::ROTATION_TEST_STATEMENT`.
+pub const TEST_STATEMENT: &str = "SELECT current_user::text, pg_backend_pid()";
+
+/// What the log line of a test login says it was for.
+#[derive(Debug, Clone, Copy)]
+pub struct Purpose<'a> {
+    /// The secret rotated.
+    pub secret: &'a str,
+    /// The rotation's pending version (its token).
+    pub version: &'a str,
+    /// `testSecret`, or `setSecret` proving the current credentials before a master acts.
+    pub step: &'a str,
+}
+
+/// A login outside the proxy that runs [`TEST_STATEMENT`] only: it logs in, checks that it
+/// is the user it says, and writes one log line, `rotation test login`, with the secret,
+/// version, step, user, database, server and the server process (`backend_pid`) that served
+/// it, which is what lets the pgaudit crosscheck tell it from a bypass (docs/rotation.md).
+/// Used by `testSecret` (the pending login works) and by `setSecret` (the current login
+/// proves ownership).
+pub async fn test_login(
+    settings: &Settings,
+    creds: &DbCredentials,
+    purpose: Purpose<'_>,
+) -> Result<(), Error> {
     let client = connect(settings, creds).await.map_err(Error::Database)?;
     let row = client
-        .query_one("SELECT current_user::text", &[])
+        .query_one(TEST_STATEMENT, &[])
         .await
         .map_err(|e| Error::Database(e.into()))?;
     let user: String = row.get(0);
+    let backend_pid: i32 = row.get(1);
+    tracing::info!(
+        secret = purpose.secret,
+        version = purpose.version,
+        step = purpose.step,
+        user = %creds.username,
+        database = creds.dbname.as_deref().unwrap_or("postgres"),
+        server = %format!(
+            "{}:{}",
+            creds.host.as_deref().unwrap_or(&settings.database.default_host),
+            creds.port.unwrap_or(5432)
+        ),
+        backend_pid,
+        "rotation test login"
+    );
     if user != creds.username {
         return Err(Error::Refused(format!(
             "logged in as {user}, expected {}",
@@ -148,13 +190,17 @@ pub async fn prove(
     server: &(String, u16),
     current: &DbCredentials,
     previous: Option<&DbCredentials>,
+    purpose: Purpose<'_>,
 ) -> Result<(), Error> {
-    let current_error = match test_login(settings, &at(server, current)).await {
+    let current_error = match test_login(settings, &at(server, current), purpose).await {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
     if let Some(previous) = previous {
-        if test_login(settings, &at(server, previous)).await.is_ok() {
+        if test_login(settings, &at(server, previous), purpose)
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
     }

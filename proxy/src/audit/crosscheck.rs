@@ -27,8 +27,14 @@
 //! `ROLLBACK` (also the answer to a `COMMIT` of a failed transaction) may have no entry:
 //! pgaudit logs nothing in an aborted transaction. An `unknown` outcome may have either.
 //!
+//! Statements the server runs while binding (pgaudit lines with `ps` `BIND`: domain checks,
+//! input functions, a SELECT's portal start) pair with the record holding that Bind.
+//!
 //! **Bypass.** A pgaudit statement of a server process no proxy session explains, logged in
-//! as a database user the proxy's sessions use, went around the proxy: reported.
+//! as a database user the proxy's sessions use, went around the proxy: reported. Except the
+//! rotation function's test logins ([`RotationWitness`]): a server process that the
+//! function's log names (pid, user, database, time), from its network, running exactly
+//! [`ROTATION_TEST_STATEMENT`] and nothing else, is listed apart, not as a difference.
 //!
 //! Proxy records whose text the proxy does not know (`statement: null`) match any entry;
 //! redacted records are compared with the server's text redacted the same way. pgaudit

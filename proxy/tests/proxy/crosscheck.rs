@@ -592,3 +592,227 @@ async fn statements_run_while_binding_pair_with_the_bind_that_ran_them() {
     );
     stack.stop().await;
 }
+
+/// Runs the crosscheck with the rotation function's log and networks (the library; the
+/// command line's `--rotation-log`/`--rotation-source` are not wired yet).
+fn crosscheck_rotation(audit: &Path, pgaudit: &Path, log: &Path, sources: &[&str]) -> Value {
+    use proxy::audit::crosscheck;
+    let report = crosscheck::crosscheck_with(
+        &proxy::audit::verify::collect(&[audit.to_path_buf()]).unwrap(),
+        &crosscheck::collect_pgaudit(&[pgaudit.to_path_buf()]).unwrap(),
+        &crosscheck::Options::default(),
+        &crosscheck::RotationWitness {
+            logs: vec![log.to_path_buf()],
+            sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+        },
+    )
+    .unwrap();
+    serde_json::to_value(&report).unwrap()
+}
+
+/// The rotation function's own logins go around the proxy by design (`setSecret` proves the
+/// current password, `testSecret` the pending one). With its log and its network they are
+/// reported as rotation test logins, not bypasses. An imitation is still a bypass: the same
+/// application_name and statement from the same address but not in the log, a login the log
+/// names (forged) that runs a second statement, and the real ones from outside the
+/// configured network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
+    use rotation::testing::Moto;
+    use tracing::instrument::WithSubscriber;
+    const APP: &str = "dbgw/rates-api";
+    const MASTER: &str = "dbgw/postgres-admin";
+    assert_eq!(
+        rotation::strategy::TEST_STATEMENT,
+        proxy::audit::crosscheck::ROTATION_TEST_STATEMENT
+    );
+    let moto = Moto::start().await;
+    let stack = Stack::with(common::Options {
+        pgaudit: true,
+        secrets: Some(moto.store(0)),
+        ..Default::default()
+    })
+    .await;
+    let dir = stack.dir.path().to_path_buf();
+    let (host, port) = (stack.cluster.host().to_string(), stack.cluster.port());
+    let admin = stack.cluster.admin().clone();
+    moto.client()
+        .create_secret()
+        .name(MASTER)
+        .secret_string(rotation::testing::layout(&host, port, &admin, "postgres", None).to_string())
+        .send()
+        .await
+        .unwrap();
+    moto.client()
+        .put_secret_value()
+        .secret_id(APP)
+        .secret_string(
+            rotation::testing::layout(&host, port, &stack.app, "rates", Some(MASTER)).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    moto.enable_rotation(APP).await;
+
+    // The service through the proxy, before and after the rotation (as rates_api_clone).
+    let client = stack.connect(&stack.app).await;
+    client.simple_query("SELECT 'before'").await.unwrap();
+    drop(client);
+    let rotator = rotation::Rotator::new(
+        moto.client(),
+        rotation::Settings {
+            database: rotation::settings::DatabaseSettings {
+                ca_file: stack.cluster.ca_cert(),
+                default_host: "127.0.0.1".into(),
+            },
+            secrets: moto.settings(0),
+            log: Default::default(),
+        },
+    );
+    // The function's log, as the Lambda writes it (JSON lines).
+    let log = dir.join("rotation.log");
+    let file = std::sync::Mutex::new(std::fs::File::create(&log).unwrap());
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(file)
+        .finish();
+    rotation::local::rotate(&rotator, APP)
+        .with_subscriber(subscriber)
+        .await
+        .unwrap();
+    let (_, clone) = moto
+        .store(0)
+        .db_credentials_at(APP, secret_store::Stage::Current)
+        .await
+        .unwrap();
+    assert_eq!(clone.username, "rates_api_clone");
+    let client = stack.connect(&clone).await;
+    client.simple_query("SELECT 'after'").await.unwrap();
+    drop(client);
+
+    // Imitations: straight to the database with the service's password, named as the
+    // function names its logins.
+    let direct = |creds: secret_store::DbCredentials| {
+        let stack = &stack;
+        async move {
+            let tls = tls_config::postgres_connector(Some(&stack.cluster.ca_cert())).unwrap();
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host(stack.cluster.host())
+                .port(stack.cluster.port())
+                .user(&creds.username)
+                .password(creds.password.expose_secret())
+                .dbname("rates")
+                .application_name("dbgw-db")
+                .ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, conn) = config.connect(tls).await.unwrap();
+            tokio::spawn(conn);
+            client
+        }
+    };
+    // 1. The test statement itself, not in the log.
+    let imitation = direct(clone.clone()).await;
+    imitation
+        .query_one(proxy::audit::crosscheck::ROTATION_TEST_STATEMENT, &[])
+        .await
+        .unwrap();
+    drop(imitation);
+    // 2. The test statement and another, with a (forged) log line naming the login.
+    let forged = direct(clone.clone()).await;
+    let row = forged
+        .query_one(proxy::audit::crosscheck::ROTATION_TEST_STATEMENT, &[])
+        .await
+        .unwrap();
+    let pid: i32 = row.get(1);
+    forged.simple_query("SELECT 'exfiltrate'").await.unwrap();
+    drop(forged);
+    let real_lines = std::fs::read_to_string(&log).unwrap();
+    let forged_log = dir.join("rotation-forged.log");
+    std::fs::write(
+        &forged_log,
+        format!(
+            "{real_lines}{}\n",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339(),
+                "level": "INFO",
+                "message": "rotation test login",
+                "secret": APP,
+                "version": "forged",
+                "step": "testSecret",
+                "user": "rates_api_clone",
+                "database": "rates",
+                "backend_pid": pid,
+            })
+        ),
+    )
+    .unwrap();
+    stack.sessions_ended().await;
+    stack.flush();
+    server_log_settled(&stack, "rotation-settled").await;
+    let (audit, pgaudit) = (stack.audit_dir(), stack.pgaudit_dir());
+
+    // The function's two logins are recognised; the imitations are bypasses.
+    let report = crosscheck_rotation(&audit, &pgaudit, &forged_log, &["127.0.0.1/32"]);
+    let logins = report["rotation_logins"].as_array().unwrap();
+    let steps: Vec<(&str, &str, &str)> = logins
+        .iter()
+        .map(|l| {
+            (
+                l["secret"].as_str().unwrap(),
+                l["step"].as_str().unwrap(),
+                l["user"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (APP, "setSecret", "rates_api"),
+            (APP, "testSecret", "rates_api_clone")
+        ],
+        "{report:#}"
+    );
+    let mut bypasses = kinds(&report);
+    bypasses.sort();
+    assert_eq!(
+        bypasses,
+        [
+            (
+                "bypassed_proxy".to_string(),
+                "SELECT 'exfiltrate'".to_string()
+            ),
+            (
+                "bypassed_proxy".to_string(),
+                proxy::audit::crosscheck::ROTATION_TEST_STATEMENT.to_string()
+            ),
+            (
+                "bypassed_proxy".to_string(),
+                proxy::audit::crosscheck::ROTATION_TEST_STATEMENT.to_string()
+            ),
+        ],
+        "{report:#}"
+    );
+    assert!(
+        report["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["detail"].as_str().unwrap().contains("ran 2 statements")),
+        "{report:#}"
+    );
+
+    // From outside the function's network, the real ones are bypasses too; and without the
+    // rotation log (the command line today) every one of them is.
+    let report = crosscheck_rotation(&audit, &pgaudit, &log, &["10.0.0.0/8"]);
+    assert_eq!(report["rotation_logins"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        report["differences"].as_array().unwrap().len(),
+        5,
+        "{report:#}"
+    );
+    let (code, report, text) = crosscheck(&audit, &pgaudit);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(report["differences"].as_array().unwrap().len(), 5, "{text}");
+    stack.stop().await;
+}
