@@ -514,3 +514,126 @@ async fn pgjdbc() {
     assert_witness_agrees(&stack, "jdbc-settled", 18).await;
     stack.stop().await;
 }
+
+/// sqlx 0.9 (Rust, `postgres` feature, rustls with ring): prepared queries (its statement
+/// cache: a named statement parsed once, then bound again), an unnamed one
+/// (`persistent(false)`), a transaction committed and one rolled back after an error, a
+/// multi-statement simple Query (`raw_sql`), COPY in and out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx() {
+    use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+    use sqlx::{Connection, Row};
+    let stack = witnessed().await;
+    let options = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(stack.addr.port())
+        .username(&stack.writer.username)
+        .password(stack.writer.password.expose_secret())
+        .database("rates")
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(stack.ca.clone())
+        .application_name("sqlx-test");
+    let mut conn = PgConnection::connect_with(&options).await.unwrap();
+    for i in 0..3i32 {
+        let row = sqlx::query("SELECT $1::int + 1")
+            .bind(i)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<i32, _>(0), i + 1);
+    }
+    let row = sqlx::query("SELECT $1::text || '!'")
+        .bind("once")
+        .persistent(false)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "once!");
+
+    let mut tx = conn.begin().await.unwrap();
+    for n in 1..=2i32 {
+        sqlx::query("INSERT INTO notes (body, n) VALUES ($1, $2)")
+            .bind("sqlx")
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("INSERT INTO notes (body, n) VALUES ($1, $2)")
+        .bind("sqlx-undone")
+        .bind(3i32)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let failed = sqlx::query("SELECT * FROM missing_table")
+        .fetch_all(&mut *tx)
+        .await;
+    assert!(failed.is_err());
+    tx.rollback().await.unwrap();
+
+    sqlx::raw_sql("SELECT 1; SELECT 'two'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let mut copy = conn
+        .copy_in_raw("COPY notes (body, n) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    copy.send(b"sqlx-copy,10\nsqlx-copy,11\n".as_slice())
+        .await
+        .unwrap();
+    assert_eq!(copy.finish().await.unwrap(), 2);
+    let out: Vec<u8> = {
+        use futures_util::TryStreamExt;
+        let chunks: Vec<_> = conn
+            .copy_out_raw(
+                "COPY (SELECT n FROM notes WHERE body = 'sqlx-copy' ORDER BY n) TO STDOUT",
+            )
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        chunks.concat()
+    };
+    assert_eq!(out, b"10\n11\n");
+    let count: i64 = sqlx::query("SELECT count(*) FROM notes WHERE body = $1")
+        .bind("sqlx")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+    conn.close().await.unwrap();
+
+    let runs = executions(&stack.records(), "sqlx-test");
+    let texts = statements(&runs);
+    let prepared: Vec<_> = runs
+        .iter()
+        .filter(|(s, _)| s["statement"] == "SELECT $1::int + 1")
+        .collect();
+    assert_eq!(prepared.len(), 3, "{texts:#?}");
+    // The statement cache: one named statement for the three executions.
+    let name = prepared[0].0["prepared"].as_str().unwrap();
+    assert!(!name.is_empty(), "{:?}", prepared[0].0);
+    assert!(prepared.iter().all(|(s, _)| s["prepared"] == name));
+    assert_eq!(prepared[2].0["params"], json!(["2"]));
+    for expected in [
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SELECT 'two'",
+        "COPY notes (body, n) FROM STDIN WITH (FORMAT csv)",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == expected),
+            "{expected}: {texts:#?}"
+        );
+    }
+    assert_chain_verifies(&stack.audit_dir());
+    assert_witness_agrees(&stack, "sqlx-settled", 14).await;
+    stack.stop().await;
+}
