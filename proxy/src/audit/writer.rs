@@ -124,6 +124,9 @@ struct Segment {
     opened: Instant,
 }
 
+/// The largest written batch buffer kept for reuse.
+const SPARE_MAX: usize = 4 << 20;
+
 /// What sessions and the writer share, under one lock held only for memory work.
 struct State {
     segment: Segment,
@@ -132,6 +135,8 @@ struct State {
     prev: [u8; 32],
     /// Chained lines waiting for the writer.
     batch: Vec<u8>,
+    /// The last batch written, emptied, its capacity kept: the next batch to fill.
+    spare: Vec<u8>,
     batch_records: u64,
     /// When the first record of the batch came: the batch is written one interval later.
     batch_since: Instant,
@@ -227,6 +232,7 @@ impl AuditLog {
                 seq,
                 prev,
                 batch: Vec::with_capacity(64 * 1024),
+                spare: Vec::new(),
                 batch_records: 0,
                 batch_since: Instant::now(),
                 failed: None,
@@ -503,7 +509,8 @@ impl AuditLog {
             if st.batch.is_empty() {
                 return;
             }
-            let bytes = std::mem::take(&mut st.batch);
+            let spare = std::mem::take(&mut st.spare);
+            let bytes = std::mem::replace(&mut st.batch, spare);
             let records = std::mem::take(&mut st.batch_records);
             (st.segment.file.clone(), bytes, (st.seq, st.prev), records)
         };
@@ -521,6 +528,12 @@ impl AuditLog {
                 st.segment.written += bytes.len() as u64;
                 st.written_head = last;
                 st.written_head_file = None;
+                // Keep the buffer for the next batch (unless a backlog grew it very large).
+                if bytes.capacity() <= SPARE_MAX {
+                    let mut bytes = bytes;
+                    bytes.clear();
+                    st.spare = bytes;
+                }
                 self.metrics.records.inc_by(records);
                 self.metrics.batches.inc();
                 self.metrics.buffered.set(st.batch_records as i64);
