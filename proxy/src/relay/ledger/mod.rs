@@ -92,7 +92,7 @@ fn name(n: &str) -> Arc<str> {
 #[derive(Debug, Default)]
 struct Counts {
     unnamed: u32,
-    named: HashMap<Arc<str>, u32>,
+    named: Names<u32>,
 }
 
 impl Counts {
@@ -303,18 +303,51 @@ impl Sent {
     }
 }
 
+/// A hasher for the names a session gives its statements and portals: a few multiplies per
+/// name instead of SipHash's rounds. The names come from the session's own (authenticated)
+/// client and the map is the session's own, so crafted collisions slow only that session.
+#[derive(Default, Clone, Copy)]
+struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control bits from the top: fold the well-mixed high bits down.
+        self.0.rotate_left(26)
+    }
+}
+
+type Names<T> = HashMap<Arc<str>, T, std::hash::BuildHasherDefault<NameHasher>>;
+
 /// Statements or portals by name, the unnamed one kept apart (most drivers use only it).
 #[derive(Debug)]
 struct ByName<T> {
     unnamed: Option<T>,
-    named: HashMap<Arc<str>, T>,
+    named: Names<T>,
 }
 
 impl<T> Default for ByName<T> {
     fn default() -> Self {
         ByName {
             unnamed: None,
-            named: HashMap::new(),
+            named: Names::default(),
         }
     }
 }
