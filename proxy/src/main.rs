@@ -90,6 +90,13 @@ enum AuditCommand {
         /// Allowed difference between the proxy's clock and the server's, in seconds.
         #[arg(long, default_value_t = 5)]
         max_clock_skew_secs: i64,
+        /// The rotation function's log (its JSON lines), to tell its test logins from
+        /// bypasses (docs/proxy.md, "The rotation function's test logins").
+        #[arg(long, requires = "rotation_source")]
+        rotation_log: Vec<PathBuf>,
+        /// A network the rotation function connects from (CIDR; repeatable).
+        #[arg(long, requires = "rotation_log")]
+        rotation_source: Vec<ipnet::IpNet>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -150,6 +157,8 @@ fn main() -> ExitCode {
                     paths,
                     pgaudit,
                     max_clock_skew_secs,
+                    rotation_log,
+                    rotation_source,
                     json,
                 },
         } => crosscheck_command(
@@ -157,6 +166,10 @@ fn main() -> ExitCode {
             &pgaudit,
             &crosscheck::Options {
                 max_clock_skew_secs,
+            },
+            &crosscheck::RotationWitness {
+                logs: rotation_log,
+                sources: rotation_source,
             },
             json,
         ),
@@ -299,12 +312,13 @@ fn crosscheck_command(
     paths: &[PathBuf],
     pgaudit: &[PathBuf],
     options: &crosscheck::Options,
+    rotation: &crosscheck::RotationWitness,
     json: bool,
 ) -> ExitCode {
     let run = || -> anyhow::Result<crosscheck::Report> {
         let proxy_files = verify::collect(paths)?;
         let server_files = crosscheck::collect_pgaudit(pgaudit)?;
-        crosscheck::crosscheck(&proxy_files, &server_files, options)
+        crosscheck::crosscheck_with(&proxy_files, &server_files, options, rotation)
     };
     let report = match run() {
         Ok(r) => r,
@@ -319,12 +333,15 @@ fn crosscheck_command(
         for d in &report.differences {
             println!("{d}");
         }
+        for r in &report.rotation_logins {
+            println!("{r}");
+        }
         let s = &report.summary;
         println!(
             "{}: {} difference(s); proxy: {} session(s) in {} file(s), {} linked to a server \
              process, {} execution(s) that reached the server; pgaudit: {} server process(es) \
              in {} file(s), {} statement(s), {} paired with a proxy execution, {} by users the \
-             proxy does not log in as",
+             proxy does not log in as, {} rotation test login(s)",
             if report.clean() { "OK" } else { "DIFFERENCES" },
             report.differences.len(),
             s.proxy_sessions,
@@ -336,6 +353,7 @@ fn crosscheck_command(
             s.pgaudit_statements,
             s.matched_statements,
             s.other_users_statements,
+            s.rotation_test_logins,
         );
     }
     if report.clean() {

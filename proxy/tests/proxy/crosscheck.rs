@@ -593,21 +593,22 @@ async fn statements_run_while_binding_pair_with_the_bind_that_ran_them() {
     stack.stop().await;
 }
 
-/// Runs the crosscheck with the rotation function's log and networks (the library; the
-/// command line's `--rotation-log`/`--rotation-source` are not wired yet).
+/// Runs the real `proxy audit crosscheck --json` with the rotation function's log and
+/// networks: the report.
 fn crosscheck_rotation(audit: &Path, pgaudit: &Path, log: &Path, sources: &[&str]) -> Value {
-    use proxy::audit::crosscheck;
-    let report = crosscheck::crosscheck_with(
-        &proxy::audit::verify::collect(&[audit.to_path_buf()]).unwrap(),
-        &crosscheck::collect_pgaudit(&[pgaudit.to_path_buf()]).unwrap(),
-        &crosscheck::Options::default(),
-        &crosscheck::RotationWitness {
-            logs: vec![log.to_path_buf()],
-            sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
-        },
-    )
-    .unwrap();
-    serde_json::to_value(&report).unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_proxy"));
+    cmd.args(["audit", "crosscheck", "--json"])
+        .arg(audit)
+        .arg("--pgaudit")
+        .arg(pgaudit)
+        .arg("--rotation-log")
+        .arg(log);
+    for s in sources {
+        cmd.args(["--rotation-source", s]);
+    }
+    let out = cmd.output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// The rotation function's own logins go around the proxy by design (`setSecret` proves the
@@ -803,7 +804,7 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
     );
 
     // From outside the function's network, the real ones are bypasses too; and without the
-    // rotation log (the command line today) every one of them is.
+    // rotation log every one of them is.
     let report = crosscheck_rotation(&audit, &pgaudit, &log, &["10.0.0.0/8"]);
     assert_eq!(report["rotation_logins"].as_array().unwrap().len(), 0);
     assert_eq!(
