@@ -55,12 +55,16 @@ where
         if buf.capacity() - buf.len() < 8192 {
             buf.reserve(32 * 1024);
         }
+        // The read first, and no random start: a wake-up with bytes to read does not poll
+        // the refusal's Notify (nor draw a random number). Refusals queued meanwhile are
+        // answered by the scan of those bytes anyway, before anything they answer.
         let read = tokio::select! {
+            biased;
+            r = upstream.read_buf(&mut buf) => Some(r),
             _ = &mut refusal => {
                 refusal.set(link.refused.notified());
                 None
             }
-            r = upstream.read_buf(&mut buf) => Some(r),
         };
         match read {
             None => {}
