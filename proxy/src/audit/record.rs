@@ -344,16 +344,19 @@ pub fn outcome(
     push_ts(&mut b);
     b.push_str(",\"type\":\"outcome\",");
     member_str(&mut b, "session", &session.session);
-    let _ = write!(b, ",\"ref\":{seq}");
+    b.push_str(",\"ref\":");
+    push_u64(&mut b, seq);
     if let Some(i) = index {
-        let _ = write!(b, ",\"index\":{i}");
+        b.push_str(",\"index\":");
+        push_u64(&mut b, i as u64);
     }
     match outcome {
         Outcome::Ok { tag, rows } => {
             b.push_str(",\"status\":\"ok\",");
             member_str(&mut b, "tag", tag);
             if let Some(rows) = rows {
-                let _ = write!(b, ",\"rows\":{rows}");
+                b.push_str(",\"rows\":");
+                push_u64(&mut b, *rows);
             }
         }
         Outcome::Error {
@@ -385,8 +388,16 @@ pub fn outcome(
             member_str(&mut b, "message", message);
         }
     }
-    let _ = write!(b, ",\"duration_us\":{duration_us}");
+    b.push_str(",\"duration_us\":");
+    push_u64(&mut b, duration_us);
     b
+}
+
+/// Appends `n` in decimal (as `{n}` formats it) without `core::fmt`.
+fn push_u64(out: &mut String, n: u64) {
+    let mut buf = [0; 20];
+    let digits = super::line::decimal(n, &mut buf);
+    out.push_str(std::str::from_utf8(digits).expect("ASCII digits"));
 }
 
 #[cfg(test)]
