@@ -27,21 +27,33 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// Appends one line (with its newline) for `body` and returns its hash.
 pub fn append(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &str) -> [u8; 32] {
-    let start = out.len();
     let mut hex = [0u8; 64];
     hex::encode_to_slice(prev, &mut hex).expect("64 hex digits");
+    append_after(out, seq, &hex, body).0
+}
+
+/// [`append`] given the previous hash already in hex; returns the line's hash and its hex
+/// (the next line's `prev`), so a chain encodes each hash once.
+pub fn append_after(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev_hex: &[u8; 64],
+    body: &str,
+) -> ([u8; 32], [u8; 64]) {
+    let start = out.len();
     out.extend_from_slice(b"{\"seq\":");
     out.extend_from_slice(decimal(seq, &mut [0; 20]));
     out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(&hex);
+    out.extend_from_slice(prev_hex);
     out.extend_from_slice(b"\",");
     out.extend_from_slice(body.as_bytes());
     let hash: [u8; 32] = Sha256::digest(&out[start..]).into();
+    let mut hex = [0u8; 64];
     hex::encode_to_slice(hash, &mut hex).expect("64 hex digits");
     out.extend_from_slice(b",\"hash\":\"");
     out.extend_from_slice(&hex);
     out.extend_from_slice(b"\"}\n");
-    hash
+    (hash, hex)
 }
 
 /// The chain fields of one line (without its newline), and what a reader of the chain's

@@ -133,6 +133,8 @@ struct State {
     /// Sequence number and hash of the last record chained.
     seq: u64,
     prev: [u8; 32],
+    /// A hash of the chain with its hex, so the next line's `prev` is not encoded again.
+    prev_hex: Option<([u8; 32], [u8; 64])>,
     /// Chained lines waiting for the writer.
     batch: Vec<u8>,
     /// The last batch written, emptied, its capacity kept: the next batch to fill.
@@ -162,10 +164,22 @@ impl State {
         if self.batch.is_empty() {
             self.batch_since = Instant::now();
         }
+        // The hex of `prev`, from the last line chained if `prev` is still its hash (a
+        // refused append rolls `prev` back; then it is encoded again).
+        let mut prev_hex = match &self.prev_hex {
+            Some((hash, hex)) if *hash == self.prev => *hex,
+            _ => {
+                let mut hex = [0u8; 64];
+                hex::encode_to_slice(self.prev, &mut hex).expect("64 hex digits");
+                hex
+            }
+        };
         for body in bodies {
             self.seq += 1;
-            self.prev = super::line::append(&mut self.batch, self.seq, &self.prev, body);
+            (self.prev, prev_hex) =
+                super::line::append_after(&mut self.batch, self.seq, &prev_hex, body);
         }
+        self.prev_hex = Some((self.prev, prev_hex));
         self.batch_records += bodies.len() as u64;
     }
 }
@@ -233,6 +247,7 @@ impl AuditLog {
                 prev,
                 batch: Vec::with_capacity(64 * 1024),
                 spare: Vec::new(),
+                prev_hex: None,
                 batch_records: 0,
                 batch_since: Instant::now(),
                 failed: None,
