@@ -114,7 +114,7 @@ pub fn push_json_str(out: &mut String, value: &str) {
 }
 
 fn head(kind: &str, session: &SessionInfo) -> String {
-    let mut b = String::with_capacity(320);
+    let mut b = String::with_capacity(512);
     push_ts(&mut b);
     b.push_str(",\"type\":\"");
     b.push_str(kind);
@@ -340,7 +340,7 @@ pub fn outcome(
     outcome: &Outcome,
     duration_us: u64,
 ) -> String {
-    let mut b = String::with_capacity(160);
+    let mut b = String::with_capacity(320);
     push_ts(&mut b);
     b.push_str(",\"type\":\"outcome\",");
     member_str(&mut b, "session", &session.session);
