@@ -174,7 +174,10 @@ impl Gen {
                         b"x\n"
                     },
                 ));
-                if self.rng.random_bool(0.3) {
+                // (Not when the server judges: whether the server reads that Sync inside
+                // COPY, ignored, or after the COPY failed on a row, a real Sync, is a race
+                // the proxy settles by dropping it; docs/proxy.md, "Known limits".)
+                if !self.queries_anywhere && self.rng.random_bool(0.3) {
                     m.extend(sync());
                 }
                 m.extend(msg(b'c', &[]));
