@@ -176,11 +176,8 @@ pub struct Summary {
     pub server_processes: usize,
     /// pgaudit statements (statement ids) in all.
     pub pgaudit_statements: usize,
-    /// pgaudit statements paired with a proxy execution (or Bind).
+    /// pgaudit statements paired with a proxy execution.
     pub matched_statements: usize,
-    /// Of those, statements the server ran while binding (input functions, domain checks),
-    /// paired with the Bind that ran them.
-    pub bind_time_statements: usize,
     /// pgaudit statements of server processes of users the proxy does not log in as.
     pub other_users_statements: usize,
     /// Logins outside the proxy recognised as the rotation function's test logins.
@@ -522,9 +519,6 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
     let (mut g, mut e) = (0usize, 0usize);
     let execs = &session.executions;
     for (i, exec) in execs.iter().enumerate() {
-        if exec.bound {
-            g = bind_time(exec, execs.get(i + 1), &backend.groups, g, &diff, report);
-        }
         match exec.audit {
             Expect::Must => {
                 // The entry at the cursor, or a later one if pairing there agrees better with
@@ -624,9 +618,6 @@ fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
         if n >= LOOKAHEAD {
             break;
         }
-        if exec.bound {
-            g = skip_bind_time(exec, groups, g);
-        }
         let here = groups.get(g).is_some_and(|grp| exec.matches(grp));
         match exec.audit {
             Expect::Must if !here => break,
@@ -638,68 +629,6 @@ fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
         }
     }
     n
-}
-
-/// Pairs what pgaudit logged while `exec`'s Bind ran (its lines there say `ps: BIND`),
-/// from the cursor `g`; returns the new cursor. Binding runs the parameters' input
-/// functions and domain checks, whose statements pgaudit logs as statements of their own:
-/// they belong to a Bind with parameters, which the record holds. Then a SELECT's portal
-/// starts, and pgaudit logs the statement itself: a record without Execute takes that entry
-/// (unless the next record is the Execute of it, sent apart); a record with one leaves it
-/// to the execution's pairing. Entries of the Bind's run before its own that it cannot
-/// explain (a Bind without parameters runs no code) are reported.
-fn bind_time(
-    exec: &Execution,
-    next: Option<&Execution>,
-    groups: &[Group],
-    mut g: usize,
-    diff: &impl Fn(Kind, Option<&str>, String, &str) -> Difference,
-    report: &mut Report,
-) -> usize {
-    let run = (g..groups.len())
-        .find(|&k| !groups[k].bind)
-        .unwrap_or(groups.len());
-    let nested =
-        |grp: &Group| exec.binds && !exec.matches(grp) && !next.is_some_and(|n| n.matches(grp));
-    match (g..run).find(|&j| exec.matches(&groups[j])) {
-        Some(own) => {
-            for grp in &groups[g..own] {
-                if nested(grp) {
-                    report.summary.matched_statements += 1;
-                    report.summary.bind_time_statements += 1;
-                } else {
-                    report.differences.push(unrecorded(diff, grp));
-                }
-            }
-            g = own;
-            let executed_next = next.is_some_and(|n| {
-                n.executes && !n.bound && n.text == exec.text && n.audit != Expect::No
-            });
-            if !exec.executes && !executed_next {
-                report.summary.matched_statements += 1;
-                g += 1;
-            }
-        }
-        None => {
-            while g < run && nested(&groups[g]) {
-                report.summary.matched_statements += 1;
-                report.summary.bind_time_statements += 1;
-                g += 1;
-            }
-        }
-    }
-    g
-}
-
-/// [`bind_time`] for the lookahead: the cursor past `exec`'s Bind's own statements.
-fn skip_bind_time(exec: &Execution, groups: &[Group], mut g: usize) -> usize {
-    while groups
-        .get(g)
-        .is_some_and(|grp| grp.bind && exec.binds && !exec.matches(grp))
-    {
-        g += 1;
-    }
-    g
 }
 
 /// How far ahead the pairing looks to decide between "missing here" and "extra there".
@@ -759,12 +688,6 @@ struct Execution {
     /// the proxy does not know the text.
     text: Option<String>,
     redacted: bool,
-    /// The record includes an Execute (or is a simple Query).
-    executes: bool,
-    /// The record includes a Bind that reached the server.
-    bound: bool,
-    /// ... with parameters: the server may have run code while binding them.
-    binds: bool,
     audit: Expect,
     /// The SQLSTATE of a failure, and whether the server's ERROR line must be there.
     error: Option<(String, bool)>,
@@ -839,8 +762,6 @@ struct Pending {
     /// Simple: the number of statements; extended: `None`.
     of: Option<usize>,
     executes: bool,
-    bound: bool,
-    binds: bool,
     at: String,
     outcomes: BTreeMap<Option<usize>, Value>,
 }
@@ -887,13 +808,6 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
                     || v["steps"]
                         .as_array()
                         .is_some_and(|s| s.iter().any(|x| x == "execute"));
-                // Code runs while binding through parameters (input functions, domain
-                // checks): a Bind without any runs none.
-                let bound = !simple
-                    && v["steps"]
-                        .as_array()
-                        .is_some_and(|s| s.iter().any(|x| x == "bind"));
-                let binds = bound && v["params"].as_array().is_some_and(|p| !p.is_empty());
                 by_ref.insert((session_id.to_string(), seq), pending.len());
                 pending.push(Pending {
                     session: session_id.to_string(),
@@ -902,8 +816,6 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
                     redacted: v["redacted"] == true,
                     of: simple.then(|| v["of"].as_u64().unwrap_or(1) as usize),
                     executes,
-                    bound,
-                    binds,
                     at: at.to_string(),
                     outcomes: BTreeMap::new(),
                 });
@@ -933,20 +845,11 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
             // An outcome of the record as a whole stands for each of its parts.
             let outcome = p.outcomes.get(&index).or_else(|| p.outcomes.get(&None));
             let (audit, error, result) = expectation(outcome, p.executes);
-            // A Bind the proxy refused, or the server skipped, ran nothing.
-            let reached = !outcome.is_some_and(|o| {
-                o["status"] == "refused"
-                    || o["status"] == "not_executed"
-                    || (o["status"] == "error" && o["step"] == "parse")
-            });
             session.executions.push(Execution {
                 seq: p.seq,
                 index: p.of.filter(|&n| n > 1).and(index),
                 text: p.text.clone(),
                 redacted: p.redacted,
-                executes: p.executes,
-                bound: p.bound && reached,
-                binds: p.binds && reached,
                 audit,
                 error,
                 result,
@@ -1006,8 +909,6 @@ struct Entry {
 struct Group {
     statement_id: u64,
     entries: Vec<Entry>,
-    /// Logged while the server was binding (the line's `ps` is `BIND`).
-    bind: bool,
     at: String,
 }
 
@@ -1127,7 +1028,6 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
                 backend.groups.push(Group {
                     statement_id,
                     entries: vec![entry],
-                    bind: v["ps"] == "BIND",
                     at: at.to_string(),
                 });
             }
@@ -1307,9 +1207,6 @@ mod tests {
             index: None,
             text: Some("ALTER USER bob PASSWORD '[REDACTED]'".into()),
             redacted: true,
-            executes: true,
-            bound: false,
-            binds: false,
             audit: Expect::Must,
             error: None,
             result: String::new(),
