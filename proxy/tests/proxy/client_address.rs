@@ -49,8 +49,13 @@ async fn clients_behind_a_proxy_protocol_balancer_keep_their_own_address() {
     ];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        // Until the two idle connections hold their slots (the balancer connects to the
+        // proxy and sends their headers on its own time), a third one may get a slot and
+        // sit idle itself: it is dropped, which frees the slot, and tried again.
         let mut third = RawClient::connect_from(balancer.addr, "127.0.0.4").await;
-        if let Some((b'E', body)) = third.recv().await {
+        if let Ok(Some((b'E', body))) =
+            tokio::time::timeout(Duration::from_millis(500), third.recv()).await
+        {
             assert_eq!(common::sqlstate(&body), "53300");
             break;
         }
