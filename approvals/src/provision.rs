@@ -282,6 +282,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                         role: req.role.clone(),
                         expires_at: expires,
                         created_by: "approvals".into(),
+                        policy: level_policy(app, &req)?,
                     },
                     Some(&grants::Approval {
                         request_id: id,
@@ -444,4 +445,18 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
         app.metrics.expiries.inc();
     }
     Ok(Outcome::Done)
+}
+
+/// The session controls of the request's level as configured now. A level taken out of
+/// the catalogue gives no grant: its controls are unknown, so access is not made.
+fn level_policy(app: &App, req: &Request) -> Result<grants::SessionPolicy> {
+    app.settings
+        .level(&req.database, &req.level)
+        .map(|l| l.policy.clone())
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "{}/{} is no longer in the catalogue; its session controls are unknown",
+                req.database, req.level
+            ))
+        })
 }

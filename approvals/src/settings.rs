@@ -98,6 +98,13 @@ impl Settings {
                 level.max_duration_secs >= 60,
                 "catalogue entry {i}: max_duration_secs must be at least 60"
             );
+            if let Err(e) = level.policy.check() {
+                anyhow::bail!(
+                    "catalogue entry {i} ({}/{}): policy: {e}",
+                    level.database,
+                    level.level
+                );
+            }
             let same = self
                 .catalogue
                 .iter()
@@ -151,6 +158,10 @@ pub struct Level {
     pub max_duration_secs: u64,
     /// Distinct approvers needed.
     pub approvals: u32,
+    /// Session controls the grant carries and the proxy enforces (`[catalogue.policy]`):
+    /// idle and age limits, read-only at the gateway, fresh MFA. Off unless set.
+    #[serde(default)]
+    pub policy: grants::SessionPolicy,
 }
 
 fn default_catalogue() -> Vec<Level> {
@@ -162,6 +173,7 @@ fn default_catalogue() -> Vec<Level> {
             role: "rates_reader".into(),
             max_duration_secs: 7 * 24 * 3600,
             approvals: 1,
+            policy: Default::default(),
         },
         Level {
             database: "rates".into(),
@@ -170,6 +182,7 @@ fn default_catalogue() -> Vec<Level> {
             role: "rates_writer".into(),
             max_duration_secs: 24 * 3600,
             approvals: 2,
+            policy: Default::default(),
         },
     ]
 }

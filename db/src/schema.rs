@@ -57,6 +57,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0006_approvals_provisioner",
         include_str!("../control/0006_approvals_provisioner.sql"),
     ),
+    (
+        "0007_grant_session_policy",
+        include_str!("../control/0007_grant_session_policy.sql"),
+    ),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by

@@ -91,6 +91,7 @@ pub async fn grant(
                     role,
                     expires_at,
                     created_by: by,
+                    policy: Default::default(),
                 },
             )
             .await?;

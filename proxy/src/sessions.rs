@@ -34,6 +34,12 @@ impl Handshakes {
             address,
         })
     }
+
+    /// How many connections from `address` are starting up now.
+    pub fn starting(&self, address: std::net::IpAddr) -> usize {
+        let map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&address).copied().unwrap_or(0)
+    }
 }
 
 impl Drop for Handshake<'_> {

@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
                 role: "rates_reader".into(),
                 expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
                 created_by: "bench".into(),
+                policy: Default::default(),
             },
         )
         .await

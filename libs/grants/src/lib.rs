@@ -22,6 +22,9 @@ use secret_store::{DbCredentials, SecretStore};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Row};
 
+mod policy;
+pub use policy::SessionPolicy;
+
 /// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
 
@@ -47,11 +50,14 @@ pub struct Grant {
     /// which name an email only.
     pub issuer: Option<String>,
     pub subject: Option<String>,
+    /// Session controls the proxy enforces (idle and age limits, read-only, fresh MFA).
+    pub policy: SessionPolicy,
 }
 
 const COLUMNS: &str = "id, email, database, role, db_user, valid_from, expires_at, created_by, \
                        revoked_at, revoked_by, revoke_reason, request_id, approved_by, issuer, \
-                       subject";
+                       subject, idle_timeout_secs, idle_in_transaction_timeout_secs, \
+                       max_session_secs, read_only, require_amr, max_auth_age_secs";
 
 impl Grant {
     fn from_row(r: &Row) -> Grant {
@@ -71,6 +77,14 @@ impl Grant {
             approved_by: r.get("approved_by"),
             issuer: r.get("issuer"),
             subject: r.get("subject"),
+            policy: policy::from_columns(
+                r.get("idle_timeout_secs"),
+                r.get("idle_in_transaction_timeout_secs"),
+                r.get("max_session_secs"),
+                r.get("read_only"),
+                r.get("require_amr"),
+                r.get("max_auth_age_secs"),
+            ),
         }
     }
 
@@ -295,6 +309,8 @@ pub struct NewGrant {
     pub role: String,
     pub expires_at: DateTime<Utc>,
     pub created_by: String,
+    /// The level's session controls (none for operators' grants unless asked for).
+    pub policy: SessionPolicy,
 }
 
 /// Creates a grant in one go: the person's login role (or a fresh password for it),
@@ -560,8 +576,11 @@ pub async fn record(
         .query_opt(
             &format!(
                 "INSERT INTO grants (email, database, role, db_user, valid_from, expires_at, \
-                 created_by, request_id, approved_by, issuer, subject) \
-                 VALUES ($1, $2, $3, $4, now(), $5, $6, $7, $8, $9, $10) \
+                 created_by, request_id, approved_by, issuer, subject, idle_timeout_secs, \
+                 idle_in_transaction_timeout_secs, max_session_secs, read_only, require_amr, \
+                 max_auth_age_secs) \
+                 VALUES ($1, $2, $3, $4, now(), $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                 $15, $16) \
                  ON CONFLICT (request_id) DO NOTHING RETURNING {COLUMNS}"
             ),
             &[
@@ -575,6 +594,12 @@ pub async fn record(
                 &approved_by,
                 &issuer,
                 &subject,
+                &policy::column(new.policy.idle_timeout_secs),
+                &policy::column(new.policy.idle_in_transaction_timeout_secs),
+                &policy::column(new.policy.max_session_secs),
+                &new.policy.read_only,
+                &new.policy.require_amr,
+                &policy::column(new.policy.max_auth_age_secs),
             ],
         )
         .await?;

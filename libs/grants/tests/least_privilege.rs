@@ -310,6 +310,7 @@ async fn the_app_login_provisions_and_ends_access_through_the_interface() {
             role: "rates_reader".into(),
             expires_at: Utc::now() + Duration::hours(1),
             created_by: "approvals".into(),
+            policy: Default::default(),
         },
         None,
     )
@@ -432,6 +433,7 @@ async fn an_admin_login_on_a_database_without_the_functions_still_adds_and_revok
             role: "rates_reader".into(),
             expires_at: Utc::now() + Duration::hours(1),
             created_by: "operator".into(),
+            policy: Default::default(),
         },
     )
     .await

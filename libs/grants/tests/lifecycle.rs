@@ -50,6 +50,7 @@ async fn add_check_revoke() {
             role: "rates_api".into(),
             expires_at: Utc::now() + Duration::hours(1),
             created_by: "test".into(),
+            policy: Default::default(),
         },
     )
     .await
@@ -69,6 +70,7 @@ async fn add_check_revoke() {
             role: "rates_reader".into(),
             expires_at: Utc::now() + Duration::hours(1),
             created_by: "test".into(),
+            policy: Default::default(),
         },
     )
     .await
@@ -165,6 +167,7 @@ async fn a_role_is_never_handed_to_another_person() {
         role: "rates_reader".into(),
         expires_at: Utc::now() + Duration::hours(1),
         created_by: "test".into(),
+        policy: Default::default(),
     };
     // A row claiming kate's role for someone else, as a name collision would leave it.
     let kate_role = grants::person_role("kate@example.com");
@@ -210,6 +213,7 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         role: role.into(),
         expires_at: Utc::now() + Duration::hours(1),
         created_by: "test".into(),
+        policy: Default::default(),
     };
     let writer = add(&db, &control, &target, new("rates_writer"))
         .await
@@ -343,6 +347,7 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
         role: "rates_reader".into(),
         expires_at: Utc::now() + Duration::hours(1),
         created_by: "approvals".into(),
+        policy: Default::default(),
     };
     let approval = grants::Approval {
         request_id: 42,

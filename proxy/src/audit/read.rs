@@ -300,6 +300,7 @@ mod tests {
                 request_id: Some(12),
                 approved_by: vec!["dana@example.com".into(), "sam@example.com".into()],
                 grant_expires_at: chrono::Utc::now(),
+                policy: Default::default(),
             },
             "rates",
             "p_alice",

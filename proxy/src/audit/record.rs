@@ -35,6 +35,9 @@ pub enum Identity {
         /// be reached. Not part of the audit record (the grant id is).
         #[serde(skip)]
         grant_expires_at: chrono::DateTime<chrono::Utc>,
+        /// The grant's session controls (idle and age limits, read-only, fresh MFA).
+        #[serde(skip)]
+        policy: grants::SessionPolicy,
     },
 }
 

@@ -17,6 +17,7 @@ pub fn alice() -> Identity {
         request_id: Some(12),
         approved_by: vec!["dana@example.com".into()],
         grant_expires_at: chrono::Utc::now(),
+        policy: Default::default(),
     }
 }
 

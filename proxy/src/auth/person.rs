@@ -147,5 +147,6 @@ fn identity(person: crate::auth::token::Person, grant: grants::Grant) -> Identit
         request_id: grant.request_id,
         approved_by: grant.approved_by,
         grant_expires_at: grant.expires_at,
+        policy: grant.policy,
     }
 }

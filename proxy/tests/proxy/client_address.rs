@@ -47,20 +47,21 @@ async fn clients_behind_a_proxy_protocol_balancer_keep_their_own_address() {
         RawClient::connect_from(balancer.addr, "127.0.0.4").await,
         RawClient::connect_from(balancer.addr, "127.0.0.4").await,
     ];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // Until the two idle connections hold their slots (the balancer connects to the
-        // proxy and sends their headers on its own time), a third one may get a slot and
-        // sit idle itself: it is dropped, which frees the slot, and tried again.
-        let mut third = RawClient::connect_from(balancer.addr, "127.0.0.4").await;
-        if let Ok(Some((b'E', body))) =
-            tokio::time::timeout(Duration::from_millis(500), third.recv()).await
-        {
-            assert_eq!(common::sqlstate(&body), "53300");
-            break;
-        }
-        assert!(Instant::now() < deadline, "127.0.0.4 was never limited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The balancer connects to the proxy and sends their headers on its own time: wait
+    // until the proxy holds both slots, then a third start-up from there is refused.
+    let idle_address = "127.0.0.4".parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replica.ctx.handshakes.starting(idle_address) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the balancer never brought both idle connections to the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut third = RawClient::connect_from(balancer.addr, "127.0.0.4").await;
+    match third.recv().await {
+        Some((b'E', body)) => assert_eq!(common::sqlstate(&body), "53300"),
+        other => panic!("127.0.0.4 was not limited: {other:?}"),
     }
     let other = RawClient::connect_from(balancer.addr, "127.0.0.5").await;
     let mut other = RawClient::login_on(other, &stack.app, "another-client").await;

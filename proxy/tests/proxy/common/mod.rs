@@ -298,6 +298,7 @@ impl Stack {
                 role: role.into(),
                 expires_at,
                 created_by: "test".into(),
+                policy: Default::default(),
             },
         )
         .await
