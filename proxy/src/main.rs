@@ -341,7 +341,8 @@ fn crosscheck_command(
             "{}: {} difference(s); proxy: {} session(s) in {} file(s), {} linked to a server \
              process, {} execution(s) that reached the server; pgaudit: {} server process(es) \
              in {} file(s), {} statement(s), {} paired with a proxy execution, {} by users the \
-             proxy does not log in as, {} rotation test login(s)",
+             proxy does not log in as, {} rotation test login(s), {} failed name lookup(s) \
+             of Describe or Close",
             if report.clean() { "OK" } else { "DIFFERENCES" },
             report.differences.len(),
             s.proxy_sessions,
@@ -354,6 +355,7 @@ fn crosscheck_command(
             s.matched_statements,
             s.other_users_statements,
             s.rotation_test_logins,
+            s.lookup_errors,
         );
     }
     if report.clean() {

@@ -182,6 +182,10 @@ pub struct Summary {
     pub other_users_statements: usize,
     /// Logins outside the proxy recognised as the rotation function's test logins.
     pub rotation_test_logins: usize,
+    /// Server errors of a failed name lookup (no such portal or prepared statement, no
+    /// statement text) that no proxy record explains: a Describe or Close of a name the
+    /// server did not have, which ran nothing. Informational, not differences.
+    pub lookup_errors: usize,
 }
 
 /// A login outside the proxy that is the rotation function's test login: informational, not
@@ -517,6 +521,10 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
         ));
     }
     let (mut g, mut e) = (0usize, 0usize);
+    // The entry a May execution last paired with: a Bind recorded apart from its Execute
+    // (a portal bound, then executed in a later message) pairs with the entry pgaudit
+    // logged at the Bind, and the Execute's record finds it taken.
+    let mut taken_by_may: Option<usize> = None;
     let execs = &session.executions;
     for (i, exec) in execs.iter().enumerate() {
         match exec.audit {
@@ -531,14 +539,18 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                             || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..])
                                 > agreeing(&execs[i + 1..], &backend.groups[g..])
                     });
-                match later {
+                // Its Bind's entry, already paired, before a later entry of the same text.
+                let bound = taken_by_may.filter(|&t| exec.matches(&backend.groups[t]));
+                match later.filter(|&j| j == g || bound.is_none()) {
                     Some(j) => {
                         for skipped in &backend.groups[g..j] {
                             report.differences.push(unrecorded(&diff, skipped));
                         }
                         report.summary.matched_statements += 1;
                         g = j + 1;
+                        taken_by_may = None;
                     }
+                    None if bound.is_some() => taken_by_may = None,
                     // pgaudit numbers a statement that runs while the previous statement's
                     // portal is still open (a cursor fetched in parts, then COMMIT) as a
                     // substatement of it: the entry is in the group already paired.
@@ -563,8 +575,12 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                 }
             }
             Expect::May => {
-                if backend.groups.get(g).is_some_and(|grp| exec.matches(grp)) {
+                // Without a text (a portal or statement the server did not have) it cannot
+                // be told apart from the entry at the cursor: it pairs with none.
+                if exec.text.is_some() && backend.groups.get(g).is_some_and(|grp| exec.matches(grp))
+                {
                     report.summary.matched_statements += 1;
+                    taken_by_may = Some(g);
                     g += 1;
                 }
             }
@@ -575,7 +591,7 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                 match (e..backend.errors.len()).find(|&k| exec.matches_error(code, &backend.errors[k])) {
                     Some(k) => {
                         for skipped in &backend.errors[e..k] {
-                            report.differences.push(unrecorded_error(&diff, skipped));
+                            unrecorded_error(&diff, skipped, report);
                         }
                         e = k + 1;
                     }
@@ -606,7 +622,7 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
         report.differences.push(unrecorded(&diff, group));
     }
     for err in &backend.errors[e..] {
-        report.differences.push(unrecorded_error(&diff, err));
+        unrecorded_error(&diff, err, report);
     }
 }
 
@@ -618,7 +634,8 @@ fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
         if n >= LOOKAHEAD {
             break;
         }
-        let here = groups.get(g).is_some_and(|grp| exec.matches(grp));
+        let here = groups.get(g).is_some_and(|grp| exec.matches(grp))
+            && (exec.audit == Expect::Must || exec.text.is_some());
         match exec.audit {
             Expect::Must if !here => break,
             Expect::Must | Expect::May if here => {
@@ -653,8 +670,15 @@ fn unrecorded(
 fn unrecorded_error(
     diff: &impl Fn(Kind, Option<&str>, String, &str) -> Difference,
     err: &ServerError,
-) -> Difference {
-    diff(
+    report: &mut Report,
+) {
+    // The proxy records statements, not Describe or Close messages: their failed lookups
+    // ran nothing, and are counted, not reported.
+    if err.statement.is_none() && matches!(err.code.as_str(), "26000" | "34000") {
+        report.summary.lookup_errors += 1;
+        return;
+    }
+    report.differences.push(diff(
         Kind::ErrorMissingInProxy,
         err.statement.as_deref(),
         format!(
@@ -662,7 +686,7 @@ fn unrecorded_error(
             err.code, err.message
         ),
         &err.at,
-    )
+    ));
 }
 
 // ---- The proxy's side -------------------------------------------------------------------
@@ -762,6 +786,8 @@ struct Pending {
     /// Simple: the number of statements; extended: `None`.
     of: Option<usize>,
     executes: bool,
+    /// It has a Bind (the server may have started a SELECT's executor there).
+    binds: bool,
     at: String,
     outcomes: BTreeMap<Option<usize>, Value>,
 }
@@ -804,10 +830,13 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
                     .as_u64()
                     .ok_or_else(|| anyhow::anyhow!("{at}: no seq"))?;
                 let simple = v["protocol"] == "simple";
-                let executes = simple
-                    || v["steps"]
+                let has = |step: &str| {
+                    v["steps"]
                         .as_array()
-                        .is_some_and(|s| s.iter().any(|x| x == "execute"));
+                        .is_some_and(|s| s.iter().any(|x| x == step))
+                };
+                let executes = simple || has("execute");
+                let binds = has("bind");
                 by_ref.insert((session_id.to_string(), seq), pending.len());
                 pending.push(Pending {
                     session: session_id.to_string(),
@@ -816,6 +845,7 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
                     redacted: v["redacted"] == true,
                     of: simple.then(|| v["of"].as_u64().unwrap_or(1) as usize),
                     executes,
+                    binds,
                     at: at.to_string(),
                     outcomes: BTreeMap::new(),
                 });
@@ -844,7 +874,7 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
         for index in indexes {
             // An outcome of the record as a whole stands for each of its parts.
             let outcome = p.outcomes.get(&index).or_else(|| p.outcomes.get(&None));
-            let (audit, error, result) = expectation(outcome, p.executes);
+            let (audit, error, result) = expectation(outcome, p.executes, p.binds);
             session.executions.push(Execution {
                 seq: p.seq,
                 index: p.of.filter(|&n| n > 1).and(index),
@@ -864,6 +894,7 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
 fn expectation(
     outcome: Option<&Value>,
     executes: bool,
+    binds: bool,
 ) -> (Expect, Option<(String, bool)>, String) {
     let Some(o) = outcome else {
         // No outcome at all (the proxy stopped): it may or may not have run.
@@ -874,8 +905,12 @@ fn expectation(
     match status {
         "ok" => {
             let tag = o["tag"].as_str().unwrap_or("");
-            let audit = if !executes || tag == "EMPTY" {
+            let audit = if tag == "EMPTY" || !(executes || binds) {
                 Expect::No
+            } else if !executes {
+                // A Bind without an Execute: the server starts a SELECT's executor at Bind,
+                // and pgaudit logs it then.
+                Expect::May
             } else if tag.starts_with("ROLLBACK") {
                 // pgaudit logs nothing in an aborted transaction, where COMMIT and ROLLBACK
                 // both answer ROLLBACK.
@@ -891,6 +926,9 @@ fn expectation(
             format!("error {code}"),
         ),
         "unknown" => (Expect::May, Some((String::new(), false)), "unknown".into()),
+        // The server starts a SELECT's executor at Bind (pgaudit logs it then): a Bind that
+        // ran before a later message of its segment failed is logged, its Execute skipped.
+        "not_executed" if binds => (Expect::May, None, "not_executed".into()),
         other => (Expect::No, None, other.to_string()),
     }
 }
@@ -1223,19 +1261,23 @@ mod tests {
     #[test]
     fn outcomes_say_what_the_server_log_must_have() {
         let ok = serde_json::json!({"status":"ok","tag":"SELECT 1"});
-        assert_eq!(expectation(Some(&ok), true).0, Expect::Must);
-        assert_eq!(expectation(Some(&ok), false).0, Expect::No);
+        assert_eq!(expectation(Some(&ok), true, false).0, Expect::Must);
+        assert_eq!(expectation(Some(&ok), false, false).0, Expect::No);
         let rb = serde_json::json!({"status":"ok","tag":"ROLLBACK"});
-        assert_eq!(expectation(Some(&rb), true).0, Expect::May);
+        assert_eq!(expectation(Some(&rb), true, false).0, Expect::May);
         let err = serde_json::json!({"status":"error","sqlstate":"22012"});
         assert_eq!(
-            expectation(Some(&err), true).1,
+            expectation(Some(&err), true, false).1,
             Some(("22012".to_string(), true))
         );
         let refused = serde_json::json!({"status":"refused","sqlstate":"0A000"});
         assert_eq!(
-            expectation(Some(&refused), true),
+            expectation(Some(&refused), true, false),
             (Expect::No, None, "refused".into())
         );
+        // A skipped Execute: its Bind may have started the executor (and pgaudit logged it).
+        let skipped = serde_json::json!({"status":"not_executed"});
+        assert_eq!(expectation(Some(&skipped), true, true).0, Expect::May);
+        assert_eq!(expectation(Some(&skipped), true, false).0, Expect::No);
     }
 }

@@ -323,14 +323,13 @@ fn protocol_error(answers: &[(u8, Vec<u8>)]) -> bool {
         .any(|(tag, body)| *tag == b'E' && common::sqlstate(body) == "08P01")
 }
 
-/// Known to fail today (issue 19, open): a simple Query inside an unsynced segment whose
-/// earlier message failed is skipped by the server without a word, and the proxy, which
-/// holds the client's next messages until that Query is answered, waits for an answer that
-/// comes only after the Sync it holds; a Sync among "copy data" after such a skipped COPY is
-/// a real Sync that the proxy drops. Run with `cargo test -p proxy --test proxy --
-/// --ignored ledger::sequences` to see the sequences.
+/// Random extended-protocol sequences, with simple Queries inside unsynced segments, COPY and
+/// failures, judged by the server itself: each is sent straight to PostgreSQL and through
+/// the proxy, and the proxy must pass every sequence the server accepts with the very same
+/// answers, and its audit must agree with pgaudit. (It found a Query skipped inside a failed
+/// unsynced segment holding the session; a Sync among copy data after a failed COPY row is
+/// still left out: a race the proxy settles by dropping it, docs/proxy.md "Known limits".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds open ledger bugs (issue 19): a Query skipped inside a failed unsynced segment"]
 async fn sequences_the_server_accepts_pass_through_with_the_same_answers() {
     let stack = Stack::with(common::Options {
         plaintext: Plaintext::Loopback,

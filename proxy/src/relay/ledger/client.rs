@@ -49,8 +49,10 @@ impl Ledger {
         // Anything else waits until the Queries in flight are answered: one may be reading
         // COPY data. (A Query behind an unfinished extended-protocol segment whose earlier
         // message failed is skipped by the server without a word; the error's skip ends it
-        // here too, so what waits behind it is released then.)
-        if self.in_flight_queries > 0 {
+        // here too, so what waits behind it is released then. A Query sent while the server
+        // is known to be skipping gets no answer at all until the Sync behind it: nothing
+        // waits for it.)
+        if self.in_flight_queries > 0 && !self.server_skips_new() {
             return Ok(Action::Wait);
         }
         match tag {
@@ -128,7 +130,7 @@ impl Ledger {
                 printable(tag)
             )));
         }
-        if self.in_flight_queries > 0 {
+        if self.in_flight_queries > 0 && !self.server_skips_new() {
             return Ok(true);
         }
         Ok(match tag {
@@ -556,6 +558,14 @@ impl Ledger {
         self.intents.clear();
         self.open = None;
         self.copy_stream = false;
+    }
+
+    /// The server is skipping to the next Sync after an error, and no Sync is on its way:
+    /// whatever the client sends now, a Query too, is skipped without a word until the
+    /// client's next Sync. Waiting for an answer to it would wait for ever when that Sync is
+    /// held behind the wait.
+    fn server_skips_new(&self) -> bool {
+        self.skipping && !self.queue.iter().any(|s| matches!(s, Sent::Sync))
     }
 
     /// Undoes the in-flight counts of an entry leaving the batch or the queue.

@@ -473,3 +473,34 @@ fn a_session_that_ends_leaves_unknown_outcomes() {
     assert!(t.outcomes[1].2.starts_with("Unknown"), "{:?}", t.outcomes);
     assert_eq!(t.outcomes[1].1, Some(1));
 }
+
+#[test]
+fn a_query_sent_while_the_server_skips_holds_nothing_behind_it() {
+    // Parse fails; the client, not yet at its Sync, sends a Query (skipped by the server
+    // without a word), another Parse, then the Sync. Holding the Parse until the Query is
+    // answered would hold the Sync too, and the server answers nothing before it.
+    let mut t = T::new();
+    t.send(fe::PARSE, parse("", "SELEC 1", &[]));
+    t.commit();
+    t.ok(be::ERROR_RESPONSE, &error(sqlstate::SYNTAX_ERROR, "ERROR"));
+    assert_eq!(t.send(fe::QUERY, query("SELECT 2")), Action::Forward);
+    let p = parse("s", "SELECT 3", &[]);
+    assert!(!t.l.probe(fe::PARSE, &p).unwrap(), "the Parse would wait");
+    assert_eq!(t.send(fe::PARSE, p), Action::Forward);
+    assert_eq!(t.send(fe::SYNC, vec![]), Action::Forward);
+    t.commit();
+    t.ok(be::READY_FOR_QUERY, b"I");
+    assert_eq!(
+        t.outcomes,
+        [
+            (1, None, "error 42601 Some(\"parse\")".into()),
+            (2, Some(0), "not_executed".into()),
+            (3, None, "not_executed".into()),
+        ]
+    );
+    assert!(t.l.idle());
+    // After the Sync the server runs what comes: a Query is waited for again.
+    assert_eq!(t.send(fe::QUERY, query("SELECT 4")), Action::Forward);
+    t.commit();
+    assert!(t.l.probe(fe::PARSE, &parse("", "SELECT 5", &[])).unwrap());
+}
