@@ -342,7 +342,7 @@ fn crosscheck_command(
              process, {} execution(s) that reached the server; pgaudit: {} server process(es) \
              in {} file(s), {} statement(s), {} paired with a proxy execution, {} by users the \
              proxy does not log in as, {} rotation test login(s), {} failed name lookup(s) \
-             of Describe or Close",
+             of Describe or Close, {} run while binding",
             if report.clean() { "OK" } else { "DIFFERENCES" },
             report.differences.len(),
             s.proxy_sessions,
@@ -356,6 +356,7 @@ fn crosscheck_command(
             s.other_users_statements,
             s.rotation_test_logins,
             s.lookup_errors,
+            s.bind_time_statements,
         );
     }
     if report.clean() {

@@ -186,6 +186,9 @@ pub struct Summary {
     /// statement text) that no proxy record explains: a Describe or Close of a name the
     /// server did not have, which ran nothing. Informational, not differences.
     pub lookup_errors: usize,
+    /// pgaudit statements the server ran while binding a recorded Bind's parameters (a
+    /// domain's CHECK, an input function), paired with that Bind (and counted as paired).
+    pub bind_time_statements: usize,
 }
 
 /// A login outside the proxy that is the rotation function's test login: informational, not
@@ -527,6 +530,23 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
     let mut taken_by_may: Option<usize> = None;
     let execs = &session.executions;
     for (i, exec) in execs.iter().enumerate() {
+        // Statements the server ran while converting a Bind's parameters are logged during
+        // the Bind, before its own entry: entries at the cursor logged while binding that
+        // neither it nor the executions that follow explain are the Bind's.
+        if exec.converts {
+            while backend.groups.get(g).is_some_and(|grp| {
+                grp.at_bind
+                    && !exec.matches(grp)
+                    && !execs[i + 1..]
+                        .iter()
+                        .take(LOOKAHEAD)
+                        .any(|next| next.matches(grp))
+            }) {
+                report.summary.matched_statements += 1;
+                report.summary.bind_time_statements += 1;
+                g += 1;
+            }
+        }
         match exec.audit {
             Expect::Must => {
                 // The entry at the cursor, or a later one if pairing there agrees better with
@@ -576,12 +596,27 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
             }
             Expect::May => {
                 // Without a text (a portal or statement the server did not have) it cannot
-                // be told apart from the entry at the cursor: it pairs with none.
-                if exec.text.is_some() && backend.groups.get(g).is_some_and(|grp| exec.matches(grp))
-                {
+                // be told apart from any entry: it pairs with none. With one, as a Must
+                // execution does, at the cursor or later when that agrees better with what
+                // follows; not finding it is no difference.
+                let later = exec
+                    .text
+                    .as_ref()
+                    .and_then(|_| {
+                        (g..backend.groups.len()).find(|&j| exec.matches(&backend.groups[j]))
+                    })
+                    .filter(|&j| {
+                        j == g
+                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..])
+                                > agreeing(&execs[i + 1..], &backend.groups[g..])
+                    });
+                if let Some(j) = later {
+                    for skipped in &backend.groups[g..j] {
+                        report.differences.push(unrecorded(&diff, skipped));
+                    }
                     report.summary.matched_statements += 1;
-                    taken_by_may = Some(g);
-                    g += 1;
+                    taken_by_may = Some(j);
+                    g = j + 1;
                 }
             }
             Expect::No => {}
@@ -717,6 +752,8 @@ struct Execution {
     error: Option<(String, bool)>,
     /// The outcome, for messages.
     result: String,
+    /// A Bind converting parameters (see [`Pending`]).
+    converts: bool,
     at: String,
 }
 
@@ -788,6 +825,9 @@ struct Pending {
     executes: bool,
     /// It has a Bind (the server may have started a SELECT's executor there).
     binds: bool,
+    /// A Bind with parameters: converting them may run SQL (a domain's CHECK, an input
+    /// function), which pgaudit logs as statements of their own.
+    converts: bool,
     at: String,
     outcomes: BTreeMap<Option<usize>, Value>,
 }
@@ -846,6 +886,7 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
                     of: simple.then(|| v["of"].as_u64().unwrap_or(1) as usize),
                     executes,
                     binds,
+                    converts: binds && v["params"].as_array().is_some_and(|p| !p.is_empty()),
                     at: at.to_string(),
                     outcomes: BTreeMap::new(),
                 });
@@ -883,6 +924,7 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
                 audit,
                 error,
                 result,
+                converts: p.converts,
                 at: p.at.clone(),
             });
         }
@@ -947,6 +989,8 @@ struct Entry {
 struct Group {
     statement_id: u64,
     entries: Vec<Entry>,
+    /// Logged while the server was binding (jsonlog's `ps` is `BIND`).
+    at_bind: bool,
     at: String,
 }
 
@@ -1066,6 +1110,7 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
                 backend.groups.push(Group {
                     statement_id,
                     entries: vec![entry],
+                    at_bind: v["ps"] == "BIND",
                     at: at.to_string(),
                 });
             }
@@ -1248,6 +1293,7 @@ mod tests {
             audit: Expect::Must,
             error: None,
             result: String::new(),
+            converts: false,
             at: String::new(),
         };
         assert!(exec.same_text("ALTER USER bob PASSWORD <REDACTED>"));

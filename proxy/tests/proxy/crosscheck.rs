@@ -437,7 +437,6 @@ async fn crosscheck_with_pgaudit_finds_no_difference_then_finds_each_tampering_a
 /// same for a Bind alone, a Bind with its Execute, a Bind and its Execute sent apart, and a
 /// Bind the check refuses. Removing the Bind's record leaves both reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open (issue 19): the Bind-time pairing (6c34b26) mis-paired postgres.js's repeated prepared statements and was reverted"]
 async fn statements_run_while_binding_pair_with_the_bind_that_ran_them() {
     use crate::common::wire::*;
     use crate::common::{query_msg, RawClient};
