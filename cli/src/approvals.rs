@@ -73,6 +73,11 @@ impl Approvals {
             .context("writing the approvals token cache")
     }
 
+    /// Whether a usable token is cached (no sign-in needed).
+    pub fn has_token(&self) -> bool {
+        self.cached().is_some()
+    }
+
     /// Forgets the cached token (`dbgw logout`).
     pub fn clear(&self) -> anyhow::Result<()> {
         match std::fs::remove_file(&self.file) {

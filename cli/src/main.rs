@@ -137,23 +137,36 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Token => println!("{}", fresh_token(&settings, &cache).await?.id_token),
-        Command::Status => match cache.load(&settings.issuer)? {
-            Some(t) if t.valid_for_secs() > 0 => {
-                println!(
-                    "signed in as {} until {}",
-                    t.email,
-                    t.expires_at.to_rfc3339()
-                );
-                let mut api = approvals::Approvals::new(&settings)?;
+        Command::Status => {
+            let signed_in = match cache.load(&settings.issuer)? {
+                Some(t) if t.valid_for_secs() > 0 => {
+                    println!(
+                        "signed in as {} until {}",
+                        t.email,
+                        t.expires_at.to_rfc3339()
+                    );
+                    true
+                }
+                Some(t) => {
+                    println!(
+                        "token of {} expired at {}: run `dbgw login`",
+                        t.email,
+                        t.expires_at.to_rfc3339()
+                    );
+                    false
+                }
+                None => {
+                    println!("not signed in: run `dbgw login`");
+                    false
+                }
+            };
+            // Requests and ends, when the person is signed in somewhere (else this would
+            // open a browser for a mere status).
+            let mut api = approvals::Approvals::new(&settings)?;
+            if signed_in || api.has_token() {
                 requests::status(&mut api).await?;
             }
-            Some(t) => println!(
-                "token of {} expired at {}: run `dbgw login`",
-                t.email,
-                t.expires_at.to_rfc3339()
-            ),
-            None => println!("not signed in: run `dbgw login`"),
-        },
+        }
         Command::Request {
             level,
             database,

@@ -165,7 +165,15 @@ async fn request_extend_and_status_from_the_terminal() {
     };
     assert_eq!((justification.as_str(), duration), ("incident 9", 3600));
 
-    // status: signed in for psql, and the request pending (no second browser sign-in).
+    // status: the request pending (the cached token: no second browser sign-in), also
+    // before `dbgw login` and after it.
+    let (ok, out, err) = stack.dbgw(alice, &["status"]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("not signed in"), "{out}");
+    assert!(
+        out.contains(&format!("pending: request {id} rates read-only")),
+        "{out}"
+    );
     let (ok, _, err) = stack.dbgw(alice, &["login"]).await;
     assert!(ok, "{err}");
     let (ok, out, err) = stack.dbgw(alice, &["status"]).await;
