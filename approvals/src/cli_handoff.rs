@@ -8,8 +8,9 @@
 //!    `/auth/cli?redirect_uri=http://127.0.0.1:<port>/callback&state=..&code_challenge=..`
 //!    (S256 of a verifier only it knows);
 //! 2. the person signs in here as on the pages (a fresh sign-in every time);
-//! 3. `/auth/cli/finish` sends the browser to the loopback address with a one-time code
-//!    (stored as its SHA-256 for a minute, with the session's access token);
+//! 3. `/auth/cli/finish`, only within two minutes of a sign-in, sends the browser to the
+//!    loopback address with a one-time code (stored as its SHA-256 for a minute, with the
+//!    session's access token);
 //! 4. the CLI posts the code and its verifier to `/api/v1/cli/token` and gets this app's
 //!    access token back; it calls the API with it like any other client.
 //!
@@ -35,6 +36,8 @@ use crate::App;
 
 /// How long a code may wait to be redeemed.
 const CODE_TTL_SECS: i64 = 60;
+/// How recent the sign-in must be when the browser comes back to [`finish`].
+const FRESH_SECS: i64 = 120;
 
 #[derive(Debug, Deserialize)]
 pub struct Start {
@@ -116,6 +119,18 @@ pub async fn finish(
     ) else {
         return Err(Error::NotSignedIn.into());
     };
+    // Only the sign-in that `start` began: a link to this page alone, followed by a browser
+    // signed in earlier, hands nothing out.
+    let fresh = session
+        .data
+        .signed_in_at
+        .is_some_and(|at| chrono::Utc::now() - at < chrono::Duration::seconds(FRESH_SECS));
+    if !fresh {
+        return Err(Error::SignInAgain(
+            "The CLI gets a token only right after a sign-in; run the command again.".into(),
+        )
+        .into());
+    }
     if expires <= chrono::Utc::now() + chrono::Duration::seconds(30) {
         return Err(Error::SignInAgain(
             "Your sign-in is too old to hand to the CLI; run the command again.".into(),

@@ -817,6 +817,7 @@ async fn callback(
             user: Some(signed.user),
             access_token: Some(signed.access_token),
             access_expires_at: Some(signed.access_expires_at),
+            signed_in_at: Some(Utc::now()),
             ..Data::default()
         })
         .await?;

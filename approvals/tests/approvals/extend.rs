@@ -492,3 +492,121 @@ async fn the_policy_is_shown_and_the_grant_gets_the_requests_snapshot() {
     assert_eq!(g.policy, level.policy);
     stack.stop().await;
 }
+
+/// A stand-in for the CLI's loopback listener: the query of each `/callback` hit.
+async fn loopback() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |uri: axum::http::Uri| {
+            let tx = tx.clone();
+            async move {
+                tx.send(uri.query().unwrap_or_default().to_string()).unwrap();
+                "signed in"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/callback", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+fn param(query: &str, name: &str) -> String {
+    reqwest::Url::parse(&format!("http://x/?{query}"))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {query}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_hand_off_gives_the_apps_token_once_to_the_verifier_on_loopback() {
+    use base64::Engine;
+    use sha2::Digest;
+    let stack = Stack::start().await;
+    let verifier = "a-verifier-of-the-cli-that-nobody-else-knows-0123456789";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let (callback, mut codes) = loopback().await;
+    let start = |redirect: &str| {
+        let mut url = reqwest::Url::parse(&format!("{}/auth/cli", stack.base)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("redirect_uri", redirect)
+            .append_pair("state", "state-of-the-cli")
+            .append_pair("code_challenge", &challenge);
+        url.to_string()
+    };
+
+    // Only the CLI's loopback address.
+    let browser = stack.browser();
+    for elsewhere in [
+        "https://evil.example/callback",
+        "http://evil.example:8000/callback",
+        "http://127.0.0.1:9/other",
+        "http://127.0.0.1/callback",
+    ] {
+        let r = browser.http.get(start(elsewhere)).send().await.unwrap();
+        assert_eq!(r.status(), 422, "{elsewhere}");
+    }
+    // Not signed in and straight to the end: nothing handed out.
+    let finish = start(&callback).replace("/auth/cli?", "/auth/cli/finish?");
+    let r = browser.http.get(&finish).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A sign-in through the provider's form, then back to the loopback with a code.
+    let form = browser.http.get(start(&callback)).send().await.unwrap();
+    let form_url = form.url().to_string();
+    assert!(form.text().await.unwrap().contains("Sign in to"));
+    let done = browser
+        .http
+        .post(form_url + "/login")
+        .form(&[("email", "alice@example.com"), ("password", "dev")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let query = codes.recv().await.unwrap();
+    assert_eq!(param(&query, "state"), "state-of-the-cli");
+    let code = param(&query, "code");
+    let redeem = |code: &str, verifier: &str| {
+        let body = json!({"code": code, "code_verifier": verifier});
+        let url = format!("{}/api/v1/cli/token", stack.base);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // The wrong verifier: refused, and the code is gone.
+    let (status, _) = redeem(&code, "someone-elses-verifier-0123456789-0123456789").await;
+    assert_eq!(status, 401);
+    let (status, _) = redeem(&code, verifier).await;
+    assert_eq!(status, 401, "a code is tried once");
+
+    // Again, and right: the app's access token, once.
+    let form = browser.http.get(start(&callback)).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let code = param(&codes.recv().await.unwrap(), "code");
+    let (status, token) = redeem(&code, verifier).await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["email"], "alice@example.com");
+    let (status, _) = redeem(&code, verifier).await;
+    assert_eq!(status, 401);
+    let (status, mine) = api(
+        &stack,
+        Method::GET,
+        "/api/v1/requests",
+        token["access_token"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(stack.count("cli_handoffs").await, 0);
+    stack.stop().await;
+}
