@@ -70,7 +70,9 @@ impl Start {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !(8..=128).contains(&self.state.len()) || !b64url(&self.state) {
-            return Err(Error::BadInput("state must be 8 to 128 URL-safe characters.".into()));
+            return Err(Error::BadInput(
+                "state must be 8 to 128 URL-safe characters.".into(),
+            ));
         }
         if self.code_challenge.len() != 43 || !b64url(&self.code_challenge) {
             return Err(Error::BadInput(
@@ -97,7 +99,8 @@ impl Start {
 pub async fn start(Query(q): Query<Start>) -> Result<Response, crate::web::Page> {
     q.check()?;
     let next = format!("/auth/cli/finish?{}", q.query());
-    let enc: String = openidconnect::url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let enc: String =
+        openidconnect::url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
     Ok(Redirect::to(&format!("/auth/login?next={enc}")).into_response())
 }
 
@@ -161,11 +164,7 @@ pub async fn finish(
         .await
         .map_err(Error::from)?;
     tracing::info!(email = %user.email, "sign-in handed to the CLI");
-    Ok(Redirect::to(&format!(
-        "{}?code={code}&state={}",
-        q.redirect_uri, q.state
-    ))
-    .into_response())
+    Ok(Redirect::to(&format!("{}?code={code}&state={}", q.redirect_uri, q.state)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -203,5 +202,8 @@ pub async fn redeem(
     if !fresh || !bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
         return Err(refused().into());
     }
-    Ok(Json(json!({"access_token": token, "expires_at": token_expires, "email": email})).into_response())
+    Ok(
+        Json(json!({"access_token": token, "expires_at": token_expires, "email": email}))
+            .into_response(),
+    )
 }

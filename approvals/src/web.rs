@@ -307,10 +307,7 @@ pub fn policy_lines(p: &grants::SessionPolicy) -> Vec<String> {
         lines.push("Read-only at the gateway (no writes, whatever the role allows)".into());
     }
     if !p.require_amr.is_empty() {
-        lines.push(format!(
-            "Sign-in must use: {}",
-            p.require_amr.join(", ")
-        ));
+        lines.push(format!("Sign-in must use: {}", p.require_amr.join(", ")));
     }
     if let Some(n) = p.max_auth_age_secs {
         lines.push(format!("Sign-in at most {} old at login", secs(n)));
@@ -452,9 +449,7 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
         can_revoke: actor.approver && req.status.allows(Action::End),
         can_withdraw: mine && req.status.allows(Action::Withdraw),
         can_give_up: mine && req.status == Status::Active,
-        can_extend: mine
-            && req.status == Status::Active
-            && !extensions.iter().any(|e| e.pending()),
+        can_extend: mine && req.status == Status::Active && !extensions.iter().any(|e| e.pending()),
         can_decide_extension: actor.approver && !mine,
         policy,
         extensions,
@@ -552,7 +547,10 @@ async fn extend(
     let f = form(f)?;
     let (mut session, actor) = posted(&app, &jar, &f.csrf).await?;
     let hours: i64 = f.hours.trim().parse().map_err(|_| {
-        Error::BadInput(format!("The extra time `{}` is not a whole number of hours.", f.hours))
+        Error::BadInput(format!(
+            "The extra time `{}` is not a whole number of hours.",
+            f.hours
+        ))
     })?;
     let ext = crate::extension::create(
         &app,
@@ -568,7 +566,10 @@ async fn extend(
     flash(
         &app,
         &mut session,
-        format!("Extension {} sent; the data-security team decides on it.", ext.id),
+        format!(
+            "Extension {} sent; the data-security team decides on it.",
+            ext.id
+        ),
     )
     .await?;
     Ok(see_other(&format!("/requests/{id}")))

@@ -120,7 +120,9 @@ impl Approvals {
         let timeout = Duration::from_secs(self.settings.login_timeout_secs);
         let code = tokio::time::timeout(timeout, crate::login::callback(&listener, state.secret()))
             .await
-            .map_err(|_| anyhow::anyhow!("sign-in did not finish within {} s", timeout.as_secs()))??;
+            .map_err(|_| {
+                anyhow::anyhow!("sign-in did not finish within {} s", timeout.as_secs())
+            })??;
         #[derive(Deserialize)]
         struct Redeemed {
             access_token: String,
@@ -135,9 +137,15 @@ impl Approvals {
             .await
             .with_context(|| format!("reaching the approvals app at {}", self.base()))?;
         if !response.status().is_success() {
-            bail!("the approvals app refused the sign-in: {}", problem(response).await);
+            bail!(
+                "the approvals app refused the sign-in: {}",
+                problem(response).await
+            );
         }
-        let r: Redeemed = response.json().await.context("reading the approvals app's answer")?;
+        let r: Redeemed = response
+            .json()
+            .await
+            .context("reading the approvals app's answer")?;
         eprintln!("Signed in to the approvals app as {}.", r.email);
         Ok(ApiToken {
             url: self.base().to_string(),
@@ -175,7 +183,10 @@ impl Approvals {
             if !response.status().is_success() {
                 bail!("{}", problem(response).await);
             }
-            return response.json().await.context("reading the approvals app's answer");
+            return response
+                .json()
+                .await
+                .context("reading the approvals app's answer");
         }
         bail!("the approvals app refused the new sign-in")
     }

@@ -125,10 +125,7 @@ pub async fn status(api: &mut Approvals) -> anyhow::Result<()> {
         );
         match r["status"].as_str().unwrap_or_default() {
             "pending" => println!("pending: {what}, asked {}", time(&r["created_at"])),
-            "approved" => println!(
-                "approved: {what}, starts {}",
-                time(&r["starts_at"])
-            ),
+            "approved" => println!("approved: {what}, starts {}", time(&r["starts_at"])),
             "active" => {
                 println!("active: {what}, ends {}", time(&r["expires_at"]));
                 let detail = api

@@ -178,7 +178,10 @@ async fn request_extend_and_status_from_the_terminal() {
     assert!(ok, "{err}");
     let (ok, out, err) = stack.dbgw(alice, &["status"]).await;
     assert!(ok, "{out}\n{err}");
-    assert!(!err.contains("open this URL"), "the cached token is used: {err}");
+    assert!(
+        !err.contains("open this URL"),
+        "the cached token is used: {err}"
+    );
     assert!(
         out.contains(&format!("pending: request {id} rates read-only")),
         "{out}"
@@ -216,7 +219,10 @@ async fn request_extend_and_status_from_the_terminal() {
 
     // Extend (her only active access, so no id needed); status shows it pending.
     let (ok, out, err) = stack
-        .dbgw(alice, &["extend", "--by", "2h", "--why", "the incident runs long"])
+        .dbgw(
+            alice,
+            &["extend", "--by", "2h", "--why", "the incident runs long"],
+        )
         .await;
     assert!(ok, "{out}\n{err}");
     let ext = number_after(&out, "extension ");
@@ -229,7 +235,10 @@ async fn request_extend_and_status_from_the_terminal() {
     );
     // Over the level's cap: refused with the app's reason.
     let (ok, _, err) = stack
-        .dbgw(alice, &["extend", &id.to_string(), "--by", "8d", "--why", "x"])
+        .dbgw(
+            alice,
+            &["extend", &id.to_string(), "--by", "8d", "--why", "x"],
+        )
         .await;
     assert!(!ok);
     assert!(err.contains("at most"), "{err}");
@@ -241,7 +250,10 @@ async fn request_extend_and_status_from_the_terminal() {
     let (ok, out, _) = stack.dbgw(alice, &["status"]).await;
     assert!(ok);
     assert!(
-        out.contains(&format!("active: request {id} rates read-only, ends {}", shown(to))),
+        out.contains(&format!(
+            "active: request {id} rates read-only, ends {}",
+            shown(to)
+        )),
         "{out}"
     );
 

@@ -138,10 +138,7 @@ async fn an_approved_extension_moves_the_end_of_the_same_grant_and_is_recorded()
     // Nobody approves their own extension, approver or not.
     let (status, body) = decide(&stack, &dana, ext_id, "approve").await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body.to_string().contains("their own extension"),
-        "{body}"
-    );
+    assert!(body.to_string().contains("their own extension"), "{body}");
     assert_eq!(grant(&stack, id).await.1, end);
     // The approvers see it waiting.
     let (status, queue) = api(&stack, Method::GET, "/api/v1/queue", &sam, None).await;
@@ -171,10 +168,7 @@ async fn an_approved_extension_moves_the_end_of_the_same_grant_and_is_recorded()
     let kinds = stack.event_kinds(id).await;
     assert_eq!(
         kinds[events_before..],
-        [
-            "extension.requested",
-            "access.extended"
-        ],
+        ["extension.requested", "access.extended"],
         "{kinds:?}"
     );
     assert!(!kinds.iter().any(|k| k == "access.ending"));
@@ -294,7 +288,11 @@ async fn extensions_follow_the_level_rules_and_its_cap() {
     let (status, body) = decide(&stack, &dana, ext_id, "approve").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "pending", "one of two approvals");
-    assert_eq!(grant(&stack, id).await.1, end, "not moved after one approval");
+    assert_eq!(
+        grant(&stack, id).await.1,
+        end,
+        "not moved after one approval"
+    );
     let (status, _) = decide(&stack, &dana, ext_id, "approve").await;
     assert_eq!(status, 409, "the same approver twice");
     let (status, body) = decide(&stack, &sam, ext_id, "approve").await;
@@ -356,7 +354,9 @@ async fn a_denied_extension_changes_nothing_and_ended_access_cannot_be_extended(
     let (_, end_after, revoked) = grant(&stack, id).await;
     assert!(revoked);
     assert_eq!(end_after, end);
-    approvals::extension::expire_stale(&stack.app).await.unwrap();
+    approvals::extension::expire_stale(&stack.app)
+        .await
+        .unwrap();
     let (_, ext) = api(
         &stack,
         Method::GET,
@@ -488,7 +488,9 @@ async fn the_policy_is_shown_and_the_grant_gets_the_requests_snapshot() {
         .unwrap();
     assert_eq!(approved.status.as_str(), "active");
     let control = stack.control().await;
-    let g = grants::get(&control, approved.grant_id.unwrap()).await.unwrap();
+    let g = grants::get(&control, approved.grant_id.unwrap())
+        .await
+        .unwrap();
     assert_eq!(g.policy, level.policy);
     stack.stop().await;
 }
@@ -501,7 +503,8 @@ async fn loopback() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
         axum::routing::get(move |uri: axum::http::Uri| {
             let tx = tx.clone();
             async move {
-                tx.send(uri.query().unwrap_or_default().to_string()).unwrap();
+                tx.send(uri.query().unwrap_or_default().to_string())
+                    .unwrap();
                 "signed in"
             }
         }),
