@@ -613,3 +613,65 @@ async fn the_cli_hand_off_gives_the_apps_token_once_to_the_verifier_on_loopback(
     assert_eq!(stack.count("cli_handoffs").await, 0);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_asked_and_approved_on_the_pages() {
+    let stack = Stack::start().await;
+    let alice = stack.browser();
+    alice.sign_in("alice@example.com").await;
+    let dana = stack.browser();
+    dana.sign_in("dana@example.com").await;
+    let id = alice.request("read-only", 60).await;
+    let answer = dana.decide(id, "approve", "ok").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let (grant_id, end, _) = grant(&stack, id).await;
+
+    let page = alice.get(&format!("/requests/{id}")).await;
+    assert!(page.body.contains("Extend this access"), "{}", page.body);
+    let answer = alice
+        .post(
+            &format!("/requests/{id}/extend"),
+            &[
+                ("csrf", &page.csrf()),
+                ("justification", "the review takes longer"),
+                ("hours", "3"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("Extension"), "{}", answer.body);
+    assert!(!answer.body.contains("Extend this access"), "one at a time");
+
+    let page = dana.get(&format!("/requests/{id}")).await;
+    assert!(page.body.contains("Approve extension"), "{}", page.body);
+    let ext: i64 = stack
+        .control()
+        .await
+        .query_one("SELECT id FROM extensions WHERE request_id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    let answer = dana
+        .post(
+            &format!("/extensions/{ext}/decide"),
+            &[
+                ("csrf", &page.csrf()),
+                ("decision", "approve"),
+                ("comment", ""),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains(&format!("Extension {ext} is approved")),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        grant(&stack, id).await,
+        (grant_id, end + chrono::Duration::hours(3), false)
+    );
+    stack.stop().await;
+}
