@@ -308,6 +308,9 @@ pub async fn decide(
         .await?
         .ok_or_else(|| Error::not_found_request(ext.request_id))?;
     let live = live_grant(&tx, &req).await?;
+    if approve && live.is_none() {
+        return Err(ended(ext.request_id));
+    }
     let approvers: Vec<&str> = earlier
         .iter()
         .filter(|(_, d)| d == Decision::Approve.as_str())
@@ -315,10 +318,7 @@ pub async fn decide(
         .chain([actor.email()])
         .collect();
     let final_approval = approve && approvers.len() as i32 >= ext.approvals_needed;
-    if final_approval {
-        let Some((grant_id, _)) = live else {
-            return Err(ended(ext.request_id));
-        };
+    if let (true, Some((grant_id, _))) = (final_approval, live) {
         let now = Utc::now();
         if ext.extend_to > cap(app, &req, now)? {
             return Err(Error::Conflict(format!(

@@ -54,6 +54,18 @@ DROP TRIGGER IF EXISTS extension_decisions_not_own ON extension_decisions;
 CREATE TRIGGER extension_decisions_not_own BEFORE INSERT OR UPDATE ON extension_decisions
     FOR EACH ROW EXECUTE FUNCTION extension_decisions_not_own();
 
+-- The time of a decision is the database's, whatever the insert says (as for `decisions`,
+-- 0005); the sealed event of each decision is the record an auditor checks.
+CREATE OR REPLACE FUNCTION extension_decisions_time() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.decided_at := clock_timestamp();
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS extension_decisions_time ON extension_decisions;
+CREATE TRIGGER extension_decisions_time BEFORE INSERT ON extension_decisions
+    FOR EACH ROW EXECUTE FUNCTION extension_decisions_time();
+
 -- Decisions are history: nobody changes or removes one.
 DROP TRIGGER IF EXISTS extension_decisions_append_only ON extension_decisions;
 CREATE TRIGGER extension_decisions_append_only BEFORE UPDATE OR DELETE ON extension_decisions
