@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::body;
 use crate::error::Error;
 use crate::export::{jsonl, After};
+use crate::extension::{self, NewExtension};
 use crate::model;
 use crate::status::{Decision, Status};
 use crate::workflow::{self, Actor, NewRequest};
@@ -32,6 +33,10 @@ pub fn router() -> Router<App> {
         .route("/api/v1/requests/{id}/give-up", post(give_up))
         .route("/api/v1/requests/{id}/decide", post(decide))
         .route("/api/v1/requests/{id}/revoke", post(revoke))
+        .route("/api/v1/requests/{id}/extend", post(extend))
+        .route("/api/v1/extensions/{id}", get(show_extension))
+        .route("/api/v1/extensions/{id}/decide", post(decide_extension))
+        .route("/api/v1/cli/token", post(crate::cli_handoff::redeem))
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/grants", get(active))
         .route("/api/v1/events", get(events))
@@ -105,6 +110,7 @@ async fn detail(app: &App, actor: &Actor, id: i64) -> Result<Value, Error> {
     Ok(json!({
         "request": req,
         "decisions": model::decisions(&*control, id).await?,
+        "extensions": extension::of_request(&*control, id).await?,
         "events": model::events_of(&*control, id).await?,
     }))
 }
@@ -161,6 +167,41 @@ async fn revoke(
     Ok(Json(workflow::revoke(&app, &actor, id, &r.reason).await?).into_response())
 }
 
+async fn extend(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    json: Result<Json<NewExtension>, JsonRejection>,
+) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    let new = body::json(json)?;
+    let ext = extension::create(&app, &actor, id, new).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(ext)).into_response())
+}
+
+async fn show_extension(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    Ok(Json(extension::get(&app, &actor, id).await?).into_response())
+}
+
+async fn decide_extension(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    json: Result<Json<Decide>, JsonRejection>,
+) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    let d = body::json(json)?;
+    let Ok(decision) = d.decision.parse::<Decision>() else {
+        return Err(Error::BadInput("decision must be \"approve\" or \"deny\"".into()).into());
+    };
+    Ok(Json(extension::decide(&app, &actor, id, decision, &d.comment).await?).into_response())
+}
+
 async fn approver(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {
     let actor = actor(app, headers).await?;
     if !actor.approver {
@@ -175,7 +216,8 @@ async fn queue(State(app): State<App>, headers: HeaderMap) -> ApiResult {
     approver(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
     let requests = model::requests_with_status(&*control, &[Status::Pending]).await?;
-    Ok(Json(json!({"requests": requests})).into_response())
+    let extensions = extension::pending(&*control).await?;
+    Ok(Json(json!({"requests": requests, "extensions": extensions})).into_response())
 }
 
 async fn active(State(app): State<App>, headers: HeaderMap) -> ApiResult {

@@ -3,7 +3,7 @@
 //!
 //! Reading order: [`settings`] → [`status`] (a request's states and the moves between them)
 //! → [`workflow`] (the rules) → [`provision`] (making and ending access on the server) →
-//! [`scheduler`] (start, expiry, retries) → [`web`] (pages) and [`api`] (JSON), which share
+//! [`extension`] (a later end for active access) → [`scheduler`] (start, expiry, retries) → [`web`] (pages) and [`api`] (JSON), which share
 //! [`body`] (reading bodies) and [`export`] (the history as JSON lines) → [`oidc`] and
 //! [`session`] (sign-in) → [`model`] (tables, events) → [`webhook`], [`metrics`], [`db`],
 //! [`error`]; [`history`] verifies the event chain.
@@ -13,9 +13,11 @@
 
 pub mod api;
 pub mod body;
+pub mod cli_handoff;
 pub mod db;
 pub mod error;
 pub mod export;
+pub mod extension;
 pub mod history;
 mod login_check;
 pub mod metrics;

@@ -32,13 +32,17 @@ pub struct Request {
     pub end_reason: Option<String>,
     pub ended_by: Option<String>,
     pub ended_at: Option<DateTime<Utc>>,
-    /// When the grant ends (from the grant row, once there is one).
+    /// When the grant ends (from the grant row, once there is one; an approved extension
+    /// moves it).
     pub expires_at: Option<DateTime<Utc>>,
+    /// The session controls asked for: the level's when the request was made, copied into
+    /// the grant. `None` for requests made before they were recorded (the level's apply).
+    pub policy: Option<grants::SessionPolicy>,
 }
 
 const REQUEST_COLUMNS: &str = "r.id, r.email, r.subject, r.name, r.database, r.level, r.role, \
     r.approvals_needed, r.justification, r.duration_secs, r.starts_at, r.status, r.created_at, \
-    r.decided_at, r.grant_id, r.end_reason, r.ended_by, r.ended_at, g.expires_at";
+    r.decided_at, r.grant_id, r.end_reason, r.ended_by, r.ended_at, g.expires_at, r.policy";
 
 const REQUEST_FROM: &str = "access_requests r LEFT JOIN grants g ON g.id = r.grant_id";
 
@@ -64,6 +68,10 @@ impl Request {
             ended_by: r.get("ended_by"),
             ended_at: r.get("ended_at"),
             expires_at: r.get("expires_at"),
+            // A snapshot this version cannot read is treated as absent (the level's apply).
+            policy: r
+                .get::<_, Option<serde_json::Value>>("policy")
+                .and_then(|v| serde_json::from_value(v).ok()),
         }
     }
 
@@ -198,6 +206,8 @@ const NOTIFIED: &[&str] = &[
     "decision.approve",
     "access.active",
     "access.ending",
+    "extension.requested",
+    "access.extended",
 ];
 
 /// Appends an event (and, for the kinds people are told about, a webhook message in the

@@ -282,7 +282,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                         role: req.role.clone(),
                         expires_at: expires,
                         created_by: "approvals".into(),
-                        policy: level_policy(app, &req)?,
+                        policy: request_policy(app, &req)?,
                     },
                     Some(&grants::Approval {
                         request_id: id,
@@ -447,9 +447,14 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-/// The session controls of the request's level as configured now. A level taken out of
-/// the catalogue gives no grant: its controls are unknown, so access is not made.
-fn level_policy(app: &App, req: &Request) -> Result<grants::SessionPolicy> {
+/// The session controls the grant carries: the request's snapshot, taken when it was made
+/// (what the approvers saw). A request made before snapshots were recorded gets its level's
+/// controls as configured now; a level taken out of the catalogue then gives no grant: its
+/// controls are unknown, so access is not made.
+fn request_policy(app: &App, req: &Request) -> Result<grants::SessionPolicy> {
+    if let Some(policy) = &req.policy {
+        return Ok(policy.clone());
+    }
     app.settings
         .level(&req.database, &req.level)
         .map(|l| l.policy.clone())

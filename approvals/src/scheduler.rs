@@ -82,6 +82,10 @@ pub async fn tick(app: &App) -> Result<()> {
             tracing::warn!(request = id, error = %e, "ending access failed");
         }
     }
+    // After the endings: an extension of access that has ended can no longer be approved.
+    if let Err(e) = crate::extension::expire_stale(app).await {
+        tracing::warn!(error = %e, "closing stale extensions failed; next pass retries");
+    }
     // One failing part (a webhook down, its secret missing) does not hold up the others.
     if let Err(e) = crate::webhook::deliver_due(app).await {
         tracing::warn!(error = %e, "webhook delivery stopped; next pass retries");

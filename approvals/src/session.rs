@@ -32,6 +32,8 @@ pub struct Data {
     /// To ask the provider about the person's groups again at each decision.
     pub access_token: Option<String>,
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the person signed in (the CLI hand-off takes only a fresh sign-in).
+    pub signed_in_at: Option<DateTime<Utc>>,
     /// A one-time message for the next page ("Request 4 withdrawn.").
     pub flash: Option<String>,
 }

@@ -38,6 +38,8 @@ pub fn router(app: App) -> Router {
         .route("/requests/{id}/give-up", post(give_up))
         .route("/requests/{id}/decide", post(decide))
         .route("/requests/{id}/revoke", post(revoke))
+        .route("/requests/{id}/extend", post(extend))
+        .route("/extensions/{id}/decide", post(decide_extension))
         .route("/queue", get(queue))
         .route("/grants", get(active_grants))
         .route("/history", get(history))
@@ -45,6 +47,8 @@ pub fn router(app: App) -> Router {
         .route("/auth/login", get(login))
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))
+        .route("/auth/cli", get(crate::cli_handoff::start))
+        .route("/auth/cli/finish", get(crate::cli_handoff::finish))
         .route("/static/app.css", get(css))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -286,6 +290,31 @@ impl NewPage {
     }
 }
 
+/// A policy's controls in words, one per line; empty when none is on.
+pub fn policy_lines(p: &grants::SessionPolicy) -> Vec<String> {
+    let secs = |n: u32| model::duration_text(i64::from(n));
+    let mut lines = Vec::new();
+    if let Some(n) = p.idle_timeout_secs {
+        lines.push(format!("Idle sessions close after {}", secs(n)));
+    }
+    if let Some(n) = p.idle_in_transaction_timeout_secs {
+        lines.push(format!("Idle in a transaction: closed after {}", secs(n)));
+    }
+    if let Some(n) = p.max_session_secs {
+        lines.push(format!("Each session lasts at most {}", secs(n)));
+    }
+    if p.read_only {
+        lines.push("Read-only at the gateway (no writes, whatever the role allows)".into());
+    }
+    if !p.require_amr.is_empty() {
+        lines.push(format!("Sign-in must use: {}", p.require_amr.join(", ")));
+    }
+    if let Some(n) = p.max_auth_age_secs {
+        lines.push(format!("Sign-in at most {} old at login", secs(n)));
+    }
+    lines
+}
+
 async fn new_form(State(app): State<App>, jar: CookieJar) -> PageResult {
     let (session, _) = signed_in(&app, &jar).await?;
     Ok(NewPage {
@@ -381,6 +410,12 @@ struct RequestPage {
     can_revoke: bool,
     can_withdraw: bool,
     can_give_up: bool,
+    /// The session controls the grant carries (the request's snapshot, else the level's).
+    policy: Vec<String>,
+    extensions: Vec<crate::extension::Extension>,
+    can_extend: bool,
+    /// Pending extensions this approver may decide on.
+    can_decide_extension: bool,
 }
 
 async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> PageResult {
@@ -389,7 +424,18 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
     let control = app.control.get().await.map_err(Error::from)?;
     let decisions = model::decisions(&*control, id).await?;
     let events = model::events_of(&*control, id).await?;
+    let extensions = crate::extension::of_request(&*control, id).await?;
     let mine = req.email == actor.email();
+    let policy = req
+        .policy
+        .clone()
+        .or_else(|| {
+            app.settings
+                .level(&req.database, &req.level)
+                .map(|l| l.policy.clone())
+        })
+        .map(|p| policy_lines(&p))
+        .unwrap_or_default();
     let decided_by_me = decisions.iter().any(|d| d.approver == actor.email());
     let mut page = Chrome::new(
         &format!("Request {id}"),
@@ -403,6 +449,10 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
         can_revoke: actor.approver && req.status.allows(Action::End),
         can_withdraw: mine && req.status.allows(Action::Withdraw),
         can_give_up: mine && req.status == Status::Active,
+        can_extend: mine && req.status == Status::Active && !extensions.iter().any(|e| e.pending()),
+        can_decide_extension: actor.approver && !mine,
+        policy,
+        extensions,
         req,
         decisions,
         events,
@@ -479,6 +529,72 @@ async fn decide(
     };
     flash(&app, &mut session, said).await?;
     Ok(see_other(&format!("/requests/{id}")))
+}
+
+#[derive(Deserialize)]
+struct ExtendForm {
+    csrf: String,
+    justification: String,
+    hours: String,
+}
+
+async fn extend(
+    State(app): State<App>,
+    jar: CookieJar,
+    Path(id): Path<i64>,
+    f: std::result::Result<Form<ExtendForm>, FormRejection>,
+) -> PageResult {
+    let f = form(f)?;
+    let (mut session, actor) = posted(&app, &jar, &f.csrf).await?;
+    let hours: i64 = f.hours.trim().parse().map_err(|_| {
+        Error::BadInput(format!(
+            "The extra time `{}` is not a whole number of hours.",
+            f.hours
+        ))
+    })?;
+    let ext = crate::extension::create(
+        &app,
+        &actor,
+        id,
+        crate::extension::NewExtension {
+            justification: f.justification,
+            extend_to: None,
+            extra_secs: Some(hours.saturating_mul(3600)),
+        },
+    )
+    .await?;
+    flash(
+        &app,
+        &mut session,
+        format!(
+            "Extension {} sent; the data-security team decides on it.",
+            ext.id
+        ),
+    )
+    .await?;
+    Ok(see_other(&format!("/requests/{id}")))
+}
+
+async fn decide_extension(
+    State(app): State<App>,
+    jar: CookieJar,
+    Path(id): Path<i64>,
+    f: std::result::Result<Form<DecideForm>, FormRejection>,
+) -> PageResult {
+    let f = form(f)?;
+    let (mut session, _) = posted(&app, &jar, &f.csrf).await?;
+    let Ok(decision) = f.decision.parse::<Decision>() else {
+        return Err(Error::BadInput("Choose approve or deny.".into()).into());
+    };
+    let actor = fresh_actor(&app, &mut session).await?;
+    let ext = crate::extension::decide(&app, &actor, id, decision, &f.comment).await?;
+    flash(
+        &app,
+        &mut session,
+        format!("Extension {id} is {}.", ext.state),
+    )
+    .await?;
+    Ok(see_other(&format!("/requests/{}", ext.request_id)))
 }
 
 #[derive(Deserialize)]
@@ -702,6 +818,7 @@ async fn callback(
             user: Some(signed.user),
             access_token: Some(signed.access_token),
             access_expires_at: Some(signed.access_expires_at),
+            signed_in_at: Some(Utc::now()),
             ..Data::default()
         })
         .await?;

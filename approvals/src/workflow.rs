@@ -35,7 +35,7 @@ impl Actor {
         &self.user.email
     }
 
-    fn require_approver(&self, what: &str) -> Result<()> {
+    pub(crate) fn require_approver(&self, what: &str) -> Result<()> {
         if self.approver {
             Ok(())
         } else {
@@ -58,7 +58,7 @@ pub struct NewRequest {
     pub starts_at: Option<DateTime<Utc>>,
 }
 
-fn check_text(what: &str, text: &str, required: bool) -> Result<String> {
+pub(crate) fn check_text(what: &str, text: &str, required: bool) -> Result<String> {
     let text = text.trim();
     if required && text.is_empty() {
         return Err(Error::BadInput(format!("A {what} is required.")));
@@ -105,13 +105,15 @@ pub async fn create(app: &App, actor: &Actor, new: NewRequest) -> Result<Request
             )));
         }
     }
+    // What the approvers see and the grant gets, whatever the catalogue says later.
+    let policy = serde_json::to_value(&level.policy).map_err(|e| Error::Internal(e.into()))?;
     let mut control = app.control.get().await?;
     let tx = control.transaction().await?;
     let id: i64 = tx
         .query_one(
             "INSERT INTO access_requests (email, subject, name, database, level, role, \
-             approvals_needed, justification, duration_secs, starts_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+             approvals_needed, justification, duration_secs, starts_at, policy) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             &[
                 &actor.user.email,
                 &actor.user.subject,
@@ -123,6 +125,7 @@ pub async fn create(app: &App, actor: &Actor, new: NewRequest) -> Result<Request
                 &justification,
                 &new.duration_secs,
                 &new.starts_at,
+                &policy,
             ],
         )
         .await?
@@ -135,7 +138,8 @@ pub async fn create(app: &App, actor: &Actor, new: NewRequest) -> Result<Request
         "request.created",
         json!({"database": level.database, "level": level.level, "role": level.role,
                "approvals_needed": level.approvals, "duration_secs": new.duration_secs,
-               "starts_at": new.starts_at, "justification": justification}),
+               "starts_at": new.starts_at, "justification": justification,
+               "policy": policy}),
     )
     .await?;
     tx.commit().await?;
@@ -232,7 +236,7 @@ async fn end(app: &App, id: i64, reason: &str, by: &str) -> Result<()> {
     Ok(())
 }
 
-fn own(req: Option<Request>, id: i64, actor: &Actor) -> Result<Request> {
+pub(crate) fn own(req: Option<Request>, id: i64, actor: &Actor) -> Result<Request> {
     match req {
         Some(r) if r.email == actor.email() => Ok(r),
         Some(_) if actor.approver => Err(Error::Forbidden(format!(

@@ -132,7 +132,7 @@ pub async fn login(settings: &Settings, open_browser: bool) -> anyhow::Result<Ca
 
 /// Opens the sign-in page in the user's browser, if there is one. `$BROWSER` may carry
 /// arguments (`BROWSER="firefox --new-window"`).
-fn open(url: &str) {
+pub(crate) fn open(url: &str) {
     let opener = std::env::var("BROWSER").unwrap_or_else(|_| "xdg-open".into());
     let mut words = opener.split_whitespace();
     let Some(program) = words.next() else {
@@ -151,7 +151,7 @@ fn open(url: &str) {
 
 /// Waits for the browser's redirect and returns the authorization code. Requests that do
 /// not carry our `state` are answered and ignored.
-async fn callback(listener: &TcpListener, state: &str) -> anyhow::Result<String> {
+pub(crate) async fn callback(listener: &TcpListener, state: &str) -> anyhow::Result<String> {
     loop {
         let (mut conn, _) = listener.accept().await?;
         let mut buf = vec![0u8; 8192];

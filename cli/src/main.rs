@@ -1,10 +1,14 @@
 //! `dbgw`: how people reach the database. `dbgw login` signs in with the company's identity
 //! provider (authorization code + PKCE, in the browser, answered on a loopback port) and
 //! caches the ID token; `dbgw psql` runs psql through the audit proxy with it; `dbgw env`
-//! prints the same settings for any other PostgreSQL client.
+//! prints the same settings for any other PostgreSQL client. `dbgw request` and `dbgw
+//! extend` ask the approvals app for access and for more time; `dbgw status` says what is
+//! pending and when each access ends.
 
+mod approvals;
 mod cache;
 mod login;
+mod requests;
 mod settings;
 
 use std::path::PathBuf;
@@ -50,8 +54,38 @@ enum Command {
     Env { database: Option<String> },
     /// Print the cached ID token.
     Token,
-    /// Who you are signed in as, and until when.
+    /// Who you are signed in as, and until when; your pending requests and extensions, and
+    /// when each of your accesses ends (from the approvals app).
     Status,
+    /// Ask the approvals app for access: `dbgw request read-only --for 2h --why "INC-42"`.
+    Request {
+        /// The access level (see the approvals app's catalogue), e.g. `read-only`.
+        level: String,
+        /// Database (default: the `database` setting).
+        #[arg(long)]
+        database: Option<String>,
+        /// How long: 90m, 2h, 1d.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why you need it (the approvers read this).
+        #[arg(long)]
+        why: String,
+    },
+    /// Ask for more time on active access, keeping open sessions:
+    /// `dbgw extend --by 2h --why "migration overruns"`.
+    Extend {
+        /// The request whose access to extend (default: your only active one).
+        request: Option<i64>,
+        /// Extra time after the current end: 30m, 2h, 1d.
+        #[arg(long, conflicts_with = "until", required_unless_present = "until")]
+        by: Option<String>,
+        /// A new end (RFC 3339, e.g. 2026-12-06T18:00:00Z).
+        #[arg(long)]
+        until: Option<String>,
+        /// Why you need longer.
+        #[arg(long)]
+        why: String,
+    },
     /// Forget the cached token.
     Logout,
 }
@@ -103,23 +137,58 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Token => println!("{}", fresh_token(&settings, &cache).await?.id_token),
-        Command::Status => match cache.load(&settings.issuer)? {
-            Some(t) if t.valid_for_secs() > 0 => {
-                println!(
-                    "signed in as {} until {}",
-                    t.email,
-                    t.expires_at.to_rfc3339()
-                )
+        Command::Status => {
+            let signed_in = match cache.load(&settings.issuer)? {
+                Some(t) if t.valid_for_secs() > 0 => {
+                    println!(
+                        "signed in as {} until {}",
+                        t.email,
+                        t.expires_at.to_rfc3339()
+                    );
+                    true
+                }
+                Some(t) => {
+                    println!(
+                        "token of {} expired at {}: run `dbgw login`",
+                        t.email,
+                        t.expires_at.to_rfc3339()
+                    );
+                    false
+                }
+                None => {
+                    println!("not signed in: run `dbgw login`");
+                    false
+                }
+            };
+            // Requests and ends, when the person is signed in somewhere (else this would
+            // open a browser for a mere status).
+            let mut api = approvals::Approvals::new(&settings)?;
+            if signed_in || api.has_token() {
+                requests::status(&mut api).await?;
             }
-            Some(t) => println!(
-                "token of {} expired at {}: run `dbgw login`",
-                t.email,
-                t.expires_at.to_rfc3339()
-            ),
-            None => println!("not signed in: run `dbgw login`"),
-        },
+        }
+        Command::Request {
+            level,
+            database,
+            duration,
+            why,
+        } => {
+            let mut api = approvals::Approvals::new(&settings)?;
+            let database = database.unwrap_or_else(|| settings.database.clone());
+            requests::request(&mut api, &database, &level, &duration, &why).await?;
+        }
+        Command::Extend {
+            request,
+            by,
+            until,
+            why,
+        } => {
+            let mut api = approvals::Approvals::new(&settings)?;
+            requests::extend(&mut api, request, by.as_deref(), until.as_deref(), &why).await?;
+        }
         Command::Logout => {
             cache.clear()?;
+            approvals::Approvals::new(&settings)?.clear()?;
             eprintln!("signed out");
         }
     }

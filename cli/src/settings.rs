@@ -1,4 +1,4 @@
-//! `dbgw`'s settings: where the identity provider and the proxy are.
+//! `dbgw`'s settings: where the identity provider, the proxy and the approvals app are.
 
 use std::path::PathBuf;
 
@@ -24,6 +24,9 @@ pub struct Settings {
     /// How long to wait for the sign-in to finish.
     pub login_timeout_secs: u64,
     pub psql: String,
+    /// The approvals app (`dbgw request`, `extend`, `status`): its address as people's
+    /// browsers reach it.
+    pub approvals_url: String,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             open_browser: true,
             login_timeout_secs: 300,
             psql: "psql".into(),
+            approvals_url: "http://127.0.0.1:8080".into(),
         }
     }
 }

@@ -61,6 +61,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0007_grant_session_policy",
         include_str!("../control/0007_grant_session_policy.sql"),
     ),
+    (
+        "0008_request_policy_and_extensions",
+        include_str!("../control/0008_request_policy_and_extensions.sql"),
+    ),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by

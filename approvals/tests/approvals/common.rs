@@ -50,6 +50,8 @@ pub struct Options {
     pub sessions: (u64, u64),
     /// Lifetime of the provider's ID and access tokens, seconds.
     pub token_ttl: u64,
+    /// The catalogue; empty: the default one.
+    pub catalogue: Vec<approvals::settings::Level>,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             webhook: String::new(),
             sessions: (1800, 8 * 3600),
             token_ttl: 600,
+            catalogue: Vec::new(),
         }
     }
 }
@@ -112,6 +115,9 @@ impl Stack {
         settings.oidc.issuer = idp.issuer().to_string();
         settings.secrets.dir = dir.path().join("secrets");
         settings.scheduler.interval_ms = opts.scheduler_ms;
+        if !opts.catalogue.is_empty() {
+            settings.catalogue = opts.catalogue.clone();
+        }
         if !opts.webhook.is_empty() {
             store
                 .put(

@@ -12,6 +12,7 @@ mod common;
 mod crash;
 mod docs;
 mod expiry;
+mod extend;
 mod history;
 mod process;
 mod security;
