@@ -41,6 +41,7 @@ impl Ledger {
             fe::FLUSH | fe::TERMINATE => return Ok(Action::Forward),
             fe::SYNC => {
                 self.open = None;
+                self.ended_unsynced = false;
                 self.push(Sent::Sync);
                 return Ok(Action::Forward);
             }
@@ -142,8 +143,15 @@ impl Ledger {
         self.open = None;
         let seen = sql::inspect(text, self.caller);
         let text: Arc<str> = Arc::from(seen.text.as_ref());
-        if let Some(refusal) = seen.refuse {
+        if let Some(refusal) = seen.refuse.or_else(|| self.read_only_refusal(&seen)) {
             return self.refuse(text, seen.redacted, refusal);
+        }
+        if self.ended_unsynced {
+            return self.refuse(
+                text,
+                seen.redacted,
+                sql::Refusal::ReadOnlyAfterTransactionEnd,
+            );
         }
         let rec = Rec::Batch(self.intents.len());
         let count = seen.statements.len();
@@ -161,6 +169,14 @@ impl Ledger {
             touches: seen.touches,
         });
         Ok(Action::Forward)
+    }
+
+    /// In a read-only session, why `seen` may not run.
+    fn read_only_refusal(&self, seen: &sql::Inspection<'_>) -> Option<sql::Refusal> {
+        if !self.read_only {
+            return None;
+        }
+        sql::read_only::refusal(&seen.text, &seen.statements)
     }
 
     /// Records a refused text. With nothing else in flight and no transaction open, the
@@ -191,7 +207,7 @@ impl Ledger {
         self.open = None;
         let seen = sql::inspect(text, self.caller);
         let recorded: Arc<str> = Arc::from(seen.text.as_ref());
-        if let Some(refusal) = seen.refuse {
+        if let Some(refusal) = seen.refuse.or_else(|| self.read_only_refusal(&seen)) {
             return self.refuse(recorded, seen.redacted, refusal);
         }
         let prepared = Arc::new(Prepared {
@@ -289,6 +305,17 @@ impl Ledger {
         let Some(expected) = self.expected_portal(portal) else {
             return Ok(Action::Wait);
         };
+        if self.read_only {
+            let text = match &expected {
+                Expected::Bound(p) => p.prepared.text.clone(),
+                _ => None,
+            };
+            if self.ended_unsynced {
+                let text = text.unwrap_or_else(|| Arc::from(""));
+                return self.refuse(text, false, sql::Refusal::ReadOnlyAfterTransactionEnd);
+            }
+            self.ended_unsynced = text.is_some_and(|t| sql::read_only::ends_transaction(&t));
+        }
         let name = self::name(portal);
         let (rec, copy, fetch, touches) = match expected {
             // A fetch of an execution in flight or suspended: the same record.
@@ -490,7 +517,7 @@ impl Ledger {
         if s.may_copy() {
             self.in_flight_copies += 1;
         }
-        if matches!(s, Sent::Query { .. }) {
+        if self.holds_back(&s) {
             self.in_flight_queries += 1;
         }
         self.batch.push(s);
@@ -573,7 +600,7 @@ impl Ledger {
         if s.may_copy() {
             self.in_flight_copies -= 1;
         }
-        if matches!(s, Sent::Query { .. }) {
+        if self.holds_back(s) {
             self.in_flight_queries -= 1;
         }
     }
