@@ -21,5 +21,6 @@ mod hostile;
 mod ledger;
 mod lexer;
 mod pipeline;
+mod read_only;
 mod rotation;
 mod sso;
