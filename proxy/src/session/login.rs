@@ -100,6 +100,8 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
     let mut buf = BytesMut::new();
     // The secret behind the login, for a re-read when the database refuses it.
+    // How and when a person signed in, for the `auth` record.
+    let mut sign_in: (Vec<String>, Option<i64>) = (Vec::new(), None);
     let (creds, version, secret_id, identity) = if user.contains('@') {
         let person =
             auth::person::authenticate(ctx.people.as_ref(), client, &mut buf, user, database, tls)
@@ -111,6 +113,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 Refused::new(sqlstate::READ_ONLY_SQL_TRANSACTION, why.clone(), why)
             })?;
         }
+        sign_in = (person.amr, person.auth_time);
         (
             person.creds,
             person.version,
@@ -148,7 +151,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
     // The login is audited before anything reaches the database under it.
     audit_login(
-        ctx, info, &identity, user, database, &creds, &version, startup,
+        ctx, info, &identity, user, database, &creds, &version, startup, &sign_in,
     )
     .await?;
     let read_only_session = read_only(&identity);
@@ -198,10 +201,15 @@ async fn audit_login(
     creds: &secret_store::DbCredentials,
     version: &str,
     startup: &Startup,
+    sign_in: &(Vec<String>, Option<i64>),
 ) -> Result<(), Refused> {
     let application = startup.get("application_name").unwrap_or("");
     info.logged_in(identity, database, &creds.username, version, application);
-    let auth_record = record::auth(info, method_for(user), user, database, Ok(()));
+    let auth_record = record::with_sign_in(
+        record::auth(info, method_for(user), user, database, Ok(())),
+        &sign_in.0,
+        sign_in.1,
+    );
     ctx.audit.accept(&[auth_record]).await.map_err(|e| {
         Refused::new(
             sqlstate::IO_ERROR,
