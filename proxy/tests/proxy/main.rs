@@ -24,3 +24,4 @@ mod pipeline;
 mod read_only;
 mod rotation;
 mod sso;
+mod step_up;
