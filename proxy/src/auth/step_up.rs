@@ -90,7 +90,12 @@ mod tests {
         assert!(err.to_string().contains("dbgw login --mfa"), "{err}");
         assert!(err.to_string().contains("used pwd"), "{err}");
         assert_eq!(
-            check(&policy(&["mfa"], Some(600)), &v(&["mfa"]), Some(now - 601), now),
+            check(
+                &policy(&["mfa"], Some(600)),
+                &v(&["mfa"]),
+                Some(now - 601),
+                now
+            ),
             Err(StepUp::TooOld { age: 601, max: 600 })
         );
         assert_eq!(

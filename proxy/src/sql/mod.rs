@@ -55,9 +55,9 @@ impl Refusal {
             Refusal::AmbiguousSecret => sqlstate::FEATURE_NOT_SUPPORTED,
             Refusal::ChangesLexing => sqlstate::FEATURE_NOT_SUPPORTED,
             Refusal::PasswordChange | Refusal::RoleChange => sqlstate::INSUFFICIENT_PRIVILEGE,
-            Refusal::ReadOnly
-            | Refusal::ReadOnlyCode
-            | Refusal::ReadOnlyAfterTransactionEnd => sqlstate::READ_ONLY_SQL_TRANSACTION,
+            Refusal::ReadOnly | Refusal::ReadOnlyCode | Refusal::ReadOnlyAfterTransactionEnd => {
+                sqlstate::READ_ONLY_SQL_TRANSACTION
+            }
         }
     }
 

@@ -218,10 +218,7 @@ mod tests {
         ] {
             assert_eq!(check(text), Some(Refusal::ReadOnly), "{text}");
         }
-        for text in [
-            "DO $$ BEGIN DELETE FROM notes; END $$",
-            "CALL p()",
-        ] {
+        for text in ["DO $$ BEGIN DELETE FROM notes; END $$", "CALL p()"] {
             assert_eq!(check(text), Some(Refusal::ReadOnlyCode), "{text}");
         }
         for text in [
@@ -270,7 +267,10 @@ mod tests {
         pin_startup(&mut extra).unwrap();
         assert_eq!(
             extra,
-            [p("options", "-c role=r -c default_transaction_read_only=on")]
+            [p(
+                "options",
+                "-c role=r -c default_transaction_read_only=on"
+            )]
         );
         for asked in [
             p("default_transaction_read_only", "off"),

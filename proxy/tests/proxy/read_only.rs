@@ -170,10 +170,17 @@ async fn a_read_only_grant_lets_no_write_reach_the_server() {
         assert_eq!(code(&err), "25006", "{text}");
     }
     let err = alice
-        .execute("SELECT set_config($1, 'off', false)", &[&"transaction_read_only"])
+        .execute(
+            "SELECT set_config($1, 'off', false)",
+            &[&"transaction_read_only"],
+        )
         .await
         .unwrap_err();
-    assert_eq!(code(&err), "25001", "the server refuses it after the snapshot");
+    assert_eq!(
+        code(&err),
+        "25001",
+        "the server refuses it after the snapshot"
+    );
 
     // Still read-only, still working.
     let show = alice
@@ -221,7 +228,8 @@ async fn a_read_only_grant_lets_no_write_reach_the_server() {
             continue;
         }
         let next = log[i + 1..].iter().find(|n| n["pid"] == l["pid"]);
-        let refused = next.is_some_and(|n| n["error_severity"] == "ERROR" && n["state_code"] == "25006");
+        let refused =
+            next.is_some_and(|n| n["error_severity"] == "ERROR" && n["state_code"] == "25006");
         if !refused {
             writes.push((l.clone(), next.cloned()));
         }
@@ -237,7 +245,11 @@ async fn a_read_only_grant_lets_no_write_reach_the_server() {
         .collect();
     assert_eq!(refused.len(), refused_by_proxy, "{refused:#?}");
     for r in &refused {
-        let o = if r["outcome"].is_object() { &r["outcome"] } else { r };
+        let o = if r["outcome"].is_object() {
+            &r["outcome"]
+        } else {
+            r
+        };
         assert_eq!(o["sqlstate"], "25006", "{r}");
     }
     crate::common::assert_chain_verifies(&stack.audit_dir());
@@ -336,19 +348,17 @@ async fn psql_and_catalog_queries_work_in_a_read_only_session() {
     let token = idp.token(ALICE).unwrap();
 
     let mut psql = stack.libpq_command("psql", &stack.app);
-    psql.env("PGUSER", ALICE)
-        .env("PGPASSWORD", &token)
-        .args([
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            "\\d+ ports",
-            "-c",
-            "\\dt",
-            "-c",
-            "SHOW default_transaction_read_only",
-        ]);
+    psql.env("PGUSER", ALICE).env("PGPASSWORD", &token).args([
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "\\d+ ports",
+        "-c",
+        "\\dt",
+        "-c",
+        "SHOW default_transaction_read_only",
+    ]);
     let out = psql.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

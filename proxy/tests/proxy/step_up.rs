@@ -74,9 +74,7 @@ async fn a_level_requiring_mfa_takes_only_a_recent_multi_factor_sign_in() {
 
     // A fresh multi-factor sign-in logs in.
     let before = chrono::Utc::now() - chrono::Duration::seconds(60);
-    let alice = login(&stack, &idp.mfa_token(ALICE).unwrap())
-        .await
-        .unwrap();
+    let alice = login(&stack, &idp.mfa_token(ALICE).unwrap()).await.unwrap();
     alice.simple_query("SELECT 1").await.unwrap();
     drop(alice);
     stack.sessions_ended().await;
