@@ -147,11 +147,7 @@ impl Ledger {
             return self.refuse(text, seen.redacted, refusal);
         }
         if self.ended_unsynced {
-            return self.refuse(
-                text,
-                seen.redacted,
-                sql::Refusal::ReadOnlyAfterTransactionEnd,
-            );
+            return self.refuse_in_segment(text, seen.redacted);
         }
         let rec = Rec::Batch(self.intents.len());
         let count = seen.statements.len();
@@ -177,6 +173,19 @@ impl Ledger {
             return None;
         }
         sql::read_only::refusal(&seen.text, &seen.statements)
+    }
+
+    /// A read-only session runs a statement after a transaction-ending one, before the
+    /// Sync: recorded as refused, and the session ends (the server is inside the segment,
+    /// so the proxy's own answer could not be put in order, even if nothing is in flight).
+    fn refuse_in_segment(&mut self, text: Arc<str>, redacted: bool) -> Result<Action, Violation> {
+        let refusal = sql::Refusal::ReadOnlyAfterTransactionEnd;
+        self.intents.push(Intent::Refused {
+            text,
+            redacted,
+            refusal,
+        });
+        Err(Violation::Refused(refusal))
     }
 
     /// Records a refused text. With nothing else in flight and no transaction open, the
@@ -312,7 +321,7 @@ impl Ledger {
             };
             if self.ended_unsynced {
                 let text = text.unwrap_or_else(|| Arc::from(""));
-                return self.refuse(text, false, sql::Refusal::ReadOnlyAfterTransactionEnd);
+                return self.refuse_in_segment(text, false);
             }
             self.ended_unsynced = text.is_some_and(|t| sql::read_only::ends_transaction(&t));
         }
