@@ -55,8 +55,7 @@ async fn a_level_requiring_mfa_takes_only_a_recent_multi_factor_sign_in() {
     // A password-only sign-in: refused, with what to do.
     let err = login(&stack, &idp.token(ALICE).unwrap())
         .await
-        .err()
-        .expect("a password-only token logs in");
+        .expect_err("a password-only token logs in");
     assert!(err.starts_with("28000 "), "{err}");
     assert!(err.contains("dbgw login --mfa"), "{err}");
     assert!(err.contains("mfa"), "{err}");
@@ -67,8 +66,7 @@ async fn a_level_requiring_mfa_takes_only_a_recent_multi_factor_sign_in() {
         .unwrap();
     let err = login(&stack, &old)
         .await
-        .err()
-        .expect("an old sign-in logs in");
+        .expect_err("an old sign-in logs in");
     assert!(err.contains("within the last 600 seconds"), "{err}");
     assert!(err.contains("dbgw login --mfa"), "{err}");
 
