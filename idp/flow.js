@@ -36,7 +36,8 @@ async function walk(url, init, redirectUri) {
 
 // Signs in at `authUrl` as `email`; returns the URL the IdP redirects to (on
 // `redirectUri`, carrying `code` or `error`).
-export async function signIn(authUrl, redirectUri, email, password) {
+// `extra`: more form fields (`otp`, the one-time code; `dev_auth_age`).
+export async function signIn(authUrl, redirectUri, email, password, extra = {}) {
   let step = await walk(authUrl, undefined, redirectUri);
   if (!step.callback) {
     if (step.res.status !== 200 || !/\/interaction\/[^/]+$/.test(new URL(step.url).pathname)) {
@@ -45,10 +46,13 @@ export async function signIn(authUrl, redirectUri, email, password) {
     step = await walk(`${step.url}/login`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ email, password }),
+      body: new URLSearchParams({ email, password, ...extra }),
     }, redirectUri);
     if (!step.callback) {
-      const why = step.res.status === 401 ? 'invalid email or password' : `HTTP ${step.res.status}`;
+      const alert = (await step.res.text()).match(/role="alert">([^<]*)</)?.[1];
+      const why = step.res.status === 401
+        ? (alert?.replace(/\.$/, '').toLowerCase() ?? 'invalid email or password')
+        : `HTTP ${step.res.status}`;
       fail(`login failed: ${why}`);
     }
   }

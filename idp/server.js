@@ -12,6 +12,8 @@ const STATE_DIR = path.resolve(process.env.IDP_STATE_DIR || '.dev/idp');
 const JWKS_FILE = path.join(STATE_DIR, 'jwks.json');
 const ID_TOKEN_TTL = Number(process.env.IDP_ID_TOKEN_TTL || 600);
 const APPROVALS_SECRET = process.env.IDP_APPROVALS_CLIENT_SECRET || 'dev-approvals-secret';
+// The second factor of every dev account: a fixed one-time code (development only).
+const DEV_OTP = process.env.IDP_DEV_OTP || '000000';
 
 // Users are read again at every use, so a test (or a developer) can change someone's
 // groups while the IdP runs: IDP_USERS_FILE points at a copy to edit.
@@ -200,8 +202,11 @@ function buildProvider(issuer, jwks) {
     responseTypes: ['code'],
     pkce: { required: () => true }, // oidc-provider 9 only implements S256
     scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    // How and when the person signed in (amr, acr, auth_time) goes in every ID token:
+    // dbgw's grants may ask for multi-factor or a recent sign-in.
+    acrValues: ['pwd', 'mfa'],
     claims: {
-      openid: ['sub'],
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
       profile: ['name'],
       groups: ['groups'],
@@ -239,7 +244,11 @@ function buildProvider(issuer, jwks) {
 
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-function loginPage(uid, clientId, email = '', error = '') {
+// The one-time code field is shown when the client asked for multi-factor
+// (acr_values=mfa, as `dbgw login --mfa` does); filled in, it is used either way.
+// `dev_auth_age` (seconds, tests only) backdates the sign-in, so a test can get a token
+// whose auth_time is old.
+function loginPage(uid, clientId, mfa, email = '', error = '') {
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>dbgw dev IdP</title></head>
 <body>
@@ -249,10 +258,24 @@ ${error ? `<p role="alert">${esc(error)}</p>` : ''}
 <form method="post" action="/interaction/${esc(uid)}/login">
   <label>Email <input type="email" name="email" value="${esc(email)}" autofocus required></label>
   <label>Password <input type="password" name="password" required></label>
+  ${mfa ? '<label>One-time code <input name="otp" inputmode="numeric" autocomplete="one-time-code" required></label>' : ''}
   <button type="submit">Sign in</button>
 </form>
 </body></html>
 `;
+}
+
+const wantsMfa = (params) => String(params.acr_values ?? '').split(' ').includes('mfa');
+
+// amr (RFC 8176) and acr of a sign-in: the password, plus the one-time code if given.
+function methods(otp) {
+  return otp ? { amr: ['pwd', 'otp', 'mfa'], acr: 'mfa' } : { amr: ['pwd'], acr: 'pwd' };
+}
+
+function otpOk(given) {
+  const a = createHash('sha256').update(String(given)).digest();
+  const b = createHash('sha256').update(DEV_OTP).digest();
+  return timingSafeEqual(a, b);
 }
 
 function send(res, status, type, body) {
@@ -292,7 +315,7 @@ async function interaction(provider, req, res, uid, action) {
   const { prompt, params } = details;
 
   if (req.method === 'GET' && !action) {
-    if (prompt.name === 'login') return send(res, 200, 'text/html; charset=utf-8', loginPage(uid, params.client_id));
+    if (prompt.name === 'login') return send(res, 200, 'text/html; charset=utf-8', loginPage(uid, params.client_id, wantsMfa(params)));
     if (prompt.name === 'consent') return autoConsent(provider, req, res, details);
     return send(res, 400, 'text/plain', `unsupported prompt ${prompt.name}\n`);
   }
@@ -300,11 +323,17 @@ async function interaction(provider, req, res, uid, action) {
   if (req.method === 'POST' && action === 'login' && prompt.name === 'login') {
     const form = await readForm(req);
     const user = findUserByEmail(form.get('email') ?? '');
-    if (!user || !passwordOk(form.get('password') ?? '')) {
-      return send(res, 401, 'text/html; charset=utf-8',
-        loginPage(uid, params.client_id, form.get('email') ?? '', 'Invalid email or password.'));
-    }
-    return provider.interactionFinished(req, res, { login: { accountId: user.sub } },
+    const mfa = wantsMfa(params);
+    const otp = form.get('otp') ?? '';
+    const refuse = (why) => send(res, 401, 'text/html; charset=utf-8',
+      loginPage(uid, params.client_id, mfa, form.get('email') ?? '', why));
+    if (!user || !passwordOk(form.get('password') ?? '')) return refuse('Invalid email or password.');
+    if ((mfa || otp) && !otpOk(otp)) return refuse('Invalid one-time code.');
+    const age = Number(form.get('dev_auth_age') ?? 0);
+    if (!Number.isInteger(age) || age < 0) return refuse('dev_auth_age must be a number of seconds.');
+    const ts = Math.floor(Date.now() / 1000) - age;
+    return provider.interactionFinished(req, res,
+      { login: { accountId: user.sub, ts, ...methods(otp) } },
       { mergeWithLastSubmission: false });
   }
 

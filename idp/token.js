@@ -5,6 +5,11 @@
 //   node idp/token.js --email alice@example.com [--issuer URL] [--password dev]
 //                     [--client dbgw-cli] [--client-secret S] [--redirect-path /callback]
 //                     [--scope "openid email profile groups"] [--access-token]
+//                     [--mfa [--otp 000000]] [--auth-age SECONDS]
+//
+// --mfa asks for multi-factor (acr_values=mfa) and answers the one-time code: the ID
+// token's amr is ["pwd","otp","mfa"] instead of ["pwd"]. --auth-age backdates the
+// sign-in (the token's auth_time) by that many seconds: for tests of max_auth_age_secs.
 //
 // --access-token prints the access token instead of the ID token: with
 // --client dbgw-approvals, that is the bearer token of the approvals API.
@@ -24,6 +29,9 @@ const OPTIONS = {
   'redirect-path': { type: 'string' },
   scope: { type: 'string', default: 'openid email profile groups' },
   'access-token': { type: 'boolean', default: false },
+  mfa: { type: 'boolean', default: false },
+  otp: { type: 'string', default: process.env.IDP_DEV_OTP || '000000' },
+  'auth-age': { type: 'string' },
 };
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
@@ -75,9 +83,14 @@ async function main() {
       state,
       nonce,
     });
+    if (opt.mfa) auth.searchParams.set('acr_values', 'mfa');
+
+    const extra = {};
+    if (opt.mfa) extra.otp = opt.otp;
+    if (opt['auth-age'] !== undefined) extra.dev_auth_age = opt['auth-age'];
 
     // 1-2. authorization request, login form, automatic consent -> redirect with ?code=
-    const step = { callback: await signIn(auth.href, redirectUri, opt.email, opt.password) };
+    const step = { callback: await signIn(auth.href, redirectUri, opt.email, opt.password, extra) };
 
     const q = step.callback.searchParams;
     if (q.get('error')) fail(`authorization error: ${q.get('error')}: ${q.get('error_description') ?? ''}`);

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{TimeZone, Utc};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreProviderMetadata,
+};
 use openidconnect::{
-    AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, RedirectUrl,
-    Scope, TokenResponse,
+    AuthenticationContextClass, AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -29,8 +31,13 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// Runs the whole sign-in and returns the verified token.
-pub async fn login(settings: &Settings, open_browser: bool) -> anyhow::Result<Cached> {
+/// The `amr` value (RFC 8176) of a multi-factor sign-in.
+const MFA: &str = "mfa";
+
+/// Runs the whole sign-in and returns the verified token. With `mfa`, asks the provider for
+/// a new multi-factor sign-in (`acr_values=mfa`, `prompt=login`, so an existing browser
+/// session does not stand in for it) and checks the token says so (`amr`).
+pub async fn login(settings: &Settings, open_browser: bool, mfa: bool) -> anyhow::Result<Cached> {
     tls_config::install_provider();
     // OAuth endpoints must not be followed through redirects (RFC 6749 security advice).
     let http = reqwest::Client::builder()
@@ -81,7 +88,7 @@ pub async fn login(settings: &Settings, open_browser: bool) -> anyhow::Result<Ca
     )
     .set_redirect_uri(RedirectUrl::new(redirect)?);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, state, nonce) = client
+    let mut request = client
         .authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
             CsrfToken::new_random,
@@ -89,8 +96,13 @@ pub async fn login(settings: &Settings, open_browser: bool) -> anyhow::Result<Ca
         )
         .add_scope(Scope::new("email".into()))
         .add_scope(Scope::new("profile".into()))
-        .set_pkce_challenge(challenge)
-        .url();
+        .set_pkce_challenge(challenge);
+    if mfa {
+        request = request
+            .add_auth_context_value(AuthenticationContextClass::new(MFA.into()))
+            .add_prompt(CoreAuthPrompt::Login);
+    }
+    let (url, state, nonce) = request.url();
 
     eprintln!("To sign in, open this URL in your browser:\n\n  {url}\n");
     if open_browser {
@@ -113,6 +125,18 @@ pub async fn login(settings: &Settings, open_browser: bool) -> anyhow::Result<Ca
     let claims = id_token
         .claims(&client.id_token_verifier(), &nonce)
         .context("the ID token did not verify")?;
+    if mfa {
+        let methods: Vec<&str> = claims
+            .auth_method_refs()
+            .map(|v| v.iter().map(|m| m.as_str()).collect())
+            .unwrap_or_default();
+        if !methods.contains(&MFA) {
+            bail!(
+                "the identity provider did not confirm a multi-factor sign-in (amr {methods:?}): \
+                 it may need multi-factor set up for your account"
+            );
+        }
+    }
     let email = claims
         .email()
         .context("the ID token carries no email: is the `email` scope allowed?")?

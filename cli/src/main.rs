@@ -40,6 +40,10 @@ enum Command {
         /// Print the sign-in URL instead of opening a browser.
         #[arg(long)]
         no_browser: bool,
+        /// Sign in again with multi-factor (acr_values=mfa, prompt=login), for access whose
+        /// policy asks for MFA or a recent sign-in.
+        #[arg(long)]
+        mfa: bool,
     },
     /// Run psql through the proxy as yourself, signing in first if needed.
     Psql {
@@ -111,8 +115,8 @@ fn main() -> ExitCode {
 async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
     let cache = cache::Cache::new(settings.cache_dir()?);
     match command {
-        Command::Login { no_browser } => {
-            let t = login::login(&settings, !no_browser).await?;
+        Command::Login { no_browser, mfa } => {
+            let t = login::login(&settings, !no_browser, mfa).await?;
             cache.store(&t)?;
             eprintln!(
                 "Signed in as {} until {}.",
@@ -202,7 +206,7 @@ async fn fresh_token(settings: &Settings, cache: &cache::Cache) -> anyhow::Resul
         Some(t) => eprintln!("Your token ({}) has expired; signing in again.", t.email),
         None => eprintln!("Not signed in yet; signing in."),
     }
-    let t = login::login(settings, settings.open_browser).await?;
+    let t = login::login(settings, settings.open_browser, false).await?;
     cache.store(&t)?;
     Ok(t)
 }

@@ -130,3 +130,46 @@ fn a_failed_sign_in_is_reported() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("did not finish"));
     assert!(!cache.path().join("token.json").exists());
 }
+
+/// `dbgw login --mfa` asks the provider for a new multi-factor sign-in (acr_values=mfa,
+/// prompt=login) and caches a token that says so; a plain `dbgw login` token does not.
+#[test]
+fn login_with_mfa_caches_a_multi_factor_token() {
+    let idp = idp();
+    let cache = tempfile::tempdir().unwrap();
+
+    let out = dbgw(&idp, cache.path(), "alice@example.com", &["login"]);
+    assert!(out.status.success());
+    let out = dbgw(&idp, cache.path(), "alice@example.com", &["token"]);
+    let plain = payload(String::from_utf8(out.stdout).unwrap().trim());
+    assert_eq!(plain["amr"], serde_json::json!(["pwd"]));
+
+    let out = dbgw(&idp, cache.path(), "alice@example.com", &["login", "--mfa"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("acr_values=mfa"), "{stderr}");
+    assert!(stderr.contains("prompt=login"), "{stderr}");
+    let out = dbgw(&idp, cache.path(), "alice@example.com", &["token"]);
+    let mfa = payload(String::from_utf8(out.stdout).unwrap().trim());
+    assert_eq!(mfa["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(mfa["acr"], "mfa");
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - mfa["auth_time"].as_i64().unwrap()).abs() < 60);
+
+    // A wrong one-time code: no token.
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbgw"))
+        .args(["login", "--mfa"])
+        .env("DBGW_ISSUER", idp.issuer())
+        .env("DBGW_CACHE_DIR", cache.path())
+        .env("DBGW_LOGIN_TIMEOUT_SECS", "5")
+        .env(
+            "BROWSER",
+            format!("node {}", repo().join("idp/dev-browser.js").display()),
+        )
+        .env("DEV_BROWSER_OTP", "123456")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!cache.path().join("token.json").exists());
+}

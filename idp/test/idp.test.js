@@ -262,6 +262,28 @@ describe('dev IdP', () => {
     assert.match(r.stderr, /invalid_client/);
   });
 
+  it('says how alice signed in: password only, or with the one-time code (--mfa)', async () => {
+    const pwd = decode(await tokenFor(idp.issuer, '--email', 'alice@example.com')).payload;
+    assert.deepEqual(pwd.amr, ['pwd']);
+    assert.equal(pwd.acr, 'pwd');
+    assert.ok(Math.abs(pwd.auth_time - Date.now() / 1000) < 60);
+    const mfa = decode(await tokenFor(idp.issuer, '--email', 'alice@example.com', '--mfa')).payload;
+    assert.deepEqual(mfa.amr, ['pwd', 'otp', 'mfa']);
+    assert.equal(mfa.acr, 'mfa');
+  });
+
+  it('backdates the sign-in with --auth-age (auth_time)', async () => {
+    const { payload } = decode(await tokenFor(idp.issuer, '--email', 'alice@example.com', '--mfa', '--auth-age', '3600'));
+    assert.ok(Math.abs(payload.auth_time - (Date.now() / 1000 - 3600)) < 60, `${payload.auth_time}`);
+    assert.ok(Math.abs(payload.iat - Date.now() / 1000) < 60);
+  });
+
+  it('refuses a wrong one-time code', async () => {
+    const r = await token(idp.issuer, '--email', 'alice@example.com', '--mfa', '--otp', '123456');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /invalid one-time code/);
+  });
+
   it('refuses a wrong password', async () => {
     const r = await token(idp.issuer, '--email', 'alice@example.com', '--password', 'wrong');
     assert.equal(r.code, 1);

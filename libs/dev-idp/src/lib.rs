@@ -65,11 +65,25 @@ impl DevIdp {
         self.state.path()
     }
 
-    /// A real ID token for `email`, through the authorization-code + PKCE flow.
+    /// A real ID token for `email`, through the authorization-code + PKCE flow, signed in
+    /// with the password only (`amr` `["pwd"]`).
     pub fn token(&self, email: &str) -> anyhow::Result<String> {
+        self.token_with(email, &[])
+    }
+
+    /// A token for `email` signed in with the password and the dev one-time code (`amr`
+    /// `["pwd","otp","mfa"]`, `acr` `mfa`).
+    pub fn mfa_token(&self, email: &str) -> anyhow::Result<String> {
+        self.token_with(email, &["--mfa"])
+    }
+
+    /// A token with more `idp/token.js` options, e.g. `["--mfa", "--auth-age", "3600"]` for
+    /// a multi-factor sign-in an hour ago (its `auth_time`).
+    pub fn token_with(&self, email: &str, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("node")
             .arg(idp_dir().join("token.js"))
             .args(["--issuer", &self.issuer, "--email", email])
+            .args(args)
             .output()?;
         ensure!(
             out.status.success(),

@@ -57,6 +57,11 @@ pub enum Body {
         result: AuthResult,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// How and when a person signed in (their ID token's `amr`, `auth_time`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        amr: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth_time: Option<String>,
     },
     /// The proxy's own session with the database is open.
     Upstream {

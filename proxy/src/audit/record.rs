@@ -194,6 +194,24 @@ pub fn auth(
     b
 }
 
+/// Adds to an `auth` record how and when the person signed in, as their ID token says:
+/// `amr` (methods) and `auth_time` (RFC 3339), when the token has them.
+pub fn with_sign_in(mut record: String, amr: &[String], auth_time: Option<i64>) -> String {
+    if !amr.is_empty() {
+        record.push_str(",\"amr\":");
+        record.push_str(&serde_json::to_string(amr).unwrap_or_else(|_| "[]".into()));
+    }
+    if let Some(at) = auth_time.and_then(|t| chrono::DateTime::from_timestamp(t, 0)) {
+        record.push(',');
+        member_str(
+            &mut record,
+            "auth_time",
+            &at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
+    record
+}
+
 /// The proxy's session with the database is open: the server process serving it
 /// (`backend_pid`, from BackendKeyData) and the application name the proxy gave it.
 pub fn upstream(session: &SessionInfo, backend_pid: i32, application_name: &str) -> String {

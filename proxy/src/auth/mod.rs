@@ -10,6 +10,7 @@
 pub mod person;
 pub mod scram;
 pub mod service;
+pub mod step_up;
 pub mod token;
 
 use bytes::BytesMut;

@@ -37,6 +37,9 @@ pub struct Login {
     pub creds: DbCredentials,
     pub secret_id: String,
     pub version: String,
+    /// How and when the person signed in, as the token says (for the `auth` record).
+    pub amr: Vec<String>,
+    pub auth_time: Option<i64>,
 }
 
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
@@ -108,6 +111,19 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             ));
         }
     };
+    // The grant may ask for a stronger or fresher sign-in than this token shows.
+    let now = chrono::Utc::now().timestamp();
+    super::step_up::check(&grant.policy, &person.amr, person.auth_time, now).map_err(|e| {
+        Refused::new(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            e.to_string(),
+            format!(
+                "step-up required: {e} (amr {:?}, auth_time {:?})",
+                person.amr, person.auth_time
+            ),
+        )
+    })?;
+    let (amr, auth_time) = (person.amr.clone(), person.auth_time);
     let secret_id = grants::person_secret(&grant.db_user);
     if *upstream_auth == UpstreamAuth::RdsIam {
         // The proxy signs an IAM token for the role: no password exists.
@@ -117,6 +133,8 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             identity: identity(person, grant),
             secret_id,
             version: "rds-iam".into(),
+            amr,
+            auth_time,
         });
     }
     let (version, creds) = secrets
@@ -135,6 +153,8 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         creds,
         secret_id,
         version,
+        amr,
+        auth_time,
     })
 }
 

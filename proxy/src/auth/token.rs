@@ -59,6 +59,10 @@ pub struct Person {
     pub email: String,
     pub subject: String,
     pub issuer: String,
+    /// How the person signed in (`amr`, RFC 8176 names such as `pwd`, `mfa`, `otp`).
+    pub amr: Vec<String>,
+    /// When the person last signed in at the provider (`auth_time`, seconds since the epoch).
+    pub auth_time: Option<i64>,
 }
 
 /// Why a token was refused. The text goes to the client and the audit log.
@@ -106,6 +110,9 @@ struct Claims {
     azp: Option<String>,
     email: Option<String>,
     email_verified: Option<bool>,
+    #[serde(default)]
+    amr: Vec<String>,
+    auth_time: Option<i64>,
 }
 
 /// A parsed key and the algorithms it may verify.
@@ -344,6 +351,8 @@ impl TokenVerifier {
             email,
             subject: claims.sub,
             issuer: claims.iss,
+            amr: claims.amr,
+            auth_time: claims.auth_time,
         })
     }
 }

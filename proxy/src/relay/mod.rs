@@ -114,12 +114,14 @@ impl Link {
 }
 
 /// Runs the relay until the session ends. `status` is the transaction status of the
-/// upstream's first ReadyForQuery.
+/// upstream's first ReadyForQuery; `read_only`: the session's grant makes it read-only
+/// ([`crate::sql::read_only`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn run<C, U>(
     deps: &Deps<'_>,
     info: &SessionInfo,
     caller: Caller,
+    read_only: bool,
     client: C,
     upstream: U,
     status: u8,
@@ -131,12 +133,12 @@ where
 {
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
+    let mut ledger = Ledger::new(caller, deps.audit.settings().param_cap_bytes, status);
+    if read_only {
+        ledger.set_read_only();
+    }
     let link = Link {
-        ledger: Mutex::new(Ledger::new(
-            caller,
-            deps.audit.settings().param_cap_bytes,
-            status,
-        )),
+        ledger: Mutex::new(ledger),
         settled: Notify::new(),
         waiting: AtomicBool::new(false),
         refused: Notify::new(),

@@ -100,12 +100,20 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
     let mut buf = BytesMut::new();
     // The secret behind the login, for a re-read when the database refuses it.
+    // How and when a person signed in, for the `auth` record.
+    let mut sign_in: (Vec<String>, Option<i64>) = (Vec::new(), None);
     let (creds, version, secret_id, identity) = if user.contains('@') {
         let person =
             auth::person::authenticate(ctx.people.as_ref(), client, &mut buf, user, database, tls)
                 .await?;
         crate::sql::run_as_role(&mut extra, &person.role)
             .map_err(|why| Refused::new(sqlstate::INSUFFICIENT_PRIVILEGE, why.clone(), why))?;
+        if read_only(&person.identity) {
+            crate::sql::read_only::pin_startup(&mut extra).map_err(|why| {
+                Refused::new(sqlstate::READ_ONLY_SQL_TRANSACTION, why.clone(), why)
+            })?;
+        }
+        sign_in = (person.amr, person.auth_time);
         (
             person.creds,
             person.version,
@@ -143,10 +151,11 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
     // The login is audited before anything reaches the database under it.
     audit_login(
-        ctx, info, &identity, user, database, &creds, &version, startup,
+        ctx, info, &identity, user, database, &creds, &version, startup, &sign_in,
     )
     .await?;
-    let upstream = match upstream_login(ctx, database, &creds, &extra).await {
+    let read_only_session = read_only(&identity);
+    let upstream = match upstream_login(ctx, database, &creds, &extra, read_only_session).await {
         Ok(upstream) => upstream,
         // A person's password may have rotated since we read it: read it again, once. (A
         // service's is the one its client proved; the client rereads its secret and retries.)
@@ -168,7 +177,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                     )
                 })?;
             tracing::info!(%version, "logging in again with a rotated password");
-            let upstream = upstream_login(ctx, database, &creds, &extra).await?;
+            let upstream = upstream_login(ctx, database, &creds, &extra, read_only_session).await?;
             return Ok((upstream, identity, secret_id, version));
         }
         Err(r) => {
@@ -192,10 +201,15 @@ async fn audit_login(
     creds: &secret_store::DbCredentials,
     version: &str,
     startup: &Startup,
+    sign_in: &(Vec<String>, Option<i64>),
 ) -> Result<(), Refused> {
     let application = startup.get("application_name").unwrap_or("");
     info.logged_in(identity, database, &creds.username, version, application);
-    let auth_record = record::auth(info, method_for(user), user, database, Ok(()));
+    let auth_record = record::with_sign_in(
+        record::auth(info, method_for(user), user, database, Ok(())),
+        &sign_in.0,
+        sign_in.1,
+    );
     ctx.audit.accept(&[auth_record]).await.map_err(|e| {
         Refused::new(
             sqlstate::IO_ERROR,
@@ -212,8 +226,10 @@ async fn upstream_login(
     database: &str,
     creds: &secret_store::DbCredentials,
     extra: &[(String, String)],
+    read_only: bool,
 ) -> Result<crate::upstream::Session, Refused> {
-    ctx.upstream
+    let session = ctx
+        .upstream
         .login(&creds.username, database, &creds.password, extra)
         .await
         .map_err(|e| match e {
@@ -234,7 +250,38 @@ async fn upstream_login(
                     format!("database unavailable: {why}"),
                 )
             }
-        })
+        })?;
+    // The relay sees a change of the setting only if the server reports it (PostgreSQL 14
+    // and later do): a session whose server did not confirm it is not opened.
+    if read_only && !reports_read_only(&session.parameters) {
+        return Err(Refused::new(
+            sqlstate::READ_ONLY_SQL_TRANSACTION,
+            "this session is read-only (its grant's policy) and the database did not confirm \
+             default_transaction_read_only = on",
+            "database did not report default_transaction_read_only = on",
+        ));
+    }
+    Ok(session)
+}
+
+/// The person's grant makes the session read-only.
+fn read_only(identity: &Identity) -> bool {
+    matches!(identity, Identity::Person { policy, .. } if policy.read_only)
+}
+
+/// The start-up ParameterStatus messages hold `default_transaction_read_only = on`.
+fn reports_read_only(parameters: &[u8]) -> bool {
+    let mut rest = parameters;
+    while let Ok(Some((h, body))) = crate::protocol::frame::complete(rest, usize::MAX) {
+        if h.tag == crate::protocol::backend::PARAMETER_STATUS
+            && crate::protocol::backend::parameter_status(body)
+                .is_ok_and(|(n, v)| n == "default_transaction_read_only" && v == "on")
+        {
+            return true;
+        }
+        rest = &rest[h.total..];
+    }
+    false
 }
 
 /// The database's SQLSTATE, as a static string for our ErrorResponse.

@@ -154,14 +154,15 @@ async fn serve_in_span(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, mut 
             metrics: &ctx.metrics,
             limits: &ctx.settings.limits,
         };
-        let caller = match identity {
-            Identity::Person { .. } => crate::sql::Caller::Person,
-            Identity::Service { .. } => crate::sql::Caller::Service,
+        let (caller, read_only) = match &identity {
+            Identity::Person { policy, .. } => (crate::sql::Caller::Person, policy.read_only),
+            Identity::Service { .. } => (crate::sql::Caller::Service, false),
         };
         let result = relay::run(
             &deps,
             &info,
             caller,
+            read_only,
             client,
             upstream.stream,
             upstream.status,

@@ -8,6 +8,7 @@
 //! are refused, and a change the server reports anyway ends the session.
 
 pub mod lexer;
+pub mod read_only;
 pub mod redact;
 pub mod split;
 
@@ -38,6 +39,14 @@ pub enum Refusal {
     /// A person switching roles: their session runs as the role of the grant it was opened
     /// under, so it holds exactly what that grant gives.
     RoleChange,
+    /// In a read-only session: a statement that would turn read-only off.
+    ReadOnly,
+    /// In a read-only session: `DO` or `CALL`, which may commit and go on in a new
+    /// transaction whose mode the proxy cannot see in time.
+    ReadOnlyCode,
+    /// In a read-only session: a statement after one that ends the transaction, in the same
+    /// message or before the next Sync.
+    ReadOnlyAfterTransactionEnd,
 }
 
 impl Refusal {
@@ -46,6 +55,9 @@ impl Refusal {
             Refusal::AmbiguousSecret => sqlstate::FEATURE_NOT_SUPPORTED,
             Refusal::ChangesLexing => sqlstate::FEATURE_NOT_SUPPORTED,
             Refusal::PasswordChange | Refusal::RoleChange => sqlstate::INSUFFICIENT_PRIVILEGE,
+            Refusal::ReadOnly | Refusal::ReadOnlyCode | Refusal::ReadOnlyAfterTransactionEnd => {
+                sqlstate::READ_ONLY_SQL_TRANSACTION
+            }
         }
     }
 
@@ -67,6 +79,20 @@ impl Refusal {
             Refusal::RoleChange => {
                 "a person's session runs as the role of its grant and holds exactly what the \
                  grant gives: dbgw refuses switching roles"
+            }
+            Refusal::ReadOnly => {
+                "this session is read-only (its grant's policy): dbgw refuses statements that \
+                 turn read-only off (READ WRITE, SET or RESET of default_transaction_read_only \
+                 or transaction_read_only, RESET ALL, set_config of them)"
+            }
+            Refusal::ReadOnlyCode => {
+                "this session is read-only (its grant's policy): dbgw refuses DO and CALL, \
+                 which can commit and go on in a new transaction"
+            }
+            Refusal::ReadOnlyAfterTransactionEnd => {
+                "this session is read-only (its grant's policy): dbgw refuses statements after \
+                 COMMIT or ROLLBACK in the same message (or before the next Sync): send them \
+                 separately"
             }
         }
     }

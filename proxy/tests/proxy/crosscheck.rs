@@ -68,7 +68,7 @@ pub(crate) async fn assert_witness_agrees(stack: &Stack, marker: &str, min: u64)
 }
 
 /// Every line of the server's JSON log so far.
-fn server_log(dir: &Path) -> Vec<Value> {
+pub(crate) fn server_log(dir: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

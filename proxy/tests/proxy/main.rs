@@ -21,5 +21,7 @@ mod hostile;
 mod ledger;
 mod lexer;
 mod pipeline;
+mod read_only;
 mod rotation;
 mod sso;
+mod step_up;

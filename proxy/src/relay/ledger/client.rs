@@ -41,6 +41,7 @@ impl Ledger {
             fe::FLUSH | fe::TERMINATE => return Ok(Action::Forward),
             fe::SYNC => {
                 self.open = None;
+                self.ended_unsynced = false;
                 self.push(Sent::Sync);
                 return Ok(Action::Forward);
             }
@@ -144,8 +145,11 @@ impl Ledger {
         self.open = None;
         let seen = sql::inspect(text, self.caller);
         let text: Arc<str> = Arc::from(seen.text.as_ref());
-        if let Some(refusal) = seen.refuse {
+        if let Some(refusal) = seen.refuse.or_else(|| self.read_only_refusal(&seen)) {
             return self.refuse(text, seen.redacted, refusal);
+        }
+        if self.ended_unsynced {
+            return self.refuse_in_segment(text, seen.redacted);
         }
         let rec = Rec::Batch(self.intents.len());
         let count = seen.statements.len();
@@ -163,6 +167,27 @@ impl Ledger {
             touches: seen.touches,
         });
         Ok(Action::Forward)
+    }
+
+    /// In a read-only session, why `seen` may not run.
+    fn read_only_refusal(&self, seen: &sql::Inspection<'_>) -> Option<sql::Refusal> {
+        if !self.read_only {
+            return None;
+        }
+        sql::read_only::refusal(&seen.text, &seen.statements)
+    }
+
+    /// A read-only session runs a statement after a transaction-ending one, before the
+    /// Sync: recorded as refused, and the session ends (the server is inside the segment,
+    /// so the proxy's own answer could not be put in order, even if nothing is in flight).
+    fn refuse_in_segment(&mut self, text: Arc<str>, redacted: bool) -> Result<Action, Violation> {
+        let refusal = sql::Refusal::ReadOnlyAfterTransactionEnd;
+        self.intents.push(Intent::Refused {
+            text,
+            redacted,
+            refusal,
+        });
+        Err(Violation::Refused(refusal))
     }
 
     /// Records a refused text. With nothing else in flight and no transaction open, the
@@ -193,7 +218,7 @@ impl Ledger {
         self.open = None;
         let seen = sql::inspect(text, self.caller);
         let recorded: Arc<str> = Arc::from(seen.text.as_ref());
-        if let Some(refusal) = seen.refuse {
+        if let Some(refusal) = seen.refuse.or_else(|| self.read_only_refusal(&seen)) {
             return self.refuse(recorded, seen.redacted, refusal);
         }
         let prepared = Arc::new(Prepared {
@@ -291,6 +316,17 @@ impl Ledger {
         let Some(expected) = self.expected_portal(portal) else {
             return Ok(Action::Wait);
         };
+        if self.read_only {
+            let text = match &expected {
+                Expected::Bound(p) => p.prepared.text.clone(),
+                _ => None,
+            };
+            if self.ended_unsynced {
+                let text = text.unwrap_or_else(|| Arc::from(""));
+                return self.refuse_in_segment(text, false);
+            }
+            self.ended_unsynced = text.is_some_and(|t| sql::read_only::ends_transaction(&t));
+        }
         let name = self::name(portal);
         let (rec, copy, fetch, touches) = match expected {
             // A fetch of an execution in flight or suspended: the same record.
@@ -492,7 +528,7 @@ impl Ledger {
         if s.may_copy() {
             self.in_flight_copies += 1;
         }
-        if matches!(s, Sent::Query { .. }) {
+        if self.holds_back(&s) {
             self.in_flight_queries += 1;
         }
         self.batch.push(s);
@@ -583,7 +619,7 @@ impl Ledger {
         if s.may_copy() {
             self.in_flight_copies -= 1;
         }
-        if matches!(s, Sent::Query { .. }) {
+        if self.holds_back(s) {
             self.in_flight_queries -= 1;
         }
     }

@@ -563,7 +563,8 @@ pub struct Ledger {
     /// Entries that may read COPY data, queued or batched: copy data the client sends while
     /// one is in flight is a copy stream.
     in_flight_copies: u32,
-    /// Query messages in flight: the next message that is not copy data waits for them.
+    /// Query messages (and, read-only, Syncs) in flight: the next message that is not copy
+    /// data waits for them ([`Ledger::holds_back`]).
     in_flight_queries: u32,
     // Server side.
     phase: Phase,
@@ -578,6 +579,12 @@ pub struct Ledger {
     /// The last execution that completed since the last ReadyForQuery, and when: a failed
     /// commit at Sync is recorded as its outcome.
     last_executed: Option<(u64, Instant)>,
+    /// The session is read-only ([`sql::read_only`]): a Sync holds back what follows it
+    /// until its ReadyForQuery (and the settings reported before it) is seen, and nothing
+    /// is executed after a transaction-ending Execute before the next Sync.
+    read_only: bool,
+    /// A transaction-ending statement was executed since the last Sync.
+    ended_unsynced: bool,
 }
 
 impl Ledger {
@@ -604,7 +611,21 @@ impl Ledger {
             failed: None,
             copy_stream: false,
             last_executed: None,
+            read_only: false,
+            ended_unsynced: false,
         }
+    }
+
+    /// Makes the session read-only (see [`sql::read_only`]).
+    pub fn set_read_only(&mut self) {
+        self.read_only = true;
+    }
+
+    /// Whether `s` holds back the messages after it until it is answered: a Query (it may
+    /// read COPY data), and in a read-only session a Sync (a new transaction starts after
+    /// it; the server reports a changed default only at its ReadyForQuery).
+    fn holds_back(&self, s: &Sent) -> bool {
+        matches!(s, Sent::Query { .. }) || (self.read_only && matches!(s, Sent::Sync))
     }
 
     /// Transaction status of the last ReadyForQuery.

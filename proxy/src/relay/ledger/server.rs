@@ -19,7 +19,7 @@ impl Ledger {
     ) -> Result<(), Violation> {
         match tag {
             be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE => return Ok(()),
-            be::PARAMETER_STATUS => return check_parameter(body),
+            be::PARAMETER_STATUS => return check_parameter(body, self.read_only),
             _ => {}
         }
         if self.skipping {
@@ -801,10 +801,13 @@ fn ok(seq: u64, tag: &'static str, since: Instant) -> Finished<'static> {
     }
 }
 
-/// ParameterStatus: the settings the proxy lexes by must keep their pinned values.
-fn check_parameter(body: &[u8]) -> Result<(), Violation> {
+/// ParameterStatus: the settings the proxy lexes by must keep their pinned values, and a
+/// read-only session must stay read-only.
+fn check_parameter(body: &[u8], read_only: bool) -> Result<(), Violation> {
     let (name, value) = be::parameter_status(body)?;
-    if sql::keeps_pinned_value(name, value) {
+    if sql::keeps_pinned_value(name, value)
+        && (!read_only || sql::read_only::keeps_read_only(name, value))
+    {
         Ok(())
     } else {
         Err(Violation::Setting {

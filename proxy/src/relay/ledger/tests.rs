@@ -504,3 +504,51 @@ fn a_query_sent_while_the_server_skips_holds_nothing_behind_it() {
     t.commit();
     assert!(t.l.probe(fe::PARSE, &parse("", "SELECT 5", &[])).unwrap());
 }
+
+/// A read-only session: what follows a Sync waits for its ReadyForQuery (the settings the
+/// server reports come before it), a reported `default_transaction_read_only = off` ends
+/// the session, and an Execute after a transaction-ending one before the Sync is refused.
+#[test]
+fn a_read_only_session_waits_behind_a_sync_and_ends_when_read_only_is_off() {
+    let mut t = T::new();
+    t.l.set_read_only();
+    t.send(fe::PARSE, parse("", "SELECT f()", &[]));
+    t.send(fe::BIND, bind("", "", &[]));
+    t.send(fe::EXECUTE, execute("", 0));
+    assert_eq!(t.send(fe::SYNC, vec![]), Action::Forward);
+    assert_eq!(
+        t.send(fe::PARSE, parse("", "DELETE FROM t", &[])),
+        Action::Wait
+    );
+    t.commit();
+    t.ok(be::PARSE_COMPLETE, &[]);
+    t.ok(be::BIND_COMPLETE, &[]);
+    t.ok(be::COMMAND_COMPLETE, &tag("SELECT 1"));
+    let mut status = Vec::new();
+    cstr(&mut status, "default_transaction_read_only");
+    cstr(&mut status, "off");
+    assert!(matches!(
+        t.reply(be::PARAMETER_STATUS, &status),
+        Err(Violation::Setting { .. })
+    ));
+    // A session that is not read-only does not wait, and the setting is its own.
+    let mut t = T::new();
+    t.send(fe::SYNC, vec![]);
+    assert_eq!(t.send(fe::QUERY, query("SELECT 1")), Action::Forward);
+    t.commit();
+    t.ok(be::PARAMETER_STATUS, &status);
+
+    let mut t = T::new();
+    t.l.set_read_only();
+    t.send(fe::PARSE, parse("", "COMMIT", &[]));
+    t.send(fe::BIND, bind("", "", &[]));
+    t.send(fe::EXECUTE, execute("", 0));
+    t.send(fe::PARSE, parse("", "DELETE FROM t", &[]));
+    t.send(fe::BIND, bind("", "", &[]));
+    assert!(matches!(
+        t.l.client(fe::EXECUTE, &execute("", 0), Instant::now()),
+        Err(Violation::Refused(
+            sql::Refusal::ReadOnlyAfterTransactionEnd
+        ))
+    ));
+}
