@@ -22,4 +22,5 @@ mod ledger;
 mod lexer;
 mod pipeline;
 mod rotation;
+mod session_policy;
 mod sso;

@@ -281,6 +281,18 @@ impl Stack {
         role: &str,
         expires_at: chrono::DateTime<chrono::Utc>,
     ) -> grants::Grant {
+        self.grant_with(email, role, expires_at, Default::default())
+            .await
+    }
+
+    /// A grant with a session policy (idle and age limits, ...).
+    pub async fn grant_with(
+        &self,
+        email: &str,
+        role: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        policy: grants::SessionPolicy,
+    ) -> grants::Grant {
         let control = self.cluster.connect("dbgw").await.unwrap();
         let target = self.cluster.connect("postgres").await.unwrap();
         grants::add(
@@ -298,7 +310,7 @@ impl Stack {
                 role: role.into(),
                 expires_at,
                 created_by: "test".into(),
-                policy: Default::default(),
+                policy,
             },
         )
         .await
