@@ -126,16 +126,12 @@ where
             side.notice.clear();
             client_gone = !written;
             link.clean.store(side.skip == 0, Ordering::Relaxed);
-            if written {
-                if let Some(q) = link.quiet.as_deref().filter(|_| settled) {
-                    // The answers are with the client: quiet, unless the client sent more
-                    // meanwhile.
-                    let ledger = link.ledger();
-                    if ledger.idle() {
-                        q.settle(ledger.status());
-                    }
-                }
+            if written && settled {
+                settle(link);
             }
+        } else if settled && !client_gone {
+            // Nothing left to write: quiet now.
+            settle(link);
         }
         if pos > 0 {
             link.to_client.fetch_add(pos as u64, Ordering::Relaxed);
@@ -248,6 +244,17 @@ impl Side {
             link.settled.notify_one();
         }
         (pos, unpaired)
+    }
+}
+
+/// The answers are with the client: the session is quiet, unless the client sent more
+/// meanwhile.
+fn settle(link: &Link) {
+    if let Some(q) = &link.quiet {
+        let ledger = link.ledger();
+        if ledger.idle() {
+            q.settle(ledger.status());
+        }
     }
 }
 
