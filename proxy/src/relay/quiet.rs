@@ -4,10 +4,13 @@
 //!
 //! Only sessions with a timer have one. The relay changes it on state changes of the ledger
 //! (busy -> quiet after an answer is written, quiet -> busy when a batch is committed), never
-//! per message, and without a clock read: the timer task notes when it was told.
+//! per message. Going quiet notes the time (one clock read) but wakes the timer task only
+//! when it waits for that or the transaction status changed (the limit may differ): a
+//! session's timer sleeps until its own deadline, then looks.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -20,8 +23,14 @@ pub struct Quiet {
     /// Whether the relay tells of quiet moments at all (a session with only a grant expiry
     /// or an age limit needs notices, not idle tracking).
     tracks_idle: bool,
-    /// Wakes the timer task: the session went quiet.
+    /// Wakes the timer task: the session went quiet while it was `parked`, or with another
+    /// transaction status.
     went_quiet: Notify,
+    /// The timer task found the session busy and waits for the next quiet moment.
+    parked: AtomicBool,
+    /// When the session last went quiet: nanoseconds after `base`.
+    since: AtomicU64,
+    base: Instant,
     /// A notice for the client, sent by the relay at the next quiet moment.
     notice: Mutex<Option<String>>,
     notice_pending: AtomicBool,
@@ -51,6 +60,9 @@ impl Quiet {
             state: AtomicU64::new(QUIET | u64::from(status)),
             tracks_idle,
             went_quiet: Notify::new(),
+            parked: AtomicBool::new(false),
+            since: AtomicU64::new(0),
+            base: Instant::now(),
             notice: Mutex::new(None),
             notice_pending: AtomicBool::new(false),
             notice_posted: Notify::new(),
@@ -62,7 +74,23 @@ impl Quiet {
     }
 
     pub fn state(&self) -> State {
-        State(self.state.load(Ordering::Acquire))
+        State(self.state.load(Ordering::SeqCst))
+    }
+
+    /// When the session last went quiet (at least as late as the state last read).
+    pub fn quiet_since(&self) -> Instant {
+        self.base + Duration::from_nanos(self.since.load(Ordering::SeqCst))
+    }
+
+    /// The timer task is about to look at the state and, if busy, wait for
+    /// [`Quiet::went_quiet`]: the next [`Quiet::settle`] wakes it. Call before `state()`, so
+    /// that a change in between is not missed.
+    pub fn park(&self) {
+        self.parked.store(true, Ordering::SeqCst);
+    }
+
+    pub fn unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
     }
 
     /// Called under the ledger's lock (so the two sides cannot interleave): the ledger has
@@ -82,14 +110,22 @@ impl Quiet {
         let s = self.state.load(Ordering::Relaxed);
         if s & QUIET == 0 {
             let epoch = (s & !(QUIET | 0xff)) + EPOCH;
+            let now = self.base.elapsed().as_nanos();
+            self.since
+                .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::SeqCst);
             self.state
-                .store(epoch | QUIET | u64::from(status), Ordering::Release);
-            self.went_quiet.notify_one();
+                .store(epoch | QUIET | u64::from(status), Ordering::SeqCst);
+            // A timer that is not parked sleeps until an idle deadline for the last status:
+            // a new status (a transaction began or ended) may change the limit.
+            let parked = self.parked.swap(false, Ordering::SeqCst);
+            if parked || s & 0xff != u64::from(status) {
+                self.went_quiet.notify_one();
+            }
         }
     }
 
-    /// Resolves after the next time the session goes quiet (or at once if it did since the
-    /// last call).
+    /// Resolves after the next time the session goes quiet while parked (or at once if it
+    /// did since the last call).
     pub async fn went_quiet(&self) {
         self.went_quiet.notified().await
     }
@@ -132,8 +168,14 @@ mod tests {
         assert!(!busy.quiet());
         q.busy();
         assert_eq!(q.state(), busy, "busy twice is one change");
+        q.park();
         q.settle(b'T');
+        assert!(
+            !q.parked.load(Ordering::SeqCst),
+            "settling wakes a parked timer"
+        );
         let quiet = q.state();
+        assert!(q.quiet_since() <= Instant::now());
         assert!(quiet.quiet());
         assert_eq!(quiet.status(), b'T');
         assert_ne!(quiet, start);

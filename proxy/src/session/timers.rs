@@ -3,7 +3,7 @@
 //! closes the session, and closes it through the session's [`Halt`] with its own SQLSTATE.
 //!
 //! One task per session that has any; it wakes on its own deadlines, when the relay goes
-//! quiet (idle starts) and when the grant's end moves, never per message.
+//! quiet after the task found it busy, and when the grant's end moves: not per statement.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,12 +140,18 @@ pub async fn run(
     let mut idle_warned = false;
     loop {
         if tracks_idle {
+            // Busy: wait for the relay's next quiet moment. Quiet: the idle clock runs from
+            // when it went quiet, and the relay need not wake this task again.
+            quiet.park();
             let now = quiet.state();
             if !now.quiet() {
                 idle = None;
-            } else if idle.map(|(s, _)| s) != Some(now) {
-                idle = Some((now, Instant::now()));
-                idle_warned = false;
+            } else {
+                quiet.unpark();
+                if idle.map(|(s, _)| s) != Some(now) {
+                    idle = Some((now, Instant::from_std(quiet.quiet_since())));
+                    idle_warned = false;
+                }
             }
         }
         let idle_limit = idle.and_then(|(s, since)| {
