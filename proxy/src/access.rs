@@ -97,6 +97,8 @@ pub struct Access {
     listening_gauge: prometheus_client::metrics::gauge::Gauge,
     /// Wakes the watcher for a check now.
     wake: tokio::sync::Notify,
+    /// `dbgw_proxy_sessions_closed_total{reason="revoked"}`.
+    closed: prometheus_client::metrics::counter::Counter,
 }
 
 /// The application name of the notification connection (operators see it in
@@ -114,6 +116,7 @@ impl Access {
         upstream: UpstreamSettings,
         secrets: SecretStore,
         listening_gauge: prometheus_client::metrics::gauge::Gauge,
+        closed: prometheus_client::metrics::counter::Counter,
     ) -> Arc<Access> {
         Arc::new(Access {
             settings,
@@ -123,6 +126,7 @@ impl Access {
             listening: AtomicBool::new(false),
             listening_gauge,
             wake: tokio::sync::Notify::new(),
+            closed,
         })
     }
 
@@ -181,27 +185,35 @@ impl Access {
             }
             let check = async {
                 let c = self.client().await?;
-                Ok::<_, AccessError>(grants::no_longer_active(&c, &ids).await?)
+                Ok::<_, AccessError>(grants::review(&c, &ids).await?)
             };
             // A connection that hangs rather than fails must not stop the watcher; sessions
             // still end at their grant's expiry without it (see `session`).
-            let ended = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+            let reviewed = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
                 Ok(ended) => ended,
                 Err(_) => {
                     *self.client.lock().await = None;
                     Err(AccessError::Timeout)
                 }
             };
-            match ended {
-                Ok(ended) => {
-                    for (grant, why) in ended {
+            match reviewed {
+                Ok(review) => {
+                    for (grant, why) in review.ended {
                         let n = sessions.halt_where(
                             |id| matches!(id, Identity::Person { grant_id, .. } if *grant_id == grant),
                             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                             &format!("access revoked: {why}"),
                         );
                         if n > 0 {
+                            self.closed.inc_by(n as u64);
                             tracing::info!(grant, sessions = n, reason = %why, "closed sessions of an ended grant");
+                        }
+                    }
+                    // An extended (or shortened) grant: its sessions follow it, no drop.
+                    for (grant, end) in review.ends {
+                        let n = sessions.set_grant_end(grant, end);
+                        if n > 0 {
+                            tracing::info!(grant, sessions = n, ends_at = %end, "grant end moved");
                         }
                     }
                 }

@@ -17,15 +17,18 @@ pub struct Halt {
 
 impl Halt {
     /// Asks the relay to close the session with this SQLSTATE and message. The first reason
-    /// given wins.
-    pub fn fire(&self, code: &'static str, message: impl Into<String>) {
-        {
+    /// given wins: true if it was this one.
+    pub fn fire(&self, code: &'static str, message: impl Into<String>) -> bool {
+        let first = {
             let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
-            if why.is_none() {
+            let first = why.is_none();
+            if first {
                 *why = Some((code, message.into()));
             }
-        }
+            first
+        };
         self.token.cancel();
+        first
     }
 
     pub fn fired(&self) -> bool {

@@ -123,6 +123,42 @@ impl CancelRoute {
     }
 }
 
+/// Why the proxy closed a session on its own: the `reason` label of
+/// `dbgw_proxy_sessions_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Idle past the policy's `idle_timeout_secs`.
+    Idle,
+    /// Idle inside a transaction past `idle_in_transaction_timeout_secs`.
+    IdleInTransaction,
+    /// Older than `max_session_secs`.
+    MaxSession,
+    /// The grant ended (its expiry, as this session last knew it).
+    GrantExpired,
+    /// The grant watcher found the grant revoked, expired or gone.
+    Revoked,
+}
+
+impl Closed {
+    pub const ALL: [Closed; 5] = [
+        Closed::Idle,
+        Closed::IdleInTransaction,
+        Closed::MaxSession,
+        Closed::GrantExpired,
+        Closed::Revoked,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::Idle => "idle",
+            Closed::IdleInTransaction => "idle_in_transaction",
+            Closed::MaxSession => "max_session",
+            Closed::GrantExpired => "grant_expired",
+            Closed::Revoked => "revoked",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Connections by how they ended up ([`ConnectionResult`]).
@@ -141,6 +177,8 @@ pub struct Metrics {
     pub grants_listening: Gauge,
     /// Cancel requests by where they went ([`CancelRoute`]).
     pub cancel_requests: Family<Labels, Counter>,
+    /// Sessions the proxy closed by its own rules ([`Closed`]).
+    pub sessions_closed: Family<Labels, Counter>,
 }
 
 /// Counts a session under its secret version until dropped.
@@ -166,6 +204,7 @@ impl Metrics {
             sessions_by_secret_version: Family::default(),
             grants_listening: Gauge::default(),
             cancel_requests: Family::default(),
+            sessions_closed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -210,6 +249,11 @@ impl Metrics {
             m.cancel_requests.clone(),
         );
         registry.register(
+            "sessions_closed",
+            "Sessions the proxy closed by policy or grant, by reason",
+            m.sessions_closed.clone(),
+        );
+        registry.register(
             "audit_records",
             "Audit records written",
             m.audit.records.clone(),
@@ -239,6 +283,12 @@ impl Metrics {
     pub fn cancel(&self, route: CancelRoute) {
         self.cancel_requests
             .get_or_create(&[("route", route.label())])
+            .inc();
+    }
+
+    pub fn closed(&self, reason: Closed) {
+        self.sessions_closed
+            .get_or_create(&[("reason", reason.label())])
             .inc();
     }
 

@@ -79,6 +79,10 @@ impl Server {
                 settings.upstream.clone(),
                 secrets.clone(),
                 metrics.grants_listening.clone(),
+                metrics
+                    .sessions_closed
+                    .get_or_create(&[("reason", crate::metrics::Closed::Revoked.label())])
+                    .clone(),
             );
             Some(People {
                 tokens,

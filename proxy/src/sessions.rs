@@ -58,10 +58,20 @@ impl Drop for Handshake<'_> {
     }
 }
 
+/// The end of a person's grant as a live session knows it; the grant watcher moves it
+/// when the grant is extended or shortened.
+pub type GrantEnd = tokio::sync::watch::Sender<chrono::DateTime<chrono::Utc>>;
+
+struct Live {
+    identity: Identity,
+    halt: Arc<Halt>,
+    grant_end: Option<GrantEnd>,
+}
+
 /// Live sessions, so the proxy can close them (shutdown, revoked access).
 #[derive(Default)]
 pub struct Sessions {
-    live: Mutex<HashMap<String, (Identity, Arc<Halt>)>>,
+    live: Mutex<HashMap<String, Live>>,
 }
 
 /// Removes its session from the registry when dropped.
@@ -77,8 +87,19 @@ impl Drop for Registration<'_> {
 }
 
 impl Sessions {
-    pub fn add(&self, id: &str, identity: Identity, halt: Arc<Halt>) -> Registration<'_> {
-        startup::sync::lock(&self.live).insert(id.to_string(), (identity, halt));
+    pub fn add(
+        &self,
+        id: &str,
+        identity: Identity,
+        halt: Arc<Halt>,
+        grant_end: Option<GrantEnd>,
+    ) -> Registration<'_> {
+        let live = Live {
+            identity,
+            halt,
+            grant_end,
+        };
+        startup::sync::lock(&self.live).insert(id.to_string(), live);
         Registration {
             sessions: self,
             id: id.to_string(),
@@ -93,8 +114,8 @@ impl Sessions {
     pub fn grant_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = startup::sync::lock(&self.live)
             .values()
-            .filter_map(|(identity, _)| match identity {
-                Identity::Person { grant_id, .. } => Some(*grant_id),
+            .filter_map(|live| match live.identity {
+                Identity::Person { grant_id, .. } => Some(grant_id),
                 Identity::Service { .. } => None,
             })
             .collect();
@@ -103,7 +124,8 @@ impl Sessions {
         ids
     }
 
-    /// Closes every session for which `which` is true; returns how many.
+    /// Closes every session for which `which` is true; returns how many were not already
+    /// being closed.
     pub fn halt_where(
         &self,
         which: impl Fn(&Identity) -> bool,
@@ -112,10 +134,29 @@ impl Sessions {
     ) -> usize {
         let live = startup::sync::lock(&self.live);
         let mut n = 0;
-        for (identity, halt) in live.values() {
-            if which(identity) {
-                halt.fire(code, message);
+        for session in live.values() {
+            if which(&session.identity) && session.halt.fire(code, message) {
                 n += 1;
+            }
+        }
+        n
+    }
+
+    /// Tells the sessions of `grant` that it now ends at `end` (later: they stay; earlier:
+    /// they end then). Returns how many sessions learnt a new end.
+    pub fn set_grant_end(&self, grant: i64, end: chrono::DateTime<chrono::Utc>) -> usize {
+        let live = startup::sync::lock(&self.live);
+        let mut n = 0;
+        for session in live.values() {
+            let ours =
+                matches!(session.identity, Identity::Person { grant_id, .. } if grant_id == grant);
+            if let (true, Some(tx)) = (ours, &session.grant_end) {
+                let moved = tx.send_if_modified(|known| {
+                    let moved = *known != end;
+                    *known = end;
+                    moved
+                });
+                n += usize::from(moved);
             }
         }
         n

@@ -22,6 +22,8 @@ pub struct Settings {
     /// Service accounts: database user name → id of the secret holding its credentials.
     pub services: BTreeMap<String, String>,
     pub limits: Limits,
+    /// Session timers: warnings before a session is closed, and services' limits.
+    pub sessions: SessionSettings,
     /// Load balancers that send the client's address first (PROXY protocol v2).
     pub proxy_protocol: crate::client_address::ProxyProtocolSettings,
     /// People signing in with ID tokens (off while `oidc.issuer` is empty).
@@ -74,6 +76,39 @@ pub struct Limits {
     pub max_handshakes_per_address: usize,
 }
 
+/// The `[sessions]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A NOTICE goes to the client this long before the proxy closes its session (grant
+    /// expiry, idle limit, age limit); at most half the limit, so short limits warn too.
+    pub warn_before_secs: u64,
+    /// Where a person asks for more time (the approvals app's request page); named in the
+    /// notice before a grant ends. Empty: not named.
+    pub approvals_url: String,
+    /// Limits for service accounts (people's come from their grant). Off by default.
+    pub services: ServiceLimits,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            warn_before_secs: 300,
+            approvals_url: String::new(),
+            services: ServiceLimits::default(),
+        }
+    }
+}
+
+/// The timers of `grants::SessionPolicy` that apply to service accounts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceLimits {
+    pub idle_timeout_secs: Option<u32>,
+    pub idle_in_transaction_timeout_secs: Option<u32>,
+    pub max_session_secs: Option<u32>,
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -83,6 +118,7 @@ impl Default for Settings {
             upstream: UpstreamSettings::default(),
             services: BTreeMap::from([("rates_api".to_string(), "dbgw/rates-api".to_string())]),
             limits: Limits::default(),
+            sessions: SessionSettings::default(),
             proxy_protocol: Default::default(),
             oidc: Default::default(),
             grants: Default::default(),
@@ -138,6 +174,20 @@ impl Settings {
             "no TLS certificate and plaintext = \"never\": no client could connect"
         );
         self.fleet.validate()?;
+        let services = &self.sessions.services;
+        for (name, value) in [
+            ("idle_timeout_secs", services.idle_timeout_secs),
+            (
+                "idle_in_transaction_timeout_secs",
+                services.idle_in_transaction_timeout_secs,
+            ),
+            ("max_session_secs", services.max_session_secs),
+        ] {
+            anyhow::ensure!(
+                value != Some(0),
+                "sessions.services.{name} must be at least 1 (leave it out for none)"
+            );
+        }
         anyhow::ensure!(
             self.limits.max_message_bytes >= 1024,
             "limits.max_message_bytes is too small"

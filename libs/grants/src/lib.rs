@@ -252,8 +252,22 @@ pub async fn no_longer_active(
     control: &Client,
     ids: &[i64],
 ) -> Result<Vec<(i64, String)>, tokio_postgres::Error> {
+    Ok(review(control, ids).await?.ended)
+}
+
+/// What the proxy's grant watcher learns of the grants behind open sessions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// Grants that no longer allow access, with the reason.
+    pub ended: Vec<(i64, String)>,
+    /// The others, with their current end (an extension moves it later).
+    pub ends: Vec<(i64, DateTime<Utc>)>,
+}
+
+/// Of `ids`, which grants ended and when the others end now, in one query.
+pub async fn review(control: &Client, ids: &[i64]) -> Result<Review, tokio_postgres::Error> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Review::default());
     }
     let rows = control
         .query(
@@ -262,18 +276,22 @@ pub async fn no_longer_active(
         )
         .await?;
     let now = Utc::now();
-    let mut found: Vec<(i64, String)> = rows
-        .iter()
-        .map(Grant::from_row)
-        .filter_map(|g| g.inactive_reason(now).map(|why| (g.id, why)))
-        .collect();
+    let mut review = Review::default();
+    for g in rows.iter().map(Grant::from_row) {
+        match g.inactive_reason(now) {
+            Some(why) => review.ended.push((g.id, why)),
+            None => review.ends.push((g.id, g.expires_at)),
+        }
+    }
     // A grant deleted outright is no longer active either.
     for id in ids {
         if !rows.iter().any(|r| r.get::<_, i64>("id") == *id) {
-            found.push((*id, format!("grant {id} no longer exists")));
+            review
+                .ended
+                .push((*id, format!("grant {id} no longer exists")));
         }
     }
-    Ok(found)
+    Ok(review)
 }
 
 pub async fn list(control: &Client) -> Result<Vec<Grant>, tokio_postgres::Error> {

@@ -145,6 +145,21 @@ pub fn error(out: &mut BytesMut, severity: &str, code: &str, text: &str) {
     });
 }
 
+/// A NoticeResponse (severity `NOTICE`): psql prints it as `NOTICE:  <text>`.
+pub fn notice(out: &mut BytesMut, code: &str, text: &str) {
+    message(out, NOTICE_RESPONSE, |b| {
+        b.put_u8(b'S');
+        cstr(b, "NOTICE");
+        b.put_u8(b'V');
+        cstr(b, "NOTICE");
+        b.put_u8(b'C');
+        cstr(b, code);
+        b.put_u8(b'M');
+        cstr(b, text);
+        b.put_u8(0);
+    });
+}
+
 pub fn auth_ok(out: &mut BytesMut) {
     message(out, AUTHENTICATION, |b| b.put_i32(0));
 }

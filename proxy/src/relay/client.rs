@@ -281,6 +281,11 @@ async fn accept(
         }
     }
     ledger.commit(first);
+    if let Some(q) = link.quiet.as_deref().filter(|q| q.tracks_idle()) {
+        if !ledger.idle() {
+            q.busy();
+        }
+    }
     drop(ledger);
     link.statements
         .fetch_add(statements as u64, Ordering::Relaxed);

@@ -7,16 +7,18 @@
 //!   before the bytes that carry them are forwarded. COPY data streams through.
 //! - [`server`]: database → client. Every message is paired with the ledger (by its header;
 //!   only the few that carry outcomes are decoded), and forwarded untouched.
+//! - [`quiet`]: what a session's timers (idle limits, notices) see of the relay.
 //! - [`Halt`] (in [`crate::halt`]): how the proxy ends a session (revocation, expiry,
 //!   shutdown): it wins over anything either loop is waiting for, including a client that
 //!   stopped reading.
 
 mod client;
 pub mod ledger;
+pub mod quiet;
 mod server;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -33,6 +35,7 @@ use crate::settings::Limits;
 use crate::sql::Caller;
 use crate::stream::Split;
 use ledger::{Finished, Ledger};
+use quiet::Quiet;
 
 /// What the relay uses of the proxy.
 pub struct Deps<'a> {
@@ -101,6 +104,8 @@ struct Link {
     from_client: AtomicU64,
     to_client: AtomicU64,
     statements: AtomicU64,
+    /// Sessions with timers only: the relay tells them when it goes quiet or busy.
+    quiet: Option<Arc<Quiet>>,
 }
 
 impl Link {
@@ -115,7 +120,7 @@ impl Link {
 
 /// Runs the relay until the session ends. `status` is the transaction status of the
 /// upstream's first ReadyForQuery; `read_only`: the session's grant makes it read-only
-/// ([`crate::sql::read_only`]).
+/// ([`crate::sql::read_only`]); `quiet`, for a session with timers, what they watch.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<C, U>(
     deps: &Deps<'_>,
@@ -126,6 +131,7 @@ pub async fn run<C, U>(
     upstream: U,
     status: u8,
     halt: &Halt,
+    quiet: Option<Arc<Quiet>>,
 ) -> (Totals, End)
 where
     C: Split,
@@ -147,6 +153,7 @@ where
         from_client: AtomicU64::new(0),
         to_client: AtomicU64::new(0),
         statements: AtomicU64::new(0),
+        quiet,
     };
     let stopped = {
         let c2u = client::run(deps, info, &mut cr, &mut uw, &link, halt);
@@ -168,7 +175,7 @@ where
                 }
                 Err(stop) => {
                     deps.metrics.error(stop.kind);
-                    halt.fire(stop.code, stop.message);
+                    let _ = halt.fire(stop.code, stop.message);
                     None
                 }
             },

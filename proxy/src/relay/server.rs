@@ -3,7 +3,8 @@
 //! buffered whole). Bytes are forwarded untouched, in whole messages where they fit.
 //!
 //! The proxy's own answers (refusals) are written in their turn, when everything before
-//! them has been answered.
+//! them has been answered. Its notices (a session's timers) go out only when nothing is in
+//! flight, after the answers written with them.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -51,6 +52,12 @@ where
     let mut client_gone = false;
     let refusal = link.refused.notified();
     tokio::pin!(refusal);
+    // Sessions without timers never poll for notices.
+    let no_notices = tokio::sync::Notify::new();
+    let notices = link.quiet.as_deref().map_or(&no_notices, |q| q.notices());
+    let notice = notices.notified();
+    tokio::pin!(notice);
+    let has_timers = link.quiet.is_some();
     loop {
         if buf.capacity() - buf.len() < 8192 {
             buf.reserve(32 * 1024);
@@ -63,6 +70,10 @@ where
             r = upstream.read_buf(&mut buf) => Some(r),
             _ = &mut refusal => {
                 refusal.set(link.refused.notified());
+                None
+            }
+            _ = &mut notice, if has_timers => {
+                notice.set(notices.notified());
                 None
             }
         };
@@ -94,7 +105,10 @@ where
         }
         // A client that went away stops receiving, but the outcomes of what still runs
         // belong in the audit: keep reading from the database.
-        if !client_gone && (pos > 0 || !out.is_empty() || unpaired.is_some()) {
+        let settled = std::mem::take(&mut side.settled);
+        if !client_gone
+            && (pos > 0 || !out.is_empty() || unpaired.is_some() || !side.notice.is_empty())
+        {
             link.clean.store(false, Ordering::Relaxed);
             // The proxy's own answers come first: they answer messages sent before
             // anything these bytes answer.
@@ -106,8 +120,18 @@ where
                 written = client.write_all(&side.fatal).await.is_ok();
                 let _ = client.flush().await;
             }
+            if written && !side.notice.is_empty() {
+                written = client.write_all(&side.notice).await.is_ok();
+            }
+            side.notice.clear();
             client_gone = !written;
             link.clean.store(side.skip == 0, Ordering::Relaxed);
+            if written && settled {
+                settle(link);
+            }
+        } else if settled && !client_gone {
+            // Nothing left to write: quiet now.
+            settle(link);
         }
         if pos > 0 {
             link.to_client.fetch_add(pos as u64, Ordering::Relaxed);
@@ -131,6 +155,10 @@ struct Side {
     fatal_seen: bool,
     /// The proxy's FATAL when a message could not be paired.
     fatal: BytesMut,
+    /// A notice of the session's timers, written after this scan's bytes.
+    notice: BytesMut,
+    /// This scan left nothing in flight in a session whose timers track idleness.
+    settled: bool,
 }
 
 impl Side {
@@ -199,11 +227,34 @@ impl Side {
                 pos = buf.len();
             }
         }
+        if let Some(q) = &link.quiet {
+            if self.skip == 0 && unpaired.is_none() && ledger.idle() {
+                if q.tracks_idle() && !q.state().quiet() {
+                    self.settled = true;
+                }
+                if q.notice_pending() {
+                    if let Some(text) = q.take_notice() {
+                        be::notice(&mut self.notice, sqlstate::SUCCESSFUL_COMPLETION, &text);
+                    }
+                }
+            }
+        }
         drop(ledger);
         if link.waiting.load(Ordering::Relaxed) {
             link.settled.notify_one();
         }
         (pos, unpaired)
+    }
+}
+
+/// The answers are with the client: the session is quiet, unless the client sent more
+/// meanwhile.
+fn settle(link: &Link) {
+    if let Some(q) = &link.quiet {
+        let ledger = link.ledger();
+        if ledger.idle() {
+            q.settle(ledger.status());
+        }
     }
 }
 

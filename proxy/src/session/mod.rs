@@ -4,6 +4,7 @@
 
 mod login;
 mod negotiate;
+pub mod timers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::protocol::backend;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::Request;
 use crate::relay;
+use crate::relay::quiet::Quiet;
 use crate::stream::ClientStream;
 use crate::wire::ReadError;
 
@@ -117,28 +119,45 @@ async fn serve_in_span(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, mut 
         .register(upstream.backend_pid, upstream.backend_secret.clone());
     let halt = Arc::new(Halt::default());
     // A person's session ends when the grant does, whether or not the control plane can be
-    // reached to say so.
-    let expiry = match &identity {
+    // reached to say so; the grant watcher moves that end when the grant is extended. The
+    // policy's (or services') idle and age limits run beside it.
+    let (limits, grant_end) = match &identity {
         Identity::Person {
-            grant_expires_at, ..
-        } => {
-            let left = (*grant_expires_at - chrono::Utc::now())
-                .to_std()
-                .unwrap_or_default();
-            let halt = halt.clone();
-            Some(tokio::spawn(async move {
-                tokio::time::sleep(left).await;
-                halt.fire(
-                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-                    "access revoked: the grant has expired",
-                );
-            }))
-        }
-        Identity::Service { .. } => None,
+            grant_expires_at,
+            policy,
+            ..
+        } => (
+            timers::Limits::of_grant(policy),
+            Some(tokio::sync::watch::Sender::new(*grant_expires_at)),
+        ),
+        Identity::Service { .. } => (
+            timers::Limits::of_services(&ctx.settings.sessions.services),
+            None,
+        ),
     };
+    let timers = timers::Timers::new(
+        &ctx.settings.sessions,
+        limits,
+        grant_end.as_ref().map(|tx| tx.subscribe()),
+    );
+    let quiet = timers
+        .any()
+        .then(|| Arc::new(Quiet::new(limits.tracks_idle(), upstream.status)));
+    let timer_task = quiet.clone().map(|quiet| {
+        tokio::spawn(
+            timers::run(
+                timers,
+                started.into(),
+                quiet,
+                halt.clone(),
+                ctx.metrics.clone(),
+            )
+            .in_current_span(),
+        )
+    });
     let registration = ctx
         .sessions
-        .add(&info.session, identity.clone(), halt.clone());
+        .add(&info.session, identity.clone(), halt.clone(), grant_end);
     let mut greeting = BytesMut::new();
     backend::auth_ok(&mut greeting);
     greeting.extend_from_slice(&upstream.parameters);
@@ -167,13 +186,14 @@ async fn serve_in_span(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, mut 
             upstream.stream,
             upstream.status,
             &halt,
+            quiet,
         )
         .await;
         ctx.metrics.active_sessions.dec();
         result
     };
-    if let Some(expiry) = expiry {
-        expiry.abort();
+    if let Some(task) = timer_task {
+        task.abort();
     }
     if matches!(end, relay::End::Halted(_) | relay::End::DrainTimeout) {
         // Whatever still runs for this session must stop: cancel it upstream.

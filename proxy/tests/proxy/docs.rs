@@ -2,7 +2,7 @@
 //! and label value the proxy has is in docs/proxy.md.
 
 use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
-use proxy::metrics::{CancelRoute, ConnectionResult, ErrorKind, Metrics};
+use proxy::metrics::{CancelRoute, Closed, ConnectionResult, ErrorKind, Metrics};
 use proxy::settings::Settings;
 
 const DOC: &str = "docs/proxy.md";
@@ -32,6 +32,9 @@ fn every_metric_and_label_is_documented() {
     for route in CancelRoute::ALL {
         metrics.cancel(route);
     }
+    for reason in Closed::ALL {
+        metrics.closed(reason);
+    }
     let (names, labels) = metric_names(&metrics.render());
     assert!(
         names.contains(&"dbgw_proxy_connections_total".to_string()),
@@ -44,6 +47,7 @@ fn every_metric_and_label_is_documented() {
         .map(|r| r.label())
         .chain(ErrorKind::ALL.iter().map(|k| k.label()))
         .chain(CancelRoute::ALL.iter().map(|r| r.label()))
+        .chain(Closed::ALL.iter().map(|r| r.label()))
         .map(String::from)
         .collect();
     assert_documented(DOC, "metric label values", &values);

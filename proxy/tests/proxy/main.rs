@@ -23,5 +23,6 @@ mod lexer;
 mod pipeline;
 mod read_only;
 mod rotation;
+mod session_policy;
 mod sso;
 mod step_up;

@@ -285,7 +285,7 @@ impl Stack {
             .await
     }
 
-    /// [`Stack::grant_until`] with the session policy `policy`.
+    /// A grant with a session policy (idle and age limits, ...).
     pub async fn grant_with(
         &self,
         email: &str,
