@@ -36,7 +36,6 @@ pub fn router() -> Router<App> {
         .route("/api/v1/requests/{id}/extend", post(extend))
         .route("/api/v1/extensions/{id}", get(show_extension))
         .route("/api/v1/extensions/{id}/decide", post(decide_extension))
-        .route("/api/v1/cli/token", post(crate::cli_handoff::redeem))
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/grants", get(active))
         .route("/api/v1/events", get(events))

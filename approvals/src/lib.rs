@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod oidc;
 pub mod provision;
+pub mod routes;
 pub mod scheduler;
 pub mod session;
 pub mod settings;
@@ -127,7 +128,7 @@ impl Application {
     {
         let stop = CancellationToken::new();
         let scheduler = tokio::spawn(scheduler::run(self.app.clone(), stop.clone()));
-        let router = web::router(self.app.clone());
+        let router = routes::router(self.app.clone());
         tracing::info!(port = self.port, "approvals listening");
         let grace = Duration::from_secs(self.app.settings.shutdown_grace_secs);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

@@ -5,9 +5,8 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -27,7 +26,8 @@ use crate::status::{Action, Decision, Status};
 use crate::workflow::{self, Actor, NewRequest};
 use crate::App;
 
-pub fn router(app: App) -> Router {
+/// The pages (the app's whole router is [`crate::routes::router`]).
+pub fn routes() -> Router<App> {
     Router::new()
         .route("/", get(home))
         .route("/requests/new", get(new_form))
@@ -47,24 +47,13 @@ pub fn router(app: App) -> Router {
         .route("/auth/login", get(login))
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))
-        .route("/auth/cli", get(crate::cli_handoff::start))
-        .route("/auth/cli/finish", get(crate::cli_handoff::finish))
         .route("/static/app.css", get(css))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .merge(crate::api::router())
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(crate::body::LIMIT))
-        .layer(middleware::map_response(security_headers))
-        .layer(middleware::from_fn_with_state(
-            app.metrics.clone(),
-            crate::metrics::track,
-        ))
-        .with_state(app)
 }
 
-async fn security_headers(mut response: Response) -> Response {
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
         h.entry(k).or_insert(HeaderValue::from_static(v));
@@ -852,7 +841,7 @@ async fn css() -> Response {
         .into_response()
 }
 
-async fn not_found() -> Page {
+pub(crate) async fn not_found() -> Page {
     Page(Error::NotFound("There is no such page.".into()))
 }
 

@@ -1,0 +1,27 @@
+//! The app's router: the pages, the JSON API and the CLI's sign-in hand-off, with the
+//! layers every response gets. The composition root of the HTTP side: the modules it joins
+//! do not import one another's routes.
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::{api, cli_handoff, web, App};
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .merge(web::routes())
+        .merge(api::router())
+        .route("/auth/cli", get(cli_handoff::start))
+        .route("/auth/cli/finish", get(cli_handoff::finish))
+        .route("/api/v1/cli/token", post(cli_handoff::redeem))
+        .fallback(web::not_found)
+        .layer(DefaultBodyLimit::max(crate::body::LIMIT))
+        .layer(middleware::map_response(web::security_headers))
+        .layer(middleware::from_fn_with_state(
+            app.metrics.clone(),
+            crate::metrics::track,
+        ))
+        .with_state(app)
+}
