@@ -136,6 +136,14 @@ struct Decide {
     comment: String,
 }
 
+impl Decide {
+    fn decision(&self) -> Result<Decision, Error> {
+        self.decision
+            .parse()
+            .map_err(|_| Error::BadInput("decision must be \"approve\" or \"deny\"".into()))
+    }
+}
+
 async fn decide(
     State(app): State<App>,
     headers: HeaderMap,
@@ -144,9 +152,7 @@ async fn decide(
 ) -> ApiResult {
     let actor = actor(&app, &headers).await?;
     let d = body::json(json)?;
-    let Ok(decision) = d.decision.parse::<Decision>() else {
-        return Err(Error::BadInput("decision must be \"approve\" or \"deny\"".into()).into());
-    };
+    let decision = d.decision()?;
     Ok(Json(workflow::decide(&app, &actor, id, decision, &d.comment).await?).into_response())
 }
 
@@ -195,9 +201,7 @@ async fn decide_extension(
 ) -> ApiResult {
     let actor = actor(&app, &headers).await?;
     let d = body::json(json)?;
-    let Ok(decision) = d.decision.parse::<Decision>() else {
-        return Err(Error::BadInput("decision must be \"approve\" or \"deny\"".into()).into());
-    };
+    let decision = d.decision()?;
     Ok(Json(extension::decide(&app, &actor, id, decision, &d.comment).await?).into_response())
 }
 

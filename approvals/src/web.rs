@@ -493,6 +493,14 @@ struct DecideForm {
     comment: String,
 }
 
+impl DecideForm {
+    fn decision(&self) -> Result<Decision, Error> {
+        self.decision
+            .parse()
+            .map_err(|_| Error::BadInput("Choose approve or deny.".into()))
+    }
+}
+
 async fn decide(
     State(app): State<App>,
     jar: CookieJar,
@@ -501,9 +509,7 @@ async fn decide(
 ) -> PageResult {
     let f = form(f)?;
     let (mut session, _) = posted(&app, &jar, &f.csrf).await?;
-    let Ok(decision) = f.decision.parse::<Decision>() else {
-        return Err(Error::BadInput("Choose approve or deny.".into()).into());
-    };
+    let decision = f.decision()?;
     let actor = fresh_actor(&app, &mut session).await?;
     let req = workflow::decide(&app, &actor, id, decision, &f.comment).await?;
     let said = match (decision, req.status) {
@@ -572,9 +578,7 @@ async fn decide_extension(
 ) -> PageResult {
     let f = form(f)?;
     let (mut session, _) = posted(&app, &jar, &f.csrf).await?;
-    let Ok(decision) = f.decision.parse::<Decision>() else {
-        return Err(Error::BadInput("Choose approve or deny.".into()).into());
-    };
+    let decision = f.decision()?;
     let actor = fresh_actor(&app, &mut session).await?;
     let ext = crate::extension::decide(&app, &actor, id, decision, &f.comment).await?;
     flash(
