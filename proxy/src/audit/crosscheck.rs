@@ -524,10 +524,10 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
         ));
     }
     let (mut g, mut e) = (0usize, 0usize);
-    // The entry a May execution last paired with: a Bind recorded apart from its Execute
-    // (a portal bound, then executed in a later message) pairs with the entry pgaudit
-    // logged at the Bind, and the Execute's record finds it taken.
-    let mut taken_by_may: Option<usize> = None;
+    // The entries May executions paired with, the last few: a Bind recorded apart from its
+    // Execute (portals bound in turn, then executed in later messages) pairs with the entry
+    // pgaudit logged at the Bind, and the Execute's record finds it taken.
+    let mut taken_by_may: std::collections::VecDeque<usize> = Default::default();
     let execs = &session.executions;
     for (i, exec) in execs.iter().enumerate() {
         // Statements the server ran while converting a Bind's parameters are logged during
@@ -560,7 +560,9 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                                 > agreeing(&execs[i + 1..], &backend.groups[g..])
                     });
                 // Its Bind's entry, already paired, before a later entry of the same text.
-                let bound = taken_by_may.filter(|&t| exec.matches(&backend.groups[t]));
+                let bound = taken_by_may
+                    .iter()
+                    .position(|&t| exec.matches(&backend.groups[t]));
                 match later.filter(|&j| j == g || bound.is_none()) {
                     Some(j) => {
                         for skipped in &backend.groups[g..j] {
@@ -568,9 +570,10 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                         }
                         report.summary.matched_statements += 1;
                         g = j + 1;
-                        taken_by_may = None;
                     }
-                    None if bound.is_some() => taken_by_may = None,
+                    None if bound.is_some() => {
+                        taken_by_may.remove(bound.unwrap_or_default());
+                    }
                     // pgaudit numbers a statement that runs while the previous statement's
                     // portal is still open (a cursor fetched in parts, then COMMIT) as a
                     // substatement of it: the entry is in the group already paired.
@@ -615,7 +618,10 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                         report.differences.push(unrecorded(&diff, skipped));
                     }
                     report.summary.matched_statements += 1;
-                    taken_by_may = Some(j);
+                    taken_by_may.push_back(j);
+                    if taken_by_may.len() > LOOKAHEAD {
+                        taken_by_may.pop_front();
+                    }
                     g = j + 1;
                 }
             }
@@ -1083,10 +1089,16 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
                 .parse()
                 .map_err(|_| anyhow::anyhow!("{at}: bad pgaudit statement id {:?}", fields[1]))?;
             let mut text = fields[7].clone();
-            let same = backend
-                .groups
-                .last()
-                .is_some_and(|g| g.statement_id == statement_id);
+            // pgaudit numbers a statement whose portal starts while another portal is still
+            // open as a substatement of that one; logged at Bind with a text of its own, it
+            // is a statement of its own (a portal bound, not SQL run by a function).
+            let at_bind = v["ps"] == "BIND";
+            let same = backend.groups.last().is_some_and(|g| {
+                g.statement_id == statement_id
+                    && !(at_bind
+                        && fields[2] != "1"
+                        && g.entries.first().is_some_and(|e| e.text != fields[7]))
+            });
             if text == "<previously logged>" {
                 if let Some(prev) = backend
                     .groups
@@ -1110,7 +1122,7 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
                 backend.groups.push(Group {
                     statement_id,
                     entries: vec![entry],
-                    at_bind: v["ps"] == "BIND",
+                    at_bind,
                     at: at.to_string(),
                 });
             }
