@@ -560,9 +560,10 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                                 > agreeing(&execs[i + 1..], &backend.groups[g..])
                     });
                 // Its Bind's entry, already paired, before a later entry of the same text.
+                // (The Bind's own entry is its group's first; the latest such Bind.)
                 let bound = taken_by_may
                     .iter()
-                    .position(|&t| exec.matches(&backend.groups[t]));
+                    .rposition(|&t| exec.same_text(backend.groups[t].text()));
                 match later.filter(|&j| j == g || bound.is_none()) {
                     Some(j) => {
                         for skipped in &backend.groups[g..j] {
