@@ -429,3 +429,46 @@ async fn psql_and_catalog_queries_work_in_a_read_only_session() {
         .unwrap();
     stack.stop().await;
 }
+
+/// pgJDBC itself (Debian's jar, as a single-file Java program): the DatabaseMetaData calls a
+/// GUI tool makes, the driver's own read-only transaction, and a write refused with 25006,
+/// while nothing is written on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_metadata_works_in_a_read_only_session() {
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp).await;
+    read_only_grant(&stack).await;
+    let token = idp.token(ALICE).unwrap();
+    let before = notes(&stack).await;
+    let mut java = std::process::Command::new("java");
+    java.args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/JdbcReadOnly.java"
+        ))
+        .envs(stack.libpq_env(&stack.app))
+        .env("PGUSER", ALICE)
+        .env("PGPASSWORD", &token);
+    let out = tokio::task::spawn_blocking(move || java.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("java not runnable ({e}): run `make test-deps`"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("metadata ok"),
+        "JdbcReadOnly.java failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(notes(&stack).await, before, "nothing was written");
+    // The write is recorded before it was forwarded, with the server's refusal.
+    stack.sessions_ended().await;
+    let runs = crate::common::executions(&stack.records(), "jdbc-read-only");
+    let writes: Vec<_> = runs
+        .iter()
+        .filter(|(s, _)| s["statement"].as_str().unwrap().starts_with("INSERT"))
+        .collect();
+    assert_eq!(writes.len(), 1, "{runs:#?}");
+    let outcome = writes[0].1.as_ref().expect("an outcome");
+    assert_eq!(outcome["sqlstate"], "25006", "{outcome}");
+    stack.stop().await;
+}

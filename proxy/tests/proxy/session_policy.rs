@@ -472,3 +472,65 @@ async fn an_extended_grant_keeps_its_session_and_a_shortened_one_ends_it() {
     assert!(reason.contains("expired"), "{reason}");
     stack.stop().await;
 }
+
+/// What a person sees in psql: an idle psql reads nothing until the next command, so the
+/// NOTICE and the FATAL the proxy sent while it was idle are printed then, as psql prints
+/// PostgreSQL's own `idle_session_timeout` (`NOTICE:`, then `FATAL:` and the lost
+/// connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_shows_the_notice_and_the_reason() {
+    use std::io::Write as _;
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp, |_| {}).await;
+    let policy = SessionPolicy {
+        idle_timeout_secs: Some(2),
+        ..Default::default()
+    };
+    stack
+        .grant_with(ALICE, "rates_reader", in_an_hour(), policy)
+        .await;
+    let token = idp.token(ALICE).unwrap();
+    let mut psql = stack.libpq_command("psql", &stack.app);
+    psql.env("PGUSER", ALICE)
+        .env("PGPASSWORD", &token)
+        .env("PGAPPNAME", "idle-psql-cli")
+        .args(["-X", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = psql.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "SELECT 'before' AS phase;").unwrap();
+    stdin.flush().unwrap();
+
+    // The proxy closes the idle session while psql waits for its next line.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while closed_metric(&stack, "idle") == 0 {
+        assert!(Instant::now() < deadline, "the idle session was never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writeln!(stdin, "SELECT 'after' AS phase;").unwrap();
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("before"), "{stdout}");
+    assert!(!stdout.contains("after"), "{stdout}");
+    assert!(!out.status.success(), "psql exits non-zero: {stderr}");
+    let notice = stderr
+        .find("NOTICE:  ")
+        .unwrap_or_else(|| panic!("no NOTICE: {stderr}"));
+    let fatal = stderr
+        .find("FATAL:  ")
+        .unwrap_or_else(|| panic!("no FATAL: {stderr}"));
+    assert!(notice < fatal, "the notice comes first: {stderr}");
+    assert!(stderr[notice..].contains("closed after 2 s idle"), "{stderr}");
+    assert!(
+        stderr[fatal..].contains("idle-session timeout"),
+        "{stderr}"
+    );
+    stack.stop().await;
+}
