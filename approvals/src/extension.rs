@@ -332,11 +332,7 @@ pub async fn decide(
             &[&id, &actor.email(), &decision.as_str(), &comment],
         )
         .await?;
-        tx.execute(
-            "UPDATE grants SET expires_at = $2 WHERE id = $1",
-            &[&grant_id, &ext.extend_to],
-        )
-        .await?;
+        grants::set_end(&tx, grant_id, ext.extend_to).await?;
         tx.execute(
             "UPDATE extensions SET state = 'approved', decided_at = now() WHERE id = $1",
             &[&id],

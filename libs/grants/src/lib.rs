@@ -670,6 +670,23 @@ pub async fn get(control: &Client, id: i64) -> Result<Grant, GrantError> {
     Ok(Grant::from_row(&row))
 }
 
+/// Moves a live grant's end (an approved extension, or a shortening). The proxies' grant
+/// watchers pass the new end to the grant's open sessions, which stay on their backends.
+/// Returns whether a grant still live was changed.
+pub async fn set_end(
+    control: &impl tokio_postgres::GenericClient,
+    id: i64,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, tokio_postgres::Error> {
+    let changed = control
+        .execute(
+            "UPDATE grants SET expires_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &end],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
 /// Marks a grant revoked: the proxy closes its sessions within its poll interval and lets
 /// nobody in with it any more. What the grant gave on the server is taken away by
 /// [`reconcile`].

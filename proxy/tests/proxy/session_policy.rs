@@ -408,13 +408,8 @@ async fn an_extended_grant_keeps_its_session_and_a_shortened_one_ends_it() {
 
     // The approvals app extends the grant in the control plane.
     let control = stack.cluster.connect("dbgw").await.unwrap();
-    control
-        .execute(
-            "UPDATE grants SET expires_at = now() + interval '30 seconds' WHERE id = $1",
-            &[&grant.id],
-        )
-        .await
-        .unwrap();
+    let moved = chrono::Utc::now() + chrono::Duration::seconds(30);
+    assert!(grants::set_end(&control, grant.id, moved).await.unwrap());
     // Past the first end (with slack), the session is the same one.
     while chrono::Utc::now() < first_end + chrono::Duration::seconds(2) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,13 +432,8 @@ async fn an_extended_grant_keeps_its_session_and_a_shortened_one_ends_it() {
 
     // Now it ends sooner than the extension said: the session ends then.
     let shortened = Instant::now();
-    control
-        .execute(
-            "UPDATE grants SET expires_at = now() + interval '3 seconds' WHERE id = $1",
-            &[&grant.id],
-        )
-        .await
-        .unwrap();
+    let moved = chrono::Utc::now() + chrono::Duration::seconds(3);
+    assert!(grants::set_end(&control, grant.id, moved).await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(15);
     while !client.is_closed() {
         assert!(
