@@ -528,6 +528,8 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
     // Execute (portals bound in turn, then executed in later messages) pairs with the entry
     // pgaudit logged at the Bind, and the Execute's record finds it taken.
     let mut taken_by_may: std::collections::VecDeque<usize> = Default::default();
+    // Substatement entries (group, entry) executions have paired with.
+    let mut claimed = std::collections::HashSet::new();
     let execs = &session.executions;
     for (i, exec) in execs.iter().enumerate() {
         // Statements the server ran while converting a Bind's parameters are logged during
@@ -575,14 +577,11 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     None if bound.is_some() => {
                         taken_by_may.remove(bound.unwrap_or_default());
                     }
-                    // pgaudit numbers a statement that runs while the previous statement's
-                    // portal is still open (a cursor fetched in parts, then COMMIT) as a
-                    // substatement of it: the entry is in the group already paired.
-                    None if g > 0
-                        && backend.groups[g - 1].entries[1..]
-                            .iter()
-                            .any(|entry| exec.same_text(&entry.text)) =>
-                    {
+                    // pgaudit numbers a statement that runs while an earlier statement's
+                    // portal is still open (a cursor fetched in parts, then COMMIT; a portal
+                    // bound and not yet executed, then a Query) as a substatement of it: the
+                    // entry is in a group already passed, not yet claimed.
+                    None if claim_substatement(exec, &backend.groups[..g], &mut claimed) => {
                         report.summary.matched_statements += 1;
                     }
                     None => report.differences.push(diff(
@@ -600,9 +599,10 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
             }
             Expect::May => {
                 // Without a text (a portal or statement the server did not have) it cannot
-                // be told apart from any entry: it pairs with none. With one, as a Must
-                // execution does, at the cursor or later when that agrees better with what
-                // follows; not finding it is no difference.
+                // be told apart from any entry: it pairs with none. With one, at the cursor,
+                // or later only when what follows agrees better from there: not pairing a
+                // May execution is no difference, while skipping entries makes each one a
+                // difference, so pairing it is no reason of its own to skip.
                 let later = exec
                     .text
                     .as_ref()
@@ -668,6 +668,24 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
     }
 }
 
+/// Pairs `exec` with a substatement entry of its text in one of the last [`LOOKAHEAD`]
+/// groups passed (newest first) that no execution has claimed yet.
+fn claim_substatement(
+    exec: &Execution,
+    passed: &[Group],
+    claimed: &mut std::collections::HashSet<(usize, usize)>,
+) -> bool {
+    let from = passed.len().saturating_sub(LOOKAHEAD);
+    let found = (from..passed.len()).rev().find_map(|gi| {
+        (1..passed[gi].entries.len())
+            .find(|&ei| {
+                !claimed.contains(&(gi, ei)) && exec.same_text(&passed[gi].entries[ei].text)
+            })
+            .map(|ei| (gi, ei))
+    });
+    found.is_some_and(|at| claimed.insert(at))
+}
+
 /// How many of the next executions pair with the next entries without a difference, up to
 /// [`LOOKAHEAD`] of them.
 fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
@@ -676,9 +694,22 @@ fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
         if n >= LOOKAHEAD {
             break;
         }
+        // An Execute of a portal bound apart pairs with its Bind's entry or one of its own:
+        // it says nothing about which way the next entries go.
+        if exec.bound_apart {
+            continue;
+        }
         let here = groups.get(g).is_some_and(|grp| exec.matches(grp))
             && (exec.audit == Expect::Must || exec.text.is_some());
         match exec.audit {
+            // One that pairs nowhere ahead is a difference (or a substatement of a group
+            // passed) whichever way: it does not decide between the two.
+            Expect::Must
+                if !here
+                    && !groups[g.min(groups.len())..]
+                        .iter()
+                        .take(LOOKAHEAD)
+                        .any(|grp| exec.matches(grp)) => {}
             Expect::Must if !here => break,
             Expect::Must | Expect::May if here => {
                 g += 1;
@@ -761,6 +792,9 @@ struct Execution {
     result: String,
     /// A Bind converting parameters (see [`Pending`]).
     converts: bool,
+    /// An Execute of a portal bound in an earlier record: pgaudit logged a SELECT's entry
+    /// at that Bind, anything else's now.
+    bound_apart: bool,
     at: String,
 }
 
@@ -932,6 +966,7 @@ fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
                 error,
                 result,
                 converts: p.converts,
+                bound_apart: p.executes && !p.binds && p.of.is_none(),
                 at: p.at.clone(),
             });
         }
@@ -1307,6 +1342,7 @@ mod tests {
             error: None,
             result: String::new(),
             converts: false,
+            bound_apart: false,
             at: String::new(),
         };
         assert!(exec.same_text("ALTER USER bob PASSWORD <REDACTED>"));

@@ -595,6 +595,76 @@ async fn statements_run_while_binding_pair_with_the_bind_that_ran_them() {
 
 /// Runs the real `proxy audit crosscheck --json` with the rotation function's log and
 /// networks: the report.
+/// Statements pgaudit numbers under a portal still open: a portal bound and not executed,
+/// then Queries in the same unsynced segment (the first is logged as a substatement of the
+/// bound SELECT, the next as a statement of its own), and a portal bound twice, executed
+/// apart, with a Query of two statements behind it and the same statement bound again
+/// later. Each execution pairs once, with no difference either way (the 200-session
+/// fuzzer's seeds 7 and 12345 found both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_under_an_open_portal_pair_once_each() {
+    use crate::common::wire::*;
+    use crate::common::{query_msg, RawClient};
+    let stack = Stack::with(common::Options {
+        pgaudit: true,
+        plaintext: proxy::settings::Plaintext::Loopback,
+        ..Default::default()
+    })
+    .await;
+    let mut c = RawClient::login(stack.addr, &stack.writer, "open-portal").await;
+    exchange(
+        &mut c,
+        &[
+            parse("s1", "SELECT 'bound'"),
+            bind_portal("p1", "s1"),
+            query_msg("SELECT 'q'"),
+            query_msg("SELECT 'q'"),
+            sync(),
+        ],
+        3,
+        &[],
+        &["SELECT 1", "SELECT 1"],
+    )
+    .await;
+    exchange(
+        &mut c,
+        &[parse("s2", "SELECT 'twice'"), sync()],
+        1,
+        &[],
+        &[],
+    )
+    .await;
+    exchange(
+        &mut c,
+        &[
+            bind_portal("p2", "s2"),
+            bind_portal("", "s2"),
+            execute_portal("p2", 0),
+            query_msg("SELECT 'r1'; SELECT 'r2'"),
+            sync(),
+        ],
+        2,
+        &[],
+        &["SELECT 1", "SELECT 1", "SELECT 1"],
+    )
+    .await;
+    exchange(&mut c, &[query_msg("SELECT 'end'")], 1, &[], &["SELECT 1"]).await;
+    exchange(&mut c, &[bind_portal("p2", "s2"), sync()], 1, &[], &[]).await;
+    exchange(&mut c, &[query_msg("SELECT 'end'")], 1, &[], &["SELECT 1"]).await;
+    drop(c);
+    stack.sessions_ended().await;
+    server_log_settled(&stack, "open-portal-settled").await;
+
+    let (code, report, text) = crosscheck(&stack.audit_dir(), &stack.pgaudit_dir());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
+    assert!(
+        report["summary"]["matched_statements"].as_u64().unwrap() >= 8,
+        "{text}"
+    );
+    stack.stop().await;
+}
+
 fn crosscheck_rotation(audit: &Path, pgaudit: &Path, log: &Path, sources: &[&str]) -> Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_proxy"));
     cmd.args(["audit", "crosscheck", "--json"])

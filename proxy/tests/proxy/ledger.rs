@@ -430,6 +430,21 @@ async fn sequences_the_server_accepts_pass_through_with_the_same_answers() {
         std::fs::write(witness.path().join(path.file_name().unwrap()), kept).unwrap();
     }
     stack.flush();
+    // FUZZ_LEDGER_KEEP=DIR keeps both sides for `proxy audit crosscheck DIR/audit
+    // --pgaudit DIR/pgaudit` when a difference needs reading.
+    if let Some(keep) = std::env::var_os("FUZZ_LEDGER_KEEP") {
+        let keep = std::path::Path::new(&keep);
+        for (from, to) in [
+            (stack.audit_dir(), "audit"),
+            (witness.path().into(), "pgaudit"),
+        ] {
+            std::fs::create_dir_all(keep.join(to)).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap() {
+                let path = entry.unwrap().path();
+                std::fs::copy(&path, keep.join(to).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
     let (code, report, text) = crate::crosscheck::crosscheck(&stack.audit_dir(), witness.path());
     assert_eq!(code, 0, "{text}");
     assert!(text.starts_with("OK: 0 difference(s)"), "{text}");

@@ -496,7 +496,10 @@ async fn psql_shows_the_notice_and_the_reason() {
     // The proxy closes the idle session while psql waits for its next line.
     let deadline = Instant::now() + Duration::from_secs(20);
     while closed_metric(&stack, "idle") == 0 {
-        assert!(Instant::now() < deadline, "the idle session was never closed");
+        assert!(
+            Instant::now() < deadline,
+            "the idle session was never closed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     writeln!(stdin, "SELECT 'after' AS phase;").unwrap();
@@ -517,10 +520,10 @@ async fn psql_shows_the_notice_and_the_reason() {
         .find("FATAL:  ")
         .unwrap_or_else(|| panic!("no FATAL: {stderr}"));
     assert!(notice < fatal, "the notice comes first: {stderr}");
-    assert!(stderr[notice..].contains("closed after 2 s idle"), "{stderr}");
     assert!(
-        stderr[fatal..].contains("idle-session timeout"),
+        stderr[notice..].contains("closed after 2 s idle"),
         "{stderr}"
     );
+    assert!(stderr[fatal..].contains("idle-session timeout"), "{stderr}");
     stack.stop().await;
 }
