@@ -39,15 +39,17 @@ status=$(curl -fsS -H "Authorization: Bearer $dana" -H 'content-type: applicatio
 
 export DBGW_CACHE_DIR=.dev/e2e-dbgw BROWSER="node idp/dev-browser.js" DEV_BROWSER_EMAIL=alice@example.com
 rm -rf "$DBGW_CACHE_DIR"
-# psql logs in as alice's own role (session_user) and runs as her grant's group role
-# (current_user): the session holds exactly what the grant gives.
+# psql logs in as her grant's own role (session_user: one login role per grant, named
+# after her email and the request) and runs as the grant's group role (current_user): the
+# session holds exactly what the grant gives.
 who=$($BIN/dbgw psql -- -X -A -t -c "SELECT session_user" -c "SELECT current_user" -c "SELECT count(*) FROM prices" 2>/dev/null) \
   || fail "dbgw psql failed"
 [ "$(echo "$who" | head -1)" = "$(python3 -c '
-import hashlib
-e = "alice@example.com"
-print("p_" + "".join(c if c.isalnum() else "_" for c in e) + "_" + hashlib.sha256(e.encode()).hexdigest()[:16])')" ] \
-  || fail "psql did not run as alice's own role: $who"
+import hashlib, sys
+e, key = "alice@example.com", "r" + sys.argv[1]
+print("p_" + "".join(c if c.isalnum() else "_" for c in e) + "_" + key + "_"
+      + hashlib.sha256((e + "\n" + key).encode()).hexdigest()[:16])' "$request")" ] \
+  || fail "psql did not run as the role of alice's grant (request $request): $who"
 [ "$(echo "$who" | sed -n 2p)" = rates_reader ] || fail "psql did not run as the read-only grant's role: $who"
 [ "$(echo "$who" | tail -1)" = 56689 ] || fail "unexpected count: $who"
 

@@ -204,7 +204,8 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
         return Ok(Outcome::NotDue);
     }
     let target = app.target.get().await?;
-    let db_user = grants::person_role(&req.email);
+    // The grant's own login role (see grants::grant_role).
+    let db_user = grants::request_role(&req.email, id);
     grants::check_owner(&control, &db_user, &req.email).await?;
     let log = |kind: &'static str, grant: Option<i64>, data: serde_json::Value| {
         let control = &control;
@@ -284,6 +285,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                         created_by: "approvals".into(),
                         policy: request_policy(app, &req)?,
                     },
+                    &db_user,
                     Some(&grants::Approval {
                         request_id: id,
                         approved_by,
@@ -396,7 +398,12 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
         return Ok(Outcome::NotDue);
     }
     let target = app.target.get().await?;
-    let db_user = grants::person_role(&req.email);
+    // The grant's login role as recorded (grants made before roles were per grant have the
+    // person's); a request that never got its grant row may still have its role half-made.
+    let db_user = match req.grant_id {
+        Some(grant_id) => grants::get(&control, grant_id).await?.db_user,
+        None => grants::request_role(&req.email, id),
+    };
     let reason = req.end_reason.clone().unwrap_or_default();
     let by = req.ended_by.clone().unwrap_or_else(|| SYSTEM.into());
     let log = |kind: &'static str, data: serde_json::Value| {

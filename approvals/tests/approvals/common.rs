@@ -258,11 +258,26 @@ impl Stack {
     }
 
     /// Group roles the person's role is a member of.
+    /// The group roles the login roles of `email`'s grants hold on the server, sorted (each
+    /// grant has a role of its own: an ended one holds none).
     pub async fn memberships(&self, email: &str) -> Vec<String> {
         let target = self.cluster.connect("postgres").await.unwrap();
-        grants::memberships(&target, &grants::person_role(email))
+        let users: Vec<String> = self
+            .control()
+            .await
+            .query("SELECT db_user FROM grants WHERE email = $1", &[&email])
             .await
             .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut held = Vec::new();
+        for user in users {
+            held.extend(grants::memberships(&target, &user).await.unwrap());
+        }
+        held.sort();
+        held.dedup();
+        held
     }
 
     pub async fn stop(mut self) {

@@ -47,17 +47,18 @@ pub async fn approved_request(
     id
 }
 
-async fn stored_login(stack: &Stack, email: &str) -> Option<DbCredentials> {
+/// What the secret store holds for the login role of request `id`'s grant.
+async fn stored_login(stack: &Stack, email: &str, id: i64) -> Option<DbCredentials> {
     stack
         .store
-        .db_credentials(&grants::person_secret(&grants::person_role(email)))
+        .db_credentials(&grants::person_secret(&grants::request_role(email, id)))
         .await
         .ok()
 }
 
 /// Whether `email` can log in to rates directly with what the secret store holds.
-async fn can_connect(stack: &Stack, email: &str) -> bool {
-    match stored_login(stack, email).await {
+async fn can_connect(stack: &Stack, email: &str, id: i64) -> bool {
+    match stored_login(stack, email, id).await {
         None => false,
         Some(creds) => stack
             .cluster
@@ -94,7 +95,7 @@ async fn provisioning_interrupted_after_each_step_then_retried_ends_consistent()
 
         // In between: access exists only once the grant row says so and LOGIN is the last
         // server step; before that, nothing the stored password could use.
-        let reachable = can_connect(&stack, &email).await;
+        let reachable = can_connect(&stack, &email, id).await;
         let recorded = grant_rows(&stack, id).await;
         if *stop < Step::Login {
             assert!(!reachable, "after {stop:?} the role can log in");
@@ -129,7 +130,7 @@ async fn provisioning_interrupted_after_each_step_then_retried_ends_consistent()
             ["rates_reader"],
             "{stop:?}"
         );
-        assert!(can_connect(&stack, &email).await, "{stop:?}");
+        assert!(can_connect(&stack, &email, id).await, "{stop:?}");
         let kinds = stack.event_kinds(id).await;
         for step in [
             "provision.role",
@@ -191,7 +192,9 @@ async fn two_instances_provision_once_and_an_interrupted_ending_is_finished() {
     approvals::scheduler::tick(&stack.app).await.unwrap();
     assert_eq!(stack.status(id).await, "ended");
     assert!(stack.memberships("twice@example.com").await.is_empty());
-    assert!(stored_login(&stack, "twice@example.com").await.is_none());
+    assert!(stored_login(&stack, "twice@example.com", id)
+        .await
+        .is_none());
     let kinds = stack.event_kinds(id).await;
     for k in [
         "access.ending",

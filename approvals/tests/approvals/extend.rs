@@ -107,8 +107,9 @@ async fn an_approved_extension_moves_the_end_of_the_same_grant_and_is_recorded()
     let events_before = stack.event_kinds(id).await.len();
     let secret = stack
         .store
-        .db_credentials(&grants::person_secret(&grants::person_role(
+        .db_credentials(&grants::person_secret(&grants::request_role(
             "dana@example.com",
+            id,
         )))
         .await
         .unwrap();
@@ -155,8 +156,9 @@ async fn an_approved_extension_moves_the_end_of_the_same_grant_and_is_recorded()
     assert_eq!(stack.count("grants").await, grants_before);
     let after = stack
         .store
-        .db_credentials(&grants::person_secret(&grants::person_role(
+        .db_credentials(&grants::person_secret(&grants::request_role(
             "dana@example.com",
+            id,
         )))
         .await
         .unwrap();

@@ -140,20 +140,52 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_ascii_lowercase()
 }
 
-/// The login role of a person: readable, deterministic, a valid identifier for any email,
-/// and distinct for distinct emails (a hash of the whole address ends it).
+/// A person's name for locks and logs, in the shape of their login roles: readable,
+/// deterministic, a valid identifier for any email, and distinct for distinct emails (a
+/// hash of the whole address ends it). Grants made before roles were per grant used it as
+/// the login role.
 pub fn person_role(email: &str) -> String {
-    let email = normalize_email(email);
-    // 64 bits: finding another address with the same role name is out of reach.
-    let hash = hex::encode(&Sha256::digest(email.as_bytes())[..8]);
-    let readable: String = email
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    // "p_" + readable + "_" + 16 hex digits, within the identifier limit.
-    let room = MAX_IDENTIFIER - 2 - 1 - hash.len();
+    role_name(&normalize_email(email), None)
+}
+
+/// The login role of one grant: `p_<email, readable>_<key>_<hash>`. Each grant has a role
+/// of its own, a member of its group role only, so a session opened under one grant can
+/// never reach another grant's privileges, by any SQL (issue 17: a role switch built at run
+/// time is refused by the server). `key` names the grant before it exists: `r<id>` for a
+/// request ([`request_role`]), `o<...>` for an operator's grant.
+pub fn grant_role(email: &str, key: &str) -> String {
+    role_name(&normalize_email(email), Some(key))
+}
+
+/// The login role of the grant an approved request makes.
+pub fn request_role(email: &str, request_id: i64) -> String {
+    grant_role(email, &format!("r{request_id}"))
+}
+
+fn role_name(email: &str, key: Option<&str>) -> String {
+    let hashed = match key {
+        Some(key) => format!("{email}\n{key}"),
+        None => email.to_string(),
+    };
+    // 64 bits: finding another address (and key) with the same role name is out of reach.
+    let hash = hex::encode(&Sha256::digest(hashed.as_bytes())[..8]);
+    let clean = |t: &str| -> String {
+        t.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let key = key.map(|k| format!("_{}", clean(k))).unwrap_or_default();
+    // "p_" + readable + key + "_" + 16 hex digits, within the identifier limit.
+    let room = MAX_IDENTIFIER.saturating_sub(2 + key.len() + 1 + hash.len());
+    let readable = clean(email);
     let readable = &readable[..readable.len().min(room)];
-    format!("p_{readable}_{hash}")
+    format!("p_{readable}{key}_{hash}")
 }
 
 /// The secret that holds a person role's credentials.
@@ -346,12 +378,14 @@ pub async fn add(
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
     check_group_role(target, &new.role).await?;
-    let db_user = person_role(&email);
+    // An operator's grant has no request id: the time in milliseconds (and the owner check
+    // below, should two land in the same one) keeps its role its own.
+    let db_user = grant_role(&email, &format!("o{:x}", Utc::now().timestamp_millis()));
     check_owner(control, &db_user, &email).await?;
     ensure_role(target, &db_user).await?;
     set_password(target, secrets, layout, &db_user, &new.database).await?;
     grant_membership(target, &db_user, &new.role).await?;
-    let grant = record(control, &new, None).await?;
+    let grant = record(control, &new, &db_user, None).await?;
     enable_login(target, &db_user).await?;
     Ok(grant)
 }
@@ -572,15 +606,16 @@ pub struct Approval {
     pub subject: String,
 }
 
-/// Writes the grant row: from here on the proxy lets the person in (once the role can log
-/// in). With an approval, recording the same request again returns the existing grant.
+/// Writes the grant row with its login role `db_user` (see [`grant_role`]): from here on
+/// the proxy lets the person in (once the role can log in). With an approval, recording
+/// the same request again returns the existing grant.
 pub async fn record(
     control: &Client,
     new: &NewGrant,
+    db_user: &str,
     approval: Option<&Approval>,
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
-    let db_user = person_role(&email);
     let (request_id, approved_by, issuer, subject) = match approval {
         Some(a) => (
             Some(a.request_id),
@@ -862,5 +897,44 @@ mod tests {
             unicode.is_ascii() && unicode.len() <= MAX_IDENTIFIER,
             "{unicode}"
         );
+    }
+
+    #[test]
+    fn each_grant_has_a_role_of_its_own_in_the_person_role_shape() {
+        let first = request_role("Alice@Example.com", 7);
+        assert_eq!(first, request_role("alice@example.com", 7));
+        assert!(first.starts_with("p_alice_example_com_r7_"), "{first}");
+        // scripts/e2e.sh computes the name of alice's role the same way.
+        assert_eq!(
+            request_role("alice@example.com", 1),
+            "p_alice_example_com_r1_3babea958cb05833"
+        );
+        assert_ne!(first, request_role("alice@example.com", 8));
+        assert_ne!(first, person_role("alice@example.com"));
+        assert_ne!(
+            grant_role("alice@example.com", "r7"),
+            grant_role("alice@example.com_r7", "x")
+        );
+        let long = format!("{}@example.com", "a".repeat(300));
+        let shape = |r: &str| {
+            r.len() <= MAX_IDENTIFIER
+                && r.starts_with("p_")
+                && r.rsplit_once('_').is_some_and(|(head, hash)| {
+                    hash.len() == 16
+                        && hash
+                            .bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                        && head
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                })
+        };
+        for role in [
+            first,
+            request_role(&long, i64::MAX),
+            grant_role("o'brien+\"x\"@ex-ample.com", "o18c5f3a2b4d"),
+        ] {
+            assert!(shape(&role), "{role}");
+        }
     }
 }

@@ -312,6 +312,7 @@ async fn the_app_login_provisions_and_ends_access_through_the_interface() {
             created_by: "approvals".into(),
             policy: Default::default(),
         },
+        &user,
         None,
     )
     .await

@@ -18,6 +18,30 @@ async fn add(
     grants::add(control, target, &db.store, &layout(db), new).await
 }
 
+/// A grant as made before roles were per grant: the person's one role for all their grants
+/// (rows like these stay valid, and ending them is reconciled per role).
+async fn add_shared(
+    db: &TestDb,
+    control: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    new: NewGrant,
+) -> grants::Grant {
+    let user = grants::person_role(&new.email);
+    grants::ensure_role(target, &user).await.unwrap();
+    let others = grants::active_roles(control, &user).await.unwrap();
+    if others.is_empty() {
+        grants::set_password(target, &db.store, &layout(db), &user, &new.database)
+            .await
+            .unwrap();
+    }
+    grants::grant_membership(target, &user, &new.role)
+        .await
+        .unwrap();
+    let grant = grants::record(control, &new, &user, None).await.unwrap();
+    grants::enable_login(target, &user).await.unwrap();
+    grant
+}
+
 /// People's secrets name the test cluster and a master secret, as the approvals app's do.
 fn layout(db: &TestDb) -> SecretLayout {
     SecretLayout {
@@ -76,7 +100,12 @@ async fn add_check_revoke() {
     .await
     .unwrap();
     assert_eq!(grant.email, "alice@example.com");
-    assert_eq!(grant.db_user, grants::person_role("alice@example.com"));
+    // A login role of the grant's own, in the shape of a person's role.
+    assert!(
+        grant.db_user.starts_with("p_alice_example_com_o"),
+        "{}",
+        grant.db_user
+    );
     assert_eq!(
         grants::check(&control, "ALICE@example.com", "rates")
             .await
@@ -169,8 +198,9 @@ async fn a_role_is_never_handed_to_another_person() {
         created_by: "test".into(),
         policy: Default::default(),
     };
-    // A row claiming kate's role for someone else, as a name collision would leave it.
-    let kate_role = grants::person_role("kate@example.com");
+    // A row claiming the role of kate's request 5 for someone else, as a name collision
+    // would leave it.
+    let kate_role = grants::request_role("kate@example.com", 5);
     control
         .execute(
             "INSERT INTO grants (email, database, role, db_user, expires_at, created_by) \
@@ -179,14 +209,18 @@ async fn a_role_is_never_handed_to_another_person() {
         )
         .await
         .unwrap();
-    let refused = add(&db, &control, &target, new("kate@example.com"))
+    let refused = grants::check_owner(&control, &kate_role, "kate@example.com")
         .await
         .unwrap_err();
     assert!(matches!(refused, GrantError::RoleTaken(_)), "{refused}");
 
     // Unicode case folding would make the Kelvin sign a `k`: not the same person.
     let kelvin = "\u{212A}ate@example.com";
-    assert_ne!(grants::person_role(kelvin), kate_role);
+    assert_ne!(grants::request_role(kelvin, 5), kate_role);
+    assert_ne!(
+        grants::person_role(kelvin),
+        grants::person_role("kate@example.com")
+    );
     let other = add(&db, &control, &target, new(kelvin)).await.unwrap();
     assert_ne!(other.db_user, kate_role);
     assert_eq!(
@@ -198,9 +232,10 @@ async fn a_role_is_never_handed_to_another_person() {
     );
 }
 
-/// The known bug this library had: an ended grant's group membership stayed while the
-/// person had another active grant (for another role). Reconciling takes exactly the ended
-/// grant's role away, keeps the other grant working, and removes LOGIN only at the end.
+/// Grants made before roles were per grant (one role per person): the known bug this
+/// library had, an ended grant's group membership stayed while the person had another
+/// active grant (for another role). Reconciling takes exactly the ended grant's role away,
+/// keeps the other grant working, and removes LOGIN only at the end.
 #[tokio::test]
 async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
     let db = TestDb::start().await;
@@ -215,12 +250,8 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         created_by: "test".into(),
         policy: Default::default(),
     };
-    let writer = add(&db, &control, &target, new("rates_writer"))
-        .await
-        .unwrap();
-    let reader = add(&db, &control, &target, new("rates_reader"))
-        .await
-        .unwrap();
+    let writer = add_shared(&db, &control, &target, new("rates_writer")).await;
+    let reader = add_shared(&db, &control, &target, new("rates_reader")).await;
     let user = reader.db_user.clone();
     assert_eq!(
         grants::memberships(&target, &user).await.unwrap(),
@@ -297,12 +328,8 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
         email: "gina@example.com".into(),
         ..new(role)
     };
-    let writer = add(&db, &control, &target, gina("rates_writer"))
-        .await
-        .unwrap();
-    let reader = add(&db, &control, &target, gina("rates_reader"))
-        .await
-        .unwrap();
+    let writer = add_shared(&db, &control, &target, gina("rates_writer")).await;
+    let reader = add_shared(&db, &control, &target, gina("rates_reader")).await;
     expire(&control, writer.id).await;
     grants::revoke(&control, &target, reader.id, "dana@example.com", "done")
         .await
@@ -314,6 +341,70 @@ async fn an_ended_grant_loses_its_role_while_another_grant_stays() {
             .is_empty(),
         "the expired writer grant's role stayed"
     );
+}
+
+/// Each grant has a login role of its own, a member of its group role only: a session of
+/// the reader grant cannot switch to the writer grant's role by any SQL (here built at run
+/// time, which the proxy cannot see), and ending the writer grant touches nothing of the
+/// reader's: its role, its password and its sessions stay.
+#[tokio::test]
+async fn grants_of_one_person_share_nothing() {
+    let db = TestDb::start().await;
+    let (cluster, secrets) = (&db.cluster, &db.store);
+    let control = cluster.connect("dbgw").await.unwrap();
+    let target = cluster.connect("postgres").await.unwrap();
+    let new = |role: &str| NewGrant {
+        email: "ivy@example.com".into(),
+        database: "rates".into(),
+        role: role.into(),
+        expires_at: Utc::now() + Duration::hours(1),
+        created_by: "test".into(),
+        policy: Default::default(),
+    };
+    let writer = add(&db, &control, &target, new("rates_writer"))
+        .await
+        .unwrap();
+    let reader = add(&db, &control, &target, new("rates_reader"))
+        .await
+        .unwrap();
+    assert_ne!(writer.db_user, reader.db_user);
+    assert_eq!(
+        grants::memberships(&target, &reader.db_user).await.unwrap(),
+        ["rates_reader"]
+    );
+    assert_eq!(
+        grants::memberships(&target, &writer.db_user).await.unwrap(),
+        ["rates_writer"]
+    );
+    let creds = secrets
+        .db_credentials(&grants::person_secret(&reader.db_user))
+        .await
+        .unwrap();
+    let session = cluster.server().connect_as("rates", &creds).await.unwrap();
+    let switch = session
+        .batch_execute("DO $$ BEGIN EXECUTE 'SET ' || 'ROLE ' || 'rates_writer'; END $$")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        switch.as_db_error().map(|e| e.code().code()),
+        Some("42501"),
+        "{switch:?}"
+    );
+    let write = session
+        .batch_execute("DELETE FROM ports WHERE false")
+        .await
+        .unwrap_err();
+    assert_eq!(write.as_db_error().map(|e| e.code().code()), Some("42501"));
+
+    grants::revoke(&control, &target, writer.id, "dana@example.com", "done")
+        .await
+        .unwrap();
+    assert!(!grants::can_login(&target, &writer.db_user).await.unwrap());
+    assert!(grants::can_login(&target, &reader.db_user).await.unwrap());
+    session
+        .query_one("SELECT 1 FROM ports LIMIT 1", &[])
+        .await
+        .expect("the reader's session goes on");
 }
 
 /// Each provisioning step can be repeated without changing the outcome, and the grant row
@@ -355,10 +446,11 @@ async fn steps_are_idempotent_and_a_request_has_one_grant() {
         issuer: "http://idp.example/".into(),
         subject: "sub-finn".into(),
     };
-    let first = grants::record(&control, &new, Some(&approval))
+    let role = grants::request_role("finn@example.com", 42);
+    let first = grants::record(&control, &new, &role, Some(&approval))
         .await
         .unwrap();
-    let again = grants::record(&control, &new, Some(&approval))
+    let again = grants::record(&control, &new, &role, Some(&approval))
         .await
         .unwrap();
     assert_eq!(first, again);
