@@ -182,7 +182,7 @@ def empty_mounts_note(name):
     if not empty:
         return ""
     return (f"; as on Fargate, {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} an empty root:root 0755 "
-            f"directory for user {c['user']}: no VOLUME at that path in {'every image mounting it' if len(empty) == 1 else 'every image mounting them'}")
+            f"directory for user {c['user']} (not a VOLUME of every image that mounts it)")
 
 
 def local_image(container):

@@ -206,7 +206,7 @@ FARGATE_LOCAL_ENV=$(python3 -c 'import json, sys; print(json.dumps({"proxy-cert"
   "dbgw-db": {"DBGW_SECRETS_BACKEND": "file", "DBGW_SECRETS_DIR": "/var/lib/dbgw/secrets"}}))' \
   "$cert_arn" "http://127.0.0.1:$STACK_MOTO_PORT")
 export FARGATE_LOCAL_ENV
-compose up >>"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up"; }
+compose up >>"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up: $(grep -m1 -E "did not become healthy|exited [0-9]+" "$DEV/compose-up.log" || echo "see above")"; }
 sed -n '/^Fargate settings/,$p' "$DEV/compose-up.log"
 wait_http idp "http://127.0.0.1:$STACK_IDP_PORT/healthz"
 wait_http proxy "http://127.0.0.1:$STACK_PROXY_ADMIN_PORT/health/ready"
