@@ -345,4 +345,4 @@ probe proxy /var/lib/dbgw-audit "its audit log"
 
 trap - EXIT
 cleanup
-echo "test-containers: OK in $(( $(date +%s) - START ))s (8 images built, service containers run with the task definitions' user, read-only root, volumes and health checks; /rates, SSO psql, audit verified in the volume and in the bucket, same head; a missing VOLUME fails)"
+echo "test-containers: OK in $(( $(date +%s) - START ))s (8 images built, service containers run with the task definitions' user, read-only root, volumes and health checks; /rates, SSO psql, audit verified in the volume and in the bucket, same head; the db-admin task's setup; a missing VOLUME fails)"
