@@ -31,6 +31,12 @@ approvals) runs as Fargate runs it, with the settings Terraform renders:
     writes to /run/dbgw, read from a file and never on a command line.
 FARGATE_PRETEND_NO_VOLUME=SERVICE:PATH treats SERVICE's image as not declaring PATH (the
 negative check: the mount becomes root-owned and the service must fail).
+One-off tasks (no container of theirs is a compose service: the db-admin task) run with
+`task`, with the same settings; their command is the task definition's, with the values of
+the options in FARGATE_LOCAL_ARGS (JSON {container: {OPTION: value, or [values] for a
+repeated option}}) replaced by the local stack's (the database's address, the stand-in CA,
+the file store's secret ids for ARNs): every option named there must be in the task's
+command, as many times as values are given, so a renamed or dropped option fails the run.
 
 Usage: compose_run.py up PROJECT [SERVICE...]     starts the services (all by default) not yet running
        compose_run.py down|health|files PROJECT    (environment: PODMAN_CMD = the podman command line)
@@ -38,6 +44,8 @@ Usage: compose_run.py up PROJECT [SERVICE...]     starts the services (all by de
                       file a task's environment names outside its volumes is in its image
        compose_run.py probe PROJECT SERVICE SECS   runs SERVICE once in the foreground (Fargate
                                                    settings), exits with its status (124: still running)
+       compose_run.py task PROJECT TASK SECS       runs a one-off task's containers once in the
+                                                   foreground, in order; exits with the first failure
 """
 import json
 import os
@@ -57,6 +65,7 @@ fargate_dir = os.path.join(".dev", "containers", "fargate")
 fargate = json.load(open(os.environ["FARGATE_TASKS"])) if os.environ.get("FARGATE_TASKS") else None
 file_env = json.loads(os.environ.get("FARGATE_FILE_ENV") or "{}")
 local_env = json.loads(os.environ.get("FARGATE_LOCAL_ENV") or "{}")
+local_args = json.loads(os.environ.get("FARGATE_LOCAL_ARGS") or "{}")
 pretend = os.environ.get("FARGATE_PRETEND_NO_VOLUME", "")
 # What a task gets from AWS, mounted from the compose state volume (relative path, mode).
 STAND_INS = {"/var/lib/dbgw/secrets": ("secrets", "rw"), "/var/lib/dbgw/pg/ca.crt": ("pg/ca.crt", "ro")}
@@ -102,6 +111,30 @@ def add_task_containers():
                                        "environment": dict(c["environment"], **local_env.get(c["name"], {}))}
 
 
+def add_one_off_task(tname):
+    """The containers of a task none of whose containers is a compose service (db-admin)."""
+    task = (fargate or {}).get("tasks", {}).get(tname) or sys.exit(f"no task {tname} in the task definitions")
+    for c in task["containers"]:
+        image = local_image(c) or sys.exit(f"task {tname}: image {c['image']} of {c['name']} is not built by this stack")
+        services[c["name"]] = {"image": image, "network_mode": "host",
+                               "environment": dict(c["environment"], **local_env.get(c["name"], {}))}
+    return task
+
+
+def local_command(name, command):
+    """The task's command with the options of FARGATE_LOCAL_ARGS[name] given local values."""
+    command = list(command or [])
+    for option, values in local_args.get(name, {}).items():
+        values = values if isinstance(values, list) else [values]
+        at = [i for i, a in enumerate(command) if a == option and i + 1 < len(command)]
+        if len(at) != len(values):
+            sys.exit(f"{name}: the task definition's command has {option} {len(at)} time(s), "
+                     f"the local stack gives {len(values)} value(s): {command}")
+        for i, value in zip(at, values):
+            command[i + 1] = str(value)
+    return command
+
+
 def depends(name):
     deps = list(services[name].get("depends_on", {}))
     found = task_of(name)
@@ -135,14 +168,33 @@ def wait_healthy(name, timeout=180):
         time.sleep(1)
     logs = subprocess.run([*podman, "logs", "--tail", "20", cname], capture_output=True, text=True)
     state = output("inspect", "--format", "{{.State.Status}} (exit {{.State.ExitCode}})", cname)
-    sys.exit(f"{name} did not become healthy ({state}):\n{logs.stdout}{logs.stderr}")
+    sys.exit(f"{name} did not become healthy ({state}){empty_mounts_note(name)}:\n{logs.stdout}{logs.stderr}")
+
+
+def empty_mounts_note(name):
+    """Which of a task container's mounts Fargate would give as empty root:root 0755 directories
+    (the likely cause when a container running as a user cannot start)."""
+    found = task_of(name)
+    if not found:
+        return ""
+    tname, task, c = found
+    empty = [m["path"] for m in c["mounts"] if volume_source(tname, task, m["volume"])[0] == "empty"]
+    if not empty:
+        return ""
+    return (f"; as on Fargate, {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} an empty root:root 0755 "
+            f"directory for user {c['user']} (not a VOLUME of every image that mounts it)")
 
 
 def local_image(container):
-    """The image this stack built for a task container (same repository name)."""
+    """The image this stack built for a task container (same repository name): a compose
+    service's, or one built beside them (same registry and tag: dbgw-db)."""
     for s in services.values():
         if s["image"].rsplit("/", 1)[-1].split(":")[0] == container["image"]:
             return s["image"]
+    some = next(iter(services.values()))["image"]
+    beside = f"{some.rsplit('/', 1)[0]}/{container['image']}:{some.rsplit(':', 1)[1]}"
+    if subprocess.run([*podman, "image", "exists", beside]).returncode == 0:
+        return beside
     return None
 
 
@@ -229,10 +281,10 @@ def fargate_args(name, s, tname, task, c, env, penv):
             sys.exit(f"{name}: health check {cmd} is neither CMD nor CMD-SHELL")
     if c["entrypoint"]:
         args += ["--entrypoint", json.dumps(c["entrypoint"])]
-    return args, list(c["command"] or [])
+    return args, local_command(name, c["command"])
 
 
-def start(name, detach=True, container_name=None):
+def start(name, detach=True, container_name=None, timeout=None):
     s = services[name]
     assert s.get("network_mode") == "host", f"{name}: only host networking is supported here"
     env = dict(s.get("environment", {}))
@@ -258,7 +310,7 @@ def start(name, detach=True, container_name=None):
         run(*args, "-d", s["image"], *command, env=penv)
         return None
     return subprocess.run([*podman, *args, "--rm", s["image"], *command], env=penv,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
 def wait_task_dependencies(name):
@@ -270,7 +322,8 @@ def wait_task_dependencies(name):
             code = output("wait", dep)
             if d["condition"] == "SUCCESS" and code != "0":
                 logs = subprocess.run([*podman, "logs", dep], capture_output=True, text=True)
-                sys.exit(f"{d['container']} exited {code}, and {name} starts only after its success:\n{logs.stdout}{logs.stderr}")
+                sys.exit(f"{d['container']} exited {code}{empty_mounts_note(d['container'])}, and {name} starts only "
+                         f"after its success:\n{logs.stdout}{logs.stderr}")
         elif d["condition"] == "HEALTHY":
             wait_healthy(d["container"])
 
@@ -376,6 +429,21 @@ elif action == "probe":
         proc.wait()
         code = 124
     sys.exit(code)
+elif action == "task":
+    tname, secs = sys.argv[3], float(sys.argv[4])
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    task = add_one_off_task(tname)
+    for c in task["containers"]:
+        cname = f"{project}_{c['name']}_task"
+        run("rm", "-f", "-t", "0", cname, check=False)
+        try:
+            result = start(c["name"], detach=False, container_name=cname, timeout=secs)
+        except subprocess.TimeoutExpired:
+            run("rm", "-f", "-t", "0", cname, check=False)
+            sys.exit(f"task {tname}: {c['name']} still running after {secs:.0f} s")
+        sys.stdout.write(result.stdout)
+        if result.returncode != 0:
+            sys.exit(f"task {tname}: {c['name']} exited {result.returncode}")
 elif action == "probe-run":
     result = start(sys.argv[3], detach=False, container_name=sys.argv[4])
     sys.stdout.write(result.stdout)

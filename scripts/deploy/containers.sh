@@ -199,12 +199,14 @@ s3.put_object_lock_configuration(Bucket="dbgw-audit", ObjectLockConfiguration={
 PY
 ) || fail "creating the audit bucket and the proxy's certificate in moto"
 # The proxy-cert container (defined only in the task definition) talks to moto's ACM.
+# The db-admin task's dbgw-db reads the file secret store (the stand-in of Secrets Manager).
 FARGATE_LOCAL_ENV=$(python3 -c 'import json, sys; print(json.dumps({"proxy-cert": {
   "ACM_CERTIFICATE_ARN": sys.argv[1], "ACM_ENDPOINT_URL": sys.argv[2],
-  "AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto", "AWS_DEFAULT_REGION": "eu-west-1"}}))' \
+  "AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto", "AWS_DEFAULT_REGION": "eu-west-1"},
+  "dbgw-db": {"DBGW_SECRETS_BACKEND": "file", "DBGW_SECRETS_DIR": "/var/lib/dbgw/secrets"}}))' \
   "$cert_arn" "http://127.0.0.1:$STACK_MOTO_PORT")
 export FARGATE_LOCAL_ENV
-compose up >>"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up"; }
+compose up >>"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up: $(grep -m1 -E "did not become healthy|exited [0-9]+" "$DEV/compose-up.log" || echo "see above")"; }
 sed -n '/^Fargate settings/,$p' "$DEV/compose-up.log"
 wait_http idp "http://127.0.0.1:$STACK_IDP_PORT/healthz"
 wait_http proxy "http://127.0.0.1:$STACK_PROXY_ADMIN_PORT/health/ready"
@@ -268,6 +270,27 @@ step "the task definitions' container health checks, in the containers"
 compose health || fail "a container health check of the task definitions fails in its container"
 compose files || fail "a task definition names a file its image does not have"
 
+step "the db-admin task: dbgw-db setup as its task definition runs it (docs/operations.md, Deploy step 4)"
+# Its user, read-only root and no volume, its command on the running (already set-up)
+# database: setup must work there and be safe to run again. The options that name AWS (the RDS
+# address, the RDS bundle, secret ARNs) get the local stack's values; compose_run.py fails if
+# the task's command lacks one of them, or adopts another number of logins.
+FARGATE_LOCAL_ARGS=$(python3 -c 'import json, sys; print(json.dumps({"dbgw-db": {
+  "--host": "127.0.0.1", "--port": sys.argv[1], "--ca": "/var/lib/dbgw/pg/ca.crt",
+  "--admin-secret": "dbgw/postgres-admin", "--adopt": ["dbgw/approvals-db", "dbgw/proxy-control", "dbgw/rates-api"]}}))' \
+  "$STACK_PG_PORT")
+FARGATE_LOCAL_ARGS=$FARGATE_LOCAL_ARGS compose task db-admin 120 >"$DEV/db-admin.log" 2>&1 ||
+  { tail -n 20 "$DEV/db-admin.log"; fail "the db-admin task (dbgw-db setup) failed with its task definition's settings"; }
+grep -q "database rates is set up" "$DEV/db-admin.log" && [ "$(grep -c "now logs in with" "$DEV/db-admin.log")" = 3 ] ||
+  { cat "$DEV/db-admin.log"; fail "the db-admin task did not set up the database and adopt its 3 logins"; }
+python3 - "$FARGATE_TASKS" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["tasks"]["db-admin"]["containers"][0]
+root = "read-only root" if c["readonly"] else "writable root"
+print(f"db-admin: {c['name']} as user {c['user']}, {root}, {len(c['mounts'])} volume(s): "
+      "set up the (already set-up) database and adopted its 3 logins")
+PY
+
 step "stop the proxy (drains, syncs its log), then the shipper (ships the rest)"
 # (podman's complaints about systemd health-check timers go to the log, not the console)
 {
@@ -322,4 +345,4 @@ probe proxy /var/lib/dbgw-audit "its audit log"
 
 trap - EXIT
 cleanup
-echo "test-containers: OK in $(( $(date +%s) - START ))s (8 images built, service containers run with the task definitions' user, read-only root, volumes and health checks; /rates, SSO psql, audit verified in the volume and in the bucket, same head; a missing VOLUME fails)"
+echo "test-containers: OK in $(( $(date +%s) - START ))s (8 images built, service containers run with the task definitions' user, read-only root, volumes and health checks; /rates, SSO psql, audit verified in the volume and in the bucket, same head; the db-admin task's setup; a missing VOLUME fails)"

@@ -11,10 +11,9 @@
 # (to create or to destroy) is in the report.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TERRAFORM=${TERRAFORM:-$(command -v terraform)}
-TF_PLUGIN_DIR=${TF_PLUGIN_DIR:-/opt/tf-plugins}
-export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 AWS_EC2_METADATA_DISABLED=true
 fail() { echo "tf_moto_apply: FAIL: $*" >&2; exit 1; }
+# shellcheck source=scripts/deploy/tf_moto.sh
+source scripts/deploy/tf_moto.sh
 command -v moto_server >/dev/null && python3 -c 'import boto3' 2>/dev/null ||
   fail "needs moto_server and boto3 (scripts/install.sh runtime installs them)"
 
@@ -47,55 +46,10 @@ module "dbgw" {
 }
 EOF
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # AWS's managed policies (AmazonECSTaskExecutionRolePolicy, ...) exist in moto only on request.
-MOTO_IAM_LOAD_MANAGED_POLICIES=true moto_server -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
-MOTO=$!
-trap 'kill "$MOTO" 2>/dev/null; wait "$MOTO" 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/moto-api/" 2>/dev/null && break
-  sleep 0.2
-done
-CA_ARN=$(AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=eu-west-1 python3 - "$PORT" <<'EOF'
-import sys, boto3
-c = boto3.client("acm-pca", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}")
-print(c.create_certificate_authority(
-    CertificateAuthorityConfiguration={"KeyAlgorithm": "RSA_2048", "SigningAlgorithm": "SHA256WITHRSA",
-                                       "Subject": {"CommonName": "dbgw emulator"}},
-    CertificateAuthorityType="ROOT")["CertificateAuthorityArn"])
-EOF
-) || { cat "$WORK/moto.log"; fail "moto server did not answer on port $PORT"; }
-
+moto_start "$WORK" "dbgw emulator" MOTO_IAM_LOAD_MANAGED_POLICIES=true
 dir="$WORK/terraform/environments/staging"
-endpoints=""
-for svc in acm acmpca appautoscaling cloudtrail cloudwatch ec2 ecs elbv2 events firehose iam kms lambda logs rds route53 s3 secretsmanager servicediscovery sfn sns sts; do
-  endpoints+="    $svc = \"http://127.0.0.1:$PORT\""$'\n'
-done
-provider() { # alias-line
-  cat <<EOF
-provider "aws" {
-  $1
-  region                      = "eu-west-1"
-  access_key                  = "test"
-  secret_key                  = "test"
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  s3_use_path_style           = true
-  # moto answers what it has not implemented with HTTP 500, which the SDK would retry 25
-  # times with backoff for every such call.
-  max_retries = 2
-  endpoints {
-$endpoints  }
-}
-EOF
-}
-{ echo 'terraform {
-  backend "local" {}
-}'; provider ""; provider 'alias = "generator"'; } >"$dir/moto_override.tf"
-sed "s#^private_ca_arn *=.*#private_ca_arn = \"$CA_ARN\"#" "$dir/terraform.tfvars.example" >"$dir/terraform.tfvars"
-"$TERRAFORM" -chdir="$dir" init -plugin-dir="$TF_PLUGIN_DIR" -input=false -no-color >"$WORK/init.out" 2>&1 || {
-  cat "$WORK/init.out"; fail "terraform init"; }
+moto_environment "$dir" "$WORK/init.out"
 
 start=$(date +%s)
 "$TERRAFORM" -chdir="$dir" plan -input=false -no-color -lock=false -out=plan.bin >"$WORK/plan.out" 2>&1 || {

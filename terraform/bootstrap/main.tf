@@ -60,35 +60,20 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "state" {
   }
 }
 
-resource "aws_s3_bucket_public_access_block" "state" {
-  bucket                  = aws_s3_bucket.state.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
+module "state_guard" {
+  source     = "../modules/bucket-guard"
+  bucket     = aws_s3_bucket.state.id
+  bucket_arn = aws_s3_bucket.state.arn
 }
 
-data "aws_iam_policy_document" "state" {
-  statement {
-    sid       = "TlsOnly"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.state.arn, "${aws_s3_bucket.state.arn}/*"]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
+moved {
+  from = aws_s3_bucket_public_access_block.state
+  to   = module.state_guard.aws_s3_bucket_public_access_block.this
 }
 
 resource "aws_s3_bucket_policy" "state" {
   bucket = aws_s3_bucket.state.id
-  policy = data.aws_iam_policy_document.state.json
+  policy = module.state_guard.tls_only_policy
 }
 
 resource "aws_ecr_repository" "images" {

@@ -153,12 +153,15 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "audit" {
   }
 }
 
-resource "aws_s3_bucket_public_access_block" "audit" {
-  bucket                  = aws_s3_bucket.audit.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
+module "audit_guard" {
+  source     = "../bucket-guard"
+  bucket     = aws_s3_bucket.audit.id
+  bucket_arn = aws_s3_bucket.audit.arn
+}
+
+moved {
+  from = aws_s3_bucket_public_access_block.audit
+  to   = module.audit_guard.aws_s3_bucket_public_access_block.this
 }
 
 resource "aws_s3_bucket_ownership_controls" "audit" {
@@ -200,24 +203,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "audit" {
 }
 
 data "aws_iam_policy_document" "bucket" {
-  statement {
-    sid     = "TlsOnly"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.audit.arn,
-      "${aws_s3_bucket.audit.arn}/*",
-    ]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
+  # TlsOnly: the bucket guard's statement.
+  source_policy_documents = [module.audit_guard.tls_only_policy]
   statement {
     sid       = "OurKeyOnly"
     effect    = "Deny"
@@ -293,12 +280,15 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "trail" {
   }
 }
 
-resource "aws_s3_bucket_public_access_block" "trail" {
-  bucket                  = aws_s3_bucket.trail.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
+module "trail_guard" {
+  source     = "../bucket-guard"
+  bucket     = aws_s3_bucket.trail.id
+  bucket_arn = aws_s3_bucket.trail.arn
+}
+
+moved {
+  from = aws_s3_bucket_public_access_block.trail
+  to   = module.trail_guard.aws_s3_bucket_public_access_block.this
 }
 
 resource "aws_s3_bucket_ownership_controls" "trail" {
@@ -331,6 +321,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "trail" {
 }
 
 data "aws_iam_policy_document" "trail_bucket" {
+  # TlsOnly: the bucket guard's statement.
+  source_policy_documents = [module.trail_guard.tls_only_policy]
   statement {
     sid       = "CloudTrailAclCheck"
     actions   = ["s3:GetBucketAcl"]
@@ -362,21 +354,6 @@ data "aws_iam_policy_document" "trail_bucket" {
       test     = "StringEquals"
       variable = "aws:SourceArn"
       values   = [local.trail_arn]
-    }
-  }
-  statement {
-    sid       = "TlsOnly"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.trail.arn, "${aws_s3_bucket.trail.arn}/*"]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
     }
   }
 }

@@ -212,12 +212,15 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {
   }
 }
 
-resource "aws_s3_bucket_public_access_block" "access_logs" {
-  bucket                  = aws_s3_bucket.access_logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
+module "access_logs_guard" {
+  source     = "../bucket-guard"
+  bucket     = aws_s3_bucket.access_logs.id
+  bucket_arn = aws_s3_bucket.access_logs.arn
+}
+
+moved {
+  from = aws_s3_bucket_public_access_block.access_logs
+  to   = module.access_logs_guard.aws_s3_bucket_public_access_block.this
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
@@ -244,6 +247,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
 data "aws_elb_service_account" "current" {}
 
 data "aws_iam_policy_document" "access_logs" {
+  # TlsOnly: the bucket guard's statement.
+  source_policy_documents = [module.access_logs_guard.tls_only_policy]
   statement {
     sid       = "ApplicationLoadBalancerLogs"
     actions   = ["s3:PutObject"]
@@ -310,21 +315,6 @@ data "aws_iam_policy_document" "access_logs" {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [local.account_id]
-    }
-  }
-  statement {
-    sid       = "TlsOnly"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.access_logs.arn, "${aws_s3_bucket.access_logs.arn}/*"]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
     }
   }
 }

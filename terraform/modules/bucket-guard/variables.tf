@@ -1,0 +1,8 @@
+variable "bucket" {
+  description = "The bucket's name (id)."
+  type        = string
+}
+
+variable "bucket_arn" {
+  type = string
+}
