@@ -210,11 +210,22 @@ where
     (totals, end)
 }
 
-/// Writes the outcome record of a finished statement.
+/// Writes the outcome record of a finished statement, built in a buffer the thread keeps
+/// (sessions run on single-threaded runtimes; nothing awaits while it is borrowed).
 fn emit(deps: &Deps<'_>, info: &SessionInfo, f: Finished<'_>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static OUTCOME: RefCell<String> = RefCell::new(String::with_capacity(320));
+    }
     let micros = f.since.elapsed().as_micros() as u64;
-    deps.audit
-        .record(record::outcome(info, f.seq, f.index, &f.outcome, micros));
+    OUTCOME.with_borrow_mut(|b| {
+        b.clear();
+        record::outcome_into(b, info, f.seq, f.index, &f.outcome, micros);
+        deps.audit.record_str(b);
+        if b.capacity() > 64 * 1024 {
+            *b = String::with_capacity(320);
+        }
+    });
 }
 
 /// The outcome of a record the proxy never forwarded.

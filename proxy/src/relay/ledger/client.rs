@@ -223,6 +223,7 @@ impl Ledger {
         }
         let prepared = Arc::new(Prepared {
             id: self.next_id,
+            plain: crate::audit::record::is_plain(&recorded),
             text: Some(recorded),
             redacted: seen.redacted,
             param_types: types,

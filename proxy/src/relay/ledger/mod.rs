@@ -52,6 +52,8 @@ pub struct Prepared {
     pub id: u64,
     /// The text as recorded (secrets redacted); `None` when not known.
     pub text: Option<Arc<str>>,
+    /// The text needs no JSON escaping: checked once here, not at every Execute's record.
+    pub plain: bool,
     pub redacted: bool,
     /// Parameter types: from the Parse, completed by the server's ParameterDescription.
     pub param_types: Vec<u32>,
@@ -67,6 +69,7 @@ impl Prepared {
             static UNKNOWN: Arc<Prepared> = Arc::new(Prepared {
                 id: 0,
                 text: None,
+                plain: true,
                 redacted: false,
                 param_types: Vec::new(),
                 copy: false,
