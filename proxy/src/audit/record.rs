@@ -57,18 +57,22 @@ pub struct SessionInfo {
     pub client: String,
     /// `"session":..,"client":..` plus identity and database members once logged in.
     prefix: String,
+    /// `"session":..`, as outcome records carry it.
+    session_member: String,
 }
 
 impl SessionInfo {
     pub fn new(session: String, client: String) -> Self {
-        let mut prefix = String::new();
-        member_str(&mut prefix, "session", &session);
+        let mut session_member = String::new();
+        member_str(&mut session_member, "session", &session);
+        let mut prefix = session_member.clone();
         prefix.push(',');
         member_str(&mut prefix, "client", &client);
         SessionInfo {
             session,
             client,
             prefix,
+            session_member,
         }
     }
 
@@ -163,7 +167,7 @@ pub fn push_ts(out: &mut String) {
             *digit = b'0' + (micros % 10) as u8;
             micros /= 10;
         }
-        out.push_str(std::str::from_utf8(&tail).expect("ASCII"));
+        push_ascii(out, &tail);
     });
 }
 
@@ -416,7 +420,7 @@ pub fn outcome_into(
 ) {
     push_ts(b);
     b.push_str(",\"type\":\"outcome\",");
-    member_str(b, "session", &session.session);
+    b.push_str(&session.session_member);
     b.push_str(",\"ref\":");
     push_u64(b, seq);
     if let Some(i) = index {
@@ -468,8 +472,14 @@ pub fn outcome_into(
 /// Appends `n` in decimal (as `{n}` formats it) without `core::fmt`.
 fn push_u64(out: &mut String, n: u64) {
     let mut buf = [0; 20];
-    let digits = super::line::decimal(n, &mut buf);
-    out.push_str(std::str::from_utf8(digits).expect("ASCII digits"));
+    push_ascii(out, super::line::decimal(n, &mut buf));
+}
+
+/// Appends ASCII bytes the caller made (digits, a timestamp's tail) without a UTF-8
+/// check of each short piece (`str::from_utf8` costs ~50 instructions a call here).
+fn push_ascii(out: &mut String, ascii: &[u8]) {
+    debug_assert!(ascii.is_ascii());
+    out.extend(ascii.iter().map(|&b| char::from(b)));
 }
 
 #[cfg(test)]
