@@ -317,12 +317,14 @@ impl AuditLog {
         }
         // Records larger than the space kept reserved (up to `limits.max_message_bytes`)
         // wait for the writer to reserve room for them; if it cannot, the disk is full.
-        let started = Instant::now();
+        // Read the clock only once space runs short: not on every statement.
+        let mut started = None;
         let (first, last) = loop {
             match self.append(bodies, true) {
                 Ok(range) => break range,
                 Err(Append::Refused(e)) => return Err(e),
                 Err(Append::NoSpace { need }) => {
+                    let started = *started.get_or_insert_with(Instant::now);
                     let failed = {
                         let st = held(&self.state);
                         st.reserve_error

@@ -547,6 +547,8 @@ enum Expected {
 pub struct Ledger {
     caller: Caller,
     param_cap: usize,
+    /// Where a Bind's parameters are rendered as JSON before one copy into their `Arc<str>`.
+    params_buf: String,
     next_id: u64,
     // What the server has confirmed.
     statements: ByName<Arc<Prepared>>,
@@ -595,6 +597,7 @@ impl Ledger {
         Ledger {
             caller,
             param_cap,
+            params_buf: String::new(),
             next_id: 1,
             statements: ByName::default(),
             portals: ByName::default(),
