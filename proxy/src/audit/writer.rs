@@ -418,11 +418,7 @@ impl AuditLog {
     /// Chains `bodies` into the batch. With `refusable`, refuses them (changing nothing)
     /// when the log is failing or their space is not reserved. Returns the sequence numbers
     /// of the first and last.
-    fn append<S: AsRef<str>>(
-        &self,
-        bodies: &[S],
-        refusable: bool,
-    ) -> Result<(u64, u64), Append> {
+    fn append<S: AsRef<str>>(&self, bodies: &[S], refusable: bool) -> Result<(u64, u64), Append> {
         let mut st = held(&self.state);
         if refusable {
             if st.closed {
