@@ -264,6 +264,11 @@ impl Metrics {
             m.audit.batches.clone(),
         );
         registry.register(
+            "audit_syncs",
+            "fdatasync calls that made audit batches durable (fsync durability: group commits)",
+            m.audit.syncs.clone(),
+        );
+        registry.register(
             "audit_write_errors",
             "Failed audit writes",
             m.audit.write_errors.clone(),

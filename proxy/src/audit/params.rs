@@ -22,6 +22,12 @@ use crate::protocol::frontend::Param;
 /// missing: unknown).
 pub fn to_json(params: &[Param<'_>], types: &[u32], cap: usize) -> String {
     let mut b = String::with_capacity(16 + params.len() * 8);
+    to_json_into(&mut b, params, types, cap);
+    b
+}
+
+/// [`to_json`] appended to `b` (a buffer the session reuses).
+pub fn to_json_into(b: &mut String, params: &[Param<'_>], types: &[u32], cap: usize) {
     b.push('[');
     for (i, p) in params.iter().enumerate() {
         if i > 0 {
@@ -30,20 +36,19 @@ pub fn to_json(params: &[Param<'_>], types: &[u32], cap: usize) -> String {
         let oid = types.get(i).copied().unwrap_or(0);
         match *p {
             Param::Null => b.push_str("null"),
-            Param::Text(v) if v.len() > cap => cut(&mut b, v, false, oid, cap),
-            Param::Binary(v) if v.len() > cap => cut(&mut b, v, true, oid, cap),
+            Param::Text(v) if v.len() > cap => cut(b, v, false, oid, cap),
+            Param::Binary(v) if v.len() > cap => cut(b, v, true, oid, cap),
             Param::Text(v) => match std::str::from_utf8(v) {
-                Ok(s) => push_json_str(&mut b, s),
-                Err(_) => base64(&mut b, v, oid),
+                Ok(s) => push_json_str(b, s),
+                Err(_) => base64(b, v, oid),
             },
             Param::Binary(v) => match render(oid, v) {
-                Some(s) => push_json_str(&mut b, &s),
-                None => base64(&mut b, v, oid),
+                Some(s) => push_json_str(b, &s),
+                None => base64(b, v, oid),
             },
         }
     }
     b.push(']');
-    b
 }
 
 fn base64(b: &mut String, v: &[u8], oid: u32) {

@@ -452,14 +452,15 @@ mod tests {
             .collect()
     }
 
-    /// The record kinds the writer's source names (`head("kind"` and `\"type\":\"kind\"` in
-    /// record.rs and writer.rs): a kind added there must be covered below.
+    /// The record kinds the writer's source names (`head("kind"`, `head_into(b, "kind"` and
+    /// `\"type\":\"kind\"` in record.rs and writer.rs): a kind added there must be covered
+    /// below.
     fn kinds_in_source() -> std::collections::BTreeSet<String> {
         let mut kinds = std::collections::BTreeSet::new();
         for source in [include_str!("record.rs"), include_str!("writer.rs")] {
             // Not their tests' made-up kinds.
             let source = source.split("#[cfg(test)]").next().unwrap();
-            for pattern in ["head(\"", r#"\"type\":\""#] {
+            for pattern in ["head(\"", "head_into(b, \"", r#"\"type\":\""#] {
                 for part in source.split(pattern).skip(1) {
                     let kind: String = part
                         .chars()

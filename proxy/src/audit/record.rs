@@ -57,18 +57,22 @@ pub struct SessionInfo {
     pub client: String,
     /// `"session":..,"client":..` plus identity and database members once logged in.
     prefix: String,
+    /// `"session":..`, as outcome records carry it.
+    session_member: String,
 }
 
 impl SessionInfo {
     pub fn new(session: String, client: String) -> Self {
-        let mut prefix = String::new();
-        member_str(&mut prefix, "session", &session);
+        let mut session_member = String::new();
+        member_str(&mut session_member, "session", &session);
+        let mut prefix = session_member.clone();
         prefix.push(',');
         member_str(&mut prefix, "client", &client);
         SessionInfo {
             session,
             client,
             prefix,
+            session_member,
         }
     }
 
@@ -103,9 +107,19 @@ pub fn member_str(out: &mut String, name: &str, value: &str) {
     push_json_str(out, value);
 }
 
+/// Whether `value` is a JSON string as it is (nothing to escape).
+pub fn is_plain(value: &str) -> bool {
+    value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// Appends `value` as a JSON string. Most audit text needs no escaping: copy it whole.
 pub fn push_json_str(out: &mut String, value: &str) {
-    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    push_json_str_known(out, value, is_plain(value));
+}
+
+/// [`push_json_str`] when whether `value` needs escaping is already known ([`is_plain`]):
+/// a prepared statement's text is checked once, at Parse, not at every Execute.
+fn push_json_str_known(out: &mut String, value: &str, plain: bool) {
     if plain {
         out.reserve(value.len() + 2);
         out.push('"');
@@ -118,12 +132,16 @@ pub fn push_json_str(out: &mut String, value: &str) {
 
 fn head(kind: &str, session: &SessionInfo) -> String {
     let mut b = String::with_capacity(512);
-    push_ts(&mut b);
+    head_into(&mut b, kind, session);
+    b
+}
+
+fn head_into(b: &mut String, kind: &str, session: &SessionInfo) {
+    push_ts(b);
     b.push_str(",\"type\":\"");
     b.push_str(kind);
     b.push_str("\",");
     b.push_str(&session.prefix);
-    b
 }
 
 /// Appends `"ts":"2026-11-28T03:00:00.123456Z"`. The date and time of the current second are
@@ -149,7 +167,7 @@ pub fn push_ts(out: &mut String) {
             *digit = b'0' + (micros % 10) as u8;
             micros /= 10;
         }
-        out.push_str(std::str::from_utf8(&tail).expect("ASCII"));
+        push_ascii(out, &tail);
     });
 }
 
@@ -271,7 +289,32 @@ pub fn statement(
     redacted: bool,
     params: Option<&str>,
 ) -> String {
-    let mut b = head("statement", session);
+    let mut b = String::with_capacity(512);
+    let text = text.map(|text| Text {
+        text,
+        plain: is_plain(text),
+    });
+    statement_into(&mut b, session, via, text, redacted, params);
+    b
+}
+
+/// A statement's text and whether it needs JSON escaping ([`is_plain`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'a> {
+    pub text: &'a str,
+    pub plain: bool,
+}
+
+/// [`statement`] appended to `b` (a buffer the session reuses).
+pub fn statement_into(
+    b: &mut String,
+    session: &SessionInfo,
+    via: Via,
+    text: Option<Text>,
+    redacted: bool,
+    params: Option<&str>,
+) {
+    head_into(b, "statement", session);
     match via {
         Via::Simple { statements } => {
             let _ = write!(b, ",\"protocol\":\"simple\",\"of\":{}", statements.len());
@@ -286,27 +329,28 @@ pub fn statement(
                 if i > 0 {
                     b.push(',');
                 }
-                push_json_str(&mut b, s);
+                // The step names are the proxy's own constants: nothing to escape.
+                push_json_str_known(b, s, true);
             }
             b.push_str("],");
-            member_str(&mut b, "prepared", statement);
+            member_str(b, "prepared", statement);
             b.push(',');
-            member_str(&mut b, "portal", portal);
+            member_str(b, "portal", portal);
         }
     }
     match text {
-        Some(text) => {
-            b.push(',');
-            member_str(&mut b, "statement", text);
+        Some(Text { text, plain }) => {
+            b.push_str(",\"statement\":");
+            push_json_str_known(b, text, plain);
             // The parts of a query string, so a reader sees what each outcome refers to.
-            if let (Via::Simple { statements }, Some(text)) = (via, Some(text)) {
+            if let Via::Simple { statements } = via {
                 if statements.len() > 1 {
                     b.push_str(",\"statements\":[");
                     for (i, r) in statements.iter().enumerate() {
                         if i > 0 {
                             b.push(',');
                         }
-                        push_json_str(&mut b, &text[r.clone()]);
+                        push_json_str(b, &text[r.clone()]);
                     }
                     b.push(']');
                 }
@@ -321,7 +365,6 @@ pub fn statement(
         b.push_str(",\"params\":");
         b.push_str(p);
     }
-    b
 }
 
 /// How a statement ended.
@@ -362,22 +405,35 @@ pub fn outcome(
     duration_us: u64,
 ) -> String {
     let mut b = String::with_capacity(320);
-    push_ts(&mut b);
+    outcome_into(&mut b, session, seq, index, outcome, duration_us);
+    b
+}
+
+/// [`outcome`] appended to `b` (a buffer the session's thread reuses).
+pub fn outcome_into(
+    b: &mut String,
+    session: &SessionInfo,
+    seq: u64,
+    index: Option<usize>,
+    outcome: &Outcome,
+    duration_us: u64,
+) {
+    push_ts(b);
     b.push_str(",\"type\":\"outcome\",");
-    member_str(&mut b, "session", &session.session);
+    b.push_str(&session.session_member);
     b.push_str(",\"ref\":");
-    push_u64(&mut b, seq);
+    push_u64(b, seq);
     if let Some(i) = index {
         b.push_str(",\"index\":");
-        push_u64(&mut b, i as u64);
+        push_u64(b, i as u64);
     }
     match outcome {
         Outcome::Ok { tag, rows } => {
             b.push_str(",\"status\":\"ok\",");
-            member_str(&mut b, "tag", tag);
+            member_str(b, "tag", tag);
             if let Some(rows) = rows {
                 b.push_str(",\"rows\":");
-                push_u64(&mut b, *rows);
+                push_u64(b, *rows);
             }
         }
         Outcome::Error {
@@ -386,39 +442,44 @@ pub fn outcome(
             step,
         } => {
             b.push_str(",\"status\":\"error\",");
-            member_str(&mut b, "sqlstate", code);
+            member_str(b, "sqlstate", code);
             b.push(',');
-            member_str(&mut b, "message", message);
+            member_str(b, "message", message);
             if let Some(step) = step {
                 b.push(',');
-                member_str(&mut b, "step", step);
+                member_str(b, "step", step);
             }
         }
         Outcome::NotExecuted { reason } => {
             b.push_str(",\"status\":\"not_executed\",");
-            member_str(&mut b, "reason", reason);
+            member_str(b, "reason", reason);
         }
         Outcome::Unknown { reason } => {
             b.push_str(",\"status\":\"unknown\",");
-            member_str(&mut b, "reason", reason);
+            member_str(b, "reason", reason);
         }
         Outcome::Refused { code, message } => {
             b.push_str(",\"status\":\"refused\",");
-            member_str(&mut b, "sqlstate", code);
+            member_str(b, "sqlstate", code);
             b.push(',');
-            member_str(&mut b, "message", message);
+            member_str(b, "message", message);
         }
     }
     b.push_str(",\"duration_us\":");
-    push_u64(&mut b, duration_us);
-    b
+    push_u64(b, duration_us);
 }
 
 /// Appends `n` in decimal (as `{n}` formats it) without `core::fmt`.
 fn push_u64(out: &mut String, n: u64) {
     let mut buf = [0; 20];
-    let digits = super::line::decimal(n, &mut buf);
-    out.push_str(std::str::from_utf8(digits).expect("ASCII digits"));
+    push_ascii(out, super::line::decimal(n, &mut buf));
+}
+
+/// Appends ASCII bytes the caller made (digits, a timestamp's tail) without a UTF-8
+/// check of each short piece (`str::from_utf8` costs ~50 instructions a call here).
+fn push_ascii(out: &mut String, ascii: &[u8]) {
+    debug_assert!(ascii.is_ascii());
+    out.extend(ascii.iter().map(|&b| char::from(b)));
 }
 
 #[cfg(test)]

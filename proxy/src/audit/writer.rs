@@ -97,6 +97,8 @@ pub struct AuditMetrics {
     pub records: Counter,
     pub batches: Counter,
     pub write_errors: Counter,
+    /// `fdatasync` calls that made batches durable (fsync durability): one per group commit.
+    pub syncs: Counter,
     /// Records accepted and not yet written.
     pub buffered: Gauge,
 }
@@ -160,7 +162,7 @@ struct State {
 
 impl State {
     /// Chains `bodies` onto the batch: sequence numbers and hashes, in order.
-    fn chain(&mut self, bodies: &[String]) {
+    fn chain<S: AsRef<str>>(&mut self, bodies: &[S]) {
         if self.batch.is_empty() {
             self.batch_since = Instant::now();
         }
@@ -177,7 +179,7 @@ impl State {
         for body in bodies {
             self.seq += 1;
             (self.prev, prev_hex) =
-                super::line::append_after(&mut self.batch, self.seq, &prev_hex, body);
+                super::line::append_after(&mut self.batch, self.seq, &prev_hex, body.as_ref());
         }
         self.prev_hex = Some((self.prev, prev_hex));
         self.batch_records += bodies.len() as u64;
@@ -306,7 +308,7 @@ impl AuditLog {
 
     /// The write-ahead path: returns the sequence number of the first of `bodies` once they
     /// are accepted under the configured durability.
-    pub async fn accept(&self, bodies: &[String]) -> Result<u64, AuditError> {
+    pub async fn accept<S: AsRef<str>>(&self, bodies: &[S]) -> Result<u64, AuditError> {
         // Backpressure: a writer that falls behind slows clients; nothing is dropped.
         while held(&self.state).batch.len() > self.settings.max_buffered_bytes {
             let drained = self.drained.notified();
@@ -315,12 +317,14 @@ impl AuditLog {
         }
         // Records larger than the space kept reserved (up to `limits.max_message_bytes`)
         // wait for the writer to reserve room for them; if it cannot, the disk is full.
-        let started = Instant::now();
+        // Read the clock only once space runs short: not on every statement.
+        let mut started = None;
         let (first, last) = loop {
             match self.append(bodies, true) {
                 Ok(range) => break range,
                 Err(Append::Refused(e)) => return Err(e),
                 Err(Append::NoSpace { need }) => {
+                    let started = *started.get_or_insert_with(Instant::now);
                     let failed = {
                         let st = held(&self.state);
                         st.reserve_error
@@ -354,7 +358,7 @@ impl AuditLog {
 
     /// Accepts `bodies` now or not at all: no waiting for buffer space or a sync. For
     /// records of a session that is ending.
-    pub fn try_accept(&self, bodies: &[String]) -> Result<u64, AuditError> {
+    pub fn try_accept<S: AsRef<str>>(&self, bodies: &[S]) -> Result<u64, AuditError> {
         match self.append(bodies, true) {
             Ok((first, _)) => Ok(first),
             Err(Append::Refused(e)) => Err(e),
@@ -365,7 +369,18 @@ impl AuditLog {
     /// Adds a record that follows the fact (an outcome, a disconnect). Never refused: if the
     /// disk is failing it waits in memory with the rest.
     pub fn record(&self, body: String) {
+        self.record_str(&body);
+    }
+
+    /// [`AuditLog::record`] from a buffer the caller keeps (copied into the batch).
+    pub fn record_str(&self, body: &str) {
         let _ = self.append(&[body], false);
+    }
+
+    /// The sequence number up to which records are known to be on disk: in fsync
+    /// durability, the last record an `fdatasync` covered.
+    pub fn synced(&self) -> u64 {
+        self.synced.borrow().seq
     }
 
     /// The last head published (or the chain's end when the writer started).
@@ -403,7 +418,7 @@ impl AuditLog {
     /// Chains `bodies` into the batch. With `refusable`, refuses them (changing nothing)
     /// when the log is failing or their space is not reserved. Returns the sequence numbers
     /// of the first and last.
-    fn append(&self, bodies: &[String], refusable: bool) -> Result<(u64, u64), Append> {
+    fn append<S: AsRef<str>>(&self, bodies: &[S], refusable: bool) -> Result<(u64, u64), Append> {
         let mut st = held(&self.state);
         if refusable {
             if st.closed {
@@ -532,10 +547,10 @@ impl AuditLog {
         let last_seq = last.0;
         let result = (&*file).write_all(&bytes).and_then(|()| {
             if self.settings.durability == Durability::Fsync {
-                file.sync_data()
-            } else {
-                Ok(())
+                file.sync_data()?;
+                self.metrics.syncs.inc();
             }
+            Ok(())
         });
         let mut st = held(&self.state);
         match result {

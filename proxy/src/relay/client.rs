@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ledger::{Action, Intent};
 use super::{not_forwarded, Deps, Link, Stop};
-use crate::audit::record::{self, Outcome, Via};
+use crate::audit::record::{self, Outcome, Text, Via};
 use crate::audit::SessionInfo;
 use crate::halt::Halt;
 use crate::metrics::ErrorKind;
@@ -37,6 +37,7 @@ where
 {
     let max = deps.limits.max_message_bytes;
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut bodies = Bodies::default();
     // Bytes of a CopyData message still to pass through.
     let mut streaming = 0usize;
     let io = |e: std::io::Error| Stop {
@@ -59,7 +60,7 @@ where
                 terminated,
             } = scan(deps, info, link, &mut buf, &mut streaming, max)?;
             // Halted while this was decided: nothing more goes to the database.
-            if !accept(deps, info, link, halt).await? {
+            if !accept(deps, info, link, halt, &mut bodies).await? {
                 return Ok(());
             }
             if pos > 0 {
@@ -199,10 +200,13 @@ fn fail(
     ledger: &mut super::ledger::Ledger,
     stop: Stop,
 ) -> Stop {
-    let bodies: Vec<String> = ledger.intents().iter().map(|i| body(info, i)).collect();
+    let mut bodies = Bodies::default();
+    for intent in ledger.intents() {
+        body(bodies.next(), info, intent);
+    }
     if !bodies.is_empty() {
         // The session ends either way; a log that refuses these records is already failing.
-        if let Ok(first) = deps.audit.try_accept(&bodies) {
+        if let Ok(first) = deps.audit.try_accept(bodies.as_slice()) {
             never_forwarded(deps, info, ledger, first);
         }
     }
@@ -241,15 +245,16 @@ async fn accept(
     info: &SessionInfo,
     link: &Link,
     halt: &Halt,
+    bodies: &mut Bodies,
 ) -> Result<bool, Stop> {
-    let bodies: Vec<String> = {
-        let ledger = link.ledger();
-        ledger.intents().iter().map(|i| body(info, i)).collect()
-    };
+    bodies.clear();
+    for intent in link.ledger().intents() {
+        body(bodies.next(), info, intent);
+    }
     let first = if bodies.is_empty() {
         0
     } else {
-        match deps.audit.accept(&bodies).await {
+        match deps.audit.accept(bodies.as_slice()).await {
             Ok(first) => first,
             Err(e) => {
                 link.ledger().abandon();
@@ -293,17 +298,63 @@ async fn accept(
     Ok(true)
 }
 
-/// The record body of an intent.
-fn body(info: &SessionInfo, intent: &Intent) -> String {
+/// Record bodies of a batch in buffers kept from one batch to the next, so a statement's
+/// record allocates nothing.
+#[derive(Default)]
+struct Bodies {
+    bufs: Vec<String>,
+    len: usize,
+}
+
+impl Bodies {
+    /// A buffer larger than this (a huge statement's) is not kept for the next batch.
+    const KEEP_MAX: usize = 64 * 1024;
+
+    /// An empty buffer for the next body.
+    fn next(&mut self) -> &mut String {
+        if self.len == self.bufs.len() {
+            self.bufs.push(String::with_capacity(512));
+        }
+        let b = &mut self.bufs[self.len];
+        if b.capacity() > Self::KEEP_MAX {
+            *b = String::with_capacity(512);
+        }
+        b.clear();
+        self.len += 1;
+        b
+    }
+
+    fn as_slice(&self) -> &[String] {
+        &self.bufs[..self.len]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// Writes the record body of an intent into `b`.
+fn body(b: &mut String, info: &SessionInfo, intent: &Intent) {
+    fn text(text: &str) -> Option<Text<'_>> {
+        Some(Text {
+            text,
+            plain: record::is_plain(text),
+        })
+    }
     match intent {
         Intent::Query {
-            text,
+            text: t,
             redacted,
             statements,
-        } => record::statement(
+        } => record::statement_into(
+            b,
             info,
             Via::Simple { statements },
-            Some(text),
+            text(t),
             *redacted,
             None,
         ),
@@ -320,22 +371,29 @@ fn body(info: &SessionInfo, intent: &Intent) -> String {
                 names[n] = step;
                 n += 1;
             }
-            record::statement(
+            record::statement_into(
+                b,
                 info,
                 Via::Extended {
                     steps: &names[..n],
                     statement,
                     portal,
                 },
-                prepared.text.as_deref(),
+                prepared.text.as_deref().map(|text| Text {
+                    text,
+                    plain: prepared.plain,
+                }),
                 prepared.redacted,
                 params.as_deref(),
             )
         }
-        Intent::Refused { text, redacted, .. } => record::statement(
+        Intent::Refused {
+            text: t, redacted, ..
+        } => record::statement_into(
+            b,
             info,
             Via::Simple { statements: &[] },
-            Some(text),
+            text(t),
             *redacted,
             None,
         ),

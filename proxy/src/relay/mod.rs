@@ -201,7 +201,8 @@ where
     };
     // Whatever is still owed an answer never got one we saw.
     let mut ledger = link.ledger.into_inner().unwrap_or_else(|e| e.into_inner());
-    ledger.abort(Instant::now(), &mut |f| emit(deps, info, f));
+    let now = Instant::now();
+    ledger.abort(now, &mut |f| emit(deps, info, now, f));
     let totals = Totals {
         bytes_from_client: link.from_client.load(Ordering::Relaxed),
         bytes_to_client: link.to_client.load(Ordering::Relaxed),
@@ -210,11 +211,23 @@ where
     (totals, end)
 }
 
-/// Writes the outcome record of a finished statement.
-fn emit(deps: &Deps<'_>, info: &SessionInfo, f: Finished<'_>) {
-    let micros = f.since.elapsed().as_micros() as u64;
-    deps.audit
-        .record(record::outcome(info, f.seq, f.index, &f.outcome, micros));
+/// Writes the outcome record of a finished statement, built in a buffer the thread keeps
+/// (sessions run on single-threaded runtimes; nothing awaits while it is borrowed). `now`
+/// is when the answer was read (the scan's clock reading: no clock read per record).
+fn emit(deps: &Deps<'_>, info: &SessionInfo, now: Instant, f: Finished<'_>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static OUTCOME: RefCell<String> = RefCell::new(String::with_capacity(320));
+    }
+    let micros = now.saturating_duration_since(f.since).as_micros() as u64;
+    OUTCOME.with_borrow_mut(|b| {
+        b.clear();
+        record::outcome_into(b, info, f.seq, f.index, &f.outcome, micros);
+        deps.audit.record_str(b);
+        if b.capacity() > 64 * 1024 {
+            *b = String::with_capacity(320);
+        }
+    });
 }
 
 /// The outcome of a record the proxy never forwarded.

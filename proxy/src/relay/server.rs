@@ -209,7 +209,7 @@ impl Side {
                 self.fatal_seen = true;
             }
             let paired = (h.tag == be::DATA_ROW && ledger.data_row())
-                || match ledger.server(h.tag, body, now, &mut |f| emit(deps, info, f)) {
+                || match ledger.server(h.tag, body, now, &mut |f| emit(deps, info, now, f)) {
                     Ok(()) => true,
                     Err(v) => {
                         tracing::warn!(error = %v, "ending the session");

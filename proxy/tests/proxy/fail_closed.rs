@@ -200,6 +200,50 @@ async fn disk_full_fsync() {
     disk_full_refuses_statements(Durability::Fsync).await;
 }
 
+/// The durable promise: in `fsync` durability a statement reaches the database only after
+/// an `fdatasync` covered its record. Seen from the client: when a statement's answer
+/// arrives, the writer's synced sequence number already covers the statement's record, and
+/// sequential statements need a sync each (group commit shares a sync only between
+/// statements waiting at the same time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_forwards_a_statement_only_after_its_record_is_synced() {
+    let stack = Stack::with(Options {
+        durability: Durability::Fsync,
+        ..Options::default()
+    })
+    .await;
+    let db = stack.connect(&stack.writer).await;
+    let syncs_before = stack.ctx.metrics.audit.syncs.get();
+    const N: usize = 40;
+    let mut synced_at_answer = Vec::new();
+    for k in 0..N {
+        db.batch_execute(&format!("INSERT INTO notes (body) VALUES ('durable {k}')"))
+            .await
+            .unwrap();
+        synced_at_answer.push(stack.ctx.audit.synced());
+    }
+    let syncs = stack.ctx.metrics.audit.syncs.get() - syncs_before;
+    let records = stack.records();
+    for (k, synced) in synced_at_answer.iter().enumerate() {
+        let text = format!("INSERT INTO notes (body) VALUES ('durable {k}')");
+        let seq = records
+            .iter()
+            .find(|r| r["type"] == "statement" && r["statement"] == text.as_str())
+            .and_then(|r| r["seq"].as_u64())
+            .unwrap_or_else(|| panic!("no record of statement {k}"));
+        assert!(
+            *synced >= seq,
+            "statement {k} (record {seq}) was answered when only records up to {synced} were synced"
+        );
+    }
+    assert!(
+        syncs >= N as u64,
+        "{N} sequential statements were covered by {syncs} syncs"
+    );
+    drop(db);
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_audit_directory_stops_the_proxy_from_starting() {
     let disk = SmallDisk::new("64k");

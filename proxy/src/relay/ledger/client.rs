@@ -223,6 +223,7 @@ impl Ledger {
         }
         let prepared = Arc::new(Prepared {
             id: self.next_id,
+            plain: crate::audit::record::is_plain(&recorded),
             text: Some(recorded),
             redacted: seen.redacted,
             param_types: types,
@@ -261,11 +262,18 @@ impl Ledger {
         };
         let portal = self.portals.key(b.portal);
         let statement = self.statements.key(b.statement);
-        let params: Arc<str> = Arc::from(params::to_json(
+        self.params_buf.clear();
+        params::to_json_into(
+            &mut self.params_buf,
             &b.params,
             &prepared.param_types,
             self.param_cap,
-        ));
+        );
+        let params: Arc<str> = Arc::from(self.params_buf.as_str());
+        if self.params_buf.capacity() > 64 * 1024 {
+            // A large Bind's buffer is not kept for the session's life.
+            self.params_buf = String::new();
+        }
         // Joins the Parse of the same statement sent just before, if there is one.
         let rec = match self.join(b.statement, |steps| steps == Steps::PARSE) {
             Some(rec) => {

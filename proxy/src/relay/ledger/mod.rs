@@ -52,6 +52,8 @@ pub struct Prepared {
     pub id: u64,
     /// The text as recorded (secrets redacted); `None` when not known.
     pub text: Option<Arc<str>>,
+    /// The text needs no JSON escaping: checked once here, not at every Execute's record.
+    pub plain: bool,
     pub redacted: bool,
     /// Parameter types: from the Parse, completed by the server's ParameterDescription.
     pub param_types: Vec<u32>,
@@ -67,6 +69,7 @@ impl Prepared {
             static UNKNOWN: Arc<Prepared> = Arc::new(Prepared {
                 id: 0,
                 text: None,
+                plain: true,
                 redacted: false,
                 param_types: Vec::new(),
                 copy: false,
@@ -544,6 +547,8 @@ enum Expected {
 pub struct Ledger {
     caller: Caller,
     param_cap: usize,
+    /// Where a Bind's parameters are rendered as JSON before one copy into their `Arc<str>`.
+    params_buf: String,
     next_id: u64,
     // What the server has confirmed.
     statements: ByName<Arc<Prepared>>,
@@ -592,6 +597,7 @@ impl Ledger {
         Ledger {
             caller,
             param_cap,
+            params_buf: String::new(),
             next_id: 1,
             statements: ByName::default(),
             portals: ByName::default(),

@@ -193,6 +193,7 @@ impl Ledger {
                     let described = Arc::new(Prepared {
                         id: p.id,
                         text: p.text.clone(),
+                        plain: p.plain,
                         redacted: p.redacted,
                         param_types: types,
                         copy: p.copy,
@@ -250,10 +251,12 @@ impl Ledger {
                 run.pending -= 1;
                 run.started = true;
                 let tag_text = command_tag(tag, body)?;
-                if tag != be::PORTAL_SUSPENDED && run.completed.is_none() {
-                    run.completed = Some(tag_text.to_string());
-                }
                 if tag == be::PORTAL_SUSPENDED || run.pending > 0 {
+                    // Kept only when the run goes on: the common case ends here and uses
+                    // the tag without copying it.
+                    if tag != be::PORTAL_SUSPENDED && run.completed.is_none() {
+                        run.completed = Some(tag_text.to_string());
+                    }
                     return Ok(());
                 }
                 let run = self.runs.remove(&seq).expect("present");
