@@ -295,7 +295,8 @@ fn verify_command(paths: &[PathBuf], anchor: Option<&proxy::audit::head::Head>) 
 
 fn verify_chain(
     files: &[proxy::audit::source::AuditFile],
-    anchor: Option<&proxy::audit::head::Head>) -> ExitCode {
+    anchor: Option<&proxy::audit::head::Head>,
+) -> ExitCode {
     match verify::verify(files, anchor) {
         Ok(Ok(report)) => {
             println!(
@@ -342,7 +343,7 @@ fn crosscheck_command(
     json: bool,
 ) -> ExitCode {
     let run = || -> anyhow::Result<crosscheck::Report> {
-        let proxy_files = proxy::audit::source::collect_local(paths)?;
+        let proxy_files = proxy::audit::source::collect(paths)?;
         let server_files = crosscheck::collect_pgaudit(pgaudit)?;
         crosscheck::crosscheck_with(&proxy_files, &server_files, options, rotation)
     };

@@ -166,7 +166,10 @@ impl Chain {
         }
         Ok(Verified {
             events: self.events,
-            head: self.last_id.zip(self.prev).map(|(id, hash)| Head { id, hash }),
+            head: self
+                .last_id
+                .zip(self.prev)
+                .map(|(id, hash)| Head { id, hash }),
         })
     }
 }

@@ -154,9 +154,8 @@ impl Store {
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
-                let page = page.with_context(|| {
-                    format!("listing s3://{}/{prefix}", location.bucket)
-                })?;
+                let page =
+                    page.with_context(|| format!("listing s3://{}/{prefix}", location.bucket))?;
                 for object in page.contents() {
                     let Some(key) = object.key() else { continue };
                     let name = key.rsplit('/').next().unwrap_or(key);
@@ -254,10 +253,15 @@ mod tests {
         let l = Location::parse(Path::new("s3://audit-bucket/audit/task-1"))
             .unwrap()
             .unwrap();
-        assert_eq!((l.bucket.as_str(), l.prefix()), ("audit-bucket", "audit/task-1/".into()));
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix()),
+            ("audit-bucket", "audit/task-1/".into())
+        );
         let whole = Location::parse(Path::new("s3://b")).unwrap().unwrap();
         assert_eq!(whole.prefix(), "");
-        assert!(Location::parse(Path::new("/var/log/audit")).unwrap().is_none());
+        assert!(Location::parse(Path::new("/var/log/audit"))
+            .unwrap()
+            .is_none());
         assert!(Location::parse(Path::new("s3:///x")).is_err());
         let o = l.object("audit/task-1/audit-1-2.jsonl");
         assert_eq!(o.name(), "audit-1-2.jsonl");

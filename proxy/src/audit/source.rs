@@ -93,19 +93,6 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<AuditFile>> {
     Ok(out)
 }
 
-/// Like [`collect`], for readers that take local files only.
-pub fn collect_local(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    collect(paths)?
-        .into_iter()
-        .map(|f| match f {
-            AuditFile::Local(p) => Ok(p),
-            AuditFile::S3(o) => {
-                anyhow::bail!("{o}: this command reads local files (copy the objects first)")
-            }
-        })
-        .collect()
-}
-
 /// A small file (a head), local or in S3; `None` when it does not exist.
 pub fn read_small(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     if let Some(location) = s3::Location::parse(path)? {

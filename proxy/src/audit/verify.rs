@@ -83,7 +83,10 @@ fn replica_of(file: &AuditFile) -> anyhow::Result<Option<String>> {
 }
 
 /// Verifies `files` as one chain, in the order given, against `anchor` if there is one.
-pub fn verify(files: &[AuditFile], anchor: Option<&Head>) -> anyhow::Result<Result<Report, Broken>> {
+pub fn verify(
+    files: &[AuditFile],
+    anchor: Option<&Head>,
+) -> anyhow::Result<Result<Report, Broken>> {
     let mut walk = Walk::new(files, anchor);
     while walk.next_record()?.is_some() {
         if walk.broken.is_some() {
@@ -321,9 +324,9 @@ impl<'f> Walk<'f> {
 pub fn anchors(chains: &[Chain], heads: &[Head]) -> anyhow::Result<Vec<Option<Head>>> {
     let mut out = vec![None; chains.len()];
     for head in heads {
-        let chain = chains.iter().position(|c| {
-            c.files.iter().any(|f| f.name() == head.file)
-        });
+        let chain = chains
+            .iter()
+            .position(|c| c.files.iter().any(|f| f.name() == head.file));
         let Some(i) = chain else {
             anyhow::bail!(
                 "the head at seq {} names {}, which is in none of the audit files given",

@@ -50,8 +50,8 @@ async fn approvals_history(stack: &Stack) -> tokio_postgres::Client {
     let control = stack.cluster.connect("dbgw").await.unwrap();
     control
         .execute(
-            "INSERT INTO access_requests OVERRIDING SYSTEM VALUE (id, email, subject, database, \
-             level, role, approvals_needed, justification, duration_secs, status) VALUES \
+            "INSERT INTO access_requests (id, email, subject, database, level, role, \
+             approvals_needed, justification, duration_secs, status) OVERRIDING SYSTEM VALUE VALUES \
              (4242, $1, 'sub-alice', 'rates', 'read-write', 'rates_writer', 2, \
              'month-end correction of the notes table', 3600, 'active')",
             &[&ALICE],
@@ -93,8 +93,11 @@ fn evidence(moto: &Moto, args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_an_altered_file() {
     let moto = Moto::start().await;
-    moto.rotated_secret("dbgw/rates-api", &json!({"username": "rates_api", "password": "x"}))
-        .await;
+    moto.rotated_secret(
+        "dbgw/rates-api",
+        &json!({"username": "rates_api", "password": "x"}),
+    )
+    .await;
     moto.client()
         .create_secret()
         .name("dbgw/not-rotated")
@@ -185,7 +188,10 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
     let access = &accesses[0];
     assert_eq!(access["email"], ALICE);
     assert_eq!(access["request_id"], 4242);
-    assert_eq!(access["approved_by"], json!(["dana@example.com", "sam@example.com"]));
+    assert_eq!(
+        access["approved_by"],
+        json!(["dana@example.com", "sam@example.com"])
+    );
     assert_eq!(access["request"]["requested_by"], ALICE);
     assert_eq!(
         access["request"]["justification"],
@@ -196,7 +202,10 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
     assert_eq!(session["verified"], true);
     let transcript =
         std::fs::read_to_string(first.join(session["transcript_file"].as_str().unwrap())).unwrap();
-    assert!(transcript.contains("COPY notes (body, n) FROM STDIN"), "{transcript}");
+    assert!(
+        transcript.contains("COPY notes (body, n) FROM STDIN"),
+        "{transcript}"
+    );
     let secrets = read("secrets.json");
     let names: Vec<&str> = secrets["secrets"]
         .as_array()
@@ -206,22 +215,34 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
         .collect();
     assert_eq!(names, ["dbgw/not-rotated", "dbgw/rates-api"]);
     assert_eq!(secrets["secrets"][1]["rotation_enabled"], true);
-    assert!(!secrets["secrets"][1]["versions"].as_array().unwrap().is_empty());
-    let controls = read("controls.json");
-    assert_eq!(controls.as_array().unwrap().len(), 9);
-    assert!(controls
+    assert!(!secrets["secrets"][1]["versions"]
         .as_array()
         .unwrap()
-        .iter()
-        .all(|c| c["missing"] == json!([])), "{controls}");
+        .is_empty());
+    let controls = read("controls.json");
+    assert_eq!(controls.as_array().unwrap().len(), 9);
+    assert!(
+        controls
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["missing"] == json!([])),
+        "{controls}"
+    );
     let index = std::fs::read_to_string(first.join("index.html")).unwrap();
-    assert!(index.contains("month-end correction of the notes table") && !index.contains("<script"));
+    assert!(
+        index.contains("month-end correction of the notes table") && !index.contains("<script")
+    );
 
     // The manifest verifies; the same inputs give the same bytes.
     let verify = |dir: &Path| evidence(&moto, &["--verify", dir.to_str().unwrap()]);
     assert!(verify(&first).status.success());
     let second = build("second");
-    assert_eq!(tree(&first), tree(&second), "the same inputs gave another bundle");
+    assert_eq!(
+        tree(&first),
+        tree(&second),
+        "the same inputs gave another bundle"
+    );
     if let Some(keep) = std::env::var_os("DBGW_EVIDENCE_SAMPLE") {
         for (name, bytes) in tree(&first) {
             let path = Path::new(&keep).join(name);

@@ -56,7 +56,10 @@ pub(crate) fn ship(moto: &Moto, audit: &Path, task: &str) {
             child.try_wait().unwrap().is_none(),
             "the shipper stopped early"
         );
-        assert!(Instant::now() < deadline, "the shipper's first round never ended");
+        assert!(
+            Instant::now() < deadline,
+            "the shipper's first round never ended"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     unsafe {
@@ -142,6 +145,19 @@ async fn the_shipped_audit_in_s3_reads_as_the_local_one_and_a_replaced_object_as
         String::from_utf8(local.stdout).unwrap()
     );
 
+    // The listing too, filtered as an auditor would.
+    let args = ["sessions", "--email", crate::audit_session::ALICE];
+    let local = audit_cli(&args, &[audit.path()]);
+    let remote = audit_s3(
+        &moto,
+        &[&args[..], &[&format!("s3://{BUCKET}/audit")]].concat(),
+    );
+    assert!(
+        local.status.success() && remote.status.success(),
+        "{remote:?}"
+    );
+    assert_eq!(remote.stdout, local.stdout);
+
     // verify, anchored to the head the shipper put beside the files.
     let verified = audit_s3(
         &moto,
@@ -171,7 +187,11 @@ async fn the_shipped_audit_in_s3_reads_as_the_local_one_and_a_replaced_object_as
                 .put_object()
                 .bucket(BUCKET)
                 .key(key)
-                .body(text.replacen("SELECT 'unrelated'", "SELECT 'UNRELATED'", 1).into_bytes().into())
+                .body(
+                    text.replacen("SELECT 'unrelated'", "SELECT 'UNRELATED'", 1)
+                        .into_bytes()
+                        .into(),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -185,8 +205,9 @@ async fn the_shipped_audit_in_s3_reads_as_the_local_one_and_a_replaced_object_as
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let verdict = stdout.lines().last().unwrap();
     assert!(
-        verdict.starts_with("TAMPERED: [golden] the chain breaks at s3://dbgw-audit/audit/task-1/audit-")
-            && verdict.contains("was altered"),
+        verdict.starts_with(
+            "TAMPERED: [golden] the chain breaks at s3://dbgw-audit/audit/task-1/audit-"
+        ) && verdict.contains("was altered"),
         "{verdict}"
     );
 }

@@ -102,7 +102,9 @@ pub fn collect(
         .collect();
     let mut found = transcript::find_many(paths, heads, &ids)?;
     for access in by_grant.values_mut() {
-        access.sessions.sort_by(|a, b| (&a.start, &a.session).cmp(&(&b.start, &b.session)));
+        access
+            .sessions
+            .sort_by(|a, b| (&a.start, &a.session).cmp(&(&b.start, &b.session)));
         for s in &mut access.sessions {
             let f = found.remove(&s.session).unwrap_or_default();
             let verdict = transcript::verdict(&f);

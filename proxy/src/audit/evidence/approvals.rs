@@ -43,7 +43,12 @@ pub struct Request {
     pub history: Vec<String>,
 }
 
-pub fn read(file: &Path, anchor: Option<&Head>, since: &str, until: &str) -> anyhow::Result<History> {
+pub fn read(
+    file: &Path,
+    anchor: Option<&Head>,
+    since: &str,
+    until: &str,
+) -> anyhow::Result<History> {
     let since = time(since)?;
     let until = time(until)?;
     let reader = std::io::BufReader::new(

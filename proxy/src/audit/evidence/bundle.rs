@@ -32,7 +32,9 @@ impl Bundle {
     /// Writes `name` (a path inside the bundle, `/`-separated).
     pub fn bytes(&mut self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         anyhow::ensure!(
-            !name.split('/').any(|p| p.is_empty() || p == ".." || p == ".")
+            !name
+                .split('/')
+                .any(|p| p.is_empty() || p == ".." || p == ".")
                 && !self.hashes.contains_key(name),
             "bad or repeated file name in the bundle: {name}"
         );

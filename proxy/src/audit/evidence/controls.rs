@@ -52,7 +52,11 @@ pub fn table(c: &Contents) -> Vec<Control> {
         "secrets.json: no --secrets-prefix given",
     );
     let accesses = ("accesses.json", true, "");
-    let sessions = ("sessions/", !c.accesses.is_empty(), "sessions/: no person's session in the period");
+    let sessions = (
+        "sessions/",
+        !c.accesses.is_empty(),
+        "sessions/: no person's session in the period",
+    );
     let chains = ("chains.json", true, "");
     vec![
         row(

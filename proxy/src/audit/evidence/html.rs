@@ -64,10 +64,16 @@ pub fn index(c: &Contents, controls: &[Control]) -> String {
         manifest = link("MANIFEST"),
     );
 
-    h.push_str("<h2>Controls</h2>\n<table><tr><th>Control</th><th>Asks</th><th>Evidence</th></tr>\n");
+    h.push_str(
+        "<h2>Controls</h2>\n<table><tr><th>Control</th><th>Asks</th><th>Evidence</th></tr>\n",
+    );
     for row in controls {
         let mut files: Vec<String> = row.files.iter().map(|f| link(f)).collect();
-        files.extend(row.missing.iter().map(|m| format!("<small>not in this bundle: {}</small>", esc(m))));
+        files.extend(
+            row.missing
+                .iter()
+                .map(|m| format!("<small>not in this bundle: {}</small>", esc(m))),
+        );
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -93,7 +99,10 @@ pub fn index(c: &Contents, controls: &[Control]) -> String {
             ),
             None => (
                 String::new(),
-                ch.problem.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                ch.problem
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
             ),
         };
         let _ = writeln!(
@@ -156,15 +165,26 @@ pub fn index(c: &Contents, controls: &[Control]) -> String {
              <tr><th>Request history</th><td>{}</td></tr></table>",
             a.grant_id,
             esc(&a.email),
-            a.request_id.map(|r| r.to_string()).unwrap_or_else(|| "none (an operator's grant)".into()),
-            esc(request.and_then(|r| r.requested_by.as_deref()).unwrap_or("")),
-            esc(request.and_then(|r| r.justification.as_deref()).unwrap_or("")),
+            a.request_id
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "none (an operator's grant)".into()),
+            esc(request
+                .and_then(|r| r.requested_by.as_deref())
+                .unwrap_or("")),
+            esc(request
+                .and_then(|r| r.justification.as_deref())
+                .unwrap_or("")),
             esc(&a.approved_by.join(", ")),
             esc(&a.databases.iter().cloned().collect::<Vec<_>>().join(", ")),
             esc(&a.first_session),
             esc(&a.last_session),
             request
-                .map(|r| r.history.iter().map(|e| esc(e)).collect::<Vec<_>>().join("<br>"))
+                .map(|r| r
+                    .history
+                    .iter()
+                    .map(|e| esc(e))
+                    .collect::<Vec<_>>()
+                    .join("<br>"))
                 .unwrap_or_else(|| "<small>no approvals history given</small>".into()),
         );
         h.push_str("<table><tr><th>Session</th><th>From</th><th>To</th><th>Statements</th><th>Ended</th><th>Chain</th></tr>\n");
@@ -209,7 +229,9 @@ pub fn index(c: &Contents, controls: &[Control]) -> String {
                 link("approvals-events.jsonl")
             );
         }
-        None => h.push_str("<p><small>Not in this bundle (no --approvals-events given).</small></p>\n"),
+        None => {
+            h.push_str("<p><small>Not in this bundle (no --approvals-events given).</small></p>\n")
+        }
     }
 
     h.push_str("<h2>Secret rotation</h2>\n");
@@ -233,7 +255,9 @@ pub fn index(c: &Contents, controls: &[Control]) -> String {
             }
             h.push_str("</table>\n");
         }
-        None => h.push_str("<p><small>Not in this bundle (no --secrets-prefix given).</small></p>\n"),
+        None => {
+            h.push_str("<p><small>Not in this bundle (no --secrets-prefix given).</small></p>\n")
+        }
     }
     h.push_str("</body></html>\n");
     h

@@ -53,8 +53,8 @@ pub struct EvidenceArgs {
     /// A published head (`head.json`) per replica, as for `proxy audit verify`.
     #[arg(long)]
     pub head_file: Vec<PathBuf>,
-    /// The database server's pgaudit log (JSON log files or their directory): the
-    /// crosscheck goes in the bundle. Local files (the audit must be local too).
+    /// The database server's pgaudit log (local JSON log files or their directory): the
+    /// crosscheck goes in the bundle.
     #[arg(long)]
     pub pgaudit: Vec<PathBuf>,
     /// Allowed difference between the proxy's clock and the server's, in seconds.
@@ -144,7 +144,7 @@ fn build(
     let crosscheck = if args.pgaudit.is_empty() {
         None
     } else {
-        let proxy_files = super::source::collect_local(&args.paths)?;
+        let proxy_files = super::source::collect(&args.paths)?;
         let server_files = super::crosscheck::collect_pgaudit(&args.pgaudit)?;
         let report = super::crosscheck::crosscheck(
             &proxy_files,
@@ -159,8 +159,7 @@ fn build(
 
     let approvals = match &args.approvals_events {
         Some(file) => {
-            let history =
-                approvals::read(file, args.approvals_head.as_ref(), &since, &until)?;
+            let history = approvals::read(file, args.approvals_head.as_ref(), &since, &until)?;
             bundle.json("approvals-verification.json", &history.verification)?;
             bundle.json_lines("approvals-events.jsonl", &history.events)?;
             Some(history)
@@ -222,5 +221,7 @@ pub fn clean(c: &Contents) -> bool {
     c.chains.all_ok()
         && c.crosscheck.as_ref().is_none_or(|r| r.clean())
         && c.approvals.as_ref().is_none_or(|a| a.verification.ok)
-        && c.accesses.iter().all(|a| a.sessions.iter().all(|s| s.verified))
+        && c.accesses
+            .iter()
+            .all(|a| a.sessions.iter().all(|s| s.verified))
 }
