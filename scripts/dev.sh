@@ -62,7 +62,17 @@ ship_audit() {
   start_plain shipper env AUDIT_DIR="$DEV/audit" AUDIT_BUCKET="$AUDIT_BUCKET" AUDIT_PREFIX=audit \
     TASK_ID=local STATE_DIR="$DEV/shipper" SHIP_INTERVAL_SECS=5 \
     SHIP_PROXY_ADMIN_URL=http://127.0.0.1:9187 S3_ENDPOINT_URL="$AWS_ENDPOINT_URL" \
-    sh deploy/audit-shipper/ship.sh
+    APPROVALS_HEAD_FILE="$DEV/approvals-head.json" sh deploy/audit-shipper/ship.sh
+}
+
+# The approvals history's head, refreshed every minute for the shipper to ship beside the
+# audit's (a scheduled task in production does the same).
+approvals_head() {
+  start_plain approvals-head sh -c "while :; do
+    \"$BIN/approvals\" --config config/local/approvals.toml events head >'$DEV/approvals-head.json.tmp' &&
+      mv '$DEV/approvals-head.json.tmp' '$DEV/approvals-head.json'
+    sleep 60
+  done"
 }
 
 running() { # name
@@ -144,6 +154,7 @@ up() {
   ship_audit
   start rates-api http://127.0.0.1:3000/health/ready "$BIN/rates-api" --config config/local/rates-api.toml
   start approvals http://127.0.0.1:8080/health/ready "$BIN/approvals" --config config/local/approvals.toml
+  approvals_head
   # Secrets Manager's part: rotation on for the stack's logins, then every secret with
   # rotation on (people's too, turned on by the approvals app) every ROTATE_EVERY_SECS.
   start_plain rotation "$BIN/bootstrap" --config config/local/rotation.toml schedule \
@@ -155,7 +166,8 @@ dbgw local stack is up:
   moto       http://127.0.0.1:$MOTO_PORT  (Secrets Manager; saved to .dev/secrets by make down)
   rotation   every $ROTATE_EVERY_SECS s (ROTATE_EVERY_SECS=60 make up for a demonstration; now: make rotate)
   proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)
-  shipper    .dev/audit/ -> s3://$AUDIT_BUCKET/audit/local/ in moto every 5 s
+  shipper    .dev/audit/ -> s3://$AUDIT_BUCKET/audit/local/ in moto every 5 s, and the
+             approvals history's head (every minute) -> s3://$AUDIT_BUCKET/audit/approvals/head.json
              ($BIN/proxy audit sessions s3://$AUDIT_BUCKET/audit reads it there)
   rates-api  http://127.0.0.1:3000  (through the proxy)
   approvals  http://127.0.0.1:8080  (request access; approvers dana@example.com and sam@example.com)
@@ -169,6 +181,7 @@ EOT
 
 down() {
   stop rotation
+  stop approvals-head
   stop approvals
   stop rates-api
   stop proxy

@@ -131,6 +131,8 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
         .await
         .unwrap();
     let head = chain.finish(None).unwrap().head.unwrap().to_string();
+    let head_file = inputs.path().join("approvals-head.json");
+    std::fs::write(&head_file, json!({ "head": head }).to_string()).unwrap();
     // A snapshot of the inputs: the running stack's logs would go on growing.
     let (audit, pgaudit) = (inputs.path().join("audit"), inputs.path().join("pgaudit"));
     copy_dir(&stack.audit_dir(), &audit);
@@ -154,8 +156,8 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
                 pgaudit.to_str().unwrap(),
                 "--approvals-events",
                 events.to_str().unwrap(),
-                "--approvals-head",
-                &head,
+                "--approvals-head-file",
+                head_file.to_str().unwrap(),
                 "--secrets-prefix",
                 "dbgw/",
                 "--generated-at",

@@ -32,7 +32,7 @@ pub(crate) fn s3_client(moto: &Moto) -> aws_sdk_s3::Client {
 /// Runs the shipper once through: starts it, waits for its first round to end (its
 /// heartbeat), then stops it as ECS would (SIGTERM; the proxy's admin port is closed, so it
 /// ships once more and exits). It must exit 0: every upload succeeded.
-pub(crate) fn ship(moto: &Moto, audit: &Path, task: &str) {
+pub(crate) fn ship(moto: &Moto, audit: &Path, task: &str, approvals_head: &Path) {
     let state = tempfile::tempdir().unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/audit-shipper/ship.sh");
     let mut child = Command::new("sh")
@@ -46,6 +46,7 @@ pub(crate) fn ship(moto: &Moto, audit: &Path, task: &str) {
         // Nothing listens there: the proxy has stopped.
         .env("SHIP_PROXY_ADMIN_URL", "http://127.0.0.1:9")
         .env("S3_ENDPOINT_URL", &moto.endpoint)
+        .env("APPROVALS_HEAD_FILE", approvals_head)
         .envs(aws_env())
         .spawn()
         .expect("sh runs the shipper");
@@ -130,7 +131,24 @@ async fn the_shipped_audit_in_s3_reads_as_the_local_one_and_a_replaced_object_as
     let id = login["session"].as_str().unwrap().to_string();
     // Stopped: the files and the head are final, as when a task ends.
     stack.stop().await;
-    ship(&moto, audit.path(), "task-1");
+    // The approvals history's head, as `approvals events head` writes it for the shipper.
+    let approvals_head = tempfile::NamedTempFile::new().unwrap();
+    let head_json = format!("{{\"head\":\"7:{}\"}}\n", "ab".repeat(32));
+    std::fs::write(approvals_head.path(), &head_json).unwrap();
+    ship(&moto, audit.path(), "task-1", approvals_head.path());
+    let shipped = s3_client(&moto)
+        .get_object()
+        .bucket(BUCKET)
+        .key("audit/approvals/head.json")
+        .send()
+        .await
+        .expect("the approvals head is shipped beside the audit's")
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(shipped, head_json.as_bytes());
 
     let local = audit_cli(&["session", &id], &[audit.path()]);
     assert!(local.status.success(), "{local:?}");

@@ -93,6 +93,18 @@ pub fn read(
     })
 }
 
+/// A head file as `approvals events head` prints it (`{"head":"ID:HASH"}`), local or in S3.
+pub fn read_head(path: &Path) -> anyhow::Result<Head> {
+    let bytes = super::super::source::read_small(path)?
+        .with_context(|| format!("{} does not exist", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a head file", path.display()))?;
+    v["head"]
+        .as_str()
+        .with_context(|| format!("{} names no head", path.display()))?
+        .parse()
+}
+
 fn chain_count(chain: &Chain) -> u64 {
     chain.events()
 }

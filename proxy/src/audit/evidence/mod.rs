@@ -64,8 +64,17 @@ pub struct EvidenceArgs {
     #[arg(long)]
     pub approvals_events: Option<PathBuf>,
     /// The approvals history's head kept elsewhere (`approvals events head`), `ID:HASH`.
-    #[arg(long, requires = "approvals_events")]
+    #[arg(
+        long,
+        requires = "approvals_events",
+        conflicts_with = "approvals_head_file"
+    )]
     pub approvals_head: Option<grants::history::Head>,
+    /// The same head as a file `approvals events head` wrote (`{"head":"ID:HASH"}`), e.g.
+    /// the copy the shipper put in the audit bucket
+    /// (`s3://bucket/prefix/approvals/head.json`).
+    #[arg(long, requires = "approvals_events")]
+    pub approvals_head_file: Option<PathBuf>,
     /// Read rotation dates from Secrets Manager ([secrets] of the configuration: region,
     /// endpoint), for the secrets whose names start with this prefix.
     #[arg(long)]
@@ -159,7 +168,12 @@ fn build(
 
     let approvals = match &args.approvals_events {
         Some(file) => {
-            let history = approvals::read(file, args.approvals_head.as_ref(), &since, &until)?;
+            let anchor = match (&args.approvals_head, &args.approvals_head_file) {
+                (Some(head), _) => Some(head.clone()),
+                (None, Some(path)) => Some(approvals::read_head(path)?),
+                (None, None) => None,
+            };
+            let history = approvals::read(file, anchor.as_ref(), &since, &until)?;
             bundle.json("approvals-verification.json", &history.verification)?;
             bundle.json_lines("approvals-events.jsonl", &history.events)?;
             Some(history)
