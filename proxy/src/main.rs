@@ -83,7 +83,7 @@ enum AuditCommand {
     /// server log does not have, or a statement by a proxy database user that bypassed the
     /// proxy. See docs/proxy.md, "Crosscheck with pgaudit".
     Crosscheck {
-        /// The proxy's audit files or directories.
+        /// The proxy's audit files or directories (or `s3://bucket/prefix`).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// The server's JSON log files with pgaudit's entries, or their directory.

@@ -19,7 +19,8 @@ use super::verify::{self, Trust, Walk};
 /// `proxy audit sessions`.
 #[derive(Debug, clap::Args)]
 pub struct SessionsArgs {
-    /// Audit files or directories (every replica's, for the whole fleet).
+    /// Audit files or directories (every replica's, for the whole fleet), or the shipped
+    /// copy (`s3://bucket/prefix`).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     #[command(flatten)]

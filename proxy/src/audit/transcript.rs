@@ -23,11 +23,11 @@ pub struct SessionArgs {
     /// The session's id: the `session` member of its records (`proxy audit sessions` lists
     /// them).
     pub id: String,
-    /// Audit files or directories. Give every replica's directory to find the session
-    /// wherever it ran.
+    /// Audit files or directories, or the shipped copy (`s3://bucket/prefix`). Give every
+    /// replica's directory to find the session wherever it ran.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// A published head (`head.json`, e.g. the copy in write-once storage), once per
+    /// A published head (`head.json`, e.g. the copy in write-once storage, `s3://...`), once per
     /// replica: each anchors the chain holding the file it names. A session record after
     /// it is reported, as nothing outside the log vouches for it.
     #[arg(long)]

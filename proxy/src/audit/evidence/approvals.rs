@@ -74,7 +74,7 @@ pub fn read(
             events.push(e);
         }
     }
-    let events_read = chain_count(&chain);
+    let events_read = chain.events();
     let (ok, head, error) = match (broken, chain.finish(anchor)) {
         (Some(problem), _) => (false, None, Some(problem)),
         (None, Err(problem)) => (false, None, Some(format!("{problem:#}"))),
@@ -103,10 +103,6 @@ pub fn read_head(path: &Path) -> anyhow::Result<Head> {
         .as_str()
         .with_context(|| format!("{} names no head", path.display()))?
         .parse()
-}
-
-fn chain_count(chain: &Chain) -> u64 {
-    chain.events()
 }
 
 fn note(r: &mut Request, e: &Exported) {
