@@ -56,8 +56,9 @@ ship_audit() {
     echo "the AWS CLI is missing: the audit is not shipped to moto's S3 (scripts/install.sh runtime installs it)" >&2
     return
   fi
-  aws s3api head-bucket --bucket "$AUDIT_BUCKET" >/dev/null 2>&1 ||
-    aws s3api create-bucket --bucket "$AUDIT_BUCKET" --object-lock-enabled-for-bucket >/dev/null
+  aws --endpoint-url "$AWS_ENDPOINT_URL" s3api head-bucket --bucket "$AUDIT_BUCKET" >/dev/null 2>&1 ||
+    aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket "$AUDIT_BUCKET" \
+      --object-lock-enabled-for-bucket >/dev/null
   rm -rf "$DEV/shipper"
   start_plain shipper env AUDIT_DIR="$DEV/audit" AUDIT_BUCKET="$AUDIT_BUCKET" AUDIT_PREFIX=audit \
     TASK_ID=local STATE_DIR="$DEV/shipper" SHIP_INTERVAL_SECS=5 \
@@ -168,7 +169,7 @@ dbgw local stack is up:
   proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)
   shipper    .dev/audit/ -> s3://$AUDIT_BUCKET/audit/local/ in moto every 5 s, and the
              approvals history's head (every minute) -> s3://$AUDIT_BUCKET/audit/approvals/head.json
-             ($BIN/proxy audit sessions s3://$AUDIT_BUCKET/audit reads it there)
+             (AWS_ENDPOINT_URL_S3=$AWS_ENDPOINT_URL $BIN/proxy audit sessions s3://$AUDIT_BUCKET/audit reads it there)
   rates-api  http://127.0.0.1:3000  (through the proxy)
   approvals  http://127.0.0.1:8080  (request access; approvers dana@example.com and sam@example.com)
   idp        http://127.0.0.1:9000  (development sign-in: alice@ bob@ dana@ sam@example.com, password "dev")

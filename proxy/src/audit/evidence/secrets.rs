@@ -32,6 +32,11 @@ pub struct Version {
 }
 
 pub fn read(settings: &secret_store::SecretsSettings, prefix: &str) -> anyhow::Result<Secrets> {
+    anyhow::ensure!(
+        settings.backend == secret_store::Backend::Aws,
+        "rotation dates come from Secrets Manager, and the configuration's [secrets] backend \
+         is not `aws` (set PROXY_SECRETS__BACKEND=aws, or leave --secrets-prefix out)"
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
