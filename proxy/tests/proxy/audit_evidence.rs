@@ -141,7 +141,7 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
     let until = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
 
     let out = tempfile::tempdir().unwrap();
-    let build = |name: &str| {
+    let build_from = |name: &str, audit: &Path| {
         let dir = out.path().join(name);
         let o = evidence(
             &moto,
@@ -165,6 +165,10 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
                 audit.to_str().unwrap(),
             ],
         );
+        (dir, o)
+    };
+    let build = |name: &str| {
+        let (dir, o) = build_from(name, &audit);
         assert!(
             o.status.success(),
             "{}{}",
@@ -252,6 +256,42 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
             std::fs::write(path, bytes).unwrap();
         }
     }
+
+    // Over an audit with an earlier, unrelated record altered, the bundle is still made,
+    // records the broken chain and the unproven session, and the exit status says so.
+    let altered_audit = inputs.path().join("altered-audit");
+    copy_dir(&audit, &altered_audit);
+    let mut altered = false;
+    for f in proxy::audit::writer::audit_files(&altered_audit).unwrap() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        if text.contains("SELECT 'unrelated'") {
+            std::fs::write(
+                &f,
+                text.replacen("SELECT 'unrelated'", "SELECT 'UNRELATED'", 1),
+            )
+            .unwrap();
+            altered = true;
+            break;
+        }
+    }
+    assert!(altered);
+    let (broken, o) = build_from("broken", &altered_audit);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let chains: Value =
+        serde_json::from_slice(&std::fs::read(broken.join("chains.json")).unwrap()).unwrap();
+    assert_eq!(chains["chains"][0]["status"], "tampered");
+    let accesses: Value =
+        serde_json::from_slice(&std::fs::read(broken.join("accesses.json")).unwrap()).unwrap();
+    assert_eq!(accesses[0]["sessions"][0]["verified"], false);
+    let index = std::fs::read_to_string(broken.join("index.html")).unwrap();
+    assert!(
+        index.contains("Overall: <span class=bad>PROBLEM</span>"),
+        "{index}"
+    );
+    assert!(
+        verify(&broken).status.success(),
+        "its own manifest still holds"
+    );
 
     // One byte changed in one file: the verification names it and fails.
     let altered = first.join("accesses.json");
