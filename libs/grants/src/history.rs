@@ -225,3 +225,61 @@ pub async fn for_each(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sealed export of `n` events, as the database would seal them.
+    fn sealed(n: i64) -> Vec<Exported> {
+        let mut prev = [0u8; 32];
+        (1..=n)
+            .map(|id| {
+                let mut e = Exported {
+                    id,
+                    at: DateTime::from_timestamp(1_765_000_000 + id, 0).unwrap(),
+                    request_id: Some(7),
+                    grant_id: None,
+                    actor: "dana@example.com".into(),
+                    kind: "decision.approve".into(),
+                    data: "{}".into(),
+                    prev_hash: Some(hex::encode(prev)),
+                    hash: None,
+                };
+                prev = hash(&prev, &e.sealed());
+                e.hash = Some(hex::encode(prev));
+                e
+            })
+            .collect()
+    }
+
+    fn check(events: &[Exported], expect: Option<&Head>) -> anyhow::Result<Verified> {
+        let mut chain = Chain::default();
+        for e in events {
+            chain.push(e, expect)?;
+        }
+        chain.finish(expect)
+    }
+
+    #[test]
+    fn an_export_verifies_and_a_changed_removed_or_cut_event_does_not() {
+        let events = sealed(3);
+        let line = serde_json::to_string(&events[1]).unwrap();
+        assert_eq!(serde_json::from_str::<Exported>(&line).unwrap(), events[1]);
+        let head = check(&events, None).unwrap().head.unwrap();
+        assert_eq!(head.id, 3);
+        assert_eq!(check(&events, Some(&head)).unwrap().events, 3);
+
+        let mut changed = events.clone();
+        changed[1].actor = "mallory@example.com".into();
+        let e = check(&changed, None).unwrap_err().to_string();
+        assert!(e.starts_with("event 2: its content"), "{e}");
+
+        let removed = [events[0].clone(), events[2].clone()];
+        let e = check(&removed, None).unwrap_err().to_string();
+        assert!(e.starts_with("event 3: its link"), "{e}");
+
+        let e = check(&events[..2], Some(&head)).unwrap_err().to_string();
+        assert!(e.contains("is not in the history"), "{e}");
+    }
+}
