@@ -172,6 +172,24 @@ impl Store {
 
     /// The object's content, streamed (its current version).
     pub fn open(&'static self, object: &Object) -> anyhow::Result<Box<dyn BufRead + Send>> {
+        self.open_range(object, None)
+    }
+
+    /// The object's first `bytes` (a ranged GET: reading a file's first records does not
+    /// fetch the whole file).
+    pub fn open_start(
+        &'static self,
+        object: &Object,
+        bytes: u64,
+    ) -> anyhow::Result<Box<dyn BufRead + Send>> {
+        self.open_range(object, Some(bytes))
+    }
+
+    fn open_range(
+        &'static self,
+        object: &Object,
+        bytes: Option<u64>,
+    ) -> anyhow::Result<Box<dyn BufRead + Send>> {
         let output = self
             .runtime
             .block_on(
@@ -179,6 +197,7 @@ impl Store {
                     .get_object()
                     .bucket(&object.bucket)
                     .key(&object.key)
+                    .set_range(bytes.map(|n| format!("bytes=0-{}", n.saturating_sub(1))))
                     .send(),
             )
             .with_context(|| format!("reading {object}"))?;

@@ -42,6 +42,14 @@ impl AuditFile {
         }
     }
 
+    /// Its first `bytes` at least (all of it when shorter), streamed.
+    pub fn open_start(&self, bytes: u64) -> anyhow::Result<Box<dyn BufRead + Send>> {
+        match self {
+            AuditFile::Local(_) => self.open(),
+            AuditFile::S3(o) => s3::store()?.open_start(o, bytes),
+        }
+    }
+
     /// Whether a file named `name` exists beside this one.
     pub fn sibling_exists(&self, name: &str) -> anyhow::Result<bool> {
         match self {

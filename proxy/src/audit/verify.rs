@@ -70,7 +70,8 @@ pub fn chains(paths: &[PathBuf]) -> anyhow::Result<Vec<Chain>> {
 /// The replica named by the first `log_opened`/`file_opened` record among a file's first
 /// lines. (Unreadable lines are left to `verify` to report.)
 fn replica_of(file: &AuditFile) -> anyhow::Result<Option<String>> {
-    let reader = file.open()?;
+    // The writer's own records come first; a record may be long (a statement's text).
+    let reader = file.open_start(1 << 20)?;
     for text in reader.split(b'\n').take(16) {
         let Ok(l) = line::parse(&text?) else {
             continue;
