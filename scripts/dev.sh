@@ -63,7 +63,7 @@ ship_audit() {
   start_plain shipper env AUDIT_DIR="$DEV/audit" AUDIT_BUCKET="$AUDIT_BUCKET" AUDIT_PREFIX=audit \
     TASK_ID=local STATE_DIR="$DEV/shipper" SHIP_INTERVAL_SECS=5 \
     SHIP_PROXY_ADMIN_URL=http://127.0.0.1:9187 S3_ENDPOINT_URL="$AWS_ENDPOINT_URL" \
-    APPROVALS_HEAD_FILE="$DEV/approvals-head.json" sh deploy/audit-shipper/ship.sh
+    SHIP_APPROVALS_HEAD_FILE="$DEV/approvals-head.json" sh deploy/audit-shipper/ship.sh
 }
 
 # The approvals history's head, refreshed every minute for the shipper to ship beside the

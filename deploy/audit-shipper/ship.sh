@@ -10,7 +10,7 @@
 #    once more and exits 0 only if every upload succeeded.
 # Objects: s3://$AUDIT_BUCKET/$AUDIT_PREFIX/<task>/<file>; head checkpoints also under
 # .../<task>/head/<unix time>.json so each one is kept.
-# With APPROVALS_HEAD_FILE (a file a scheduler refreshes with `approvals events head`), the
+# With SHIP_APPROVALS_HEAD_FILE (a file a scheduler refreshes with `approvals events head`), the
 # approvals history's head is shipped beside the audit's the same way:
 # s3://$AUDIT_BUCKET/$AUDIT_PREFIX/approvals/head.json and .../approvals/head/<unix time>.json.
 set -eu
@@ -74,7 +74,7 @@ ship() {
 
 # The approvals history's head, when this shipper is given one; 1 if its upload failed.
 ship_approvals_head() {
-  f=${APPROVALS_HEAD_FILE:-}
+  f=${SHIP_APPROVALS_HEAD_FILE:-}
   [ -n "$f" ] && [ -s "$f" ] || return 0
   stamp=$(stat -c '%s-%Y' "$f")
   [ "$(cat "$STATE_DIR/approvals-head" 2>/dev/null || true)" = "$stamp" ] && return 0

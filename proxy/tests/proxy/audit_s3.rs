@@ -46,7 +46,7 @@ pub(crate) fn ship(moto: &Moto, audit: &Path, task: &str, approvals_head: &Path)
         // Nothing listens there: the proxy has stopped.
         .env("SHIP_PROXY_ADMIN_URL", "http://127.0.0.1:9")
         .env("S3_ENDPOINT_URL", &moto.endpoint)
-        .env("APPROVALS_HEAD_FILE", approvals_head)
+        .env("SHIP_APPROVALS_HEAD_FILE", approvals_head)
         .envs(aws_env())
         .spawn()
         .expect("sh runs the shipper");
