@@ -75,7 +75,7 @@ ship() {
 # The approvals history's head, when this shipper is given one; 1 if its upload failed.
 ship_approvals_head() {
   f=${SHIP_APPROVALS_HEAD_FILE:-}
-  [ -n "$f" ] && [ -s "$f" ] || return 0
+  if [ -z "$f" ] || [ ! -s "$f" ]; then return 0; fi
   stamp=$(stat -c '%s-%Y' "$f")
   [ "$(cat "$STATE_DIR/approvals-head" 2>/dev/null || true)" = "$stamp" ] && return 0
   if put "$f" "$AUDIT_PREFIX/approvals/head/$(date +%s).json" &&
