@@ -11,6 +11,8 @@ PROFILE=${PROFILE:-debug}
 BIN=target/$PROFILE
 PG_PORT=${PG_PORT:-5433}
 MOTO_PORT=${MOTO_PORT:-5000}
+# The write-once audit bucket, in moto as in production (deploy/audit-shipper/ship.sh ships to it).
+AUDIT_BUCKET=${AUDIT_BUCKET:-dbgw-audit}
 # moto calls no function; the ARN only has to look like one.
 LOCAL_ROTATION_FUNCTION=arn:aws:lambda:us-east-1:000000000000:function:dbgw-local-rotation
 ROTATE_EVERY_SECS=${ROTATE_EVERY_SECS:-2592000}
@@ -44,6 +46,34 @@ need_postgres() {
     echo "PostgreSQL server binaries are missing: scripts/install.sh runtime installs them (or set PG_BINDIR)" >&2
     exit 1
   fi
+}
+
+# The production shipper itself (deploy/audit-shipper/ship.sh), run as a process: it copies
+# .dev/audit to s3://$AUDIT_BUCKET/audit/local/ in moto every 5 s. moto keeps the bucket in
+# memory, so each `up` creates it again and ships everything from the start.
+ship_audit() {
+  if ! command -v aws >/dev/null; then
+    echo "the AWS CLI is missing: the audit is not shipped to moto's S3 (scripts/install.sh runtime installs it)" >&2
+    return
+  fi
+  aws --endpoint-url "$AWS_ENDPOINT_URL" s3api head-bucket --bucket "$AUDIT_BUCKET" >/dev/null 2>&1 ||
+    aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket "$AUDIT_BUCKET" \
+      --object-lock-enabled-for-bucket >/dev/null
+  rm -rf "$DEV/shipper"
+  start_plain shipper env AUDIT_DIR="$DEV/audit" AUDIT_BUCKET="$AUDIT_BUCKET" AUDIT_PREFIX=audit \
+    TASK_ID=local STATE_DIR="$DEV/shipper" SHIP_INTERVAL_SECS=5 \
+    SHIP_PROXY_ADMIN_URL=http://127.0.0.1:9187 S3_ENDPOINT_URL="$AWS_ENDPOINT_URL" \
+    SHIP_APPROVALS_HEAD_FILE="$DEV/approvals-head.json" sh deploy/audit-shipper/ship.sh
+}
+
+# The approvals history's head, refreshed every minute for the shipper to ship beside the
+# audit's (a scheduled task in production does the same).
+approvals_head() {
+  start_plain approvals-head sh -c "while :; do
+    \"$BIN/approvals\" --config config/local/approvals.toml events head >'$DEV/approvals-head.json.tmp' &&
+      mv '$DEV/approvals-head.json.tmp' '$DEV/approvals-head.json'
+    sleep 60
+  done"
 }
 
 running() { # name
@@ -122,8 +152,10 @@ up() {
   [ -f "$DEV/proxy/proxy.crt" ] || "$BIN/dbgw-db" cert --ca-dir "$DEV/pg" --out "$DEV/proxy" --name proxy >/dev/null
   start idp http://127.0.0.1:9000/healthz env IDP_STATE_DIR="$DEV/idp" node idp/server.js
   start proxy http://127.0.0.1:9187/health/ready "$BIN/proxy" --config config/local/proxy.toml
+  ship_audit
   start rates-api http://127.0.0.1:3000/health/ready "$BIN/rates-api" --config config/local/rates-api.toml
   start approvals http://127.0.0.1:8080/health/ready "$BIN/approvals" --config config/local/approvals.toml
+  approvals_head
   # Secrets Manager's part: rotation on for the stack's logins, then every secret with
   # rotation on (people's too, turned on by the approvals app) every ROTATE_EVERY_SECS.
   start_plain rotation "$BIN/bootstrap" --config config/local/rotation.toml schedule \
@@ -135,6 +167,9 @@ dbgw local stack is up:
   moto       http://127.0.0.1:$MOTO_PORT  (Secrets Manager; saved to .dev/secrets by make down)
   rotation   every $ROTATE_EVERY_SECS s (ROTATE_EVERY_SECS=60 make up for a demonstration; now: make rotate)
   proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)
+  shipper    .dev/audit/ -> s3://$AUDIT_BUCKET/audit/local/ in moto every 5 s, and the
+             approvals history's head (every minute) -> s3://$AUDIT_BUCKET/audit/approvals/head.json
+             (AWS_ENDPOINT_URL_S3=$AWS_ENDPOINT_URL $BIN/proxy audit sessions s3://$AUDIT_BUCKET/audit reads it there)
   rates-api  http://127.0.0.1:3000  (through the proxy)
   approvals  http://127.0.0.1:8080  (request access; approvers dana@example.com and sam@example.com)
   idp        http://127.0.0.1:9000  (development sign-in: alice@ bob@ dana@ sam@example.com, password "dev")
@@ -147,9 +182,12 @@ EOT
 
 down() {
   stop rotation
+  stop approvals-head
   stop approvals
   stop rates-api
   stop proxy
+  # After the proxy: the shipper's last round ships what the proxy wrote as it stopped.
+  stop shipper
   if running moto; then
     "$BIN/dbgw-db" secrets export "$DEV/secrets" >/dev/null || echo "saving moto's secrets to $DEV/secrets failed" >&2
   fi

@@ -5,7 +5,8 @@
 #   scripts/install.sh runtime   what `make up` needs: PostgreSQL's server and client (15)
 #                                with pgaudit (the dev cluster runs it; the crosscheck test
 #                                too), Node.js 20+ and the development identity provider's packages,
-#                                moto server (the local stack's Secrets Manager)
+#                                moto server (the local stack's Secrets Manager and audit
+#                                bucket), the AWS CLI (the audit shipper)
 #   scripts/install.sh test      all of that, plus what the tests use: pgbouncer, socat, wrk,
 #                                Chromium and its WebDriver, the Python, Node, Ruby, Perl and
 #                                Java (pgJDBC) client drivers,
@@ -87,6 +88,12 @@ if ! command -v moto_server >/dev/null; then
   python3 -m pip install -q --root-user-action=ignore 'moto[server]==5.2.1' 2>/dev/null ||
     python3 -m pip install -q --root-user-action=ignore --break-system-packages 'moto[server]==5.2.1'
   command -v moto_server >/dev/null || { echo "moto server could not be installed" >&2; exit 1; }
+fi
+if ! command -v aws >/dev/null; then
+  echo "installing (pip): the AWS CLI (the audit shipper, deploy/audit-shipper/ship.sh, run by the local stack and its test)"
+  python3 -m pip install -q --root-user-action=ignore 'awscli==1.45.11' 2>/dev/null ||
+    python3 -m pip install -q --root-user-action=ignore --break-system-packages 'awscli==1.45.11'
+  command -v aws >/dev/null || { echo "the AWS CLI could not be installed" >&2; exit 1; }
 fi
 [ "$profile" = test ] || exit 0
 

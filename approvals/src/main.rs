@@ -61,6 +61,10 @@ enum Events {
         #[arg(long, value_name = "ID:HASH")]
         head: Option<approvals::history::Head>,
     },
+    /// Write every event, oldest first, as JSON lines (with each event's data as the
+    /// database's canonical text and its hashes) to stdout: an auditor verifies the export
+    /// without the database (`proxy audit evidence --approvals-events FILE`).
+    Export,
 }
 
 /// `approvals events ...`: prints one JSON line; exit 0 (sound), 1 (does not verify, or
@@ -95,6 +99,13 @@ fn events(settings: &Settings, action: Events) -> std::process::ExitCode {
                 Err(e) => {
                     eprintln!("approvals: {e:#}");
                     std::process::ExitCode::from(2)
+                }
+            },
+            Events::Export => match history::export(&db, &mut std::io::stdout().lock()).await {
+                Ok(_) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("approvals: {e:#}");
+                    std::process::ExitCode::FAILURE
                 }
             },
             Events::Verify { head } => match history::verify(&db, head.as_ref()).await {

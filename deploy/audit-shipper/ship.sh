@@ -10,6 +10,9 @@
 #    once more and exits 0 only if every upload succeeded.
 # Objects: s3://$AUDIT_BUCKET/$AUDIT_PREFIX/<task>/<file>; head checkpoints also under
 # .../<task>/head/<unix time>.json so each one is kept.
+# With SHIP_APPROVALS_HEAD_FILE (a file a scheduler refreshes with `approvals events head`), the
+# approvals history's head is shipped beside the audit's the same way:
+# s3://$AUDIT_BUCKET/$AUDIT_PREFIX/approvals/head.json and .../approvals/head/<unix time>.json.
 set -eu
 : "${AUDIT_DIR:?}" "${AUDIT_BUCKET:?}"
 AUDIT_PREFIX=${AUDIT_PREFIX:-audit}
@@ -65,7 +68,23 @@ ship() {
       failed=1
     fi
   done
+  ship_approvals_head || failed=1
   return $failed
+}
+
+# The approvals history's head, when this shipper is given one; 1 if its upload failed.
+ship_approvals_head() {
+  f=${SHIP_APPROVALS_HEAD_FILE:-}
+  if [ -z "$f" ] || [ ! -s "$f" ]; then return 0; fi
+  stamp=$(stat -c '%s-%Y' "$f")
+  [ "$(cat "$STATE_DIR/approvals-head" 2>/dev/null || true)" = "$stamp" ] && return 0
+  if put "$f" "$AUDIT_PREFIX/approvals/head/$(date +%s).json" &&
+    put "$f" "$AUDIT_PREFIX/approvals/head.json"; then
+    echo "$stamp" >"$STATE_DIR/approvals-head"
+  else
+    log error "upload of the approvals head failed; retrying next round"
+    return 1
+  fi
 }
 
 stopping=0

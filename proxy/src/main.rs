@@ -51,7 +51,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chains of audit files (or directories of them). Files are grouped
+    /// Check the hash chains of audit files (or directories of them, or the shipped copy in
+    /// S3: `s3://bucket/prefix`, see docs/proxy.md, "Reading the audit in S3"). Files are grouped
     /// into one chain per replica (named in each file's first record) and each chain is
     /// checked in the order given. Exits 1 and names, per chain, the first altered,
     /// removed, inserted or reordered record, or a cut tail: a last file that names a
@@ -63,7 +64,8 @@ enum AuditCommand {
         /// The head to anchor to, as SEQ:HASH (from a copy kept elsewhere).
         #[arg(long, conflicts_with = "head_file")]
         head: Option<String>,
-        /// A published head file (`head.json`), e.g. the copy in write-once storage.
+        /// A published head file (`head.json`), e.g. the copy in write-once storage
+        /// (`s3://bucket/prefix/task/head.json`).
         #[arg(long)]
         head_file: Option<PathBuf>,
     },
@@ -81,7 +83,7 @@ enum AuditCommand {
     /// server log does not have, or a statement by a proxy database user that bypassed the
     /// proxy. See docs/proxy.md, "Crosscheck with pgaudit".
     Crosscheck {
-        /// The proxy's audit files or directories.
+        /// The proxy's audit files or directories (or `s3://bucket/prefix`).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// The server's JSON log files with pgaudit's entries, or their directory.
@@ -114,6 +116,14 @@ enum AuditCommand {
     /// each point of the log. Sessions with a record the chain does not vouch for are
     /// marked TAMPERED (exit 1). See docs/proxy.md, "Reading a session".
     Sessions(proxy::audit::sessions::SessionsArgs),
+    /// Write a period's evidence bundle to a directory: index.html (readable in a browser)
+    /// and machine-readable files (every replica's chain verified, the crosscheck with
+    /// pgaudit, the approvals history verified, each access used with its sessions'
+    /// transcripts, secret rotation dates, the control table) with a MANIFEST of SHA-256
+    /// hashes. The same inputs give the same bundle. `--verify DIR` checks a bundle's
+    /// manifest. Exits 1 when a check in the bundle failed. See docs/proxy.md, "The
+    /// evidence bundle".
+    Evidence(Box<proxy::audit::evidence::EvidenceArgs>),
 }
 
 fn main() -> ExitCode {
@@ -179,6 +189,20 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Sessions(args),
         } => proxy::audit::sessions::run(&args),
+        Command::Audit {
+            command: AuditCommand::Evidence(args),
+        } => {
+            // Secrets Manager is read only when asked, with the configuration's [secrets].
+            let settings = match args.secrets_prefix.is_some() {
+                true => match load(&cli.config) {
+                    Ok(s) => Some(s.secrets),
+                    Err(e) => return fail(e),
+                },
+                false => None,
+            };
+            tls_config::install_provider();
+            proxy::audit::evidence::run(&args, settings.as_ref())
+        }
         Command::Grant {
             admin_secret,
             command,
@@ -269,7 +293,10 @@ fn verify_command(paths: &[PathBuf], anchor: Option<&proxy::audit::head::Head>) 
     code
 }
 
-fn verify_chain(files: &[PathBuf], anchor: Option<&proxy::audit::head::Head>) -> ExitCode {
+fn verify_chain(
+    files: &[proxy::audit::source::AuditFile],
+    anchor: Option<&proxy::audit::head::Head>,
+) -> ExitCode {
     match verify::verify(files, anchor) {
         Ok(Ok(report)) => {
             println!(
@@ -316,7 +343,7 @@ fn crosscheck_command(
     json: bool,
 ) -> ExitCode {
     let run = || -> anyhow::Result<crosscheck::Report> {
-        let proxy_files = verify::collect(paths)?;
+        let proxy_files = proxy::audit::source::collect(paths)?;
         let server_files = crosscheck::collect_pgaudit(pgaudit)?;
         crosscheck::crosscheck_with(&proxy_files, &server_files, options, rotation)
     };

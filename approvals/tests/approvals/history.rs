@@ -31,6 +31,27 @@ fn events_command(stack: &Stack, args: &[&str]) -> (i32, Value, String) {
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
+/// `approvals events export`, checked as an auditor would, without the database: the head
+/// the exported chain ends at, or the first problem.
+fn exported_chain(stack: &Stack, expect: Option<&Head>) -> anyhow::Result<Option<Head>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_approvals"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APPROVALS_CONTROL__PORT", stack.cluster.port().to_string())
+        .env("APPROVALS_CONTROL__CA_FILE", stack.cluster.ca_cert())
+        .env("APPROVALS_SECRETS__DIR", stack.dir.path().join("secrets"))
+        .args(["events", "export"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut chain = grants::history::Chain::default();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let event: grants::history::Exported = serde_json::from_str(line).unwrap();
+        chain.push(&event, expect)?;
+    }
+    Ok(chain.finish(expect)?.head)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_login_cannot_forge_the_history_and_changes_are_found() {
     let stack = Stack::start().await;
@@ -138,6 +159,11 @@ async fn the_app_login_cannot_forge_the_history_and_changes_are_found() {
     let (code, out, err) = events_command(&stack, &["verify", "--head", &head.to_string()]);
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(out["events"], verified.events);
+    // The export verifies on its own, to the same head.
+    assert_eq!(
+        exported_chain(&stack, Some(&head)).unwrap(),
+        Some(head.clone())
+    );
 
     // Someone past the triggers (a superuser) changes who did something in an old event:
     // verification fails and names it.
@@ -156,6 +182,8 @@ async fn the_app_login_cannot_forge_the_history_and_changes_are_found() {
     assert_eq!(code, 1, "{out}");
     assert!(out["error"].as_str().unwrap().contains("event 1:"), "{out}");
     assert!(err.contains("does not verify"), "{err}");
+    let exported = exported_chain(&stack, None).unwrap_err().to_string();
+    assert!(exported.contains("event 1:"), "{exported}");
 
     // Rewritten with fresh hashes all along, the chain holds again, but not the head
     // exported before.

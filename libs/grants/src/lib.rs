@@ -22,6 +22,7 @@ use secret_store::{DbCredentials, SecretStore};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Row};
 
+pub mod history;
 mod policy;
 pub use policy::SessionPolicy;
 

@@ -58,7 +58,7 @@ pub async fn client(settings: &SecretsSettings) -> Client {
 }
 
 /// An endpoint on this machine: `http(s)://localhost`, `127.x.x.x` or `[::1]`.
-fn is_emulator(endpoint: &str) -> bool {
+pub fn is_emulator(endpoint: &str) -> bool {
     let rest = endpoint
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"))

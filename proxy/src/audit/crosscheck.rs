@@ -45,6 +45,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
+use super::source::AuditFile;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -277,7 +279,7 @@ pub fn collect_pgaudit(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// Compares the proxy audit `proxy_files` (every file given, in order; several replicas'
 /// chains may be mixed) with the server's JSON log files `pgaudit_files`.
 pub fn crosscheck(
-    proxy_files: &[PathBuf],
+    proxy_files: &[AuditFile],
     pgaudit_files: &[PathBuf],
     options: &Options,
 ) -> anyhow::Result<Report> {
@@ -291,7 +293,7 @@ pub fn crosscheck(
 
 /// [`crosscheck`], telling the rotation function's test logins (`rotation`) from bypasses.
 pub fn crosscheck_with(
-    proxy_files: &[PathBuf],
+    proxy_files: &[AuditFile],
     pgaudit_files: &[PathBuf],
     options: &Options,
     rotation: &RotationWitness,
@@ -873,7 +875,7 @@ struct Pending {
     outcomes: BTreeMap<Option<usize>, Value>,
 }
 
-fn read_proxy(files: &[PathBuf]) -> anyhow::Result<Proxy> {
+fn read_proxy(files: &[AuditFile]) -> anyhow::Result<Proxy> {
     let mut sessions: BTreeMap<String, Session> = BTreeMap::new();
     let mut db_users = HashSet::new();
     let mut pending: Vec<Pending> = Vec::new();
@@ -1075,7 +1077,8 @@ struct Backend {
 
 fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
     let mut backends: BTreeMap<String, Backend> = BTreeMap::new();
-    for_each_json(files, |v, at| {
+    let files: Vec<AuditFile> = files.iter().cloned().map(AuditFile::Local).collect();
+    for_each_json(&files, |v, at| {
         if v["backend_type"] != "client backend" {
             return Ok(());
         }
@@ -1286,18 +1289,16 @@ fn parse_csv(text: &str) -> Vec<String> {
 
 /// Calls `f` with every line of `files` as JSON and its `file:line`.
 fn for_each_json(
-    files: &[PathBuf],
+    files: &[AuditFile],
     mut f: impl FnMut(&Value, &str) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     for path in files {
-        let file = std::fs::File::open(path)
-            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        for (i, line) in path.open()?.lines().enumerate() {
+            let line = line.map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let at = format!("{}:{}", display(path), i + 1);
+            let at = format!("{path}:{}", i + 1);
             let v: Value = serde_json::from_str(&line)
                 .map_err(|e| anyhow::anyhow!("{at}: not a JSON line: {e}"))?;
             f(&v, &at)?;

@@ -132,12 +132,12 @@ pub fn ilike(text: &str, pattern: &str) -> bool {
 }
 
 /// `--since`: a time as the records write it.
-fn parse_time(text: &str) -> Result<String, String> {
+pub fn parse_time(text: &str) -> Result<String, String> {
     parse(text, false)
 }
 
 /// `--until`: a date alone means the end of that day.
-fn parse_until(text: &str) -> Result<String, String> {
+pub fn parse_until(text: &str) -> Result<String, String> {
     parse(text, true)
 }
 

@@ -38,13 +38,13 @@ impl Head {
         })
     }
 
+    /// Reads a head file, local or in S3 (`s3://bucket/key`); `None` when there is none.
     pub fn read(path: &Path) -> anyhow::Result<Option<Head>> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+        match super::source::read_small(path)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .with_context(|| format!("{} is not an audit head", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            None => Ok(None),
         }
     }
 

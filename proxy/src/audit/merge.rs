@@ -8,15 +8,15 @@
 
 use std::collections::BinaryHeap;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 
+use super::source::AuditFile;
 use super::verify::Chain;
 
 /// A chain's lines, across its files.
 struct Reader {
     replica: String,
-    files: std::vec::IntoIter<PathBuf>,
-    current: Option<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+    files: std::vec::IntoIter<AuditFile>,
+    current: Option<std::io::Lines<Box<dyn BufRead + Send>>>,
 }
 
 impl Reader {
@@ -31,9 +31,7 @@ impl Reader {
             let Some(path) = self.files.next() else {
                 return Ok(None);
             };
-            let file = std::fs::File::open(&path)
-                .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-            self.current = Some(std::io::BufReader::new(file).lines());
+            self.current = Some(path.open()?.lines());
         }
     }
 }

@@ -11,6 +11,9 @@
 //!   order.
 //! - [`crosscheck`]: `proxy audit crosscheck`, which compares the log with the database
 //!   server's own (pgaudit) and reports every difference.
+//! - [`source`]: where the audit is read from: local files and directories, or the shipped
+//!   copy in S3 ([`s3`]), streamed.
+//! - [`evidence`]: `proxy audit evidence`, a period's evidence bundle with its manifest.
 //! - [`read`]: the typed read side of the records (what `record` and `writer` write).
 //! - [`transcript`]: `proxy audit session ID`, one session as a verified transcript.
 //! - [`sessions`]: `proxy audit sessions`, one line per session, with [`filter`]'s filters,
@@ -21,6 +24,7 @@
 //! hash, across file rotations and restarts.
 
 pub mod crosscheck;
+pub mod evidence;
 pub mod filter;
 pub mod head;
 pub mod line;
@@ -28,7 +32,9 @@ pub mod merge;
 pub mod params;
 pub mod read;
 pub mod record;
+pub mod s3;
 pub mod sessions;
+pub mod source;
 #[cfg(test)]
 mod testlog;
 pub mod transcript;

@@ -19,7 +19,8 @@ use super::verify::{self, Trust, Walk};
 /// `proxy audit sessions`.
 #[derive(Debug, clap::Args)]
 pub struct SessionsArgs {
-    /// Audit files or directories (every replica's, for the whole fleet).
+    /// Audit files or directories (every replica's, for the whole fleet), or the shipped
+    /// copy (`s3://bucket/prefix`).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
@@ -251,7 +252,7 @@ impl Source<'_> {
                 }
                 // A broken part of the chain may hold anything; the break is reported.
                 Err(_) if step.trust == Trust::Broken => continue,
-                Err(e) => anyhow::bail!("{}:{}: {e}", step.file.display(), step.line),
+                Err(e) => anyhow::bail!("{}:{}: {e}", step.file, step.line),
             }
         }
         Ok(())
@@ -264,6 +265,22 @@ pub fn list(
     heads: &[Head],
     filter: &Filter,
     out: &mut impl Write,
+) -> anyhow::Result<Report> {
+    let report = each(paths, heads, filter, |s| {
+        writeln!(out, "{}", s.line())?;
+        Ok(())
+    })?;
+    out.flush()?;
+    Ok(report)
+}
+
+/// Calls `f` with each session of `paths` that `filter` keeps, as it ends (sessions with no
+/// end in the files last).
+pub fn each(
+    paths: &[PathBuf],
+    heads: &[Head],
+    filter: &Filter,
+    mut f: impl FnMut(Summary) -> anyhow::Result<()>,
 ) -> anyhow::Result<Report> {
     let chains = verify::chains(paths)?;
     let anchors = verify::anchors(&chains, heads)?;
@@ -291,14 +308,13 @@ pub fn list(
         let source = &mut sources[i];
         let (record, trust) = source.next.take().expect("chosen for its record");
         if let Some(done) = sessions.take(source.replica, &record, trust) {
-            writeln!(out, "{}", done.line())?;
+            f(done)?;
         }
         source.advance()?;
     }
     for s in sessions.unfinished() {
-        writeln!(out, "{}", s.line())?;
+        f(s)?;
     }
-    out.flush()?;
     let mut broken = Vec::new();
     for (chain, source) in chains.iter().zip(sources) {
         if let Err(b) = source.walk.finish()? {

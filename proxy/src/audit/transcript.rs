@@ -8,7 +8,7 @@
 //! session may span file rotations; several replicas' directories may be given (a session
 //! lives on one replica; the others' chains are verified as they are read).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,11 +23,11 @@ pub struct SessionArgs {
     /// The session's id: the `session` member of its records (`proxy audit sessions` lists
     /// them).
     pub id: String,
-    /// Audit files or directories. Give every replica's directory to find the session
-    /// wherever it ran.
+    /// Audit files or directories, or the shipped copy (`s3://bucket/prefix`). Give every
+    /// replica's directory to find the session wherever it ran.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// A published head (`head.json`, e.g. the copy in write-once storage), once per
+    /// A published head (`head.json`, e.g. the copy in write-once storage, `s3://...`), once per
     /// replica: each anchors the chain holding the file it names. A session record after
     /// it is reported, as nothing outside the log vouches for it.
     #[arg(long)]
@@ -54,7 +54,7 @@ pub struct Checked {
 }
 
 /// Everything `session` found: the session's records in chain order, and their chains.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Found {
     pub records: Vec<Shown>,
     pub chains: Vec<Checked>,
@@ -97,46 +97,74 @@ pub fn read_heads(paths: &[PathBuf]) -> anyhow::Result<Vec<Head>> {
 
 /// Reads every chain of `paths`, keeping the records of session `id`.
 pub fn find(paths: &[PathBuf], heads: &[Head], id: &str) -> anyhow::Result<Found> {
-    let chains = verify::chains(paths)?;
-    let anchors = verify::anchors(&chains, heads)?;
     // Every record of a session names it this way (outcomes too): most lines are skipped
     // without being parsed.
     let needle = format!("\"session\":{}", serde_json::to_string(id)?);
-    let mut found = Found {
-        records: Vec::new(),
-        chains: Vec::new(),
-    };
+    let mut all = find_where(
+        paths,
+        heads,
+        |text| contains(text, needle.as_bytes()),
+        |s| s == id,
+    )?;
+    Ok(all.remove(id).unwrap_or_default())
+}
+
+/// Reads every chain of `paths` once, keeping the records of each session in `ids`.
+pub fn find_many(
+    paths: &[PathBuf],
+    heads: &[Head],
+    ids: &BTreeSet<String>,
+) -> anyhow::Result<BTreeMap<String, Found>> {
+    find_where(
+        paths,
+        heads,
+        |text| contains(text, b"\"session\":"),
+        |s| ids.contains(s),
+    )
+}
+
+/// The records of the sessions `wanted` keeps, by session; `maybe` skips lines cheaply.
+fn find_where(
+    paths: &[PathBuf],
+    heads: &[Head],
+    maybe: impl Fn(&[u8]) -> bool,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<BTreeMap<String, Found>> {
+    let chains = verify::chains(paths)?;
+    let anchors = verify::anchors(&chains, heads)?;
+    let mut found: BTreeMap<String, Found> = BTreeMap::new();
     for (chain, anchor) in chains.iter().zip(&anchors) {
         let mut walk = Walk::new(&chain.files, anchor.as_ref());
-        let mut here = Vec::new();
+        let mut here: BTreeMap<String, Vec<Shown>> = BTreeMap::new();
         while let Some(step) = walk.next_record()? {
-            if !contains(step.text, needle.as_bytes()) {
+            if !maybe(step.text) {
                 continue;
             }
             let record = match read::parse(step.text) {
                 Ok(r) => r,
                 // A broken part of the chain may hold anything; the break is reported.
                 Err(_) if step.trust == Trust::Broken => continue,
-                Err(e) => anyhow::bail!("{}:{}: {e}", step.file.display(), step.line),
+                Err(e) => anyhow::bail!("{}:{}: {e}", step.file, step.line),
             };
-            if record.body.session() != Some(id) {
+            let Some(id) = record.body.session().filter(|s| wanted(s)) else {
                 continue;
-            }
-            here.push(Shown {
+            };
+            here.entry(id.to_string()).or_default().push(Shown {
                 record,
                 replica: chain.replica.clone(),
-                file: file_name(step.file),
+                file: step.file.name(),
                 line: step.line,
                 trust: step.trust,
             });
         }
         let result = walk.finish()?;
-        if !here.is_empty() {
-            found.records.append(&mut here);
-            found.chains.push(Checked {
+        for (id, mut records) in here {
+            let f = found.entry(id).or_default();
+            f.records.append(&mut records);
+            f.chains.push(Checked {
                 replica: chain.replica.clone(),
                 anchor: anchor.clone(),
-                result,
+                result: result.clone(),
             });
         }
     }
@@ -145,12 +173,6 @@ pub fn find(paths: &[PathBuf], heads: &[Head], id: &str) -> anyhow::Result<Found
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn file_name(path: &std::path::Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// What the chains say about the records shown.

@@ -4,13 +4,14 @@
 //! that is missing is reported too.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::head::Head;
 use super::line;
+use super::source::{self, AuditFile};
 
 /// What a successful verification saw.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     pub records: u64,
     pub first_seq: u64,
@@ -26,7 +27,7 @@ pub struct Report {
 }
 
 /// The first problem found.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize)]
 #[error("{file}:{line}: {problem}")]
 pub struct Broken {
     pub file: String,
@@ -41,17 +42,17 @@ pub struct Broken {
 pub struct Chain {
     /// The replica named by its files' first records ("" in logs from before fleets).
     pub replica: String,
-    pub files: Vec<PathBuf>,
+    pub files: Vec<AuditFile>,
 }
 
-/// Expands directories into their audit files and groups the files into chains by the
+/// Expands directories and S3 prefixes into their audit files and groups the files into chains by the
 /// replica their first record names (a file that names none continues the chain of the
 /// file before it). Chains keep the order in which they were first seen; files keep the
 /// order given.
 pub fn chains(paths: &[PathBuf]) -> anyhow::Result<Vec<Chain>> {
     let mut out: Vec<Chain> = Vec::new();
     let mut current = String::new();
-    for file in collect(paths)? {
+    for file in source::collect(paths)? {
         if let Some(replica) = replica_of(&file)? {
             current = replica;
         }
@@ -68,10 +69,9 @@ pub fn chains(paths: &[PathBuf]) -> anyhow::Result<Vec<Chain>> {
 
 /// The replica named by the first `log_opened`/`file_opened` record among a file's first
 /// lines. (Unreadable lines are left to `verify` to report.)
-fn replica_of(path: &Path) -> anyhow::Result<Option<String>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-    let reader = std::io::BufReader::new(file);
+fn replica_of(file: &AuditFile) -> anyhow::Result<Option<String>> {
+    // The writer's own records come first; a record may be long (a statement's text).
+    let reader = file.open_start(1 << 20)?;
     for text in reader.split(b'\n').take(16) {
         let Ok(l) = line::parse(&text?) else {
             continue;
@@ -83,22 +83,11 @@ fn replica_of(path: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// Expands directories into their audit files (in chain order); files are taken as given.
-pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            out.extend(super::writer::audit_files(p)?);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    anyhow::ensure!(!out.is_empty(), "no audit files to verify");
-    Ok(out)
-}
-
 /// Verifies `files` as one chain, in the order given, against `anchor` if there is one.
-pub fn verify(files: &[PathBuf], anchor: Option<&Head>) -> anyhow::Result<Result<Report, Broken>> {
+pub fn verify(
+    files: &[AuditFile],
+    anchor: Option<&Head>,
+) -> anyhow::Result<Result<Report, Broken>> {
     let mut walk = Walk::new(files, anchor);
     while walk.next_record()?.is_some() {
         if walk.broken.is_some() {
@@ -122,7 +111,7 @@ pub enum Trust {
 
 /// One record read by [`Walk::next_record`].
 pub struct Step<'a> {
-    pub file: &'a Path,
+    pub file: &'a AuditFile,
     /// 1-based line number in `file`.
     pub line: u64,
     /// The line, without its newline.
@@ -136,10 +125,10 @@ pub struct Step<'a> {
 /// they show). After the first problem it goes on returning the records it can read,
 /// marked [`Trust::Broken`].
 pub struct Walk<'f> {
-    files: &'f [PathBuf],
+    files: &'f [AuditFile],
     anchor: Option<&'f Head>,
     next_file: usize,
-    reader: Option<std::io::BufReader<std::fs::File>>,
+    reader: Option<Box<dyn BufRead + Send>>,
     line_no: u64,
     text: Vec<u8>,
     /// The seq and `prev` the next record must have.
@@ -151,7 +140,7 @@ pub struct Walk<'f> {
 }
 
 impl<'f> Walk<'f> {
-    pub fn new(files: &'f [PathBuf], anchor: Option<&'f Head>) -> Walk<'f> {
+    pub fn new(files: &'f [AuditFile], anchor: Option<&'f Head>) -> Walk<'f> {
         Walk {
             files,
             anchor,
@@ -181,9 +170,7 @@ impl<'f> Walk<'f> {
                 let Some(path) = self.files.get(self.next_file) else {
                     return Ok(None);
                 };
-                let file = std::fs::File::open(path)
-                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-                self.reader = Some(std::io::BufReader::new(file));
+                self.reader = Some(path.open()?);
                 self.next_file += 1;
                 self.line_no = 0;
             }
@@ -215,7 +202,7 @@ impl<'f> Walk<'f> {
                     self.report.last_seq = l.seq;
                     self.report.head = l.hash.clone();
                     self.expect = Some((l.seq + 1, l.hash.clone()));
-                    self.last = Some((display(path), self.line_no, l.clone()));
+                    self.last = Some((path.to_string(), self.line_no, l.clone()));
                 }
             }
             let trust = if self.broken.is_some() {
@@ -236,10 +223,10 @@ impl<'f> Walk<'f> {
     }
 
     /// Records the first problem only.
-    fn break_at(&mut self, path: &Path, problem: String) {
+    fn break_at(&mut self, path: &AuditFile, problem: String) {
         if self.broken.is_none() {
             self.broken = Some(Broken {
-                file: display(path),
+                file: path.to_string(),
                 line: self.line_no,
                 problem,
                 truncated: false,
@@ -313,11 +300,8 @@ impl<'f> Walk<'f> {
         // exists beside it (not given here), records are missing.
         if let Some(next) = l.next_file.as_deref().filter(|_| l.kind == "rotate") {
             let last_file = files.last().expect("files were read");
-            let given = files
-                .iter()
-                .any(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == next));
-            let beside = last_file.with_file_name(next).exists();
-            if !given && !beside {
+            let given = files.iter().any(|f| f.name() == next);
+            if !given && !last_file.sibling_exists(next)? {
                 return truncated(format!(
                     "the chain ends with a rotation to {next}, which is missing"
                 ));
@@ -336,21 +320,14 @@ impl<'f> Walk<'f> {
     }
 }
 
-fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// Matches published heads to `chains`: each head applies to the chain that holds the file
 /// it names. A head that names no file given is an error (it would silently anchor nothing).
 pub fn anchors(chains: &[Chain], heads: &[Head]) -> anyhow::Result<Vec<Option<Head>>> {
     let mut out = vec![None; chains.len()];
     for head in heads {
-        let chain = chains.iter().position(|c| {
-            c.files.iter().any(|f| {
-                f.file_name()
-                    .is_some_and(|n| n.to_string_lossy() == head.file)
-            })
-        });
+        let chain = chains
+            .iter()
+            .position(|c| c.files.iter().any(|f| f.name() == head.file));
         let Some(i) = chain else {
             anyhow::bail!(
                 "the head at seq {} names {}, which is in none of the audit files given",

@@ -14,7 +14,7 @@ use dev_idp::DevIdp;
 use proxy::settings::Plaintext;
 use serde_json::Value;
 
-const ALICE: &str = "alice@example.com";
+pub(crate) const ALICE: &str = "alice@example.com";
 const GOLDEN: &str = "tests/proxy/golden/audit_session.txt";
 
 /// Sends `bytes` and reads up to the next ReadyForQuery.
@@ -24,7 +24,7 @@ async fn run(c: &mut RawClient, bytes: &[u8]) {
 }
 
 /// The session the golden file holds; returns its login record.
-async fn golden_session(stack: &Stack, idp: &DevIdp) -> Value {
+pub(crate) async fn golden_session(stack: &Stack, idp: &DevIdp) -> Value {
     let grant = stack.grant(ALICE, "rates_writer").await;
     // As the approvals app records an approved request's grant.
     let control = stack.cluster.connect("dbgw").await.unwrap();

@@ -8,6 +8,8 @@
 mod common;
 
 mod audit_chain;
+mod audit_evidence;
+mod audit_s3;
 mod audit_session;
 mod bad_input;
 mod client_address;
