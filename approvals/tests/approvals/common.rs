@@ -344,7 +344,7 @@ impl Proxy {
     pub fn records(&self) -> Vec<Value> {
         self.ctx.audit.flush().unwrap();
         let dir = self.ctx.settings.audit.dir.clone();
-        proxy::audit::writer::audit_files(&dir)
+        proxy::audit::source::audit_files(&dir)
             .unwrap()
             .iter()
             .flat_map(|f| {

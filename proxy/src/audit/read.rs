@@ -283,7 +283,8 @@ mod tests {
     use super::super::record::{
         self, Identity as WrittenIdentity, Outcome as O, SessionInfo, Via as V,
     };
-    use super::super::writer::{audit_files, AuditLog, AuditMetrics};
+    use super::super::source::audit_files;
+    use super::super::writer::{AuditLog, AuditMetrics};
     use super::super::AuditSettings;
     use super::*;
 

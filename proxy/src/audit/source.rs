@@ -88,11 +88,7 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<AuditFile>> {
                 out.extend(store.audit_files(&location)?.into_iter().map(AuditFile::S3));
             }
         } else if p.is_dir() {
-            out.extend(
-                super::writer::audit_files(p)?
-                    .into_iter()
-                    .map(AuditFile::Local),
-            );
+            out.extend(audit_files(p)?.into_iter().map(AuditFile::Local));
         } else {
             out.push(AuditFile::Local(p.clone()));
         }
@@ -111,4 +107,20 @@ pub fn read_small(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Sorted audit files of a directory (the writer names them `audit-*.jsonl`).
+pub fn audit_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }

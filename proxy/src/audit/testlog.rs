@@ -89,7 +89,7 @@ pub async fn write_sessions(dir: &Path, replica: &str, sessions: &[(&str, Identi
 /// Changes `from` to `to` in the first line of `dir`'s files that holds `from`, leaving
 /// its hash as it was (what an editor of the file would do).
 pub fn alter(dir: &Path, from: &str, to: &str) {
-    for f in super::writer::audit_files(dir).unwrap() {
+    for f in super::source::audit_files(dir).unwrap() {
         let text = std::fs::read_to_string(&f).unwrap();
         if text.contains(from) {
             std::fs::write(&f, text.replacen(from, to, 1)).unwrap();

@@ -809,27 +809,11 @@ fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     }
 }
 
-/// Sorted audit files of a directory.
-pub fn audit_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// Sequence number and hash of the last whole record in `dir`, and that file's name. A
 /// partial last line (a crash mid-write: never acknowledged) is cut off. The last record may
 /// be of any size: the file is read backwards until its start is found.
 fn chain_tail(dir: &Path) -> anyhow::Result<(u64, [u8; 32], Option<String>)> {
-    for path in audit_files(dir)?.iter().rev() {
+    for path in super::source::audit_files(dir)?.iter().rev() {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
         let Some(end) = last_byte(&mut file, len, b'\n')? else {

@@ -6,7 +6,8 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use crate::common::verify;
-use proxy::audit::writer::{audit_files, AuditMetrics};
+use proxy::audit::source::audit_files;
+use proxy::audit::writer::AuditMetrics;
 use proxy::audit::{AuditLog, AuditSettings};
 
 /// Writes `n` records through the real writer, with small files so that it rotates, and

@@ -296,7 +296,7 @@ async fn an_evidence_bundle_holds_each_part_verifies_is_reproducible_and_shows_a
     let altered_audit = inputs.path().join("altered-audit");
     copy_dir(&audit, &altered_audit);
     let mut altered = false;
-    for f in proxy::audit::writer::audit_files(&altered_audit).unwrap() {
+    for f in proxy::audit::source::audit_files(&altered_audit).unwrap() {
         let text = std::fs::read_to_string(&f).unwrap();
         if text.contains("SELECT 'unrelated'") {
             std::fs::write(

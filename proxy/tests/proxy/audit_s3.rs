@@ -197,7 +197,7 @@ async fn the_shipped_audit_in_s3_reads_as_the_local_one_and_a_replaced_object_as
     // with an unrelated earlier record altered must not pass.
     let client = s3_client(&moto);
     let mut replaced = false;
-    for f in proxy::audit::writer::audit_files(audit.path()).unwrap() {
+    for f in proxy::audit::source::audit_files(audit.path()).unwrap() {
         let text = std::fs::read_to_string(&f).unwrap();
         if text.contains("SELECT 'unrelated'") {
             let key = format!("audit/task-1/{}", f.file_name().unwrap().to_string_lossy());

@@ -134,7 +134,7 @@ async fn a_session_reads_as_its_golden_transcript_and_an_altered_log_as_tampered
     let dir = stack.audit_dir();
 
     // Every record the proxy wrote reads back through the typed reader as the same JSON.
-    for f in proxy::audit::writer::audit_files(&dir).unwrap() {
+    for f in proxy::audit::source::audit_files(&dir).unwrap() {
         for line in std::fs::read_to_string(&f).unwrap().lines() {
             let typed = proxy::audit::read::parse(line.as_bytes()).unwrap();
             let original: Value = serde_json::from_str(line).unwrap();
@@ -189,7 +189,7 @@ async fn a_session_reads_as_its_golden_transcript_and_an_altered_log_as_tampered
     // One unrelated record, earlier in the chain, altered: the session is no longer proven.
     let copy = tempfile::tempdir().unwrap();
     let mut altered = false;
-    for f in proxy::audit::writer::audit_files(&dir).unwrap() {
+    for f in proxy::audit::source::audit_files(&dir).unwrap() {
         let mut text = std::fs::read_to_string(&f).unwrap();
         if !altered && text.contains("SELECT 'unrelated'") {
             text = text.replacen("SELECT 'unrelated'", "SELECT 'UNRELATED'", 1);

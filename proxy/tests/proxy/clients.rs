@@ -186,7 +186,7 @@ async fn psql_multi_statement_copy_both_ways_and_password() {
     assert_eq!(alter.1.as_ref().unwrap()["tag"], "ALTER ROLE");
 
     // Neither the verifier nor the password appears in any audit file.
-    for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+    for f in proxy::audit::source::audit_files(&stack.audit_dir()).unwrap() {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(
             !text.contains("SCRAM-SHA-256$"),

@@ -531,7 +531,7 @@ async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_ord
     // Every file starts by naming its replica.
     let mut total = 0;
     for (i, dir) in dirs.iter().enumerate() {
-        let files = proxy::audit::writer::audit_files(dir).unwrap();
+        let files = proxy::audit::source::audit_files(dir).unwrap();
         assert!(files.len() > 1, "{} did not rotate", dir.display());
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
@@ -594,7 +594,7 @@ async fn replicas_keep_their_own_chains_verified_together_and_merged_in_time_ord
     );
 
     // One altered record in one chain: that chain is reported, the others verify.
-    let (victim, text) = proxy::audit::writer::audit_files(&dirs[1])
+    let (victim, text) = proxy::audit::source::audit_files(&dirs[1])
         .unwrap()
         .into_iter()
         .map(|f| (f.clone(), std::fs::read_to_string(&f).unwrap()))

@@ -338,7 +338,7 @@ async fn vertical_tabs_around_password_do_not_leak_it() {
         eprintln!("{i}: {errors:?} {tags:?}");
     }
     // Whatever the server made of them, no part of a secret reached the log.
-    for file in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+    for file in proxy::audit::source::audit_files(&stack.audit_dir()).unwrap() {
         let text = std::fs::read_to_string(file).unwrap();
         for part in ["vt-secret", "secret-3", "x73ecret"] {
             assert!(

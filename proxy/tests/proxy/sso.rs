@@ -104,7 +104,7 @@ async fn psql_with_a_token_runs_as_the_persons_role_and_is_audited() {
         assert_eq!(o.as_ref().unwrap()["status"], "ok");
     }
     // The token itself is never written anywhere.
-    for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+    for f in proxy::audit::source::audit_files(&stack.audit_dir()).unwrap() {
         assert!(!std::fs::read_to_string(f).unwrap().contains(&token[20..60]));
     }
     common::assert_chain_verifies(&stack.audit_dir());
@@ -356,7 +356,7 @@ async fn bad_tokens_are_refused_with_a_clear_message_and_audited() {
     }
     assert!(refusals[cases.len()].contains("without TLS"));
     assert_eq!(refusals[cases.len() + 1], "no grant");
-    for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+    for f in proxy::audit::source::audit_files(&stack.audit_dir()).unwrap() {
         assert!(!std::fs::read_to_string(f)
             .unwrap()
             .contains(&good[good.len() - 40..]));
@@ -654,7 +654,7 @@ async fn a_person_cannot_set_their_roles_password_with_dynamic_sql() {
         .connect_as("rates", &creds)
         .await
         .expect("the role's password was changed");
-    for f in proxy::audit::writer::audit_files(&stack.audit_dir()).unwrap() {
+    for f in proxy::audit::source::audit_files(&stack.audit_dir()).unwrap() {
         assert!(!std::fs::read_to_string(f).unwrap().contains("hijack-1"));
     }
     let refused: Vec<_> = stack

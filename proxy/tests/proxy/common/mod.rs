@@ -341,7 +341,7 @@ impl Replica {
 }
 
 pub fn read_records(dir: &Path) -> Vec<Value> {
-    read_json_lines(&proxy::audit::writer::audit_files(dir).unwrap())
+    read_json_lines(&proxy::audit::source::audit_files(dir).unwrap())
 }
 
 /// Every line of `files`, in order, each a JSON object (audit records, the server's jsonlog).
