@@ -11,6 +11,7 @@
 //! [`Application::build`] checks the configuration and the app's database login, binds the
 //! listener and returns; tests start the real app on port 0 and read [`Application::port`].
 
+pub mod activity;
 pub mod api;
 pub mod body;
 pub mod cli_handoff;

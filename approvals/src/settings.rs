@@ -32,6 +32,8 @@ pub struct Settings {
     pub rotation: RotationSettings,
     pub secrets: secret_store::SecretsSettings,
     pub log: startup::telemetry::LogSettings,
+    /// Where the proxy's audit log is read for "Activity under this access".
+    pub audit: AuditSettings,
     /// On SIGTERM, requests in flight get this long to finish.
     pub shutdown_grace_secs: u64,
 }
@@ -54,6 +56,7 @@ impl Default for Settings {
             rotation: RotationSettings::default(),
             secrets: secret_store::SecretsSettings::default(),
             log: startup::telemetry::LogSettings::default(),
+            audit: AuditSettings::default(),
             shutdown_grace_secs: 20,
         }
     }
@@ -386,4 +389,16 @@ mod tests {
         let err = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
         assert!(err.contains("approvals must be 1 to 10"), "{err}");
     }
+}
+
+/// The proxy's audit log, read (never written) to show what was done under each access.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A directory of audit files or `s3://bucket/prefix` (the shipped copy); unset: the
+    /// request pages say the audit store is not configured.
+    pub location: Option<PathBuf>,
+    /// Published heads (`head.json`, local or in S3) that anchor the chains; unset: the
+    /// pages say "no head anchored".
+    pub head: Option<PathBuf>,
 }

@@ -34,6 +34,7 @@ pub fn routes() -> Router<App> {
         .route("/requests", post(create))
         .route("/requests/{id}", get(show))
         .route("/requests/{id}/history.jsonl", get(request_export))
+        .route("/requests/{id}/activity/{file}/{seq}", get(activity_record))
         .route("/requests/{id}/withdraw", post(withdraw))
         .route("/requests/{id}/give-up", post(give_up))
         .route("/requests/{id}/decide", post(decide))
@@ -405,6 +406,15 @@ struct RequestPage {
     can_extend: bool,
     /// Pending extensions this approver may decide on.
     can_decide_extension: bool,
+    /// "Activity under this access"; `None`: this person may not see it (no section).
+    activity: Option<ActivityView>,
+}
+
+/// The activity section: the audit's records of this request, or why there are none.
+enum ActivityView {
+    NotConfigured,
+    Unreadable(String),
+    Read(crate::activity::Activity),
 }
 
 async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> PageResult {
@@ -426,6 +436,11 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
         .map(|p| policy_lines(&p))
         .unwrap_or_default();
     let decided_by_me = decisions.iter().any(|d| d.approver == actor.email());
+    let activity = if may_see_activity(&req, &actor, &decisions) {
+        Some(read_activity(&app, &actor, &req).await?)
+    } else {
+        None
+    };
     let mut page = Chrome::new(
         &format!("Request {id}"),
         Some(&session),
@@ -445,6 +460,107 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
         req,
         decisions,
         events,
+        activity,
+    }
+    .into_response())
+}
+
+/// Who sees what was done under an access: the requester, those who decided on it, and the
+/// data-security group. (The page itself is the requester's and the group's; this check
+/// stands on its own so the activity never follows a wider page rule by accident.)
+fn may_see_activity(req: &Request, actor: &Actor, decisions: &[ApproverDecision]) -> bool {
+    req.email == actor.email()
+        || actor.approver
+        || decisions.iter().any(|d| d.approver == actor.email())
+}
+
+/// Reads the request's activity from the audit (off the async threads) and records the
+/// read as an `audit.read` event.
+async fn read_activity(app: &App, actor: &Actor, req: &Request) -> Result<ActivityView> {
+    let settings = app.settings.audit.clone();
+    if settings.location.is_none() {
+        return Ok(ActivityView::NotConfigured);
+    }
+    let id = req.id;
+    let read = tokio::task::spawn_blocking(move || crate::activity::read(&settings, id))
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("reading the audit: {e}")))?;
+    let (view, data) = match read {
+        Ok(Some(a)) => {
+            let data = a.event_data();
+            (ActivityView::Read(a), data)
+        }
+        Ok(None) => return Ok(ActivityView::NotConfigured),
+        Err(e) => {
+            tracing::warn!(request = id, error = %e, "reading the audit failed");
+            (
+                ActivityView::Unreadable(format!("{e:#}")),
+                serde_json::json!({"what": "activity", "error": format!("{e:#}")}),
+            )
+        }
+    };
+    let control = app.control.get().await.map_err(Error::from)?;
+    model::record(
+        &*control,
+        Some(id),
+        req.grant_id,
+        actor.email(),
+        "audit.read",
+        data,
+    )
+    .await?;
+    Ok(view)
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "activity_record.html")]
+struct ActivityRecordPage {
+    page: Chrome,
+    req: Request,
+    place: crate::activity::Place,
+}
+
+/// One audit record of the request's activity and its place in the chain. Anyone who may
+/// not see the activity, and any record that is not this request's, gets the same 404.
+async fn activity_record(
+    State(app): State<App>,
+    jar: CookieJar,
+    Path((id, file, seq)): Path<(i64, String, u64)>,
+) -> PageResult {
+    let (session, actor) = signed_in(&app, &jar).await?;
+    let req = workflow::get(&app, &actor, id).await?;
+    let control = app.control.get().await.map_err(Error::from)?;
+    let decisions = model::decisions(&*control, id).await?;
+    let missing = || Error::NotFound(format!("Request {id} has no such audit record that you can see."));
+    if !may_see_activity(&req, &actor, &decisions) {
+        return Err(missing().into());
+    }
+    let settings = app.settings.audit.clone();
+    let wanted = file.clone();
+    let place = tokio::task::spawn_blocking(move || {
+        crate::activity::record(&settings, id, &wanted, seq)
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("reading the audit: {e}")))?
+    .map_err(Error::Internal)?;
+    model::record(
+        &*control,
+        Some(id),
+        req.grant_id,
+        actor.email(),
+        "audit.read",
+        serde_json::json!({"what": "record", "file": file, "seq": seq, "found": place.is_some()}),
+    )
+    .await?;
+    let place = place.ok_or_else(missing)?;
+    Ok(ActivityRecordPage {
+        page: Chrome::new(
+            &format!("Request {id}: audit record {seq}"),
+            Some(&session),
+            &app.settings.oidc.approvers_group,
+        ),
+        req,
+        place,
     }
     .into_response())
 }

@@ -132,6 +132,10 @@ impl Stack {
         settings.sessions.absolute_timeout_secs = opts.sessions.1;
         settings.webhook.backoff_ms = 100;
         settings.webhook.max_attempts = 3;
+        if opts.proxy {
+            // The app reads what the proxy below writes ("Activity under this access").
+            settings.audit.location = Some(dir.path().join("audit"));
+        }
         let application = Application::build(settings).await.expect("build the app");
         let app = application.app();
         let served = Served::spawn(|stop| application.run_until_stopped(stop));

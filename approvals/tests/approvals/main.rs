@@ -5,6 +5,7 @@
 // A panic is how a test reports a failure.
 #![allow(clippy::unwrap_used)]
 
+mod activity;
 mod api;
 mod boundaries;
 mod browser;

@@ -252,6 +252,27 @@ data "aws_iam_policy_document" "approvals_task" {
     actions   = ["lambda:InvokeFunction"]
     resources = [module.rotation.function_arn]
   }
+  # "Activity under this access" (docs/approvals.md): the shipped proxy audit, read only.
+  statement {
+    sid       = "ReadAudit"
+    actions   = ["s3:GetObject"]
+    resources = ["${module.audit_bucket.arn}/${var.environment}/*"]
+  }
+  statement {
+    sid       = "ListAudit"
+    actions   = ["s3:ListBucket"]
+    resources = [module.audit_bucket.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.environment}/*"]
+    }
+  }
+  statement {
+    sid       = "AuditKeyDecrypt"
+    actions   = ["kms:Decrypt"]
+    resources = [module.audit_bucket.kms_key_arn]
+  }
   statement {
     sid       = "Secrets"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
@@ -322,6 +343,7 @@ module "approvals" {
     APPROVALS_SECRETS__KMS_KEY_ID           = module.people_secrets_key.arn
     APPROVALS_SECRETS__RECOVERY_WINDOW_DAYS = "7"
     APPROVALS_LOG__FORMAT                   = "json"
+    APPROVALS_AUDIT__LOCATION               = "s3://${module.audit_bucket.bucket}/${var.environment}"
   }
   secrets_kms_key_arn = module.secrets_key.arn
   task_policy_json    = data.aws_iam_policy_document.approvals_task.json
