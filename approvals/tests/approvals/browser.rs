@@ -279,6 +279,20 @@ async fn request_approve_use_revoke_in_a_browser() {
         "{statement}"
     );
 
+    // What alice ran is on the request's page, from the audit, verified (records() above
+    // flushed the proxy's log).
+    alice.goto(&format!("{base}/requests/{id}")).await.unwrap();
+    let shown = text_of(&alice).await;
+    assert!(shown.contains("Activity under this access"), "{shown}");
+    assert!(shown.contains("SELECT count(*) FROM ports"), "{shown}");
+    assert!(shown.contains("Audit chain: verified"), "{shown}");
+    // The fragment scrolls the section into view for the screenshot.
+    alice
+        .goto(&format!("{base}/requests/{id}#activity"))
+        .await
+        .unwrap();
+    shots.take(&alice, "approvals-activity").await;
+
     // An open session of alice's, then dana revokes.
     let mut config = tokio_postgres::Config::new();
     config
