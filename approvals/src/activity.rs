@@ -302,12 +302,8 @@ pub fn read(settings: &AuditSettings, request_id: i64) -> anyhow::Result<Option<
                     duration_ms,
                     ..
                 } => {
-                    s.ended = Some((
-                        record.ts.clone(),
-                        format!("{reason} after {}", crate::model::duration_text(
-                            (*duration_ms / 1000) as i64
-                        )),
-                    ));
+                    let secs = *duration_ms as f64 / 1000.0;
+                    s.ended = Some((record.ts.clone(), format!("{reason} after {secs:.1} s")));
                 }
                 _ => {}
             }
