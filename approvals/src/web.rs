@@ -531,18 +531,21 @@ async fn activity_record(
     let req = workflow::get(&app, &actor, id).await?;
     let control = app.control.get().await.map_err(Error::from)?;
     let decisions = model::decisions(&*control, id).await?;
-    let missing = || Error::NotFound(format!("Request {id} has no such audit record that you can see."));
+    let missing = || {
+        Error::NotFound(format!(
+            "Request {id} has no such audit record that you can see."
+        ))
+    };
     if !may_see_activity(&req, &actor, &decisions) {
         return Err(missing().into());
     }
     let settings = app.settings.audit.clone();
     let wanted = file.clone();
-    let place = tokio::task::spawn_blocking(move || {
-        crate::activity::record(&settings, id, &wanted, seq)
-    })
-    .await
-    .map_err(|e| Error::Internal(anyhow::anyhow!("reading the audit: {e}")))?
-    .map_err(Error::Internal)?;
+    let place =
+        tokio::task::spawn_blocking(move || crate::activity::record(&settings, id, &wanted, seq))
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("reading the audit: {e}")))?
+            .map_err(Error::Internal)?;
     model::record(
         &*control,
         Some(id),

@@ -85,7 +85,10 @@ async fn the_request_page_shows_the_verified_activity_and_each_read_is_an_event(
     .await;
     let (id, alice, dana) = approved_and_used(
         &stack,
-        &["SELECT count(*) FROM ports", "SELECT 'activity-check' AS marker"],
+        &[
+            "SELECT count(*) FROM ports",
+            "SELECT 'activity-check' AS marker",
+        ],
     )
     .await;
 
@@ -93,10 +96,22 @@ async fn the_request_page_shows_the_verified_activity_and_each_read_is_an_event(
     let before = audit_reads(&stack, id).await.len();
     let page = alice.get(&format!("/requests/{id}")).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("Activity under this access"), "{}", page.body);
-    assert!(page.body.contains("SELECT count(*) FROM ports"), "{}", page.body);
+    assert!(
+        page.body.contains("Activity under this access"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("SELECT count(*) FROM ports"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("activity-check"), "{}", page.body);
-    assert!(page.body.contains("Audit chain: <strong>verified"), "{}", page.body);
+    assert!(
+        page.body.contains("Audit chain: <strong>verified"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("ok SELECT 1"), "{}", page.body);
     assert_eq!(audit_reads(&stack, id).await.len(), before + 1);
 
@@ -129,7 +144,11 @@ async fn the_request_page_shows_the_verified_activity_and_each_read_is_an_event(
     assert_eq!(record.status, 200, "{}", record.body);
     assert!(record.body.contains("Prev hash"), "{}", record.body);
     assert!(record.body.contains("Neighbours"), "{}", record.body);
-    assert!(record.body.contains("proxy audit session "), "{}", record.body);
+    assert!(
+        record.body.contains("proxy audit session "),
+        "{}",
+        record.body
+    );
     assert!(record.body.contains("FROM ports"), "{}", record.body);
     let reads = audit_reads(&stack, id).await;
     assert_eq!(reads.len(), before + 3, "{reads:?}");
@@ -144,7 +163,9 @@ async fn the_request_page_shows_the_verified_activity_and_each_read_is_an_event(
     assert!(!page.body.contains("Activity under this access"));
     let real = bob.get(&link).await;
     let made_up = bob
-        .get(&format!("/requests/{id}/activity/audit-0-none.jsonl/999999"))
+        .get(&format!(
+            "/requests/{id}/activity/audit-0-none.jsonl/999999"
+        ))
         .await;
     assert_eq!(real.status, 404);
     assert_eq!(made_up.status, 404);
@@ -167,7 +188,11 @@ async fn an_altered_audit_record_makes_the_page_say_tampered() {
     .await;
     let (id, alice, _dana) = approved_and_used(&stack, &["SELECT 'before-the-edit'"]).await;
     let page = alice.get(&format!("/requests/{id}")).await;
-    assert!(page.body.contains("Audit chain: <strong>verified"), "{}", page.body);
+    assert!(
+        page.body.contains("Audit chain: <strong>verified"),
+        "{}",
+        page.body
+    );
 
     // Someone edits the statement's text in the file, leaving its hash as it was.
     let proxy = stack.proxy.as_ref().unwrap();
@@ -186,8 +211,16 @@ async fn an_altered_audit_record_makes_the_page_say_tampered() {
     let page = alice.get(&format!("/requests/{id}")).await;
     assert!(page.body.contains("TAMPERED"), "{}", page.body);
     assert!(page.body.contains("was altered"), "{}", page.body);
-    assert!(!page.body.contains("Audit chain: <strong>verified"), "{}", page.body);
+    assert!(
+        !page.body.contains("Audit chain: <strong>verified"),
+        "{}",
+        page.body
+    );
     let reads = audit_reads(&stack, id).await;
-    assert_eq!(reads.last().unwrap()["verification"], "tampered", "{reads:?}");
+    assert_eq!(
+        reads.last().unwrap()["verification"],
+        "tampered",
+        "{reads:?}"
+    );
     stack.stop().await;
 }
