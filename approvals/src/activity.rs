@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use proxy::audit::head::Head;
 use proxy::audit::read::{self, Body, Identity, Status};
+use proxy::audit::source;
 use proxy::audit::verify::{self, Trust, Walk};
 use proxy::audit::{transcript, verify::Broken};
 
@@ -202,6 +203,18 @@ pub fn read(settings: &AuditSettings, request_id: i64) -> anyhow::Result<Option<
     let Some(cfg) = config(settings)? else {
         return Ok(None);
     };
+    // A local directory the proxy has not written to yet holds nothing to show, which is
+    // not a failure to read.
+    let location = &cfg.paths[0];
+    if location.is_dir() && source::audit_files(location)?.is_empty() {
+        return Ok(Some(Activity {
+            status: Verification::NoHead,
+            sessions: Vec::new(),
+            sessions_left_out: 0,
+            location: cfg.location,
+            head: cfg.head,
+        }));
+    }
     let chains = verify::chains(&cfg.paths)?;
     let anchors = verify::anchors(&chains, &cfg.heads)?;
     // Records of this request name it in their identity; outcomes name only the session.
