@@ -379,8 +379,9 @@ pub async fn add(
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
     check_group_role(target, &new.role).await?;
-    // An operator's grant has no request id: the time in milliseconds (and the owner check
-    // below, should two land in the same one) keeps its role its own.
+    // An operator's grant has no request id: the time in milliseconds keys its role. Two
+    // operator grants for one person within the same millisecond would share a role (the
+    // owner check only keeps other people out); a random part would close that.
     let db_user = grant_role(&email, &format!("o{:x}", Utc::now().timestamp_millis()));
     check_owner(control, &db_user, &email).await?;
     ensure_role(target, &db_user).await?;
