@@ -631,7 +631,23 @@ fn make_traversable(dir: &Path) -> anyhow::Result<()> {
 
 /// A TCP port on 127.0.0.1 that nothing listens on now (bound and released: the caller
 /// should bind it soon). For the tests' and benchmarks' services and helpers.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), which outgoing connections and
+/// `bind(0)` draw from: a port handed out here and bound a few seconds later (a fleet's peer
+/// ports are known before any replica starts) cannot meanwhile become some connection's
+/// source port. Each process walks its own sequence, so it never hands out a port twice.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
