@@ -68,6 +68,11 @@ $BIN/proxy audit verify .dev/audit >/dev/null || fail "the audit chain does not 
 # The writer publishes its head (head.json) every audit.head_interval_secs (10 s).
 for _ in $(seq 150); do [ -f .dev/audit/head.json ] && break; sleep 0.1; done
 sleep 0.3  # the server's log collector writes pgaudit's lines for the crosscheck
+# The shipper copies .dev/audit to moto's S3 every 5 s; the README reads alice's session there.
+s3() { AWS_ENDPOINT_URL_S3=http://127.0.0.1:5000 "$BIN/proxy" audit "$@"; }
+shipped() { s3 sessions s3://dbgw-audit/audit --email alice@example.com 2>/dev/null | grep -q "request $request "; }
+for _ in $(seq 60); do shipped && break; sleep 0.5; done
+shipped || fail "alice's session did not reach the audit bucket in moto's S3 within 30 s (the shipper's log: .dev/logs/shipper.log)"
 while IFS= read -r command; do
   env -i PATH="$PATH" HOME="$HOME" bash -euo pipefail -c "$command" >.dev/logs/e2e-readme.log 2>&1 \
     || { tail -5 .dev/logs/e2e-readme.log >&2; fail "the README command failed as written: $command"; }
@@ -75,6 +80,17 @@ while IFS= read -r command; do
     fail "a README command reached for the instance metadata service: $command"
   fi
 done < <(python3 scripts/readme_commands.py README.md "### Query the rates API" "### Read and verify the audit log")
+# What those commands showed: the shipped copy gives alice's session as the local files do,
+# and the evidence bundle (over the stack after the quick start) is clean and names her access.
+session=$($BIN/proxy audit sessions .dev/audit --email alice@example.com | grep "request $request " | head -1 | awk '{print $4}')
+s3 session "$session" s3://dbgw-audit/audit >.dev/logs/e2e-s3-session.txt \
+  || fail "proxy audit session $session did not read from S3: $(tail -3 .dev/logs/e2e-s3-session.txt)"
+grep -q 'SELECT session_user' .dev/logs/e2e-s3-session.txt && grep -q "request $request" .dev/logs/e2e-s3-session.txt \
+  || fail "the transcript read from S3 lacks alice's statement or her request: $(head -5 .dev/logs/e2e-s3-session.txt)"
+grep -q 'Overall: <span class=ok>OK</span>' .dev/evidence/index.html \
+  || fail "the evidence bundle is not clean: $(grep -o 'Overall: [^.]*' .dev/evidence/index.html)"
+grep -q "<tr><th>Request</th><td>$request</td></tr>" .dev/evidence/index.html \
+  || fail "the evidence bundle does not show alice's access (request $request)"
 
 # Rotation in the local stack (moto as Secrets Manager): rates-api's secret (alternating
 # users) and alice's (single user; the approvals app turned rotation on) rotate now, as the

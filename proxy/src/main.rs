@@ -92,13 +92,8 @@ enum AuditCommand {
         /// Allowed difference between the proxy's clock and the server's, in seconds.
         #[arg(long, default_value_t = 5)]
         max_clock_skew_secs: i64,
-        /// The rotation function's log (its JSON lines), to tell its test logins from
-        /// bypasses (docs/proxy.md, "The rotation function's test logins").
-        #[arg(long, requires = "rotation_source")]
-        rotation_log: Vec<PathBuf>,
-        /// A network the rotation function connects from (CIDR; repeatable).
-        #[arg(long, requires = "rotation_log")]
-        rotation_source: Vec<ipnet::IpNet>,
+        #[command(flatten)]
+        rotation: crosscheck::RotationWitness,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -167,8 +162,7 @@ fn main() -> ExitCode {
                     paths,
                     pgaudit,
                     max_clock_skew_secs,
-                    rotation_log,
-                    rotation_source,
+                    rotation,
                     json,
                 },
         } => crosscheck_command(
@@ -177,10 +171,7 @@ fn main() -> ExitCode {
             &crosscheck::Options {
                 max_clock_skew_secs,
             },
-            &crosscheck::RotationWitness {
-                logs: rotation_log,
-                sources: rotation_source,
-            },
+            &rotation,
             json,
         ),
         Command::Audit {

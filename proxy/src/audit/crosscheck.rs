@@ -67,11 +67,16 @@ impl Default for Options {
 
 /// The rotation function's own logins, to tell from bypasses: its log and where it connects
 /// from. Without both, every login outside the proxy is a bypass.
-#[derive(Debug, Clone, Default)]
+/// The same two options on `proxy audit crosscheck` and `proxy audit evidence`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RotationWitness {
-    /// The rotation function's log files (its JSON lines: `rotation test login` records).
+    /// The rotation function's log (its JSON lines), to tell its test logins from
+    /// bypasses (docs/proxy.md, "The rotation function's test logins").
+    #[arg(id = "rotation_log", long = "rotation-log", requires = "rotation_source")]
     pub logs: Vec<PathBuf>,
-    /// The networks the rotation function connects from (its subnets; locally loopback).
+    /// A network the rotation function connects from (CIDR; repeatable; its subnets,
+    /// locally loopback).
+    #[arg(id = "rotation_source", long = "rotation-source", requires = "rotation_log")]
     pub sources: Vec<ipnet::IpNet>,
 }
 

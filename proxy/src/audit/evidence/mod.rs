@@ -60,6 +60,8 @@ pub struct EvidenceArgs {
     /// Allowed difference between the proxy's clock and the server's, in seconds.
     #[arg(long, default_value_t = 5)]
     pub max_clock_skew_secs: i64,
+    #[command(flatten)]
+    pub rotation: super::crosscheck::RotationWitness,
     /// The approvals history, as `approvals events export` wrote it.
     #[arg(long)]
     pub approvals_events: Option<PathBuf>,
@@ -155,12 +157,13 @@ fn build(
     } else {
         let proxy_files = super::source::collect(&args.paths)?;
         let server_files = super::crosscheck::collect_pgaudit(&args.pgaudit)?;
-        let report = super::crosscheck::crosscheck(
+        let report = super::crosscheck::crosscheck_with(
             &proxy_files,
             &server_files,
             &super::crosscheck::Options {
                 max_clock_skew_secs: args.max_clock_skew_secs,
             },
+            &args.rotation,
         )?;
         bundle.json("crosscheck.json", &report)?;
         Some(report)
