@@ -67,9 +67,14 @@ pub async fn end_all(app: &App, email: &str) -> Result<Swept> {
              AND status = ANY($2) ORDER BY id",
             &[
                 &email,
-                &[Status::Pending, Status::Approved, Status::Active, Status::Ending]
-                    .map(Status::as_str)
-                    .to_vec(),
+                &[
+                    Status::Pending,
+                    Status::Approved,
+                    Status::Active,
+                    Status::Ending,
+                ]
+                .map(Status::as_str)
+                .to_vec(),
             ],
         )
         .await?

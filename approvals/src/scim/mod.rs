@@ -74,7 +74,10 @@ async fn list(
 async fn show(State(app): State<App>, Path(id): Path<String>) -> ScimResult {
     let control = app.control.get().await?;
     let user = store::get(&*control, &id, false).await?;
-    Ok(scim_json(StatusCode::OK, &user.to_json(&app.settings.public_url)))
+    Ok(scim_json(
+        StatusCode::OK,
+        &user.to_json(&app.settings.public_url),
+    ))
 }
 
 async fn create(State(app): State<App>, bytes: Bytes) -> ScimResult {
@@ -93,13 +96,19 @@ async fn create(State(app): State<App>, bytes: Bytes) -> ScimResult {
 async fn replace(State(app): State<App>, Path(id): Path<String>, bytes: Bytes) -> ScimResult {
     let change = resource::full(&body(&bytes)?)?;
     let user = write(&app, Some(&id), &change, false).await?;
-    Ok(scim_json(StatusCode::OK, &user.to_json(&app.settings.public_url)))
+    Ok(scim_json(
+        StatusCode::OK,
+        &user.to_json(&app.settings.public_url),
+    ))
 }
 
 async fn patch(State(app): State<App>, Path(id): Path<String>, bytes: Bytes) -> ScimResult {
     let change = resource::patch(&body(&bytes)?)?;
     let user = write(&app, Some(&id), &change, false).await?;
-    Ok(scim_json(StatusCode::OK, &user.to_json(&app.settings.public_url)))
+    Ok(scim_json(
+        StatusCode::OK,
+        &user.to_json(&app.settings.public_url),
+    ))
 }
 
 async fn delete(State(app): State<App>, Path(id): Path<String>) -> ScimResult {
@@ -110,7 +119,12 @@ async fn delete(State(app): State<App>, Path(id): Path<String>) -> ScimResult {
 /// Records what the provider says in one transaction, with `person.deprovisioned` or
 /// `person.reactivated` when `active` changes; then, if the person is inactive, ends all
 /// their access before answering (so the provider's success means it is done).
-async fn write(app: &App, id: Option<&str>, change: &Change, delete: bool) -> Result<User, ScimError> {
+async fn write(
+    app: &App,
+    id: Option<&str>,
+    change: &Change,
+    delete: bool,
+) -> Result<User, ScimError> {
     let mut control = app.control.get().await?;
     let tx = control.transaction().await?;
     let (was_active, after) = match id {
@@ -132,14 +146,29 @@ async fn write(app: &App, id: Option<&str>, change: &Change, delete: bool) -> Re
     let data = json!({"email": after.user_name, "scim_id": after.id,
                       "external_id": after.external_id, "via": how});
     if was_active && !after.active {
-        model::record(&tx, None, None, deprovision::ACTOR, "person.deprovisioned", {
-            let mut d = data.clone();
-            d["reason"] = json!(deprovision::REASON);
-            d
-        })
+        model::record(
+            &tx,
+            None,
+            None,
+            deprovision::ACTOR,
+            "person.deprovisioned",
+            {
+                let mut d = data.clone();
+                d["reason"] = json!(deprovision::REASON);
+                d
+            },
+        )
         .await?;
     } else if !was_active && after.active {
-        model::record(&tx, None, None, deprovision::ACTOR, "person.reactivated", data).await?;
+        model::record(
+            &tx,
+            None,
+            None,
+            deprovision::ACTOR,
+            "person.reactivated",
+            data,
+        )
+        .await?;
     }
     tx.commit().await?;
     drop(control);

@@ -108,7 +108,10 @@ pub fn patch(body: &Value) -> Result<Change, ScimError> {
                 merge(&mut change, attributes(&one)?)
             }
             ("add" | "replace", Some(_), None) => {
-                return Err(ScimError::bad("invalidValue", format!("The {name} has no value.")))
+                return Err(ScimError::bad(
+                    "invalidValue",
+                    format!("The {name} has no value."),
+                ))
             }
             ("remove", None, _) => {
                 return Err(ScimError::bad("noTarget", "A remove needs a path."))
@@ -279,12 +282,24 @@ mod tests {
     #[test]
     fn bad_patches_are_refused_with_a_scim_type() {
         for (body, kind) in [
-            (json!({"Operations": [{"op": "frobnicate", "path": "active", "value": false}]}), "invalidSyntax"),
+            (
+                json!({"Operations": [{"op": "frobnicate", "path": "active", "value": false}]}),
+                "invalidSyntax",
+            ),
             (json!({"Operations": []}), "invalidSyntax"),
             (json!({"op": "replace"}), "invalidSyntax"),
-            (json!({"Operations": [{"op": "replace", "path": "active", "value": "maybe"}]}), "invalidValue"),
-            (json!({"Operations": [{"op": "remove", "path": "active"}]}), "mutability"),
-            (json!({"Operations": [{"op": "replace", "path": "userName", "value": "nobody"}]}), "invalidValue"),
+            (
+                json!({"Operations": [{"op": "replace", "path": "active", "value": "maybe"}]}),
+                "invalidValue",
+            ),
+            (
+                json!({"Operations": [{"op": "remove", "path": "active"}]}),
+                "mutability",
+            ),
+            (
+                json!({"Operations": [{"op": "replace", "path": "userName", "value": "nobody"}]}),
+                "invalidValue",
+            ),
         ] {
             let e = patch(&body).unwrap_err();
             assert_eq!(e.scim_type, Some(kind), "{body}");
@@ -300,7 +315,8 @@ mod tests {
         assert_eq!(filter(None).unwrap(), Filter::All);
         assert!(filter(Some("userName sw \"a\"")).is_err());
         assert!(filter(Some("emails eq \"a\"")).is_err());
-        let c = full(&json!({"userName": "bob@example.com", "name": {"givenName": "Bob"}})).unwrap();
+        let c =
+            full(&json!({"userName": "bob@example.com", "name": {"givenName": "Bob"}})).unwrap();
         assert_eq!(c.user_name.as_deref(), Some("bob@example.com"));
         assert_eq!((c.active, c.external_id), (None, Some(None)));
         assert!(full(&json!({"active": true})).is_err());

@@ -54,8 +54,8 @@ pub async fn find(
     let total = match rows.first() {
         Some(r) => r.get("total"),
         // An empty page beyond the end still says how many there are.
-        None if start > 1 => {
-            db.query_one(
+        None if start > 1 => db
+            .query_one(
                 &format!(
                     "SELECT count(*) FROM scim_users WHERE deleted_at IS NULL \
                      AND ($1::text IS NULL OR {})",
@@ -64,8 +64,7 @@ pub async fn find(
                 &[&value],
             )
             .await?
-            .get(0)
-        }
+            .get(0),
         None => 0,
     };
     Ok((rows.iter().map(from_row).collect(), total))

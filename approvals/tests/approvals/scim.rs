@@ -94,7 +94,10 @@ async fn alice_with_access(stack: &Stack) -> (i64, i64) {
 
 /// A server session under the login role of request `id`'s grant, as the secret store
 /// gives it to the proxy.
-async fn open_session(stack: &Stack, id: i64) -> (tokio_postgres::Client, secret_store::DbCredentials) {
+async fn open_session(
+    stack: &Stack,
+    id: i64,
+) -> (tokio_postgres::Client, secret_store::DbCredentials) {
     let role = grants::request_role(ALICE, id);
     let creds = stack
         .store
@@ -171,16 +174,19 @@ async fn assert_all_ended(
         "alice's role still logs in"
     );
     let kinds = stack.event_kinds(active).await;
-    for k in ["access.ending", "access.grant_revoked", "access.login_removed", "access.ended"] {
+    for k in [
+        "access.ending",
+        "access.grant_revoked",
+        "access.login_removed",
+        "access.ended",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "{k}: {kinds:?}");
     }
-    assert!(
-        stack
-            .event_kinds(pending)
-            .await
-            .iter()
-            .any(|k| k == "request.withdrawn")
-    );
+    assert!(stack
+        .event_kinds(pending)
+        .await
+        .iter()
+        .any(|k| k == "request.withdrawn"));
     let deprovisioned = control
         .query(
             "SELECT actor, data FROM events WHERE kind = 'person.deprovisioned'",
@@ -204,9 +210,19 @@ async fn assert_refused_request(stack: &Stack) {
     let new = json!({"database": "rates", "level": "read-only",
                      "justification": "after leaving", "duration_secs": 3600});
     let before = stack.count("access_requests").await;
-    let (status, body) = call(stack, Method::POST, "/api/v1/requests", Some(&token), Some(new)).await;
+    let (status, body) = call(
+        stack,
+        Method::POST,
+        "/api/v1/requests",
+        Some(&token),
+        Some(new),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("deprovisioned at the identity provider"), "{body}");
+    assert!(
+        body.contains("deprovisioned at the identity provider"),
+        "{body}"
+    );
     assert_eq!(stack.count("access_requests").await, before);
 }
 
@@ -219,7 +235,14 @@ async fn deactivated_by(method: Method, body: Option<Value>, want: u16) {
     let (session, creds) = open_session(&stack, active).await;
 
     let body = body.map(|b| b.to_string());
-    let (status, kind, user) = scim(&stack, method.clone(), &format!("/Users/{id}"), t, body.as_deref()).await;
+    let (status, kind, user) = scim(
+        &stack,
+        method.clone(),
+        &format!("/Users/{id}"),
+        t,
+        body.as_deref(),
+    )
+    .await;
     assert_eq!(status, want, "{user}");
     assert_all_ended(&stack, active, pending, &session, &creds).await;
     assert_refused_request(&stack).await;
@@ -234,7 +257,10 @@ async fn deactivated_by(method: Method, body: Option<Value>, want: u16) {
         let (status, kind, err) = scim(&stack, Method::GET, &format!("/Users/{id}"), t, None).await;
         assert_eq!(status, 404, "{err}");
         assert!(kind.starts_with("application/scim+json"), "{kind}");
-        assert_eq!(err["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+        assert_eq!(
+            err["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:Error"
+        );
         assert_eq!(err["status"], "404");
     } else {
         assert!(kind.starts_with("application/scim+json"), "{kind}");
@@ -242,8 +268,14 @@ async fn deactivated_by(method: Method, body: Option<Value>, want: u16) {
         // Reactivated (Entra's form): she may ask again, but nothing comes back by itself.
         let on = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [{"op": "Replace", "path": "active", "value": "True"}]});
-        let (status, _, user) =
-            scim(&stack, Method::PATCH, &format!("/Users/{id}"), t, Some(&on.to_string())).await;
+        let (status, _, user) = scim(
+            &stack,
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            t,
+            Some(&on.to_string()),
+        )
+        .await;
         assert_eq!((status, &user["active"]), (200, &json!(true)), "{user}");
         assert_eq!(stack.status(active).await, "ended");
         assert_eq!(stack.status(pending).await, "withdrawn");
@@ -251,8 +283,14 @@ async fn deactivated_by(method: Method, body: Option<Value>, want: u16) {
         let token = stack.api_token(ALICE);
         let new = json!({"database": "rates", "level": "read-only",
                          "justification": "back again", "duration_secs": 3600});
-        let (status, body) =
-            call(&stack, Method::POST, "/api/v1/requests", Some(&token), Some(new)).await;
+        let (status, body) = call(
+            &stack,
+            Method::POST,
+            "/api/v1/requests",
+            Some(&token),
+            Some(new),
+        )
+        .await;
         assert_eq!(status, 201, "{body}");
     }
     stack.stop().await;
@@ -285,8 +323,14 @@ async fn a_deprovisioned_persons_request_cannot_be_approved() {
     let t = Some(stack.scim_token.as_str());
     let id = provision_alice(&stack).await;
     let off = json!({"Operations": [{"op": "replace", "path": "active", "value": false}]});
-    let (status, _, user) =
-        scim(&stack, Method::PATCH, &format!("/Users/{id}"), t, Some(&off.to_string())).await;
+    let (status, _, user) = scim(
+        &stack,
+        Method::PATCH,
+        &format!("/Users/{id}"),
+        t,
+        Some(&off.to_string()),
+    )
+    .await;
     assert_eq!(status, 200, "{user}");
     let request: i64 = stack
         .control()
@@ -310,7 +354,10 @@ async fn a_deprovisioned_persons_request_cannot_be_approved() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("deprovisioned at the identity provider"), "{body}");
+    assert!(
+        body.contains("deprovisioned at the identity provider"),
+        "{body}"
+    );
     assert_eq!(stack.status(request).await, "pending");
     assert_eq!(stack.count("decisions").await, 0);
     stack.stop().await;
@@ -333,7 +380,10 @@ async fn a_wrong_or_missing_scim_token_is_refused_and_changes_nothing() {
             let (status, kind, err) = scim(&stack, method.clone(), &path, token, body).await;
             assert_eq!(status, 401, "{method} {path} with {token:?}: {err}");
             assert!(kind.starts_with("application/scim+json"), "{kind}");
-            assert_eq!(err["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+            assert_eq!(
+                err["schemas"][0],
+                "urn:ietf:params:scim:api:messages:2.0:Error"
+            );
             assert_eq!(err["status"], "401");
         }
     }
@@ -342,12 +392,22 @@ async fn a_wrong_or_missing_scim_token_is_refused_and_changes_nothing() {
     assert_eq!(stack.count("events").await, events);
     assert_eq!(stack.app.metrics.scim_auth_failures.get(), 12);
     let metrics = stack.browser().get("/metrics").await.body;
-    assert!(metrics.contains("approvals_scim_auth_failures_total 12"), "{metrics}");
+    assert!(
+        metrics.contains("approvals_scim_auth_failures_total 12"),
+        "{metrics}"
+    );
     stack.stop().await;
 
     // Not configured: there is no endpoint at all.
     let off = Stack::start().await;
-    let (status, _) = call(&off, Method::GET, "/scim/v2/Users", Some(&off.scim_token), None).await;
+    let (status, _) = call(
+        &off,
+        Method::GET,
+        "/scim/v2/Users",
+        Some(&off.scim_token),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     off.stop().await;
 }
@@ -360,16 +420,39 @@ async fn malformed_calls_get_scim_errors_and_filters_find_people() {
     let path = format!("/Users/{id}");
     for (method, path, body, scim_type) in [
         (Method::PATCH, path.as_str(), "{not json", "invalidSyntax"),
-        (Method::PATCH, path.as_str(), r#"{"Operations":[{"op":"frobnicate","path":"active","value":false}]}"#, "invalidSyntax"),
-        (Method::PATCH, path.as_str(), r#"{"Operations":[{"op":"replace","path":"active","value":"maybe"}]}"#, "invalidValue"),
-        (Method::PUT, path.as_str(), r#"{"active":false}"#, "invalidValue"),
-        (Method::POST, "/Users", r#"{"userName":"not an email"}"#, "invalidValue"),
+        (
+            Method::PATCH,
+            path.as_str(),
+            r#"{"Operations":[{"op":"frobnicate","path":"active","value":false}]}"#,
+            "invalidSyntax",
+        ),
+        (
+            Method::PATCH,
+            path.as_str(),
+            r#"{"Operations":[{"op":"replace","path":"active","value":"maybe"}]}"#,
+            "invalidValue",
+        ),
+        (
+            Method::PUT,
+            path.as_str(),
+            r#"{"active":false}"#,
+            "invalidValue",
+        ),
+        (
+            Method::POST,
+            "/Users",
+            r#"{"userName":"not an email"}"#,
+            "invalidValue",
+        ),
         (Method::POST, "/Users", "[]", "invalidSyntax"),
     ] {
         let (status, kind, err) = scim(&stack, method.clone(), path, t, Some(body)).await;
         assert_eq!(status, 400, "{method} {body}: {err}");
         assert!(kind.starts_with("application/scim+json"), "{kind}");
-        assert_eq!(err["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+        assert_eq!(
+            err["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:Error"
+        );
         assert_eq!(err["status"], "400");
         assert_eq!(err["scimType"], scim_type, "{body}");
         assert!(err["detail"].as_str().is_some_and(|d| !d.is_empty()));
@@ -378,7 +461,11 @@ async fn malformed_calls_get_scim_errors_and_filters_find_people() {
     let (_, _, user) = scim(&stack, Method::GET, &path, t, None).await;
     assert_eq!(user["active"], true);
     let (status, _, err) = scim(&stack, Method::GET, "/Users/no-such-id", t, None).await;
-    assert_eq!((status, err["status"].as_str()), (404, Some("404")), "{err}");
+    assert_eq!(
+        (status, err["status"].as_str()),
+        (404, Some("404")),
+        "{err}"
+    );
     let off = r#"{"Operations":[{"op":"Replace","path":"active","value":"False"}]}"#;
     let (status, _, err) = scim(&stack, Method::PATCH, "/Users/no-such-id", t, Some(off)).await;
     assert_eq!(status, 404, "{err}");
@@ -390,15 +477,29 @@ async fn malformed_calls_get_scim_errors_and_filters_find_people() {
         Some(&json!({"userName": ALICE}).to_string()),
     )
     .await;
-    assert_eq!((status, &err["scimType"]), (409, &json!("uniqueness")), "{err}");
+    assert_eq!(
+        (status, &err["scimType"]),
+        (409, &json!("uniqueness")),
+        "{err}"
+    );
 
     // The filter Okta and Entra send before creating someone.
-    scim(&stack, Method::POST, "/Users", t, Some(r#"{"userName":"bob@example.com"}"#)).await;
+    scim(
+        &stack,
+        Method::POST,
+        "/Users",
+        t,
+        Some(r#"{"userName":"bob@example.com"}"#),
+    )
+    .await;
     let q = "/Users?filter=userName%20eq%20%22ALICE%40example.com%22";
     let (status, kind, list) = scim(&stack, Method::GET, q, t, None).await;
     assert_eq!(status, 200, "{list}");
     assert!(kind.starts_with("application/scim+json"), "{kind}");
-    assert_eq!(list["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:ListResponse");
+    assert_eq!(
+        list["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+    );
     assert_eq!(list["totalResults"], 1);
     assert_eq!(list["Resources"][0]["id"], id.as_str());
     assert_eq!(list["Resources"][0]["externalId"], "00u1alice");
@@ -410,7 +511,11 @@ async fn malformed_calls_get_scim_errors_and_filters_find_people() {
     assert_eq!(all["totalResults"], 2);
     let q = "/Users?filter=displayName%20co%20%22a%22";
     let (status, _, err) = scim(&stack, Method::GET, q, t, None).await;
-    assert_eq!((status, &err["scimType"]), (400, &json!("invalidFilter")), "{err}");
+    assert_eq!(
+        (status, &err["scimType"]),
+        (400, &json!("invalidFilter")),
+        "{err}"
+    );
     stack.stop().await;
 }
 
@@ -444,12 +549,19 @@ async fn the_scim_token_is_in_no_log_line() {
         assert_eq!(r.status().as_u16(), want);
     }
     let mut text = String::new();
-    eventually("the refusal is logged", Duration::from_secs(10), async || {
-        text = std::fs::read_to_string(log.path()).unwrap();
-        text.contains("SCIM call refused") && text.contains("person deprovisioned")
-    })
+    eventually(
+        "the refusal is logged",
+        Duration::from_secs(10),
+        async || {
+            text = std::fs::read_to_string(log.path()).unwrap();
+            text.contains("SCIM call refused") && text.contains("person deprovisioned")
+        },
+    )
     .await;
-    assert!(!text.contains(&stack.scim_token), "the SCIM token is in the logs");
+    assert!(
+        !text.contains(&stack.scim_token),
+        "the SCIM token is in the logs"
+    );
     assert!(!text.contains(wrong), "a presented token is in the logs");
     stack.stop().await;
 }
