@@ -65,6 +65,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0008_request_policy_and_extensions",
         include_str!("../control/0008_request_policy_and_extensions.sql"),
     ),
+    (
+        "0009_scim_users",
+        include_str!("../control/0009_scim_users.sql"),
+    ),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by

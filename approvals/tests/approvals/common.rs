@@ -28,6 +28,8 @@ pub struct Stack {
     pub client_secret: String,
     /// The app's own database login.
     pub app_login: DbCredentials,
+    /// The identity provider's SCIM bearer token (the endpoint is on with `Options::scim`).
+    pub scim_token: String,
     pub app: App,
     pub base: String,
     served: Served<anyhow::Result<()>>,
@@ -41,6 +43,7 @@ pub struct Proxy {
 }
 
 pub const CLIENT_SECRET_ID: &str = "dbgw/approvals-oidc";
+pub const SCIM_SECRET_ID: &str = "dbgw/approvals-scim";
 
 pub struct Options {
     pub proxy: bool,
@@ -52,6 +55,8 @@ pub struct Options {
     pub token_ttl: u64,
     /// The catalogue; empty: the default one.
     pub catalogue: Vec<approvals::settings::Level>,
+    /// The SCIM endpoint on, with [`Stack::scim_token`] in the secret store.
+    pub scim: bool,
 }
 
 impl Default for Options {
@@ -63,6 +68,7 @@ impl Default for Options {
             sessions: (1800, 8 * 3600),
             token_ttl: 600,
             catalogue: Vec::new(),
+            scim: false,
         }
     }
 }
@@ -128,6 +134,15 @@ impl Stack {
                 .unwrap();
             settings.webhook.secret = "dbgw/approvals-webhook".into();
         }
+        let scim_token = format!("scim-{}", secret_store::generate_password());
+        store
+            .put(
+                SCIM_SECRET_ID,
+                &SecretString::from(serde_json::json!({ "token": scim_token }).to_string()),
+            )
+            .await
+            .unwrap();
+        settings.scim.enabled = opts.scim;
         settings.sessions.idle_timeout_secs = opts.sessions.0;
         settings.sessions.absolute_timeout_secs = opts.sessions.1;
         settings.webhook.backoff_ms = 100;
@@ -152,6 +167,7 @@ impl Stack {
             users_file,
             client_secret,
             app_login,
+            scim_token,
             app,
             base: format!("http://127.0.0.1:{port}"),
             served,
