@@ -11,7 +11,7 @@ use approvals::oidc::User;
 use approvals::status::Decision;
 use approvals::workflow::Actor;
 use approvals::{App, Application, Settings};
-use dbgw_db::testing::{Served, TestDb};
+use testkit::{Served, TestDb};
 use dev_idp::DevIdp;
 use secrecy::SecretString;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approvals::{App, Application, Settings};
-use dbgw_db::testing::{Served, TestDb};
+use testkit::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use secrecy::SecretString;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use dbgw_db::Cluster;
 use proxy::server::Server;
 use proxy::settings::Settings;
-use rotation::testing::Moto;
+use testkit::Moto;
 use secrecy::ExposeSecret;
 use secret_store::{SecretStore, Stage};
 

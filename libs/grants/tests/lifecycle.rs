@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use dbgw_db::testing::TestDb;
+use testkit::TestDb;
 use grants::{Check, GrantError, NewGrant, SecretLayout};
 
 /// grants::add with the test's secret layout.

@@ -12,7 +12,7 @@ use crate::audit_session::{golden_session, ALICE};
 use crate::common::{Options, Stack};
 use dev_idp::DevIdp;
 use proxy::settings::Plaintext;
-use rotation::testing::Moto;
+use testkit::Moto;
 use serde_json::{json, Value};
 
 /// Copies the files of `from` into `to` (flat directories).

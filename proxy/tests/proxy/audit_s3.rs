@@ -11,7 +11,7 @@ use crate::audit_session::golden_session;
 use crate::common::{audit_cli, Options, Stack};
 use dev_idp::DevIdp;
 use proxy::settings::Plaintext;
-use rotation::testing::Moto;
+use testkit::Moto;
 
 const BUCKET: &str = "dbgw-audit";
 

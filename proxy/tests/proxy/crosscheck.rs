@@ -689,7 +689,7 @@ fn crosscheck_rotation(audit: &Path, pgaudit: &Path, log: &Path, sources: &[&str
 /// configured network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
-    use rotation::testing::Moto;
+    use testkit::Moto;
     use tracing::instrument::WithSubscriber;
     const APP: &str = "dbgw/rates-api";
     const MASTER: &str = "dbgw/postgres-admin";
@@ -710,7 +710,7 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
     moto.client()
         .create_secret()
         .name(MASTER)
-        .secret_string(rotation::testing::layout(&host, port, &admin, "postgres", None).to_string())
+        .secret_string(testkit::moto::layout(&host, port, &admin, "postgres", None).to_string())
         .send()
         .await
         .unwrap();
@@ -718,7 +718,7 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
         .put_secret_value()
         .secret_id(APP)
         .secret_string(
-            rotation::testing::layout(&host, port, &stack.app, "rates", Some(MASTER)).to_string(),
+            testkit::moto::layout(&host, port, &stack.app, "rates", Some(MASTER)).to_string(),
         )
         .send()
         .await

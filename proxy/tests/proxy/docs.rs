@@ -1,7 +1,7 @@
 //! The documentation keeps up with the code: every configuration key, metric, metric label
 //! and label value the proxy has is in docs/proxy.md.
 
-use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
+use testkit::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 use proxy::metrics::{CancelRoute, Closed, ConnectionResult, ErrorKind, Metrics};
 use proxy::settings::Settings;
 

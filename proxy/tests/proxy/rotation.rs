@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::{Options, Stack};
 use dev_idp::DevIdp;
 use rates_api::settings::TlsMode;
-use rotation::testing::Moto;
+use testkit::Moto;
 use rotation::{local, Rotator};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, Stage};
@@ -32,7 +32,7 @@ async fn rotated(
     db: &str,
     master: Option<&str>,
 ) {
-    let value = rotation::testing::layout(
+    let value = testkit::moto::layout(
         stack.cluster.host(),
         stack.cluster.port(),
         creds,
@@ -94,7 +94,7 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
         .create_secret()
         .name(MASTER)
         .secret_string(
-            rotation::testing::layout(
+            testkit::moto::layout(
                 stack.cluster.host(),
                 stack.cluster.port(),
                 &admin,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use dbgw_db::testing::{Served, TestDb};
+use testkit::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use proxy::audit::Durability;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbgw_db::testing::{Served, TestDb};
+use testkit::{Served, TestDb};
 use dbgw_db::Cluster;
 use rates_api::settings::TlsMode;
 use rates_api::{Application, Settings};
