@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use approvals::{App, Application, Settings};
 use testkit::{Served, TestDb};
@@ -506,11 +506,5 @@ impl Browser {
     }
 }
 
-/// Waits until `check` holds, failing after `limit`.
-pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// The workspace's one wait on a condition, here for the tests that import it from `common`.
+pub use testkit::eventually;

@@ -5,6 +5,7 @@
 use crate::common;
 
 use std::time::{Duration, Instant};
+use testkit::eventually;
 
 use crate::common::{executions, public_pem, signing_key, Options, Stack};
 use base64::Engine;
@@ -425,11 +426,10 @@ async fn revoking_a_grant_closes_open_sessions_within_seconds() {
             .unwrap()
             .get::<_, i64>(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while backends().await == 0 {
-        assert!(Instant::now() < deadline, "psql never logged in");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("psql logs in", Duration::from_secs(10), async || {
+        backends().await > 0
+    })
+    .await;
 
     let control = stack.cluster.connect("dbgw").await.unwrap();
     let target = stack.cluster.connect("postgres").await.unwrap();
