@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use dbgw_db::Cluster;
 use rotation::steps::{CURRENT, PENDING, PREVIOUS};
-use testkit::Moto;
 use rotation::{local, Error, Rotator, Settings, Step};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, Stage};
 use serde_json::{json, Value};
+use testkit::Moto;
 
 const MASTER: &str = "dbgw/postgres-admin";
 const APP: &str = "dbgw/rates-api";

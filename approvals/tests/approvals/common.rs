@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approvals::{App, Application, Settings};
-use testkit::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use secrecy::SecretString;
 use secret_store::{DbCredentials, FileStore, SecretStore};
 use serde_json::Value;
+use testkit::{Served, TestDb};
 
 pub struct Stack {
     pub cluster: Arc<Cluster>,

@@ -54,9 +54,11 @@ async fn wait_ready(base: &str) {
 
 fn sigterm_and_wait(child: &mut Guard) -> std::process::ExitStatus {
     assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    testkit::eventually_blocking("the binary exits after SIGTERM", Duration::from_secs(10), || {
-        child.0.try_wait().unwrap()
-    })
+    testkit::eventually_blocking(
+        "the binary exits after SIGTERM",
+        Duration::from_secs(10),
+        || child.0.try_wait().unwrap(),
+    )
 }
 
 #[tokio::test]

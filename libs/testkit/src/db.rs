@@ -58,4 +58,3 @@ impl TestDb {
         creds
     }
 }
-

@@ -115,9 +115,11 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "the count reaches 0: not within 50ms; last seen: \"2 left\"")]
     async fn fails_naming_what_and_the_last_value_seen() {
-        eventually("the count reaches 0", Duration::from_millis(50), async || {
-            Err::<(), _>("2 left")
-        })
+        eventually(
+            "the count reaches 0",
+            Duration::from_millis(50),
+            async || Err::<(), _>("2 left"),
+        )
         .await;
     }
 

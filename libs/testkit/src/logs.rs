@@ -15,4 +15,3 @@ pub fn init_logs() {
         }
     });
 }
-

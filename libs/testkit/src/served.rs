@@ -40,4 +40,3 @@ impl<T: Send + 'static> Served<T> {
         task.await.expect("the served task panicked")
     }
 }
-

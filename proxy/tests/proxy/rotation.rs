@@ -14,11 +14,11 @@ use testkit::eventually;
 use crate::common::{Options, Stack};
 use dev_idp::DevIdp;
 use rates_api::settings::TlsMode;
-use testkit::Moto;
 use rotation::{local, Rotator};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, Stage};
 use serde_json::Value;
+use testkit::Moto;
 
 const APP: &str = "dbgw/rates-api";
 const MASTER: &str = "dbgw/postgres-admin";

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use testkit::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use proxy::audit::Durability;
@@ -20,6 +19,7 @@ use proxy::settings::{Plaintext, Settings};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, SecretStore};
 use serde_json::Value;
+use testkit::{Served, TestDb};
 
 pub struct Stack {
     pub cluster: Arc<Cluster>,
