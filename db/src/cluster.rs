@@ -262,7 +262,7 @@ impl Cluster {
     /// Gives `role` a fresh random password and returns its credentials.
     pub async fn login_for(&self, role: &str) -> anyhow::Result<DbCredentials> {
         let password = secret_store::generate_password();
-        schema::set_password(&self.connect("postgres").await?, role, &password).await?;
+        pg_connect::set_password(&self.connect("postgres").await?, role, &password).await?;
         Ok(DbCredentials::new(role, password))
     }
 

@@ -8,15 +8,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use approvals::{App, Application, Settings};
-use dbgw_db::testing::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use secrecy::SecretString;
 use secret_store::{DbCredentials, FileStore, SecretStore};
 use serde_json::Value;
+use testkit::{Served, TestDb};
 
 pub struct Stack {
     pub cluster: Arc<Cluster>,
@@ -522,11 +522,5 @@ impl Browser {
     }
 }
 
-/// Waits until `check` holds, failing after `limit`.
-pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// The workspace's one wait on a condition, here for the tests that import it from `common`.
+pub use testkit::eventually;

@@ -65,13 +65,11 @@ pub(crate) async fn wait_ready(base: &str) {
 
 fn sigterm_and_wait(child: &mut Guard) -> std::process::ExitStatus {
     assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    for _ in 0..200 {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("still running 10 s after SIGTERM");
+    testkit::eventually_blocking(
+        "the binary exits after SIGTERM",
+        Duration::from_secs(10),
+        || child.0.try_wait().unwrap(),
+    )
 }
 
 #[tokio::test]

@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use dbgw_db::testing::TestDb;
 use grants::{GrantError, NewGrant, SecretLayout};
+use testkit::TestDb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -274,7 +274,7 @@ async fn the_interface_refuses_roles_that_are_not_a_persons() {
 
 /// What the login is for still works, as the login: a person's role made, given a password
 /// and a catalogue role, logged in, then taken back and its session ended; the rotation's
-/// password change for a person (`dbgw_db::schema::set_password`, as the app's login on the
+/// password change for a person (`pg_connect::set_password`, as the app's login on the
 /// control plane) goes through the same interface.
 #[tokio::test]
 async fn the_app_login_provisions_and_ends_access_through_the_interface() {
@@ -340,11 +340,11 @@ async fn the_app_login_provisions_and_ends_access_through_the_interface() {
 
     // The rotation function sets a person's password as the app's login, on the control
     // plane's database; another role's it cannot.
-    dbgw_db::schema::set_password(&control, &user, "rotated-password-1234567890")
+    pg_connect::set_password(&control, &user, "rotated-password-1234567890")
         .await
         .unwrap();
     assert!(
-        dbgw_db::schema::set_password(&control, "rates_api", "stolen-password-123")
+        pg_connect::set_password(&control, "rates_api", "stolen-password-123")
             .await
             .is_err()
     );
