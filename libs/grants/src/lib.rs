@@ -22,6 +22,7 @@ use secret_store::{DbCredentials, SecretStore};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Row};
 
+mod grantor;
 pub mod history;
 mod policy;
 pub use policy::SessionPolicy;
@@ -453,6 +454,7 @@ pub async fn ensure_role(target: &Client, db_user: &str) -> Result<bool, GrantEr
                 escape_identifier(db_user)
             ))
             .await?;
+        grantor::after_create(target, db_user).await?;
     }
     Ok(!exists)
 }
@@ -532,13 +534,7 @@ pub async fn grant_membership(
     {
         return Ok(false);
     }
-    target
-        .batch_execute(&format!(
-            "GRANT {} TO {}",
-            escape_identifier(role),
-            escape_identifier(db_user)
-        ))
-        .await?;
+    grantor::grant(target, db_user, role).await?;
     Ok(true)
 }
 
@@ -594,13 +590,7 @@ async fn revoke_membership(target: &Client, db_user: &str, role: &str) -> Result
             .await?
             .get(0));
     }
-    target
-        .batch_execute(&format!(
-            "REVOKE {} FROM {}",
-            escape_identifier(role),
-            escape_identifier(db_user)
-        ))
-        .await?;
+    grantor::revoke(target, db_user, role).await?;
     Ok(true)
 }
 

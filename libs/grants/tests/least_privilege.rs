@@ -1,6 +1,7 @@
 //! The approvals app's database login from the attacker's side (issue 17, item 4), on the
-//! harness's PostgreSQL 15: with the login's own credentials, whoever holds them (the app,
-//! or anyone who took its secret) tries to exceed its job. Provisioning goes through the
+//! harness's PostgreSQL (15, and 18 in `make test-pg18`; grantors.rs for what 16+ changes):
+//! with the login's own credentials, whoever holds them (the app, or anyone who took its
+//! secret) tries to exceed its job. Provisioning goes through the
 //! `dbgw_provision` functions (db/provisioner.sql), owned by the NOLOGIN `dbgw_provisioner`;
 //! the login holds EXECUTE on them and nothing else on the server.
 
