@@ -11,8 +11,8 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use testkit::TestDb;
 use grants::{NewGrant, SecretLayout};
+use testkit::TestDb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 

@@ -94,15 +94,21 @@ pub fn read(
 }
 
 /// A head file as `approvals events head` prints it (`{"head":"ID:HASH"}`), local or in S3.
-pub fn read_head(path: &Path) -> anyhow::Result<Head> {
+/// `None` when the file says `{"head":null}`: the history was empty when the head was
+/// taken (a stack just set up), so it anchors nothing yet.
+pub fn read_head(path: &Path) -> anyhow::Result<Option<Head>> {
     let bytes = super::super::source::read_small(path)?
         .with_context(|| format!("{} does not exist", path.display()))?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a head file", path.display()))?;
-    v["head"]
-        .as_str()
-        .with_context(|| format!("{} names no head", path.display()))?
-        .parse()
+    match v.get("head") {
+        Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(head)) => head.parse().map(Some),
+        _ => anyhow::bail!(
+            "{} is not a head file: \"head\" is neither null nor ID:HASH",
+            path.display()
+        ),
+    }
 }
 
 fn note(r: &mut Request, e: &Exported) {
@@ -122,4 +128,32 @@ fn time(text: &str) -> anyhow::Result<DateTime<Utc>> {
     Ok(DateTime::parse_from_rfc3339(text)
         .with_context(|| format!("{text}: not a time"))?
         .with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.json");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_head_file_of_an_empty_history_anchors_nothing() {
+        let (_d, empty) = head_file(r#"{"head":null}"#);
+        assert!(read_head(&empty).unwrap().is_none());
+        let hash = "ab".repeat(32);
+        let (_d, kept) = head_file(&format!(r#"{{"head":"4:{hash}"}}"#));
+        assert_eq!(
+            read_head(&kept).unwrap().unwrap().to_string(),
+            format!("4:{hash}")
+        );
+        let (_d, odd) = head_file(r#"{"head":4}"#);
+        assert!(read_head(&odd).is_err());
+        let (_d, none) = head_file(r#"{}"#);
+        assert!(read_head(&none).is_err());
+    }
 }

@@ -173,7 +173,7 @@ fn build(
         Some(file) => {
             let anchor = match (&args.approvals_head, &args.approvals_head_file) {
                 (Some(head), _) => Some(head.clone()),
-                (None, Some(path)) => Some(approvals::read_head(path)?),
+                (None, Some(path)) => approvals::read_head(path)?,
                 (None, None) => None,
             };
             let history = approvals::read(file, anchor.as_ref(), &since, &until)?;
