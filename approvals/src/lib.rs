@@ -19,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod export;
 pub mod extension;
+pub mod health;
 pub mod history;
 mod login_check;
 pub mod metrics;
@@ -73,8 +74,8 @@ impl Application {
         settings.validate()?;
         let secrets = SecretStore::from_settings(&settings.secrets);
         let client_secret = read_client_secret(&secrets, &settings.oidc.secret).await?;
-        let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals")?;
-        let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals")?;
+        let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals").await?;
+        let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals").await?;
         login_check::check(&settings, &target).await?;
         let sessions = session::Sessions::new(
             control.clone(),
@@ -132,26 +133,11 @@ impl Application {
         let router = routes::router(self.app.clone());
         tracing::info!(port = self.port, "approvals listening");
         let grace = Duration::from_secs(self.app.settings.shutdown_grace_secs);
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        };
-        let drain_limit = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            served = axum::serve(self.listener, router).with_graceful_shutdown(signal) => served?,
-            () = drain_limit => tracing::warn!("requests still in flight after the grace period; stopping anyway"),
-        }
+        let served = service::serve::serve(self.listener, router, shutdown, grace).await;
         stop.cancel();
         let _ = scheduler.await;
         tracing::info!("approvals stopped");
-        Ok(())
+        Ok(served?)
     }
 }
 
