@@ -15,10 +15,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Ready: the control plane answers and the identity provider's configuration is known.
 pub async fn ready(State(app): State<App>) -> Response {
     let (db, idp) = tokio::join!(
-        tokio::time::timeout(
-            READY_TIMEOUT,
-            service::database::pool::ping(&app.control)
-        ),
+        tokio::time::timeout(READY_TIMEOUT, service::database::pool::ping(&app.control)),
         app.oidc.ready()
     );
     let db_ok = matches!(db, Ok(Ok(())));

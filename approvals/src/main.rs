@@ -132,10 +132,11 @@ fn events(settings: &Settings, action: Events) -> std::process::ExitCode {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = match service::binary::settings("approvals", Settings::load(cli.config.as_deref())) {
-        Ok(settings) => settings,
-        Err(code) => return code,
-    };
+    let settings =
+        match service::binary::settings("approvals", Settings::load(cli.config.as_deref())) {
+            Ok(settings) => settings,
+            Err(code) => return code,
+        };
     if cli.print_config {
         return service::binary::print_config(&settings);
     }

@@ -354,6 +354,32 @@ mod tests {
         let err = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
         assert!(err.contains("approvals must be 1 to 10"), "{err}");
     }
+
+    #[test]
+    fn the_database_sections_share_rates_apis_keys_and_the_old_seconds_key_still_works() {
+        let s = Settings::default();
+        assert_eq!(s.control.statement_timeout_ms, 10_000);
+        assert_eq!(s.target.max_lifetime_secs, 1800);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "[control]\nstatement_timeout_secs = 3\n[target]\nstatement_timeout_ms = 750\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&path)).unwrap();
+        assert_eq!(s.control.statement_timeout_ms, 3000);
+        assert_eq!(s.target.statement_timeout_ms, 750);
+
+        std::fs::write(
+            &path,
+            "[control]\nstatement_timeout_secs = 3\nstatement_timeout_ms = 750\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
+        assert!(err.contains("control.statement_timeout_secs"), "{err}");
+    }
 }
 
 /// The proxy's audit log, read (never written) to show what was done under each access.

@@ -145,9 +145,7 @@ pub async fn rates_totals(
         .cached()
         .prepare_typed_cached(RATES_SQL, RATES_TYPES)
         .await?;
-    let rows = conn
-        .query(&statement, &[&from, &to, &orig, &dest])
-        .await?;
+    let rows = conn.query(&statement, &[&from, &to, &orig, &dest]).await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect::<Result<_, tokio_postgres::Error>>()

@@ -39,10 +39,11 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = match service::binary::settings("rates-api", Settings::load(cli.config.as_deref())) {
-        Ok(settings) => settings,
-        Err(code) => return code,
-    };
+    let settings =
+        match service::binary::settings("rates-api", Settings::load(cli.config.as_deref())) {
+            Ok(settings) => settings,
+            Err(code) => return code,
+        };
     if cli.print_config {
         return service::binary::print_config(&settings);
     }

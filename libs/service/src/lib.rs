@@ -12,8 +12,8 @@
 //! - [`database`]: the `[database]` settings (same keys and units in every service) and the
 //!   pool whose connections log in with the login currently in the secret store.
 
+pub mod binary;
 pub mod database;
 pub mod health;
-pub mod binary;
 pub mod metrics;
 pub mod serve;

@@ -118,6 +118,8 @@ pub async fn track(
 ) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
+    // The path without its query string, which may carry codes or search terms.
+    let path = request.uri().path().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -130,6 +132,7 @@ pub async fn track(
     metrics.observe(method, &route, status, elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
+            path = %path,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
@@ -155,7 +158,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"dbgw_rates_api_http_request_duration_seconds_count{route="/rates"} 1"#),
+            text.contains(
+                r#"dbgw_rates_api_http_request_duration_seconds_count{route="/rates"} 1"#
+            ),
             "{text}"
         );
     }
