@@ -5,8 +5,10 @@
 //! → [`workflow`] (the rules) → [`provision`] (making and ending access on the server) →
 //! [`extension`] (a later end for active access) → [`scheduler`] (start, expiry, retries) → [`web`] (pages) and [`api`] (JSON), which share
 //! [`body`] (reading bodies) and [`export`] (the history as JSON lines) → [`oidc`] and
-//! [`session`] (sign-in) → [`model`] (tables, events) → [`webhook`], [`metrics`], [`db`],
-//! [`error`]; [`history`] verifies the event chain.
+//! [`session`] (sign-in) → [`model`] (tables, events) → [`webhook`], [`metrics`],
+//! [`health`] (readiness), [`db`], [`error`]; [`history`] verifies the event chain. The
+//! `main` skeleton, health routes, request middleware, `[control]`/`[target]` settings and
+//! the pools come from the workspace's `service` crate, shared with rates-api.
 //!
 //! [`Application::build`] checks the configuration and the app's database login, binds the
 //! listener and returns; tests start the real app on port 0 and read [`Application::port`].
