@@ -164,6 +164,17 @@ BEGIN
         RETURN false;
     END IF;
     EXECUTE format('REVOKE %I FROM %I', group_role, person_role);
+    -- PostgreSQL 16+ records a membership's grantor, and a REVOKE takes away only the
+    -- provisioner's own grant (with a warning for another's). Setup re-grants people's
+    -- memberships as the provisioner and the admin's plain-SQL path grants as it
+    -- (grants::grantor), so this is not expected; if it happens, fail rather than report a
+    -- revocation that did not happen. (On 15 a CREATEROLE role's REVOKE takes any grant.)
+    IF EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+               WHERE m.member = person_oid AND g.rolname = group_role) THEN
+        RAISE EXCEPTION 'dbgw_provision: "%" is a member of "%" by another role''s grant, which dbgw_provisioner cannot revoke', person_role, group_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'an admin revokes it (REVOKE ... GRANTED BY the grantor), or runs setup again, which re-grants it as dbgw_provisioner';
+    END IF;
     RETURN true;
 END
 $fn$;
@@ -219,6 +230,18 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s OWNER TO dbgw_provisioner', f.sig);
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
     END LOOP;
+END
+$$;
+
+-- PostgreSQL 16+: a CREATEROLE role that creates a role is granted it implicitly, ADMIN
+-- OPTION plus the options in the *session's* createrole_self_grant, which the caller sets:
+-- with 'set, inherit' the provisioner (and whoever may act as it, the RDS master) could
+-- become the person or take on their privileges. ensure_role pins it empty: ADMIN only.
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        ALTER FUNCTION dbgw_provision.ensure_role(text) SET createrole_self_grant = '';
+    END IF;
 END
 $$;
 

@@ -146,6 +146,12 @@ up() {
     mkdir -p "$DEV/secrets/dbgw"
     (umask 077; printf '{"client_secret":"dev-approvals-secret"}' >"$DEV/secrets/dbgw/approvals-oidc.json")
   }
+  # The SCIM bearer token a local identity provider would push with (docs/approvals.md,
+  # "Deprovisioning (SCIM)"): random, made once.
+  [ -f "$DEV/secrets/dbgw/approvals-scim.json" ] || {
+    mkdir -p "$DEV/secrets/dbgw"
+    (umask 077; printf '{"token":"%s"}' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" >"$DEV/secrets/dbgw/approvals-scim.json")
+  }
   # What the last `down` saved (moto's own versions win, if it kept running).
   "$BIN/dbgw-db" secrets import "$DEV/secrets" >/dev/null
   "$BIN/dbgw-db" up --dir "$DEV/pg" --port "$PG_PORT" >/dev/null

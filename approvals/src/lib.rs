@@ -6,7 +6,9 @@
 //! [`extension`] (a later end for active access) → [`scheduler`] (start, expiry, retries) → [`web`] (pages) and [`api`] (JSON), which share
 //! [`body`] (reading bodies) and [`export`] (the history as JSON lines) → [`oidc`] and
 //! [`session`] (sign-in) → [`model`] (tables, events) → [`webhook`], [`metrics`],
-//! [`health`] (readiness), [`db`], [`error`]; [`history`] verifies the event chain. The
+//! [`health`] (readiness), [`db`], [`error`]; [`history`] verifies the event chain. [`scim`] is
+//! the identity provider's provisioning endpoint; [`deprovision`] ends a deactivated person's
+//! access. The
 //! `main` skeleton, health routes, request middleware, `[control]`/`[target]` settings and
 //! the pools come from the workspace's `service` crate, shared with rates-api.
 //!
@@ -18,6 +20,7 @@ pub mod api;
 pub mod body;
 pub mod cli_handoff;
 pub mod db;
+pub mod deprovision;
 pub mod error;
 pub mod export;
 pub mod extension;
@@ -30,6 +33,7 @@ pub mod oidc;
 pub mod provision;
 pub mod routes;
 pub mod scheduler;
+pub mod scim;
 pub mod session;
 pub mod settings;
 pub mod status;
@@ -58,6 +62,8 @@ pub struct App {
     pub oidc: Arc<oidc::Oidc>,
     pub sessions: session::Sessions,
     pub metrics: Arc<metrics::Metrics>,
+    /// The identity provider's SCIM bearer token; `None`: the SCIM endpoint is off.
+    pub scim: Option<Arc<scim::auth::Token>>,
 }
 
 /// The app, bound and ready to serve.
@@ -76,6 +82,13 @@ impl Application {
         settings.validate()?;
         let secrets = SecretStore::from_settings(&settings.secrets);
         let client_secret = read_client_secret(&secrets, &settings.oidc.secret).await?;
+        let scim = if settings.scim.enabled {
+            Some(Arc::new(
+                scim::auth::Token::read(&secrets, &settings.scim.secret).await?,
+            ))
+        } else {
+            None
+        };
         let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals").await?;
         let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals").await?;
         login_check::check(&settings, &target).await?;
@@ -110,6 +123,7 @@ impl Application {
                 oidc,
                 sessions,
                 metrics: Arc::new(metrics::Metrics::default()),
+                scim,
             },
         })
     }

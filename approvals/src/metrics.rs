@@ -26,6 +26,8 @@ pub struct Metrics {
     pub expiries: Counter,
     pub provisioning_failures: Counter,
     pub scheduler_runs: Counter,
+    pub scim_auth_failures: Counter,
+    pub people_deprovisioned: Counter,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,16 @@ impl Default for Metrics {
                 &mut registry,
                 "scheduler_runs",
                 "Scheduler passes completed",
+            ),
+            scim_auth_failures: counter(
+                &mut registry,
+                "scim_auth_failures",
+                "SCIM calls refused for a missing or wrong bearer token",
+            ),
+            people_deprovisioned: counter(
+                &mut registry,
+                "people_deprovisioned",
+                "People the identity provider deactivated or deleted (SCIM)",
             ),
             registry,
             http,

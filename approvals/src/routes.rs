@@ -7,10 +7,14 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{api, cli_handoff, health, web, App};
+use crate::{api, cli_handoff, health, scim, web, App};
 
 pub fn router(app: App) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if app.scim.is_some() {
+        router = router.merge(scim::router(app.clone()));
+    }
+    router
         .merge(web::routes())
         .merge(api::router())
         .route("/auth/cli", get(cli_handoff::start))

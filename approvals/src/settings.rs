@@ -36,6 +36,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// On SIGTERM, requests in flight get this long to finish.
     pub shutdown_grace_secs: u64,
+    /// The SCIM 2.0 endpoint the company's identity provider deprovisions people through.
+    pub scim: ScimSettings,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             log: startup::telemetry::LogSettings::default(),
             audit: AuditSettings::default(),
             shutdown_grace_secs: 20,
+            scim: ScimSettings::default(),
         }
     }
 }
@@ -121,6 +124,10 @@ impl Settings {
                 level.level
             );
         }
+        ensure!(
+            !self.scim.enabled || !self.scim.secret.is_empty(),
+            "scim.secret must name the secret holding the provider's bearer token"
+        );
         ensure!(
             self.scheduler.interval_ms >= 100,
             "scheduler.interval_ms must be at least 100"
@@ -392,4 +399,25 @@ pub struct AuditSettings {
     /// Published heads (`head.json`, local or in S3) that anchor the chains; unset: the
     /// pages say "no head anchored".
     pub head: Option<PathBuf>,
+}
+
+/// The SCIM 2.0 provisioning endpoint (`/scim/v2/Users`, docs/approvals.md "Deprovisioning
+/// (SCIM)"): off unless enabled. The identity provider authenticates with a bearer token
+/// kept in the secret store, never in this file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimSettings {
+    pub enabled: bool,
+    /// Id of the secret holding `{"token": "..."}`: the bearer token the provider is
+    /// configured with (at least 32 characters).
+    pub secret: String,
+}
+
+impl Default for ScimSettings {
+    fn default() -> Self {
+        ScimSettings {
+            enabled: false,
+            secret: "dbgw/approvals-scim".into(),
+        }
+    }
 }

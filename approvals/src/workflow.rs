@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::deprovision;
 use crate::error::{Error, Result};
 use crate::model::{self, Request};
 use crate::oidc::User;
@@ -109,6 +110,7 @@ pub async fn create(app: &App, actor: &Actor, new: NewRequest) -> Result<Request
     let policy = serde_json::to_value(&level.policy).map_err(|e| Error::Internal(e.into()))?;
     let mut control = app.control.get().await?;
     let tx = control.transaction().await?;
+    deprovision::refuse_if_deprovisioned(&tx, actor.email(), "you cannot ask for access").await?;
     let id: i64 = tx
         .query_one(
             "INSERT INTO access_requests (email, subject, name, database, level, role, \
@@ -273,6 +275,10 @@ pub async fn decide(
             "Request {id} is already decided (it is {}).",
             req.status
         )));
+    }
+    if approve {
+        deprovision::refuse_if_deprovisioned(&tx, &req.email, "their requests cannot be approved")
+            .await?;
     }
     let earlier = model::decisions(&tx, id).await?;
     if earlier.iter().any(|d| d.approver == actor.email()) {

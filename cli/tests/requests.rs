@@ -11,9 +11,9 @@ use approvals::oidc::User;
 use approvals::status::Decision;
 use approvals::workflow::Actor;
 use approvals::{App, Application, Settings};
-use dbgw_db::testing::{Served, TestDb};
 use dev_idp::DevIdp;
 use secrecy::SecretString;
+use testkit::{Served, TestDb};
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

@@ -52,6 +52,31 @@ BEGIN
             EXECUTE format('GRANT %I TO dbgw_provisioner WITH ADMIN OPTION, INHERIT FALSE, SET FALSE',
                            m.rolname);
         END LOOP;
+        -- 16+ records who granted a membership, and only that grantor (or a role with its
+        -- privileges) may revoke it: a person's membership granted by someone else (before
+        -- this migration, by the old CREATEROLE login or an admin; on a server upgraded
+        -- from 15) would outlive the provisioner's REVOKE. Re-grant each as the provisioner.
+        -- (Also keeps the CASCADE below from ending people's live access: it drops the grants
+        -- the old login made with its ADMIN OPTION.)
+        FOR m IN SELECT g.rolname AS role, u.rolname AS person, gr.rolname AS grantor
+                 FROM pg_auth_members am
+                 JOIN pg_roles g ON g.oid = am.roleid
+                 JOIN pg_roles u ON u.oid = am.member
+                 JOIN pg_roles gr ON gr.oid = am.grantor
+                 WHERE u.rolname ~ '^p_[a-z0-9_]*_[0-9a-f]{16}$'
+                   AND gr.rolname <> 'dbgw_provisioner'
+                   AND EXISTS (SELECT FROM pg_auth_members pa JOIN pg_roles p ON p.oid = pa.member
+                               WHERE p.rolname = 'dbgw_provisioner' AND pa.roleid = am.roleid
+                                 AND pa.admin_option)
+        LOOP
+            EXECUTE format('GRANT %I TO %I GRANTED BY dbgw_provisioner', m.role, m.person);
+            BEGIN
+                EXECUTE format('REVOKE %I FROM %I GRANTED BY %I', m.role, m.person, m.grantor);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE WARNING 'dbgw: % is a member of % by a grant of %, which this login cannot revoke: revoke it as % or a superuser',
+                    m.person, m.role, m.grantor, m.grantor;
+            END;
+        END LOOP;
     END IF;
 
     -- The app's login: no CREATEROLE, and no role at all (pg_signal_backend before; on

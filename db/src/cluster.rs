@@ -96,6 +96,16 @@ fn check_pgaudit() -> anyhow::Result<()> {
         .and_then(Path::parent)
         .map(|v| v.join("lib/pgaudit.so"));
     if !lib.as_deref().is_some_and(Path::is_file) {
+        // PostgreSQL 18 for `make test-pg18` comes from a wheel without pgaudit (there is no
+        // package of it for 18 here): tests that need pgaudit run on Debian's 15 only.
+        if let Some(dir) = std::env::var_os("PG_BINDIR") {
+            bail!(
+                "pgaudit is not available for the PostgreSQL in PG_BINDIR ({}): tests that need \
+                 pgaudit run on Debian's PostgreSQL 15 only (unset PG_BINDIR); `make test-pg18` \
+                 does not select them",
+                Path::new(&dir).display()
+            );
+        }
         bail!(
             "pgaudit is not installed for {}: `sudo apt-get install -y postgresql-15-pgaudit` \
              (`scripts/install.sh runtime` installs it)",
@@ -262,7 +272,7 @@ impl Cluster {
     /// Gives `role` a fresh random password and returns its credentials.
     pub async fn login_for(&self, role: &str) -> anyhow::Result<DbCredentials> {
         let password = secret_store::generate_password();
-        schema::set_password(&self.connect("postgres").await?, role, &password).await?;
+        pg_connect::set_password(&self.connect("postgres").await?, role, &password).await?;
         Ok(DbCredentials::new(role, password))
     }
 

@@ -5,13 +5,10 @@
 //! - [`cluster`]: throwaway clusters for tests (SCRAM, TLS, a free port, removed afterwards)
 //!   and the persistent dev cluster of `make up`. Both start from one template built once per
 //!   version of the schema files.
-//! - [`testing`]: what every crate's integration tests share (a cluster started off the
-//!   runtime's threads, a temporary secret store with logins, a served task, test logs).
 //! - [`tls`]: the test certificate authority those clusters (and the proxy in tests) use.
 
 pub mod cluster;
 pub mod schema;
-pub mod testing;
 pub mod tls;
 
 pub use cluster::Cluster;

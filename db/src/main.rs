@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
                         creds
                     }
                 };
-                schema::set_password(&admin, &creds.username, creds.password.expose_secret())
+                pg_connect::set_password(&admin, &creds.username, creds.password.expose_secret())
                     .await?;
             }
             println!(
@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
                 let (_, creds) = store
                     .db_credentials_at(secret, secret_store::Stage::Current)
                     .await?;
-                schema::set_password(&admin, &creds.username, creds.password.expose_secret())
+                pg_connect::set_password(&admin, &creds.username, creds.password.expose_secret())
                     .await?;
                 println!(
                     "{} now logs in with {secret}'s current password",
@@ -271,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let server = target.server(&store).await?;
             let password = secret_store::generate_password();
-            schema::set_password(&server.connect("postgres").await?, &role, &password).await?;
+            pg_connect::set_password(&server.connect("postgres").await?, &role, &password).await?;
             store
                 .put_db_credentials(&secret, &DbCredentials::new(&role, password))
                 .await?;

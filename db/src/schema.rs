@@ -65,6 +65,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0008_request_policy_and_extensions",
         include_str!("../control/0008_request_policy_and_extensions.sql"),
     ),
+    (
+        "0009_scim_users",
+        include_str!("../control/0009_scim_users.sql"),
+    ),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by
@@ -281,38 +285,4 @@ pub async fn role_exists(client: &Client, role: &str) -> anyhow::Result<bool> {
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
         .await?
         .is_some())
-}
-
-/// Sets a role's password as a SCRAM-SHA-256 verifier computed here, so the password itself
-/// never crosses the wire nor reaches a server log. A person's role (`p_..._<16 hex>`) is
-/// changed through `dbgw_provision.set_password` when the connected database has it: the
-/// approvals app's login, the master of people's secrets, may change roles only that way.
-pub async fn set_password(client: &Client, role: &str, password: &str) -> anyhow::Result<()> {
-    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-    let through_interface: bool = client
-        .query_one(
-            "SELECT $1 ~ '^p_[a-z0-9_]*_[0-9a-f]{16}$' \
-             AND to_regprocedure('dbgw_provision.set_password(text,text)') IS NOT NULL",
-            &[&role],
-        )
-        .await
-        .with_context(|| format!("setting the password of role {role}"))?
-        .get(0);
-    let done = if through_interface {
-        client
-            .execute(
-                "SELECT dbgw_provision.set_password($1, $2)",
-                &[&role, &verifier],
-            )
-            .await
-            .map(drop)
-    } else {
-        client
-            .batch_execute(&format!(
-                "ALTER ROLE {} PASSWORD '{verifier}'",
-                escape_identifier(role)
-            ))
-            .await
-    };
-    done.with_context(|| format!("setting the password of role {role}"))
 }

@@ -77,7 +77,7 @@ async fn a_throwaway_cluster_holds_the_rates_data_over_tls_and_scram() {
 /// wrote and nothing set on the database; the rotation function then can prove ownership.
 #[tokio::test]
 async fn setup_adopts_the_first_password_of_a_secret() {
-    let db = dbgw_db::testing::TestDb::start().await;
+    let db = testkit::TestDb::start().await;
     let secrets = db.dir.path().join("secrets");
     db.store
         .put_db_credentials("dbgw/postgres-admin", db.cluster.admin())

@@ -25,7 +25,6 @@ pub mod policy;
 pub mod settings;
 pub mod steps;
 pub mod strategy;
-pub mod testing;
 pub mod value;
 
 pub use settings::Settings;

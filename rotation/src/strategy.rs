@@ -98,18 +98,23 @@ pub async fn connect(
     settings: &Settings,
     creds: &DbCredentials,
 ) -> anyhow::Result<tokio_postgres::Client> {
-    let server = dbgw_db::schema::Server {
+    let target = pg_connect::Target {
         host: creds
             .host
             .clone()
             .unwrap_or_else(|| settings.database.default_host.clone()),
         port: creds.port.unwrap_or(5432),
-        admin: creds.clone(),
-        ca: Some(settings.database.ca_file.clone()),
+        tls: pg_connect::TlsMode::VerifyFull,
+        ca_file: Some(settings.database.ca_file.clone()),
+        connect_timeout: std::time::Duration::from_secs(10),
     };
     let db = creds.dbname.as_deref().unwrap_or("postgres");
-    server.connect_as(db, creds).await
+    Ok(target.connect(db, creds, APPLICATION_NAME).await?)
 }
+
+/// The application name of the function's logins (the one `dbgw-db` gives its own, which
+/// they have always had).
+const APPLICATION_NAME: &str = "dbgw-db";
 
 /// Whether the login refused the password (as opposed to the database being unreachable).
 fn wrong_password(e: &anyhow::Error) -> bool {
@@ -306,9 +311,9 @@ pub async fn ensure_like(
 /// Sets the pending login's password (as a SCRAM verifier).
 async fn set_password(db: &tokio_postgres::Client, pending: &DbCredentials) -> Result<(), Error> {
     let password = secrecy::ExposeSecret::expose_secret(&pending.password);
-    dbgw_db::schema::set_password(db, &pending.username, password)
+    pg_connect::set_password(db, &pending.username, password)
         .await
-        .map_err(Error::Database)
+        .map_err(|e| Error::Database(e.into()))
 }
 
 /// Single user: log in as the user (current password, else the previous one) and set the

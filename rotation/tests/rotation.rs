@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use dbgw_db::Cluster;
 use rotation::steps::{CURRENT, PENDING, PREVIOUS};
-use rotation::testing::Moto;
 use rotation::{local, Error, Rotator, Settings, Step};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, Stage};
 use serde_json::{json, Value};
+use testkit::Moto;
 
 const MASTER: &str = "dbgw/postgres-admin";
 const APP: &str = "dbgw/rates-api";
@@ -50,7 +50,7 @@ async fn env() -> Env {
 
 impl Env {
     fn layout(&self, creds: &DbCredentials, dbname: &str, master: Option<&str>) -> Value {
-        rotation::testing::layout(
+        testkit::moto::layout(
             self.cluster.host(),
             self.cluster.port(),
             creds,
@@ -380,12 +380,12 @@ async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
         secret_store::SecretStore::File(_) => 0,
     };
     store
-        .enable_rotation(&id, rotation::testing::FUNCTION_ARN, 30)
+        .enable_rotation(&id, testkit::moto::FUNCTION_ARN, 30)
         .await
         .unwrap();
     let before = calls(&store);
     store
-        .enable_rotation(&id, rotation::testing::FUNCTION_ARN, 30)
+        .enable_rotation(&id, testkit::moto::FUNCTION_ARN, 30)
         .await
         .unwrap();
     assert_eq!(calls(&store), before + 1, "only a DescribeSecret");

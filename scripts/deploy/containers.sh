@@ -109,10 +109,12 @@ echo "NOTE: PostgreSQL here is Debian's 15 (localhost/dbgw-postgres-base); the o
 # `make test` has just built instead of compiling everything a second time.
 PROFILE=${STACK_PROFILE:-release}
 step "host $PROFILE build (reused by the images)"
+# The same package set as scripts/dev.sh's (rotation included): cargo picks dependency
+# features per set of packages, so another set would compile the AWS SDK a third time.
 if [ "$PROFILE" = release ]; then
-  cargo build --release --locked -q -p proxy -p rates-api -p approvals -p dbgw-db -p dbgw
+  cargo build --release --locked -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals -p rotation
 else
-  cargo build --locked -q -p proxy -p rates-api -p approvals -p dbgw-db -p dbgw
+  cargo build --locked -q -p dbgw-db -p proxy -p rates-api -p dbgw -p approvals -p rotation
 fi
 BIN=target/$PROFILE
 

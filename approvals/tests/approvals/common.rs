@@ -8,15 +8,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use approvals::{App, Application, Settings};
-use dbgw_db::testing::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use secrecy::SecretString;
 use secret_store::{DbCredentials, FileStore, SecretStore};
 use serde_json::Value;
+use testkit::{Served, TestDb};
 
 pub struct Stack {
     pub cluster: Arc<Cluster>,
@@ -28,6 +28,8 @@ pub struct Stack {
     pub client_secret: String,
     /// The app's own database login.
     pub app_login: DbCredentials,
+    /// The identity provider's SCIM bearer token (the endpoint is on with `Options::scim`).
+    pub scim_token: String,
     pub app: App,
     pub base: String,
     served: Served<anyhow::Result<()>>,
@@ -41,6 +43,7 @@ pub struct Proxy {
 }
 
 pub const CLIENT_SECRET_ID: &str = "dbgw/approvals-oidc";
+pub const SCIM_SECRET_ID: &str = "dbgw/approvals-scim";
 
 pub struct Options {
     pub proxy: bool,
@@ -52,6 +55,8 @@ pub struct Options {
     pub token_ttl: u64,
     /// The catalogue; empty: the default one.
     pub catalogue: Vec<approvals::settings::Level>,
+    /// The SCIM endpoint on, with [`Stack::scim_token`] in the secret store.
+    pub scim: bool,
 }
 
 impl Default for Options {
@@ -63,6 +68,7 @@ impl Default for Options {
             sessions: (1800, 8 * 3600),
             token_ttl: 600,
             catalogue: Vec::new(),
+            scim: false,
         }
     }
 }
@@ -128,6 +134,15 @@ impl Stack {
                 .unwrap();
             settings.webhook.secret = "dbgw/approvals-webhook".into();
         }
+        let scim_token = format!("scim-{}", secret_store::generate_password());
+        store
+            .put(
+                SCIM_SECRET_ID,
+                &SecretString::from(serde_json::json!({ "token": scim_token }).to_string()),
+            )
+            .await
+            .unwrap();
+        settings.scim.enabled = opts.scim;
         settings.sessions.idle_timeout_secs = opts.sessions.0;
         settings.sessions.absolute_timeout_secs = opts.sessions.1;
         settings.webhook.backoff_ms = 100;
@@ -152,6 +167,7 @@ impl Stack {
             users_file,
             client_secret,
             app_login,
+            scim_token,
             app,
             base: format!("http://127.0.0.1:{port}"),
             served,
@@ -506,11 +522,5 @@ impl Browser {
     }
 }
 
-/// Waits until `check` holds, failing after `limit`.
-pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// The workspace's one wait on a condition, here for the tests that import it from `common`.
+pub use testkit::eventually;

@@ -2,7 +2,7 @@
 //! label of the approvals app is in docs/approvals.md.
 
 use approvals::Settings;
-use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
+use testkit::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 
 use crate::common::Stack;
 

@@ -16,5 +16,6 @@ mod expiry;
 mod extend;
 mod history;
 mod process;
+mod scim;
 mod security;
 mod tokens;

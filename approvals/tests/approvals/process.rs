@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 
 use crate::common::{eventually, Browser, Stack};
 
-struct Guard(Child);
+pub(crate) struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -23,6 +23,16 @@ impl Drop for Guard {
 }
 
 fn start(stack: &Stack, port: u16, log: &std::fs::File) -> Guard {
+    start_with(stack, port, log, &[])
+}
+
+/// The binary with the stack's settings and `env` on top.
+pub(crate) fn start_with(
+    stack: &Stack,
+    port: u16,
+    log: &std::fs::File,
+    env: &[(&str, &str)],
+) -> Guard {
     let ca = stack.cluster.ca_cert().display().to_string();
     let child = Command::new(env!("CARGO_BIN_EXE_approvals"))
         .env_clear()
@@ -36,6 +46,7 @@ fn start(stack: &Stack, port: u16, log: &std::fs::File) -> Guard {
         .env("APPROVALS_OIDC__ISSUER", stack.idp.issuer())
         .env("APPROVALS_SECRETS__DIR", stack.dir.path().join("secrets"))
         .env("APPROVALS_LOG__LEVEL", "debug")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log.try_clone().unwrap())
@@ -44,7 +55,7 @@ fn start(stack: &Stack, port: u16, log: &std::fs::File) -> Guard {
     Guard(child)
 }
 
-async fn wait_ready(base: &str) {
+pub(crate) async fn wait_ready(base: &str) {
     let http = reqwest::Client::new();
     eventually("the binary becomes ready", Duration::from_secs(30), async || {
         matches!(http.get(format!("{base}/health/ready")).send().await, Ok(r) if r.status() == 200)
@@ -54,13 +65,11 @@ async fn wait_ready(base: &str) {
 
 fn sigterm_and_wait(child: &mut Guard) -> std::process::ExitStatus {
     assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    for _ in 0..200 {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("still running 10 s after SIGTERM");
+    testkit::eventually_blocking(
+        "the binary exits after SIGTERM",
+        Duration::from_secs(10),
+        || child.0.try_wait().unwrap(),
+    )
 }
 
 #[tokio::test]

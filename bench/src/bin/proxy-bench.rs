@@ -208,7 +208,8 @@ fn main() -> anyhow::Result<()> {
         admin
             .batch_execute("CREATE DATABASE bench OWNER bench")
             .await?;
-        dbgw_db::schema::set_password(&admin, "bench", &password).await
+        pg_connect::set_password(&admin, "bench", &password).await?;
+        anyhow::Ok(())
     })?;
     let creds = DbCredentials::new("bench", password.clone());
     let store = SecretStore::File(FileStore::new(work.path().join("secrets")));

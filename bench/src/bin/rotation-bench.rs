@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use dbgw_db::Cluster;
 use proxy::server::Server;
 use proxy::settings::Settings;
-use rotation::testing::Moto;
 use secrecy::ExposeSecret;
 use secret_store::{SecretStore, Stage};
+use testkit::Moto;
 
 fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
     Ok(std::env::args()

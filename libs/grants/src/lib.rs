@@ -22,6 +22,7 @@ use secret_store::{DbCredentials, SecretStore};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Row};
 
+mod grantor;
 pub mod history;
 mod policy;
 pub use policy::SessionPolicy;
@@ -379,10 +380,7 @@ pub async fn add(
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
     check_group_role(target, &new.role).await?;
-    // An operator's grant has no request id: the time in milliseconds keys its role. Two
-    // operator grants for one person within the same millisecond would share a role (the
-    // owner check only keeps other people out); a random part would close that.
-    let db_user = grant_role(&email, &format!("o{:x}", Utc::now().timestamp_millis()));
+    let db_user = grant_role(&email, &operator_key(Utc::now()));
     check_owner(control, &db_user, &email).await?;
     ensure_role(target, &db_user).await?;
     set_password(target, secrets, layout, &db_user, &new.database).await?;
@@ -390,6 +388,15 @@ pub async fn add(
     let grant = record(control, &new, &db_user, None).await?;
     enable_login(target, &db_user).await?;
     Ok(grant)
+}
+
+/// The role key of an operator's grant, which has no request id: `o<millis hex><8 random
+/// hex>`. The time keeps keys readable and ordered; the random part keeps two grants of one
+/// person made in the same millisecond apart (the owner check only keeps other people out,
+/// so without it both would share one role and one password).
+pub fn operator_key(now: DateTime<Utc>) -> String {
+    let random: [u8; 4] = rand::random();
+    format!("o{:x}{}", now.timestamp_millis(), hex::encode(random))
 }
 
 /// The email as grants store it, or why it is not one.
@@ -447,6 +454,7 @@ pub async fn ensure_role(target: &Client, db_user: &str) -> Result<bool, GrantEr
                 escape_identifier(db_user)
             ))
             .await?;
+        grantor::after_create(target, db_user).await?;
     }
     Ok(!exists)
 }
@@ -526,13 +534,7 @@ pub async fn grant_membership(
     {
         return Ok(false);
     }
-    target
-        .batch_execute(&format!(
-            "GRANT {} TO {}",
-            escape_identifier(role),
-            escape_identifier(db_user)
-        ))
-        .await?;
+    grantor::grant(target, db_user, role).await?;
     Ok(true)
 }
 
@@ -588,13 +590,7 @@ async fn revoke_membership(target: &Client, db_user: &str, role: &str) -> Result
             .await?
             .get(0));
     }
-    target
-        .batch_execute(&format!(
-            "REVOKE {} FROM {}",
-            escape_identifier(role),
-            escape_identifier(db_user)
-        ))
-        .await?;
+    grantor::revoke(target, db_user, role).await?;
     Ok(true)
 }
 
@@ -937,6 +933,21 @@ mod tests {
             grant_role("o'brien+\"x\"@ex-ample.com", "o18c5f3a2b4d"),
         ] {
             assert!(shape(&role), "{role}");
+        }
+    }
+
+    #[test]
+    fn two_operator_grants_in_one_millisecond_get_two_roles() {
+        let now = Utc::now();
+        let (a, b) = (operator_key(now), operator_key(now));
+        assert_ne!(a, b, "two operator grants made at {now} share a role key");
+        let millis = format!("o{:x}", now.timestamp_millis());
+        assert!(a.starts_with(&millis) && a.len() == millis.len() + 8, "{a}");
+        let long = format!("{}@example.com", "a".repeat(300));
+        for email in ["alice@example.com", long.as_str()] {
+            let (ra, rb) = (grant_role(email, &a), grant_role(email, &b));
+            assert_ne!(ra, rb);
+            assert!(ra.len() <= MAX_IDENTIFIER, "{ra}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The approvals app's database login from the attacker's side (issue 17, item 4), on the
-//! harness's PostgreSQL 15: with the login's own credentials, whoever holds them (the app,
-//! or anyone who took its secret) tries to exceed its job. Provisioning goes through the
+//! harness's PostgreSQL (15, and 18 in `make test-pg18`; grantors.rs for what 16+ changes):
+//! with the login's own credentials, whoever holds them (the app, or anyone who took its
+//! secret) tries to exceed its job. Provisioning goes through the
 //! `dbgw_provision` functions (db/provisioner.sql), owned by the NOLOGIN `dbgw_provisioner`;
 //! the login holds EXECUTE on them and nothing else on the server.
 
@@ -8,8 +9,8 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use dbgw_db::testing::TestDb;
 use grants::{GrantError, NewGrant, SecretLayout};
+use testkit::TestDb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -274,7 +275,7 @@ async fn the_interface_refuses_roles_that_are_not_a_persons() {
 
 /// What the login is for still works, as the login: a person's role made, given a password
 /// and a catalogue role, logged in, then taken back and its session ended; the rotation's
-/// password change for a person (`dbgw_db::schema::set_password`, as the app's login on the
+/// password change for a person (`pg_connect::set_password`, as the app's login on the
 /// control plane) goes through the same interface.
 #[tokio::test]
 async fn the_app_login_provisions_and_ends_access_through_the_interface() {
@@ -340,11 +341,11 @@ async fn the_app_login_provisions_and_ends_access_through_the_interface() {
 
     // The rotation function sets a person's password as the app's login, on the control
     // plane's database; another role's it cannot.
-    dbgw_db::schema::set_password(&control, &user, "rotated-password-1234567890")
+    pg_connect::set_password(&control, &user, "rotated-password-1234567890")
         .await
         .unwrap();
     assert!(
-        dbgw_db::schema::set_password(&control, "rates_api", "stolen-password-123")
+        pg_connect::set_password(&control, "rates_api", "stolen-password-123")
             .await
             .is_err()
     );

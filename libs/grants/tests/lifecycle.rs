@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use dbgw_db::testing::TestDb;
 use grants::{Check, GrantError, NewGrant, SecretLayout};
+use testkit::TestDb;
 
 /// grants::add with the test's secret layout.
 async fn add(

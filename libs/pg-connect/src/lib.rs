@@ -2,7 +2,11 @@
 //! how to trust it ([`TlsMode`]); [`Target::connector`] checks the policy once (plain TCP
 //! only to a loopback address) and builds the TLS set-up once; [`Connector::connect`] opens
 //! tokio-postgres connections with it. The proxy's own wire-level upstream uses the same
-//! policy through [`Target::check`].
+//! policy through [`Target::check`]. [`set_password`] sets a role's password as a verifier.
+
+mod password;
+
+pub use password::{set_password, SetPasswordError};
 
 use std::net::IpAddr;
 use std::path::PathBuf;

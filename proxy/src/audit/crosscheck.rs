@@ -72,11 +72,21 @@ impl Default for Options {
 pub struct RotationWitness {
     /// The rotation function's log (its JSON lines), to tell its test logins from
     /// bypasses (docs/proxy.md, "The rotation function's test logins").
-    #[arg(id = "rotation_log", long = "rotation-log", requires = "rotation_source")]
+    #[arg(
+        id = "rotation_log",
+        long = "rotation-log",
+        value_name = "FILE_OR_DIR",
+        requires = "rotation_source"
+    )]
     pub logs: Vec<PathBuf>,
     /// A network the rotation function connects from (CIDR; repeatable; its subnets,
     /// locally loopback).
-    #[arg(id = "rotation_source", long = "rotation-source", requires = "rotation_log")]
+    #[arg(
+        id = "rotation_source",
+        long = "rotation-source",
+        value_name = "CIDR",
+        requires = "rotation_log"
+    )]
     pub sources: Vec<ipnet::IpNet>,
 }
 

@@ -12,8 +12,8 @@ use crate::audit_session::{golden_session, ALICE};
 use crate::common::{Options, Stack};
 use dev_idp::DevIdp;
 use proxy::settings::Plaintext;
-use rotation::testing::Moto;
 use serde_json::{json, Value};
+use testkit::Moto;
 
 /// Copies the files of `from` into `to` (flat directories).
 fn copy_dir(from: &Path, to: &Path) {

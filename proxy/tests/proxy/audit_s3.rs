@@ -5,13 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::eventually_blocking;
 
 use crate::audit_session::golden_session;
 use crate::common::{audit_cli, Options, Stack};
 use dev_idp::DevIdp;
 use proxy::settings::Plaintext;
-use rotation::testing::Moto;
+use testkit::Moto;
 
 const BUCKET: &str = "dbgw-audit";
 
@@ -51,29 +52,23 @@ pub(crate) fn ship(moto: &Moto, audit: &Path, task: &str, approvals_head: &Path)
         .spawn()
         .expect("sh runs the shipper");
     let heartbeat = state.path().join("heartbeat");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !heartbeat.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the shipper stopped early"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the shipper's first round never ended"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually_blocking(
+        "the shipper's first round ends",
+        Duration::from_secs(120),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the shipper stopped early"
+            );
+            heartbeat.exists()
+        },
+    );
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the shipper did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = eventually_blocking("the shipper stops", Duration::from_secs(120), || {
+        child.try_wait().unwrap()
+    });
     assert!(status.success(), "the shipper failed: {status}");
 }
 

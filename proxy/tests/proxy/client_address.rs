@@ -3,7 +3,8 @@
 //! here, from 127.0.0.2, and clients come from other loopback addresses. The audit names the
 //! client, the start-up limit counts per client, and nobody else can claim an address.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::eventually;
 
 use crate::common::balancer::Balancer;
 use crate::common::wire::exchange;
@@ -50,14 +51,15 @@ async fn clients_behind_a_proxy_protocol_balancer_keep_their_own_address() {
     // The balancer connects to the proxy and sends their headers on its own time: wait
     // until the proxy holds both slots, then a third start-up from there is refused.
     let idle_address = "127.0.0.4".parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while replica.ctx.handshakes.starting(idle_address) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the balancer never brought both idle connections to the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the balancer brings both idle connections to the proxy",
+        Duration::from_secs(20),
+        async || match replica.ctx.handshakes.starting(idle_address) {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} starting")),
+        },
+    )
+    .await;
     let mut third = RawClient::connect_from(balancer.addr, "127.0.0.4").await;
     match third.recv().await {
         Some((b'E', body)) => assert_eq!(common::sqlstate(&body), "53300"),

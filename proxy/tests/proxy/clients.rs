@@ -222,13 +222,17 @@ async fn psql_cancel_reaches_the_right_backend() {
     let started = std::time::Instant::now();
     let child = psql.spawn().unwrap();
     // Wait until the statement runs (its record is written before it is forwarded).
-    while !stack
-        .records()
-        .iter()
-        .any(|r| r["statement"] == "SELECT pg_sleep(30)")
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    testkit::eventually(
+        "the statement's record",
+        std::time::Duration::from_secs(10),
+        async || {
+            stack
+                .records()
+                .iter()
+                .any(|r| r["statement"] == "SELECT pg_sleep(30)")
+        },
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // psql turns SIGINT into a CancelRequest on a new connection, with the proxy's key.
     unsafe {

@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::eventually;
 
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -86,18 +87,17 @@ pub(crate) async fn server_log_settled(stack: &Stack, marker: &str) {
         .simple_query(&format!("SELECT '{marker}'"))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
     let dir = stack.pgaudit_dir();
-    while !server_log(&dir)
-        .iter()
-        .any(|l| l["message"].as_str().is_some_and(|m| m.contains(marker)))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the server log did not get {marker}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("the server log gets {marker}"),
+        Duration::from_secs(10),
+        async || {
+            server_log(&dir)
+                .iter()
+                .any(|l| l["message"].as_str().is_some_and(|m| m.contains(marker)))
+        },
+    )
+    .await;
 }
 
 fn psql(stack: &Stack, creds: &secret_store::DbCredentials, args: &[&str]) -> std::process::Output {
@@ -689,7 +689,7 @@ fn crosscheck_rotation(audit: &Path, pgaudit: &Path, log: &Path, sources: &[&str
 /// configured network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
-    use rotation::testing::Moto;
+    use testkit::Moto;
     use tracing::instrument::WithSubscriber;
     const APP: &str = "dbgw/rates-api";
     const MASTER: &str = "dbgw/postgres-admin";
@@ -710,7 +710,7 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
     moto.client()
         .create_secret()
         .name(MASTER)
-        .secret_string(rotation::testing::layout(&host, port, &admin, "postgres", None).to_string())
+        .secret_string(testkit::moto::layout(&host, port, &admin, "postgres", None).to_string())
         .send()
         .await
         .unwrap();
@@ -718,7 +718,7 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
         .put_secret_value()
         .secret_id(APP)
         .secret_string(
-            rotation::testing::layout(&host, port, &stack.app, "rates", Some(MASTER)).to_string(),
+            testkit::moto::layout(&host, port, &stack.app, "rates", Some(MASTER)).to_string(),
         )
         .send()
         .await

@@ -1,9 +1,9 @@
 //! The documentation keeps up with the code: every configuration key, metric, metric label
 //! and label value the proxy has is in docs/proxy.md.
 
-use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 use proxy::metrics::{CancelRoute, Closed, ConnectionResult, ErrorKind, Metrics};
 use proxy::settings::Settings;
+use testkit::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 
 const DOC: &str = "docs/proxy.md";
 

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use testkit::eventually;
 
 use crate::common::balancer::Balancer;
 use crate::common::{audit_cli, Options, RawClient, Replica, Stack};
@@ -83,7 +84,6 @@ impl Fleet {
     /// Waits until no replica has a session (each writes its last record as it goes),
     /// then writes every buffered record.
     async fn flush(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
         let open = || {
             self.stack.ctx.sessions.count()
                 + self
@@ -92,10 +92,15 @@ impl Fleet {
                     .map(|r| r.ctx.sessions.count())
                     .sum::<usize>()
         };
-        while open() > 0 {
-            assert!(Instant::now() < deadline, "sessions still open after 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "every session ends",
+            Duration::from_secs(10),
+            async || match open() {
+                0 => Ok(()),
+                n => Err(format!("{n} open")),
+            },
+        )
+        .await;
         self.stack.flush();
         for r in &self.others {
             r.ctx.audit.flush().unwrap();
@@ -125,11 +130,15 @@ impl Fleet {
 
     /// Waits (15 s at most) until `dbgw_proxy_grants_listening` is `value` on every replica.
     async fn wait_listening(&self, value: u64, why: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.metric("grants_listening", "").await != vec![value; REPLICAS] {
-            assert!(Instant::now() < deadline, "{why}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(why, Duration::from_secs(15), async || {
+            let seen = self.metric("grants_listening", "").await;
+            if seen == vec![value; REPLICAS] {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        })
+        .await;
     }
 
     async fn stop(self) {
@@ -179,8 +188,7 @@ async fn start_sleep(stack: &Stack, c: &mut RawClient, secs: u32) {
     let sql = format!("SELECT pg_sleep({secs}) -- {}", rand::random::<u32>());
     c.send(&crate::common::query_msg(&sql)).await.unwrap();
     let admin = stack.cluster.connect("postgres").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the query starts", Duration::from_secs(10), async || {
         let n: i64 = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
@@ -189,12 +197,9 @@ async fn start_sleep(stack: &Stack, c: &mut RawClient, secs: u32) {
             .await
             .unwrap()
             .get(0);
-        if n == 1 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        n == 1
+    })
+    .await;
 }
 
 /// How the running query on `c` ended: its SQLSTATE, or "ok".

@@ -361,7 +361,7 @@ async fn vertical_tabs_around_password_do_not_leak_it() {
 
 async fn proxy_test_restore(admin: &tokio_postgres::Client, stack: &Stack) {
     use secrecy::ExposeSecret;
-    dbgw_db::schema::set_password(
+    pg_connect::set_password(
         admin,
         &stack.writer.username,
         stack.writer.password.expose_secret(),

@@ -383,7 +383,7 @@ async fn differential(server: &mut Server, mut generator: Generator, cases: usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_splits_query_strings_as_postgresql_does() {
-    let db = dbgw_db::testing::TestDb::start().await;
+    let db = testkit::TestDb::start().await;
     let cluster = &db.cluster;
     let mut server = Server::connect(cluster).await;
     let cases = 3000;

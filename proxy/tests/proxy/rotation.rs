@@ -9,15 +9,16 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::eventually;
 
 use crate::common::{Options, Stack};
 use dev_idp::DevIdp;
 use rates_api::settings::TlsMode;
-use rotation::testing::Moto;
 use rotation::{local, Rotator};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, Stage};
 use serde_json::Value;
+use testkit::Moto;
 
 const APP: &str = "dbgw/rates-api";
 const MASTER: &str = "dbgw/postgres-admin";
@@ -32,7 +33,7 @@ async fn rotated(
     db: &str,
     master: Option<&str>,
 ) {
-    let value = rotation::testing::layout(
+    let value = testkit::moto::layout(
         stack.cluster.host(),
         stack.cluster.port(),
         creds,
@@ -94,7 +95,7 @@ async fn rates_api_serves_through_rotations_without_a_failure() {
         .create_secret()
         .name(MASTER)
         .secret_string(
-            rotation::testing::layout(
+            testkit::moto::layout(
                 stack.cluster.host(),
                 stack.cluster.port(),
                 &admin,
@@ -398,8 +399,7 @@ async fn a_persons_session_survives_a_rotation_of_their_role() {
         writeln!(stdin, "SELECT 'before', current_user;").unwrap();
     }
     let admin = stack.cluster.connect("postgres").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("psql logs in", Duration::from_secs(10), async || {
         let n: i64 = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
@@ -408,12 +408,9 @@ async fn a_persons_session_survives_a_rotation_of_their_role() {
             .await
             .unwrap()
             .get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "psql never logged in");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        n > 0
+    })
+    .await;
 
     // The person's role rotates (single user): the old password no longer logs in.
     local::rotate(&rotator(&moto, &stack), &secret)

@@ -4,6 +4,7 @@
 //! grant extended in the control plane keeps its sessions open, on the same backend.
 
 use std::time::{Duration, Instant};
+use testkit::eventually;
 
 use crate::common::{query_msg, sqlstate, Options, RawClient, Stack};
 use dev_idp::DevIdp;
@@ -76,11 +77,15 @@ async fn backends(admin: &tokio_postgres::Client, role: &str) -> i64 {
 
 /// Waits (with a generous deadline) until `role` has no server process left.
 async fn no_backend_left(admin: &tokio_postgres::Client, role: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backends(admin, role).await > 0 {
-        assert!(Instant::now() < deadline, "{role} still has a backend");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("{role} has no backend left"),
+        Duration::from_secs(5),
+        async || match backends(admin, role).await {
+            0 => Ok(()),
+            n => Err(format!("{n} backends")),
+        },
+    )
+    .await;
 }
 
 /// The `disconnect` record of the session with this application name, once written.
@@ -268,14 +273,12 @@ async fn a_long_statement_a_slow_copy_and_a_pg_dump_are_not_idle() {
 
     // And yet the limits are on: the person, idle during the dump, and an idle service are
     // closed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !client.is_closed() {
-        assert!(
-            Instant::now() < deadline,
-            "the idle person was never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the idle person is closed",
+        Duration::from_secs(10),
+        async || client.is_closed(),
+    )
+    .await;
     let mut service = RawClient::login(stack.addr, &stack.app, "idle-service").await;
     let (_, body) = loop {
         let (tag, body) = service.recv().await.expect("the service's FATAL");
@@ -434,15 +437,15 @@ async fn an_extended_grant_keeps_its_session_and_a_shortened_one_ends_it() {
     let shortened = Instant::now();
     let moved = chrono::Utc::now() + chrono::Duration::seconds(3);
     assert!(grants::set_end(&control, grant.id, moved).await.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !client.is_closed() {
-        assert!(
-            Instant::now() < deadline,
-            "the shortened grant never closed the session"
-        );
-        let _ = client.simple_query("SELECT 1").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the shortened grant closes the session",
+        Duration::from_secs(15),
+        async || {
+            let _ = client.simple_query("SELECT 1").await;
+            client.is_closed()
+        },
+    )
+    .await;
     assert!(
         shortened.elapsed() >= Duration::from_millis(2500),
         "closed too early"
@@ -494,14 +497,12 @@ async fn psql_shows_the_notice_and_the_reason() {
     stdin.flush().unwrap();
 
     // The proxy closes the idle session while psql waits for its next line.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while closed_metric(&stack, "idle") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the idle session was never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the idle session is closed",
+        Duration::from_secs(20),
+        async || closed_metric(&stack, "idle") > 0,
+    )
+    .await;
     writeln!(stdin, "SELECT 'after' AS phase;").unwrap();
     drop(stdin);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())

@@ -5,6 +5,7 @@
 use crate::common;
 
 use std::time::{Duration, Instant};
+use testkit::eventually;
 
 use crate::common::{executions, public_pem, signing_key, Options, Stack};
 use base64::Engine;
@@ -425,11 +426,10 @@ async fn revoking_a_grant_closes_open_sessions_within_seconds() {
             .unwrap()
             .get::<_, i64>(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while backends().await == 0 {
-        assert!(Instant::now() < deadline, "psql never logged in");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("psql logs in", Duration::from_secs(10), async || {
+        backends().await > 0
+    })
+    .await;
 
     let control = stack.cluster.connect("dbgw").await.unwrap();
     let target = stack.cluster.connect("postgres").await.unwrap();
@@ -443,13 +443,16 @@ async fn revoking_a_grant_closes_open_sessions_within_seconds() {
     )
     .await
     .unwrap();
-    while backends().await > 0 {
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(5),
-            "the session outlived its grant"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Within 5 s of the revocation, not of this line.
+    eventually(
+        "the session ends within 5 s of its grant's revocation",
+        Duration::from_secs(5).saturating_sub(revoked_at.elapsed()),
+        async || match backends().await {
+            0 => Ok(()),
+            n => Err(format!("{n} backends")),
+        },
+    )
+    .await;
 
     // psql learns why at its next statement.
     {
@@ -505,18 +508,19 @@ async fn a_session_ends_at_its_grants_expiry_even_without_the_control_plane() {
         .await
         .unwrap();
 
-    let err = loop {
-        match client.simple_query("SELECT 1").await {
-            Ok(_) => {
-                assert!(
-                    chrono::Utc::now() < expires + chrono::Duration::seconds(2),
-                    "the session outlived its grant"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => break e,
-        }
-    };
+    // By the grant's end (with slack), not within some time of this line.
+    let limit = (expires + chrono::Duration::seconds(2) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let err = eventually(
+        "the session ends at its grant's expiry",
+        limit,
+        async || match client.simple_query("SELECT 1").await {
+            Ok(_) => Err("the session still answers"),
+            Err(e) => Ok(e),
+        },
+    )
+    .await;
     // The proxy's FATAL reaches either the query in flight or, between queries, only the
     // connection (which the next query finds closed).
     match err.as_db_error() {
@@ -572,35 +576,36 @@ async fn a_revoked_session_ends_within_seconds_even_when_the_client_stops_readin
         c.send(&[parse("", after), bind(""), execute(), sync()].concat()),
     )
     .await;
-    while stack.ctx.sessions.count() > 0 {
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(5),
-            "a client that stopped reading kept its revoked session"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let backends = target
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-            &[&grant.db_user],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut backends = backends;
-    while backends > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        backends = target
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-                &[&grant.db_user],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-    }
-    assert_eq!(backends, 0, "the database session was not ended");
+    // Within 5 s of the revocation, not of this line.
+    eventually(
+        "a client that stopped reading loses its revoked session within 5 s",
+        Duration::from_secs(5).saturating_sub(revoked_at.elapsed()),
+        async || match stack.ctx.sessions.count() {
+            0 => Ok(()),
+            n => Err(format!("{n} sessions")),
+        },
+    )
+    .await;
+    eventually(
+        "the database session is ended",
+        Duration::from_secs(5),
+        async || {
+            let backends = target
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                    &[&grant.db_user],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+            if backends == 0 {
+                Ok(())
+            } else {
+                Err(format!("{backends} backends"))
+            }
+        },
+    )
+    .await;
     let rates = stack.cluster.connect("rates").await.unwrap();
     let ran: i64 = rates
         .query_one(

@@ -3,7 +3,8 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::eventually;
 
 use crate::common::spawn_app;
 
@@ -32,19 +33,16 @@ async fn answers_are_cached_until_the_data_changes() {
     assert_eq!(day().await["count"], 3);
 
     // Once the change listener is up, repeating the question is a cache hit.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before = hits(&app).await;
-        assert_eq!(day().await["count"], 3);
-        if hits(&app).await > before {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the answer was never served from the cache"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the answer is served from the cache",
+        Duration::from_secs(10),
+        async || {
+            let before = hits(&app).await;
+            assert_eq!(day().await["count"], 3);
+            hits(&app).await > before
+        },
+    )
+    .await;
 
     // A new price: the next answers include it, computed afresh.
     app.db
@@ -68,19 +66,20 @@ async fn answers_are_cached_until_the_data_changes() {
         (r.get(0), r.get(1))
     };
     assert_eq!(count, 4);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let now = day().await;
-        if now["count"] == 4 {
-            assert_eq!(now["price"].as_f64().unwrap(), sum as f64 / count as f64);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a stale answer outlived the change: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let now = eventually(
+        "an answer with the change (no stale one outlives it)",
+        Duration::from_secs(2),
+        async || {
+            let now = day().await;
+            if now["count"] == 4 {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await;
+    assert_eq!(now["price"].as_f64().unwrap(), sum as f64 / count as f64);
     app.stop().await;
 }
 

@@ -1,8 +1,8 @@
 //! The documentation keeps up with the code: every configuration key, metric and metric
 //! label of rates-api is in docs/rates-api.md.
 
-use dbgw_db::testing::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 use rates_api::Settings;
+use testkit::{assert_deployed_keys, assert_documented, config_keys, metric_names};
 
 use crate::common::spawn_app;
 

@@ -1,6 +1,7 @@
 //! Health checks, the root route, unknown paths and metrics.
 
 use std::time::{Duration, Instant};
+use testkit::eventually;
 
 use crate::common::spawn_app;
 
@@ -38,18 +39,15 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
         .await
         .unwrap()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = app.get("/health/ready").await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready again 10 s after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "ready again after the restart",
+        Duration::from_secs(10),
+        async || match app.get("/health/ready").await.0 {
+            200 => Ok(()),
+            status => Err(status),
+        },
+    )
+    .await;
     let got = app
         .rates("2021-01-05", "2021-01-05", "CNGGZ", "EETLL")
         .await;

@@ -2,7 +2,8 @@
 //! connections at once, finishes the request in flight with correct data, and exits 0.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::{eventually, eventually_blocking};
 
 use crate::common::{assert_day, expected_totals, http_client, Db};
 use secrecy::ExposeSecret;
@@ -16,14 +17,6 @@ impl Drop for Guard {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-    }
-}
-
-async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -138,17 +131,11 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
         assert_day(&db.admin, g, e).await;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let exit = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 5 s after the last request"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = eventually_blocking(
+        "the binary exits after the last request",
+        Duration::from_secs(5),
+        || child.0.try_wait().unwrap(),
+    );
     assert_eq!(exit.code(), Some(0), "{exit:?}");
 
     // The logs tell what happened and never hold the password, even at debug level.

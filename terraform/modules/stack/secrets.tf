@@ -82,6 +82,17 @@ resource "aws_secretsmanager_secret" "approvals_oidc" {
   recovery_window_in_days = 30
 }
 
+# The bearer token the identity provider deprovisions people with (SCIM), when enabled:
+# generated and set by its administrators (`openssl rand -hex 32`), the same in the provider.
+resource "aws_secretsmanager_secret" "approvals_scim" {
+  # checkov:skip=CKV2_AWS_57: the token is shared with the identity provider and replaced there and here together; Secrets Manager only carries it.
+  count                   = var.approvals_scim_enabled ? 1 : 0
+  name                    = "${local.secret_prefix}/approvals-scim"
+  description             = "SCIM bearer token of the approvals app, {\"token\": \"...\"} (value set by the IdP administrators)"
+  kms_key_id              = module.secrets_key.arn
+  recovery_window_in_days = 30
+}
+
 module "rotation" {
   source               = "../rotation"
   name                 = local.name

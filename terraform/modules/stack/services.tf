@@ -232,10 +232,10 @@ data "aws_iam_policy_document" "approvals_task" {
   statement {
     sid     = "OwnLogins"
     actions = local.own_secret_read.actions
-    resources = [
+    resources = concat([
       aws_secretsmanager_secret.db["approvals"].arn,
       aws_secretsmanager_secret.approvals_oidc.arn,
-    ]
+    ], aws_secretsmanager_secret.approvals_scim[*].arn)
   }
   # People's secrets: made on approval, deleted when the last grant ends, rotated by the function.
   statement {
@@ -322,7 +322,7 @@ module "approvals" {
   memory          = var.approvals_memory
   container_ports = [8080]
   health_port     = 8080
-  environment = {
+  environment = merge({
     APPROVALS_LISTEN                 = "0.0.0.0:8080"
     APPROVALS_PUBLIC_URL             = "https://approvals.${var.domain}"
     APPROVALS_CONTROL__HOST          = module.database.address
@@ -344,7 +344,13 @@ module "approvals" {
     APPROVALS_SECRETS__RECOVERY_WINDOW_DAYS = "7"
     APPROVALS_LOG__FORMAT                   = "json"
     APPROVALS_AUDIT__LOCATION               = "s3://${module.audit_bucket.bucket}/${var.environment}"
-  }
+    }, {
+    # The SCIM endpoint, when enabled (docs/approvals.md, "Deprovisioning (SCIM)").
+    for k, v in {
+      APPROVALS_SCIM__ENABLED = "true"
+      APPROVALS_SCIM__SECRET  = one(aws_secretsmanager_secret.approvals_scim[*].name)
+    } : k => v if var.approvals_scim_enabled
+  })
   secrets_kms_key_arn = module.secrets_key.arn
   task_policy_json    = data.aws_iam_policy_document.approvals_task.json
   volumes             = [{ name = "run", path = "/run/dbgw" }]

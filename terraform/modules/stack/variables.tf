@@ -29,6 +29,12 @@ variable "approvals_oidc_client_id" {
   default = "dbgw-approvals"
 }
 
+variable "approvals_scim_enabled" {
+  description = "Turn on the approvals app's SCIM endpoint (docs/approvals.md, \"Deprovisioning (SCIM)\"): creates the approvals-scim secret, whose value {\"token\": \"...\"} the identity provider's administrators set, and gives the task its ARN."
+  type        = bool
+  default     = false
+}
+
 variable "images" {
   description = "Container images by digest or immutable tag (README: make images, push)."
   type = object({

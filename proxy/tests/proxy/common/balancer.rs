@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Balancer {
     pub addr: SocketAddr,
@@ -50,11 +50,9 @@ impl Balancer {
             .spawn()
             .expect("haproxy runs (scripts/install.sh test installs it)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        testkit::eventually_blocking("haproxy answers", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr)
+        });
         Balancer {
             addr,
             child,

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use dbgw_db::testing::{Served, TestDb};
 use dbgw_db::Cluster;
 use dev_idp::DevIdp;
 use proxy::audit::Durability;
@@ -20,6 +19,7 @@ use proxy::settings::{Plaintext, Settings};
 use secrecy::ExposeSecret;
 use secret_store::{DbCredentials, SecretStore};
 use serde_json::Value;
+use testkit::{Served, TestDb};
 
 pub struct Stack {
     pub cluster: Arc<Cluster>,
@@ -253,14 +253,15 @@ impl Stack {
 
     /// Waits until no session is open (each writes its last record before it goes).
     pub async fn sessions_ended(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.ctx.sessions.count() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sessions still open after 10 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        testkit::eventually(
+            "every session ends",
+            std::time::Duration::from_secs(10),
+            async || match self.ctx.sessions.count() {
+                0 => Ok(()),
+                n => Err(format!("{n} open")),
+            },
+        )
+        .await;
     }
 
     /// Every audit record so far, in order.

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbgw_db::testing::{Served, TestDb};
 use dbgw_db::Cluster;
 use rates_api::settings::TlsMode;
 use rates_api::{Application, Settings};
 use secret_store::{DbCredentials, SecretStore};
 use serde_json::Value;
+use testkit::{Served, TestDb};
 
 pub const SECRET_ID: &str = "dbgw/rates-api";
 

@@ -1,10 +1,9 @@
-//! Test support shared by the workspace's rotation tests: a moto server (the Secrets Manager
-//! emulator) per test, a client for it with static credentials, and secrets with rotation
-//! enabled in the AWS layout.
+//! A moto server (the Secrets Manager emulator) per test, a client for it with static
+//! credentials, and secrets with rotation enabled in the AWS layout.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_secretsmanager::Client;
@@ -33,14 +32,10 @@ impl Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::eventually("moto_server answers", Duration::from_secs(30), async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+        })
+        .await;
         moto
     }
 

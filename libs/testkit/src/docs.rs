@@ -1,115 +1,11 @@
-//! What every crate's integration tests share, so that a test reads as what it checks: a
-//! throwaway cluster started off the async runtime's threads (cloned from the template, see
-//! [`Cluster`]), a temporary file secret store with logins in it, a served task that stops on
-//! request, and logs behind an environment variable (`DBGW_TEST_LOG=debug`).
+//! Checks that the documentation and the deployment name what the code has: every
+//! configuration key and metric documented, every deployed variable a key.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::{Arc, Once};
 
-use secret_store::{DbCredentials, FileStore, SecretStore};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-use crate::Cluster;
-
-/// A throwaway cluster with the rates data and a temporary secret store beside it.
-pub struct TestDb {
-    pub cluster: Arc<Cluster>,
-    /// Removed when the test ends; the secret store lives in `secrets/` inside it.
-    pub dir: tempfile::TempDir,
-    pub store: SecretStore,
-}
-
-impl TestDb {
-    pub async fn start() -> TestDb {
-        Self::start_with(crate::cluster::Options::default()).await
-    }
-
-    /// [`TestDb::start`] with a cluster started with `options` (pgaudit on, for one).
-    pub async fn start_with(options: crate::cluster::Options) -> TestDb {
-        init_logs();
-        // Starting a cluster waits on processes: not on the runtime's threads.
-        let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
-            .await
-            .expect("the cluster start-up thread")
-            .expect("start a throwaway cluster (PostgreSQL's server packages: `make test` installs them)");
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = SecretStore::File(FileStore::new(dir.path().join("secrets")));
-        TestDb {
-            cluster: Arc::new(cluster),
-            dir,
-            store,
-        }
-    }
-
-    pub fn secrets_dir(&self) -> PathBuf {
-        self.dir.path().join("secrets")
-    }
-
-    /// Gives `role` a fresh password and stores the login as secret `secret_id`.
-    pub async fn login(&self, role: &str, secret_id: &str) -> DbCredentials {
-        let creds = self
-            .cluster
-            .login_for(role)
-            .await
-            .unwrap_or_else(|e| panic!("a login for {role}: {e:#}"));
-        self.store
-            .put_db_credentials(secret_id, &creds)
-            .await
-            .unwrap_or_else(|e| panic!("storing {secret_id}: {e}"));
-        creds
-    }
-}
-
-/// The future a served task gets: it resolves when the test asks the task to stop.
-pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A task serving for a test (an app, the proxy) that stops when asked, as on SIGTERM.
-pub struct Served<T> {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<T>>,
-}
-
-impl<T: Send + 'static> Served<T> {
-    /// Spawns `run(stop)`; `stop` resolves at [`Served::stop`] (or when this is dropped).
-    pub fn spawn<Fut>(run: impl FnOnce(StopSignal) -> Fut) -> Served<T>
-    where
-        Fut: Future<Output = T> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel::<()>();
-        let stopped: StopSignal = Box::pin(async move {
-            let _ = rx.await;
-        });
-        Served {
-            stop: Some(tx),
-            task: Some(tokio::spawn(run(stopped))),
-        }
-    }
-
-    /// Signals the task to stop and waits for what it returns.
-    pub async fn stop(mut self) -> T {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let task = self.task.take().expect("stopped once");
-        task.await.expect("the served task panicked")
-    }
-}
-
-/// Logs of the code under test, for a failing test's reader: off unless `DBGW_TEST_LOG` is
-/// set (to a `tracing` filter such as `debug` or `proxy=trace`).
-pub fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if let Ok(level) = std::env::var("DBGW_TEST_LOG") {
-            startup::telemetry::init(&startup::telemetry::LogSettings {
-                level,
-                format: startup::telemetry::LogFormat::Text,
-            });
-        }
-    });
+/// The workspace's root (this crate is `libs/testkit`), where the docs and the deployment are.
+pub fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Every configuration key of `settings` (its defaults, serialised) as a dotted path, e.g.
@@ -179,7 +75,7 @@ pub fn metric_names(exposition: &str) -> (Vec<String>, Vec<String>) {
 /// Fails naming every `word` that `doc` (a path from the workspace root) does not contain in
 /// backticks, so that a key or metric added to the code without its documentation fails.
 pub fn assert_documented(doc: &str, what: &str, words: &[String]) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = workspace_root();
     let text =
         std::fs::read_to_string(root.join(doc)).unwrap_or_else(|e| panic!("reading {doc}: {e}"));
     let missing: Vec<&String> = words
@@ -197,7 +93,7 @@ pub fn assert_documented(doc: &str, what: &str, words: &[String]) {
 /// of the `maps`: a misspelt name would stop the service at start-up, since configuration
 /// refuses unknown keys, and only in AWS. `<prefix>CONFIG` (the file) is not a key.
 pub fn assert_deployed_keys(prefix: &str, keys: &[String], maps: &[&str]) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = workspace_root();
     let mut files = vec![root.join("compose.yaml")];
     let mut dirs = vec![root.join("terraform"), root.join("deploy")];
     while let Some(dir) = dirs.pop() {
