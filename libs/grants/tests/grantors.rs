@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use dbgw_db::testing::TestDb;
+use testkit::TestDb;
 use grants::{NewGrant, SecretLayout};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
