@@ -88,7 +88,7 @@ async fn catalogue(State(app): State<App>, headers: HeaderMap) -> ApiResult {
 async fn mine(State(app): State<App>, headers: HeaderMap) -> ApiResult {
     let actor = actor(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let requests = model::requests_where(&*control, "r.email = $1", &[&actor.email()]).await?;
+    let requests = model::requests_where(&**control, "r.email = $1", &[&actor.email()]).await?;
     Ok(Json(json!({"requests": requests})).into_response())
 }
 
@@ -108,9 +108,9 @@ async fn detail(app: &App, actor: &Actor, id: i64) -> Result<Value, Error> {
     let control = app.control.get().await?;
     Ok(json!({
         "request": req,
-        "decisions": model::decisions(&*control, id).await?,
-        "extensions": extension::of_request(&*control, id).await?,
-        "events": model::events_of(&*control, id).await?,
+        "decisions": model::decisions(&**control, id).await?,
+        "extensions": extension::of_request(&**control, id).await?,
+        "events": model::events_of(&**control, id).await?,
     }))
 }
 
@@ -218,8 +218,8 @@ async fn approver(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {
 async fn queue(State(app): State<App>, headers: HeaderMap) -> ApiResult {
     approver(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let requests = model::requests_with_status(&*control, &[Status::Pending]).await?;
-    let extensions = extension::pending(&*control).await?;
+    let requests = model::requests_with_status(&**control, &[Status::Pending]).await?;
+    let extensions = extension::pending(&**control).await?;
     Ok(Json(json!({"requests": requests, "extensions": extensions})).into_response())
 }
 
@@ -227,7 +227,7 @@ async fn active(State(app): State<App>, headers: HeaderMap) -> ApiResult {
     approver(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
     let requests =
-        model::requests_with_status(&*control, &[Status::Active, Status::Approved]).await?;
+        model::requests_with_status(&**control, &[Status::Active, Status::Approved]).await?;
     Ok(Json(json!({"requests": requests})).into_response())
 }
 
@@ -236,6 +236,6 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(q): Query<Afte
     approver(&app, &headers).await?;
     let control = app.control.get().await.map_err(Error::from)?;
     Ok(jsonl(
-        &model::events_after(&*control, q.after, 100_000).await?,
+        &model::events_after(&**control, q.after, 100_000).await?,
     ))
 }

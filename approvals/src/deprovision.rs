@@ -160,7 +160,7 @@ async fn revoke_operator_grants(app: &App, email: &str) -> Result<Vec<i64>> {
                 .await?;
         }
         model::record(
-            &*control,
+            &**control,
             None,
             Some(id),
             ACTOR,

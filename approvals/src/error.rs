@@ -82,8 +82,8 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
-impl From<deadpool::managed::PoolError<crate::db::ConnectError>> for Error {
-    fn from(e: deadpool::managed::PoolError<crate::db::ConnectError>) -> Self {
+impl From<crate::db::PoolError> for Error {
+    fn from(e: crate::db::PoolError) -> Self {
         Error::Unavailable(format!("the database is unavailable: {e}"))
     }
 }

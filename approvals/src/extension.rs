@@ -120,7 +120,7 @@ pub async fn pending(db: &impl GenericClient) -> Result<Vec<Extension>> {
 /// An extension the actor may see: their own, or any for an approver.
 pub async fn get(app: &App, actor: &Actor, id: i64) -> Result<Extension> {
     let control = app.control.get().await?;
-    match one(&*control, id, false).await? {
+    match one(&**control, id, false).await? {
         Some(e) if actor.approver || e.email == actor.email() => Ok(e),
         _ => Err(Error::NotFound(format!("There is no extension {id}."))),
     }

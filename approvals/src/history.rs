@@ -21,7 +21,7 @@ pub use grants::history::{export, hash, Exported, Head, Sealed, Verified};
 pub async fn connect(settings: &crate::Settings) -> anyhow::Result<tokio_postgres::Client> {
     tls_config::install_provider();
     let store = secret_store::SecretStore::from_settings(&settings.secrets);
-    crate::db::connect(&settings.control, &store, "dbgw-approvals-events")
+    crate::db::connect(&settings.control, store, "dbgw-approvals-events")
         .await
         .context("connecting to the control plane")
 }

@@ -5,9 +5,12 @@
 //! → [`workflow`] (the rules) → [`provision`] (making and ending access on the server) →
 //! [`extension`] (a later end for active access) → [`scheduler`] (start, expiry, retries) → [`web`] (pages) and [`api`] (JSON), which share
 //! [`body`] (reading bodies) and [`export`] (the history as JSON lines) → [`oidc`] and
-//! [`session`] (sign-in) → [`model`] (tables, events) → [`webhook`], [`metrics`], [`db`],
-//! [`error`]; [`history`] verifies the event chain. [`scim`] is the identity provider's
-//! provisioning endpoint; [`deprovision`] ends a deactivated person's access.
+//! [`session`] (sign-in) → [`model`] (tables, events) → [`webhook`], [`metrics`],
+//! [`health`] (readiness), [`db`], [`error`]; [`history`] verifies the event chain. [`scim`] is
+//! the identity provider's provisioning endpoint; [`deprovision`] ends a deactivated person's
+//! access. The
+//! `main` skeleton, health routes, request middleware, `[control]`/`[target]` settings and
+//! the pools come from the workspace's `service` crate, shared with rates-api.
 //!
 //! [`Application::build`] checks the configuration and the app's database login, binds the
 //! listener and returns; tests start the real app on port 0 and read [`Application::port`].
@@ -21,6 +24,7 @@ pub mod deprovision;
 pub mod error;
 pub mod export;
 pub mod extension;
+pub mod health;
 pub mod history;
 mod login_check;
 pub mod metrics;
@@ -85,8 +89,8 @@ impl Application {
         } else {
             None
         };
-        let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals")?;
-        let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals")?;
+        let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals").await?;
+        let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals").await?;
         login_check::check(&settings, &target).await?;
         let sessions = session::Sessions::new(
             control.clone(),
@@ -145,26 +149,11 @@ impl Application {
         let router = routes::router(self.app.clone());
         tracing::info!(port = self.port, "approvals listening");
         let grace = Duration::from_secs(self.app.settings.shutdown_grace_secs);
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        };
-        let drain_limit = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            served = axum::serve(self.listener, router).with_graceful_shutdown(signal) => served?,
-            () = drain_limit => tracing::warn!("requests still in flight after the grace period; stopping anyway"),
-        }
+        let served = service::serve::serve(self.listener, router, shutdown, grace).await;
         stop.cancel();
         let _ = scheduler.await;
         tracing::info!("approvals stopped");
-        Ok(())
+        Ok(served?)
     }
 }
 

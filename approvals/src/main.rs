@@ -132,44 +132,22 @@ fn events(settings: &Settings, action: Events) -> std::process::ExitCode {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("approvals: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let settings =
+        match service::binary::settings("approvals", Settings::load(cli.config.as_deref())) {
+            Ok(settings) => settings,
+            Err(code) => return code,
+        };
     if cli.print_config {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&settings).expect("settings serialize")
-        );
-        return std::process::ExitCode::SUCCESS;
+        return service::binary::print_config(&settings);
     }
     if let Some(Command::Events { action }) = cli.command {
         return events(&settings, action);
     }
-    startup::telemetry::init(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let stop = startup::shutdown::signal();
-        let app = Application::build(settings).await?;
-        app.run_until_stopped(stop).await
-    });
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "approvals failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let log = settings.log.clone();
+    service::binary::run("approvals", &log, 0, |stop| async move {
+        Application::build(settings)
+            .await?
+            .run_until_stopped(stop)
+            .await
+    })
 }

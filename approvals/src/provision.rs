@@ -188,7 +188,7 @@ async fn run_provisioning(
 
 async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Result<Outcome> {
     let control = app.control.get().await?;
-    let Some(req) = model::request(&*control, id, false).await? else {
+    let Some(req) = model::request(&**control, id, false).await? else {
         return Ok(Outcome::NotDue);
     };
     let now = Utc::now();
@@ -209,7 +209,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
     grants::check_owner(&control, &db_user, &req.email).await?;
     let log = |kind: &'static str, grant: Option<i64>, data: serde_json::Value| {
         let control = &control;
-        async move { model::record(&**control, Some(id), grant, SYSTEM, kind, data).await }
+        async move { model::record(&***control, Some(id), grant, SYSTEM, kind, data).await }
     };
     for step in STEPS {
         match step {
@@ -269,7 +269,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                 .await?;
             }
             Step::Grant => {
-                let approved_by: Vec<String> = model::decisions(&*control, id)
+                let approved_by: Vec<String> = model::decisions(&**control, id)
                     .await?
                     .into_iter()
                     .filter(|d| d.decision == Decision::Approve)
@@ -316,7 +316,7 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                     .query_one("SELECT grant_id FROM access_requests WHERE id = $1", &[&id])
                     .await?
                     .get(0);
-                if model::transition(&*control, id, req.status, Action::Activate).await? {
+                if model::transition(&**control, id, req.status, Action::Activate).await? {
                     log(
                         "access.active",
                         grant_id,
@@ -391,7 +391,7 @@ async fn run_end(app: &App, id: i64, wait: bool) -> Result<Outcome> {
 
 async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
     let control = app.control.get().await?;
-    let Some(req) = model::request(&*control, id, false).await? else {
+    let Some(req) = model::request(&**control, id, false).await? else {
         return Ok(Outcome::NotDue);
     };
     if !req.status.allows(Action::Finish) {
@@ -408,7 +408,7 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
     let by = req.ended_by.clone().unwrap_or_else(|| SYSTEM.into());
     let log = |kind: &'static str, data: serde_json::Value| {
         let control = &control;
-        async move { model::record(&**control, Some(id), req.grant_id, SYSTEM, kind, data).await }
+        async move { model::record(&***control, Some(id), req.grant_id, SYSTEM, kind, data).await }
     };
     if let Some(grant_id) = req.grant_id {
         let grant = grants::get(&control, grant_id).await?;
@@ -446,7 +446,7 @@ async fn finish_end_locked(app: &App, id: i64) -> Result<Outcome> {
         )
         .await?;
     }
-    model::transition(&*control, id, req.status, Action::Finish).await?;
+    model::transition(&**control, id, req.status, Action::Finish).await?;
     log("access.ended", json!({"reason": reason})).await?;
     if reason == "expired" {
         app.metrics.expiries.inc();

@@ -7,7 +7,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{api, cli_handoff, scim, web, App};
+use crate::{api, cli_handoff, health, scim, web, App};
 
 pub fn router(app: App) -> Router {
     let mut router = Router::new();
@@ -20,12 +20,16 @@ pub fn router(app: App) -> Router {
         .route("/auth/cli", get(cli_handoff::start))
         .route("/auth/cli/finish", get(cli_handoff::finish))
         .route("/api/v1/cli/token", post(cli_handoff::redeem))
+        .merge(service::health::routes(
+            get(health::ready),
+            get(health::metrics),
+        ))
         .fallback(web::not_found)
         .layer(DefaultBodyLimit::max(crate::body::LIMIT))
         .layer(middleware::map_response(web::security_headers))
         .layer(middleware::from_fn_with_state(
-            app.metrics.clone(),
-            crate::metrics::track,
+            app.metrics.http.clone(),
+            service::metrics::track,
         ))
         .with_state(app)
 }

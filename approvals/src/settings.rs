@@ -45,11 +45,8 @@ impl Default for Settings {
         Settings {
             listen: "127.0.0.1:8080".into(),
             public_url: "http://127.0.0.1:8080".into(),
-            control: DatabaseSettings::default(),
-            target: DatabaseSettings {
-                dbname: "postgres".into(),
-                ..DatabaseSettings::default()
-            },
+            control: database("dbgw"),
+            target: database("postgres"),
             oidc: OidcSettings::default(),
             sessions: SessionSettings::default(),
             catalogue: default_catalogue(),
@@ -68,7 +65,13 @@ impl Default for Settings {
 impl Settings {
     /// Defaults, then `file`, then the environment; refuses values that would only fail later.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-        let settings: Settings = startup::config::load(file, ENV_PREFIX)?;
+        // `statement_timeout_secs` became `statement_timeout_ms` when the services' database
+        // settings became one; the old key works, with a warning, for one more release.
+        let renamed: Vec<_> = service::database_renamed!("control")
+            .into_iter()
+            .chain(service::database_renamed!("target"))
+            .collect();
+        let settings: Settings = startup::config::load_renamed(file, ENV_PREFIX, &renamed)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -76,9 +79,7 @@ impl Settings {
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
         for (name, db) in [("control", &self.control), ("target", &self.target)] {
-            db.target()
-                .check()
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            db.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         }
         ensure!(
             self.public_url.starts_with("http://") || self.public_url.starts_with("https://"),
@@ -198,50 +199,14 @@ fn default_catalogue() -> Vec<Level> {
 }
 
 pub use pg_connect::TlsMode;
+pub use service::database::DatabaseSettings;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub tls: TlsMode,
-    /// CA bundle that signed the server certificate.
-    pub ca_file: PathBuf,
-    /// Id of the secret holding `{"username", "password"}` of the app's login.
-    pub secret: String,
-    pub pool_size: usize,
-    pub connect_timeout_secs: u64,
-    /// Server-side limit on one statement.
-    pub statement_timeout_secs: u64,
-}
-
-impl DatabaseSettings {
-    /// The server as the workspace's connect helper sees it (its TLS policy included).
-    pub fn target(&self) -> pg_connect::Target {
-        pg_connect::Target {
-            host: self.host.clone(),
-            port: self.port,
-            tls: self.tls,
-            ca_file: Some(self.ca_file.clone()),
-            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
-        }
-    }
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        DatabaseSettings {
-            host: "127.0.0.1".into(),
-            port: 5433,
-            dbname: "dbgw".into(),
-            tls: TlsMode::VerifyFull,
-            ca_file: PathBuf::from(".dev/pg/ca.crt"),
-            secret: "dbgw/approvals-db".into(),
-            pool_size: 8,
-            connect_timeout_secs: 5,
-            statement_timeout_secs: 10,
-        }
+/// The app's database defaults: the local stack's server, a statement (and a lock wait) at
+/// most ten seconds.
+fn database(dbname: &str) -> DatabaseSettings {
+    DatabaseSettings {
+        statement_timeout_ms: 10_000,
+        ..DatabaseSettings::local(dbname, "dbgw/approvals-db")
     }
 }
 
@@ -395,6 +360,32 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
         assert!(err.contains("approvals must be 1 to 10"), "{err}");
+    }
+
+    #[test]
+    fn the_database_sections_share_rates_apis_keys_and_the_old_seconds_key_still_works() {
+        let s = Settings::default();
+        assert_eq!(s.control.statement_timeout_ms, 10_000);
+        assert_eq!(s.target.max_lifetime_secs, 1800);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "[control]\nstatement_timeout_secs = 3\n[target]\nstatement_timeout_ms = 750\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&path)).unwrap();
+        assert_eq!(s.control.statement_timeout_ms, 3000);
+        assert_eq!(s.target.statement_timeout_ms, 750);
+
+        std::fs::write(
+            &path,
+            "[control]\nstatement_timeout_secs = 3\nstatement_timeout_ms = 750\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
+        assert!(err.contains("control.statement_timeout_secs"), "{err}");
     }
 }
 

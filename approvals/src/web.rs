@@ -6,7 +6,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -49,9 +49,6 @@ pub fn routes() -> Router<App> {
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))
         .route("/static/app.css", get(css))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
 }
 
 pub(crate) async fn security_headers(mut response: Response) -> Response {
@@ -257,7 +254,7 @@ async fn home(State(app): State<App>, jar: CookieJar) -> PageResult {
         Err(e) => return Err(e.into()),
     };
     let control = app.control.get().await.map_err(Error::from)?;
-    let requests = model::requests_where(&*control, "r.email = $1", &[&actor.email()]).await?;
+    let requests = model::requests_where(&**control, "r.email = $1", &[&actor.email()]).await?;
     let mut page = Chrome::new(
         "My requests and access",
         Some(&session),
@@ -421,9 +418,9 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
     let (mut session, actor) = signed_in(&app, &jar).await?;
     let req = workflow::get(&app, &actor, id).await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let decisions = model::decisions(&*control, id).await?;
-    let events = model::events_of(&*control, id).await?;
-    let extensions = crate::extension::of_request(&*control, id).await?;
+    let decisions = model::decisions(&**control, id).await?;
+    let events = model::events_of(&**control, id).await?;
+    let extensions = crate::extension::of_request(&**control, id).await?;
     let mine = req.email == actor.email();
     let policy = req
         .policy
@@ -501,7 +498,7 @@ async fn read_activity(app: &App, actor: &Actor, req: &Request) -> Result<Activi
     };
     let control = app.control.get().await.map_err(Error::from)?;
     model::record(
-        &*control,
+        &**control,
         Some(id),
         req.grant_id,
         actor.email(),
@@ -530,7 +527,7 @@ async fn activity_record(
     let (session, actor) = signed_in(&app, &jar).await?;
     let req = workflow::get(&app, &actor, id).await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let decisions = model::decisions(&*control, id).await?;
+    let decisions = model::decisions(&**control, id).await?;
     let missing = || {
         Error::NotFound(format!(
             "Request {id} has no such audit record that you can see."
@@ -547,7 +544,7 @@ async fn activity_record(
             .map_err(|e| Error::Internal(anyhow::anyhow!("reading the audit: {e}")))?
             .map_err(Error::Internal)?;
     model::record(
-        &*control,
+        &**control,
         Some(id),
         req.grant_id,
         actor.email(),
@@ -759,7 +756,7 @@ async fn approver_page(app: &App, jar: &CookieJar, title: &str) -> Result<(Sessi
 async fn queue(State(app): State<App>, jar: CookieJar) -> PageResult {
     let (_, page) = approver_page(&app, &jar, "Approval queue").await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let requests = model::requests_with_status(&*control, &[Status::Pending]).await?;
+    let requests = model::requests_with_status(&**control, &[Status::Pending]).await?;
     Ok(ListPage {
         page,
         intro: "Requests waiting for a decision, newest first. Open one to approve or deny it."
@@ -774,7 +771,7 @@ async fn active_grants(State(app): State<App>, jar: CookieJar) -> PageResult {
     let (_, page) = approver_page(&app, &jar, "Active access").await?;
     let control = app.control.get().await.map_err(Error::from)?;
     let requests =
-        model::requests_with_status(&*control, &[Status::Active, Status::Approved]).await?;
+        model::requests_with_status(&**control, &[Status::Active, Status::Approved]).await?;
     Ok(ListPage {
         page,
         intro: "Everyone's access that is active now or approved to start later. Open one to revoke it."
@@ -795,7 +792,7 @@ struct HistoryPage {
 async fn history(State(app): State<App>, jar: CookieJar) -> PageResult {
     let (_, page) = approver_page(&app, &jar, "History").await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    let events = model::recent_events(&*control, 500).await?;
+    let events = model::recent_events(&**control, 500).await?;
     Ok(HistoryPage { page, events }.into_response())
 }
 
@@ -803,7 +800,7 @@ async fn export(State(app): State<App>, jar: CookieJar, Query(q): Query<After>) 
     approver_page(&app, &jar, "History").await?;
     let control = app.control.get().await.map_err(Error::from)?;
     Ok(jsonl(
-        &model::events_after(&*control, q.after, 100_000).await?,
+        &model::events_after(&**control, q.after, 100_000).await?,
     ))
 }
 
@@ -811,7 +808,7 @@ async fn request_export(State(app): State<App>, jar: CookieJar, Path(id): Path<i
     let (_, actor) = signed_in(&app, &jar).await?;
     workflow::get(&app, &actor, id).await?;
     let control = app.control.get().await.map_err(Error::from)?;
-    Ok(jsonl(&model::events_of(&*control, id).await?))
+    Ok(jsonl(&model::events_of(&**control, id).await?))
 }
 
 // ---- sign-in ----------------------------------------------------------------------------
@@ -966,44 +963,6 @@ async fn css() -> Response {
 
 pub(crate) async fn not_found() -> Page {
     Page(Error::NotFound("There is no such page.".into()))
-}
-
-async fn live() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
-}
-
-/// Ready: the control plane answers and the identity provider's configuration is known.
-async fn ready(State(app): State<App>) -> Response {
-    let db = async {
-        let c = app.control.get().await.map_err(|e| e.to_string())?;
-        c.query_one("SELECT 1", &[])
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(())
-    };
-    let (db, idp) = tokio::join!(
-        tokio::time::timeout(std::time::Duration::from_secs(2), db),
-        app.oidc.ready()
-    );
-    let db_ok = matches!(db, Ok(Ok(())));
-    let body = serde_json::json!({"database": db_ok, "identity_provider": idp});
-    let status = if db_ok && idp {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-async fn metrics(State(app): State<App>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
 }
 
 /// Used by templates: times as `2026-12-01 10:30 UTC`.

@@ -152,7 +152,7 @@ pub async fn create(app: &App, actor: &Actor, new: NewRequest) -> Result<Request
 /// A request the actor may see: their own, or any for an approver.
 pub async fn get(app: &App, actor: &Actor, id: i64) -> Result<Request> {
     let control = app.control.get().await?;
-    let req = model::request(&*control, id, false).await?;
+    let req = model::request(&**control, id, false).await?;
     model::visible(req, id, actor.email(), actor.approver)
 }
 

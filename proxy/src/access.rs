@@ -136,11 +136,15 @@ impl Access {
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let creds = self.secrets.db_credentials(&self.settings.secret).await?;
         let client = self
             .settings
             .server(&self.upstream)
-            .connect(&self.settings.database, &creds, "dbgw-proxy")
+            .connect_with_secret(
+                &self.secrets,
+                &self.settings.secret,
+                &self.settings.database,
+                "dbgw-proxy",
+            )
             .await?;
         let client = Arc::new(client);
         *guard = Some(client.clone());
@@ -250,9 +254,15 @@ impl Access {
 
     /// One notification connection, until it ends.
     async fn listen_once(&self) -> Result<(), AccessError> {
-        let creds = self.secrets.db_credentials(&self.settings.secret).await?;
         let connector = self.settings.server(&self.upstream).connector()?;
-        let config = connector.config(&self.settings.database, &creds, LISTENER_APPLICATION);
+        let config = connector
+            .config_with_secret(
+                &self.secrets,
+                &self.settings.secret,
+                &self.settings.database,
+                LISTENER_APPLICATION,
+            )
+            .await?;
         let (client, mut messages, _driver) = connector.connect_listening(&config).await?;
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         self.set_listening(true);

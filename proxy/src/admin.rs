@@ -54,11 +54,15 @@ pub async fn grant(
     command: GrantCommand,
 ) -> anyhow::Result<()> {
     let secrets = SecretStore::from_settings(&settings.secrets);
-    let admin = secrets.db_credentials(admin_secret).await?;
     let control = settings
         .grants
         .server(&settings.upstream)
-        .connect(&settings.grants.database, &admin, "dbgw-proxy-admin")
+        .connect_with_secret(
+            &secrets,
+            admin_secret,
+            &settings.grants.database,
+            "dbgw-proxy-admin",
+        )
         .await?;
     let target = settings.upstream.target();
     match command {
@@ -71,7 +75,7 @@ pub async fn grant(
             by,
         } => {
             let target = target
-                .connect(&database, &admin, "dbgw-proxy-admin")
+                .connect_with_secret(&secrets, admin_secret, &database, "dbgw-proxy-admin")
                 .await?;
             let expires_at = until.unwrap_or_else(|| Utc::now() + Duration::days(days));
             // The admin login is the master that rotates the person's secret.
@@ -102,7 +106,7 @@ pub async fn grant(
         }
         GrantCommand::Revoke { id, reason, by } => {
             let target = target
-                .connect("postgres", &admin, "dbgw-proxy-admin")
+                .connect_with_secret(&secrets, admin_secret, "postgres", "dbgw-proxy-admin")
                 .await?;
             let g = grants::revoke(&control, &target, id, &by, &reason).await?;
             // The proxies close the grant's sessions with the reason within a round trip;

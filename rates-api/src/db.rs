@@ -1,28 +1,20 @@
-//! The database side: a connection pool whose new connections log in with the credentials
-//! currently in the secret store, and the one query the service runs.
-//!
-//! Password rotation works without a restart: a new connection reads the login from the store
-//! (reusing it for `credentials_ttl`; the `aws` store caches its reads too), a refused login
-//! rereads the secret once and tries again at once, and connections older than
-//! `max_lifetime` are closed instead of reused, a few at a time as they come of age. Existing
-//! sessions are not affected by a password change in PostgreSQL, so nothing breaks in
-//! between. With alternating users the login's user name changes too (`rates_api`,
-//! `rates_api_clone`): it is read from the secret with the password.
+//! The database side: the service's pool (`service::database::pool`, whose new connections
+//! log in with the credentials currently in the secret store, so rotation needs no restart;
+//! with alternating users the user name changes too, `rates_api` / `rates_api_clone`), the
+//! one query the service runs, and the change notifications that clear the cache.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::NaiveDate;
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use deadpool_postgres::ClientWrapper;
-use secret_store::{DbCredentials, SecretStore};
+use secret_store::SecretStore;
 use serde::Serialize;
-use tokio_postgres::error::SqlState;
+use service::database::pool::{self as shared, ConnectError};
 use tokio_postgres::types::Type;
 
 use crate::settings::DatabaseSettings;
 
-pub type Pool = managed::Pool<PgManager>;
+pub use service::database::pool::{reap_expired, Pool};
 
 /// The rates query: prices per day for every origin and destination port the two codes stand
 /// for, in one statement.
@@ -134,16 +126,9 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
 }
 
-impl From<managed::PoolError<ConnectError>> for DbError {
-    fn from(e: managed::PoolError<ConnectError>) -> Self {
-        use managed::PoolError;
-        DbError::Unavailable(match e {
-            PoolError::Timeout(kind) => format!("timed out getting a connection ({kind:?})"),
-            PoolError::Backend(e) => e.to_string(),
-            PoolError::Closed => "the pool is closed".into(),
-            PoolError::NoRuntimeSpecified => "the pool has no runtime".into(),
-            PoolError::PostCreateHook(e) => e.to_string(),
-        })
+impl From<shared::PoolError> for DbError {
+    fn from(e: shared::PoolError) -> Self {
+        DbError::Unavailable(shared::unavailable(&e))
     }
 }
 
@@ -157,13 +142,10 @@ pub async fn rates_totals(
 ) -> Result<Vec<(NaiveDate, i64, i64)>, DbError> {
     let conn = pool.get().await?;
     let statement = conn
-        .client
+        .cached()
         .prepare_typed_cached(RATES_SQL, RATES_TYPES)
         .await?;
-    let rows = conn
-        .client
-        .query(&statement, &[&from, &to, &orig, &dest])
-        .await?;
+    let rows = conn.query(&statement, &[&from, &to, &orig, &dest]).await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect::<Result<_, tokio_postgres::Error>>()
@@ -172,142 +154,7 @@ pub async fn rates_totals(
 
 /// A round trip through the pool, for readiness.
 pub async fn ping(pool: &Pool) -> Result<(), DbError> {
-    let conn = pool.get().await?;
-    conn.client.simple_query("SELECT 1").await?;
-    Ok(())
-}
-
-/// Why a new connection could not be opened. Never carries the password.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("reading the database login from the secret store: {0}")]
-    Secret(#[from] secret_store::Error),
-    #[error(transparent)]
-    Connect(#[from] pg_connect::ConnectError),
-    #[error("preparing the rates query: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
-}
-
-/// A pooled connection.
-pub struct PgConn {
-    /// Aborts the connection task when dropped; caches prepared statements.
-    pub client: ClientWrapper,
-    /// `max_lifetime` less up to a fifth, at random: connections opened together (at start,
-    /// after an outage) are retired one by one, not all at once.
-    lifetime: Duration,
-}
-
-fn jittered(max_lifetime: Duration) -> Duration {
-    max_lifetime.mul_f64(1.0 - rand::random::<f64>() * 0.2)
-}
-
-/// Opens connections with the login currently in the secret store.
-pub struct PgManager {
-    settings: DatabaseSettings,
-    connector: pg_connect::Connector,
-    store: SecretStore,
-    cached: tokio::sync::Mutex<Option<(Instant, Arc<DbCredentials>)>>,
-}
-
-impl PgManager {
-    /// Fails when the CA bundle cannot be read: that is configuration, not the database.
-    pub fn new(settings: DatabaseSettings, store: SecretStore) -> anyhow::Result<Self> {
-        let connector = settings.target().connector()?;
-        Ok(PgManager {
-            settings,
-            connector,
-            store,
-            cached: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    /// The login, from the cache while it is fresh, else from the store. The lock makes
-    /// concurrent connection attempts share one read of the store.
-    pub async fn credentials(&self) -> Result<Arc<DbCredentials>, secret_store::Error> {
-        let mut cached = self.cached.lock().await;
-        if let Some((read_at, creds)) = cached.as_ref() {
-            if read_at.elapsed() < self.settings.credentials_ttl() {
-                return Ok(creds.clone());
-            }
-        }
-        let creds = Arc::new(self.store.db_credentials(&self.settings.secret).await?);
-        *cached = Some((Instant::now(), creds.clone()));
-        Ok(creds)
-    }
-
-    /// Drops the cached login here and in the store, after a refused login.
-    async fn forget_credentials(&self) {
-        *self.cached.lock().await = None;
-        self.store.refresh(&self.settings.secret);
-    }
-
-    fn config(&self, creds: &DbCredentials) -> tokio_postgres::Config {
-        let s = &self.settings;
-        let mut config = self.connector.config(&s.dbname, creds, "rates-api");
-        // Sent in the startup packet: no extra round trip per connection. Read-only backs
-        // up the role's grants.
-        config.options(format!(
-            "-c statement_timeout={} -c default_transaction_read_only=on",
-            s.statement_timeout_ms
-        ));
-        config
-    }
-}
-
-impl managed::Manager for PgManager {
-    type Type = PgConn;
-    type Error = ConnectError;
-
-    async fn create(&self) -> Result<PgConn, ConnectError> {
-        // Boxed: the connect future is deep, and twice in one state machine it overflows
-        // the compiler's layout query limit.
-        match Box::pin(self.open()).await {
-            // The store may hold a newer login than the one we used: read it again, once.
-            Err(ConnectError::Connect(e)) if e.postgres().is_some_and(refused_login) => {
-                tracing::info!("database login refused; rereading the secret");
-                self.forget_credentials().await;
-                Box::pin(self.open()).await
-            }
-            other => other,
-        }
-    }
-
-    async fn recycle(&self, conn: &mut PgConn, metrics: &Metrics) -> RecycleResult<ConnectError> {
-        if conn.client.is_closed() {
-            return Err(RecycleError::message("connection closed"));
-        }
-        if metrics.age() >= conn.lifetime {
-            return Err(RecycleError::message("connection reached its max lifetime"));
-        }
-        Ok(())
-    }
-}
-
-/// A login refused for its credentials: wrong password (PostgreSQL), or refused by the
-/// proxy (which reports the database's refusal as `28000`).
-fn refused_login(e: &tokio_postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-    )
-}
-
-impl PgManager {
-    /// One connection attempt with the current login.
-    async fn open(&self) -> Result<PgConn, ConnectError> {
-        let creds = self.credentials().await?;
-        let config = self.config(&creds);
-        drop(creds);
-        let (client, task) = self.connector.connect(&config).await?;
-        let client = ClientWrapper::new(client, task);
-        // Prepared once here, so requests only execute it.
-        client.prepare_typed_cached(RATES_SQL, RATES_TYPES).await?;
-        tracing::debug!("opened a database connection");
-        Ok(PgConn {
-            client,
-            lifetime: jittered(self.settings.max_lifetime()),
-        })
-    }
+    shared::ping(pool).await.map_err(DbError::Unavailable)
 }
 
 /// Keeps a connection listening for `rates_changed` and clears `cache` at each
@@ -322,7 +169,7 @@ pub async fn watch_changes(pool: Pool, cache: Arc<crate::cache::Cache>) {
             Ok(creds) => {
                 let mut config = manager.config(&creds);
                 config.application_name("rates-api-changes");
-                match manager.connector.connect_listening(&config).await {
+                match manager.connector().connect_listening(&config).await {
                     Ok((client, messages, _driver)) => listen(client, messages, &cache).await,
                     Err(e) => Err(e.into()),
                 }
@@ -368,32 +215,13 @@ async fn listen(
     }
 }
 
-/// The pool. The secret is read once here, so a missing or malformed secret stops the
-/// start; no connection is opened, so the service starts (and reports not ready) while the
-/// database is down.
+/// The pool: read-only sessions (backing up the role's grants), the rates query prepared
+/// on every new connection.
 pub async fn pool(settings: &DatabaseSettings, store: SecretStore) -> anyhow::Result<Pool> {
-    let manager = PgManager::new(settings.clone(), store)?;
-    manager.credentials().await?;
-    let pool = managed::Pool::builder(manager)
-        .max_size(settings.pool_size)
-        .wait_timeout(Some(settings.connect_timeout()))
-        .create_timeout(Some(settings.connect_timeout()))
-        .recycle_timeout(Some(Duration::from_secs(1)))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()?;
-    Ok(pool)
-}
-
-/// Closes idle connections past their lifetime, so they do not wait for the next request.
-/// It looks often (a twentieth of the lifetime, 0.1 to 10 s): with jittered lifetimes, few
-/// connections are retired at once, so few requests wait for a new login at the same time.
-pub async fn reap_expired(pool: Pool, max_lifetime: Duration) {
-    let every = (max_lifetime / 20).clamp(Duration::from_millis(100), Duration::from_secs(10));
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        pool.retain(|conn, metrics| metrics.age() < conn.lifetime);
-    }
+    let manager = shared::Manager::new(settings, store, "rates-api")?
+        .set("default_transaction_read_only=on")
+        .prepare(RATES_SQL, RATES_TYPES);
+    shared::pool(manager).await
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@
 //! - [`cache`]: answers kept until the database says the data changed.
 //! - [`routes`]: the handlers and request validation.
 //! - [`error`]: JSON errors.
-//! - [`metrics`]: Prometheus metrics and request logs.
+//! - [`metrics`]: the service's Prometheus metrics.
+//!
+//! The `main` skeleton, health endpoints, request middleware, `[database]` settings and
+//! pool come from the workspace's `service` crate, shared with approvals.
 
 pub mod cache;
 pub mod db;
@@ -24,10 +27,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use secret_store::SecretStore;
 
 pub use settings::Settings;
+
+/// Longest wait for in-flight requests after a shutdown signal. Requests are bounded by the
+/// pool wait and statement timeouts well below this; it guards against stuck clients.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The service, bound and ready to serve.
 pub struct Application {
@@ -86,7 +92,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then stops accepting connections, lets in-flight
-    /// requests finish, and returns.
+    /// requests finish (at most [`DRAIN_LIMIT`]), and returns.
     pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -96,14 +102,8 @@ impl Application {
             .cache
             .clone()
             .map(|cache| tokio::spawn(db::watch_changes(self.pool.clone(), cache)));
-        // Responses are small and latency matters more than packet count.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         tracing::info!(port = self.port, "rates-api listening");
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = service::serve::serve(self.listener, self.router, shutdown, DRAIN_LIMIT).await;
         reaper.abort();
         if let Some(w) = watcher {
             w.abort();

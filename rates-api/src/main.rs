@@ -2,14 +2,9 @@
 //! SIGINT, drains in-flight requests and exits 0.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Parser;
 use rates_api::{Application, Settings};
-
-/// Longest wait for in-flight requests after a shutdown signal. Requests are bounded by the
-/// pool wait and statement timeouts well below this; it guards against stuck clients.
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 const CONFIG_HELP: &str = "\
 Configuration, each layer overriding the one before:
@@ -44,70 +39,20 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("rates-api: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let settings =
+        match service::binary::settings("rates-api", Settings::load(cli.config.as_deref())) {
+            Ok(settings) => settings,
+            Err(code) => return code,
+        };
     if cli.print_config {
-        // Holds no secret: the configuration cannot contain one.
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&settings).expect("settings serialize")
-        );
-        return std::process::ExitCode::SUCCESS;
+        return service::binary::print_config(&settings);
     }
-    startup::telemetry::init(&settings.log);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if settings.worker_threads > 0 {
-        runtime.worker_threads(settings.worker_threads);
-    }
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        // Installed before anything slow, so a SIGTERM during start-up is a clean stop too.
-        let stop = startup::shutdown::signal();
-        run(settings, stop).await
-    });
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "rates-api failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(
-    settings: Settings,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let app = Application::build(settings).await?;
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        stop.await;
-        let _ = stopping_tx.send(());
-    };
-    let drain_limit = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(DRAIN_LIMIT).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        served = app.run_until_stopped(shutdown) => served?,
-        () = drain_limit => tracing::warn!(
-            limit = ?DRAIN_LIMIT,
-            "requests still in flight after the drain limit; exiting anyway"
-        ),
-    }
-    Ok(())
+    let (log, threads) = (settings.log.clone(), settings.worker_threads);
+    service::binary::run("rates-api", &log, threads, |stop| async move {
+        Application::build(settings)
+            .await?
+            .run_until_stopped(stop)
+            .await?;
+        Ok(())
+    })
 }

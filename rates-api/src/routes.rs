@@ -1,4 +1,5 @@
-//! The HTTP surface: `/rates`, `/`, health checks and metrics.
+//! The HTTP surface: `/rates`, `/`, and the health checks and metrics of
+//! `service::health` (the readiness and metrics handlers are here).
 //!
 //! The query string of `/rates` is parsed here rather than with axum's `Query` extractor,
 //! whose rejections are plain text: every bad input must answer `400` with JSON.
@@ -37,13 +38,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(hello))
         .route("/rates", get(rates))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .merge(service::health::routes(get(ready), get(metrics)))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::track,
+            state.metrics.http.clone(),
+            service::metrics::track,
         ))
         .with_state(state)
 }
@@ -54,12 +53,6 @@ async fn hello() -> Json<serde_json::Value> {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound
-}
-
-/// The process is up and serving HTTP. Says nothing about the database on purpose: an
-/// orchestrator restarting the service would not fix a database outage.
-async fn live() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
 }
 
 /// The service can answer `/rates`: a query through the pool works within a second.
@@ -80,16 +73,9 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     let status = state.pool.status();
-    let text = state.metrics.render(status.size, status.available);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
+    service::health::openmetrics(state.metrics.render(status.size, status.available))
 }
 
 #[derive(Serialize)]

@@ -3,41 +3,13 @@
 //! (see [`startup::config::load`]). No key holds a secret: the database password is read from
 //! the secret store, by id.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use secret_store::SecretsSettings;
 use serde::{Deserialize, Serialize};
-use startup::config::{Convert, Renamed};
+pub use service::database::DatabaseSettings;
 use startup::telemetry::LogSettings;
 
 /// Prefix of the environment variables that configure the service.
 pub const ENV_PREFIX: &str = "RATES_API_";
-
-/// Durations were written with units (`"5s"`) until the workspace settled on whole numbers
-/// in keys that name the unit; the old keys work, with a warning, for one more release.
-const RENAMED: &[Renamed] = &[
-    Renamed {
-        old: "database.connect_timeout",
-        new: "database.connect_timeout_secs",
-        convert: Convert::DurationToSecs,
-    },
-    Renamed {
-        old: "database.statement_timeout",
-        new: "database.statement_timeout_ms",
-        convert: Convert::DurationToMs,
-    },
-    Renamed {
-        old: "database.max_lifetime",
-        new: "database.max_lifetime_secs",
-        convert: Convert::DurationToSecs,
-    },
-    Renamed {
-        old: "database.credentials_ttl",
-        new: "database.credentials_ttl_ms",
-        convert: Convert::DurationToMs,
-    },
-];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,7 +29,7 @@ impl Default for Settings {
         Settings {
             listen: "127.0.0.1:3000".into(),
             worker_threads: 0,
-            database: DatabaseSettings::default(),
+            database: DatabaseSettings::local("rates", "dbgw/rates-api"),
             secrets: SecretsSettings::default(),
             log: LogSettings::default(),
             api: ApiSettings::default(),
@@ -68,7 +40,11 @@ impl Default for Settings {
 impl Settings {
     /// Defaults, then `file`, then the environment.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-        let settings: Settings = startup::config::load_renamed(file, ENV_PREFIX, RENAMED)?;
+        // Durations were written with units (`"5s"`) until the workspace settled on whole
+        // numbers in keys that name the unit; the old keys work, with a warning, for one more
+        // release.
+        let renamed = service::database_renamed!("database");
+        let settings: Settings = startup::config::load_renamed(file, ENV_PREFIX, &renamed)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -76,95 +52,17 @@ impl Settings {
     /// Refuses values that would only fail later, at the first request.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.database
-            .target()
-            .check()
+            .validate()
             .map_err(|e| anyhow::anyhow!("database: {e}"))?;
-        anyhow::ensure!(
-            self.database.pool_size > 0,
-            "database.pool_size must be at least 1"
-        );
         anyhow::ensure!(
             self.api.max_range_days > 0,
             "api.max_range_days must be at least 1"
-        );
-        anyhow::ensure!(
-            !self.database.secret.is_empty(),
-            "database.secret must name the secret holding the login"
         );
         Ok(())
     }
 }
 
 pub use pg_connect::TlsMode;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub tls: TlsMode,
-    /// CA bundle that signed the server certificate (the RDS global bundle in production).
-    pub ca_file: PathBuf,
-    /// Id of the secret holding `{"username", "password"}`.
-    pub secret: String,
-    /// Most connections the pool holds open.
-    pub pool_size: usize,
-    /// Limit on opening one connection (TCP, TLS, authentication, statement preparation).
-    pub connect_timeout_secs: u64,
-    /// Server-side limit on one query.
-    pub statement_timeout_ms: u64,
-    /// Connections older than this are closed instead of reused, so rotated passwords and
-    /// server-side changes take effect without a restart.
-    pub max_lifetime_secs: u64,
-    /// How long credentials read from the secret store are reused for new connections.
-    pub credentials_ttl_ms: u64,
-}
-
-impl DatabaseSettings {
-    /// The server as the workspace's connect helper sees it (its TLS policy included).
-    pub fn target(&self) -> pg_connect::Target {
-        pg_connect::Target {
-            host: self.host.clone(),
-            port: self.port,
-            tls: self.tls,
-            ca_file: Some(self.ca_file.clone()),
-            connect_timeout: self.connect_timeout(),
-        }
-    }
-}
-
-impl DatabaseSettings {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_secs)
-    }
-
-    pub fn max_lifetime(&self) -> Duration {
-        Duration::from_secs(self.max_lifetime_secs)
-    }
-
-    pub fn credentials_ttl(&self) -> Duration {
-        Duration::from_millis(self.credentials_ttl_ms)
-    }
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        DatabaseSettings {
-            host: "127.0.0.1".into(),
-            port: 5433,
-            dbname: "rates".into(),
-            tls: TlsMode::VerifyFull,
-            ca_file: PathBuf::from(".dev/pg/ca.crt"),
-            secret: "dbgw/rates-api".into(),
-            pool_size: 8,
-            connect_timeout_secs: 5,
-            statement_timeout_ms: 5000,
-            max_lifetime_secs: 30 * 60,
-            credentials_ttl_ms: 5000,
-        }
-    }
-}
 
 /// Default for `api.max_range_days`: three years (two common years and a leap year).
 pub const DEFAULT_MAX_RANGE_DAYS: u32 = 1096;

@@ -1,6 +1,6 @@
 //! The identity provider's bearer token: read once from the secret store, kept only as its
 //! SHA-256, compared in constant time. A refused call is logged (never with what was sent)
-//! and counted (`approvals_scim_auth_failures_total`), so a provider with a stale token or
+//! and counted (`dbgw_approvals_scim_auth_failures_total`), so a provider with a stale token or
 //! someone guessing shows on a dashboard.
 
 use anyhow::Context;

@@ -64,7 +64,7 @@ async fn list(
     let start = q.start_index.unwrap_or(1).max(1);
     let count = q.count.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
     let control = app.control.get().await?;
-    let (users, total) = store::find(&*control, &filter, start, count).await?;
+    let (users, total) = store::find(&**control, &filter, start, count).await?;
     Ok(scim_json(
         StatusCode::OK,
         &resource::list(&users, total, start, &app.settings.public_url),
@@ -73,7 +73,7 @@ async fn list(
 
 async fn show(State(app): State<App>, Path(id): Path<String>) -> ScimResult {
     let control = app.control.get().await?;
-    let user = store::get(&*control, &id, false).await?;
+    let user = store::get(&**control, &id, false).await?;
     Ok(scim_json(
         StatusCode::OK,
         &user.to_json(&app.settings.public_url),

@@ -185,11 +185,11 @@ async fn the_api_does_what_the_pages_do_and_the_webhook_retries() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("approvals_webhook_messages_total{outcome=\"failed\"} 2"),
+        metrics.contains("dbgw_approvals_webhook_messages_total{outcome=\"failed\"} 2"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("approvals_webhook_messages_total{outcome=\"delivered\"}"),
+        metrics.contains("dbgw_approvals_webhook_messages_total{outcome=\"delivered\"}"),
         "{metrics}"
     );
     stack.stop().await;

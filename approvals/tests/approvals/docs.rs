@@ -28,7 +28,7 @@ async fn every_metric_and_label_is_documented() {
     assert_eq!(answer.status, 200);
     let (names, labels) = metric_names(&answer.body);
     assert!(
-        names.contains(&"approvals_decisions_total".to_string()),
+        names.contains(&"dbgw_approvals_decisions_total".to_string()),
         "{names:?}"
     );
     assert_documented(DOC, "metrics", &names);

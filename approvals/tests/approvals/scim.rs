@@ -393,7 +393,7 @@ async fn a_wrong_or_missing_scim_token_is_refused_and_changes_nothing() {
     assert_eq!(stack.app.metrics.scim_auth_failures.get(), 12);
     let metrics = stack.browser().get("/metrics").await.body;
     assert!(
-        metrics.contains("approvals_scim_auth_failures_total 12"),
+        metrics.contains("dbgw_approvals_scim_auth_failures_total 12"),
         "{metrics}"
     );
     stack.stop().await;

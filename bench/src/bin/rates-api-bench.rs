@@ -620,7 +620,7 @@ fn check_answer(port: u16, url: &str) -> anyhow::Result<()> {
 fn pool_size_of(port: u16) -> Option<u64> {
     let (_, body) = http_get(port, "/metrics").ok()?;
     body.lines()
-        .find_map(|l| l.strip_prefix("rates_api_db_pool_connections "))
+        .find_map(|l| l.strip_prefix("dbgw_rates_api_db_pool_connections "))
         .and_then(|v| v.trim().parse().ok())
 }
 

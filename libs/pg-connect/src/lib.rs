@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use secret_store::DbCredentials;
+use secret_store::{DbCredentials, SecretStore};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
@@ -46,6 +46,8 @@ pub struct Target {
 pub enum ConnectError {
     #[error("{0}")]
     Policy(String),
+    #[error("reading the database login from the secret store: {0}")]
+    Secret(#[from] secret_store::Error),
     #[error("TLS set-up: {0}")]
     Tls(String),
     #[error("connecting to {what}: {source}")]
@@ -119,6 +121,22 @@ impl Target {
     }
 }
 
+impl Target {
+    /// One connection as the login held in `secret`, read from `store` now (so a rotated
+    /// password is used): "read the login, then connect", for connections opened now and
+    /// then. A pool caches the login instead (`service::database::pool`).
+    pub async fn connect_with_secret(
+        &self,
+        store: &SecretStore,
+        secret: &str,
+        dbname: &str,
+        application: &str,
+    ) -> Result<Client, ConnectError> {
+        let creds = store.db_credentials(secret).await?;
+        self.connect(dbname, &creds, application).await
+    }
+}
+
 /// A checked [`Target`] with its TLS set-up built.
 #[derive(Clone)]
 pub struct Connector {
@@ -148,6 +166,18 @@ impl Connector {
                 None => SslMode::Disable,
             });
         config
+    }
+
+    /// [`Connector::config`] for the login held in `secret`, read from `store` now.
+    pub async fn config_with_secret(
+        &self,
+        store: &SecretStore,
+        secret: &str,
+        dbname: &str,
+        application: &str,
+    ) -> Result<Config, ConnectError> {
+        let creds = store.db_credentials(secret).await?;
+        Ok(self.config(dbname, &creds, application))
     }
 
     /// Opens a connection with `config` (from [`Connector::config`]). A spawned task drives

@@ -59,8 +59,10 @@ pub enum Convert {
 impl Convert {
     fn apply(self, value: &Value) -> Result<u64, String> {
         let ms = match value {
+            // TOML integers are signed: `to_u128` alone refused every bare number.
             Value::Num(_, n) => n
                 .to_u128()
+                .or_else(|| n.to_i128().and_then(|i| u128::try_from(i).ok()))
                 .map(|secs| secs * 1000)
                 .ok_or_else(|| "a duration cannot be negative".to_string())?,
             Value::String(_, text) => duration_ms(text)?,

@@ -21,7 +21,7 @@ async fn hits(app: &common::TestApp) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("rates_api_cache_hits_total "))
+        .find_map(|l| l.strip_prefix("dbgw_rates_api_cache_hits_total "))
         .map(|n| n.trim().parse().unwrap())
         .unwrap_or(0)
 }

@@ -30,7 +30,7 @@ async fn every_metric_and_label_is_documented() {
     assert_eq!(status, 200);
     let (names, labels) = metric_names(body.as_str().unwrap());
     assert!(
-        names.contains(&"rates_api_http_requests_total".to_string()),
+        names.contains(&"dbgw_rates_api_http_requests_total".to_string()),
         "{names:?}"
     );
     assert_documented(DOC, "metrics", &names);

@@ -82,20 +82,24 @@ async fn root_unknown_paths_and_metrics() {
             .unwrap_or_else(|| panic!("no `{prefix}` in\n{text}"))
             .to_string()
     };
-    assert!(
-        line(r#"rates_api_http_requests_total{method="GET",route="/rates",status="200"}"#)
-            .ends_with(" 2")
-    );
-    assert!(
-        line(r#"rates_api_http_requests_total{method="GET",route="/rates",status="400"}"#)
-            .ends_with(" 1")
-    );
+    assert!(line(
+        r#"dbgw_rates_api_http_requests_total{method="GET",route="/rates",status="200"}"#
+    )
+    .ends_with(" 2"));
+    assert!(line(
+        r#"dbgw_rates_api_http_requests_total{method="GET",route="/rates",status="400"}"#
+    )
+    .ends_with(" 1"));
     // Unknown paths are one series, whatever the path.
     assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
     assert!(!text.contains("/no/such/path"));
     assert!(
-        line(r#"rates_api_http_request_duration_seconds_count{route="/rates"}"#).ends_with(" 3")
+        line(r#"dbgw_rates_api_http_request_duration_seconds_count{route="/rates"}"#)
+            .ends_with(" 3")
     );
-    assert!(text.contains("rates_api_db_pool_connections "), "{text}");
+    assert!(
+        text.contains("dbgw_rates_api_db_pool_connections "),
+        "{text}"
+    );
     app.stop().await;
 }
