@@ -336,7 +336,7 @@ fn crosscheck_command(
     let run = || -> anyhow::Result<crosscheck::Report> {
         let proxy_files = proxy::audit::source::collect(paths)?;
         let server_files = crosscheck::collect_pgaudit(pgaudit)?;
-        crosscheck::crosscheck_with(&proxy_files, &server_files, options, rotation)
+        crosscheck::crosscheck(&proxy_files, &server_files, options, rotation)
     };
     let report = match run() {
         Ok(r) => r,

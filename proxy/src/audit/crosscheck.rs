@@ -292,22 +292,9 @@ pub fn collect_pgaudit(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Compares the proxy audit `proxy_files` (every file given, in order; several replicas'
-/// chains may be mixed) with the server's JSON log files `pgaudit_files`.
+/// chains may be mixed) with the server's JSON log files `pgaudit_files`, telling the
+/// rotation function's test logins (`rotation`; empty: none expected) from bypasses.
 pub fn crosscheck(
-    proxy_files: &[AuditFile],
-    pgaudit_files: &[PathBuf],
-    options: &Options,
-) -> anyhow::Result<Report> {
-    crosscheck_with(
-        proxy_files,
-        pgaudit_files,
-        options,
-        &RotationWitness::default(),
-    )
-}
-
-/// [`crosscheck`], telling the rotation function's test logins (`rotation`) from bypasses.
-pub fn crosscheck_with(
     proxy_files: &[AuditFile],
     pgaudit_files: &[PathBuf],
     options: &Options,

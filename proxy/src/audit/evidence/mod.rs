@@ -157,7 +157,7 @@ fn build(
     } else {
         let proxy_files = super::source::collect(&args.paths)?;
         let server_files = super::crosscheck::collect_pgaudit(&args.pgaudit)?;
-        let report = super::crosscheck::crosscheck_with(
+        let report = super::crosscheck::crosscheck(
             &proxy_files,
             &server_files,
             &super::crosscheck::Options {
