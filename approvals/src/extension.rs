@@ -400,7 +400,11 @@ pub async fn withdraw(app: &App, actor: &Actor, id: i64) -> Result<Extension> {
     let ext = match one(&tx, id, true).await? {
         Some(e) if e.email == actor.email() => e,
         // Someone else's is not found: the same answer as for one that does not exist.
-        _ => return Err(Error::NotFound(format!("There is no extension {id} of yours."))),
+        _ => {
+            return Err(Error::NotFound(format!(
+                "There is no extension {id} of yours."
+            )))
+        }
     };
     if !ext.pending() {
         return Err(Error::Conflict(format!(
@@ -432,7 +436,11 @@ pub async fn withdraw(app: &App, actor: &Actor, id: i64) -> Result<Extension> {
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(request = ext.request_id, extension = id, "extension withdrawn");
+    tracing::info!(
+        request = ext.request_id,
+        extension = id,
+        "extension withdrawn"
+    );
     get(app, actor, id).await
 }
 

@@ -312,7 +312,10 @@ async fn an_expired_app_token_is_named_and_signed_in_again() {
     let stack = Stack::start().await;
     let alice = "alice@example.com";
     let (ok, out, err) = stack
-        .dbgw(alice, &["request", "read-only", "--for", "1h", "--why", "x"])
+        .dbgw(
+            alice,
+            &["request", "read-only", "--for", "1h", "--why", "x"],
+        )
         .await;
     assert!(ok, "{out}\n{err}");
     let id = number_after(&out, "request ");
@@ -321,8 +324,7 @@ async fn an_expired_app_token_is_named_and_signed_in_again() {
         .unwrap();
     let expire = || {
         let mut cached: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(stack.token_file()).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(stack.token_file()).unwrap()).unwrap();
         cached["expires_at"] = serde_json::json!("2026-01-02T03:04:05Z");
         std::fs::write(stack.token_file(), cached.to_string()).unwrap();
     };
@@ -332,26 +334,32 @@ async fn an_expired_app_token_is_named_and_signed_in_again() {
     let (ok, out, err) = stack.dbgw(alice, &["status"]).await;
     assert!(ok, "{out}\n{err}");
     assert!(
-        out.contains(
-            "approvals sign-in of alice@example.com expired at 2026-01-02T03:04:05+00:00"
-        ),
+        out.contains("approvals sign-in of alice@example.com expired at 2026-01-02T03:04:05+00:00"),
         "{out}"
     );
     assert!(!err.contains("open this URL"), "{err}");
 
     // A command that needs the app: the reason, then the sign-in, then the answer.
-    let (ok, out, err) = stack.dbgw(alice, &["extend", "--by", "1h", "--why", "y"]).await;
+    let (ok, out, err) = stack
+        .dbgw(alice, &["extend", "--by", "1h", "--why", "y"])
+        .await;
     assert!(ok, "{out}\n{err}");
     let said = err
         .find("Your approvals sign-in as alice@example.com expired at 2026-01-02 03:04:05 UTC; sign in again.")
         .unwrap_or_else(|| panic!("{err}"));
     let url = err.find("open this URL").unwrap_or_else(|| panic!("{err}"));
     assert!(said < url, "{err}");
-    assert!(err.contains("Signed in to the approvals app as alice@example.com"), "{err}");
+    assert!(
+        err.contains("Signed in to the approvals app as alice@example.com"),
+        "{err}"
+    );
     assert!(out.contains("extension "), "{out}");
     // The new token is cached: the next command needs no sign-in.
     let (ok, _, err) = stack.dbgw(alice, &["status"]).await;
     assert!(ok);
-    assert!(!err.contains("sign in again") && !err.contains("open this URL"), "{err}");
+    assert!(
+        !err.contains("sign in again") && !err.contains("open this URL"),
+        "{err}"
+    );
     stack.served.stop().await.unwrap();
 }

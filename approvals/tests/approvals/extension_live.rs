@@ -51,7 +51,8 @@ async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approved_extension_keeps_the_live_session_and_a_withdrawn_or_denied_one_ends_it_on_time() {
+async fn an_approved_extension_keeps_the_live_session_and_a_withdrawn_or_denied_one_ends_it_on_time(
+) {
     let stack = Stack::with(Options {
         proxy: true,
         ..Options::default()

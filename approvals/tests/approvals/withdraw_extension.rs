@@ -46,7 +46,10 @@ async fn a_pending_extension_is_withdrawn_by_its_requester_only() {
     // Closed: no decision, no second withdrawal.
     let (status, body) = decide(&stack, &dana, ext_id, "approve").await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("withdrawn"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("withdrawn"),
+        "{body}"
+    );
     let (status, _) = withdraw(&alice).await;
     assert_eq!(status, 409);
     assert_eq!(grant(&stack, id).await, (grant_id, end, false));
@@ -63,7 +66,11 @@ async fn a_pending_extension_is_withdrawn_by_its_requester_only() {
     let data: serde_json::Value = events.get(1);
     assert_eq!(data["extension_id"], ext_id);
     assert_eq!(
-        data["expires_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        data["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
         end
     );
     let kinds = stack.event_kinds(id).await;
@@ -112,20 +119,30 @@ async fn an_extension_withdrawn_on_the_pages() {
     let answer = alice.post(&action, &[("csrf", &answer.csrf())]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(
-        answer
-            .body
-            .contains(&format!("Extension {ext} withdrawn; the access ends at the time it had.")),
+        answer.body.contains(&format!(
+            "Extension {ext} withdrawn; the access ends at the time it had."
+        )),
         "{}",
         answer.body
     );
     assert!(!answer.body.contains(&action), "{}", answer.body);
     assert!(answer.body.contains("withdrawn"), "{}", answer.body);
-    assert!(answer.body.contains("Extend this access"), "asking again is offered");
+    assert!(
+        answer.body.contains("Extend this access"),
+        "asking again is offered"
+    );
     assert_eq!(grant(&stack, id).await, (grant_id, end, false));
     // The approver's decision arriving afterwards is refused and changes nothing.
     let page = dana.get(&format!("/requests/{id}")).await;
     let answer = dana
-        .post(&format!("/extensions/{ext}/decide"), &[("csrf", &page.csrf()), ("decision", "approve"), ("comment", "")])
+        .post(
+            &format!("/extensions/{ext}/decide"),
+            &[
+                ("csrf", &page.csrf()),
+                ("decision", "approve"),
+                ("comment", ""),
+            ],
+        )
         .await;
     assert_eq!(answer.status, 409, "{}", answer.body);
     assert_eq!(grant(&stack, id).await, (grant_id, end, false));

@@ -607,8 +607,16 @@ async fn a_stalled_copy_from_stdin_is_busy_until_the_age_limit() {
         }
     };
     let (severity, code, message) = fields(&body);
-    assert_eq!((severity.as_str(), code.as_str()), ("FATAL", "57P01"), "{message}");
-    assert!(started.elapsed() >= Duration::from_secs(7), "{:?}", started.elapsed());
+    assert_eq!(
+        (severity.as_str(), code.as_str()),
+        ("FATAL", "57P01"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
     no_backend_left(&admin, &grant.db_user).await;
     let rows: i64 = admin
         .query_one("SELECT count(*) FROM notes", &[])
