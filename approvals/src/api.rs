@@ -36,6 +36,7 @@ pub fn router() -> Router<App> {
         .route("/api/v1/requests/{id}/extend", post(extend))
         .route("/api/v1/extensions/{id}", get(show_extension))
         .route("/api/v1/extensions/{id}/decide", post(decide_extension))
+        .route("/api/v1/extensions/{id}/withdraw", post(withdraw_extension))
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/grants", get(active))
         .route("/api/v1/events", get(events))
@@ -203,6 +204,15 @@ async fn decide_extension(
     let d = body::json(json)?;
     let decision = d.decision()?;
     Ok(Json(extension::decide(&app, &actor, id, decision, &d.comment).await?).into_response())
+}
+
+async fn withdraw_extension(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let actor = actor(&app, &headers).await?;
+    Ok(Json(extension::withdraw(&app, &actor, id).await?).into_response())
 }
 
 async fn approver(app: &App, headers: &HeaderMap) -> Result<Actor, Error> {

@@ -11,8 +11,9 @@
 //! The cap: the new end is at most the level's `max_duration_secs` after the moment it is
 //! asked for (checked again at the final approval, against that moment). A denial, or
 //! access that ends first (expiry, revocation, giving up), changes nothing: the extension
-//! is closed (`denied`, `expired`) and access ends at its time. Only active, unrevoked,
-//! unexpired access can be extended, so an extension never brings ended access back.
+//! is closed (`denied`, `expired`) and access ends at its time; so does a pending extension
+//! the person withdraws (`withdrawn`). Only active, unrevoked, unexpired access can be
+//! extended, so an extension never brings ended access back.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,7 @@ pub struct Extension {
     /// The end asked for.
     pub extend_to: DateTime<Utc>,
     pub approvals_needed: i32,
-    /// `pending`, `approved`, `denied` or `expired`.
+    /// `pending`, `approved`, `denied`, `expired` or `withdrawn`.
     pub state: String,
     pub created_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
@@ -388,6 +389,58 @@ pub async fn decide(
     }
     tx.commit().await?;
     app.metrics.decisions.inc();
+    get(app, actor, id).await
+}
+
+/// The person withdraws their own pending extension: nothing about the access changes, it
+/// ends at the time it had. Approvers can no longer decide on it.
+pub async fn withdraw(app: &App, actor: &Actor, id: i64) -> Result<Extension> {
+    let mut control = app.control.get().await?;
+    let tx = control.transaction().await?;
+    let ext = match one(&tx, id, true).await? {
+        Some(e) if e.email == actor.email() => e,
+        // Someone else's is not found: the same answer as for one that does not exist.
+        _ => {
+            return Err(Error::NotFound(format!(
+                "There is no extension {id} of yours."
+            )))
+        }
+    };
+    if !ext.pending() {
+        return Err(Error::Conflict(format!(
+            "Extension {id} is already closed (it is {}); only a pending one can be withdrawn.",
+            ext.state
+        )));
+    }
+    tx.execute(
+        "UPDATE extensions SET state = 'withdrawn', decided_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    // The end the access keeps (the grant's, as it is now).
+    let (grant_id, expires_at): (Option<i64>, Option<DateTime<Utc>>) = tx
+        .query_opt(
+            "SELECT r.grant_id, g.expires_at FROM access_requests r \
+             LEFT JOIN grants g ON g.id = r.grant_id WHERE r.id = $1",
+            &[&ext.request_id],
+        )
+        .await?
+        .map_or((None, None), |r| (r.get(0), r.get(1)));
+    model::record(
+        &tx,
+        Some(ext.request_id),
+        grant_id,
+        actor.email(),
+        "extension.withdrawn",
+        json!({"extension_id": id, "expires_at": expires_at}),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        request = ext.request_id,
+        extension = id,
+        "extension withdrawn"
+    );
     get(app, actor, id).await
 }
 

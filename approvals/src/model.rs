@@ -207,6 +207,7 @@ const NOTIFIED: &[&str] = &[
     "access.active",
     "access.ending",
     "extension.requested",
+    "extension.withdrawn",
     "access.extended",
 ];
 

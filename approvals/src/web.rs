@@ -41,6 +41,7 @@ pub fn routes() -> Router<App> {
         .route("/requests/{id}/revoke", post(revoke))
         .route("/requests/{id}/extend", post(extend))
         .route("/extensions/{id}/decide", post(decide_extension))
+        .route("/extensions/{id}/withdraw", post(withdraw_extension))
         .route("/queue", get(queue))
         .route("/grants", get(active_grants))
         .route("/history", get(history))
@@ -403,6 +404,8 @@ struct RequestPage {
     can_extend: bool,
     /// Pending extensions this approver may decide on.
     can_decide_extension: bool,
+    /// The requester's own pending extension may be withdrawn.
+    can_withdraw_extension: bool,
     /// "Activity under this access"; `None`: this person may not see it (no section).
     activity: Option<ActivityView>,
 }
@@ -452,6 +455,7 @@ async fn show(State(app): State<App>, jar: CookieJar, Path(id): Path<i64>) -> Pa
         can_give_up: mine && req.status == Status::Active,
         can_extend: mine && req.status == Status::Active && !extensions.iter().any(|e| e.pending()),
         can_decide_extension: actor.approver && !mine,
+        can_withdraw_extension: mine,
         policy,
         extensions,
         req,
@@ -701,6 +705,24 @@ async fn decide_extension(
         &app,
         &mut session,
         format!("Extension {id} is {}.", ext.state),
+    )
+    .await?;
+    Ok(see_other(&format!("/requests/{}", ext.request_id)))
+}
+
+async fn withdraw_extension(
+    State(app): State<App>,
+    jar: CookieJar,
+    Path(id): Path<i64>,
+    f: std::result::Result<Form<CsrfForm>, FormRejection>,
+) -> PageResult {
+    let f = form(f)?;
+    let (mut session, actor) = posted(&app, &jar, &f.csrf).await?;
+    let ext = crate::extension::withdraw(&app, &actor, id).await?;
+    flash(
+        &app,
+        &mut session,
+        format!("Extension {id} withdrawn; the access ends at the time it had."),
     )
     .await?;
     Ok(see_other(&format!("/requests/{}", ext.request_id)))

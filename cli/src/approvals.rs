@@ -54,13 +54,26 @@ impl Approvals {
         self.settings.approvals_url.trim_end_matches('/')
     }
 
-    /// The cached token when it is this app's and good for another minute.
-    fn cached(&self) -> Option<ApiToken> {
+    /// The stored token when it is this app's, expired or not.
+    fn stored(&self) -> Option<ApiToken> {
         let text = std::fs::read_to_string(&self.file).ok()?;
         serde_json::from_str::<ApiToken>(&text)
             .ok()
             .filter(|t| t.url == self.base())
+    }
+
+    /// The cached token when it is good for another minute.
+    fn cached(&self) -> Option<ApiToken> {
+        self.stored()
             .filter(|t| (t.expires_at - Utc::now()).num_seconds() > 60)
+    }
+
+    /// Who was signed in and when that sign-in ended (or ends within the minute), if it
+    /// has: what `dbgw status` says instead of opening a browser.
+    pub fn expired(&self) -> Option<(String, DateTime<Utc>)> {
+        self.stored()
+            .filter(|_| self.cached().is_none())
+            .map(|t| (t.email, t.expires_at))
     }
 
     fn store(&self, token: &ApiToken) -> anyhow::Result<()> {
@@ -91,6 +104,13 @@ impl Approvals {
             self.token = Some(t.clone());
             return Ok(t);
         }
+        // No refresh token to use (see `sign_in`): say why the browser opens again.
+        if let Some((email, at)) = self.expired() {
+            eprintln!(
+                "Your approvals sign-in as {email} expired at {}; sign in again.",
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
         let t = self.sign_in().await?;
         self.store(&t)?;
         self.token = Some(t.clone());
@@ -99,6 +119,13 @@ impl Approvals {
 
     /// The hand-off: browser sign-in at the app, code to our loopback port, code + PKCE
     /// verifier for the token.
+    ///
+    /// Each expiry of the token means another hand-off, not a refresh: the token is the
+    /// provider's access token issued to the app, a confidential client, so refreshing it
+    /// takes the app's client secret, which the CLI must not hold; and the app keeping
+    /// refresh tokens for the CLI would be a long-lived credential per person in the
+    /// control plane. While the provider's own session lasts the hand-off is one browser
+    /// round trip without typing anything.
     async fn sign_in(&self) -> anyhow::Result<ApiToken> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let redirect = format!(
@@ -176,6 +203,11 @@ impl Approvals {
                 .await
                 .with_context(|| format!("reaching the approvals app at {}", self.base()))?;
             if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                eprintln!(
+                    "The approvals app no longer accepts your sign-in as {} (ended or \
+                     revoked at the identity provider); sign in again.",
+                    token.email
+                );
                 self.token = None;
                 self.clear()?;
                 continue;

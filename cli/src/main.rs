@@ -76,19 +76,23 @@ enum Command {
         why: String,
     },
     /// Ask for more time on active access, keeping open sessions:
-    /// `dbgw extend --by 2h --why "migration overruns"`.
+    /// `dbgw extend --by 2h --why "migration overruns"`; `dbgw extend --withdraw` takes
+    /// back a pending one (the access then ends at the time it had).
     Extend {
         /// The request whose access to extend (default: your only active one).
         request: Option<i64>,
         /// Extra time after the current end: 30m, 2h, 1d.
-        #[arg(long, conflicts_with = "until", required_unless_present = "until")]
+        #[arg(long, conflicts_with = "until", required_unless_present_any = ["until", "withdraw"])]
         by: Option<String>,
         /// A new end (RFC 3339, e.g. 2026-12-06T18:00:00Z).
         #[arg(long)]
         until: Option<String>,
         /// Why you need longer.
-        #[arg(long)]
-        why: String,
+        #[arg(long, required_unless_present = "withdraw")]
+        why: Option<String>,
+        /// Withdraw the request's pending extension instead.
+        #[arg(long, conflicts_with_all = ["by", "until", "why"])]
+        withdraw: bool,
     },
     /// Forget the cached token.
     Logout,
@@ -169,6 +173,12 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
             let mut api = approvals::Approvals::new(&settings)?;
             if signed_in || api.has_token() {
                 requests::status(&mut api).await?;
+            } else if let Some((email, at)) = api.expired() {
+                println!(
+                    "approvals sign-in of {email} expired at {}: requests are shown after \
+                     you sign in again (`dbgw login`, then `dbgw status`)",
+                    at.to_rfc3339()
+                );
             }
         }
         Command::Request {
@@ -186,9 +196,16 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
             by,
             until,
             why,
+            withdraw,
         } => {
             let mut api = approvals::Approvals::new(&settings)?;
-            requests::extend(&mut api, request, by.as_deref(), until.as_deref(), &why).await?;
+            match why {
+                Some(why) if !withdraw => {
+                    let (by, until) = (by.as_deref(), until.as_deref());
+                    requests::extend(&mut api, request, by, until, &why).await?
+                }
+                _ => requests::withdraw_extension(&mut api, request).await?,
+            }
         }
         Command::Logout => {
             cache.clear()?;

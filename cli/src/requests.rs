@@ -58,6 +58,23 @@ pub async fn request(
     Ok(())
 }
 
+/// The request named, or the person's only active one.
+async fn active_request(api: &mut Approvals, request: Option<i64>) -> anyhow::Result<i64> {
+    if let Some(id) = request {
+        return Ok(id);
+    }
+    let mine = api.call(Method::GET, "/api/v1/requests", None).await?;
+    let active: Vec<i64> = list(&mine)
+        .filter(|r| r["status"] == "active")
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    match active[..] {
+        [one] => Ok(one),
+        [] => bail!("you have no active access to extend"),
+        _ => bail!("you have several active accesses ({active:?}); name one"),
+    }
+}
+
 pub async fn extend(
     api: &mut Approvals,
     request: Option<i64>,
@@ -65,21 +82,7 @@ pub async fn extend(
     until: Option<&str>,
     why: &str,
 ) -> anyhow::Result<()> {
-    let id = match request {
-        Some(id) => id,
-        None => {
-            let mine = api.call(Method::GET, "/api/v1/requests", None).await?;
-            let active: Vec<i64> = list(&mine)
-                .filter(|r| r["status"] == "active")
-                .filter_map(|r| r["id"].as_i64())
-                .collect();
-            match active[..] {
-                [one] => one,
-                [] => bail!("you have no active access to extend"),
-                _ => bail!("you have several active accesses ({active:?}); name one"),
-            }
-        }
-    };
+    let id = active_request(api, request).await?;
     let mut body = json!({"justification": why});
     match (by, until) {
         (Some(by), None) => body["extra_secs"] = json!(parse_duration(by)?),
@@ -104,6 +107,35 @@ pub async fn extend(
         time(&e["extend_to"]),
         time(&e["previous_end"]),
         e["approvals_needed"]
+    );
+    Ok(())
+}
+
+/// `dbgw extend --withdraw`: the pending extension of the request is withdrawn.
+pub async fn withdraw_extension(api: &mut Approvals, request: Option<i64>) -> anyhow::Result<()> {
+    let id = active_request(api, request).await?;
+    let detail = api
+        .call(Method::GET, &format!("/api/v1/requests/{id}"), None)
+        .await?;
+    let Some(ext) = detail["extensions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["state"] == "pending")
+    else {
+        bail!("request {id} has no pending extension to withdraw");
+    };
+    let e = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/extensions/{}/withdraw", ext["id"]),
+            None,
+        )
+        .await?;
+    println!(
+        "extension {} of request {id} withdrawn: access still ends {}",
+        e["id"],
+        time(&e["previous_end"])
     );
     Ok(())
 }

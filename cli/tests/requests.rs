@@ -257,14 +257,109 @@ async fn request_extend_and_status_from_the_terminal() {
         "{out}"
     );
 
-    // An expired cached token: one new sign-in, then it works.
+    // Another extension, withdrawn from the terminal: the end stays, status shows nothing
+    // pending.
+    let (ok, out, err) = stack
+        .dbgw(alice, &["extend", "--by", "1h", "--why", "maybe longer"])
+        .await;
+    assert!(ok, "{out}\n{err}");
+    let second = number_after(&out, "extension ");
+    let (ok, out, err) = stack.dbgw(alice, &["extend", "--withdraw"]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "extension {second} of request {id} withdrawn: access still ends {}",
+            shown(to)
+        )),
+        "{out}"
+    );
+    let state: String = control
+        .query_one("SELECT state FROM extensions WHERE id = $1", &[&second])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "withdrawn");
+    assert_eq!(end().await, (grant_id, to));
+    let (ok, out, _) = stack.dbgw(alice, &["status"]).await;
+    assert!(ok);
+    assert!(!out.contains("pending: extension"), "{out}");
+    let (ok, _, err) = stack.dbgw(alice, &["extend", "--withdraw"]).await;
+    assert!(!ok);
+    assert!(err.contains("no pending extension"), "{err}");
+
+    // The app's token is refused (revoked at the provider): the CLI says so and signs in
+    // again, then it works.
     let mut cached: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(stack.token_file()).unwrap()).unwrap();
     cached["access_token"] = serde_json::json!("revoked-token");
     std::fs::write(stack.token_file(), cached.to_string()).unwrap();
     let (ok, out, err) = stack.dbgw(alice, &["status"]).await;
     assert!(ok, "{out}\n{err}");
+    assert!(
+        err.contains("no longer accepts your sign-in as alice@example.com"),
+        "{err}"
+    );
     assert!(err.contains("Signed in to the approvals app"), "{err}");
     drop(control);
+    stack.served.stop().await.unwrap();
+}
+
+/// The app issues the CLI no refresh token (its token is the provider's access token of a
+/// confidential client): when it has expired, the CLI says so and whom it was for, and signs
+/// in again; `dbgw status` without any sign-in says so instead of opening a browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_app_token_is_named_and_signed_in_again() {
+    let stack = Stack::start().await;
+    let alice = "alice@example.com";
+    let (ok, out, err) = stack
+        .dbgw(
+            alice,
+            &["request", "read-only", "--for", "1h", "--why", "x"],
+        )
+        .await;
+    assert!(ok, "{out}\n{err}");
+    let id = number_after(&out, "request ");
+    approvals::workflow::decide(&stack.app, &dana(), id, Decision::Approve, "ok")
+        .await
+        .unwrap();
+    let expire = || {
+        let mut cached: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(stack.token_file()).unwrap()).unwrap();
+        cached["expires_at"] = serde_json::json!("2026-01-02T03:04:05Z");
+        std::fs::write(stack.token_file(), cached.to_string()).unwrap();
+    };
+
+    // Not signed in for psql either: status names the expired sign-in, no browser.
+    expire();
+    let (ok, out, err) = stack.dbgw(alice, &["status"]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("approvals sign-in of alice@example.com expired at 2026-01-02T03:04:05+00:00"),
+        "{out}"
+    );
+    assert!(!err.contains("open this URL"), "{err}");
+
+    // A command that needs the app: the reason, then the sign-in, then the answer.
+    let (ok, out, err) = stack
+        .dbgw(alice, &["extend", "--by", "1h", "--why", "y"])
+        .await;
+    assert!(ok, "{out}\n{err}");
+    let said = err
+        .find("Your approvals sign-in as alice@example.com expired at 2026-01-02 03:04:05 UTC; sign in again.")
+        .unwrap_or_else(|| panic!("{err}"));
+    let url = err.find("open this URL").unwrap_or_else(|| panic!("{err}"));
+    assert!(said < url, "{err}");
+    assert!(
+        err.contains("Signed in to the approvals app as alice@example.com"),
+        "{err}"
+    );
+    assert!(out.contains("extension "), "{out}");
+    // The new token is cached: the next command needs no sign-in.
+    let (ok, _, err) = stack.dbgw(alice, &["status"]).await;
+    assert!(ok);
+    assert!(
+        !err.contains("sign in again") && !err.contains("open this URL"),
+        "{err}"
+    );
     stack.served.stop().await.unwrap();
 }

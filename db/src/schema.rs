@@ -69,6 +69,10 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0009_scim_users",
         include_str!("../control/0009_scim_users.sql"),
     ),
+    (
+        "0010_extension_withdrawn",
+        include_str!("../control/0010_extension_withdrawn.sql"),
+    ),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::api::call;
 use crate::common::{Options, Stack};
 
-async fn api(
+pub(crate) async fn api(
     stack: &Stack,
     method: Method,
     path: &str,
@@ -30,7 +30,7 @@ async fn api(
 }
 
 /// A request of `level` by the holder of `token`, approved by `approvers`: its id.
-async fn active(stack: &Stack, token: &str, level: &str, approvers: &[&str]) -> i64 {
+pub(crate) async fn active(stack: &Stack, token: &str, level: &str, approvers: &[&str]) -> i64 {
     let new = json!({"database": "rates", "level": level,
                      "justification": "incident 22", "duration_secs": 3600});
     let (status, body) = api(stack, Method::POST, "/api/v1/requests", token, Some(new)).await;
@@ -52,7 +52,7 @@ async fn active(stack: &Stack, token: &str, level: &str, approvers: &[&str]) -> 
 }
 
 /// The request's grant: id, end, revoked.
-async fn grant(stack: &Stack, id: i64) -> (i64, DateTime<Utc>, bool) {
+pub(crate) async fn grant(stack: &Stack, id: i64) -> (i64, DateTime<Utc>, bool) {
     let row = stack
         .control()
         .await
@@ -66,7 +66,7 @@ async fn grant(stack: &Stack, id: i64) -> (i64, DateTime<Utc>, bool) {
     (row.get(0), row.get(1), row.get(2))
 }
 
-async fn extend(stack: &Stack, token: &str, id: i64, body: Value) -> (u16, Value) {
+pub(crate) async fn extend(stack: &Stack, token: &str, id: i64, body: Value) -> (u16, Value) {
     api(
         stack,
         Method::POST,
@@ -77,7 +77,7 @@ async fn extend(stack: &Stack, token: &str, id: i64, body: Value) -> (u16, Value
     .await
 }
 
-async fn decide(stack: &Stack, token: &str, ext: i64, decision: &str) -> (u16, Value) {
+pub(crate) async fn decide(stack: &Stack, token: &str, ext: i64, decision: &str) -> (u16, Value) {
     api(
         stack,
         Method::POST,

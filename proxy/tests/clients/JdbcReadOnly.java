@@ -41,7 +41,7 @@ public class JdbcReadOnly {
             check(count(md.getPrimaryKeys(null, "public", "notes")) == 1, "getPrimaryKeys");
             count(md.getImportedKeys(null, "public", "ports"));
             count(md.getExportedKeys(null, "public", "ports"));
-            count(md.getIndexInfo(null, "public", "notes", false, true));
+            check(count(md.getIndexInfo(null, "public", "notes", false, true)) >= 1, "getIndexInfo");
             check(count(md.getTypeInfo()) > 10, "getTypeInfo");
             check(count(md.getFunctions(null, "public", "%")) >= 1, "getFunctions");
             count(md.getProcedures(null, "public", "%"));

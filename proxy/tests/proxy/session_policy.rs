@@ -466,27 +466,17 @@ async fn an_extended_grant_keeps_its_session_and_a_shortened_one_ends_it() {
     stack.stop().await;
 }
 
-/// What a person sees in psql: an idle psql reads nothing until the next command, so the
-/// NOTICE and the FATAL the proxy sent while it was idle are printed then, as psql prints
-/// PostgreSQL's own `idle_session_timeout` (`NOTICE:`, then `FATAL:` and the lost
+/// psql as Alice, one command before the proxy closes the session (`reason`, the metric's
+/// label) and one after; its exit and stderr. An idle psql reads nothing until its next
+/// command, so the NOTICE and the FATAL the proxy sent meanwhile are printed then, as psql
+/// prints PostgreSQL's own `idle_session_timeout` (`NOTICE:`, then `FATAL:` and the lost
 /// connection).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_shows_the_notice_and_the_reason() {
+async fn psql_across_a_close(stack: &Stack, token: &str, reason: &str) -> String {
     use std::io::Write as _;
-    let idp = DevIdp::start().unwrap();
-    let stack = stack(&idp, |_| {}).await;
-    let policy = SessionPolicy {
-        idle_timeout_secs: Some(2),
-        ..Default::default()
-    };
-    stack
-        .grant_with(ALICE, "rates_reader", in_an_hour(), policy)
-        .await;
-    let token = idp.token(ALICE).unwrap();
     let mut psql = stack.libpq_command("psql", &stack.app);
     psql.env("PGUSER", ALICE)
-        .env("PGPASSWORD", &token)
-        .env("PGAPPNAME", "idle-psql-cli")
+        .env("PGPASSWORD", token)
+        .env("PGAPPNAME", "psql-closed")
         .args(["-X", "-v", "ON_ERROR_STOP=1"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -496,11 +486,11 @@ async fn psql_shows_the_notice_and_the_reason() {
     writeln!(stdin, "SELECT 'before' AS phase;").unwrap();
     stdin.flush().unwrap();
 
-    // The proxy closes the idle session while psql waits for its next line.
+    // The proxy closes the session while psql waits for its next line.
     eventually(
-        "the idle session is closed",
+        &format!("the session is closed ({reason})"),
         Duration::from_secs(20),
-        async || closed_metric(&stack, "idle") > 0,
+        async || closed_metric(stack, reason) > 0,
     )
     .await;
     writeln!(stdin, "SELECT 'after' AS phase;").unwrap();
@@ -510,21 +500,130 @@ async fn psql_shows_the_notice_and_the_reason() {
         .unwrap()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(stdout.contains("before"), "{stdout}");
     assert!(!stdout.contains("after"), "{stdout}");
     assert!(!out.status.success(), "psql exits non-zero: {stderr}");
-    let notice = stderr
+    stderr
+}
+
+/// The NOTICE, then the FATAL, each with its text, in psql's stderr.
+fn assert_notice_then_fatal(stderr: &str, notice: &str, fatal: &str) {
+    let at_notice = stderr
         .find("NOTICE:  ")
         .unwrap_or_else(|| panic!("no NOTICE: {stderr}"));
-    let fatal = stderr
+    let at_fatal = stderr
         .find("FATAL:  ")
         .unwrap_or_else(|| panic!("no FATAL: {stderr}"));
-    assert!(notice < fatal, "the notice comes first: {stderr}");
-    assert!(
-        stderr[notice..].contains("closed after 2 s idle"),
-        "{stderr}"
+    assert!(at_notice < at_fatal, "the notice comes first: {stderr}");
+    assert!(stderr[at_notice..at_fatal].contains(notice), "{stderr}");
+    assert!(stderr[at_fatal..].contains(fatal), "{stderr}");
+}
+
+/// What a person sees in psql when the idle limit and when the age limit closes the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_shows_the_notice_and_the_reason() {
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp, |_| {}).await;
+    let token = idp.token(ALICE).unwrap();
+    let idle = SessionPolicy {
+        idle_timeout_secs: Some(2),
+        ..Default::default()
+    };
+    let grant = stack
+        .grant_with(ALICE, "rates_reader", in_an_hour(), idle)
+        .await;
+    let stderr = psql_across_a_close(&stack, &token, "idle").await;
+    assert_notice_then_fatal(&stderr, "closed after 2 s idle", "idle-session timeout");
+
+    // The same grant with an age limit instead (no idle limit), for the next session: it
+    // is warned at half of it.
+    let control = stack.cluster.connect("dbgw").await.unwrap();
+    control
+        .execute(
+            "UPDATE grants SET idle_timeout_secs = NULL, max_session_secs = 4 WHERE id = $1",
+            &[&grant.id],
+        )
+        .await
+        .unwrap();
+    let stderr = psql_across_a_close(&stack, &token, "max_session").await;
+    assert_notice_then_fatal(
+        &stderr,
+        "sessions last at most 4 s",
+        "the session reached its maximum length of 4 s",
     );
-    assert!(stderr[fatal..].contains("idle-session timeout"), "{stderr}");
+    stack.stop().await;
+}
+
+/// A client that stops sending in the middle of `COPY ... FROM STDIN` is busy, not idle:
+/// PostgreSQL's own idle timeouts do not apply there either (the backend is in a statement,
+/// `state = active`); only the age limit ends it, and the server rolls the COPY back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_copy_from_stdin_is_busy_until_the_age_limit() {
+    let idp = DevIdp::start().unwrap();
+    let stack = stack(&idp, |_| {}).await;
+    let policy = SessionPolicy {
+        idle_timeout_secs: Some(2),
+        idle_in_transaction_timeout_secs: Some(2),
+        max_session_secs: Some(8),
+        ..Default::default()
+    };
+    let grant = stack
+        .grant_with(ALICE, "rates_writer", in_an_hour(), policy)
+        .await;
+    let token = idp.token(ALICE).unwrap();
+    let mut c = RawClient::login_person(&stack, ALICE, &token, "stalled-copy").await;
+    let started = Instant::now();
+    c.send(&query_msg("COPY notes (body) FROM STDIN"))
+        .await
+        .unwrap();
+    let (tag, _) = c.recv().await.expect("CopyInResponse");
+    assert_eq!(tag, b'G');
+    c.send(&crate::common::wire::msg(b'd', b"first row\n"))
+        .await
+        .unwrap();
+
+    // The client stalls for twice both idle limits: nothing closes it, and the server
+    // still runs the COPY.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let admin = stack.cluster.connect("rates").await.unwrap();
+    let state: String = admin
+        .query_one(
+            "SELECT state FROM pg_stat_activity WHERE usename = $1",
+            &[&grant.db_user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "active");
+    assert_eq!(closed_metric(&stack, "idle"), 0);
+    assert_eq!(closed_metric(&stack, "idle_in_transaction"), 0);
+
+    // The age limit ends it; the row sent never lands.
+    let body = loop {
+        let (tag, body) = c.recv().await.expect("the FATAL");
+        if tag == b'E' {
+            break body;
+        }
+    };
+    let (severity, code, message) = fields(&body);
+    assert_eq!(
+        (severity.as_str(), code.as_str()),
+        ("FATAL", "57P01"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+    no_backend_left(&admin, &grant.db_user).await;
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the COPY was rolled back");
+    assert_eq!(closed_metric(&stack, "max_session"), 1);
     stack.stop().await;
 }
