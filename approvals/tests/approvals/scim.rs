@@ -389,7 +389,10 @@ async fn a_deactivation_ends_alices_psql_session_through_the_proxy() {
     );
     assert!(stdout.contains("before"), "{stdout}\n{stderr}");
     assert!(!stdout.contains("after"), "{stdout}");
-    assert!(stderr.contains("access revoked") && stderr.contains(REASON), "{stderr}");
+    assert!(
+        stderr.contains("access revoked") && stderr.contains(REASON),
+        "{stderr}"
+    );
 
     // Her token is still valid at the provider; the proxy lets nothing in with it.
     // (Off the runtime's thread: the proxy serves on this runtime.)

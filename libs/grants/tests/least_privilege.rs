@@ -561,15 +561,18 @@ async fn a_server_set_up_by_a_non_superuser_master_provisions_end_to_end() {
     assert!(n > 0);
     denied(
         "the person writes",
-        person
-            .batch_execute("DELETE FROM ports")
-            .await,
+        person.batch_execute("DELETE FROM ports").await,
     );
 
     grants::revoke(&control, &app, grant.id, "operator", "done")
         .await
         .unwrap();
-    assert!(grants::terminate_sessions(&app, &grant.db_user).await.unwrap() >= 1);
+    assert!(
+        grants::terminate_sessions(&app, &grant.db_user)
+            .await
+            .unwrap()
+            >= 1
+    );
     assert!(grants::memberships(&app, &grant.db_user)
         .await
         .unwrap()

@@ -546,7 +546,12 @@ async fn a_revocation_that_fails_still_takes_the_login_away() {
         .db_credentials(&grants::person_secret(&user))
         .await
         .unwrap();
-    let session = db.cluster.server().connect_as("rates", &creds).await.unwrap();
+    let session = db
+        .cluster
+        .server()
+        .connect_as("rates", &creds)
+        .await
+        .unwrap();
 
     let failed = grants::revoke(&control, &target, grant.id, "operator", "done").await;
     assert!(failed.is_err(), "{failed:?}");
@@ -620,7 +625,11 @@ async fn no_grant_for_a_person_the_identity_provider_deprovisioned() {
         matches!(refused, Err(GrantError::Deprovisioned(ref e)) if e == "mallory@example.com"),
         "{refused:?}"
     );
-    assert_eq!(roles().await, 0, "a role was made for a deprovisioned person");
+    assert_eq!(
+        roles().await,
+        0,
+        "a role was made for a deprovisioned person"
+    );
     // The one place every path writes a grant: with or without an approval.
     let new = new_grant("mallory@example.com", "rates_writer");
     let approval = grants::Approval {
@@ -651,7 +660,9 @@ async fn no_grant_for_a_person_the_identity_provider_deprovisioned() {
     }
     // Reactivated: granted again.
     control
-        .batch_execute("UPDATE scim_users SET active = true WHERE user_name = 'mallory@example.com'")
+        .batch_execute(
+            "UPDATE scim_users SET active = true WHERE user_name = 'mallory@example.com'",
+        )
         .await
         .unwrap();
     add(
