@@ -15,18 +15,37 @@
 --   dbgw_approvals    LOGIN and nothing else on the server: no CREATEROLE, no membership,
 --                     no ADMIN OPTION; EXECUTE on the functions (db/provisioner.sql).
 
+--
+-- Attributes are changed only where they differ from what they must be: on RDS this runs
+-- as the master, not a superuser, and PostgreSQL lets only a superuser name SUPERUSER,
+-- REPLICATION or BYPASSRLS in an ALTER ROLE, even to say NO (a role that has one of them
+-- was made by a superuser, and only a superuser can take it away: then this fails).
+
 DO $$
 DECLARE
     m record;
+    r pg_roles%ROWTYPE;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_provisioner') THEN
         CREATE ROLE dbgw_provisioner NOLOGIN CREATEROLE;
     END IF;
-    ALTER ROLE dbgw_provisioner NOLOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION NOBYPASSRLS;
+    SELECT * INTO r FROM pg_roles WHERE rolname = 'dbgw_provisioner';
+    IF r.rolcanlogin OR NOT r.rolcreaterole OR r.rolcreatedb THEN
+        ALTER ROLE dbgw_provisioner NOLOGIN CREATEROLE NOCREATEDB;
+    END IF;
+    IF r.rolsuper OR r.rolreplication OR r.rolbypassrls THEN
+        ALTER ROLE dbgw_provisioner NOSUPERUSER NOREPLICATION NOBYPASSRLS;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_grantable') THEN
         CREATE ROLE dbgw_grantable NOLOGIN;
     END IF;
-    ALTER ROLE dbgw_grantable NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
+    SELECT * INTO r FROM pg_roles WHERE rolname = 'dbgw_grantable';
+    IF r.rolcanlogin OR r.rolcreaterole OR r.rolcreatedb THEN
+        ALTER ROLE dbgw_grantable NOLOGIN NOCREATEROLE NOCREATEDB;
+    END IF;
+    IF r.rolsuper OR r.rolreplication OR r.rolbypassrls THEN
+        ALTER ROLE dbgw_grantable NOSUPERUSER NOREPLICATION NOBYPASSRLS;
+    END IF;
 
     -- Whoever installs the functions as their owner (on RDS the master, not a superuser)
     -- must be able to act as the provisioner.
@@ -82,7 +101,13 @@ BEGIN
     -- The app's login: no CREATEROLE, and no role at all (pg_signal_backend before; on
     -- PostgreSQL 16 the ADMIN OPTION on the catalogue roles and on every role it created).
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_approvals') THEN
-        ALTER ROLE dbgw_approvals NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
+        SELECT * INTO r FROM pg_roles WHERE rolname = 'dbgw_approvals';
+        IF r.rolcreaterole OR r.rolcreatedb THEN
+            ALTER ROLE dbgw_approvals NOCREATEROLE NOCREATEDB;
+        END IF;
+        IF r.rolsuper OR r.rolreplication OR r.rolbypassrls THEN
+            ALTER ROLE dbgw_approvals NOSUPERUSER NOREPLICATION NOBYPASSRLS;
+        END IF;
         FOR m IN SELECT g.rolname AS role, gr.rolname AS grantor
                  FROM pg_auth_members am
                  JOIN pg_roles g ON g.oid = am.roleid

@@ -2,7 +2,8 @@
 # `terraform init` (from the local provider mirror, no network), `terraform validate` of the
 # bootstrap root and of every environment, then the `terraform test` suites: mock_provider
 # plans (and mock applies, in memory) of staging and production that assert what the design
-# promises (terraform/environments/_shared/tests/, docs/operations.md "What lint-deploy checks").
+# promises (terraform/environments/_shared/tests/, docs/operations.md "What lint-deploy checks"),
+# and the modules' own suites (terraform/modules/*/tests).
 # Then scripts/deploy/tf_moto_plan.sh: plans with the real provider against moto server.
 # Run by scripts/deploy/lint.sh. Works on a copy in .dev/tf-check, so the working tree gets
 # no .terraform folders or lock files.
@@ -85,5 +86,14 @@ for i in 0 1; do
   fi
 done
 [ $status = 0 ] || exit 1
+# Modules with suites of their own (a variable's validation, refused with expect_failures).
+for tests in "$WORK"/terraform/modules/*/tests; do
+  [ -d "$tests" ] || continue
+  module=${tests%/tests}
+  init "$module"
+  "$TERRAFORM" -chdir="$module" test -no-color >"$module/test.out" 2>&1 || {
+    cat "$module/test.out"; fail "terraform test of ${module#"$WORK"/}"; }
+  echo "terraform test: ${module#"$WORK"/terraform/}: $(tail -1 "$module/test.out")"
+done
 # The same environments planned with the real provider (data sources from moto server).
 scripts/deploy/tf_moto_plan.sh

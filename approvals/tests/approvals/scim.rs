@@ -315,6 +315,97 @@ async fn delete_ends_alices_access_at_once() {
     deactivated_by(Method::DELETE, None, 204).await;
 }
 
+/// The same deactivation as alice's psql sees it *through the proxy* (her token as the
+/// password, the session open when the call comes): the proxy ends the session within its
+/// poll interval and tells psql why at its next statement, the server has no backend of her
+/// grant's role left, and her still-valid token opens nothing any more.
+#[tokio::test]
+async fn a_deactivation_ends_alices_psql_session_through_the_proxy() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let stack = Stack::with(Options {
+        scim: true,
+        proxy: true,
+        scheduler_ms: 3_600_000,
+        ..Options::default()
+    })
+    .await;
+    stack.scheduler_settled().await;
+    let id = provision_alice(&stack).await;
+    let alice = stack.browser();
+    alice.sign_in(ALICE).await;
+    let dana = stack.browser();
+    dana.sign_in("dana@example.com").await;
+    let active = alice.request("read-only", 60).await;
+    dana.decide(active, "approve", "").await;
+    assert_eq!(stack.status(active).await, "active");
+
+    let proxy = stack.proxy.as_ref().unwrap();
+    let (ca, token) = (stack.cluster.ca_cert(), stack.token(ALICE));
+    let mut child = proxy
+        .psql(&ca, ALICE, &token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "SELECT 'before', count(*) FROM ports;").unwrap();
+    let role = grants::request_role(ALICE, active);
+    let server = stack.cluster.connect("postgres").await.unwrap();
+    eventually(
+        "alice's psql is logged in through the proxy",
+        Duration::from_secs(10),
+        async || grants::backends(&server, &role).await.unwrap() == 1,
+    )
+    .await;
+
+    let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "value": {"active": false}}]});
+    let (status, _, user) = scim(
+        &stack,
+        Method::PATCH,
+        &format!("/Users/{id}"),
+        Some(stack.scim_token.as_str()),
+        Some(&off.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{user}");
+    eventually(
+        "alice's session through the proxy ends",
+        Duration::from_secs(10),
+        async || grants::backends(&server, &role).await.unwrap() == 0,
+    )
+    .await;
+    let _ = writeln!(stdin, "SELECT 'after';");
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("before"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("after"), "{stdout}");
+    assert!(
+        stderr.contains("access revoked") && stderr.contains(REASON),
+        "{stderr}"
+    );
+
+    // Her token is still valid at the provider; the proxy lets nothing in with it.
+    // (Off the runtime's thread: the proxy serves on this runtime.)
+    let mut psql = proxy.psql(&ca, ALICE, &token);
+    psql.args(["-c", "SELECT 'again'"]);
+    let again = tokio::task::spawn_blocking(move || psql.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("again"));
+    stack.stop().await;
+}
+
 /// A request that slipped in before the deactivation (inserted here as such a race would
 /// leave it) cannot be approved while its requester is deprovisioned.
 #[tokio::test]

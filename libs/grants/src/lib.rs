@@ -347,6 +347,17 @@ pub enum GrantError {
     AlreadyRevoked(i64),
     #[error("database role `{0}` already belongs to another person; refusing to share it")]
     RoleTaken(String),
+    #[error(
+        "`{db_user}` is still a member of `{role}`, which could not be revoked ({cause}); \
+         its login was taken away and its sessions ended: an admin revokes the membership"
+    )]
+    NotRevoked {
+        db_user: String,
+        role: String,
+        cause: Box<GrantError>,
+    },
+    #[error("{0} was deprovisioned at the identity provider: no grant until it makes the account active again")]
+    Deprovisioned(String),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
@@ -379,6 +390,10 @@ pub async fn add(
     new: NewGrant,
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
+    // Before anything is made on the server; `record` checks again, atomically.
+    if deprovisioned(control, &email).await? {
+        return Err(GrantError::Deprovisioned(email));
+    }
     check_group_role(target, &new.role).await?;
     let db_user = grant_role(&email, &operator_key(Utc::now()));
     check_owner(control, &db_user, &email).await?;
@@ -397,6 +412,17 @@ pub async fn add(
 pub fn operator_key(now: DateTime<Utc>) -> String {
     let random: [u8; 4] = rand::random();
     format!("o{:x}{}", now.timestamp_millis(), hex::encode(random))
+}
+
+/// Whether the identity provider deprovisioned `email` (SCIM: inactive or deleted).
+pub async fn deprovisioned(control: &Client, email: &str) -> Result<bool, GrantError> {
+    Ok(control
+        .query_opt(
+            "SELECT NOT active FROM scim_users WHERE user_name = $1",
+            &[&normalize_email(email)],
+        )
+        .await?
+        .is_some_and(|r| r.get::<_, bool>(0)))
 }
 
 /// The email as grants store it, or why it is not one.
@@ -604,9 +630,19 @@ pub struct Approval {
     pub subject: String,
 }
 
+/// The person as the identity provider pushed them (SCIM, `scim_users`), locked for share
+/// whatever their state: a deactivation (which updates the row) waits for the statement
+/// that reads it, and its sweep then finds the grant; a statement that waited reads the
+/// row as the deactivation left it. Someone the provider never pushed has no row.
+const PERSON_LOCKED: &str =
+    "WITH person AS (SELECT active FROM scim_users WHERE user_name = $1 FOR SHARE)";
+
 /// Writes the grant row with its login role `db_user` (see [`grant_role`]): from here on
 /// the proxy lets the person in (once the role can log in). With an approval, recording
 /// the same request again returns the existing grant.
+///
+/// Refuses a person the identity provider deprovisioned ([`GrantError::Deprovisioned`]):
+/// every way of making a grant (the approvals app, `proxy grant add`) writes it here.
 pub async fn record(
     control: &Client,
     new: &NewGrant,
@@ -626,12 +662,14 @@ pub async fn record(
     let inserted = control
         .query_opt(
             &format!(
-                "INSERT INTO grants (email, database, role, db_user, valid_from, expires_at, \
-                 created_by, request_id, approved_by, issuer, subject, idle_timeout_secs, \
-                 idle_in_transaction_timeout_secs, max_session_secs, read_only, require_amr, \
-                 max_auth_age_secs) \
-                 VALUES ($1, $2, $3, $4, now(), $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                 $15, $16) \
+                "{PERSON_LOCKED} INSERT INTO grants (email, database, role, db_user, \
+                 valid_from, expires_at, created_by, request_id, approved_by, issuer, subject, \
+                 idle_timeout_secs, idle_in_transaction_timeout_secs, max_session_secs, \
+                 read_only, require_amr, max_auth_age_secs) \
+                 SELECT $1::text, $2::text, $3::text, $4::text, now(), $5::timestamptz, \
+                 $6::text, $7::bigint, $8::text[], $9::text, $10::text, $11::int, $12::int, \
+                 $13::int, $14::boolean, $15::text[], $16::int \
+                 WHERE NOT EXISTS (SELECT FROM person WHERE NOT active) \
                  ON CONFLICT (request_id) DO NOTHING RETURNING {COLUMNS}"
             ),
             &[
@@ -654,18 +692,24 @@ pub async fn record(
             ],
         )
         .await?;
-    let row = match inserted {
-        Some(row) => row,
-        None => {
+    if let Some(row) = inserted {
+        return Ok(Grant::from_row(&row));
+    }
+    // Not inserted: the request's grant exists already, or the person is deprovisioned.
+    let existing = match request_id {
+        Some(_) => {
             control
-                .query_one(
+                .query_opt(
                     &format!("SELECT {COLUMNS} FROM grants WHERE request_id = $1"),
                     &[&request_id],
                 )
                 .await?
         }
+        None => None,
     };
-    Ok(Grant::from_row(&row))
+    existing
+        .map(|row| Grant::from_row(&row))
+        .ok_or(GrantError::Deprovisioned(email))
 }
 
 /// Only group roles (no login, no special attributes) may be handed out.
@@ -808,6 +852,12 @@ pub async fn active_roles(control: &Client, db_user: &str) -> Result<Vec<String>
 /// `SECURITY DEFINER` context) when a membership is revoked, so a session opened under
 /// another grant could otherwise keep the ended grant's privileges until it closes. The
 /// person reconnects at once and gets exactly what is left.
+///
+/// Fails closed (issue 17): the login goes first, before anything that can fail. When a
+/// membership cannot be revoked (on PostgreSQL 16+ one granted by another role; a role
+/// only a superuser may take away), the role is left unable to log in, even with grants
+/// still active, and its sessions are ended; then the error is returned. The login stays
+/// off until an admin takes the membership away: a grant made later has a role of its own.
 pub async fn reconcile(
     control: &Client,
     target: &Client,
@@ -818,14 +868,30 @@ pub async fn reconcile(
         active_left: active.len(),
         ..Reconciled::default()
     };
-    for role in memberships(target, db_user).await? {
-        if !active.contains(&role) {
-            revoke_membership(target, db_user, &role).await?;
-            done.revoked.push(role);
-        }
-    }
     if active.is_empty() && can_login(target, db_user).await? {
         done.login_removed = set_login(target, db_user, false).await?;
+    }
+    let mut failed = None;
+    for role in memberships(target, db_user).await? {
+        if active.contains(&role) {
+            continue;
+        }
+        match revoke_membership(target, db_user, &role).await {
+            Ok(_) => done.revoked.push(role),
+            // Go on with the others: each one taken away is one less to leak.
+            Err(e) => {
+                failed.get_or_insert((role, e));
+            }
+        }
+    }
+    if let Some((role, source)) = failed {
+        set_login(target, db_user, false).await?;
+        terminate_sessions(target, db_user).await?;
+        return Err(GrantError::NotRevoked {
+            db_user: db_user.to_string(),
+            role,
+            cause: Box::new(source),
+        });
     }
     // With no grant left, every session is bound to an ended grant: the proxy closes each
     // with its reason, and the caller ends what is left (see `terminate_sessions`).

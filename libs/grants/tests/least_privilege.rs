@@ -450,3 +450,145 @@ async fn an_admin_login_on_a_database_without_the_functions_still_adds_and_revok
         .unwrap()
         .is_empty());
 }
+
+/// Empties the test cluster down to what a new RDS instance holds: no database but
+/// `postgres` and the templates, no role but the bootstrap superuser and the predefined ones.
+async fn empty_server(admin: &Client) {
+    for database in ["rates", "dbgw"] {
+        admin
+            .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
+    admin
+        .batch_execute(
+            "DROP SCHEMA dbgw_provision CASCADE;
+             DO $$
+             DECLARE r record;
+             BEGIN
+                 FOR r IN SELECT rolname FROM pg_roles WHERE oid >= 16384 LOOP
+                     EXECUTE format('DROP OWNED BY %I CASCADE', r.rolname);
+                 END LOOP;
+                 FOR r IN SELECT rolname FROM pg_roles WHERE oid >= 16384 LOOP
+                     EXECUTE format('DROP ROLE %I', r.rolname);
+                 END LOOP;
+             END
+             $$",
+        )
+        .await
+        .unwrap();
+}
+
+/// RDS: the master user is not a superuser (`LOGIN CREATEROLE CREATEDB`, a member of
+/// `rds_superuser`), and it is the login that sets the server up (the db-admin task,
+/// docs/operations.md). On PostgreSQL 16+ its CREATEROLE reaches only the roles it has
+/// ADMIN OPTION on (those it created), and only a superuser changes some attributes. A
+/// server set up by such a master from empty provisions end to end through the interface:
+/// the app's login creates a person's role, grants a catalogue role, the person logs in
+/// and reads, the grant is revoked, and the role has nothing and cannot log in.
+#[tokio::test]
+async fn a_server_set_up_by_a_non_superuser_master_provisions_end_to_end() {
+    let db = TestDb::start().await;
+    let superuser = db.cluster.connect("postgres").await.unwrap();
+    empty_server(&superuser).await;
+    // rds_superuser as far as the set-up needs it: signalling backends, and handing that on
+    // (the provisioner ends people's sessions). The master owns `postgres`, where the
+    // provisioning functions go. (Both as understood from AWS's documentation, not tried on
+    // an instance.)
+    superuser
+        .batch_execute(
+            "CREATE ROLE rds_superuser NOLOGIN;
+             GRANT pg_signal_backend TO rds_superuser WITH ADMIN OPTION;
+             CREATE ROLE rds_master LOGIN CREATEROLE CREATEDB IN ROLE rds_superuser;
+             ALTER DATABASE postgres OWNER TO rds_master",
+        )
+        .await
+        .unwrap();
+    let password = secret_store::generate_password();
+    pg_connect::set_password(&superuser, "rds_master", &password)
+        .await
+        .unwrap();
+    let server = dbgw_db::schema::Server {
+        admin: secret_store::DbCredentials::new("rds_master", password),
+        ..db.cluster.server()
+    };
+    dbgw_db::schema::setup(&server, "rates").await.unwrap();
+    dbgw_db::schema::setup_control(&server).await.unwrap();
+    // Twice: every deploy runs it again.
+    dbgw_db::schema::setup_control(&server).await.unwrap();
+
+    // The master gives the app its password, as the db-admin task does.
+    let master = server.connect("postgres").await.unwrap();
+    let app_password = secret_store::generate_password();
+    pg_connect::set_password(&master, APP, &app_password)
+        .await
+        .unwrap();
+    let app_creds = secret_store::DbCredentials::new(APP, app_password);
+    db.store
+        .put_db_credentials("dbgw/approvals-db", &app_creds)
+        .await
+        .unwrap();
+    let app = server.connect_as("postgres", &app_creds).await.unwrap();
+    let control = server.connect_as("dbgw", &app_creds).await.unwrap();
+
+    let grant = grants::add(
+        &control,
+        &app,
+        &db.store,
+        &layout(&db),
+        NewGrant {
+            email: "erin@example.com".into(),
+            database: "rates".into(),
+            role: "rates_reader".into(),
+            expires_at: Utc::now() + Duration::hours(1),
+            created_by: "approvals".into(),
+            policy: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let creds = db
+        .store
+        .db_credentials(&grants::person_secret(&grant.db_user))
+        .await
+        .unwrap();
+    let person = server.connect_as("rates", &creds).await.unwrap();
+    let n: i64 = person
+        .query_one("SELECT count(*) FROM ports", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 0);
+    denied(
+        "the person writes",
+        person.batch_execute("DELETE FROM ports").await,
+    );
+
+    grants::revoke(&control, &app, grant.id, "operator", "done")
+        .await
+        .unwrap();
+    assert!(
+        grants::terminate_sessions(&app, &grant.db_user)
+            .await
+            .unwrap()
+            >= 1
+    );
+    assert!(grants::memberships(&app, &grant.db_user)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!grants::can_login(&app, &grant.db_user).await.unwrap());
+    assert!(server.connect_as("rates", &creds).await.is_err());
+    // And the app's login holds nothing on that server either.
+    let row = superuser
+        .query_one(
+            "SELECT rolcreaterole OR rolsuper, \
+             (SELECT count(*) FROM pg_auth_members WHERE member = r.oid) \
+             FROM pg_roles r WHERE rolname = $1",
+            &[&APP],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i64>(1), 0);
+}

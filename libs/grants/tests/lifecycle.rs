@@ -502,3 +502,175 @@ async fn expire(control: &tokio_postgres::Client, id: i64) {
         .await
         .unwrap();
 }
+
+fn new_grant(email: &str, role: &str) -> NewGrant {
+    NewGrant {
+        email: email.into(),
+        database: "rates".into(),
+        role: role.into(),
+        expires_at: Utc::now() + Duration::hours(1),
+        created_by: "operator".into(),
+        policy: Default::default(),
+    }
+}
+
+/// Issue 17: ending a grant fails closed. A membership the provisioner cannot take away (an
+/// admin made the person's role a member of a superuser role, which only a superuser may
+/// revoke; on 16+ also any membership another role granted) used to stop `reconcile` at the
+/// error, before it took the login away: the person went on logging in with the grant's
+/// password until some later pass. Now the login goes first, the sessions end, the other
+/// memberships go, and the error names what is left.
+#[tokio::test]
+async fn a_revocation_that_fails_still_takes_the_login_away() {
+    let db = TestDb::start().await;
+    let control = db.cluster.connect("dbgw").await.unwrap();
+    let target = db.cluster.connect("postgres").await.unwrap();
+    let grant = add(
+        &db,
+        &control,
+        &target,
+        new_grant("mallory@example.com", "rates_reader"),
+    )
+    .await
+    .unwrap();
+    let user = grant.db_user.clone();
+    target
+        .batch_execute(&format!(
+            "CREATE ROLE boss SUPERUSER NOLOGIN; GRANT boss TO {user}"
+        ))
+        .await
+        .unwrap();
+    // What the person holds: the grant's password, and a session open with it.
+    let creds = db
+        .store
+        .db_credentials(&grants::person_secret(&user))
+        .await
+        .unwrap();
+    let session = db
+        .cluster
+        .server()
+        .connect_as("rates", &creds)
+        .await
+        .unwrap();
+
+    let failed = grants::revoke(&control, &target, grant.id, "operator", "done").await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(
+        !grants::can_login(&target, &user).await.unwrap(),
+        "the role still logs in after a failed revocation"
+    );
+    testkit::eventually(
+        "the person's open session is terminated",
+        std::time::Duration::from_secs(10),
+        async || session.query_one("SELECT 1", &[]).await.is_err(),
+    )
+    .await;
+    assert!(
+        db.cluster
+            .server()
+            .connect_as("rates", &creds)
+            .await
+            .is_err(),
+        "the person logs in with the ended grant's password"
+    );
+    assert_eq!(
+        grants::memberships(&target, &user).await.unwrap(),
+        vec!["boss".to_string()],
+        "the memberships that could be revoked are left"
+    );
+    match &failed {
+        Err(GrantError::NotRevoked { db_user, role, .. }) if db_user == &user && role == "boss" => {
+        }
+        other => panic!("expected the error to name boss, got {other:?}"),
+    }
+    // Another pass fails the same way and gives nothing back.
+    assert!(grants::reconcile(&control, &target, &user).await.is_err());
+    assert!(!grants::can_login(&target, &user).await.unwrap());
+}
+
+/// Issue 17: a person the identity provider deprovisioned (SCIM) gets no grant by any path:
+/// not from an operator's `proxy grant add` (which used to check nothing), nor from a
+/// request recorded after the deactivation. Nothing is made on the server either.
+#[tokio::test]
+async fn no_grant_for_a_person_the_identity_provider_deprovisioned() {
+    let db = TestDb::start().await;
+    let control = db.cluster.connect("dbgw").await.unwrap();
+    let target = db.cluster.connect("postgres").await.unwrap();
+    control
+        .batch_execute(
+            "INSERT INTO scim_users (user_name, active, deactivated_at) \
+             VALUES ('mallory@example.com', false, now()); \
+             INSERT INTO scim_users (user_name, active) VALUES ('bob@example.com', true)",
+        )
+        .await
+        .unwrap();
+    let roles = async || -> i64 {
+        target
+            .query_one(
+                "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'p\\_mallory%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let refused = add(
+        &db,
+        &control,
+        &target,
+        new_grant(" Mallory@Example.com", "rates_writer"),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(GrantError::Deprovisioned(ref e)) if e == "mallory@example.com"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        roles().await,
+        0,
+        "a role was made for a deprovisioned person"
+    );
+    // The one place every path writes a grant: with or without an approval.
+    let new = new_grant("mallory@example.com", "rates_writer");
+    let approval = grants::Approval {
+        request_id: 7,
+        approved_by: vec!["dana@example.com".into()],
+        issuer: "https://idp.example".into(),
+        subject: "mallory".into(),
+    };
+    for approval in [None, Some(&approval)] {
+        let user = grants::request_role(&new.email, 7);
+        let recorded = grants::record(&control, &new, &user, approval).await;
+        assert!(
+            matches!(recorded, Err(GrantError::Deprovisioned(_))),
+            "{recorded:?}"
+        );
+    }
+    let n: i64 = control
+        .query_one("SELECT count(*) FROM grants", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a grant was recorded for a deprovisioned person");
+    // Active at the provider, or never pushed by it: granted as before.
+    for email in ["bob@example.com", "carol@example.com"] {
+        add(&db, &control, &target, new_grant(email, "rates_reader"))
+            .await
+            .unwrap();
+    }
+    // Reactivated: granted again.
+    control
+        .batch_execute(
+            "UPDATE scim_users SET active = true WHERE user_name = 'mallory@example.com'",
+        )
+        .await
+        .unwrap();
+    add(
+        &db,
+        &control,
+        &target,
+        new_grant("mallory@example.com", "rates_reader"),
+    )
+    .await
+    .unwrap();
+}
