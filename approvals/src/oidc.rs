@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use base64::Engine;
-use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreProviderMetadata,
-};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
@@ -68,41 +65,10 @@ pub struct Oidc {
     redirect: RedirectUrl,
     client_secret: SecretString,
     http: reqwest::Client,
+    /// Verifies the ID token of a sign-in.
+    ids: Arc<oidc::Verifier>,
     metadata: RwLock<Option<(Instant, Arc<CoreProviderMetadata>)>>,
     introspection: RwLock<Option<String>>,
-}
-
-#[derive(Debug)]
-struct HttpError(String);
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for HttpError {}
-
-async fn send(
-    http: reqwest::Client,
-    request: openidconnect::HttpRequest,
-) -> Result<openidconnect::HttpResponse, HttpError> {
-    let request = reqwest::Request::try_from(request).map_err(|e| HttpError(e.to_string()))?;
-    let response = http
-        .execute(request)
-        .await
-        .map_err(|e| HttpError(e.to_string()))?;
-    let mut builder = http::Response::builder().status(response.status());
-    for (k, v) in response.headers() {
-        builder = builder.header(k, v);
-    }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| HttpError(e.to_string()))?;
-    builder
-        .body(body.to_vec())
-        .map_err(|e| HttpError(e.to_string()))
 }
 
 impl Oidc {
@@ -125,16 +91,18 @@ impl Oidc {
             public_url.trim_end_matches('/')
         ))
         .context("public_url does not make a valid redirect URI")?;
-        // OAuth endpoints must not be followed through redirects (RFC 6749 security advice).
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let http = oidc::http::client(Duration::from_secs(10))?;
+        let ids = oidc::Verifier::new(oidc::VerifierSettings::new(
+            &settings.issuer,
+            &settings.client_id,
+        ))
+        .context("oidc.issuer")?;
         Ok(Oidc {
             settings,
             redirect,
             client_secret,
             http,
+            ids,
             metadata: RwLock::new(None),
             introspection: RwLock::new(None),
         })
@@ -155,14 +123,16 @@ impl Oidc {
         }
         let issuer = IssuerUrl::new(self.settings.issuer.clone()).context("oidc.issuer")?;
         let http = self.http.clone();
-        let m = CoreProviderMetadata::discover_async(issuer, &move |r| send(http.clone(), r))
-            .await
-            .with_context(|| {
-                format!(
-                    "reading the identity provider's configuration at {}",
-                    self.settings.issuer
-                )
-            })?;
+        let m = CoreProviderMetadata::discover_async(issuer, &move |r| {
+            oidc::http::send(http.clone(), r)
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "reading the identity provider's configuration at {}",
+                self.settings.issuer
+            )
+        })?;
         let m = Arc::new(m);
         *slot = Some((Instant::now(), m.clone()));
         Ok(m)
@@ -220,21 +190,14 @@ impl Oidc {
         let response = client
             .exchange_code(AuthorizationCode::new(code))?
             .set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier.clone()))
-            .request_async(&move |r| send(http.clone(), r))
+            .request_async(&move |r| oidc::http::send(http.clone(), r))
             .await
             .map_err(|e| anyhow!("exchanging the authorization code: {e}"))?;
         let id_token = response
             .id_token()
             .context("the provider returned no ID token")?
-            .clone();
-        let nonce = Nonce::new(flow.nonce.clone());
-        let user = self
-            .verify(
-                &id_token,
-                std::slice::from_ref(&self.settings.client_id),
-                Some(&nonce),
-            )
-            .await?;
+            .to_string();
+        let user = self.verify(&id_token, &flow.nonce).await?;
         let lifetime = response
             .expires_in()
             .unwrap_or(Duration::from_secs(300))
@@ -368,69 +331,25 @@ impl Oidc {
         Ok(url)
     }
 
-    /// Verifies against the current keys; on failure reads the keys again (they may have
-    /// rotated) and tries once more.
-    async fn verify(
-        &self,
-        id_token: &CoreIdToken,
-        audiences: &[String],
-        nonce: Option<&Nonce>,
-    ) -> anyhow::Result<User> {
-        let first = self.verify_with(id_token, audiences, nonce, false).await;
-        match first {
-            Ok(user) => Ok(user),
-            Err(e) => {
-                tracing::debug!(error = %e, "ID token did not verify; reading the keys again");
-                self.verify_with(id_token, audiences, nonce, true).await
-            }
-        }
-    }
-
-    async fn verify_with(
-        &self,
-        id_token: &CoreIdToken,
-        audiences: &[String],
-        nonce: Option<&Nonce>,
-        refresh: bool,
-    ) -> anyhow::Result<User> {
-        let metadata = self.metadata(refresh).await?;
-        let mut last = anyhow!("no audience configured");
-        for aud in audiences {
-            let verifier = CoreIdTokenVerifier::new_public_client(
-                ClientId::new(aud.clone()),
-                metadata.issuer().clone(),
-                metadata.jwks().clone(),
-            );
-            let checked = match nonce {
-                Some(n) => id_token.claims(&verifier, n).cloned(),
-                None => id_token
-                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                    .cloned(),
-            };
-            match checked {
-                Ok(claims) => {
-                    if claims.email_verified() == Some(false) {
-                        anyhow::bail!("the provider says this email address is not verified");
-                    }
-                    let email = claims
-                        .email()
-                        .context("the ID token carries no email")?
-                        .as_str();
-                    return Ok(User {
-                        email: grants::normalize_email(email),
-                        subject: claims.subject().as_str().to_string(),
-                        name: claims
-                            .name()
-                            .and_then(|n| n.get(None))
-                            .map(|n| n.as_str().to_string())
-                            .unwrap_or_default(),
-                        groups: groups_claim(&id_token.to_string())?,
-                    });
-                }
-                Err(e) => last = anyhow!("the ID token did not verify: {e}"),
-            }
-        }
-        Err(last)
+    /// Verifies a sign-in's ID token (the workspace's one verifier: signature, issuer,
+    /// audience = this app, expiry) and that it carries this sign-in's nonce.
+    async fn verify(&self, id_token: &str, nonce: &str) -> anyhow::Result<User> {
+        let claims = self
+            .ids
+            .verify(id_token)
+            .await
+            .map_err(|e| anyhow!("the ID token did not verify: {e}"))?;
+        anyhow::ensure!(
+            claims.nonce.as_deref() == Some(nonce),
+            "the ID token did not verify: it is not the token of this sign-in (nonce)"
+        );
+        let email = claims.verified_email(false).map_err(|e| anyhow!("{e}"))?;
+        Ok(User {
+            email: grants::normalize_email(email),
+            subject: claims.sub,
+            name: claims.name.unwrap_or_default(),
+            groups: claims.groups,
+        })
     }
 
     /// Asks the provider who holds `access_token` now and in which groups. The subject must
@@ -480,20 +399,4 @@ impl Oidc {
             groups: info.groups,
         })
     }
-}
-
-/// The `groups` claim of a JWT whose signature has already been verified.
-fn groups_claim(jwt: &str) -> anyhow::Result<Vec<String>> {
-    let payload = jwt.split('.').nth(1).context("not a JWT")?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .context("JWT payload is not base64url")?;
-    #[derive(Deserialize)]
-    struct Groups {
-        #[serde(default)]
-        groups: Vec<String>,
-    }
-    Ok(serde_json::from_slice::<Groups>(&bytes)
-        .context("JWT payload")?
-        .groups)
 }

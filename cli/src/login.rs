@@ -20,17 +20,6 @@ use tokio::net::TcpListener;
 use crate::cache::Cached;
 use crate::settings::Settings;
 
-#[derive(Debug)]
-struct HttpError(String);
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for HttpError {}
-
 /// The `amr` value (RFC 8176) of a multi-factor sign-in.
 const MFA: &str = "mfa";
 
@@ -38,34 +27,8 @@ const MFA: &str = "mfa";
 /// a new multi-factor sign-in (`acr_values=mfa`, `prompt=login`, so an existing browser
 /// session does not stand in for it) and checks the token says so (`amr`).
 pub async fn login(settings: &Settings, open_browser: bool, mfa: bool) -> anyhow::Result<Cached> {
-    tls_config::install_provider();
-    // OAuth endpoints must not be followed through redirects (RFC 6749 security advice).
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let send = |request: openidconnect::HttpRequest| {
-        let http = http.clone();
-        async move {
-            let request =
-                reqwest::Request::try_from(request).map_err(|e| HttpError(e.to_string()))?;
-            let response = http
-                .execute(request)
-                .await
-                .map_err(|e| HttpError(e.to_string()))?;
-            let mut builder = http::Response::builder().status(response.status());
-            for (k, v) in response.headers() {
-                builder = builder.header(k, v);
-            }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| HttpError(e.to_string()))?;
-            builder
-                .body(body.to_vec())
-                .map_err(|e| HttpError(e.to_string()))
-        }
-    };
+    let http = oidc::http::client(Duration::from_secs(30))?;
+    let send = |request: openidconnect::HttpRequest| oidc::http::send(http.clone(), request);
 
     let issuer = IssuerUrl::new(settings.issuer.clone()).context("issuer is not a URL")?;
     let metadata = CoreProviderMetadata::discover_async(issuer, &send)
@@ -121,35 +84,41 @@ pub async fn login(settings: &Settings, open_browser: bool, mfa: bool) -> anyhow
         .context("exchanging the authorization code")?;
     let id_token = response
         .id_token()
-        .context("the provider returned no ID token")?;
-    let claims = id_token
-        .claims(&client.id_token_verifier(), &nonce)
+        .context("the provider returned no ID token")?
+        .to_string();
+    // The workspace's one ID-token verifier (the proxy's own): signature, issuer, audience,
+    // expiry; then this sign-in's nonce.
+    let ids = oidc::Verifier::new(oidc::VerifierSettings::new(
+        &settings.issuer,
+        &settings.client_id,
+    ))?;
+    let claims = ids
+        .verify(&id_token)
+        .await
         .context("the ID token did not verify")?;
-    if mfa {
-        let methods: Vec<&str> = claims
-            .auth_method_refs()
-            .map(|v| v.iter().map(|m| m.as_str()).collect())
-            .unwrap_or_default();
-        if !methods.contains(&MFA) {
-            bail!(
-                "the identity provider did not confirm a multi-factor sign-in (amr {methods:?}): \
-                 it may need multi-factor set up for your account"
-            );
-        }
+    if claims.nonce.as_deref() != Some(nonce.secret().as_str()) {
+        bail!("the ID token did not verify: it is not the token of this sign-in (nonce)");
+    }
+    if mfa && !claims.amr.iter().any(|m| m == MFA) {
+        bail!(
+            "the identity provider did not confirm a multi-factor sign-in (amr {:?}): \
+             it may need multi-factor set up for your account",
+            claims.amr
+        );
     }
     let email = claims
-        .email()
+        .email
+        .as_deref()
         .context("the ID token carries no email: is the `email` scope allowed?")?
-        .as_str()
         .to_lowercase();
     let expires_at = Utc
-        .timestamp_opt(claims.expiration().timestamp(), 0)
+        .timestamp_opt(claims.exp, 0)
         .single()
         .context("bad expiry")?;
     Ok(Cached {
         issuer: settings.issuer.clone(),
         email,
-        id_token: id_token.to_string(),
+        id_token,
         expires_at,
     })
 }
