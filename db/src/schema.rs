@@ -69,6 +69,7 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0009_scim_users",
         include_str!("../control/0009_scim_users.sql"),
     ),
+    ("0010_people", include_str!("../control/0010_people.sql")),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by
@@ -86,6 +87,9 @@ pub struct Server {
     pub admin: DbCredentials,
     /// CA bundle that signed the server certificate; `None` uses the public web roots.
     pub ca: Option<PathBuf>,
+    /// The certificate to present when the server asks for one (people's roles need it on
+    /// the local clusters; the admin does not).
+    pub client_cert: Option<pg_connect::ClientCert>,
 }
 
 impl Server {
@@ -97,6 +101,7 @@ impl Server {
             tls: pg_connect::TlsMode::VerifyFull,
             ca_file: self.ca.clone(),
             connect_timeout: std::time::Duration::from_secs(10),
+            client_cert: self.client_cert.clone(),
         }
     }
 

@@ -496,13 +496,14 @@ pub async fn set_password(
     Ok(())
 }
 
-/// The group roles `db_user` is a direct member of.
+/// The group roles `db_user` is a direct member of; not the marker `dbgw_people`, which
+/// every person's role holds and no grant gives (db/control/0010_people.sql).
 pub async fn memberships(target: &Client, db_user: &str) -> Result<Vec<String>, GrantError> {
     Ok(target
         .query(
             "SELECT g.rolname::text FROM pg_auth_members m \
              JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
-             WHERE u.rolname = $1 ORDER BY 1",
+             WHERE u.rolname = $1 AND g.rolname <> 'dbgw_people' ORDER BY 1",
             &[&db_user],
         )
         .await?
