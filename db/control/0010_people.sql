@@ -20,7 +20,8 @@ BEGIN
 
     -- PostgreSQL 16 and later: CREATEROLE covers only roles one has ADMIN OPTION on.
     IF current_setting('server_version_num')::int >= 160000 THEN
-        GRANT dbgw_people TO dbgw_provisioner WITH ADMIN OPTION, INHERIT FALSE, SET FALSE;
+        -- (EXECUTE: 15 cannot parse the options.)
+        EXECUTE 'GRANT dbgw_people TO dbgw_provisioner WITH ADMIN OPTION, INHERIT FALSE, SET FALSE';
     END IF;
 
     -- People's roles made before the marker existed.

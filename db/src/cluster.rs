@@ -475,6 +475,7 @@ fn template() -> anyhow::Result<PathBuf> {
     hash.update(schema::ROLES_SQL);
     hash.update(schema::DUMP_SQL);
     hash.update(schema::PROVISIONER_SQL);
+    hash.update(PG_HBA);
     for (name, sql) in schema::MIGRATIONS.iter().chain(schema::CONTROL_MIGRATIONS) {
         hash.update(name);
         hash.update(sql);
