@@ -81,9 +81,9 @@ pub struct DatabaseSettings {
     /// (it holds only a username and password; in AWS, set this to the instance's address),
     /// or a rotated secret without `host` (local stack).
     pub default_host: String,
-    /// The client certificate (PEM) and its key that the function presents to the database:
-    /// where `pg_hba` admits people's roles only with it (outside AWS), `testSecret` of a
-    /// person's secret logs in as the person. Both or neither; unset in AWS (IAM there).
+    /// The client certificate (PEM) and its key that the function presents to the database,
+    /// where `pg_hba` admits people's roles only with it (outside AWS): `setSecret` and
+    /// `testSecret` of a person's secret log in as the person. Both or neither; unset in AWS.
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
 }
