@@ -70,15 +70,13 @@ pub fn client_config_with_identity(
             let key = PrivateKeyDer::from_pem_file(id.key).with_context(|| {
                 format!("reading the client certificate's key {}", id.key.display())
             })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .with_context(|| {
-                    format!(
-                        "client certificate {} and key {} do not match",
-                        id.cert.display(),
-                        id.key.display()
-                    )
-                })?
+            builder.with_client_auth_cert(chain, key).with_context(|| {
+                format!(
+                    "client certificate {} and key {} do not match",
+                    id.cert.display(),
+                    id.key.display()
+                )
+            })?
         }
     };
     Ok(Arc::new(config))

@@ -161,7 +161,10 @@ async fn the_marker_is_never_taken_away_from_a_persons_role() {
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err:?}");
     let marked: bool = target
-        .query_one("SELECT pg_has_role($1, 'dbgw_people', 'MEMBER')", &[&grant.db_user])
+        .query_one(
+            "SELECT pg_has_role($1, 'dbgw_people', 'MEMBER')",
+            &[&grant.db_user],
+        )
         .await
         .unwrap()
         .get(0);
