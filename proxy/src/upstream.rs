@@ -67,6 +67,7 @@ impl UpstreamSettings {
             tls: self.tls,
             ca_file: self.ca_file.clone(),
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            // Half a pair is refused by `Settings::validate` and `Connector::new`.
             client_cert: self.client_cert().ok().flatten(),
         }
     }
