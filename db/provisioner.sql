@@ -9,7 +9,9 @@
 -- Every function checks its arguments:
 --   a person's role is `p_<letters, digits, _>_<16 lowercase hex>`, at most 63 characters
 --   (grants::person_role), and to be given a password, a login or a role it must hold
---   nothing but grantable roles: no attribute beyond LOGIN, no other membership, no
+--   nothing but grantable roles (and the marker dbgw_people, which every person's role
+--   holds and never loses: pg_hba asks its members for the proxy's client certificate;
+--   db/control/0011_people.sql): no attribute beyond LOGIN, no other membership, no
 --   members, no privilege granted to it directly;
 --   a grantable role is one an admin marked (GRANT dbgw_grantable TO <role>): NOLOGIN, no
 --   attribute, not predefined (pg_*), and not a member, directly or not, of a predefined
@@ -32,7 +34,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f
           AND NOT (g.rolcanlogin OR g.rolsuper OR g.rolcreaterole OR g.rolcreatedb
                    OR g.rolreplication OR g.rolbypassrls)
           AND g.rolname !~ '^pg_'
-          AND g.rolname NOT IN ('dbgw_provisioner', 'dbgw_grantable', 'dbgw_approvals')
+          AND g.rolname NOT IN ('dbgw_provisioner', 'dbgw_grantable', 'dbgw_approvals', 'dbgw_people')
           AND NOT EXISTS (
               SELECT FROM pg_roles p
               WHERE p.oid <> g.oid
@@ -68,7 +70,7 @@ BEGIN
     END IF;
     SELECT g.rolname INTO other
     FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-    WHERE m.member = r.oid AND NOT dbgw_provision.grantable(g.rolname)
+    WHERE m.member = r.oid AND g.rolname <> 'dbgw_people' AND NOT dbgw_provision.grantable(g.rolname)
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'dbgw_provision: role "%" is a member of "%", which is not grantable', person_role, other
@@ -92,19 +94,36 @@ BEGIN
 END
 $fn$;
 
+-- Makes a person's role a member of dbgw_people (db/control/0011_people.sql), the marker by
+-- which pg_hba asks people's logins for the proxy's client certificate. Not granted to
+-- the app: ensure_role and set_login call it, so no person's role can log in without it.
+CREATE OR REPLACE FUNCTION dbgw_provision.mark_person(person_role text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_auth_members m
+                   JOIN pg_roles u ON u.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
+                   WHERE u.rolname = person_role AND g.rolname = 'dbgw_people') THEN
+        EXECUTE format('GRANT dbgw_people TO %I', person_role);
+    END IF;
+END
+$fn$;
+
 -- Creates the person's role, NOLOGIN, if it does not exist. Returns whether it did.
 CREATE OR REPLACE FUNCTION dbgw_provision.ensure_role(person_role text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     IF dbgw_provision.person(person_role, true) IS NOT NULL THEN
+        PERFORM dbgw_provision.mark_person(person_role);
         RETURN false;
     END IF;
     EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
                    person_role);
+    PERFORM dbgw_provision.mark_person(person_role);
     RETURN true;
 EXCEPTION WHEN duplicate_object THEN
     -- Made meanwhile by another call; check it as any existing one.
     PERFORM dbgw_provision.person(person_role, true);
+    PERFORM dbgw_provision.mark_person(person_role);
     RETURN false;
 END
 $fn$;
@@ -157,6 +176,10 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     person_oid oid;
 BEGIN
+    IF group_role = 'dbgw_people' THEN
+        RAISE EXCEPTION 'dbgw_provision: "dbgw_people" marks a person''s role for pg_hba; it is never taken away'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     person_oid := dbgw_provision.person(person_role, false);
     IF person_oid IS NULL OR NOT EXISTS (
         SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
@@ -197,6 +220,9 @@ BEGIN
                 USING ERRCODE = 'undefined_object';
         END IF;
         RETURN false;
+    END IF;
+    IF login THEN
+        PERFORM dbgw_provision.mark_person(person_role);
     END IF;
     IF (SELECT rolcanlogin FROM pg_roles WHERE oid = person_oid) = login THEN
         RETURN false;

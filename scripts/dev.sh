@@ -156,6 +156,11 @@ up() {
   "$BIN/dbgw-db" secrets import "$DEV/secrets" >/dev/null
   "$BIN/dbgw-db" up --dir "$DEV/pg" --port "$PG_PORT" >/dev/null
   [ -f "$DEV/proxy/proxy.crt" ] || "$BIN/dbgw-db" cert --ca-dir "$DEV/pg" --out "$DEV/proxy" --name proxy >/dev/null
+  # The client certificates people's roles need upstream (pg_hba: clientcert=verify-ca, from
+  # the cluster's client CA): the proxy's, and the rotation function's (its testSecret logs
+  # in as the person). Nobody else gets one, so a person's password is useless outside the proxy.
+  [ -f "$DEV/proxy/upstream-client.crt" ] || "$BIN/dbgw-db" cert --client --ca-dir "$DEV/pg" --out "$DEV/proxy" --name upstream-client >/dev/null
+  [ -f "$DEV/rotation/upstream-client.crt" ] || "$BIN/dbgw-db" cert --client --ca-dir "$DEV/pg" --out "$DEV/rotation" --name upstream-client >/dev/null
   start idp http://127.0.0.1:9000/healthz env IDP_STATE_DIR="$DEV/idp" node idp/server.js
   start proxy http://127.0.0.1:9187/health/ready "$BIN/proxy" --config config/local/proxy.toml
   ship_audit
@@ -169,7 +174,8 @@ up() {
     --enable dbgw/rates-api --enable dbgw/proxy-control --enable dbgw/approvals-db
   cat <<EOT
 dbgw local stack is up:
-  postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin login in secret dbgw/postgres-admin)
+  postgres   127.0.0.1:$PG_PORT   (TLS, CA .dev/pg/ca.crt; admin login in secret dbgw/postgres-admin;
+             people's roles only with the proxy's client certificate)
   moto       http://127.0.0.1:$MOTO_PORT  (Secrets Manager; saved to .dev/secrets by make down)
   rotation   every $ROTATE_EVERY_SECS s (ROTATE_EVERY_SECS=60 make up for a demonstration; now: make rotate)
   proxy      127.0.0.1:6432   (health/metrics http://127.0.0.1:9187; audit log .dev/audit/)

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::schema::{self, Server};
 
 /// Bump to rebuild templates after changing how they are made.
-const TEMPLATE_FORMAT: &str = "4";
+const TEMPLATE_FORMAT: &str = "5";
 const ADMIN_USER: &str = "postgres";
 
 /// A running local cluster.
@@ -172,6 +172,16 @@ impl Cluster {
             throwaway: false,
             options,
         };
+        // A cluster made before people's logins needed the client certificate gets that
+        // rule now (a running one rereads its configuration).
+        if client_auth(root)? && cluster.is_running() {
+            let status = as_postgres(Command::new(pg_bin("pg_ctl")?))
+                .args(["reload", "-s", "-D"])
+                .arg(cluster.data())
+                .status()
+                .context("running pg_ctl reload")?;
+            anyhow::ensure!(status.success(), "pg_ctl reload failed");
+        }
         if !cluster.is_running() {
             let log = cluster.root.join("postgres.log");
             // pg_ctl runs the server through the shell: each value is single-quoted.
@@ -226,6 +236,16 @@ impl Cluster {
         self.root.join("ca.crt")
     }
 
+    /// The certificate that people's roles must present ([`client_auth`]): the tests'
+    /// stand-in for the proxy's and the rotation function's. Issued by the cluster's client
+    /// CA, which is not the server CA.
+    pub fn client_cert(&self) -> pg_connect::ClientCert {
+        pg_connect::ClientCert {
+            cert_file: self.root.join(format!("{CLIENT_CERT}.crt")),
+            key_file: self.root.join(format!("{CLIENT_CERT}.key")),
+        }
+    }
+
     /// The cluster's directory (its CA key is there, for [`Cluster::issue_cert`]).
     pub fn root(&self) -> &Path {
         &self.root
@@ -261,6 +281,7 @@ impl Cluster {
             port: self.port,
             admin: self.admin.clone(),
             ca: Some(self.ca_cert()),
+            client_cert: Some(self.client_cert()),
         }
     }
 
@@ -454,6 +475,7 @@ fn template() -> anyhow::Result<PathBuf> {
     hash.update(schema::ROLES_SQL);
     hash.update(schema::DUMP_SQL);
     hash.update(schema::PROVISIONER_SQL);
+    hash.update(PG_HBA);
     for (name, sql) in schema::MIGRATIONS.iter().chain(schema::CONTROL_MIGRATIONS) {
         hash.update(name);
         hash.update(sql);
@@ -522,12 +544,7 @@ fn build_template(root: &Path) -> anyhow::Result<()> {
           full_page_writes = off\n\
           log_min_messages = warning\n",
     )?;
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "# TYPE  DATABASE USER ADDRESS       METHOD\n\
-         hostssl all      all  127.0.0.1/32  scram-sha-256\n\
-         host    all      all  127.0.0.1/32  scram-sha-256\n",
-    )?;
+    client_auth(root)?;
 
     let mut cluster = Cluster {
         root: root.to_path_buf(),
@@ -556,6 +573,50 @@ fn build_template(root: &Path) -> anyhow::Result<()> {
     cluster.stop()?;
     let _ = std::fs::remove_file(root.join("postgres.log"));
     Ok(())
+}
+
+/// The stem of the client certificate every local cluster issues itself ([`Cluster::client_cert`]).
+const CLIENT_CERT: &str = "client";
+
+/// Who may log in, and how (`pg_hba.conf`). People's roles (members of `dbgw_people`,
+/// db/control/0011_people.sql) only over TLS with a certificate from the client CA, which
+/// only the proxy and the rotation function hold, and their password; from anywhere else,
+/// never. A person's password taken from the secret store is then useless outside the
+/// proxy, although every process of the local stack is on 127.0.0.1. The first line that
+/// matches decides: a missing certificate is a refusal, not a fall-through.
+pub const PG_HBA: &str = "\
+# TYPE  DATABASE USER          ADDRESS       METHOD
+hostssl all      +dbgw_people  127.0.0.1/32  scram-sha-256 clientcert=verify-ca
+host    all      +dbgw_people  all           reject
+hostssl all      all           127.0.0.1/32  scram-sha-256
+host    all      all           127.0.0.1/32  scram-sha-256
+";
+
+/// Makes the cluster in `root` ask people's roles for the client certificate: the client
+/// CA and a certificate from it ([`Cluster::client_cert`]), the server trusting that CA
+/// only for client certificates (`ssl_ca_file`), and [`PG_HBA`]. Idempotent; returns
+/// whether anything changed.
+fn client_auth(root: &Path) -> anyhow::Result<bool> {
+    let data = root.join("data");
+    let hba = data.join("pg_hba.conf");
+    if std::fs::read_to_string(&hba).is_ok_and(|text| text == PG_HBA) {
+        return Ok(false);
+    }
+    crate::tls::ensure_client_ca(root)?;
+    let ca = format!("{}.crt", crate::tls::CLIENT_CA);
+    std::fs::copy(root.join(&ca), data.join(&ca))?;
+    if !root.join(format!("{CLIENT_CERT}.crt")).exists() {
+        crate::tls::issue_client(root, "dbgw local cluster client", root, CLIENT_CERT)?;
+    }
+    let conf = data.join("postgresql.conf");
+    let setting = format!("ssl_ca_file = '{ca}'");
+    if !std::fs::read_to_string(&conf)?.contains(&setting) {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&conf)?;
+        writeln!(file, "{setting}")?;
+    }
+    std::fs::write(&hba, PG_HBA)?;
+    chown_to_postgres(root)?;
+    Ok(true)
 }
 
 fn read_admin(root: &Path) -> anyhow::Result<DbCredentials> {

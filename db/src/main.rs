@@ -47,7 +47,8 @@ enum Command {
         #[arg(long)]
         no_pgaudit: bool,
     },
-    /// Issue a TLS server certificate from the dev cluster's CA (for the local proxy).
+    /// Issue a TLS server certificate from the dev cluster's CA (for the local proxy), or
+    /// with `--client` a client certificate from its client CA.
     Cert {
         #[arg(long, default_value = ".dev/pg")]
         ca_dir: PathBuf,
@@ -59,6 +60,10 @@ enum Command {
         /// DNS names and IP addresses the certificate is for.
         #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
         hosts: Vec<String>,
+        /// A client certificate from the cluster's client CA instead (for the proxy and the
+        /// rotation function: the cluster admits people's roles only with one).
+        #[arg(long)]
+        client: bool,
     },
     /// Stop the local dev cluster.
     Down {
@@ -231,10 +236,15 @@ async fn main() -> anyhow::Result<()> {
             out,
             name,
             hosts,
+            client,
         } => {
             std::fs::create_dir_all(&out)?;
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            let (crt, key) = dbgw_db::tls::issue(&ca_dir, &hosts, &out, &name)?;
+            let (crt, key) = if client {
+                dbgw_db::tls::issue_client(&ca_dir, &name, &out, &name)?
+            } else {
+                dbgw_db::tls::issue(&ca_dir, &hosts, &out, &name)?
+            };
             println!("{} {}", crt.display(), key.display());
         }
         Command::Setup { target, adopt } => {
@@ -292,6 +302,7 @@ impl Target {
             port: self.port,
             admin,
             ca: Some(self.ca.clone()),
+            client_cert: None,
         })
     }
 }

@@ -73,6 +73,7 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         "0010_extension_withdrawn",
         include_str!("../control/0010_extension_withdrawn.sql"),
     ),
+    ("0011_people", include_str!("../control/0011_people.sql")),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by
@@ -90,6 +91,9 @@ pub struct Server {
     pub admin: DbCredentials,
     /// CA bundle that signed the server certificate; `None` uses the public web roots.
     pub ca: Option<PathBuf>,
+    /// The certificate to present when the server asks for one (people's roles need it on
+    /// the local clusters; the admin does not).
+    pub client_cert: Option<pg_connect::ClientCert>,
 }
 
 impl Server {
@@ -101,6 +105,7 @@ impl Server {
             tls: pg_connect::TlsMode::VerifyFull,
             ca_file: self.ca.clone(),
             connect_timeout: std::time::Duration::from_secs(10),
+            client_cert: self.client_cert.clone(),
         }
     }
 

@@ -162,6 +162,9 @@ impl Settings {
             "upstream.auth = \"rds-iam\" sends the token as a password: it needs upstream.tls = \"verify-full\""
         );
         self.upstream
+            .client_cert()
+            .map_err(|e| anyhow::anyhow!("upstream.client_cert_file, client_key_file: {e}"))?;
+        self.upstream
             .target()
             .check()
             .map_err(|e| anyhow::anyhow!("upstream: {e}"))?;

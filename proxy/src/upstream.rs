@@ -43,6 +43,12 @@ pub struct UpstreamSettings {
     pub auth: UpstreamAuth,
     /// `rds-iam`: the database's region; unset, the AWS SDK's chain decides.
     pub region: Option<String>,
+    /// The proxy's client certificate (PEM) and its key, presented when the database asks
+    /// for one: outside AWS, `pg_hba` admits people's roles only with it
+    /// (`clientcert=verify-ca`), so a person's password is useless without the proxy.
+    /// Both or neither.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -61,7 +67,17 @@ impl UpstreamSettings {
             tls: self.tls,
             ca_file: self.ca_file.clone(),
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            // Half a pair is refused by `Settings::validate` and `Connector::new`.
+            client_cert: self.client_cert().ok().flatten(),
         }
+    }
+
+    /// The configured client certificate; an error when only one of its files is set.
+    pub fn client_cert(&self) -> Result<Option<pg_connect::ClientCert>, pg_connect::ConnectError> {
+        pg_connect::ClientCert::from_paths(
+            self.client_cert_file.as_ref(),
+            self.client_key_file.as_ref(),
+        )
     }
 }
 
@@ -76,6 +92,8 @@ impl Default for UpstreamSettings {
             connect_timeout_secs: 10,
             auth: UpstreamAuth::Password,
             region: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -117,11 +135,15 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(settings: &UpstreamSettings) -> anyhow::Result<Self> {
+        let client_cert = settings.client_cert()?;
         settings.target().check()?;
         let tls = match settings.tls {
             TlsMode::Disable => None,
             TlsMode::VerifyFull => {
-                let config = tls_config::client_config(settings.ca_file.as_deref())?;
+                let config = tls_config::client_config_with_identity(
+                    settings.ca_file.as_deref(),
+                    client_cert.as_ref().map(pg_connect::ClientCert::identity),
+                )?;
                 let name = settings
                     .server_name
                     .clone()

@@ -81,6 +81,11 @@ pub struct DatabaseSettings {
     /// (it holds only a username and password; in AWS, set this to the instance's address),
     /// or a rotated secret without `host` (local stack).
     pub default_host: String,
+    /// The client certificate (PEM) and its key that the function presents to the database,
+    /// where `pg_hba` admits people's roles only with it (outside AWS): `setSecret` and
+    /// `testSecret` of a person's secret log in as the person. Both or neither; unset in AWS.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseSettings {
@@ -88,7 +93,19 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             ca_file: PathBuf::from(".dev/pg/ca.crt"),
             default_host: "127.0.0.1".into(),
+            client_cert_file: None,
+            client_key_file: None,
         }
+    }
+}
+
+impl DatabaseSettings {
+    /// The configured client certificate; an error when only one of its files is set.
+    pub fn client_cert(&self) -> Result<Option<pg_connect::ClientCert>, pg_connect::ConnectError> {
+        pg_connect::ClientCert::from_paths(
+            self.client_cert_file.as_ref(),
+            self.client_key_file.as_ref(),
+        )
     }
 }
 

@@ -107,6 +107,7 @@ pub async fn connect(
         tls: pg_connect::TlsMode::VerifyFull,
         ca_file: Some(settings.database.ca_file.clone()),
         connect_timeout: std::time::Duration::from_secs(10),
+        client_cert: settings.database.client_cert()?,
     };
     let db = creds.dbname.as_deref().unwrap_or("postgres");
     Ok(target.connect(db, creds, APPLICATION_NAME).await?)

@@ -35,6 +35,10 @@ async fn env() -> Env {
         database: rotation::settings::DatabaseSettings {
             ca_file: cluster.ca_cert(),
             default_host: "127.0.0.1".into(),
+            // The function's client certificate: the cluster admits people's roles (whose
+            // testSecret logs in as the person) only with it.
+            client_cert_file: Some(cluster.client_cert().cert_file),
+            client_key_file: Some(cluster.client_cert().key_file),
         },
         secrets: moto.settings(0),
         log: Default::default(),

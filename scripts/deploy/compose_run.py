@@ -69,6 +69,10 @@ local_args = json.loads(os.environ.get("FARGATE_LOCAL_ARGS") or "{}")
 pretend = os.environ.get("FARGATE_PRETEND_NO_VOLUME", "")
 # What a task gets from AWS, mounted from the compose state volume (relative path, mode).
 STAND_INS = {"/var/lib/dbgw/secrets": ("secrets", "rw"), "/var/lib/dbgw/pg/ca.crt": ("pg/ca.crt", "ro")}
+# The test database is no RDS: its pg_hba admits people's roles only with the proxy's client
+# certificate (where RDS takes IAM tokens), so the proxy, and only the proxy, gets that too.
+PROXY_STAND_INS = {"/var/lib/dbgw/proxy/upstream-client.crt": ("proxy/upstream-client.crt", "ro"),
+                   "/var/lib/dbgw/proxy/upstream-client.key": ("proxy/upstream-client.key", "ro")}
 RDS_CA_DIR = "/etc/dbgw/rds-ca/"
 LABEL = f"io.podman.compose.project={project}"
 
@@ -246,12 +250,13 @@ def fargate_args(name, s, tname, task, c, env, penv):
         source = volume_source(tname, task, m["volume"])
         args += ["-v", f"{source[1]}:{m['path']}" + (":ro" if m["readonly"] else "")]
     state = volume_path(("named", f"{project}_state"))
-    for target, (rel, mode) in STAND_INS.items():
+    stand_ins = dict(STAND_INS, **(PROXY_STAND_INS if name == "proxy" else {}))
+    for target, (rel, mode) in stand_ins.items():
         args += ["-v", f"{os.path.join(state, rel)}:{target}:{mode}"]
     # Paths: the task definition's (the RDS bundle aside: the test database has its own CA).
     for k in list(env):
         v = str(env[k])
-        if v.startswith("/") and k not in c["environment"] and not any(v.startswith(t) for t in STAND_INS):
+        if v.startswith("/") and k not in c["environment"] and not any(v.startswith(t) for t in stand_ins):
             del env[k]
     for k, v in c["environment"].items():
         if v.startswith("/") and not v.startswith(RDS_CA_DIR):

@@ -330,6 +330,10 @@ impl Proxy {
         settings.tls.key_file = Some(key);
         settings.upstream.port = cluster.port();
         settings.upstream.ca_file = Some(cluster.ca_cert());
+        // The proxy's client certificate: the cluster admits people's roles only with it.
+        let client = cluster.client_cert();
+        settings.upstream.client_cert_file = Some(client.cert_file);
+        settings.upstream.client_key_file = Some(client.key_file);
         settings.secrets.dir = dir.join("secrets");
         settings.audit.dir = dir.join("audit");
         settings.oidc.issuer = issuer.to_string();

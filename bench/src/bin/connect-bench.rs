@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
              [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
              [upstream]\nport = {}\nca_file = \"{}\"\n\
+             client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n\
              [oidc]\nissuer = \"{}\"\n[secrets]\ndir = \"{}\"\n\
              [audit]\ndir = \"{}\"\n[log]\nlevel = \"warn\"\n",
             dbgw_db::cluster::free_port()?,
@@ -80,6 +81,8 @@ fn main() -> anyhow::Result<()> {
             key.display(),
             cluster.port(),
             cluster.ca_cert().display(),
+            cluster.client_cert().cert_file.display(),
+            cluster.client_cert().key_file.display(),
             idp.issuer(),
             work.path().join("secrets").display(),
             work.path().join("audit").display(),

@@ -67,6 +67,9 @@ async fn run(seconds: u64, connections: usize) -> anyhow::Result<()> {
     settings.tls.key_file = Some(key);
     settings.upstream.port = cluster.port();
     settings.upstream.ca_file = Some(cluster.ca_cert());
+    let client = cluster.client_cert();
+    settings.upstream.client_cert_file = Some(client.cert_file);
+    settings.upstream.client_key_file = Some(client.key_file);
     settings.audit.dir = work.path().join("audit");
     settings.limits.max_handshakes_per_address = connections * 2;
     let server = Server::bind_with_secrets(settings, proxy_store.clone()).await?;

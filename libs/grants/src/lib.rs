@@ -482,7 +482,33 @@ pub async fn ensure_role(target: &Client, db_user: &str) -> Result<bool, GrantEr
             .await?;
         grantor::after_create(target, db_user).await?;
     }
+    mark_person(target, db_user).await?;
     Ok(!exists)
+}
+
+/// Makes `db_user` a member of `dbgw_people` when the server has that marker
+/// (db/control/0011_people.sql): pg_hba admits its members only with the proxy's client
+/// certificate. The functions do the same on their path (`dbgw_provision.mark_person`).
+async fn mark_person(target: &Client, db_user: &str) -> Result<(), GrantError> {
+    let missing: bool = target
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_people') \
+             AND NOT EXISTS (SELECT FROM pg_auth_members m \
+             JOIN pg_roles u ON u.oid = m.member JOIN pg_roles g ON g.oid = m.roleid \
+             WHERE u.rolname = $1 AND g.rolname = 'dbgw_people')",
+            &[&db_user],
+        )
+        .await?
+        .get(0);
+    if missing {
+        target
+            .batch_execute(&format!(
+                "GRANT dbgw_people TO {}",
+                escape_identifier(db_user)
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Gives the role a new random password: stored in the secret store first, then set on the
@@ -522,13 +548,14 @@ pub async fn set_password(
     Ok(())
 }
 
-/// The group roles `db_user` is a direct member of.
+/// The group roles `db_user` is a direct member of; not the marker `dbgw_people`, which
+/// every person's role holds and no grant gives (db/control/0011_people.sql).
 pub async fn memberships(target: &Client, db_user: &str) -> Result<Vec<String>, GrantError> {
     Ok(target
         .query(
             "SELECT g.rolname::text FROM pg_auth_members m \
              JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
-             WHERE u.rolname = $1 ORDER BY 1",
+             WHERE u.rolname = $1 AND g.rolname <> 'dbgw_people' ORDER BY 1",
             &[&db_user],
         )
         .await?
@@ -591,6 +618,9 @@ async fn set_login(target: &Client, db_user: &str, login: bool) -> Result<bool, 
             )
             .await?
             .get(0));
+    }
+    if login {
+        mark_person(target, db_user).await?;
     }
     if can_login(target, db_user).await? == login {
         return Ok(false);

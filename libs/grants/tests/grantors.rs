@@ -43,13 +43,15 @@ async fn server_version(client: &Client) -> i32 {
         .get(0)
 }
 
-/// Every row of `member`'s memberships: (role, grantor).
+/// Every row of `member`'s memberships: (role, grantor); not the marker `dbgw_people`,
+/// which every person's role holds and no grant gives.
 async fn grants_of(admin: &Client, member: &str) -> Vec<(String, String)> {
     admin
         .query(
             "SELECT g.rolname::text, coalesce(gr.rolname::text, '') FROM pg_auth_members m \
              JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
-             LEFT JOIN pg_roles gr ON gr.oid = m.grantor WHERE u.rolname = $1 ORDER BY 1, 2",
+             LEFT JOIN pg_roles gr ON gr.oid = m.grantor WHERE u.rolname = $1 \
+             AND g.rolname <> 'dbgw_people' ORDER BY 1, 2",
             &[&member],
         )
         .await

@@ -39,6 +39,43 @@ pub struct Target {
     pub ca_file: Option<PathBuf>,
     /// Limit on TCP connect plus TLS handshake plus login.
     pub connect_timeout: Duration,
+    /// The certificate this client presents when the server asks for one (with
+    /// `verify-full`): where `pg_hba` admits people's roles only with the proxy's
+    /// certificate, the proxy and the rotation function hold it.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate and its key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ClientCert {
+    /// From a configuration's pair of optional paths: both or neither.
+    pub fn from_paths(
+        cert_file: Option<&PathBuf>,
+        key_file: Option<&PathBuf>,
+    ) -> Result<Option<ClientCert>, ConnectError> {
+        match (cert_file, key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(ClientCert {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            })),
+            _ => Err(ConnectError::Policy(
+                "a client certificate needs both its certificate file and its key file".into(),
+            )),
+        }
+    }
+
+    pub fn identity(&self) -> tls_config::Identity<'_> {
+        tls_config::Identity {
+            cert: &self.cert_file,
+            key: &self.key_file,
+        }
+    }
 }
 
 /// Why a connection could not be opened. Never carries a password.
@@ -86,6 +123,13 @@ impl Target {
                 self.host
             )));
         }
+        // A certificate is presented only inside TLS: without it the server would see a
+        // login without the certificate, and refuse it, for a reason hard to tell.
+        if self.tls == TlsMode::Disable && self.client_cert.is_some() {
+            return Err(ConnectError::Policy(
+                "a client certificate needs tls = \"verify-full\"".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -95,8 +139,11 @@ impl Target {
         let tls = match self.tls {
             TlsMode::Disable => None,
             TlsMode::VerifyFull => Some(
-                tls_config::postgres_connector(self.ca_file.as_deref())
-                    .map_err(|e| ConnectError::Tls(format!("{e:#}")))?,
+                tls_config::postgres_connector_with_identity(
+                    self.ca_file.as_deref(),
+                    self.client_cert.as_ref().map(ClientCert::identity),
+                )
+                .map_err(|e| ConnectError::Tls(format!("{e:#}")))?,
             ),
         };
         Ok(Connector {
@@ -281,6 +328,7 @@ mod tests {
             tls,
             ca_file: None,
             connect_timeout: Duration::from_secs(1),
+            client_cert: None,
         }
     }
 
@@ -299,6 +347,21 @@ mod tests {
             assert!(err.to_string().contains("loopback"), "{host}: {err}");
             assert!(target(host, TlsMode::VerifyFull).check().is_ok(), "{host}");
         }
+    }
+
+    #[test]
+    fn a_client_certificate_needs_both_files_and_tls() {
+        let cert = PathBuf::from("c.crt");
+        let key = PathBuf::from("c.key");
+        assert_eq!(ClientCert::from_paths(None, None).unwrap(), None);
+        assert!(ClientCert::from_paths(Some(&cert), Some(&key))
+            .unwrap()
+            .is_some());
+        assert!(ClientCert::from_paths(Some(&cert), None).is_err());
+        assert!(ClientCert::from_paths(None, Some(&key)).is_err());
+        let mut plain = target("127.0.0.1", TlsMode::Disable);
+        plain.client_cert = ClientCert::from_paths(Some(&cert), Some(&key)).unwrap();
+        assert!(plain.check().is_err());
     }
 
     #[test]

@@ -73,6 +73,8 @@ impl DatabaseSettings {
             tls: self.tls,
             ca_file: Some(self.ca_file.clone()),
             connect_timeout: self.connect_timeout(),
+            // A service logs in as itself: pg_hba asks a certificate only of people's roles.
+            client_cert: None,
         }
     }
 

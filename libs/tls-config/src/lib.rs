@@ -33,6 +33,23 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig
 /// A client configuration that verifies the server's certificate and host name against
 /// `ca_bundle` (e.g. the RDS global bundle), or against the public web roots when `None`.
 pub fn client_config(ca_bundle: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
+    client_config_with_identity(ca_bundle, None)
+}
+
+/// A client's own certificate: PEM chain and PEM private key, e.g. the proxy's certificate
+/// that a server's `pg_hba` asks of people's logins (`clientcert=verify-ca`).
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+/// [`client_config`] that also presents `identity` when the server asks for a client
+/// certificate.
+pub fn client_config_with_identity(
+    ca_bundle: Option<&Path>,
+    identity: Option<Identity<'_>>,
+) -> anyhow::Result<Arc<ClientConfig>> {
     install_provider();
     let mut roots = RootCertStore::empty();
     match ca_bundle {
@@ -45,11 +62,24 @@ pub fn client_config(ca_bundle: Option<&Path>) -> anyhow::Result<Arc<ClientConfi
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    Ok(Arc::new(
-        ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let chain = load_certs(id.cert)?;
+            let key = PrivateKeyDer::from_pem_file(id.key).with_context(|| {
+                format!("reading the client certificate's key {}", id.key.display())
+            })?;
+            builder.with_client_auth_cert(chain, key).with_context(|| {
+                format!(
+                    "client certificate {} and key {} do not match",
+                    id.cert.display(),
+                    id.key.display()
+                )
+            })?
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 /// Every certificate in a PEM file; an empty file is an error.
@@ -67,7 +97,16 @@ pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 pub fn postgres_connector(
     ca_bundle: Option<&Path>,
 ) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    let config = client_config(ca_bundle)?;
+    postgres_connector_with_identity(ca_bundle, None)
+}
+
+/// [`postgres_connector`] that presents `identity` when the server asks for a client
+/// certificate.
+pub fn postgres_connector_with_identity(
+    ca_bundle: Option<&Path>,
+    identity: Option<Identity<'_>>,
+) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let config = client_config_with_identity(ca_bundle, identity)?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
         Arc::unwrap_or_clone(config),
     ))

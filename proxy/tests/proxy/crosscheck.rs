@@ -735,6 +735,8 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
             database: rotation::settings::DatabaseSettings {
                 ca_file: stack.cluster.ca_cert(),
                 default_host: "127.0.0.1".into(),
+                client_cert_file: Some(stack.cluster.client_cert().cert_file),
+                client_key_file: Some(stack.cluster.client_cert().key_file),
             },
             secrets: moto.settings(0),
             log: Default::default(),

@@ -57,6 +57,8 @@ fn rotator(moto: &Moto, stack: &Stack) -> Rotator {
             database: rotation::settings::DatabaseSettings {
                 ca_file: stack.cluster.ca_cert(),
                 default_host: "127.0.0.1".into(),
+                client_cert_file: Some(stack.cluster.client_cert().cert_file),
+                client_key_file: Some(stack.cluster.client_cert().key_file),
             },
             secrets: moto.settings(0),
             log: Default::default(),

@@ -116,6 +116,10 @@ impl Stack {
         settings.tls.plaintext = opts.plaintext;
         settings.upstream.port = cluster.port();
         settings.upstream.ca_file = Some(cluster.ca_cert());
+        // The proxy's client certificate: the cluster admits people's roles only with it.
+        let client = cluster.client_cert();
+        settings.upstream.client_cert_file = Some(client.cert_file);
+        settings.upstream.client_key_file = Some(client.key_file);
         settings
             .services
             .insert("app_writer".into(), "dbgw/app-writer".into());
