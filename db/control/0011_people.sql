@@ -12,11 +12,20 @@
 DO $$
 DECLARE
     m record;
+    marker pg_roles%ROWTYPE;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_people') THEN
         CREATE ROLE dbgw_people NOLOGIN;
     END IF;
-    ALTER ROLE dbgw_people NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
+    -- Attributes change only where they differ (as in 0006): on RDS this runs as the
+    -- master, and only a superuser may name SUPERUSER, REPLICATION or BYPASSRLS.
+    SELECT * INTO marker FROM pg_roles WHERE rolname = 'dbgw_people';
+    IF marker.rolcanlogin OR marker.rolcreaterole OR marker.rolcreatedb THEN
+        ALTER ROLE dbgw_people NOLOGIN NOCREATEROLE NOCREATEDB;
+    END IF;
+    IF marker.rolsuper OR marker.rolreplication OR marker.rolbypassrls THEN
+        ALTER ROLE dbgw_people NOSUPERUSER NOREPLICATION NOBYPASSRLS;
+    END IF;
 
     -- PostgreSQL 16 and later: CREATEROLE covers only roles one has ADMIN OPTION on.
     IF current_setting('server_version_num')::int >= 160000 THEN
