@@ -438,10 +438,11 @@ pub fn crosscheck(
                 user: Some(backend.user.clone()),
                 text: Some(group.text().to_string()),
                 detail: format!(
-                    "statement {} ({}) by a user the proxy logs in as, outside every proxy \
+                    "statement {} ({}){} by a user the proxy logs in as, outside every proxy \
                      session (database {}, application_name {:?}, from {}){}",
                     group.statement_id,
                     group.command(),
+                    group.nested(),
                     backend.dbname,
                     backend.application_name,
                     if backend.remote_host.is_empty() {
@@ -542,6 +543,7 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
         if exec.converts {
             while backend.groups.get(g).is_some_and(|grp| {
                 grp.at_bind
+                    && !grp.ran_past_bind
                     && !exec.matches(grp)
                     && !execs[i + 1..]
                         .iter()
@@ -736,9 +738,10 @@ fn unrecorded(
         Kind::MissingInProxy,
         Some(group.text()),
         format!(
-            "pgaudit statement {} ({}) has no proxy record",
+            "pgaudit statement {} ({}){} has no proxy record",
             group.statement_id,
-            group.command()
+            group.command(),
+            group.nested()
         ),
         &group.at,
     )
@@ -1037,6 +1040,9 @@ struct Group {
     entries: Vec<Entry>,
     /// Logged while the server was binding (jsonlog's `ps` is `BIND`).
     at_bind: bool,
+    /// Started at a Bind with entries logged after it: a portal that then ran (a function
+    /// it called), not SQL run while converting a Bind's parameters.
+    ran_past_bind: bool,
     at: String,
 }
 
@@ -1051,6 +1057,26 @@ impl Group {
             .first()
             .map(|e| format!("{} {}", e.class, e.command))
             .unwrap_or_default()
+    }
+
+    /// What else pgaudit logged under this statement (a function's, procedure's or
+    /// trigger's statements), for messages: empty when nothing.
+    fn nested(&self) -> String {
+        let Some(rest) = self.entries.get(1..).filter(|r| !r.is_empty()) else {
+            return String::new();
+        };
+        let mut commands: Vec<String> = Vec::new();
+        for e in rest {
+            let c = format!("{} {}", e.class, e.command);
+            if !commands.contains(&c) {
+                commands.push(c);
+            }
+        }
+        format!(
+            ", which ran {} nested statement(s): {},",
+            rest.len(),
+            commands.join(", ")
+        )
     }
 }
 
@@ -1157,6 +1183,7 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
             };
             if same {
                 if let Some(g) = backend.groups.last_mut() {
+                    g.ran_past_bind |= g.at_bind && !at_bind;
                     g.entries.push(entry);
                 }
             } else {
@@ -1164,6 +1191,7 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
                     statement_id,
                     entries: vec![entry],
                     at_bind,
+                    ran_past_bind: false,
                     at: at.to_string(),
                 });
             }

@@ -22,6 +22,7 @@ mod fleet;
 mod hostile;
 mod ledger;
 mod lexer;
+mod nested_statements;
 mod pipeline;
 mod read_only;
 mod rotation;
