@@ -1384,6 +1384,69 @@ mod tests {
         assert_eq!((f[4].as_str(), f[7].as_str()), ("BEGIN", "begin;"));
     }
 
+    /// A call whose record is missing, in front of a Bind with parameters: its SELECT was
+    /// logged at Bind, the function's INSERT at Execute. It is no statement run while
+    /// binding the next record's parameters, and stays reported.
+    #[test]
+    fn a_call_that_ran_past_its_bind_is_not_taken_as_run_while_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |ps: &str, audit: &str| {
+            serde_json::json!({
+                "backend_type": "client backend", "session_id": "6750a000.1f4", "pid": 500,
+                "user": "rates_writer", "dbname": "rates", "ps": ps,
+                "message": format!("AUDIT: SESSION,{audit},<not logged>"),
+            })
+            .to_string()
+        };
+        let log = |select_ran: &str| {
+            [
+                line("BIND", "1,1,READ,SELECT,,,SELECT log_call($1)"),
+                line(
+                    select_ran,
+                    "1,2,WRITE,INSERT,,,INSERT INTO call_log (v) VALUES (v)",
+                ),
+                line("CALL", "2,1,WRITE,CALL,,,CALL log_proc($1)"),
+            ]
+            .join("\n")
+        };
+        let session = Session {
+            db_user: Some("rates_writer".into()),
+            database: Some("rates".into()),
+            executions: vec![Execution {
+                seq: 2,
+                index: None,
+                text: Some("CALL log_proc($1)".into()),
+                redacted: false,
+                audit: Expect::Must,
+                error: None,
+                result: String::new(),
+                converts: true,
+                bound_apart: false,
+                at: String::new(),
+            }],
+            ..Default::default()
+        };
+        let differences = |select_ran: &str| {
+            let path = dir.path().join(format!("{select_ran}.json"));
+            std::fs::write(&path, log(select_ran)).unwrap();
+            let server = read_server(&[path]).unwrap();
+            let mut report = Report::default();
+            compare("s", &session, &server["6750a000.1f4"], &mut report);
+            (report.differences, report.summary.bind_time_statements)
+        };
+        let (found, bind_time) = differences("SELECT");
+        assert_eq!(bind_time, 0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, Kind::MissingInProxy);
+        assert!(found[0]
+            .detail
+            .contains("1 nested statement(s): WRITE INSERT"));
+        // All of it logged while binding: SQL a domain's check ran, the CALL's.
+        let (found, bind_time) = differences("BIND");
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(bind_time, 1);
+    }
+
     #[test]
     fn outcomes_say_what_the_server_log_must_have() {
         let ok = serde_json::json!({"status":"ok","tag":"SELECT 1"});

@@ -806,7 +806,10 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
             ("PGHOST", stack.cluster.host().to_string()),
             ("PGPORT", stack.cluster.port().to_string()),
             ("PGSSLMODE", "verify-ca".to_string()),
-            ("PGSSLROOTCERT", stack.cluster.ca_cert().display().to_string()),
+            (
+                "PGSSLROOTCERT",
+                stack.cluster.ca_cert().display().to_string(),
+            ),
             ("PGAPPNAME", "dbgw-db".to_string()),
         ]);
         cmd.args(["-X", "-At", "-v", "ON_ERROR_STOP=1"]);
