@@ -564,8 +564,8 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     .find(|&j| exec.matches(&backend.groups[j]))
                     .filter(|&j| {
                         j == g
-                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..])
-                                > agreeing(&execs[i + 1..], &backend.groups[g..])
+                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..], LOOKAHEAD)
+                                > agreeing(&execs[i + 1..], &backend.groups[g..], LOOKAHEAD + 1)
                     });
                 // Its Bind's entry, already paired, before a later entry of the same text.
                 // (The Bind's own entry is its group's first; the latest such Bind.)
@@ -617,8 +617,8 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     })
                     .filter(|&j| {
                         j == g
-                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..])
-                                > agreeing(&execs[i + 1..], &backend.groups[g..])
+                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..], LOOKAHEAD)
+                                > agreeing(&execs[i + 1..], &backend.groups[g..], LOOKAHEAD + 1)
                     });
                 if let Some(j) = later {
                     for skipped in &backend.groups[g..j] {
@@ -693,11 +693,13 @@ fn claim_substatement(
 }
 
 /// How many of the next executions pair with the next entries without a difference, up to
-/// [`LOOKAHEAD`] of them.
-fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
+/// `cap` of them. Staying counts one further than jumping ahead: when both reach
+/// [`LOOKAHEAD`] nothing says jumping agrees better, and `1 + 16 > 16` jumped past the
+/// entry of a Bind-only record whose text was bound again two records later.
+fn agreeing(execs: &[Execution], groups: &[Group], cap: usize) -> usize {
     let (mut g, mut n) = (0usize, 0usize);
     for exec in execs {
-        if n >= LOOKAHEAD {
+        if n >= cap {
             break;
         }
         // An Execute of a portal bound apart pairs with its Bind's entry or one of its own:
