@@ -556,6 +556,14 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
             }
         }
         match exec.audit {
+            // A Query behind a portal bound and not executed is logged as a substatement of
+            // the bound statement, the entry just paired: there before anywhere ahead.
+            Expect::Must
+                if !backend.groups.get(g).is_some_and(|grp| exec.matches(grp))
+                    && claim_substatement(exec, &backend.groups[..g], 1, &mut claimed) =>
+            {
+                report.summary.matched_statements += 1;
+            }
             Expect::Must => {
                 // The entry at the cursor, or a later one if pairing there agrees better with
                 // what follows than taking this execution as missing (a repeated text must not
@@ -587,7 +595,13 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     // portal is still open (a cursor fetched in parts, then COMMIT; a portal
                     // bound and not yet executed, then a Query) as a substatement of it: the
                     // entry is in a group already passed, not yet claimed.
-                    None if claim_substatement(exec, &backend.groups[..g], &mut claimed) => {
+                    None if claim_substatement(
+                        exec,
+                        &backend.groups[..g],
+                        LOOKAHEAD,
+                        &mut claimed,
+                    ) =>
+                    {
                         report.summary.matched_statements += 1;
                     }
                     None => report.differences.push(diff(
@@ -674,14 +688,15 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
     }
 }
 
-/// Pairs `exec` with a substatement entry of its text in one of the last [`LOOKAHEAD`]
-/// groups passed (newest first) that no execution has claimed yet.
+/// Pairs `exec` with a substatement entry of its text in one of the last `back` groups
+/// passed (newest first) that no execution has claimed yet.
 fn claim_substatement(
     exec: &Execution,
     passed: &[Group],
+    back: usize,
     claimed: &mut std::collections::HashSet<(usize, usize)>,
 ) -> bool {
-    let from = passed.len().saturating_sub(LOOKAHEAD);
+    let from = passed.len().saturating_sub(back);
     let found = (from..passed.len()).rev().find_map(|gi| {
         (1..passed[gi].entries.len())
             .find(|&ei| {
@@ -710,6 +725,16 @@ fn agreeing(execs: &[Execution], groups: &[Group], cap: usize) -> usize {
         let here = groups.get(g).is_some_and(|grp| exec.matches(grp))
             && (exec.audit == Expect::Must || exec.text.is_some());
         match exec.audit {
+            // A substatement of the entry just paired (see `compare`): agrees.
+            Expect::Must
+                if !here
+                    && g > 0
+                    && groups[g - 1].entries[1..]
+                        .iter()
+                        .any(|e| exec.same_text(&e.text)) =>
+            {
+                n += 1;
+            }
             // One that pairs nowhere ahead is a difference (or a substatement of a group
             // passed) whichever way: it does not decide between the two.
             Expect::Must
