@@ -63,9 +63,9 @@ fuzz:
 # The server-judged ledger fuzzer, longer than in `make test` (12 sessions): random
 # extended-protocol sequences sent straight to PostgreSQL and through the proxy must get the
 # same answers, and the audit must agree with pgaudit. FUZZ_LEDGER_SESSIONS (12 sequences
-# each), FUZZ_LEDGER_SEED.
+# each), FUZZ_LEDGER_SEED (decimal). `--workspace`, not `-p`: it reuses `make test`'s build.
 fuzz-ledger:
-	FUZZ_LEDGER_SESSIONS=$${FUZZ_LEDGER_SESSIONS:-200} cargo test --locked -p proxy --test proxy -- --exact ledger::sequences_the_server_accepts_pass_through_with_the_same_answers --nocapture
+	FUZZ_LEDGER_SESSIONS=$${FUZZ_LEDGER_SESSIONS:-200} cargo test --locked --workspace --test proxy -- --exact ledger::sequences_the_server_accepts_pass_through_with_the_same_answers --nocapture
 
 # The quick start as a newcomer runs it: make up, sign in, psql, curl, make down.
 e2e:

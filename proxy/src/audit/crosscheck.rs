@@ -438,10 +438,11 @@ pub fn crosscheck(
                 user: Some(backend.user.clone()),
                 text: Some(group.text().to_string()),
                 detail: format!(
-                    "statement {} ({}) by a user the proxy logs in as, outside every proxy \
+                    "statement {} ({}){} by a user the proxy logs in as, outside every proxy \
                      session (database {}, application_name {:?}, from {}){}",
                     group.statement_id,
                     group.command(),
+                    group.nested(),
                     backend.dbname,
                     backend.application_name,
                     if backend.remote_host.is_empty() {
@@ -542,6 +543,7 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
         if exec.converts {
             while backend.groups.get(g).is_some_and(|grp| {
                 grp.at_bind
+                    && !grp.ran_past_bind
                     && !exec.matches(grp)
                     && !execs[i + 1..]
                         .iter()
@@ -554,6 +556,14 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
             }
         }
         match exec.audit {
+            // A Query behind a portal bound and not executed is logged as a substatement of
+            // the bound statement, the entry just paired: there before anywhere ahead.
+            Expect::Must
+                if !backend.groups.get(g).is_some_and(|grp| exec.matches(grp))
+                    && claim_substatement(exec, &backend.groups[..g], 1, &mut claimed) =>
+            {
+                report.summary.matched_statements += 1;
+            }
             Expect::Must => {
                 // The entry at the cursor, or a later one if pairing there agrees better with
                 // what follows than taking this execution as missing (a repeated text must not
@@ -562,8 +572,8 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     .find(|&j| exec.matches(&backend.groups[j]))
                     .filter(|&j| {
                         j == g
-                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..])
-                                > agreeing(&execs[i + 1..], &backend.groups[g..])
+                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..], LOOKAHEAD)
+                                > agreeing(&execs[i + 1..], &backend.groups[g..], LOOKAHEAD + 1)
                     });
                 // Its Bind's entry, already paired, before a later entry of the same text.
                 // (The Bind's own entry is its group's first; the latest such Bind.)
@@ -585,7 +595,13 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     // portal is still open (a cursor fetched in parts, then COMMIT; a portal
                     // bound and not yet executed, then a Query) as a substatement of it: the
                     // entry is in a group already passed, not yet claimed.
-                    None if claim_substatement(exec, &backend.groups[..g], &mut claimed) => {
+                    None if claim_substatement(
+                        exec,
+                        &backend.groups[..g],
+                        LOOKAHEAD,
+                        &mut claimed,
+                    ) =>
+                    {
                         report.summary.matched_statements += 1;
                     }
                     None => report.differences.push(diff(
@@ -615,8 +631,8 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
                     })
                     .filter(|&j| {
                         j == g
-                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..])
-                                > agreeing(&execs[i + 1..], &backend.groups[g..])
+                            || 1 + agreeing(&execs[i + 1..], &backend.groups[j + 1..], LOOKAHEAD)
+                                > agreeing(&execs[i + 1..], &backend.groups[g..], LOOKAHEAD + 1)
                     });
                 if let Some(j) = later {
                     for skipped in &backend.groups[g..j] {
@@ -672,14 +688,15 @@ fn compare(id: &str, session: &Session, backend: &Backend, report: &mut Report) 
     }
 }
 
-/// Pairs `exec` with a substatement entry of its text in one of the last [`LOOKAHEAD`]
-/// groups passed (newest first) that no execution has claimed yet.
+/// Pairs `exec` with a substatement entry of its text in one of the last `back` groups
+/// passed (newest first) that no execution has claimed yet.
 fn claim_substatement(
     exec: &Execution,
     passed: &[Group],
+    back: usize,
     claimed: &mut std::collections::HashSet<(usize, usize)>,
 ) -> bool {
-    let from = passed.len().saturating_sub(LOOKAHEAD);
+    let from = passed.len().saturating_sub(back);
     let found = (from..passed.len()).rev().find_map(|gi| {
         (1..passed[gi].entries.len())
             .find(|&ei| {
@@ -691,11 +708,13 @@ fn claim_substatement(
 }
 
 /// How many of the next executions pair with the next entries without a difference, up to
-/// [`LOOKAHEAD`] of them.
-fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
+/// `cap` of them. Staying counts one further than jumping ahead: when both reach
+/// [`LOOKAHEAD`] nothing says jumping agrees better, and `1 + 16 > 16` jumped past the
+/// entry of a Bind-only record whose text was bound again two records later.
+fn agreeing(execs: &[Execution], groups: &[Group], cap: usize) -> usize {
     let (mut g, mut n) = (0usize, 0usize);
     for exec in execs {
-        if n >= LOOKAHEAD {
+        if n >= cap {
             break;
         }
         // An Execute of a portal bound apart pairs with its Bind's entry or one of its own:
@@ -706,6 +725,16 @@ fn agreeing(execs: &[Execution], groups: &[Group]) -> usize {
         let here = groups.get(g).is_some_and(|grp| exec.matches(grp))
             && (exec.audit == Expect::Must || exec.text.is_some());
         match exec.audit {
+            // A substatement of the entry just paired (see `compare`): agrees.
+            Expect::Must
+                if !here
+                    && g > 0
+                    && groups[g - 1].entries[1..]
+                        .iter()
+                        .any(|e| exec.same_text(&e.text)) =>
+            {
+                n += 1;
+            }
             // One that pairs nowhere ahead is a difference (or a substatement of a group
             // passed) whichever way: it does not decide between the two.
             Expect::Must
@@ -736,9 +765,10 @@ fn unrecorded(
         Kind::MissingInProxy,
         Some(group.text()),
         format!(
-            "pgaudit statement {} ({}) has no proxy record",
+            "pgaudit statement {} ({}){} has no proxy record",
             group.statement_id,
-            group.command()
+            group.command(),
+            group.nested()
         ),
         &group.at,
     )
@@ -1037,6 +1067,9 @@ struct Group {
     entries: Vec<Entry>,
     /// Logged while the server was binding (jsonlog's `ps` is `BIND`).
     at_bind: bool,
+    /// Started at a Bind with entries logged after it: a portal that then ran (a function
+    /// it called), not SQL run while converting a Bind's parameters.
+    ran_past_bind: bool,
     at: String,
 }
 
@@ -1051,6 +1084,26 @@ impl Group {
             .first()
             .map(|e| format!("{} {}", e.class, e.command))
             .unwrap_or_default()
+    }
+
+    /// What else pgaudit logged under this statement (a function's, procedure's or
+    /// trigger's statements), for messages: empty when nothing.
+    fn nested(&self) -> String {
+        let Some(rest) = self.entries.get(1..).filter(|r| !r.is_empty()) else {
+            return String::new();
+        };
+        let mut commands: Vec<String> = Vec::new();
+        for e in rest {
+            let c = format!("{} {}", e.class, e.command);
+            if !commands.contains(&c) {
+                commands.push(c);
+            }
+        }
+        format!(
+            ", which ran {} nested statement(s): {},",
+            rest.len(),
+            commands.join(", ")
+        )
     }
 }
 
@@ -1157,6 +1210,7 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
             };
             if same {
                 if let Some(g) = backend.groups.last_mut() {
+                    g.ran_past_bind |= g.at_bind && !at_bind;
                     g.entries.push(entry);
                 }
             } else {
@@ -1164,6 +1218,7 @@ fn read_server(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Backend>> {
                     statement_id,
                     entries: vec![entry],
                     at_bind,
+                    ran_past_bind: false,
                     at: at.to_string(),
                 });
             }
@@ -1354,6 +1409,70 @@ mod tests {
         assert!(!exec.same_text("ALTER USER bob PASSWORD 'secret' VALID UNTIL 'x'"));
         let f = parse_csv("SESSION,1,1,MISC,BEGIN,,,begin;,<none>");
         assert_eq!((f[4].as_str(), f[7].as_str()), ("BEGIN", "begin;"));
+    }
+
+    /// A call whose record is missing, in front of a Bind with parameters: its SELECT was
+    /// logged at Bind, the function's INSERT at Execute. It is no statement run while
+    /// binding the next record's parameters, and stays reported.
+    #[test]
+    fn a_call_that_ran_past_its_bind_is_not_taken_as_run_while_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |ps: &str, audit: &str| {
+            serde_json::json!({
+                "backend_type": "client backend", "session_id": "6750a000.1f4", "pid": 500,
+                "user": "rates_writer", "dbname": "rates", "ps": ps,
+                "message": format!("AUDIT: SESSION,{audit},<not logged>"),
+            })
+            .to_string()
+        };
+        let log = |select_ran: &str| {
+            [
+                line("BIND", "1,1,READ,SELECT,,,SELECT log_call($1)"),
+                line(
+                    select_ran,
+                    "1,2,WRITE,INSERT,,,INSERT INTO call_log (v) VALUES (v)",
+                ),
+                line("CALL", "2,1,WRITE,CALL,,,CALL log_proc($1)"),
+            ]
+            .join("\n")
+        };
+        let session = Session {
+            db_user: Some("rates_writer".into()),
+            database: Some("rates".into()),
+            executions: vec![Execution {
+                seq: 2,
+                index: None,
+                text: Some("CALL log_proc($1)".into()),
+                redacted: false,
+                audit: Expect::Must,
+                error: None,
+                result: String::new(),
+                converts: true,
+                bound_apart: false,
+                at: String::new(),
+            }],
+            ..Default::default()
+        };
+        let differences = |select_ran: &str| {
+            let path = dir.path().join(format!("{select_ran}.json"));
+            std::fs::write(&path, log(select_ran)).unwrap();
+            let server = read_server(&[path]).unwrap();
+            let mut report = Report::default();
+            compare("s", &session, &server["6750a000.1f4"], &mut report);
+            (report.differences, report.summary.bind_time_statements)
+        };
+        let (found, bind_time) = differences("SELECT");
+        assert_eq!(bind_time, 0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, Kind::MissingInProxy);
+        assert!(found[0]
+            .detail
+            .contains("1 nested statement(s): WRITE INSERT"));
+        // All of it logged while binding (each text a statement of its own): SQL a domain's
+        // check ran while the CALL's parameter was converted.
+        let (found, bind_time) = differences("BIND");
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(bind_time, 2);
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn psql(stack: &Stack, creds: &secret_store::DbCredentials, args: &[&str]) -> st
 }
 
 /// Copies the files of `from` into a new directory, dropping the lines `drop` selects.
-fn copy_without(from: &Path, to: &Path, drop: impl Fn(&Value) -> bool) -> usize {
+pub(crate) fn copy_without(from: &Path, to: &Path, drop: impl Fn(&Value) -> bool) -> usize {
     std::fs::create_dir_all(to).unwrap();
     let mut dropped = 0;
     for entry in std::fs::read_dir(from).unwrap() {
@@ -131,7 +131,7 @@ fn copy_without(from: &Path, to: &Path, drop: impl Fn(&Value) -> bool) -> usize 
     dropped
 }
 
-fn kinds(report: &Value) -> Vec<(String, String)> {
+pub(crate) fn kinds(report: &Value) -> Vec<(String, String)> {
     report["differences"]
         .as_array()
         .unwrap()
@@ -685,8 +685,8 @@ fn crosscheck_rotation(audit: &Path, pgaudit: &Path, log: &Path, sources: &[&str
 /// current password, `testSecret` the pending one). With its log and its network they are
 /// reported as rotation test logins, not bypasses. An imitation is still a bypass: the same
 /// application_name and statement from the same address but not in the log, a login the log
-/// names (forged) that runs a second statement, and the real ones from outside the
-/// configured network.
+/// names (forged) that runs a second statement, each from tokio-postgres and from psql, and
+/// the real ones from outside the configured network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
     use testkit::Moto;
@@ -800,23 +800,64 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
     let pid: i32 = row.get(1);
     forged.simple_query("SELECT 'exfiltrate'").await.unwrap();
     drop(forged);
+    // 3 and 4. The same from psql (the simple protocol): the test statement alone, and the
+    // test statement then another, with a (forged) log line naming the login.
+    let psql_direct = |commands: &[&str]| {
+        let mut cmd = stack.libpq_command("psql", &clone);
+        cmd.envs([
+            ("PGHOST", stack.cluster.host().to_string()),
+            ("PGPORT", stack.cluster.port().to_string()),
+            ("PGSSLMODE", "verify-ca".to_string()),
+            (
+                "PGSSLROOTCERT",
+                stack.cluster.ca_cert().display().to_string(),
+            ),
+            ("PGAPPNAME", "dbgw-db".to_string()),
+        ]);
+        cmd.args(["-X", "-At", "-v", "ON_ERROR_STOP=1"]);
+        for c in commands {
+            cmd.args(["-c", c]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    psql_direct(&[proxy::audit::crosscheck::ROTATION_TEST_STATEMENT]);
+    let printed = psql_direct(&[
+        proxy::audit::crosscheck::ROTATION_TEST_STATEMENT,
+        "SELECT 'psql second'",
+    ]);
+    let psql_pid: i32 = printed
+        .lines()
+        .next()
+        .and_then(|l| l.split('|').nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("psql printed no pid: {printed}"));
+    let forged_line = |pid: i32| {
+        serde_json::json!({
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+            "level": "INFO",
+            "message": "rotation test login",
+            "secret": APP,
+            "version": "forged",
+            "step": "testSecret",
+            "user": "rates_api_clone",
+            "database": "rates",
+            "backend_pid": pid,
+        })
+    };
     let real_lines = std::fs::read_to_string(&log).unwrap();
     let forged_log = dir.join("rotation-forged.log");
     std::fs::write(
         &forged_log,
         format!(
-            "{real_lines}{}\n",
-            serde_json::json!({
-                "timestamp": chrono::Utc::now().to_rfc3339(),
-                "level": "INFO",
-                "message": "rotation test login",
-                "secret": APP,
-                "version": "forged",
-                "step": "testSecret",
-                "user": "rates_api_clone",
-                "database": "rates",
-                "backend_pid": pid,
-            })
+            "{real_lines}{}\n{}\n",
+            forged_line(pid),
+            forged_line(psql_pid)
         ),
     )
     .unwrap();
@@ -857,6 +898,18 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
             ),
             (
                 "bypassed_proxy".to_string(),
+                "SELECT 'psql second'".to_string()
+            ),
+            (
+                "bypassed_proxy".to_string(),
+                proxy::audit::crosscheck::ROTATION_TEST_STATEMENT.to_string()
+            ),
+            (
+                "bypassed_proxy".to_string(),
+                proxy::audit::crosscheck::ROTATION_TEST_STATEMENT.to_string()
+            ),
+            (
+                "bypassed_proxy".to_string(),
                 proxy::audit::crosscheck::ROTATION_TEST_STATEMENT.to_string()
             ),
             (
@@ -866,12 +919,15 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
         ],
         "{report:#}"
     );
-    assert!(
+    // Both forged logins: named by the log, but more than the one statement.
+    assert_eq!(
         report["differences"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d["detail"].as_str().unwrap().contains("ran 2 statements")),
+            .filter(|d| d["detail"].as_str().unwrap().contains("ran 2 statements"))
+            .count(),
+        4,
         "{report:#}"
     );
 
@@ -881,11 +937,11 @@ async fn rotation_test_logins_are_recognised_and_imitations_are_bypasses() {
     assert_eq!(report["rotation_logins"].as_array().unwrap().len(), 0);
     assert_eq!(
         report["differences"].as_array().unwrap().len(),
-        5,
+        8,
         "{report:#}"
     );
     let (code, report, text) = crosscheck(&audit, &pgaudit);
     assert_eq!(code, 1, "{text}");
-    assert_eq!(report["differences"].as_array().unwrap().len(), 5, "{text}");
+    assert_eq!(report["differences"].as_array().unwrap().len(), 8, "{text}");
     stack.stop().await;
 }

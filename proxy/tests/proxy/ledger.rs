@@ -446,6 +446,7 @@ async fn sequences_the_server_accepts_pass_through_with_the_same_answers() {
         }
     }
     let (code, report, text) = crate::crosscheck::crosscheck(&stack.audit_dir(), witness.path());
+    eprintln!("{}", text.lines().next().unwrap_or(""));
     assert_eq!(code, 0, "{text}");
     assert!(text.starts_with("OK: 0 difference(s)"), "{text}");
     assert!(

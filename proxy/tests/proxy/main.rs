@@ -22,6 +22,7 @@ mod fleet;
 mod hostile;
 mod ledger;
 mod lexer;
+mod nested_statements;
 mod people_logins;
 mod pipeline;
 mod read_only;
