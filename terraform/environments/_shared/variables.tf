@@ -25,6 +25,7 @@ variable "oidc_issuer" {
 }
 
 variable "images" {
+  description = "Every image by digest (<repository>@sha256:<64 hex>): a tag can be moved to other content, a digest says exactly what runs (docs/operations.md, Deploy step 2 prints these lines)."
   type = object({
     proxy            = string
     approvals        = string
@@ -33,6 +34,10 @@ variable "images" {
     audit_shipper    = string
     cloudwatch_agent = string
   })
+  validation {
+    condition     = alltrue([for name, image in var.images : can(regex("^[a-z0-9][^@\\s]*@sha256:[0-9a-f]{64}$", image))])
+    error_message = "Every image must be pinned by digest, <repository>@sha256:<64 hex digits> (docs/operations.md, Deploy step 2); a tag is not enough."
+  }
 }
 
 variable "client_cidrs" {

@@ -369,3 +369,19 @@ run "db_admin_window" {
     error_message = "db_admin_access = true does not add exactly the db-admin security group"
   }
 }
+
+# Images by digest only: a tag can be moved to other content after the plan was reviewed.
+run "image_by_tag_refused" {
+  command = plan
+  variables {
+    images = {
+      proxy            = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/proxy:0a1b2c3"
+      approvals        = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/approvals@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      rates_api        = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/rates-api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      dbgw_db          = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/dbgw-db@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      audit_shipper    = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/audit-shipper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      cloudwatch_agent = "public.ecr.aws/cloudwatch-agent/cloudwatch-agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    }
+  }
+  expect_failures = [var.images]
+}
