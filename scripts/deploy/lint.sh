@@ -18,6 +18,20 @@ echo "== terraform fmt -check ($("$TERRAFORM" version 2>/dev/null | head -1))"
 echo "== terraform init (provider mirror), validate, test"
 scripts/deploy/tf_check.sh || fail "terraform validate/test (scripts/deploy/tf_check.sh)"
 
+echo "== no secret value in Terraform state"
+# Secrets' values reach AWS through write-only arguments fed by ephemeral resources (never in
+# plan or state); these forms would store a value in the state: a plain secret_string or
+# password, a random_* resource, or a data source that reads a secret.
+python3 - terraform <<'PY' || fail "a secret value would be stored in Terraform state (use ephemeral resources and *_wo arguments)"
+import pathlib, re, sys
+bad = re.compile(r'^\s*(?:(secret_string|secret_binary|password|master_password)\s*=\s*(?!ephemeral\.)\S'
+                 r'|resource\s+"random_(password|string)"|data\s+"aws_secretsmanager_(secret_version|random_password)")')
+found = [f"{p}:{n}: {line.strip()}" for p in sorted(pathlib.Path(sys.argv[1]).rglob("*.tf"))
+         for n, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line)]
+print("\n".join(found) or "no secret_string/password/random_* in state: secrets are write-only from ephemeral values")
+sys.exit(1 if found else 0)
+PY
+
 echo "== the rotation function's package (lambda_zip.py)"
 python3 scripts/deploy/lambda_zip.py self-test
 # A package made by `make lambda` must hold the CA bundle too.
