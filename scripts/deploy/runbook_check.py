@@ -8,7 +8,7 @@ cannot run here (it needs an AWS account); what it names can be checked:
     and every tfvars key it edits is a variable of the environments, every `make TARGET` a
     target, every directory it enters exists;
   - the images it builds and pins are bootstrap's ECR repositories and the `images` of the
-    environments' terraform.tfvars.example (besides the public cloudwatch_agent), each from
+    environments' terraform.tfvars.example, each from
     a Dockerfile that exists;
   - the last step restarts, waits for and describes every ECS service the stack defines (a
     service left out keeps tasks that started before their secrets existed);
@@ -157,7 +157,7 @@ def main():
         problems.append(f"images pinned by digest {sorted(pinned)} are not bootstrap's ECR repositories {sorted(repos)}")
     for example in sorted(glob.glob(os.path.join(ROOT, "terraform/environments/*/terraform.tfvars.example"))):
         block = re.search(r"images\s*=\s*\{(.*?)\}", open(example).read(), re.S).group(1)
-        keys = names(r"(?m)^\s*([a-z_]+)\s*=", block) - {"cloudwatch_agent"}
+        keys = names(r"(?m)^\s*([a-z_]+)\s*=", block)
         if keys != {r.replace("-", "_") for r in repos}:
             problems.append(f"{os.path.relpath(example, ROOT)}: images {sorted(keys)} are not the repositories {sorted(repos)}")
 

@@ -27,12 +27,11 @@ variable "oidc_issuer" {
 variable "images" {
   description = "Every image by digest (<repository>@sha256:<64 hex>): a tag can be moved to other content, a digest says exactly what runs (docs/operations.md, Deploy step 2 prints these lines)."
   type = object({
-    proxy            = string
-    approvals        = string
-    rates_api        = string
-    dbgw_db          = string
-    audit_shipper    = string
-    cloudwatch_agent = string
+    proxy         = string
+    approvals     = string
+    rates_api     = string
+    dbgw_db       = string
+    audit_shipper = string
   })
   validation {
     condition     = alltrue([for name, image in var.images : can(regex("^[a-z0-9][^@\\s]*@sha256:[0-9a-f]{64}$", image))])

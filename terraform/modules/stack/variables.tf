@@ -36,14 +36,13 @@ variable "approvals_scim_enabled" {
 }
 
 variable "images" {
-  description = "Container images by digest or immutable tag (README: make images, push)."
+  description = "Container images by digest (docs/operations.md, Deploy step 2); the environments refuse tags. audit_shipper also runs the proxy task's proxy-cert and metrics-agent containers."
   type = object({
-    proxy            = string
-    approvals        = string
-    rates_api        = string
-    dbgw_db          = string
-    audit_shipper    = string
-    cloudwatch_agent = string
+    proxy         = string
+    approvals     = string
+    rates_api     = string
+    dbgw_db       = string
+    audit_shipper = string
   })
 }
 

@@ -309,12 +309,34 @@ run "design" {
             dbgw-db       = "../../../db/Dockerfile"
             audit-shipper = "../../../deploy/audit-shipper/Dockerfile"
             proxy-cert    = "../../../deploy/audit-shipper/Dockerfile"
+            metrics-agent = "../../../deploy/audit-shipper/Dockerfile"
           }[c.name])))),
           "\"${m.containerPath}\""
         )
-      ] if c.name != "metrics-agent"
+      ]
     ]]))
     error_message = "a task mounts a volume at a path its image does not declare as VOLUME (JSON form): Fargate would make it root-owned and the service (uid 10001) could not write there"
+  }
+
+  # --- Every container of every task, sidecars included, runs as the services' user (never
+  # root) on a read-only root filesystem (ECS.5 and ECS.20 of AWS's security standard).
+  assert {
+    condition = alltrue(flatten([for task, containers in module.dbgw.posture.tasks : [
+      for c in containers : try(c.user, "") == "10001:10001" && try(c.readonlyRootFilesystem, false) == true
+    ]]))
+    error_message = "a task container runs as root or with a writable root filesystem: ${join(", ", flatten([for task, containers in module.dbgw.posture.tasks : [for c in containers : "${task}/${c.name}" if !(try(c.user, "") == "10001:10001" && try(c.readonlyRootFilesystem, false) == true)]]))}"
+  }
+  # The proxy's metrics reach CloudWatch through our own sidecar (deploy/audit-shipper/metrics.sh
+  # in the shipper's image), which reads every variable it is given and publishes every
+  # dbgw_proxy_* metric the audit-silence alarm watches.
+  assert {
+    condition = anytrue([for c in module.dbgw.posture.tasks["proxy"] : (
+      strcontains(file("../../../deploy/audit-shipper/Dockerfile"), "COPY deploy/audit-shipper/metrics.sh ${c.entryPoint[0]}") &&
+      alltrue([for e in c.environment : strcontains(file("../../../deploy/audit-shipper/metrics.sh"), "$${${e.name}")]) &&
+      alltrue([for m in module.dbgw.posture.audit_custody.silence_alarm.metrics :
+      contains(split(",", one([for e in c.environment : e.value if e.name == "METRICS_NAMES"])), m.name) if !startswith(m.namespace, "AWS/")])
+    ) if c.name == "metrics-agent"])
+    error_message = "the proxy task has no metrics-agent container running deploy/audit-shipper/metrics.sh that publishes the metrics the alarms watch"
   }
 
   # --- Image layers come from S3: every task's security group reaches the S3 prefix list.
@@ -375,12 +397,11 @@ run "image_by_tag_refused" {
   command = plan
   variables {
     images = {
-      proxy            = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/proxy:0a1b2c3"
-      approvals        = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/approvals@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-      rates_api        = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/rates-api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-      dbgw_db          = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/dbgw-db@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-      audit_shipper    = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/audit-shipper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-      cloudwatch_agent = "public.ecr.aws/cloudwatch-agent/cloudwatch-agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      proxy         = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/proxy:0a1b2c3"
+      approvals     = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/approvals@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      rates_api     = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/rates-api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      dbgw_db       = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/dbgw-db@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      audit_shipper = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/audit-shipper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     }
   }
   expect_failures = [var.images]
