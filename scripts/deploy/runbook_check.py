@@ -16,7 +16,8 @@ cannot run here (it needs an AWS account); what it names can be checked:
   - the approvals client secret goes in as the JSON key the app reads, typed without echo and
     piped (never a file or an argument); the block writes no file;
   - step 4 waits for the setup task and checks its exit code before closing db_admin_access,
-    and step 6 restarts the services only after every secret is put and every login rotated;
+    and step 6 starts (start_services, false in the examples' first apply) and restarts the
+    services only after every secret is put and every login rotated;
   - every numbered step says what checks it here and what cannot be checked here;
   - every `terraform init` with a backend in README.md and docs/ names the state's region.
 
@@ -69,6 +70,19 @@ def order_problems(code):
     before = [m.start() for m in re.finditer(r"put-secret-value|rotate-secret|enable_rotation = true", code)]
     if restart is None or not before or max(before) > restart:
         problems.append("the services are restarted before every secret is put and every login rotated")
+    # The first apply creates the services with no task; they start once all of the above is in place.
+    start = at(r"s/\^start_services \*=\.\*/start_services = true/")
+    applied = at(r"s/\^start_services [^\n]*\n[^\n]*terraform apply")
+    first_apply = at(r"terraform plan -out plan && terraform apply plan")
+    if start is None or applied is None or (before and start < max(before)) or (restart is not None and start > restart):
+        problems.append("the services are not started (start_services = true, then an apply) after the secrets and rotation and before the restart")
+    for example in sorted(glob.glob(os.path.join(ROOT, "terraform/environments/*/terraform.tfvars.example"))):
+        text = open(example).read()
+        for setting in ("enable_rotation = false", "start_services = false"):
+            if not re.search(rf"(?m)^{setting}\s*$", text):
+                problems.append(f"{os.path.relpath(example, ROOT)}: the first apply needs `{setting}`")
+    if first_apply is None or (start is not None and first_apply > start):
+        problems.append("no first apply before the services are started")
     return problems
 
 

@@ -65,6 +65,12 @@ variable "enable_rotation" {
   default     = false
 }
 
+variable "start_services" {
+  description = "Run the services' tasks: false in the first apply (no task before the roles and secrets exist), true from Deploy step 6 on (docs/operations.md). modules/stack."
+  type        = bool
+  default     = true
+}
+
 variable "write_secret_values" {
   description = "Always true; false only in the terraform test suites (mock providers cannot run ephemeral resources). modules/stack."
   type        = bool

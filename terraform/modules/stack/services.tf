@@ -172,6 +172,7 @@ module "proxy" {
   service_registry   = aws_service_discovery_service.proxy_peers.arn
   min_tasks          = var.proxy_min_tasks
   max_tasks          = var.proxy_max_tasks
+  started            = var.start_services
   log_retention_days = var.log_retention_days
   logs_kms_key_arn   = module.logs_key.arn
 }
@@ -222,6 +223,7 @@ module "rates_api" {
   target_groups       = [{ arn = aws_lb_target_group.web["rates"].arn, port = 3000 }]
   min_tasks           = var.rates_api_min_tasks
   max_tasks           = var.rates_api_max_tasks
+  started             = var.start_services
   log_retention_days  = var.log_retention_days
   logs_kms_key_arn    = module.logs_key.arn
 }
@@ -359,6 +361,7 @@ module "approvals" {
   target_groups       = [{ arn = aws_lb_target_group.web["approvals"].arn, port = 8080 }]
   min_tasks           = 2
   max_tasks           = 4
+  started             = var.start_services
   log_retention_days  = var.log_retention_days
   logs_kms_key_arn    = module.logs_key.arn
 }

@@ -193,6 +193,12 @@ variable "enable_rotation" {
   default     = false
 }
 
+variable "start_services" {
+  description = "Run the services' tasks. false in the first apply: the services exist with no task until the db-admin task has made the roles and the secrets are filled (docs/operations.md, Deploy steps 3 and 6); then true, and it stays true."
+  type        = bool
+  default     = true
+}
+
 variable "rotation_reserved_concurrency" {
   description = "Concurrent executions reserved for the rotation function; null: none (new accounts cannot reserve any, modules/rotation)."
   type        = number

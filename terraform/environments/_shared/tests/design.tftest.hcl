@@ -32,11 +32,17 @@ override_resource {
   values = { arn = "arn:aws:kms:eu-west-1:111122223333:key/database" }
 }
 
-# The first apply: rotation is not turned on before the db-admin task has made the roles.
+# The first apply: rotation is not turned on, and no service runs a task, before the db-admin
+# task has made the roles and the secrets are filled.
 run "first_apply" {
   command = apply
   variables {
     enable_rotation = false
+    start_services  = false
+  }
+  assert {
+    condition     = alltrue([for s in values(module.dbgw.posture.services) : s.desired == 0 && s.min == 0 && s.max == 0])
+    error_message = "a service starts tasks in the first apply (start_services = false): they would fail until the roles and secrets exist, and the first deploy would flap"
   }
   assert {
     condition     = length(module.dbgw.posture.rotations) == 0
@@ -74,6 +80,15 @@ run "design" {
   command = apply
   variables {
     enable_rotation = true
+    start_services  = true
+  }
+
+  # --- Once started, every service runs at least two tasks (a task or a zone can go). This
+  # run follows first_apply: Terraform leaves the desired count (0) to autoscaling, and
+  # raising the range's minimum is what raises the count (RegisterScalableTarget).
+  assert {
+    condition     = length(module.dbgw.posture.services) == 3 && alltrue([for s in values(module.dbgw.posture.services) : s.min >= 2 && s.max >= s.min])
+    error_message = "a started service's autoscaling range does not start at two tasks or more"
   }
 
   # --- The database: private, encrypted with its own key, TLS only, pgaudit loaded.
