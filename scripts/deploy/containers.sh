@@ -276,7 +276,7 @@ assert sum(l.get("dbgw_proxy_connections_total", 0) for l in lines) >= 1, "no co
 print(f"metrics-agent: {len(lines)} EMF lines in {ns}, connections counted")
 ' "$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tasks"]["proxy"]["containers"]; c = next(c for c in t if c["name"] == "metrics-agent"); print(c["environment"]["METRICS_NAMES"])' "$FARGATE_TASKS")" "dbgw/$FARGATE_ENV"
 }
-for _ in $(seq 1 20); do metrics_ok 2>/dev/null && break; sleep 0.5; done
+for _ in $(seq 1 20); do metrics_ok >/dev/null 2>&1 && break; sleep 0.5; done
 metrics_ok || { logs metrics-agent; fail "the metrics-agent container published no EMF line counting alice's connection"; }
 
 sleep 0.3
