@@ -202,11 +202,13 @@ PY
 ) || fail "creating the audit bucket and the proxy's certificate in moto"
 # The proxy-cert container (defined only in the task definition) talks to moto's ACM.
 # The db-admin task's dbgw-db reads the file secret store (the stand-in of Secrets Manager).
+# The metrics-agent container reads the proxy's metrics on the local stack's admin port.
 FARGATE_LOCAL_ENV=$(python3 -c 'import json, sys; print(json.dumps({"proxy-cert": {
   "ACM_CERTIFICATE_ARN": sys.argv[1], "ACM_ENDPOINT_URL": sys.argv[2],
   "AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto", "AWS_DEFAULT_REGION": "eu-west-1"},
-  "dbgw-db": {"DBGW_SECRETS_BACKEND": "file", "DBGW_SECRETS_DIR": "/var/lib/dbgw/secrets"}}))' \
-  "$cert_arn" "http://127.0.0.1:$STACK_MOTO_PORT")
+  "dbgw-db": {"DBGW_SECRETS_BACKEND": "file", "DBGW_SECRETS_DIR": "/var/lib/dbgw/secrets"},
+  "metrics-agent": {"METRICS_URL": sys.argv[3], "METRICS_INTERVAL_SECS": "2"}}))' \
+  "$cert_arn" "http://127.0.0.1:$STACK_MOTO_PORT" "http://127.0.0.1:$STACK_PROXY_ADMIN_PORT/metrics")
 export FARGATE_LOCAL_ENV
 compose up >>"$DEV/compose-up.log" 2>&1 || { cat "$DEV/compose-up.log"; fail "compose up: $(grep -m1 -E "did not become healthy|exited [0-9]+" "$DEV/compose-up.log" || echo "see above")"; }
 sed -n '/^Fargate settings/,$p' "$DEV/compose-up.log"
@@ -257,6 +259,25 @@ who=$("$BIN"/dbgw psql -- -X -A -t -c "SELECT session_user" -c "SELECT current_u
 [ "$(echo "$who" | sed -n 2p)" = rates_reader ] || fail "psql did not run as the grant's role: $who"
 [ "$(echo "$who" | tail -1)" = 56689 ] || fail "unexpected count: $who"
 echo "psql through the proxy container as alice: $(echo "$who" | head -1), 56689 prices"
+
+# The metrics-agent container (task definition only; user 10001, read-only root) publishes the
+# proxy's metrics as CloudWatch embedded metric format: alice's connection must be counted.
+metrics_ok() {
+  "${PODMAN[@]}" logs "${PROJECT}_metrics-agent_1" 2>/dev/null | python3 -c '
+import json, sys
+names, ns = sys.argv[1].split(","), sys.argv[2]
+lines = [json.loads(l) for l in sys.stdin if l.startswith("{\"_aws\"")]
+assert lines, "no EMF line"
+for l in lines:
+    d = l["_aws"]["CloudWatchMetrics"][0]
+    assert d["Namespace"] == ns and d["Dimensions"] == [["job"]] and l["job"] == "proxy", l
+    assert {m["Name"] for m in d["Metrics"]} <= set(names), l
+assert sum(l.get("dbgw_proxy_connections_total", 0) for l in lines) >= 1, "no connection counted"
+print(f"metrics-agent: {len(lines)} EMF lines in {ns}, connections counted")
+' "$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tasks"]["proxy"]["containers"]; c = next(c for c in t if c["name"] == "metrics-agent"); print(c["environment"]["METRICS_NAMES"])' "$FARGATE_TASKS")" "dbgw/$FARGATE_ENV"
+}
+for _ in $(seq 1 20); do metrics_ok >/dev/null 2>&1 && break; sleep 0.5; done
+metrics_ok || { logs metrics-agent; fail "the metrics-agent container published no EMF line counting alice's connection"; }
 
 sleep 0.3
 grep -h '"type":"statement"' "$AUDIT"/audit-*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' ||

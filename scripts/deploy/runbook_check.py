@@ -8,12 +8,18 @@ cannot run here (it needs an AWS account); what it names can be checked:
     and every tfvars key it edits is a variable of the environments, every `make TARGET` a
     target, every directory it enters exists;
   - the images it builds and pins are bootstrap's ECR repositories and the `images` of the
-    environments' terraform.tfvars.example (besides the public cloudwatch_agent), each from
+    environments' terraform.tfvars.example, each from
     a Dockerfile that exists;
   - the last step restarts, waits for and describes every ECS service the stack defines (a
     service left out keeps tasks that started before their secrets existed);
   - the alarm prefix it lists is the one every alarm of the stack has;
-  - the approvals client secret goes in as the JSON key the app reads.
+  - the approvals client secret goes in as the JSON key the app reads, typed without echo and
+    piped (never a file or an argument); the block writes no file;
+  - step 4 waits for the setup task and checks its exit code before closing db_admin_access,
+    and step 6 starts (start_services, false in the examples' first apply) and restarts the
+    services only after every secret is put and every login rotated;
+  - every numbered step says what checks it here and what cannot be checked here;
+  - every `terraform init` with a backend in README.md and docs/ names the state's region.
 
 Usage: runbook_check.py [MARKDOWN]     (default docs/operations.md; exit 1 on a mismatch)
 """
@@ -41,6 +47,82 @@ def runbook(markdown):
 
 def names(pattern, text):
     return set(re.findall(pattern, text))
+
+
+def order_problems(code):
+    """The db-admin window closes only after the setup task stopped with exit code 0, and the
+    services are restarted only after every secret and the rotation are in place."""
+    problems = []
+
+    def at(pattern):
+        m = re.search(pattern, code)
+        return m.start() if m else None
+
+    run = at(r'TASK=\$\(aws ecs run-task ')
+    wait = at(r'aws ecs wait tasks-stopped [^\n]*--tasks "\$TASK"')
+    code_read = at(r"--tasks \"\$TASK\" [^\n]*containers\[0\]\.exitCode")
+    checked = at(r'if \[ "\$CODE" = 0 \]')
+    close = at(r"-var db_admin_access=false")
+    if None in (run, wait, code_read, checked, close) or not run < wait < code_read < checked < close:
+        problems.append("step 4 does not run the setup task, wait for it to stop, read its exit code and check it is 0 "
+                        "before closing db_admin_access")
+    restart = at(r"aws ecs update-service [^\n]*--force-new-deployment")
+    before = [m.start() for m in re.finditer(r"put-secret-value|rotate-secret|enable_rotation = true", code)]
+    if restart is None or not before or max(before) > restart:
+        problems.append("the services are restarted before every secret is put and every login rotated")
+    # The first apply creates the services with no task; they start once all of the above is in place.
+    start = at(r"s/\^start_services \*=\.\*/start_services = true/")
+    applied = at(r"s/\^start_services [^\n]*\n[^\n]*terraform apply")
+    first_apply = at(r"terraform plan -out plan && terraform apply plan")
+    if start is None or applied is None or (before and start < max(before)) or (restart is not None and start > restart):
+        problems.append("the services are not started (start_services = true, then an apply) after the secrets and rotation and before the restart")
+    for example in sorted(glob.glob(os.path.join(ROOT, "terraform/environments/*/terraform.tfvars.example"))):
+        text = open(example).read()
+        for setting in ("enable_rotation = false", "start_services = false"):
+            if not re.search(rf"(?m)^{setting}\s*$", text):
+                problems.append(f"{os.path.relpath(example, ROOT)}: the first apply needs `{setting}`")
+    if first_apply is None or (start is not None and first_apply > start):
+        problems.append("no first apply before the services are started")
+    return problems
+
+
+def secret_problems(code):
+    """A secret typed in goes to Secrets Manager through a pipe: never a file, never an argument."""
+    problems = []
+    for m in re.finditer(r"--secret-string (\S+)", code):
+        if m.group(1) != "file:///dev/stdin":
+            problems.append(f"--secret-string {m.group(1)}: a secret on a command line or in a file (use file:///dev/stdin)")
+    for m in re.finditer(r"(?<![0-9&])>\s*([^\s&|)]+)", code):
+        if m.group(1) not in ("/dev/null", "/dev/stderr"):
+            problems.append(f"the runbook writes a file ({m.group(1)}): secrets and outputs stay out of the clone")
+    if re.search(r"\btee\b", code):
+        problems.append("the runbook writes a file with tee")
+    if not re.search(r"read -rsp ", code):
+        problems.append("the approvals client secret is not read without echo (read -s)")
+    return problems
+
+
+def step_problems(sh):
+    """Every numbered step says what checks it here and what only a real account can."""
+    problems = []
+    for number, body in re.findall(r"(?ms)^# (\d+)\. (.*?)(?=^# \d+\. |\Z)", sh):
+        comment = " ".join(line.lstrip("# ") for line in body.splitlines() if line.startswith("#"))
+        if "Checked:" not in comment and "Checked here:" not in comment:
+            problems.append(f"step {number} does not say what checks it (Checked: ...)")
+        if "Not checked here:" not in comment:
+            problems.append(f"step {number} does not say what cannot be checked here (Not checked here: ...)")
+    return problems
+
+
+def init_problems():
+    """Every `terraform init` with the S3 backend in README.md and docs/ names the state's region
+    (the bucket's region is not the provider's: init fails or finds no state without it)."""
+    problems = []
+    for path in ["README.md"] + sorted(glob.glob("docs/*.md", root_dir=ROOT)):
+        for line in read(path).splitlines():
+            if re.search(r"terraform (?:-chdir=\S+ )?init .*-backend-config", line) and "region=" not in line:
+                problems.append(f"{path}: `terraform init` without -backend-config=\"region=...\": {line.strip()[:80]}")
+    return problems
 
 
 def main():
@@ -89,7 +171,7 @@ def main():
         problems.append(f"images pinned by digest {sorted(pinned)} are not bootstrap's ECR repositories {sorted(repos)}")
     for example in sorted(glob.glob(os.path.join(ROOT, "terraform/environments/*/terraform.tfvars.example"))):
         block = re.search(r"images\s*=\s*\{(.*?)\}", open(example).read(), re.S).group(1)
-        keys = names(r"(?m)^\s*([a-z_]+)\s*=", block) - {"cloudwatch_agent"}
+        keys = names(r"(?m)^\s*([a-z_]+)\s*=", block)
         if keys != {r.replace("-", "_") for r in repos}:
             problems.append(f"{os.path.relpath(example, ROOT)}: images {sorted(keys)} are not the repositories {sorted(repos)}")
 
@@ -115,6 +197,8 @@ def main():
     for alarm in re.findall(r'alarm_name\s*=\s*"([^"]+)"', stack):
         if not alarm.startswith("${local.name}-"):
             problems.append(f"alarm {alarm} does not start with the stack's name: the runbook's prefix misses it")
+
+    problems += order_problems(code) + secret_problems(code) + step_problems(sh) + init_problems()
 
     key = re.search(r'must be \{\{\\"(\w+)\\": ', read("approvals/src/lib.rs"))
     if not key or f"{{{key.group(1)}: .}}" not in code:

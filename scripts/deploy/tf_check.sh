@@ -30,9 +30,9 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 cp -a terraform "$WORK/"
 # The suites read the images' Dockerfiles (every task volume must be a VOLUME of its image)
-# and the shipper's and certificate fetcher's scripts (their containers' variables).
+# and the shipper's, metrics sidecar's and certificate fetcher's scripts (their containers' variables).
 # docs/operations.md holds the audit custody SCP, which they parse.
-for f in proxy/Dockerfile rates-api/Dockerfile approvals/Dockerfile db/Dockerfile deploy/audit-shipper/Dockerfile deploy/audit-shipper/ship.sh deploy/proxy-cert/fetch.sh docs/operations.md; do
+for f in proxy/Dockerfile rates-api/Dockerfile approvals/Dockerfile db/Dockerfile deploy/audit-shipper/Dockerfile deploy/audit-shipper/ship.sh deploy/audit-shipper/metrics.sh deploy/proxy-cert/fetch.sh docs/operations.md; do
   mkdir -p "$WORK/$(dirname "$f")" && cp "$f" "$WORK/$f"
 done
 # The suites apply in memory and then destroy, which the audit key's prevent_destroy refuses:

@@ -3,7 +3,7 @@
 # data sources and the secrets' first random values answered by moto server: what the mock
 # suites cannot run (the provider's own plan-time checks of every resource, the ephemeral
 # aws_secretsmanager_random_password). Staging is planned as the second apply
-# (enable_rotation and db_admin_access on: every resource), production as the first, at
+# (enable_rotation, db_admin_access and start_services on: every resource), production as the first, at
 # once. Nothing is applied.
 # Run by scripts/deploy/tf_check.sh after the suites; needs moto_server and boto3
 # (scripts/install.sh runtime installs them) and skips with a notice without them.
@@ -36,7 +36,7 @@ plan() { # env, name, extra args...
 for env in staging production; do
   moto_environment "$WORK/terraform/environments/$env" "$WORK/init-$env.out"
 done
-plan staging staging-second-apply -var enable_rotation=true -var db_admin_access=true
+plan staging staging-second-apply -var enable_rotation=true -var db_admin_access=true -var start_services=true
 plan production production-first-apply
 status=0
 for i in "${!pids[@]}"; do

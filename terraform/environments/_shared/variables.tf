@@ -25,14 +25,18 @@ variable "oidc_issuer" {
 }
 
 variable "images" {
+  description = "Every image by digest (<repository>@sha256:<64 hex>): a tag can be moved to other content, a digest says exactly what runs (docs/operations.md, Deploy step 2 prints these lines)."
   type = object({
-    proxy            = string
-    approvals        = string
-    rates_api        = string
-    dbgw_db          = string
-    audit_shipper    = string
-    cloudwatch_agent = string
+    proxy         = string
+    approvals     = string
+    rates_api     = string
+    dbgw_db       = string
+    audit_shipper = string
   })
+  validation {
+    condition     = alltrue([for name, image in var.images : can(regex("^[a-z0-9][^@\\s]*@sha256:[0-9a-f]{64}$", image))])
+    error_message = "Every image must be pinned by digest, <repository>@sha256:<64 hex digits> (docs/operations.md, Deploy step 2); a tag is not enough."
+  }
 }
 
 variable "client_cidrs" {
@@ -59,6 +63,12 @@ variable "enable_rotation" {
   description = "Rotation of the database logins (every 30 days). false in the first apply, true after the db-admin setup (docs/operations.md, Deploy)."
   type        = bool
   default     = false
+}
+
+variable "start_services" {
+  description = "Run the services' tasks: false in the first apply (no task before the roles and secrets exist), true from Deploy step 6 on (docs/operations.md). modules/stack."
+  type        = bool
+  default     = true
 }
 
 variable "write_secret_values" {

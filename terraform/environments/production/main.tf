@@ -53,6 +53,7 @@ module "dbgw" {
   db_deletion_protection  = true
   db_admin_access         = var.db_admin_access
   enable_rotation         = var.enable_rotation
+  start_services          = var.start_services
   write_secret_values     = var.write_secret_values
   people_secrets_enforced = var.people_secrets_enforced
   proxy_min_tasks         = 3

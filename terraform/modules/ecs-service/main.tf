@@ -150,7 +150,7 @@ resource "aws_ecs_service" "this" {
   name                              = var.name
   cluster                           = var.cluster_arn
   task_definition                   = aws_ecs_task_definition.this.arn
-  desired_count                     = var.min_tasks
+  desired_count                     = var.started ? var.min_tasks : 0
   launch_type                       = "FARGATE"
   platform_version                  = "LATEST"
   health_check_grace_period_seconds = length(var.target_groups) > 0 ? 60 : null
@@ -197,8 +197,10 @@ resource "aws_appautoscaling_target" "this" {
   service_namespace  = "ecs"
   resource_id        = "service/${var.cluster_name}/${aws_ecs_service.this.name}"
   scalable_dimension = "ecs:service:DesiredCount"
-  min_capacity       = var.min_tasks
-  max_capacity       = var.max_tasks
+  # Raising min_capacity on an active service raises its desired count to it: how the
+  # services start once `started` is true (RegisterScalableTarget).
+  min_capacity = var.started ? var.min_tasks : 0
+  max_capacity = var.started ? var.max_tasks : 0
 }
 
 resource "aws_appautoscaling_policy" "cpu" {

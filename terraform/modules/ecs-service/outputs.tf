@@ -22,3 +22,12 @@ output "containers" {
 output "volumes" {
   value = [for v in aws_ecs_task_definition.this.volume : v.name]
 }
+
+output "scaling" {
+  description = "Desired count and autoscaling range, as planned (asserted by the terraform test suites)."
+  value = {
+    desired = aws_ecs_service.this.desired_count
+    min     = aws_appautoscaling_target.this.min_capacity
+    max     = aws_appautoscaling_target.this.max_capacity
+  }
+}

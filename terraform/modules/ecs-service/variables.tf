@@ -140,6 +140,12 @@ variable "min_tasks" {
   default     = 2
 }
 
+variable "started" {
+  description = "false: the service exists with no task (desired count and autoscaling range 0), so no task starts before its secrets and database roles exist (the first apply, docs/operations.md Deploy); true: min_tasks to max_tasks."
+  type        = bool
+  default     = true
+}
+
 variable "max_tasks" {
   type    = number
   default = 6

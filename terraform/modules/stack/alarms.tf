@@ -4,43 +4,10 @@
 
 locals {
   metrics_namespace = "dbgw/${var.environment}"
-  # CloudWatch agent: scrape the proxy's Prometheus endpoint, publish the dbgw_proxy_*
-  # metrics it names (counters as per-minute increases) in our namespace.
-  prometheus_config = yamlencode({
-    global = { scrape_interval = "30s", scrape_timeout = "10s" }
-    scrape_configs = [{
-      job_name       = "proxy"
-      static_configs = [{ targets = ["127.0.0.1:9187"] }]
-      metrics_path   = "/metrics"
-    }]
-  })
-  cw_agent_config = jsonencode({
-    logs = {
-      metrics_collected = {
-        prometheus = {
-          log_group_name         = aws_cloudwatch_log_group.proxy_metrics.name
-          prometheus_config_path = "env:PROMETHEUS_CONFIG_CONTENT"
-          emf_processor = {
-            metric_namespace = local.metrics_namespace
-            metric_declaration = [{
-              source_labels    = ["job"]
-              label_matcher    = "^proxy$"
-              dimensions       = [["job"]]
-              metric_selectors = ["^dbgw_proxy_audit_write_errors_total$", "^dbgw_proxy_audit_queue_depth$", "^dbgw_proxy_active_sessions$", "^dbgw_proxy_connections_total$"]
-            }]
-          }
-        }
-      }
-    }
-  })
-}
-
-# The agent writes the scraped metrics as embedded-metric-format logs here; CloudWatch turns
-# them into the metrics the alarms watch.
-resource "aws_cloudwatch_log_group" "proxy_metrics" {
-  name              = "/dbgw/${local.name}/proxy-metrics"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = module.logs_key.arn
+  # The proxy's metrics the alarms watch, published by the proxy task's metrics-agent
+  # container (deploy/audit-shipper/metrics.sh) as embedded-metric-format lines in the proxy's
+  # log group: counters as their increase per minute, dimension job = proxy.
+  proxy_alarm_metrics = ["dbgw_proxy_audit_write_errors_total", "dbgw_proxy_audit_queue_depth", "dbgw_proxy_active_sessions", "dbgw_proxy_connections_total"]
 }
 
 resource "aws_sns_topic" "alarms" {

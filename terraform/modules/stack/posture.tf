@@ -57,6 +57,11 @@ output "posture" {
         minutes    = aws_cloudwatch_metric_alarm.audit_not_arriving.evaluation_periods * 5
       }
     })
+    services = {
+      proxy     = module.proxy.scaling
+      rates-api = module.rates_api.scaling
+      approvals = module.approvals.scaling
+    }
     tasks = {
       proxy     = module.proxy.containers
       rates-api = module.rates_api.containers

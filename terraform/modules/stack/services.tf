@@ -57,12 +57,6 @@ data "aws_iam_policy_document" "proxy_task" {
     actions   = ["kms:GenerateDataKey", "kms:Encrypt"]
     resources = [module.audit_bucket.kms_key_arn]
   }
-  # The metrics agent (same task) publishes the proxy's Prometheus metrics as EMF logs.
-  statement {
-    sid       = "Metrics"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
-    resources = ["${aws_cloudwatch_log_group.proxy_metrics.arn}:*"]
-  }
 }
 
 module "proxy" {
@@ -154,14 +148,20 @@ module "proxy" {
       ]
     },
     {
-      # Scrapes the proxy's /metrics (dbgw_proxy_*) into CloudWatch for the alarms.
+      # Reads the proxy's /metrics and prints the alarms' metrics as embedded-metric-format
+      # lines (deploy/audit-shipper/metrics.sh); the proxy's log group turns them into
+      # CloudWatch metrics. Our image, as the task's user, read-only root, no volume.
       name                   = "metrics-agent"
-      image                  = var.images.cloudwatch_agent
+      image                  = var.images.audit_shipper
       essential              = false
-      readonlyRootFilesystem = false
+      readonlyRootFilesystem = true
+      user                   = "10001:10001"
+      entryPoint             = ["/usr/local/bin/proxy-metrics"]
       environment = [
-        { name = "CW_CONFIG_CONTENT", value = local.cw_agent_config },
-        { name = "PROMETHEUS_CONFIG_CONTENT", value = local.prometheus_config },
+        { name = "METRICS_URL", value = "http://127.0.0.1:9187/metrics" },
+        { name = "METRICS_NAMESPACE", value = local.metrics_namespace },
+        { name = "METRICS_NAMES", value = join(",", local.proxy_alarm_metrics) },
+        { name = "METRICS_INTERVAL_SECS", value = "60" },
       ]
     },
   ]
@@ -172,6 +172,7 @@ module "proxy" {
   service_registry   = aws_service_discovery_service.proxy_peers.arn
   min_tasks          = var.proxy_min_tasks
   max_tasks          = var.proxy_max_tasks
+  started            = var.start_services
   log_retention_days = var.log_retention_days
   logs_kms_key_arn   = module.logs_key.arn
 }
@@ -222,6 +223,7 @@ module "rates_api" {
   target_groups       = [{ arn = aws_lb_target_group.web["rates"].arn, port = 3000 }]
   min_tasks           = var.rates_api_min_tasks
   max_tasks           = var.rates_api_max_tasks
+  started             = var.start_services
   log_retention_days  = var.log_retention_days
   logs_kms_key_arn    = module.logs_key.arn
 }
@@ -359,6 +361,7 @@ module "approvals" {
   target_groups       = [{ arn = aws_lb_target_group.web["approvals"].arn, port = 8080 }]
   min_tasks           = 2
   max_tasks           = 4
+  started             = var.start_services
   log_retention_days  = var.log_retention_days
   logs_kms_key_arn    = module.logs_key.arn
 }

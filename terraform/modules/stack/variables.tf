@@ -36,14 +36,13 @@ variable "approvals_scim_enabled" {
 }
 
 variable "images" {
-  description = "Container images by digest or immutable tag (README: make images, push)."
+  description = "Container images by digest (docs/operations.md, Deploy step 2); the environments refuse tags. audit_shipper also runs the proxy task's proxy-cert and metrics-agent containers."
   type = object({
-    proxy            = string
-    approvals        = string
-    rates_api        = string
-    dbgw_db          = string
-    audit_shipper    = string
-    cloudwatch_agent = string
+    proxy         = string
+    approvals     = string
+    rates_api     = string
+    dbgw_db       = string
+    audit_shipper = string
   })
 }
 
@@ -192,6 +191,12 @@ variable "enable_rotation" {
   description = "Turn on the 30-day rotation of the database logins. Off in the first apply; on once the db-admin task has made the roles (docs/operations.md, Deploy step 5)."
   type        = bool
   default     = false
+}
+
+variable "start_services" {
+  description = "Run the services' tasks. false in the first apply: the services exist with no task until the db-admin task has made the roles and the secrets are filled (docs/operations.md, Deploy steps 3 and 6); then true, and it stays true."
+  type        = bool
+  default     = true
 }
 
 variable "rotation_reserved_concurrency" {

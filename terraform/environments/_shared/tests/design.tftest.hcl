@@ -32,11 +32,17 @@ override_resource {
   values = { arn = "arn:aws:kms:eu-west-1:111122223333:key/database" }
 }
 
-# The first apply: rotation is not turned on before the db-admin task has made the roles.
+# The first apply: rotation is not turned on, and no service runs a task, before the db-admin
+# task has made the roles and the secrets are filled.
 run "first_apply" {
   command = apply
   variables {
     enable_rotation = false
+    start_services  = false
+  }
+  assert {
+    condition     = alltrue([for s in values(module.dbgw.posture.services) : s.desired == 0 && s.min == 0 && s.max == 0])
+    error_message = "a service starts tasks in the first apply (start_services = false): they would fail until the roles and secrets exist, and the first deploy would flap"
   }
   assert {
     condition     = length(module.dbgw.posture.rotations) == 0
@@ -74,6 +80,15 @@ run "design" {
   command = apply
   variables {
     enable_rotation = true
+    start_services  = true
+  }
+
+  # --- Once started, every service runs at least two tasks (a task or a zone can go). This
+  # run follows first_apply: Terraform leaves the desired count (0) to autoscaling, and
+  # raising the range's minimum is what raises the count (RegisterScalableTarget).
+  assert {
+    condition     = length(module.dbgw.posture.services) == 3 && alltrue([for s in values(module.dbgw.posture.services) : s.min >= 2 && s.max >= s.min])
+    error_message = "a started service's autoscaling range does not start at two tasks or more"
   }
 
   # --- The database: private, encrypted with its own key, TLS only, pgaudit loaded.
@@ -309,12 +324,34 @@ run "design" {
             dbgw-db       = "../../../db/Dockerfile"
             audit-shipper = "../../../deploy/audit-shipper/Dockerfile"
             proxy-cert    = "../../../deploy/audit-shipper/Dockerfile"
+            metrics-agent = "../../../deploy/audit-shipper/Dockerfile"
           }[c.name])))),
           "\"${m.containerPath}\""
         )
-      ] if c.name != "metrics-agent"
+      ]
     ]]))
     error_message = "a task mounts a volume at a path its image does not declare as VOLUME (JSON form): Fargate would make it root-owned and the service (uid 10001) could not write there"
+  }
+
+  # --- Every container of every task, sidecars included, runs as the services' user (never
+  # root) on a read-only root filesystem (ECS.5 and ECS.20 of AWS's security standard).
+  assert {
+    condition = alltrue(flatten([for task, containers in module.dbgw.posture.tasks : [
+      for c in containers : try(c.user, "") == "10001:10001" && try(c.readonlyRootFilesystem, false) == true
+    ]]))
+    error_message = "a task container runs as root or with a writable root filesystem: ${join(", ", flatten([for task, containers in module.dbgw.posture.tasks : [for c in containers : "${task}/${c.name}" if !(try(c.user, "") == "10001:10001" && try(c.readonlyRootFilesystem, false) == true)]]))}"
+  }
+  # The proxy's metrics reach CloudWatch through our own sidecar (deploy/audit-shipper/metrics.sh
+  # in the shipper's image), which reads every variable it is given and publishes every
+  # dbgw_proxy_* metric the audit-silence alarm watches.
+  assert {
+    condition = anytrue([for c in module.dbgw.posture.tasks["proxy"] : (
+      strcontains(file("../../../deploy/audit-shipper/Dockerfile"), "COPY deploy/audit-shipper/metrics.sh ${c.entryPoint[0]}") &&
+      alltrue([for e in c.environment : strcontains(file("../../../deploy/audit-shipper/metrics.sh"), "$${${e.name}")]) &&
+      alltrue([for m in module.dbgw.posture.audit_custody.silence_alarm.metrics :
+      contains(split(",", one([for e in c.environment : e.value if e.name == "METRICS_NAMES"])), m.name) if !startswith(m.namespace, "AWS/")])
+    ) if c.name == "metrics-agent"])
+    error_message = "the proxy task has no metrics-agent container running deploy/audit-shipper/metrics.sh that publishes the metrics the alarms watch"
   }
 
   # --- Image layers come from S3: every task's security group reaches the S3 prefix list.
@@ -368,4 +405,19 @@ run "db_admin_window" {
     condition     = contains([for r in module.dbgw.posture.database.ingress : r.from_security_group], module.dbgw.posture.security_groups.db_admin) && length(module.dbgw.posture.database.ingress) == 4
     error_message = "db_admin_access = true does not add exactly the db-admin security group"
   }
+}
+
+# Images by digest only: a tag can be moved to other content after the plan was reviewed.
+run "image_by_tag_refused" {
+  command = plan
+  variables {
+    images = {
+      proxy         = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/proxy:0a1b2c3"
+      approvals     = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/approvals@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      rates_api     = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/rates-api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      dbgw_db       = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/dbgw-db@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      audit_shipper = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dbgw/audit-shipper@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    }
+  }
+  expect_failures = [var.images]
 }
