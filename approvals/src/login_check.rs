@@ -3,7 +3,8 @@
 //! (db/provisioner.sql); a login that could grant itself a role (a superuser, CREATEROLE,
 //! which on PostgreSQL 15 and older covers every predefined role, any ADMIN OPTION, or
 //! membership in a predefined role, a role with administrative attributes or the
-//! provisioner) is refused, and so is a server without the functions.
+//! provisioner) is refused, and so is a server without the functions or without the
+//! `dbgw_people` marker.
 
 use anyhow::{bail, Context};
 
@@ -100,6 +101,22 @@ pub async fn check(settings: &Settings, target: &db::Pool) -> anyhow::Result<()>
                  provisioning functions (db/provisioner.sql; `dbgw-db setup` does it)"
             );
         }
+    }
+    // Outside AWS, pg_hba admits people's roles only with the proxy's client certificate by
+    // this marker (db/control/0011_people.sql): without it people's passwords would log in
+    // from anywhere the server listens.
+    let marker: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbgw_people')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !marker {
+        bail!(
+            "the target server has no role dbgw_people, the marker of people's roles that \
+             pg_hba and the provisioning functions rely on: run `dbgw-db setup` on it"
+        );
     }
     for level in &settings.catalogue {
         let context = || format!("catalogue {}/{}", level.database, level.level);

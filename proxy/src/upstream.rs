@@ -193,17 +193,25 @@ impl Connector {
         Ok(Either::Left(tls))
     }
 
+    /// How a login proves itself: `rds-iam` is for people's roles only (their roles have
+    /// no password, and the task role may connect as `p_*` only); a service always logs in
+    /// with the password its client proved.
+    pub fn uses_iam(&self, person: bool) -> bool {
+        person && self.iam.is_some()
+    }
+
     /// Opens a session as `user` on `database`, passing the client's other start-up
-    /// parameters along.
+    /// parameters along. `person`: the login is a person's (see [`Connector::uses_iam`]).
     pub async fn login(
         &self,
         user: &str,
         database: &str,
         password: &SecretString,
+        person: bool,
         extra: &[(String, String)],
     ) -> Result<Session, UpstreamError> {
         let token;
-        let password = match &self.iam {
+        let password = match self.iam.as_ref().filter(|_| self.uses_iam(person)) {
             Some(signer) => {
                 token = signer
                     .token(&self.settings.host, self.settings.port, user)
@@ -337,5 +345,31 @@ impl Connector {
         let mut sink = [0u8; 64];
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(auth: UpstreamAuth) -> Connector {
+        Connector::new(&UpstreamSettings {
+            tls: TlsMode::Disable,
+            auth,
+            ..UpstreamSettings::default()
+        })
+        .expect("connector")
+    }
+
+    #[test]
+    fn rds_iam_signs_for_people_only() {
+        // With rds-iam, a service still logs in with the password its client proved: its
+        // role is no member of rds_iam and the task role may connect as p_* only.
+        let iam = connector(UpstreamAuth::RdsIam);
+        assert!(iam.uses_iam(true));
+        assert!(!iam.uses_iam(false));
+        let password = connector(UpstreamAuth::Password);
+        assert!(!password.uses_iam(true));
+        assert!(!password.uses_iam(false));
     }
 }

@@ -155,7 +155,10 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     )
     .await?;
     let read_only_session = read_only(&identity);
-    let upstream = match upstream_login(ctx, database, &creds, &extra, read_only_session).await {
+    let person = matches!(identity, Identity::Person { .. });
+    let upstream = match upstream_login(ctx, database, &creds, person, &extra, read_only_session)
+        .await
+    {
         Ok(upstream) => upstream,
         // A person's password may have rotated since we read it: read it again, once. (A
         // service's is the one its client proved; the client rereads its secret and retries.)
@@ -177,7 +180,8 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                     )
                 })?;
             tracing::info!(%version, "logging in again with a rotated password");
-            let upstream = upstream_login(ctx, database, &creds, &extra, read_only_session).await?;
+            let upstream =
+                upstream_login(ctx, database, &creds, person, &extra, read_only_session).await?;
             return Ok((upstream, identity, secret_id, version));
         }
         Err(r) => {
@@ -225,12 +229,13 @@ async fn upstream_login(
     ctx: &Context,
     database: &str,
     creds: &secret_store::DbCredentials,
+    person: bool,
     extra: &[(String, String)],
     read_only: bool,
 ) -> Result<crate::upstream::Session, Refused> {
     let session = ctx
         .upstream
-        .login(&creds.username, database, &creds.password, extra)
+        .login(&creds.username, database, &creds.password, person, extra)
         .await
         .map_err(|e| match e {
             UpstreamError::Refused(f) => {

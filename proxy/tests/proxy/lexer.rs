@@ -41,7 +41,7 @@ impl Server {
         let connector = proxy::upstream::Connector::new(&settings).unwrap();
         let admin = cluster.admin();
         let session = connector
-            .login(&admin.username, "postgres", &admin.password, &[])
+            .login(&admin.username, "postgres", &admin.password, false, &[])
             .await
             .unwrap();
         Server {
