@@ -68,15 +68,7 @@ pub fn issue_client(
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    let (crt, pem_key) = (
-        out_dir.join(format!("{stem}.crt")),
-        out_dir.join(format!("{stem}.key")),
-    );
-    std::fs::write(&crt, cert.pem())?;
-    write_private(&pem_key, &key.serialize_pem())?;
-    Ok((crt, pem_key))
+    sign_and_write(params, &issuer, out_dir, stem)
 }
 
 /// Issues a server certificate for `names` (DNS names or IP addresses), signed by the CA in
@@ -97,8 +89,19 @@ pub fn issue(
         DnType::CommonName,
         names.first().copied().unwrap_or("localhost"),
     );
+    sign_and_write(params, &issuer, out_dir, stem)
+}
+
+/// Signs `params` with a new key by `issuer` and writes `<stem>.crt` and `<stem>.key` (0600)
+/// in `out_dir`. Returns (cert, key) paths.
+fn sign_and_write(
+    params: CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+    out_dir: &Path,
+    stem: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
+    let cert = params.signed_by(&key, issuer)?;
     let (crt, pem_key) = (
         out_dir.join(format!("{stem}.crt")),
         out_dir.join(format!("{stem}.key")),
