@@ -11,7 +11,8 @@
 --   (grants::person_role), and to be given a password, a login or a role it must hold
 --   nothing but grantable roles (and the marker dbgw_people, which every person's role
 --   holds and never loses: pg_hba asks its members for the proxy's client certificate;
---   db/control/0011_people.sql): no attribute beyond LOGIN, no other membership, no
+--   db/control/0011_people.sql; and on RDS rds_iam, see use_iam): no attribute beyond
+--   LOGIN, no other membership, no
 --   members, no privilege granted to it directly;
 --   a grantable role is one an admin marked (GRANT dbgw_grantable TO <role>): NOLOGIN, no
 --   attribute, not predefined (pg_*), and not a member, directly or not, of a predefined
@@ -34,7 +35,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f
           AND NOT (g.rolcanlogin OR g.rolsuper OR g.rolcreaterole OR g.rolcreatedb
                    OR g.rolreplication OR g.rolbypassrls)
           AND g.rolname !~ '^pg_'
-          AND g.rolname NOT IN ('dbgw_provisioner', 'dbgw_grantable', 'dbgw_approvals', 'dbgw_people')
+          AND g.rolname NOT IN ('dbgw_provisioner', 'dbgw_grantable', 'dbgw_approvals', 'dbgw_people', 'rds_iam')
           AND NOT EXISTS (
               SELECT FROM pg_roles p
               WHERE p.oid <> g.oid
@@ -70,7 +71,8 @@ BEGIN
     END IF;
     SELECT g.rolname INTO other
     FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-    WHERE m.member = r.oid AND g.rolname <> 'dbgw_people' AND NOT dbgw_provision.grantable(g.rolname)
+    WHERE m.member = r.oid AND g.rolname NOT IN ('dbgw_people', 'rds_iam')
+      AND NOT dbgw_provision.grantable(g.rolname)
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'dbgw_provision: role "%" is a member of "%", which is not grantable', person_role, other
@@ -128,13 +130,60 @@ EXCEPTION WHEN duplicate_object THEN
 END
 $fn$;
 
+-- Whether the role is a member of rds_iam (RDS: it logs in with IAM auth tokens only).
+CREATE OR REPLACE FUNCTION dbgw_provision.uses_iam(person_oid oid) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                   WHERE m.member = person_oid AND g.rolname = 'rds_iam')
+$fn$;
+
+-- RDS IAM authentication for the person (issue 17: people's passwords useless outside the
+-- proxy): a member of rds_iam, with no password. RDS then accepts only an IAM auth token for
+-- the role, which only the proxy's task role may sign (rds-db:connect on p_*). Never taken
+-- back (revoke_role refuses rds_iam; set_password refuses its members). Returns whether the
+-- membership was new. A server without rds_iam (not RDS) is refused: there the role would
+-- simply lose its password.
+CREATE OR REPLACE FUNCTION dbgw_provision.use_iam(person_role text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    person_oid oid;
+    added boolean := false;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rds_iam') THEN
+        RAISE EXCEPTION 'dbgw_provision: this server has no role rds_iam (RDS IAM authentication is RDS only)'
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    person_oid := dbgw_provision.person(person_role, true);
+    IF person_oid IS NULL THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" does not exist', person_role
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT dbgw_provision.uses_iam(person_oid) THEN
+        EXECUTE format('GRANT rds_iam TO %I', person_role);
+        added := true;
+    END IF;
+    -- Every time: the provisioner cannot read pg_authid to see whether one is left.
+    EXECUTE format('ALTER ROLE %I PASSWORD NULL', person_role);
+    RETURN added;
+END
+$fn$;
+
 -- Sets the person's password from a SCRAM-SHA-256 verifier (never a password in clear).
 CREATE OR REPLACE FUNCTION dbgw_provision.set_password(person_role text, verifier text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    person_oid oid;
 BEGIN
-    IF dbgw_provision.person(person_role, true) IS NULL THEN
+    person_oid := dbgw_provision.person(person_role, true);
+    IF person_oid IS NULL THEN
         RAISE EXCEPTION 'dbgw_provision: role "%" does not exist', person_role
             USING ERRCODE = 'undefined_object';
+    END IF;
+    -- A role that logs in with RDS IAM tokens has no password, and never gets one back
+    -- (not from the app, nor from the rotation function acting for a forged secret).
+    IF dbgw_provision.uses_iam(person_oid) THEN
+        RAISE EXCEPTION 'dbgw_provision: role "%" logs in with RDS IAM (member of rds_iam); it has no password', person_role
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF verifier IS NULL
        OR verifier !~ '^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$' THEN
@@ -178,6 +227,10 @@ DECLARE
 BEGIN
     IF group_role = 'dbgw_people' THEN
         RAISE EXCEPTION 'dbgw_provision: "dbgw_people" marks a person''s role for pg_hba; it is never taken away'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF group_role = 'rds_iam' THEN
+        RAISE EXCEPTION 'dbgw_provision: "rds_iam" is how a person''s role logs in on RDS, without a password; it is never taken away'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     person_oid := dbgw_provision.person(person_role, false);
@@ -276,6 +329,7 @@ GRANT EXECUTE ON FUNCTION
     dbgw_provision.grantable(text),
     dbgw_provision.ensure_role(text),
     dbgw_provision.set_password(text, text),
+    dbgw_provision.use_iam(text),
     dbgw_provision.grant_role(text, text),
     dbgw_provision.revoke_role(text, text),
     dbgw_provision.set_login(text, boolean),

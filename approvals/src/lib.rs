@@ -92,6 +92,12 @@ impl Application {
         let control = db::pool(&settings.control, secrets.clone(), "dbgw-approvals").await?;
         let target = db::pool(&settings.target, secrets.clone(), "dbgw-approvals").await?;
         login_check::check(&settings, &target).await?;
+        if settings.people.login == grants::PeopleLogin::RdsIam {
+            let switched = provision::switch_to_iam(&control, &target, &secrets).await?;
+            if switched > 0 {
+                tracing::info!(switched, "people's roles switched to RDS IAM logins");
+            }
+        }
         let sessions = session::Sessions::new(
             control.clone(),
             settings.sessions.clone(),

@@ -4,7 +4,7 @@
 //! which on PostgreSQL 15 and older covers every predefined role, any ADMIN OPTION, or
 //! membership in a predefined role, a role with administrative attributes or the
 //! provisioner) is refused, and so is a server without the functions or without the
-//! `dbgw_people` marker.
+//! `dbgw_people` marker, and, with `people.login = "rds-iam"`, one without `rds_iam`.
 
 use anyhow::{bail, Context};
 
@@ -16,6 +16,7 @@ const FUNCTIONS: &[&str] = &[
     "dbgw_provision.grantable(text)",
     "dbgw_provision.ensure_role(text)",
     "dbgw_provision.set_password(text,text)",
+    "dbgw_provision.use_iam(text)",
     "dbgw_provision.grant_role(text,text)",
     "dbgw_provision.revoke_role(text,text)",
     "dbgw_provision.set_login(text,boolean)",
@@ -117,6 +118,22 @@ pub async fn check(settings: &Settings, target: &db::Pool) -> anyhow::Result<()>
             "the target server has no role dbgw_people, the marker of people's roles that \
              pg_hba and the provisioning functions rely on: run `dbgw-db setup` on it"
         );
+    }
+    if settings.people.login == grants::PeopleLogin::RdsIam {
+        let rds: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rds_iam')",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !rds {
+            bail!(
+                "people.login = \"rds-iam\", but the target server has no role rds_iam: RDS IAM \
+                 authentication exists on RDS only (elsewhere use \"password\" with pg_hba's \
+                 client certificates, docs/operations.md)"
+            );
+        }
     }
     for level in &settings.catalogue {
         let context = || format!("catalogue {}/{}", level.database, level.level);

@@ -2,7 +2,8 @@
 //! step an event.
 //!
 //! Provisioning (request `approved` -> `active`): the person's role (without LOGIN), a new
-//! password (secret store first, then the role), membership in the level's group role, the
+//! password (secret store first, then the role; with `people.login = "rds-iam"` instead
+//! membership in `rds_iam` and no password at all), membership in the level's group role, the
 //! grant row the proxy checks, and LOGIN last. A crash after any step leaves no access: the
 //! role cannot log in until the last step, and the proxy lets nobody in without the grant
 //! row. Running it again finishes the job.
@@ -20,7 +21,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::db::Conn;
+use crate::db::{self, Conn};
 use crate::error::{Error, Result};
 use crate::model::{self, Request, SYSTEM};
 use crate::status::{Action, Decision};
@@ -222,6 +223,16 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
                 )
                 .await?;
             }
+            Step::Password if app.settings.people.login == grants::PeopleLogin::RdsIam => {
+                // No password and no secret: RDS takes only IAM tokens for the role.
+                let added = grants::use_iam(&target, &db_user).await?;
+                log(
+                    "provision.password",
+                    None,
+                    json!({"rds_iam": true, "new": added}),
+                )
+                .await?;
+            }
             Step::Password => {
                 // A person with another active grant keeps the password the proxy uses
                 // for their open sessions' reconnects; otherwise a new one.
@@ -332,6 +343,55 @@ async fn provision_locked(app: &App, id: i64, stop_after: Option<Step>) -> Resul
         }
     }
     Ok(Outcome::Done)
+}
+
+/// With `people.login = "rds-iam"`, at start-up: people's roles made earlier with a password
+/// become RDS IAM logins too (`rds_iam`, no password), so a switch of the setting leaves no
+/// password behind, and their secrets (which no longer log in) are deleted. Returns how many
+/// changed. A role the provisioning functions refuse is reported and left (it cannot be
+/// given a login or a password either).
+pub async fn switch_to_iam(
+    control: &db::Pool,
+    target: &db::Pool,
+    secrets: &secret_store::SecretStore,
+) -> Result<usize> {
+    let control = control.get().await?;
+    let target = target.get().await?;
+    let roles: Vec<String> = target
+        .query(
+            "SELECT rolname::text FROM pg_roles \
+             WHERE rolname ~ '^p_[a-z0-9_]*_[0-9a-f]{16}$' \
+               AND NOT pg_has_role(oid, 'rds_iam', 'MEMBER') ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut switched = 0;
+    for db_user in roles {
+        match grants::use_iam(&target, &db_user).await {
+            Ok(_) => {
+                let secret = grants::person_secret(&db_user);
+                secrets
+                    .delete(&secret)
+                    .await
+                    .map_err(|e| Error::Internal(e.into()))?;
+                model::record(
+                    &**control,
+                    None,
+                    None,
+                    SYSTEM,
+                    "provision.password",
+                    json!({"db_user": db_user, "rds_iam": true, "new": true, "secret_deleted": secret}),
+                )
+                .await?;
+                switched += 1;
+            }
+            Err(e) => tracing::warn!(%db_user, error = %e, "could not switch the role to RDS IAM"),
+        }
+    }
+    Ok(switched)
 }
 
 /// Moves an `active` or `approved` request to `ending`, for `reason`, recording it.

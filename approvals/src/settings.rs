@@ -30,6 +30,8 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub webhook: WebhookSettings,
     pub rotation: RotationSettings,
+    /// How people's roles log in to the target server.
+    pub people: PeopleSettings,
     pub secrets: secret_store::SecretsSettings,
     pub log: startup::telemetry::LogSettings,
     /// Where the proxy's audit log is read for "Activity under this access".
@@ -53,6 +55,7 @@ impl Default for Settings {
             scheduler: SchedulerSettings::default(),
             webhook: WebhookSettings::default(),
             rotation: RotationSettings::default(),
+            people: PeopleSettings::default(),
             secrets: secret_store::SecretsSettings::default(),
             log: startup::telemetry::LogSettings::default(),
             audit: AuditSettings::default(),
@@ -127,6 +130,12 @@ impl Settings {
         ensure!(
             !self.scim.enabled || !self.scim.secret.is_empty(),
             "scim.secret must name the secret holding the provider's bearer token"
+        );
+        ensure!(
+            self.people.login == grants::PeopleLogin::Password
+                || self.rotation.function_arn.is_empty(),
+            "people.login = \"rds-iam\" gives people's roles no password: there is nothing to \
+             rotate, leave rotation.function_arn empty"
         );
         ensure!(
             self.scheduler.interval_ms >= 100,
@@ -291,6 +300,17 @@ impl Default for RotationSettings {
             days: 30,
         }
     }
+}
+
+/// People's logins on the target server (docs/approvals.md, "People's logins").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeopleSettings {
+    /// `password` (default): each grant's role gets a random password, kept in the secret
+    /// store (`dbgw/person/<role>`) for the proxy. `rds-iam` (RDS, with the proxy's
+    /// `upstream.auth = "rds-iam"`): the role is a member of `rds_iam` and has no password;
+    /// no secret is made. At start-up, roles made earlier with a password are switched too.
+    pub login: grants::PeopleLogin,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -74,6 +74,7 @@ pub const CONTROL_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../control/0010_extension_withdrawn.sql"),
     ),
     ("0011_people", include_str!("../control/0011_people.sql")),
+    ("0012_rds_iam", include_str!("../control/0012_rds_iam.sql")),
 ];
 
 /// The approvals app's provisioning functions (`dbgw_provision`, owned by

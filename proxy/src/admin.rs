@@ -89,6 +89,7 @@ pub async fn grant(
                 &target,
                 &secrets,
                 &layout,
+                settings.upstream.auth,
                 grants::NewGrant {
                     email,
                     database,

@@ -51,12 +51,9 @@ pub struct UpstreamSettings {
     pub client_key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamAuth {
-    Password,
-    RdsIam,
-}
+/// `password` or `rds-iam`: how people's roles log in upstream, the same choice the approvals
+/// app's `people.login` makes when it provisions them (one type for both).
+pub type UpstreamAuth = grants::PeopleLogin;
 
 impl UpstreamSettings {
     /// The server as the workspace's connect helper sees it (its TLS policy included).

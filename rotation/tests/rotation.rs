@@ -412,6 +412,72 @@ async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
     );
 }
 
+/// The confused deputy with RDS IAM logins (issue 17): whoever may write `dbgw/person/*`
+/// forges a secret for a person's IAM role (a member of rds_iam, no password) naming the
+/// approvals login as its master, and rotates it to get a password that would log in
+/// around the proxy. The function first proves the secret's credentials, which cannot log
+/// in (the role has none); and the master could not set one anyway (set_password refuses
+/// rds_iam's members). The role is left as it was: no password.
+#[tokio::test]
+async fn a_forged_secret_cannot_give_an_iam_login_a_password() {
+    let e = env().await;
+    const APPROVALS: &str = "dbgw/approvals-db";
+    let approvals = e.cluster.login_for("dbgw_approvals").await.unwrap();
+    e.moto
+        .client()
+        .create_secret()
+        .name(APPROVALS)
+        .secret_string(e.layout(&approvals, "dbgw", None).to_string())
+        .send()
+        .await
+        .unwrap();
+    let target = e.cluster.connect("postgres").await.unwrap();
+    // RDS's rds_iam, and setup again (on 16+ it gives the provisioner ADMIN OPTION on it).
+    target
+        .batch_execute("CREATE ROLE rds_iam NOLOGIN")
+        .await
+        .unwrap();
+    dbgw_db::schema::setup_control(&e.cluster.server())
+        .await
+        .unwrap();
+    let user = grants::person_role("erin@example.com");
+    grants::ensure_role(&target, &user).await.unwrap();
+    grants::use_iam(&target, &user).await.unwrap();
+    grants::grant_membership(&target, &user, "rates_reader")
+        .await
+        .unwrap();
+    grants::enable_login(&target, &user).await.unwrap();
+    let has_password = async || -> bool {
+        target
+            .query_one(
+                "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1",
+                &[&user],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert!(!has_password().await);
+
+    let id = grants::person_secret(&user);
+    let forged = DbCredentials::new(&user, "guessed".to_string());
+    e.moto
+        .client()
+        .create_secret()
+        .name(&id)
+        .secret_string(e.layout(&forged, "rates", Some(APPROVALS)).to_string())
+        .send()
+        .await
+        .unwrap();
+    e.moto.enable_rotation(&id).await;
+    let err = local::rotate(&e.rotator, &id)
+        .await
+        .expect_err("a forged secret of an IAM login rotated");
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    assert!(!has_password().await, "the IAM login got a password");
+    assert!(e.creds(&id, CURRENT).await.password.expose_secret() == "guessed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_cache_follows_a_stage_change() {
     let e = env().await;

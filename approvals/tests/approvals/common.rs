@@ -57,6 +57,9 @@ pub struct Options {
     pub catalogue: Vec<approvals::settings::Level>,
     /// The SCIM endpoint on, with [`Stack::scim_token`] in the secret store.
     pub scim: bool,
+    /// RDS as far as IAM logins go: the server gets a role `rds_iam` (set up again, as a
+    /// deploy does) and the app `people.login = "rds-iam"`.
+    pub rds_iam: bool,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             token_ttl: 600,
             catalogue: Vec::new(),
             scim: false,
+            rds_iam: false,
         }
     }
 }
@@ -150,6 +154,17 @@ impl Stack {
         if opts.proxy {
             // The app reads what the proxy below writes ("Activity under this access").
             settings.audit.location = Some(dir.path().join("audit"));
+        }
+        if opts.rds_iam {
+            let admin = cluster.connect("postgres").await.unwrap();
+            admin
+                .batch_execute("CREATE ROLE rds_iam NOLOGIN")
+                .await
+                .unwrap();
+            dbgw_db::schema::setup_control(&cluster.server())
+                .await
+                .unwrap();
+            settings.people.login = grants::PeopleLogin::RdsIam;
         }
         let application = Application::build(settings).await.expect("build the app");
         let app = application.app();

@@ -17,6 +17,7 @@ mod extend;
 mod extension_live;
 mod history;
 mod process;
+mod rds_iam;
 mod scim;
 mod security;
 mod tokens;

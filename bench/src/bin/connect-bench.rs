@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
                 port: cluster.port(),
                 master: "dbgw/postgres-admin".into(),
             },
+            grants::PeopleLogin::Password,
             grants::NewGrant {
                 email: "alice@example.com".into(),
                 database: "rates".into(),

@@ -387,6 +387,7 @@ pub async fn add(
     target: &Client,
     secrets: &SecretStore,
     layout: &SecretLayout,
+    login: PeopleLogin,
     new: NewGrant,
 ) -> Result<Grant, GrantError> {
     let email = check_email(&new.email)?;
@@ -398,7 +399,7 @@ pub async fn add(
     let db_user = grant_role(&email, &operator_key(Utc::now()));
     check_owner(control, &db_user, &email).await?;
     ensure_role(target, &db_user).await?;
-    set_password(target, secrets, layout, &db_user, &new.database).await?;
+    set_credential(target, secrets, layout, login, &db_user, &new.database).await?;
     grant_membership(target, &db_user, &new.role).await?;
     let grant = record(control, &new, &db_user, None).await?;
     enable_login(target, &db_user).await?;
@@ -548,14 +549,72 @@ pub async fn set_password(
     Ok(())
 }
 
+/// How people's roles log in to the database server: with a password that only the secret
+/// store and the proxy see, or (RDS) with IAM auth tokens that only the proxy's task role
+/// may sign, so the role has no password at all. The proxy's `upstream.auth` and the
+/// approvals app's `people.login` must agree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeopleLogin {
+    #[default]
+    Password,
+    RdsIam,
+}
+
+/// Makes the person's role an RDS IAM login: a member of `rds_iam`, with no password
+/// (`dbgw_provision.use_iam`; a server without `rds_iam` is refused). Returns whether the
+/// membership was new. Idempotent.
+pub async fn use_iam(target: &Client, db_user: &str) -> Result<bool, GrantError> {
+    if has_interface(target).await? {
+        return Ok(target
+            .query_one("SELECT dbgw_provision.use_iam($1)", &[&db_user])
+            .await?
+            .get(0));
+    }
+    let member: bool = target
+        .query_one(
+            "SELECT pg_has_role($1, 'rds_iam', 'MEMBER')",
+            &[&db_user],
+        )
+        .await?
+        .get(0);
+    let user = escape_identifier(db_user);
+    if !member {
+        target
+            .batch_execute(&format!("GRANT rds_iam TO {user}"))
+            .await?;
+    }
+    target
+        .batch_execute(&format!("ALTER ROLE {user} PASSWORD NULL"))
+        .await?;
+    Ok(!member)
+}
+
+/// Gives a new grant's role its way to log in: a password ([`set_password`]) or RDS IAM
+/// ([`use_iam`]).
+pub async fn set_credential(
+    target: &Client,
+    secrets: &SecretStore,
+    layout: &SecretLayout,
+    login: PeopleLogin,
+    db_user: &str,
+    database: &str,
+) -> Result<(), GrantError> {
+    match login {
+        PeopleLogin::Password => set_password(target, secrets, layout, db_user, database).await,
+        PeopleLogin::RdsIam => use_iam(target, db_user).await.map(|_| ()),
+    }
+}
+
 /// The group roles `db_user` is a direct member of; not the marker `dbgw_people`, which
-/// every person's role holds and no grant gives (db/control/0011_people.sql).
+/// every person's role holds and no grant gives (db/control/0011_people.sql), nor
+/// `rds_iam`, which is how it logs in on RDS ([`use_iam`]).
 pub async fn memberships(target: &Client, db_user: &str) -> Result<Vec<String>, GrantError> {
     Ok(target
         .query(
             "SELECT g.rolname::text FROM pg_auth_members m \
              JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
-             WHERE u.rolname = $1 AND g.rolname <> 'dbgw_people' ORDER BY 1",
+             WHERE u.rolname = $1 AND g.rolname NOT IN ('dbgw_people', 'rds_iam') ORDER BY 1",
             &[&db_user],
         )
         .await?

@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use grants::{NewGrant, SecretLayout};
+use grants::{NewGrant, PeopleLogin, SecretLayout};
 use testkit::TestDb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -89,6 +89,7 @@ async fn an_operators_grant_made_without_the_functions_ends_through_them() {
         &rates,
         &db.store,
         &layout(&db),
+        PeopleLogin::Password,
         grant("olga@example.com", "rates_writer"),
     )
     .await
@@ -118,6 +119,7 @@ async fn an_apps_grant_ends_through_an_admin_login_without_the_functions() {
         &app,
         &db.store,
         &layout(&db),
+        PeopleLogin::Password,
         grant("erin@example.com", "rates_writer"),
     )
     .await

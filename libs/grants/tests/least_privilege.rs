@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use grants::{GrantError, NewGrant, SecretLayout};
+use grants::{GrantError, NewGrant, PeopleLogin, SecretLayout};
 use testkit::TestDb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -429,6 +429,7 @@ async fn an_admin_login_on_a_database_without_the_functions_still_adds_and_revok
         &target,
         &db.store,
         &layout(&db),
+        PeopleLogin::Password,
         NewGrant {
             email: "olga@example.com".into(),
             database: "rates".into(),
@@ -486,26 +487,31 @@ async fn empty_server(admin: &Client) {
 /// server set up by such a master from empty provisions end to end through the interface:
 /// the app's login creates a person's role, grants a catalogue role, the person logs in
 /// and reads, the grant is revoked, and the role has nothing and cannot log in.
-#[tokio::test]
-async fn a_server_set_up_by_a_non_superuser_master_provisions_end_to_end() {
-    let db = TestDb::start().await;
-    let superuser = db.cluster.connect("postgres").await.unwrap();
-    empty_server(&superuser).await;
-    // rds_superuser as far as the set-up needs it: signalling backends, and handing that on
-    // (the provisioner ends people's sessions). The master owns `postgres`, where the
-    // provisioning functions go. (Both as understood from AWS's documentation, not tried on
-    // an instance.)
+/// An emptied server set up as on RDS, by a master that is no superuser (see
+/// [`a_server_set_up_by_a_non_superuser_master_provisions_end_to_end`]), with RDS's
+/// `rds_iam`; returns it with the app's login (also stored as `dbgw/approvals-db`).
+async fn rds_like_server(
+    db: &TestDb,
+    superuser: &Client,
+) -> (dbgw_db::schema::Server, secret_store::DbCredentials) {
+    empty_server(superuser).await;
+    // rds_superuser as far as the set-up needs it: signalling backends and rds_iam, and
+    // handing them on (the provisioner ends people's sessions and makes IAM logins). The
+    // master owns `postgres`, where the provisioning functions go. (As understood from
+    // AWS's documentation, not tried on an instance.)
     superuser
         .batch_execute(
             "CREATE ROLE rds_superuser NOLOGIN;
+             CREATE ROLE rds_iam NOLOGIN;
              GRANT pg_signal_backend TO rds_superuser WITH ADMIN OPTION;
+             GRANT rds_iam TO rds_superuser WITH ADMIN OPTION;
              CREATE ROLE rds_master LOGIN CREATEROLE CREATEDB IN ROLE rds_superuser;
              ALTER DATABASE postgres OWNER TO rds_master",
         )
         .await
         .unwrap();
     let password = secret_store::generate_password();
-    pg_connect::set_password(&superuser, "rds_master", &password)
+    pg_connect::set_password(superuser, "rds_master", &password)
         .await
         .unwrap();
     let server = dbgw_db::schema::Server {
@@ -528,6 +534,120 @@ async fn a_server_set_up_by_a_non_superuser_master_provisions_end_to_end() {
         .put_db_credentials("dbgw/approvals-db", &app_creds)
         .await
         .unwrap();
+    (server, app_creds)
+}
+
+/// RDS IAM logins for people (issue 17), on a server set up by a non-superuser master: a
+/// grant's role is a member of `rds_iam` with no password and no secret; nobody acting
+/// through the app's login gives it a password back (the rotation function sets people's
+/// passwords as that login) or takes `rds_iam` away; ending leaves it passwordless. On
+/// PostgreSQL 16+ the provisioner needs ADMIN OPTION on rds_iam, which setup gives it.
+#[tokio::test]
+async fn on_rds_a_persons_role_logs_in_with_iam_and_never_gets_a_password() {
+    let db = TestDb::start().await;
+    let superuser = db.cluster.connect("postgres").await.unwrap();
+    let (server, app_creds) = rds_like_server(&db, &superuser).await;
+    let app = server.connect_as("postgres", &app_creds).await.unwrap();
+    let control = server.connect_as("dbgw", &app_creds).await.unwrap();
+    let has_password = async |role: &str| -> bool {
+        superuser
+            .query_one(
+                "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+
+    let grant = grants::add(
+        &control,
+        &app,
+        &db.store,
+        &layout(&db),
+        PeopleLogin::RdsIam,
+        NewGrant {
+            email: "erin@example.com".into(),
+            database: "rates".into(),
+            role: "rates_reader".into(),
+            expires_at: Utc::now() + Duration::hours(1),
+            created_by: "approvals".into(),
+            policy: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let role = grant.db_user.as_str();
+    assert!(member_of(&superuser, role, "rds_iam").await);
+    assert!(member_of(&superuser, role, "rates_reader").await);
+    assert!(grants::can_login(&app, role).await.unwrap());
+    assert!(!has_password(role).await);
+    assert!(db
+        .store
+        .db_credentials(&grants::person_secret(role))
+        .await
+        .is_err());
+    assert_eq!(
+        grants::memberships(&app, role).await.unwrap(),
+        ["rates_reader"]
+    );
+
+    let verifier = postgres_protocol::password::scram_sha_256(b"chosen by the attacker");
+    for (what, sql) in [
+        ("set_password", "SELECT dbgw_provision.set_password($1, $2)"),
+        ("revoke_role rds_iam", "SELECT dbgw_provision.revoke_role($1, 'rds_iam') AND $2 <> ''"),
+        ("grant_role rds_iam", "SELECT dbgw_provision.grant_role($1, 'rds_iam') AND $2 <> ''"),
+    ] {
+        denied(what, app.query_one(sql, &[&role, &verifier]).await);
+    }
+    denied(
+        "the app's login as itself",
+        app.batch_execute(&format!("ALTER ROLE {role} PASSWORD 'chosen'"))
+            .await,
+    );
+    assert!(!has_password(role).await);
+
+    grants::revoke(&control, &app, grant.id, "operator", "done")
+        .await
+        .unwrap();
+    assert!(grants::memberships(&app, role).await.unwrap().is_empty());
+    assert!(!grants::can_login(&app, role).await.unwrap());
+    assert!(member_of(&superuser, role, "rds_iam").await);
+    assert!(!has_password(role).await);
+}
+
+/// Off RDS there is no `rds_iam`: asking for an IAM login is refused, never a role that
+/// merely lost its password.
+#[tokio::test]
+async fn an_iam_login_is_refused_on_a_server_without_rds_iam() {
+    let db = TestDb::start().await;
+    let app = app(&db, "postgres").await;
+    let control = app(&db, "dbgw").await;
+    let err = grants::add(
+        &control,
+        &app,
+        &db.store,
+        &layout(&db),
+        PeopleLogin::RdsIam,
+        NewGrant {
+            email: "erin@example.com".into(),
+            database: "rates".into(),
+            role: "rates_reader".into(),
+            expires_at: Utc::now() + Duration::hours(1),
+            created_by: "approvals".into(),
+            policy: Default::default(),
+        },
+    )
+    .await
+    .expect_err("no rds_iam here");
+    assert!(err.to_string().contains("rds_iam"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_set_up_by_a_non_superuser_master_provisions_end_to_end() {
+    let db = TestDb::start().await;
+    let superuser = db.cluster.connect("postgres").await.unwrap();
+    let (server, app_creds) = rds_like_server(&db, &superuser).await;
     let app = server.connect_as("postgres", &app_creds).await.unwrap();
     let control = server.connect_as("dbgw", &app_creds).await.unwrap();
 
@@ -536,6 +656,7 @@ async fn a_server_set_up_by_a_non_superuser_master_provisions_end_to_end() {
         &app,
         &db.store,
         &layout(&db),
+        PeopleLogin::Password,
         NewGrant {
             email: "erin@example.com".into(),
             database: "rates".into(),

@@ -15,7 +15,15 @@ async fn add(
     target: &tokio_postgres::Client,
     new: NewGrant,
 ) -> Result<grants::Grant, GrantError> {
-    grants::add(control, target, &db.store, &layout(db), new).await
+    grants::add(
+        control,
+        target,
+        &db.store,
+        &layout(db),
+        grants::PeopleLogin::Password,
+        new,
+    )
+    .await
 }
 
 /// A grant as made before roles were per grant: the person's one role for all their grants

@@ -77,6 +77,12 @@ variable "write_secret_values" {
   default     = true
 }
 
+variable "people_login" {
+  description = "modules/stack: how people's roles log in to RDS: rds-iam (no password; the proxy signs IAM auth tokens) or password (a secret per grant, rotated)."
+  type        = string
+  default     = "rds-iam"
+}
+
 variable "people_secrets_enforced" {
   description = "modules/stack: refuse people's secrets without their KMS key or recovery window (the approvals app sets both: secrets.kms_key_id, secrets.recovery_window_days)."
   type        = bool

@@ -56,6 +56,7 @@ module "dbgw" {
   start_services          = var.start_services
   write_secret_values     = var.write_secret_values
   people_secrets_enforced = var.people_secrets_enforced
+  people_login            = var.people_login
   proxy_min_tasks         = 3
   audit_retention_days    = 2557
   lb_deletion_protection  = true

@@ -33,6 +33,7 @@ output "posture" {
   value = {
     publicly_accessible = aws_db_instance.this.publicly_accessible
     storage_encrypted   = aws_db_instance.this.storage_encrypted
+    iam_auth            = aws_db_instance.this.iam_database_authentication_enabled
     kms_key_id          = aws_db_instance.this.kms_key_id
     key_arn             = module.key.arn
     security_group_id   = aws_security_group.db.id

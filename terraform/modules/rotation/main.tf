@@ -73,10 +73,13 @@ data "aws_iam_policy_document" "rotation" {
     ]
     resources = var.rotated_secret_arns
   }
-  statement {
-    sid       = "RotatePeopleSecrets"
-    actions   = ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"]
-    resources = ["arn:aws:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:secret:${var.person_secret_prefix}*"]
+  dynamic "statement" {
+    for_each = var.person_secret_prefix == "" ? [] : ["people"]
+    content {
+      sid       = "RotatePeopleSecrets"
+      actions   = ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"]
+      resources = ["arn:aws:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:secret:${var.person_secret_prefix}*"]
+    }
   }
   statement {
     sid       = "ReadMaster"

@@ -17,5 +17,6 @@ output "posture" {
     environment          = aws_lambda_function.rotation.environment[0].variables
     package              = var.zip_path
     kms_key_arns         = var.kms_key_arns
+    statements           = [for st in data.aws_iam_policy_document.rotation.statement : { sid = st.sid, actions = st.actions, resources = st.resources }]
   }
 }

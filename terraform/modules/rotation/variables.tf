@@ -25,7 +25,7 @@ variable "rotated_secret_arns" {
 }
 
 variable "person_secret_prefix" {
-  description = "Name prefix of people's secrets, made by the approvals app."
+  description = "Name prefix of people's secrets, made by the approvals app; empty: there are none (people log in with RDS IAM), and the function gets no right on them."
   type        = string
 }
 

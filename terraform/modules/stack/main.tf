@@ -12,10 +12,12 @@ locals {
   # People's secrets are made and deleted by the approvals app, under this prefix: the one
   # the apps use (grants::person_secret), the same in every environment (one per account).
   person_secret_prefix = "dbgw/person/"
-  account_id           = data.aws_caller_identity.current.account_id
-  region               = data.aws_region.current.name
-  secret_arn_prefix    = "arn:aws:secretsmanager:${local.region}:${local.account_id}:secret:"
-  db_host              = "db.${var.domain}"
+  # People's roles log in with IAM auth tokens: no person's secret is made, read or rotated.
+  people_iam        = var.people_login == "rds-iam"
+  account_id        = data.aws_caller_identity.current.account_id
+  region            = data.aws_region.current.name
+  secret_arn_prefix = "arn:aws:secretsmanager:${local.region}:${local.account_id}:secret:"
+  db_host           = "db.${var.domain}"
   # The secret-store backend of issue 10 (AWS Secrets Manager); the file backend is local only.
   secrets_backend = "aws"
   # RDS's CA bundle, put into the images by `make rds-ca` (docs/operations.md).

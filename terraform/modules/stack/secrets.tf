@@ -94,14 +94,15 @@ resource "aws_secretsmanager_secret" "approvals_scim" {
 }
 
 module "rotation" {
-  source               = "../rotation"
-  name                 = local.name
-  zip_path             = var.rotation_zip_path
-  vpc_id               = module.network.vpc_id
-  vpc_cidr             = module.network.vpc_cidr
-  subnet_ids           = module.network.private_subnet_ids
-  rotated_secret_arns  = [for s in aws_secretsmanager_secret.db : s.arn]
-  person_secret_prefix = local.person_secret_prefix
+  source              = "../rotation"
+  name                = local.name
+  zip_path            = var.rotation_zip_path
+  vpc_id              = module.network.vpc_id
+  vpc_cidr            = module.network.vpc_cidr
+  subnet_ids          = module.network.private_subnet_ids
+  rotated_secret_arns = [for s in aws_secretsmanager_secret.db : s.arn]
+  # With IAM logins there are no people's secrets: the function gets no right on the prefix.
+  person_secret_prefix = local.people_iam ? "" : local.person_secret_prefix
   master_secret_arn    = module.database.master_user_secret_arn
   kms_key_arns         = [module.secrets_key.arn, module.database.kms_key_arn, module.people_secrets_key.arn]
   lambda_kms_key_arn   = module.secrets_key.arn

@@ -25,20 +25,27 @@ data "aws_iam_policy_document" "proxy_task" {
       aws_secretsmanager_secret.proxy_fleet.arn,
     ]
   }
-  statement {
-    sid       = "PeoplesLogins"
-    actions   = local.own_secret_read.actions
-    resources = ["${local.secret_arn_prefix}${local.person_secret_prefix}*"]
+  # People's logins: their secrets (password), or IAM auth tokens for their roles (rds-iam).
+  dynamic "statement" {
+    for_each = local.people_iam ? [] : ["password"]
+    content {
+      sid       = "PeoplesLogins"
+      actions   = local.own_secret_read.actions
+      resources = ["${local.secret_arn_prefix}${local.person_secret_prefix}*"]
+    }
   }
   statement {
     sid       = "DecryptSecrets"
     actions   = ["kms:Decrypt"]
     resources = [module.secrets_key.arn, module.people_secrets_key.arn]
   }
-  statement {
-    sid       = "IamAuthForPeoplesRoles"
-    actions   = ["rds-db:connect"]
-    resources = ["arn:aws:rds-db:${local.region}:${local.account_id}:dbuser:${module.database.resource_id}/p_*"]
+  dynamic "statement" {
+    for_each = local.people_iam ? ["rds-iam"] : []
+    content {
+      sid       = "IamAuthForPeoplesRoles"
+      actions   = ["rds-db:connect"]
+      resources = ["arn:aws:rds-db:${local.region}:${local.account_id}:dbuser:${module.database.resource_id}/p_*"]
+    }
   }
   # The proxy-cert container (same task): its own certificate, at every task start.
   statement {
@@ -81,6 +88,8 @@ module "proxy" {
     PROXY_UPSTREAM__PORT           = tostring(module.database.port)
     PROXY_UPSTREAM__TLS            = "verify-full"
     PROXY_UPSTREAM__CA_FILE        = local.rds_ca_file
+    PROXY_UPSTREAM__AUTH           = var.people_login
+    PROXY_UPSTREAM__REGION         = local.region
     PROXY_PROXY_PROTOCOL__FROM     = jsonencode([module.network.vpc_cidr])
     PROXY_SERVICES__RATES_API      = aws_secretsmanager_secret.db["rates-api"].name
     PROXY_OIDC__ISSUER             = var.oidc_issuer
@@ -239,20 +248,25 @@ data "aws_iam_policy_document" "approvals_task" {
       aws_secretsmanager_secret.approvals_oidc.arn,
     ], aws_secretsmanager_secret.approvals_scim[*].arn)
   }
-  # People's secrets: made on approval, deleted when the last grant ends, rotated by the function.
+  # People's secrets: made on approval, deleted when the last grant ends, rotated by the
+  # function. With IAM logins none is made: the app may only delete what a password era left
+  # (it does at start-up), never write one, so it cannot aim the rotation function at a user.
   statement {
     sid = "PeoplesLogins"
-    actions = [
+    actions = local.people_iam ? ["secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"] : [
       "secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:GetSecretValue",
       "secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret", "secretsmanager:TagResource",
       "secretsmanager:RotateSecret",
     ]
     resources = ["${local.secret_arn_prefix}${local.person_secret_prefix}*"]
   }
-  statement {
-    sid       = "RotationFunction"
-    actions   = ["lambda:InvokeFunction"]
-    resources = [module.rotation.function_arn]
+  dynamic "statement" {
+    for_each = local.people_iam ? [] : ["password"]
+    content {
+      sid       = "RotationFunction"
+      actions   = ["lambda:InvokeFunction"]
+      resources = [module.rotation.function_arn]
+    }
   }
   # "Activity under this access" (docs/approvals.md): the shipped proxy audit, read only.
   statement {
@@ -325,27 +339,30 @@ module "approvals" {
   container_ports = [8080]
   health_port     = 8080
   environment = merge({
-    APPROVALS_LISTEN                 = "0.0.0.0:8080"
-    APPROVALS_PUBLIC_URL             = "https://approvals.${var.domain}"
-    APPROVALS_CONTROL__HOST          = module.database.address
-    APPROVALS_CONTROL__PORT          = tostring(module.database.port)
-    APPROVALS_CONTROL__DBNAME        = "dbgw"
-    APPROVALS_CONTROL__CA_FILE       = local.rds_ca_file
-    APPROVALS_CONTROL__SECRET        = aws_secretsmanager_secret.db["approvals"].name
-    APPROVALS_TARGET__HOST           = module.database.address
-    APPROVALS_TARGET__PORT           = tostring(module.database.port)
-    APPROVALS_TARGET__CA_FILE        = local.rds_ca_file
-    APPROVALS_TARGET__SECRET         = aws_secretsmanager_secret.db["approvals"].name
-    APPROVALS_OIDC__ISSUER           = var.oidc_issuer
-    APPROVALS_OIDC__CLIENT_ID        = var.approvals_oidc_client_id
-    APPROVALS_OIDC__SECRET           = aws_secretsmanager_secret.approvals_oidc.name
-    APPROVALS_SECRETS__BACKEND       = local.secrets_backend
-    APPROVALS_ROTATION__FUNCTION_ARN = module.rotation.function_arn
+    APPROVALS_LISTEN           = "0.0.0.0:8080"
+    APPROVALS_PUBLIC_URL       = "https://approvals.${var.domain}"
+    APPROVALS_CONTROL__HOST    = module.database.address
+    APPROVALS_CONTROL__PORT    = tostring(module.database.port)
+    APPROVALS_CONTROL__DBNAME  = "dbgw"
+    APPROVALS_CONTROL__CA_FILE = local.rds_ca_file
+    APPROVALS_CONTROL__SECRET  = aws_secretsmanager_secret.db["approvals"].name
+    APPROVALS_TARGET__HOST     = module.database.address
+    APPROVALS_TARGET__PORT     = tostring(module.database.port)
+    APPROVALS_TARGET__CA_FILE  = local.rds_ca_file
+    APPROVALS_TARGET__SECRET   = aws_secretsmanager_secret.db["approvals"].name
+    APPROVALS_OIDC__ISSUER     = var.oidc_issuer
+    APPROVALS_OIDC__CLIENT_ID  = var.approvals_oidc_client_id
+    APPROVALS_OIDC__SECRET     = aws_secretsmanager_secret.approvals_oidc.name
+    APPROVALS_SECRETS__BACKEND = local.secrets_backend
+    APPROVALS_PEOPLE__LOGIN    = var.people_login
     # People's secrets: their own key, and a week to restore one deleted by mistake.
     APPROVALS_SECRETS__KMS_KEY_ID           = module.people_secrets_key.arn
     APPROVALS_SECRETS__RECOVERY_WINDOW_DAYS = "7"
     APPROVALS_LOG__FORMAT                   = "json"
     APPROVALS_AUDIT__LOCATION               = "s3://${module.audit_bucket.bucket}/${var.environment}"
+    }, {
+    # People's passwords rotate with the function; IAM logins have none.
+    for k, v in { APPROVALS_ROTATION__FUNCTION_ARN = module.rotation.function_arn } : k => v if !local.people_iam
     }, {
     # The SCIM endpoint, when enabled (docs/approvals.md, "Deprovisioning (SCIM)").
     for k, v in {

@@ -228,6 +228,16 @@ variable "audit_silence_minutes" {
   default     = 10
 }
 
+variable "people_login" {
+  description = "How people's roles log in to RDS. rds-iam (default): members of rds_iam with no password; the proxy signs an IAM auth token per login (rds-db:connect on p_*), no person's secret exists and nothing of theirs rotates. password: a random password per grant in dbgw/person/<role>, rotated by the function (docs/operations.md, \"People's logins\")."
+  type        = string
+  default     = "rds-iam"
+  validation {
+    condition     = contains(["rds-iam", "password"], var.people_login)
+    error_message = "people_login must be \"rds-iam\" or \"password\"."
+  }
+}
+
 variable "people_secrets_enforced" {
   description = "Deny the approvals app creating people's secrets without their KMS key, or deleting them without a recovery window. The approvals app passes both (secrets.kms_key_id, secrets.recovery_window_days), so this is on."
   type        = bool

@@ -309,6 +309,7 @@ impl Stack {
                 port: self.cluster.port(),
                 master: "dbgw/postgres-admin".into(),
             },
+            grants::PeopleLogin::Password,
             grants::NewGrant {
                 email: email.into(),
                 database: "rates".into(),

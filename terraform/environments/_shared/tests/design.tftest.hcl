@@ -372,6 +372,73 @@ run "design" {
   }
 }
 
+# People's roles log in to RDS with IAM auth tokens by default (issue 17): no password exists,
+# so none can leak, be set by the approvals task, or be rotated for someone else. Only the
+# proxy's task role may sign tokens for p_* roles; no task may write a person's secret.
+run "people_log_in_with_rds_iam" {
+  command = apply
+  assert {
+    condition     = module.dbgw.posture.database.iam_auth == true
+    error_message = "the database does not accept IAM auth tokens (iam_database_authentication_enabled)"
+  }
+  assert {
+    condition = anytrue([for c in module.dbgw.posture.tasks["proxy"] : (
+      contains([for e in c.environment : "${e.name}=${e.value}"], "PROXY_UPSTREAM__AUTH=rds-iam") &&
+      contains([for e in c.environment : "${e.name}=${e.value}"], "PROXY_UPSTREAM__TLS=verify-full") &&
+      anytrue([for e in c.environment : e.name == "PROXY_UPSTREAM__REGION" && e.value != ""])
+    ) if c.name == "proxy"])
+    error_message = "the proxy does not log people in with RDS IAM tokens over verified TLS (PROXY_UPSTREAM__AUTH, __TLS, __REGION)"
+  }
+  assert {
+    condition = anytrue([for c in module.dbgw.posture.tasks["approvals"] : (
+      contains([for e in c.environment : "${e.name}=${e.value}"], "APPROVALS_PEOPLE__LOGIN=rds-iam") &&
+      !anytrue([for e in c.environment : e.name == "APPROVALS_ROTATION__FUNCTION_ARN"])
+    ) if c.name == "approvals"])
+    error_message = "the approvals app still gives people passwords (APPROVALS_PEOPLE__LOGIN) or turns on their rotation"
+  }
+  assert {
+    condition = (anytrue([for st in module.dbgw.posture.people_secrets.proxy : contains(st.actions, "rds-db:connect") && alltrue([for r in st.resources : endswith(r, "/p_*")])]) &&
+    !anytrue([for st in module.dbgw.posture.people_secrets.proxy : contains(st.resources, module.dbgw.posture.people_secrets.prefix)]))
+    error_message = "the proxy's task role may not sign IAM tokens for p_* roles only, or still reads people's secrets"
+  }
+  assert {
+    condition = !anytrue([for st in module.dbgw.posture.people_secrets.approvals : (
+      st.effect == "Allow" && contains(st.resources, module.dbgw.posture.people_secrets.prefix) &&
+      length(setintersection(st.actions, ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:GetSecretValue", "secretsmanager:RotateSecret"])) > 0
+    )])
+    error_message = "the approvals task may still write, read or rotate people's secrets"
+  }
+  assert {
+    condition     = !anytrue([for st in module.dbgw.posture.rotation.statements : anytrue([for r in st.resources : strcontains(r, "dbgw/person/")])])
+    error_message = "the rotation function still has rights on people's secrets"
+  }
+}
+
+# people_login = "password" keeps the secrets, their rotation and the rights they need.
+run "people_log_in_with_passwords" {
+  command = apply
+  variables {
+    people_login = "password"
+  }
+  assert {
+    condition = (anytrue([for st in module.dbgw.posture.people_secrets.proxy : contains(st.actions, "secretsmanager:GetSecretValue") && contains(st.resources, module.dbgw.posture.people_secrets.prefix)]) &&
+    !anytrue([for st in module.dbgw.posture.people_secrets.proxy : contains(st.actions, "rds-db:connect")]))
+    error_message = "with passwords, the proxy must read people's secrets and sign no IAM token"
+  }
+  assert {
+    condition = (anytrue([for st in module.dbgw.posture.people_secrets.approvals : st.effect == "Allow" && contains(st.actions, "secretsmanager:CreateSecret") && contains(st.resources, module.dbgw.posture.people_secrets.prefix)]) &&
+      anytrue([for c in module.dbgw.posture.tasks["approvals"] : (
+        contains([for e in c.environment : "${e.name}=${e.value}"], "APPROVALS_PEOPLE__LOGIN=password") &&
+        anytrue([for e in c.environment : e.name == "APPROVALS_ROTATION__FUNCTION_ARN"])
+    ) if c.name == "approvals"]))
+    error_message = "with passwords, the approvals app must create people's secrets and turn on their rotation"
+  }
+  assert {
+    condition     = anytrue([for st in module.dbgw.posture.rotation.statements : st.sid == "RotatePeopleSecrets"])
+    error_message = "with passwords, the rotation function must rotate people's secrets"
+  }
+}
+
 # Once the approvals app passes KmsKeyId and RecoveryWindowInDays, people_secrets_enforced
 # makes IAM refuse a person's secret made without their key or deleted without recovery.
 run "people_secrets_enforced" {
