@@ -40,7 +40,7 @@ test-pg18:
 	@scripts/pg18.sh >/dev/null
 	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test least_privilege --test lifecycle --test grantors
 	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test approvals -- \
-		security:: crash:: expiry:: history:: api::a_later_start
+		security:: crash:: expiry:: history:: api::a_later_start rds_iam::
 	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test rotation
 	PG_BINDIR=$(PG18_BINDIR) cargo test --locked --workspace --test proxy -- sso::
 
