@@ -86,9 +86,15 @@ async fn an_approved_person_on_rds_gets_an_iam_login_and_no_password() {
         "a secret was made for {role}"
     );
     // What the app's grants and the proxy see: the catalogue role only.
-    assert_eq!(stack.memberships("alice@example.com").await, ["rates_reader"]);
+    assert_eq!(
+        stack.memberships("alice@example.com").await,
+        ["rates_reader"]
+    );
     let kinds = stack.event_kinds(id).await;
-    assert!(kinds.contains(&"provision.password".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"provision.password".to_string()),
+        "{kinds:?}"
+    );
 
     // The app's login (or the rotation function, which logs in as it to set people's
     // passwords) cannot give the role a password back, nor take rds_iam away, nor hand
@@ -122,10 +128,14 @@ async fn an_approved_person_on_rds_gets_an_iam_login_and_no_password() {
     assert!(!has_password(&stack, &role).await);
 
     // Ending takes the access away; the role stays an IAM login with no password.
-    assert!(approvals::provision::begin_end(&stack.app, id, "revoked", "dana@example.com")
+    assert!(
+        approvals::provision::begin_end(&stack.app, id, "revoked", "dana@example.com")
+            .await
+            .unwrap()
+    );
+    approvals::provision::finish_end(&stack.app, id)
         .await
-        .unwrap());
-    approvals::provision::finish_end(&stack.app, id).await.unwrap();
+        .unwrap();
     assert_eq!(stack.status(id).await, "ended");
     assert!(stack.memberships("alice@example.com").await.is_empty());
     assert!(!grants::can_login(&admin, &role).await.unwrap());
@@ -170,7 +180,10 @@ async fn switching_to_rds_iam_removes_earlier_passwords_and_secrets() {
     assert!(stack.store.db_credentials(&secret).await.is_err());
     // The grant itself is untouched: still active, same catalogue role.
     assert_eq!(stack.status(id).await, "active");
-    assert_eq!(stack.memberships("alice@example.com").await, ["rates_reader"]);
+    assert_eq!(
+        stack.memberships("alice@example.com").await,
+        ["rates_reader"]
+    );
     // Nothing left to switch.
     let again =
         approvals::provision::switch_to_iam(&stack.app.control, &stack.app.target, &stack.store)

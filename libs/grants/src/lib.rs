@@ -572,10 +572,7 @@ pub async fn use_iam(target: &Client, db_user: &str) -> Result<bool, GrantError>
             .get(0));
     }
     let member: bool = target
-        .query_one(
-            "SELECT pg_has_role($1, 'rds_iam', 'MEMBER')",
-            &[&db_user],
-        )
+        .query_one("SELECT pg_has_role($1, 'rds_iam', 'MEMBER')", &[&db_user])
         .await?
         .get(0);
     let user = escape_identifier(db_user);

@@ -595,8 +595,14 @@ async fn on_rds_a_persons_role_logs_in_with_iam_and_never_gets_a_password() {
     let verifier = postgres_protocol::password::scram_sha_256(b"chosen by the attacker");
     for (what, sql) in [
         ("set_password", "SELECT dbgw_provision.set_password($1, $2)"),
-        ("revoke_role rds_iam", "SELECT dbgw_provision.revoke_role($1, 'rds_iam') AND $2 <> ''"),
-        ("grant_role rds_iam", "SELECT dbgw_provision.grant_role($1, 'rds_iam') AND $2 <> ''"),
+        (
+            "revoke_role rds_iam",
+            "SELECT dbgw_provision.revoke_role($1, 'rds_iam') AND $2 <> ''",
+        ),
+        (
+            "grant_role rds_iam",
+            "SELECT dbgw_provision.grant_role($1, 'rds_iam') AND $2 <> ''",
+        ),
     ] {
         denied(what, app.query_one(sql, &[&role, &verifier]).await);
     }
