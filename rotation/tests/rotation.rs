@@ -90,6 +90,20 @@ impl Env {
         serde_json::from_value(self.value(id, stage).await).unwrap()
     }
 
+    /// The approvals app's login as people's master (`APPROVALS`), as deployed:
+    /// CREATEROLE, and no CONNECT on the database a person's secret names.
+    async fn approvals_master(&self) {
+        let approvals = self.cluster.login_for("dbgw_approvals").await.unwrap();
+        self.moto
+            .client()
+            .create_secret()
+            .name(APPROVALS)
+            .secret_string(self.layout(&approvals, "dbgw", None).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+
     async fn logs_in(&self, creds: &DbCredentials) -> bool {
         self.cluster
             .server()
@@ -347,16 +361,7 @@ async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
     let e = env().await;
     // The master is the approvals app's login, as deployed: CREATEROLE, and no CONNECT on
     // the database the person's secret names.
-    const APPROVALS: &str = "dbgw/approvals-db";
-    let approvals = e.cluster.login_for("dbgw_approvals").await.unwrap();
-    e.moto
-        .client()
-        .create_secret()
-        .name(APPROVALS)
-        .secret_string(e.layout(&approvals, "dbgw", None).to_string())
-        .send()
-        .await
-        .unwrap();
+    e.approvals_master().await;
     let target = e.cluster.connect("postgres").await.unwrap();
     let user = grants::person_role("erin@example.com");
     grants::ensure_role(&target, &user).await.unwrap();
@@ -421,16 +426,7 @@ async fn a_persons_secret_rotates_as_written_by_the_approvals_app() {
 #[tokio::test]
 async fn a_forged_secret_cannot_give_an_iam_login_a_password() {
     let e = env().await;
-    const APPROVALS: &str = "dbgw/approvals-db";
-    let approvals = e.cluster.login_for("dbgw_approvals").await.unwrap();
-    e.moto
-        .client()
-        .create_secret()
-        .name(APPROVALS)
-        .secret_string(e.layout(&approvals, "dbgw", None).to_string())
-        .send()
-        .await
-        .unwrap();
+    e.approvals_master().await;
     let target = e.cluster.connect("postgres").await.unwrap();
     // RDS's rds_iam, and setup again (on 16+ it gives the provisioner ADMIN OPTION on it).
     target
@@ -578,15 +574,7 @@ impl Env {
             .send()
             .await
             .unwrap();
-        let approvals = self.cluster.login_for("dbgw_approvals").await.unwrap();
-        self.moto
-            .client()
-            .create_secret()
-            .name(APPROVALS)
-            .secret_string(self.layout(&approvals, "dbgw", None).to_string())
-            .send()
-            .await
-            .unwrap();
+        self.approvals_master().await;
     }
 
     /// Writes `value` as secret `id` and runs a rotation, as `RotateSecret` would; returns

@@ -24,6 +24,18 @@ fn layout(db: &TestDb) -> SecretLayout {
     }
 }
 
+/// Erin's hour of read-only access to rates, as the approvals app asks for it.
+fn erin_reads_rates() -> NewGrant {
+    NewGrant {
+        email: "erin@example.com".into(),
+        database: "rates".into(),
+        role: "rates_reader".into(),
+        expires_at: Utc::now() + Duration::hours(1),
+        created_by: "approvals".into(),
+        policy: Default::default(),
+    }
+}
+
 /// The app's login, connected to `database` (the app's target is `postgres`, its control
 /// plane `dbgw`).
 async fn app(db: &TestDb, database: &str) -> Client {
@@ -566,14 +578,7 @@ async fn on_rds_a_persons_role_logs_in_with_iam_and_never_gets_a_password() {
         &db.store,
         &layout(&db),
         PeopleLogin::RdsIam,
-        NewGrant {
-            email: "erin@example.com".into(),
-            database: "rates".into(),
-            role: "rates_reader".into(),
-            expires_at: Utc::now() + Duration::hours(1),
-            created_by: "approvals".into(),
-            policy: Default::default(),
-        },
+        erin_reads_rates(),
     )
     .await
     .unwrap();
@@ -635,14 +640,7 @@ async fn an_iam_login_is_refused_on_a_server_without_rds_iam() {
         &db.store,
         &layout(&db),
         PeopleLogin::RdsIam,
-        NewGrant {
-            email: "erin@example.com".into(),
-            database: "rates".into(),
-            role: "rates_reader".into(),
-            expires_at: Utc::now() + Duration::hours(1),
-            created_by: "approvals".into(),
-            policy: Default::default(),
-        },
+        erin_reads_rates(),
     )
     .await
     .expect_err("no rds_iam here");
@@ -670,14 +668,7 @@ async fn a_server_set_up_by_a_non_superuser_master_provisions_end_to_end() {
         &db.store,
         &layout(&db),
         PeopleLogin::Password,
-        NewGrant {
-            email: "erin@example.com".into(),
-            database: "rates".into(),
-            role: "rates_reader".into(),
-            expires_at: Utc::now() + Duration::hours(1),
-            created_by: "approvals".into(),
-            policy: Default::default(),
-        },
+        erin_reads_rates(),
     )
     .await
     .unwrap();
