@@ -144,6 +144,10 @@ struct State {
     batch_records: u64,
     /// When the first record of the batch came: the batch is written one interval later.
     batch_since: Instant,
+    /// fsync: a session waits for this batch's sync (a statement's record is in it), so it
+    /// is written at once; a batch of records nobody waits for (outcomes, connection
+    /// records) waits one interval like a buffered one, to share the next statement's sync.
+    waited: bool,
     /// Why writing fails, until it works again.
     failed: Option<String>,
     /// The writer stopped; nothing more is accepted.
@@ -252,6 +256,7 @@ impl AuditLog {
                 prev_hex: None,
                 batch_records: 0,
                 batch_since: Instant::now(),
+                waited: false,
                 failed: None,
                 closed: false,
                 wanted: 0,
@@ -281,7 +286,7 @@ impl AuditLog {
             &previous_file.unwrap_or_default(),
         );
         opened.push_str(&format!(",\"pid\":{}", std::process::id()));
-        log.append(&[opened], false)
+        log.append(&[opened], false, false)
             .map_err(|_| anyhow::anyhow!("the audit log refused its first record"))?;
         // The first record is on disk before anything is served.
         log.write_batch();
@@ -320,7 +325,8 @@ impl AuditLog {
         // Read the clock only once space runs short: not on every statement.
         let mut started = None;
         let (first, last) = loop {
-            match self.append(bodies, true) {
+            let waits = self.settings.durability == Durability::Fsync;
+            match self.append(bodies, true, waits) {
                 Ok(range) => break range,
                 Err(Append::Refused(e)) => return Err(e),
                 Err(Append::NoSpace { need }) => {
@@ -359,7 +365,7 @@ impl AuditLog {
     /// Accepts `bodies` now or not at all: no waiting for buffer space or a sync. For
     /// records of a session that is ending.
     pub fn try_accept<S: AsRef<str>>(&self, bodies: &[S]) -> Result<u64, AuditError> {
-        match self.append(bodies, true) {
+        match self.append(bodies, true, false) {
             Ok((first, _)) => Ok(first),
             Err(Append::Refused(e)) => Err(e),
             Err(Append::NoSpace { .. }) => Err(AuditError("no disk space reserved".into())),
@@ -374,7 +380,7 @@ impl AuditLog {
 
     /// [`AuditLog::record`] from a buffer the caller keeps (copied into the batch).
     pub fn record_str(&self, body: &str) {
-        let _ = self.append(&[body], false);
+        let _ = self.append(&[body], false, false);
     }
 
     /// The sequence number up to which records are known to be on disk: in fsync
@@ -416,9 +422,14 @@ impl AuditLog {
     }
 
     /// Chains `bodies` into the batch. With `refusable`, refuses them (changing nothing)
-    /// when the log is failing or their space is not reserved. Returns the sequence numbers
-    /// of the first and last.
-    fn append<S: AsRef<str>>(&self, bodies: &[S], refusable: bool) -> Result<(u64, u64), Append> {
+    /// when the log is failing or their space is not reserved. `waited`: the caller waits for
+    /// their sync (fsync). Returns the sequence numbers of the first and last.
+    fn append<S: AsRef<str>>(
+        &self,
+        bodies: &[S],
+        refusable: bool,
+        waited: bool,
+    ) -> Result<(u64, u64), Append> {
         let mut st = held(&self.state);
         if refusable {
             if st.closed {
@@ -452,6 +463,7 @@ impl AuditLog {
             self.wake_writer();
             return Err(Append::NoSpace { need });
         }
+        st.waited |= waited;
         self.metrics.buffered.set(st.batch_records as i64);
         let range = (start_seq + 1, st.seq);
         drop(st);
@@ -486,7 +498,7 @@ impl AuditLog {
         let head_every = Duration::from_secs(self.settings.head_interval_secs.max(1));
         let mut last_head = Instant::now();
         loop {
-            let (idle, closed, failing, since, wants_space) = {
+            let (idle, closed, failing, since, wants_space, waited) = {
                 let st = held(&self.state);
                 (
                     st.batch.is_empty(),
@@ -494,6 +506,7 @@ impl AuditLog {
                     st.failed.is_some(),
                     st.batch_since,
                     st.wanted > st.segment.reserved,
+                    st.waited,
                 )
             };
             if closed {
@@ -514,17 +527,20 @@ impl AuditLog {
                 // Nothing to do until a session wakes us.
                 std::thread::park_timeout(Duration::from_secs(1));
                 continue;
-            } else if self.settings.durability == Durability::Buffered {
+            } else if !waited {
                 // Let the batch gather for one interval from its first record. Early wake-ups
-                // (an unpark left over from a busy moment) do not cut it short.
+                // (an unpark left over from a busy moment) do not cut it short. In fsync
+                // durability only records nobody waits for are here (outcomes, connection
+                // records): they share the sync of the next statement instead of costing
+                // one of their own, unless the interval passes first.
                 let due = since + interval;
                 let mut now = Instant::now();
-                while now < due {
+                while now < due && !held(&self.state).waited {
                     std::thread::park_timeout(due - now);
                     now = Instant::now();
                 }
             }
-            // (fsync: sessions wait for this sync, so no delay.)
+            // (fsync with a statement's record: its session waits for this sync, no delay.)
             self.write_batch();
             self.maintain();
         }
@@ -541,6 +557,7 @@ impl AuditLog {
             }
             let spare = std::mem::take(&mut st.spare);
             let bytes = std::mem::replace(&mut st.batch, spare);
+            st.waited = false;
             let records = std::mem::take(&mut st.batch_records);
             (st.segment.file.clone(), bytes, (st.seq, st.prev), records)
         };
@@ -901,6 +918,110 @@ fn check_head(settings: &AuditSettings, seq: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fsync_log(dir: &Path, interval_ms: u64) -> (Arc<AuditLog>, AuditMetrics) {
+        let settings = AuditSettings {
+            dir: dir.to_path_buf(),
+            durability: Durability::Fsync,
+            flush_interval_ms: interval_ms,
+            ..AuditSettings::default()
+        };
+        let metrics = AuditMetrics::default();
+        let log = AuditLog::open(settings, "r", metrics.clone()).unwrap();
+        (log, metrics)
+    }
+
+    fn body(n: &str) -> String {
+        format!("\"ts\":\"t\",\"type\":\"x\",\"n\":\"{n}\"")
+    }
+
+    /// fsync: an outcome (a record nobody waits for) does not cost a sync of its own: it
+    /// rides on the next statement's, and without one it is written one interval later.
+    #[tokio::test]
+    async fn fsync_outcomes_share_the_next_statements_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics) = fsync_log(dir.path(), 60_000);
+        log.accept(&[body("s1")]).await.unwrap();
+        let before = metrics.syncs.get();
+        log.record(body("o1"));
+        let seq = log.accept(&[body("s2")]).await.unwrap();
+        assert!(log.synced() >= seq);
+        assert_eq!(
+            metrics.syncs.get(),
+            before + 1,
+            "one sync for an outcome and a statement"
+        );
+        log.close().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics) = fsync_log(dir.path(), 50);
+        log.accept(&[body("s1")]).await.unwrap();
+        let before = metrics.syncs.get();
+        log.record(body("o1"));
+        let end = Instant::now() + Duration::from_secs(10);
+        while metrics.syncs.get() == before && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            metrics.syncs.get(),
+            before + 1,
+            "the outcome alone is written after the interval"
+        );
+        log.close().unwrap();
+    }
+
+    /// fsync durability, sessions on two threads at once: each `accept` returns only once a
+    /// sync covers its record, syncs are shared, and the file holds one intact chain with
+    /// every record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fsync_accepts_return_synced_and_the_chain_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics) = fsync_log(dir.path(), 2);
+        let (sessions, each) = (8u64, 40u64);
+        let tasks: Vec<_> = (0..sessions)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for j in 0..each {
+                        let seq = log.accept(&[body(&format!("{i}.{j}"))]).await.unwrap();
+                        assert!(log.synced() >= seq, "accepted {seq} before its sync");
+                        log.record(body(&format!("o{i}.{j}")));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let syncs = metrics.syncs.get();
+        assert!(syncs >= 1 && syncs <= sessions * each, "{syncs} syncs");
+        log.close().unwrap();
+        let chains = super::super::verify::chains(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(chains.len(), 1);
+        let report = super::super::verify::verify(&chains[0].files, None)
+            .unwrap()
+            .expect("an intact chain");
+        assert!(
+            report.records > 2 * sessions * each,
+            "{} records",
+            report.records
+        );
+        let text: String = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        for i in 0..sessions {
+            for j in 0..each {
+                assert!(text.contains(&body(&format!("{i}.{j}"))), "{i}.{j} missing");
+                assert!(
+                    text.contains(&body(&format!("o{i}.{j}"))),
+                    "o{i}.{j} missing"
+                );
+            }
+        }
+    }
 
     /// A rotation writes the old file's last record; a head published before the next batch
     /// must name that file, or the writer refuses to continue its own chain on restart.
