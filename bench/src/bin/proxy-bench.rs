@@ -25,6 +25,8 @@
 //!   runs so the login cancels out) and context switches per transaction (without strace),
 //!   for pgbouncer and the proxy, at 1 and 8 clients.
 //! - `--no-instructions`: only the wall-clock tables.
+//! - `--only fsync,pgbouncer`: the wall-clock rows of those intermediaries only (for one
+//!   change at a time); PostgreSQL direct and socat always run, the tables compare to them.
 //! - `--flamegraph FILE.svg`: `perf record` of the proxy and of pgbouncer under load, drawn
 //!   as flame graphs with inferno, and their CPU time per transaction, kernel (by system
 //!   call) and user space (by what the code does).
@@ -60,6 +62,8 @@ struct Args {
     mode: Mode,
     /// Which workloads (`S`, `N`).
     workloads: Vec<Workload>,
+    /// Only the intermediaries whose name contains one of these (direct and socat always run).
+    only: Vec<String>,
 }
 
 /// A pgbench workload, prepared protocol.
@@ -118,6 +122,7 @@ fn args() -> anyhow::Result<Args> {
         scale: 10,
         mode: Mode::Full,
         workloads: vec![SELECT_ONLY, WRITES],
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -130,6 +135,7 @@ fn args() -> anyhow::Result<Args> {
             "--syscalls" => a.mode = Mode::Syscalls,
             "--no-instructions" => a.mode = Mode::WallClock,
             "--flamegraph" => a.mode = Mode::Flamegraph(value()?.leak()),
+            "--only" => a.only = value()?.split(',').map(str::to_string).collect(),
             "--workloads" => {
                 a.workloads = value()?
                     .split(',')
@@ -151,6 +157,8 @@ fn args() -> anyhow::Result<Args> {
                      --no-instructions: the wall-clock tables only.\n\
                      --instructions: the callgrind part only, with the costliest functions.\n\
                      --syscalls: system calls (strace -c -f) and context switches per transaction.\n\
+                     --only fsync,pgbouncer: the wall-clock rows of the intermediaries whose name\n\
+                     \x20 contains one of these (PostgreSQL direct and socat always run).\n\
                      --flamegraph FILE.svg: perf record of the proxy (1 session thread) and of\n\
                      \x20 pgbouncer under pgbench at 8 clients (first workload), drawn with inferno\n\
                      \x20 into FILE.svg and FILE-pgbouncer.svg, and their CPU time per transaction."
@@ -167,6 +175,8 @@ fn args() -> anyhow::Result<Args> {
 struct Contender {
     name: &'static str,
     port: u16,
+    /// The proxy's admin port: its metrics (audit syncs per statement).
+    admin: Option<u16>,
     /// Also runs the write workload (`-N`); the TLS rows run `-S` only.
     writes: bool,
     /// The process whose CPU time is charged to it (none for direct).
@@ -178,6 +188,8 @@ struct Sample {
     tps: f64,
     latency_ms: f64,
     cpu_us_per_tx: Option<f64>,
+    /// The proxy's audit `fdatasync`s per transaction (fsync durability).
+    syncs_per_tx: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -256,12 +268,18 @@ fn wall_clock(
     let mut contenders = vec![Contender {
         name: "PostgreSQL direct",
         port: cluster.port(),
+        admin: None,
         writes: true,
         process: None,
     }];
     contenders.push(socat(cluster.port())?);
-    contenders.push(pgbouncer(cluster, work, password, false)?);
-    contenders.push(pgbouncer(cluster, work, password, true)?);
+    let wanted =
+        |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()));
+    for tls in [false, true] {
+        if wanted(pgbouncer_name(tls)) {
+            contenders.push(pgbouncer(cluster, work, password, tls)?);
+        }
+    }
     // Default session threads (one per core), and once with one thread, as pgbouncer has
     // one process: its CPU per statement is the like-for-like comparison.
     for (name, durability, tls, threads) in [
@@ -270,9 +288,11 @@ fn wall_clock(
         ("dbgw proxy, audit fsync", "fsync", false, 0),
         ("dbgw proxy, audit buffered, TLS to db", "buffered", true, 0),
     ] {
-        contenders.push(proxy(
-            proxy_bin, cluster, work, name, durability, tls, threads,
-        )?);
+        if wanted(name) {
+            contenders.push(proxy(
+                proxy_bin, cluster, work, name, durability, tls, threads,
+            )?);
+        }
     }
     for c in &contenders {
         wait_for_port(c.port)?;
@@ -362,6 +382,20 @@ fn print_table(
         }
     }
     println!();
+    // Group commit: how many statements one audit fdatasync covered.
+    for (ci, &c) in clients.iter().enumerate() {
+        for &i in runs {
+            if let Some(syncs) = median(&samples[i][ci]).syncs_per_tx {
+                println!(
+                    "- {}, {c} client{}: {:.2} statements per audit `fdatasync`",
+                    contenders[i].name,
+                    if c == 1 { "" } else { "s" },
+                    workload.statements as f64 / syncs,
+                );
+            }
+        }
+    }
+    println!();
 }
 
 fn median(v: &[Sample]) -> Sample {
@@ -372,10 +406,12 @@ fn median(v: &[Sample]) -> Sample {
         x.sort_by(f64::total_cmp);
         x.get(x.len() / 2).copied()
     };
+    let mut syncs: Vec<f64> = v.iter().filter_map(|s| s.syncs_per_tx).collect();
     Sample {
         tps: mid(&mut tps).unwrap_or(0.0),
         latency_ms: mid(&mut lat).unwrap_or(0.0),
         cpu_us_per_tx: mid(&mut cpu),
+        syncs_per_tx: mid(&mut syncs),
     }
 }
 
@@ -387,6 +423,7 @@ fn measure(
     seconds: u64,
 ) -> anyhow::Result<Sample> {
     let cpu_before = c.process.as_ref().map(|p| cpu_ticks(p.id())).transpose()?;
+    let syncs_before = c.admin.map(audit_syncs).transpose()?;
     let out = pgbench_cmd(c.port, password)
         .args(["-n", workload.flag, "-M", "prepared"])
         .args([
@@ -430,11 +467,33 @@ fn measure(
         }
         _ => None,
     };
+    let syncs_per_tx = match (syncs_before, c.admin) {
+        (Some(before), Some(admin)) => {
+            Some((audit_syncs(admin)? - before) / transactions).filter(|&s| s > 0.0)
+        }
+        _ => None,
+    };
     Ok(Sample {
         tps,
         latency_ms,
         cpu_us_per_tx,
+        syncs_per_tx,
     })
+}
+
+/// The proxy's `dbgw_proxy_audit_syncs_total`, read from its admin port.
+fn audit_syncs(admin: u16) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("dbgw_proxy_audit_syncs_total "))
+        .context("no dbgw_proxy_audit_syncs_total in the proxy's metrics")?
+        .trim()
+        .parse()
+        .context("dbgw_proxy_audit_syncs_total")
 }
 
 /// User + system CPU ticks of a process and its reaped children (socat forks per client).
@@ -485,6 +544,7 @@ fn socat(upstream: u16) -> anyhow::Result<Contender> {
     Ok(Contender {
         name: "socat (zero-work relay)",
         port,
+        admin: None,
         writes: true,
         process: Some(child),
     })
@@ -531,15 +591,20 @@ fn pgbouncer(
         cmd.uid(uid).gid(gid);
     }
     Ok(Contender {
-        name: if tls {
-            "pgbouncer session, TLS to db"
-        } else {
-            "pgbouncer session mode"
-        },
+        name: pgbouncer_name(tls),
         port,
+        admin: None,
         writes: !tls,
         process: Some(cmd.spawn().context("starting pgbouncer")?),
     })
+}
+
+fn pgbouncer_name(tls: bool) -> &'static str {
+    if tls {
+        "pgbouncer session, TLS to db"
+    } else {
+        "pgbouncer session mode"
+    }
 }
 
 fn proxy(
@@ -552,6 +617,7 @@ fn proxy(
     threads: usize,
 ) -> anyhow::Result<Contender> {
     let port = dbgw_db::cluster::free_port()?;
+    let admin = dbgw_db::cluster::free_port()?;
     let dir = work.join(format!("proxy-{port}"));
     std::fs::create_dir_all(&dir)?;
     let upstream_tls = if tls { "verify-full" } else { "disable" };
@@ -566,7 +632,7 @@ fn proxy(
              [secrets]\ndir = \"{}\"\n\
              [audit]\ndir = \"{}\"\ndurability = \"{durability}\"\n\
              [log]\nlevel = \"warn\"\n",
-            dbgw_db::cluster::free_port()?,
+            admin,
             cluster.port(),
             cluster.ca_cert().display(),
             work.join("secrets").display(),
@@ -583,6 +649,7 @@ fn proxy(
     Ok(Contender {
         name,
         port,
+        admin: Some(admin),
         writes: !tls,
         process: Some(child),
     })

@@ -3,9 +3,14 @@
 //! Sessions never do file I/O. A record is *accepted* when it is chained (sequence number and
 //! hash assigned, in order) into the writer's in-memory batch **and** disk space for it is
 //! already reserved in the audit file. One writer thread writes the batch with a single
-//! `write(2)` every `flush_interval_ms`, and keeps space reserved ahead with
-//! `fallocate(KEEP_SIZE)`, so a full disk is met *before* a statement is accepted, never
-//! after it ran.
+//! `write(2)` every `flush_interval_ms`, and keeps space reserved ahead, so a full disk is
+//! met *before* a statement is accepted, never after it ran:
+//! - buffered: `fallocate(KEEP_SIZE)`: blocks allocated past the end of the file;
+//! - fsync: zeros written ahead and synced once, so the file's size already covers the
+//!   records to come. A record's `fdatasync` then flushes data only, not the file's size
+//!   and extents through the journal: about a third off every sync. A live file in fsync
+//!   durability therefore ends in NUL bytes; every reader stops at the first one
+//!   ([`super::source::written`]), and a finished file is cut to its records.
 //!
 //! - [`AuditLog::accept`] is the write-ahead path: `Ok` means the statement may be forwarded.
 //!   In `fsync` durability it also waits until an `fdatasync` covers its records (group
@@ -20,8 +25,9 @@
 //!   every file (`log_opened`, or `file_opened` after a rotation) names the replica.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -123,8 +129,14 @@ struct Segment {
     written: u64,
     /// Bytes reserved on disk from the start of the file (`written` ≤ `reserved`).
     reserved: u64,
+    /// How the space is reserved: zeros written (fsync) or blocks allocated (buffered).
+    zeroed: bool,
     opened: Instant,
 }
+
+/// Zeros are written ahead in steps of this size at most (fsync): each step is one write
+/// and one sync on the writer thread, which statements waiting for their sync wait behind.
+const ZERO_STEP: u64 = 256 * 1024;
 
 /// The largest written batch buffer kept for reuse.
 const SPARE_MAX: usize = 4 << 20;
@@ -245,6 +257,7 @@ impl AuditLog {
         let segment = Segment::create(
             &settings.dir.join(file_name(seq + 1)),
             settings.reserve_bytes,
+            settings.durability == Durability::Fsync,
         )?;
         let log = Arc::new(AuditLog {
             state: Mutex::new(State {
@@ -550,7 +563,7 @@ impl AuditLog {
     /// file when it is due.
     fn write_batch(&self) {
         let _one = held(&self.writing);
-        let (file, bytes, last, records) = {
+        let (file, at, bytes, last, records) = {
             let mut st = held(&self.state);
             if st.batch.is_empty() {
                 return;
@@ -559,10 +572,11 @@ impl AuditLog {
             let bytes = std::mem::replace(&mut st.batch, spare);
             st.waited = false;
             let records = std::mem::take(&mut st.batch_records);
-            (st.segment.file.clone(), bytes, (st.seq, st.prev), records)
+            let file = st.segment.file.clone();
+            (file, st.segment.written, bytes, (st.seq, st.prev), records)
         };
         let last_seq = last.0;
-        let result = (&*file).write_all(&bytes).and_then(|()| {
+        let result = file.write_all_at(&bytes, at).and_then(|()| {
             if self.settings.durability == Durability::Fsync {
                 file.sync_data()?;
                 self.metrics.syncs.inc();
@@ -602,8 +616,9 @@ impl AuditLog {
                 }
             }
             Err(e) => {
-                // Cut any partial record off, and put the bytes back in front of the batch.
-                let _ = st.segment.file.set_len(st.segment.written);
+                // Cut any partial record off, and put the bytes back in front of the batch
+                // (the retry writes them at the same place).
+                st.segment.cut_partial(bytes.len());
                 let mut again = bytes;
                 again.extend_from_slice(&st.batch);
                 st.batch = again;
@@ -625,22 +640,30 @@ impl AuditLog {
     /// Keeps disk space reserved ahead of the data, and for what sessions wait to append.
     fn maintain(&self) {
         let _one = held(&self.writing);
-        let (file, written, reserved, pending, wanted) = {
+        let (file, written, reserved, zeroed, pending, wanted) = {
             let st = held(&self.state);
             let s = &st.segment;
             (
                 s.file.clone(),
                 s.written,
                 s.reserved,
+                s.zeroed,
                 st.batch.len() as u64,
                 st.wanted,
             )
         };
-        let floor = written + pending + self.settings.reserve_bytes / 2;
+        // Blocks are allocated half a reserve at a time; zeros in small steps (each one a
+        // write and a sync that waiting statements queue behind).
+        let step = if zeroed {
+            ZERO_STEP.min(self.settings.reserve_bytes / 2)
+        } else {
+            self.settings.reserve_bytes / 2
+        };
+        let floor = (written + pending + self.settings.reserve_bytes).saturating_sub(step);
         let ok = if reserved < floor || reserved < wanted {
             let want = (written + pending + self.settings.reserve_bytes)
                 .max(wanted + self.settings.reserve_bytes / 2);
-            let result = reserve(&file, reserved, want - reserved);
+            let result = reserve(&file, reserved, want - reserved, zeroed);
             let mut st = held(&self.state);
             match result {
                 Ok(()) => {
@@ -702,7 +725,11 @@ impl AuditLog {
     fn rotate(&self) -> anyhow::Result<()> {
         let next_seq = held(&self.state).seq + 1;
         let path = self.settings.dir.join(file_name(next_seq));
-        let new = Segment::create(&path, self.settings.reserve_bytes)?;
+        let new = Segment::create(
+            &path,
+            self.settings.reserve_bytes,
+            self.settings.durability == Durability::Fsync,
+        )?;
         let (last_seq, last_hash);
         let (old, bytes, records) = {
             let mut st = held(&self.state);
@@ -749,9 +776,9 @@ impl AuditLog {
             st.chain(&[first]);
             (std::mem::replace(&mut st.segment, new), bytes, records)
         };
-        if let Err(e) = (&*old.file).write_all(&bytes) {
+        if let Err(e) = old.file.write_all_at(&bytes, old.written) {
             // Those records go to the new file instead, still in chain order.
-            let _ = old.file.set_len(old.written);
+            old.cut_partial(bytes.len());
             let mut st = held(&self.state);
             let mut again = bytes;
             again.extend_from_slice(&st.batch);
@@ -779,23 +806,35 @@ impl AuditLog {
 }
 
 impl Segment {
-    fn create(path: &Path, reserve_bytes: u64) -> anyhow::Result<Segment> {
+    /// A new file with `reserve_bytes` reserved: `zeroed` writes them as zeros (fsync).
+    fn create(path: &Path, reserve_bytes: u64, zeroed: bool) -> anyhow::Result<Segment> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .mode(0o640)
             .open(path)
             .with_context(|| format!("creating audit file {}", path.display()))?;
-        reserve(&file, 0, reserve_bytes)
+        reserve(&file, 0, reserve_bytes, zeroed)
             .with_context(|| format!("reserving space for {}", path.display()))?;
         Ok(Segment {
             file: Arc::new(file),
             path: path.to_path_buf(),
             written: 0,
             reserved: reserve_bytes,
+            zeroed,
             opened: Instant::now(),
         })
+    }
+
+    /// Takes back what a failed write of `len` bytes left after the last whole record: cut
+    /// off past the file's end, zeros again inside the zeroed reserve (readers stop there).
+    fn cut_partial(&self, len: usize) {
+        if self.zeroed {
+            let _ = self.file.write_all_at(&vec![0u8; len], self.written);
+        } else {
+            let _ = self.file.set_len(self.written);
+        }
     }
 
     /// Syncs the file and gives back the space reserved beyond its data.
@@ -805,11 +844,22 @@ impl Segment {
     }
 }
 
-/// Reserves `len` bytes of disk at `offset` without changing the file's size, so writes
-/// there cannot fail for lack of space.
-fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+/// Reserves `len` bytes of disk at `offset`, so writes there cannot fail for lack of space:
+/// `zeroed` writes zeros and syncs them (the file grows), otherwise blocks are allocated
+/// without changing the file's size.
+fn reserve(file: &File, offset: u64, len: u64, zeroed: bool) -> std::io::Result<()> {
     if len == 0 {
         return Ok(());
+    }
+    if zeroed {
+        let zeros = vec![0u8; len.min(ZERO_STEP) as usize];
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(ZERO_STEP);
+            file.write_all_at(&zeros[..n as usize], at)?;
+            at += n;
+        }
+        return file.sync_data();
     }
     let rc = unsafe {
         libc::fallocate(
@@ -832,8 +882,14 @@ fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 fn chain_tail(dir: &Path) -> anyhow::Result<(u64, [u8; 32], Option<String>)> {
     for path in super::source::audit_files(dir)?.iter().rev() {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-        let len = file.metadata()?.len();
-        let Some(end) = last_byte(&mut file, len, b'\n')? else {
+        let mut len = file.metadata()?.len();
+        // A live file in fsync durability ends in reserved zeros: not records.
+        let data = last_byte(&mut file, len, |b| b != 0)?.map_or(0, |p| p + 1);
+        if data < len {
+            file.set_len(data)?;
+            len = data;
+        }
+        let Some(end) = last_byte(&mut file, len, |b| b == b'\n')? else {
             if len > 0 {
                 tracing::warn!(file = %path.display(), bytes = len, "cutting a partial audit record");
                 file.set_len(0)?;
@@ -844,7 +900,7 @@ fn chain_tail(dir: &Path) -> anyhow::Result<(u64, [u8; 32], Option<String>)> {
             tracing::warn!(file = %path.display(), bytes = len - end - 1, "cutting a partial audit record");
             file.set_len(end + 1)?;
         }
-        let start = last_byte(&mut file, end, b'\n')?.map_or(0, |p| p + 1);
+        let start = last_byte(&mut file, end, |b| b == b'\n')?.map_or(0, |p| p + 1);
         let mut line = vec![0u8; (end - start) as usize];
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(&mut line)?;
@@ -858,8 +914,13 @@ fn chain_tail(dir: &Path) -> anyhow::Result<(u64, [u8; 32], Option<String>)> {
     Ok((0, super::line::GENESIS, None))
 }
 
-/// The position of the last `byte` before `end` in `file`, reading backwards in chunks.
-fn last_byte(file: &mut File, end: u64, byte: u8) -> std::io::Result<Option<u64>> {
+/// The position of the last byte before `end` in `file` that is `wanted`, reading backwards
+/// in chunks.
+fn last_byte(
+    file: &mut File,
+    end: u64,
+    wanted: impl Fn(u8) -> bool,
+) -> std::io::Result<Option<u64>> {
     const CHUNK: u64 = 1 << 20;
     let mut hi = end;
     let mut chunk = Vec::new();
@@ -868,7 +929,7 @@ fn last_byte(file: &mut File, end: u64, byte: u8) -> std::io::Result<Option<u64>
         chunk.resize((hi - lo) as usize, 0);
         file.seek(SeekFrom::Start(lo))?;
         file.read_exact(&mut chunk)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == byte) {
+        if let Some(i) = chunk.iter().rposition(|&b| wanted(b)) {
             return Ok(Some(lo + i as u64));
         }
         hi = lo;
@@ -1020,6 +1081,61 @@ mod tests {
                     "o{i}.{j} missing"
                 );
             }
+        }
+    }
+
+    /// fsync: records are written into zeros already on disk (the file's size does not move
+    /// with a sync); readers of the live file stop at the zeros, a closed file is cut to its
+    /// records, and a copy of a live file (what a crash leaves) continues its chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fsync_writes_into_zeros_that_readers_and_restarts_skip() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = fsync_log(dir.path(), 2);
+        log.accept(&[body("s1")]).await.unwrap();
+        let files = super::super::source::audit_files(dir.path()).unwrap();
+        let size = || std::fs::metadata(&files[0]).unwrap().len();
+        let reserved = size();
+        assert!(reserved >= AuditSettings::default().reserve_bytes);
+        for i in 2..=5 {
+            log.accept(&[body(&format!("s{i}"))]).await.unwrap();
+        }
+        assert_eq!(size(), reserved, "a sync changed the file's size");
+        let live = std::fs::read(&files[0]).unwrap();
+        let records = super::super::source::written(&live);
+        assert!(live[records.len()..].iter().all(|&b| b == 0));
+        let lines: Vec<String> = super::super::source::AuditFile::Local(files[0].clone())
+            .open()
+            .unwrap()
+            .lines()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(lines.len(), 6, "log_opened and five statements: {lines:?}");
+        for l in &lines {
+            super::super::line::parse(l.as_bytes()).unwrap();
+        }
+
+        // A crash: the live file as it is, zeros and all; the writer continues its chain.
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            &files[0],
+            crashed.path().join(files[0].file_name().unwrap()),
+        )
+        .unwrap();
+        let (again, _) = fsync_log(crashed.path(), 2);
+        again.accept(&[body("after")]).await.unwrap();
+        again.close().unwrap();
+        log.close().unwrap();
+        for d in [dir.path(), crashed.path()] {
+            for f in super::super::source::audit_files(d).unwrap() {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(!bytes.contains(&0), "{} keeps its zeros", f.display());
+            }
+            let chains = super::super::verify::chains(&[d.to_path_buf()]).unwrap();
+            assert_eq!(chains.len(), 1);
+            super::super::verify::verify(&chains[0].files, None)
+                .unwrap()
+                .expect("an intact chain");
         }
     }
 
