@@ -31,13 +31,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 /// When a write-ahead record counts as accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,11 +211,15 @@ enum Append {
     },
 }
 
-/// What the writer has made durable (fsync mode).
-#[derive(Debug, Clone, Default)]
+/// What the writer has made durable (fsync mode), and who waits for it.
+#[derive(Debug, Default)]
 struct Synced {
     seq: u64,
     error: Option<String>,
+    /// Each waiting `accept`: the record it waits for and its task. A sync wakes only those
+    /// it covers: a session whose record arrived during the sync waits for the next one,
+    /// and waking it now would only put it (and its thread) back to sleep.
+    waiting: Vec<(u64, Waker)>,
 }
 
 /// Takes one of the audit log's locks. Poisoned means a thread panicked while holding it and
@@ -233,7 +237,7 @@ pub struct AuditLog {
     state: Mutex<State>,
     healthy: AtomicBool,
     metrics: AuditMetrics,
-    synced: watch::Sender<Synced>,
+    synced: Mutex<Synced>,
     /// Wakes sessions waiting for buffer space.
     drained: tokio::sync::Notify,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -280,7 +284,10 @@ impl AuditLog {
             }),
             healthy: AtomicBool::new(true),
             metrics,
-            synced: watch::Sender::new(Synced { seq, error: None }),
+            synced: Mutex::new(Synced {
+                seq,
+                ..Synced::default()
+            }),
             drained: tokio::sync::Notify::new(),
             writer: Mutex::new(None),
             writer_thread: std::sync::OnceLock::new(),
@@ -399,7 +406,7 @@ impl AuditLog {
     /// The sequence number up to which records are known to be on disk: in fsync
     /// durability, the last record an `fdatasync` covered.
     pub fn synced(&self) -> u64 {
-        self.synced.borrow().seq
+        held(&self.synced).seq
     }
 
     /// The last head published (or the chain's end when the writer started).
@@ -493,15 +500,51 @@ impl AuditLog {
     }
 
     async fn wait_synced(&self, seq: u64) -> Result<(), AuditError> {
-        let mut rx = self.synced.subscribe();
-        let state = rx
-            .wait_for(|s| s.seq >= seq || s.error.is_some())
-            .await
-            .map_err(|_| AuditError("audit writer stopped".into()))?;
-        match &state.error {
-            Some(e) if state.seq < seq => Err(AuditError(e.clone())),
-            _ => Ok(()),
+        std::future::poll_fn(|cx| {
+            let mut synced = held(&self.synced);
+            if synced.seq >= seq {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = &synced.error {
+                return Poll::Ready(Err(AuditError(e.clone())));
+            }
+            match synced.waiting.iter_mut().find(|(s, _)| *s == seq) {
+                Some((_, waker)) => waker.clone_from(cx.waker()),
+                None => synced.waiting.push((seq, cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Records up to `seq` are on disk: wakes the sessions waiting for them.
+    fn synced_to(&self, seq: u64) {
+        let mut woken = Vec::new();
+        {
+            let mut synced = held(&self.synced);
+            synced.seq = synced.seq.max(seq);
+            synced.error = None;
+            let upto = synced.seq;
+            let mut i = 0;
+            while i < synced.waiting.len() {
+                if synced.waiting[i].0 <= upto {
+                    woken.push(synced.waiting.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
         }
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// Writing failed: every waiting session gets the error.
+    fn sync_failed(&self, reason: String) {
+        let woken = {
+            let mut synced = held(&self.synced);
+            synced.error = Some(reason);
+            std::mem::take(&mut synced.waiting)
+        };
+        woken.into_iter().for_each(|(_, w)| w.wake());
     }
 
     /// The writer thread: sleeps until there is something to write, lets a flush interval
@@ -605,10 +648,7 @@ impl AuditLog {
                     || st.segment.opened.elapsed()
                         >= Duration::from_secs(self.settings.max_file_age_secs);
                 drop(st);
-                self.synced.send_modify(|s| {
-                    s.seq = s.seq.max(last_seq);
-                    s.error = None;
-                });
+                self.synced_to(last_seq);
                 if due {
                     if let Err(e) = self.rotate() {
                         tracing::error!(error = %e, "rotating the audit file failed; staying on the current one");
@@ -631,7 +671,7 @@ impl AuditLog {
                 self.metrics.write_errors.inc();
                 self.healthy.store(false, Ordering::Relaxed);
                 drop(st);
-                self.synced.send_modify(|s| s.error = Some(reason));
+                self.sync_failed(reason);
             }
         }
         self.drained.notify_waiters();
@@ -800,7 +840,7 @@ impl AuditLog {
             st.written_head = (last_seq, last_hash);
             st.written_head_file = Some(old_path);
         }
-        self.synced.send_modify(|s| s.seq = s.seq.max(last_seq));
+        self.synced_to(last_seq);
         Ok(())
     }
 }
@@ -1137,6 +1177,62 @@ mod tests {
                 .unwrap()
                 .expect("an intact chain");
         }
+    }
+
+    /// A sync wakes only the sessions whose records it covers; a failure wakes them all.
+    #[test]
+    fn a_sync_wakes_only_the_sessions_it_covers() {
+        use std::future::Future;
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = fsync_log(dir.path(), 60_000);
+        let base = log.synced();
+        let counts: Vec<Arc<Count>> = (0..3)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let mut waits: Vec<_> = (1..=3)
+            .map(|k| Box::pin(log.wait_synced(base + k)))
+            .collect();
+        let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(c.clone())).collect();
+        for (w, waker) in waits.iter_mut().zip(&wakers) {
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+            assert!(
+                w.as_mut().poll(&mut cx).is_pending(),
+                "polled again: still one entry"
+            );
+        }
+        let woken = || {
+            counts
+                .iter()
+                .map(|c| c.0.load(Ordering::SeqCst))
+                .collect::<Vec<_>>()
+        };
+        log.synced_to(base + 1);
+        assert_eq!(woken(), [1, 0, 0]);
+        let mut cx = std::task::Context::from_waker(&wakers[0]);
+        assert!(waits[0].as_mut().poll(&mut cx).is_ready());
+        log.synced_to(base + 1);
+        assert_eq!(
+            woken(),
+            [1, 0, 0],
+            "a sync that covers nobody new wakes nobody"
+        );
+        log.sync_failed("disk gone".into());
+        assert_eq!(woken(), [1, 1, 1]);
+        let mut cx = std::task::Context::from_waker(&wakers[1]);
+        match waits[1].as_mut().poll(&mut cx) {
+            Poll::Ready(Err(e)) => assert!(e.to_string().contains("disk gone"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        drop(waits);
+        log.close().unwrap();
     }
 
     /// A rotation writes the old file's last record; a head published before the next batch
