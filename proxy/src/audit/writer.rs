@@ -236,6 +236,8 @@ pub struct AuditLog {
     replica: String,
     state: Mutex<State>,
     healthy: AtomicBool,
+    /// The writer sleeps until woken: a session that starts a batch must wake it.
+    asleep: AtomicBool,
     metrics: AuditMetrics,
     synced: Mutex<Synced>,
     /// Wakes sessions waiting for buffer space.
@@ -283,6 +285,7 @@ impl AuditLog {
                 published: seq,
             }),
             healthy: AtomicBool::new(true),
+            asleep: AtomicBool::new(false),
             metrics,
             synced: Mutex::new(Synced {
                 seq,
@@ -487,7 +490,9 @@ impl AuditLog {
         self.metrics.buffered.set(st.batch_records as i64);
         let range = (start_seq + 1, st.seq);
         drop(st);
-        if was_empty {
+        // Only a writer asleep needs waking for a new batch: a busy or lingering one looks
+        // again within an interval. (A session that waits for its sync wakes it itself.)
+        if was_empty && self.asleep.load(Ordering::SeqCst) {
             self.wake_writer();
         }
         Ok(range)
@@ -553,6 +558,12 @@ impl AuditLog {
         let interval = Duration::from_millis(self.settings.flush_interval_ms.max(1));
         let head_every = Duration::from_secs(self.settings.head_interval_secs.max(1));
         let mut last_head = Instant::now();
+        // The last pass wrote a batch: the next records are likely near, so the writer looks
+        // again one interval later by itself instead of being woken for each new batch.
+        let mut linger = false;
+        // The writer just came back from lingering: what it finds is at most one interval
+        // old, so it is written now.
+        let mut lingered = false;
         loop {
             let (idle, closed, failing, since, wants_space, waited) = {
                 let st = held(&self.state);
@@ -580,10 +591,27 @@ impl AuditLog {
                 // Retry a failing disk, or reserving space, at a modest pace.
                 std::thread::park_timeout(interval.max(Duration::from_millis(50)));
             } else if idle {
-                // Nothing to do until a session wakes us.
-                std::thread::park_timeout(Duration::from_secs(1));
+                if std::mem::take(&mut linger) {
+                    // Until the interval ends or a session waits for its sync (an unpark
+                    // left over from a busy moment does not cut it short).
+                    let until = Instant::now() + interval;
+                    let mut now = Instant::now();
+                    while now < until && !self.write_now() {
+                        std::thread::park_timeout(until - now);
+                        now = Instant::now();
+                    }
+                    lingered = true;
+                } else {
+                    // Nothing to do until a session wakes us: say so, then look once more
+                    // (under the lock an appender takes too), so no record waits a second.
+                    self.asleep.store(true, Ordering::SeqCst);
+                    if held(&self.state).batch.is_empty() {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    }
+                    self.asleep.store(false, Ordering::SeqCst);
+                }
                 continue;
-            } else if !waited {
+            } else if !waited && !std::mem::take(&mut lingered) {
                 // Let the batch gather for one interval from its first record. Early wake-ups
                 // (an unpark left over from a busy moment) do not cut it short. In fsync
                 // durability only records nobody waits for are here (outcomes, connection
@@ -591,7 +619,7 @@ impl AuditLog {
                 // one of their own, unless the interval passes first.
                 let due = since + interval;
                 let mut now = Instant::now();
-                while now < due && !held(&self.state).waited {
+                while now < due && !self.write_now() {
                     std::thread::park_timeout(due - now);
                     now = Instant::now();
                 }
@@ -599,7 +627,15 @@ impl AuditLog {
             // (fsync with a statement's record: its session waits for this sync, no delay.)
             self.write_batch();
             self.maintain();
+            linger = true;
+            lingered = false;
         }
+    }
+
+    /// A session waits for the batch's sync, or the log is closing: no more gathering.
+    fn write_now(&self) -> bool {
+        let st = held(&self.state);
+        st.waited || st.closed
     }
 
     /// Writes the batch (outside the state lock), syncs it in fsync mode, and rotates the
