@@ -134,6 +134,9 @@ struct Segment {
     opened: Instant,
 }
 
+/// How long the writer sleeps when nothing comes, unless a session wakes it.
+const ASLEEP_FOR: Duration = Duration::from_secs(1);
+
 /// Zeros are written ahead in steps of this size at most (fsync): each step is one write
 /// and one sync on the writer thread, which statements waiting for their sync wait behind.
 const ZERO_STEP: u64 = 256 * 1024;
@@ -606,7 +609,7 @@ impl AuditLog {
                     // (under the lock an appender takes too), so no record waits a second.
                     self.asleep.store(true, Ordering::SeqCst);
                     if held(&self.state).batch.is_empty() {
-                        std::thread::park_timeout(Duration::from_secs(1));
+                        std::thread::park_timeout(ASLEEP_FOR);
                     }
                     self.asleep.store(false, Ordering::SeqCst);
                 }
@@ -1213,6 +1216,36 @@ mod tests {
                 .unwrap()
                 .expect("an intact chain");
         }
+    }
+
+    /// A writer with nothing to do sleeps until a session wakes it; sessions wake it only
+    /// then (a busy or lingering writer looks again by itself). A lost wake-up would leave
+    /// a record unwritten for the whole sleep: each one here is written well before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_wakes_a_sleeping_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSettings {
+            dir: dir.path().to_path_buf(),
+            flush_interval_ms: 5,
+            ..AuditSettings::default()
+        };
+        let metrics = AuditMetrics::default();
+        let log = AuditLog::open(settings, "r", metrics.clone()).unwrap();
+        for i in 0..5 {
+            // Long enough for the writer to linger one interval and fall asleep.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let before = metrics.records.get();
+            let start = Instant::now();
+            log.record(body(&format!("r{i}")));
+            while metrics.records.get() == before {
+                assert!(
+                    start.elapsed() < ASLEEP_FOR / 2,
+                    "record {i} waited for the sleeping writer's timeout"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        log.close().unwrap();
     }
 
     /// A sync wakes only the sessions whose records it covers; a failure wakes them all.
