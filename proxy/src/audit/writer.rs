@@ -742,7 +742,11 @@ impl AuditLog {
         let ok = if reserved < floor || reserved < wanted {
             let want = (written + pending + self.settings.reserve_bytes)
                 .max(wanted + self.settings.reserve_bytes / 2);
-            let result = reserve(&file, reserved, want - reserved, zeroed);
+            // From the end of what is written, if records never refused (connection and
+            // outcome records while the disk was full) went past the reserve: zeros must
+            // never land on a record.
+            let from = reserved.max(written);
+            let result = reserve(&file, from, want - from, zeroed);
             let mut st = held(&self.state);
             match result {
                 Ok(()) => {
@@ -1246,6 +1250,38 @@ mod tests {
             }
         }
         log.close().unwrap();
+    }
+
+    /// Records never refused (connection and outcome records) can go past the space
+    /// reserved (a full disk refuses statements, not those): reserving more afterwards must
+    /// not write its zeros over them.
+    #[test]
+    fn zeros_ahead_never_land_on_records_past_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSettings {
+            dir: dir.path().to_path_buf(),
+            durability: Durability::Fsync,
+            flush_interval_ms: 60_000,
+            reserve_bytes: 8 * 1024,
+            ..AuditSettings::default()
+        };
+        let log = AuditLog::open(settings, "r", AuditMetrics::default()).unwrap();
+        for i in 0..300 {
+            log.record(body(&format!("past the reserve {i:04}")));
+        }
+        log.flush().unwrap();
+        let written = held(&log.state).segment.written;
+        assert!(
+            written > 8 * 1024,
+            "the records did not go past the reserve"
+        );
+        log.maintain();
+        log.close().unwrap();
+        let chains = super::super::verify::chains(&[dir.path().to_path_buf()]).unwrap();
+        let report = super::super::verify::verify(&chains[0].files, None)
+            .unwrap()
+            .expect("an intact chain");
+        assert_eq!(report.records, 301, "log_opened and 300 records");
     }
 
     /// A sync wakes only the sessions whose records it covers; a failure wakes them all.
