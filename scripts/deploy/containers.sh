@@ -280,7 +280,8 @@ for _ in $(seq 1 20); do metrics_ok >/dev/null 2>&1 && break; sleep 0.5; done
 metrics_ok || { logs metrics-agent; fail "the metrics-agent container published no EMF line counting alice's connection"; }
 
 sleep 0.3
-grep -h '"type":"statement"' "$AUDIT"/audit-*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' ||
+# -a: the live file ends in the zeros the writer reserves ahead in fsync durability.
+grep -ah '"type":"statement"' "$AUDIT"/audit-*.jsonl | grep '"email":"alice@example.com"' | grep -q 'SELECT session_user' ||
   fail "the audit log does not name alice on her statement"
 owned "$(compgen -G "$AUDIT/audit-*.jsonl" | head -1)"
 echo "proxy: its audit in the task's audit volume (/var/lib/dbgw-audit), written by uid 10001"
