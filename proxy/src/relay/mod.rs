@@ -16,9 +16,11 @@ mod client;
 pub mod ledger;
 pub mod quiet;
 mod server;
+mod wakes;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -86,6 +88,13 @@ impl From<ledger::Violation> for Stop {
             kind: ErrorKind::Protocol,
         }
     }
+}
+
+/// Which branch of the relay's task finished first.
+enum First<C> {
+    Halted,
+    Server(End),
+    Client(C),
 }
 
 /// What the two loops share.
@@ -158,13 +167,29 @@ where
     let stopped = {
         let c2u = client::run(deps, info, &mut cr, &mut uw, &link, halt);
         let u2c = server::run(deps, info, &mut ur, &mut cw, &link);
-        tokio::pin!(c2u, u2c);
-        tokio::select! {
-            biased;
-            // A halt wins over whatever either side waits for, a blocked write included.
-            _ = halt.fired_wait() => None,
-            end = &mut u2c => Some(end),
-            left = &mut c2u => match left {
+        let halted = halt.fired_wait();
+        tokio::pin!(c2u, u2c, halted);
+        // Each side is polled only when its own wake-up fired ([`wakes`]), in this order:
+        // a halt wins over whatever either side waits for, a blocked write included.
+        let (halt_branch, server_branch, client_branch) = (
+            wakes::Branch::new(),
+            wakes::Branch::new(),
+            wakes::Branch::new(),
+        );
+        let first = std::future::poll_fn(|cx| {
+            if halt_branch.poll(halted.as_mut(), cx).is_ready() {
+                return Poll::Ready(First::Halted);
+            }
+            if let Poll::Ready(end) = server_branch.poll(u2c.as_mut(), cx) {
+                return Poll::Ready(First::Server(end));
+            }
+            client_branch.poll(c2u.as_mut(), cx).map(First::Client)
+        })
+        .await;
+        match first {
+            First::Halted => None,
+            First::Server(end) => Some(end),
+            First::Client(left) => match left {
                 Ok(()) => {
                     // The client left: wait for the outcomes of what still runs.
                     let drain = Duration::from_secs(deps.limits.drain_timeout_secs);
