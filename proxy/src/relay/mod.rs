@@ -8,6 +8,8 @@
 //! - [`server`]: database → client. Every message is paired with the ledger (by its header;
 //!   only the few that carry outcomes are decoded), and forwarded untouched.
 //! - [`quiet`]: what a session's timers (idle limits, notices) see of the relay.
+//! - [`wakes`]: the two loops and the halt run in one task, each polled only after its own
+//!   wake-up.
 //! - [`Halt`] (in [`crate::halt`]): how the proxy ends a session (revocation, expiry,
 //!   shutdown): it wins over anything either loop is waiting for, including a client that
 //!   stopped reading.
