@@ -595,14 +595,7 @@ impl AuditLog {
                 std::thread::park_timeout(interval.max(Duration::from_millis(50)));
             } else if idle {
                 if std::mem::take(&mut linger) {
-                    // Until the interval ends or a session waits for its sync (an unpark
-                    // left over from a busy moment does not cut it short).
-                    let until = Instant::now() + interval;
-                    let mut now = Instant::now();
-                    while now < until && !self.write_now() {
-                        std::thread::park_timeout(until - now);
-                        now = Instant::now();
-                    }
+                    self.park_until(Instant::now() + interval);
                     lingered = true;
                 } else {
                     // Nothing to do until a session wakes us: say so, then look once more
@@ -615,17 +608,11 @@ impl AuditLog {
                 }
                 continue;
             } else if !waited && !std::mem::take(&mut lingered) {
-                // Let the batch gather for one interval from its first record. Early wake-ups
-                // (an unpark left over from a busy moment) do not cut it short. In fsync
+                // Let the batch gather for one interval from its first record. In fsync
                 // durability only records nobody waits for are here (outcomes, connection
                 // records): they share the sync of the next statement instead of costing
                 // one of their own, unless the interval passes first.
-                let due = since + interval;
-                let mut now = Instant::now();
-                while now < due && !self.write_now() {
-                    std::thread::park_timeout(due - now);
-                    now = Instant::now();
-                }
+                self.park_until(since + interval);
             }
             // (fsync with a statement's record: its session waits for this sync, no delay.)
             self.write_batch();
@@ -635,10 +622,20 @@ impl AuditLog {
         }
     }
 
-    /// A session waits for the batch's sync, or the log is closing: no more gathering.
-    fn write_now(&self) -> bool {
-        let st = held(&self.state);
-        st.waited || st.closed
+    /// Sleeps until `until`, or until a session waits for the batch's sync or the log
+    /// closes. An unpark left over from a busy moment does not cut it short.
+    fn park_until(&self, until: Instant) {
+        let mut now = Instant::now();
+        while now < until {
+            {
+                let st = held(&self.state);
+                if st.waited || st.closed {
+                    return;
+                }
+            }
+            std::thread::park_timeout(until - now);
+            now = Instant::now();
+        }
     }
 
     /// Writes the batch (outside the state lock), syncs it in fsync mode, and rotates the

@@ -93,10 +93,10 @@ impl From<ledger::Violation> for Stop {
 }
 
 /// Which branch of the relay's task finished first.
-enum First<C> {
+enum First {
     Halted,
     Server(End),
-    Client(C),
+    Client(Result<(), Stop>),
 }
 
 /// What the two loops share.
