@@ -25,11 +25,21 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// A hash in lowercase hex, as `hex::encode` writes it. By hand, because every record
+/// encodes one: this form compiles to vector code, about a third of `hex`'s instructions.
+pub fn hash_hex(hash: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(hash) {
+        let digit = |n: u8| n + if n > 9 { b'a' - 10 } else { b'0' };
+        pair[0] = digit(b >> 4);
+        pair[1] = digit(b & 0x0f);
+    }
+    out
+}
+
 /// Appends one line (with its newline) for `body` and returns its hash.
 pub fn append(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &str) -> [u8; 32] {
-    let mut hex = [0u8; 64];
-    hex::encode_to_slice(prev, &mut hex).expect("64 hex digits");
-    append_after(out, seq, &hex, body).0
+    append_after(out, seq, &hash_hex(prev), body).0
 }
 
 /// [`append`] given the previous hash already in hex; returns the line's hash and its hex
@@ -48,8 +58,7 @@ pub fn append_after(
     out.extend_from_slice(b"\",");
     out.extend_from_slice(body.as_bytes());
     let hash: [u8; 32] = Sha256::digest(&out[start..]).into();
-    let mut hex = [0u8; 64];
-    hex::encode_to_slice(hash, &mut hex).expect("64 hex digits");
+    let hex = hash_hex(&hash);
     out.extend_from_slice(b",\"hash\":\"");
     out.extend_from_slice(&hex);
     out.extend_from_slice(b"\"}\n");
@@ -107,7 +116,7 @@ pub fn parse(text: &[u8]) -> Result<Line, String> {
     let owned = |c: Option<Cow<str>>| c.map(Cow::into_owned);
     Ok(Line {
         seq: f.seq,
-        intact: hex::encode(Sha256::digest(&text[..cut])) == f.hash,
+        intact: hash_hex(&Sha256::digest(&text[..cut]).into()) == f.hash.as_bytes(),
         prev: f.prev.into_owned(),
         hash: f.hash.into_owned(),
         kind: owned(f.kind).unwrap_or_default(),
@@ -142,6 +151,15 @@ mod tests {
             u64::MAX,
         ] {
             assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn hash_hex_is_what_hex_writes() {
+        // Every byte value, in eight hashes.
+        for chunk in 0..8u8 {
+            let hash: [u8; 32] = std::array::from_fn(|i| chunk * 32 + i as u8);
+            assert_eq!(hash_hex(&hash).as_slice(), hex::encode(hash).as_bytes());
         }
     }
 

@@ -145,29 +145,37 @@ fn head_into(b: &mut String, kind: &str, session: &SessionInfo) {
 }
 
 /// Appends `"ts":"2026-11-28T03:00:00.123456Z"`. The date and time of the current second are
-/// formatted once per second per thread; only the microseconds change in between.
+/// formatted once per second per thread; only the microseconds change in between. The clock
+/// is read as a plain duration since the epoch: a `chrono::Utc::now` per record built a
+/// calendar date only to throw it away.
 pub fn push_ts(out: &mut String) {
     use std::cell::RefCell;
     thread_local! {
-        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = chrono::Utc::now();
-    let secs = now.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
     SECOND.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != secs {
-            *cache = (secs, now.format("%Y-%m-%dT%H:%M:%S").to_string());
+            let second = i64::try_from(secs)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .unwrap_or_default();
+            *cache = (secs, second.format("%Y-%m-%dT%H:%M:%S").to_string());
         }
         out.push_str("\"ts\":\"");
         out.push_str(&cache.1);
         // `.123456Z"` by hand: this runs twice per statement and `write!` is slower.
-        let mut micros = now.timestamp_subsec_micros().min(999_999);
+        let mut micros = now.subsec_micros();
         let mut tail = *b".000000Z\"";
         for digit in tail[1..7].iter_mut().rev() {
             *digit = b'0' + (micros % 10) as u8;
             micros /= 10;
         }
-        push_ascii(out, &tail);
+        out.push_str(std::str::from_utf8(&tail).expect("ASCII digits"));
     });
 }
 
