@@ -179,7 +179,7 @@ impl Access {
                 self.settings.poll_interval_ms
             };
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(every.max(100))) => {}
+                _ = crate::clock::sleep(Duration::from_millis(every.max(100))) => {}
                 _ = self.wake.notified() => {}
                 _ = stop.cancelled() => return,
             }
@@ -193,7 +193,7 @@ impl Access {
             };
             // A connection that hangs rather than fails must not stop the watcher; sessions
             // still end at their grant's expiry without it (see `session`).
-            let reviewed = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+            let reviewed = match crate::clock::timeout(CHECK_TIMEOUT, check).await {
                 Ok(ended) => ended,
                 Err(_) => {
                     *self.client.lock().await = None;
@@ -245,7 +245,7 @@ impl Access {
                 Err(e) => tracing::warn!(error = %e, "cannot listen for grant changes; polling"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = crate::clock::sleep(backoff) => {}
                 _ = stop.cancelled() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));

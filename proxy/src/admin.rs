@@ -119,7 +119,7 @@ pub async fn grant(
                 while grants::backends(&target, &g.db_user).await? > 0
                     && std::time::Instant::now() < deadline
                 {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    crate::clock::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 ended = grants::terminate_sessions(&target, &g.db_user).await?;
             }

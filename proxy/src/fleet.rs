@@ -200,7 +200,7 @@ impl Fleet {
                         s.read_exact(&mut answer).await?;
                         Ok::<_, std::io::Error>(answer[0])
                     };
-                    (addr, tokio::time::timeout(PEER_TIMEOUT, ask).await)
+                    (addr, crate::clock::timeout(PEER_TIMEOUT, ask).await)
                 });
             }
         }
@@ -247,7 +247,7 @@ impl Fleet {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting a fleet peer failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        crate::clock::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
@@ -256,7 +256,7 @@ impl Fleet {
             let (fleet, canceller) = (self.clone(), canceller.clone());
             tokio::spawn(async move {
                 let answered =
-                    tokio::time::timeout(PEER_TIMEOUT, fleet.answer(stream, &canceller)).await;
+                    crate::clock::timeout(PEER_TIMEOUT, fleet.answer(stream, &canceller)).await;
                 if !matches!(answered, Ok(Ok(()))) {
                     tracing::info!(%peer, "a fleet peer connection ended without a message");
                 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod client_address;
+pub mod clock;
 pub mod context;
 pub mod fleet;
 pub mod halt;

@@ -190,6 +190,7 @@ impl Server {
         tracing::info!(listen = %ctx.settings.listen, admin = %ctx.settings.admin_listen, upstream = %ctx.upstream.address(), "proxy listening");
 
         let tracker = tokio_util::task::TaskTracker::new();
+        crate::clock::start();
         let workers = Workers::start(&ctx, &tracker)?;
         tokio::pin!(stop);
         loop {
@@ -207,7 +208,7 @@ impl Server {
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        crate::clock::sleep(Duration::from_millis(50)).await;
                     }
                 },
             }
@@ -224,14 +225,14 @@ impl Server {
             grace_secs = grace.as_secs(),
             "draining sessions"
         );
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        if crate::clock::timeout(grace, tracker.wait()).await.is_err() {
             let n = ctx.sessions.halt_where(
                 |_| true,
                 sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection: the proxy is shutting down",
             );
             tracing::warn!(sessions = n, "grace period over: closing sessions");
-            let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+            let _ = crate::clock::timeout(Duration::from_secs(10), tracker.wait()).await;
         }
         background.cancel();
         ctx.audit.close().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -264,9 +265,10 @@ impl Workers {
         let mut senders = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+            // No timer driver: it cost every park (two per statement) a lock, a scan of
+            // the timer wheel and a clock read. Session timers are on the timer thread.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
-                .enable_time()
                 .build()?;
             let (ctx, tracker) = (ctx.clone(), tracker.clone());
             std::thread::Builder::new()

@@ -166,7 +166,7 @@ impl Connector {
     /// TCP, then TLS if configured.
     async fn open(&self) -> Result<Stream, UpstreamError> {
         let timeout = Duration::from_secs(self.settings.connect_timeout_secs);
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(self.address()))
+        let tcp = crate::clock::timeout(timeout, TcpStream::connect(self.address()))
             .await
             .map_err(|_| unavailable(format!("connecting to {} timed out", self.address())))?
             .map_err(|e| unavailable(format!("connecting to {}: {e}", self.address())))?;
@@ -183,7 +183,7 @@ impl Connector {
         if answer[0] != b'S' {
             return Err(unavailable("the database does not accept TLS"));
         }
-        let tls = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp))
+        let tls = crate::clock::timeout(timeout, connector.connect(name.clone(), tcp))
             .await
             .map_err(|_| unavailable("TLS handshake with the database timed out"))?
             .map_err(|e| unavailable(format!("TLS handshake with the database: {e}")))?;
@@ -210,10 +210,14 @@ impl Connector {
         let token;
         let password = match self.iam.as_ref().filter(|_| self.uses_iam(person)) {
             Some(signer) => {
-                token = signer
-                    .token(&self.settings.host, self.settings.port, user)
-                    .await
-                    .map_err(|e| unavailable(format!("{e:#}")))?;
+                // The AWS SDK's timers need the timer thread's runtime (crate::clock).
+                token = crate::clock::with_timers(signer.token(
+                    &self.settings.host,
+                    self.settings.port,
+                    user,
+                ))
+                .await
+                .map_err(|e| unavailable(format!("{e:#}")))?;
                 &token
             }
             None => password,
@@ -340,7 +344,7 @@ impl Connector {
         stream.flush().await.map_err(unavailable)?;
         // The server closes the connection once it has read the request.
         let mut sink = [0u8; 64];
-        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
+        let _ = crate::clock::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
         Ok(())
     }
 }

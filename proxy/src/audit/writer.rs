@@ -189,11 +189,7 @@ impl State {
         // refused append rolls `prev` back; then it is encoded again).
         let mut prev_hex = match &self.prev_hex {
             Some((hash, hex)) if *hash == self.prev => *hex,
-            _ => {
-                let mut hex = [0u8; 64];
-                hex::encode_to_slice(self.prev, &mut hex).expect("64 hex digits");
-                hex
-            }
+            _ => super::line::hash_hex(&self.prev),
         };
         for body in bodies {
             self.seq += 1;
@@ -377,7 +373,7 @@ impl AuditLog {
                     }
                     let drained = self.drained.notified();
                     self.wake_writer();
-                    let _ = tokio::time::timeout(Duration::from_millis(100), drained).await;
+                    let _ = crate::clock::timeout(Duration::from_millis(100), drained).await;
                 }
             }
         };
@@ -1101,7 +1097,7 @@ mod tests {
         log.record(body("o1"));
         let end = Instant::now() + Duration::from_secs(10);
         while metrics.syncs.get() == before && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            crate::clock::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(
             metrics.syncs.get(),
@@ -1234,7 +1230,7 @@ mod tests {
         let log = AuditLog::open(settings, "r", metrics.clone()).unwrap();
         for i in 0..5 {
             // Long enough for the writer to linger one interval and fall asleep.
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            crate::clock::sleep(Duration::from_millis(40)).await;
             let before = metrics.records.get();
             let start = Instant::now();
             log.record(body(&format!("r{i}")));
@@ -1243,7 +1239,7 @@ mod tests {
                     start.elapsed() < ASLEEP_FOR / 2,
                     "record {i} waited for the sleeping writer's timeout"
                 );
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                crate::clock::sleep(Duration::from_millis(1)).await;
             }
         }
         log.close().unwrap();

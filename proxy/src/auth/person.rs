@@ -14,6 +14,7 @@ use super::token::TokenVerifier;
 use super::{read_password_message, send, Refused};
 use crate::access::Access;
 use crate::audit::Identity;
+use crate::clock::with_timers;
 use crate::protocol::sqlstate;
 use crate::protocol::{backend, startup};
 use crate::upstream::UpstreamAuth;
@@ -76,17 +77,17 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let body = read_password_message(stream, buf).await?;
     let token = startup::password_body(&body).map_err(ReadError::from)?;
 
-    let person = tokens.verify(token, user).await.map_err(|e| {
+    // The identity provider's keys, the grants database and the secret are fetched by
+    // libraries with timers of their own: on the timer thread's runtime (crate::clock).
+    let person = with_timers(tokens.verify(token, user)).await.map_err(|e| {
         Refused::new(
             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             format!("identity token refused: {e}"),
             format!("token refused: {e}"),
         )
     })?;
-    let grant = match access
-        .check((&person.issuer, &person.subject), &person.email, database)
-        .await
-    {
+    let check = access.check((&person.issuer, &person.subject), &person.email, database);
+    let grant = match with_timers(check).await {
         Ok(grants::Check::Active(g)) => g,
         Ok(grants::Check::Inactive(why)) => {
             return Err(Refused::new(
@@ -137,16 +138,16 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             auth_time,
         });
     }
-    let (version, creds) = secrets
-        .db_credentials_at(&secret_id, secret_store::Stage::Current)
-        .await
-        .map_err(|e| {
-            Refused::new(
-                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-                "your database role is not provisioned yet; ask the data-security team",
-                format!("person credentials unavailable: {e}"),
-            )
-        })?;
+    let (version, creds) =
+        with_timers(secrets.db_credentials_at(&secret_id, secret_store::Stage::Current))
+            .await
+            .map_err(|e| {
+                Refused::new(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "your database role is not provisioned yet; ask the data-security team",
+                    format!("person credentials unavailable: {e}"),
+                )
+            })?;
     Ok(Login {
         role: grant.role.clone(),
         identity: identity(person, grant),

@@ -127,7 +127,8 @@ async fn version_for(
     user: &str,
 ) -> Result<Option<Login>, secret_store::Error> {
     for stage in [Stage::Current, Stage::Previous] {
-        match store.db_credentials_at(secret_id, stage).await {
+        // The AWS SDK's timers need the timer thread's runtime (crate::clock).
+        match crate::clock::with_timers(store.db_credentials_at(secret_id, stage)).await {
             Ok((version, creds)) if creds.username == user => {
                 return Ok(Some(Login { creds, version }))
             }

@@ -197,7 +197,7 @@ where
                     let drain = Duration::from_secs(deps.limits.drain_timeout_secs);
                     tokio::select! {
                         _ = halt.fired_wait() => None,
-                        end = tokio::time::timeout(drain, &mut u2c) => Some(end.unwrap_or(End::DrainTimeout)),
+                        end = crate::clock::timeout(drain, &mut u2c) => Some(end.unwrap_or(End::DrainTimeout)),
                     }
                 }
                 Err(stop) => {
@@ -221,7 +221,7 @@ where
                     cw.write_all(&out).await?;
                     cw.flush().await
                 };
-                let _ = tokio::time::timeout(Duration::from_millis(500), write).await;
+                let _ = crate::clock::timeout(Duration::from_millis(500), write).await;
             }
             End::Halted(message)
         }

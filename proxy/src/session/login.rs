@@ -168,17 +168,18 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 && matches!(identity, Identity::Person { .. }) =>
         {
             ctx.secrets.refresh(&secret_id);
-            let (version, creds) = ctx
-                .secrets
-                .db_credentials_at(&secret_id, secret_store::Stage::Current)
-                .await
-                .map_err(|e| {
-                    Refused::new(
-                        sqlstate::CONNECTION_FAILURE,
-                        "the database is unavailable; try again later",
-                        format!("person credentials unavailable: {e}"),
-                    )
-                })?;
+            let (version, creds) = crate::clock::with_timers(
+                ctx.secrets
+                    .db_credentials_at(&secret_id, secret_store::Stage::Current),
+            )
+            .await
+            .map_err(|e| {
+                Refused::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    "the database is unavailable; try again later",
+                    format!("person credentials unavailable: {e}"),
+                )
+            })?;
             tracing::info!(%version, "logging in again with a rotated password");
             let upstream =
                 upstream_login(ctx, database, &creds, person, &extra, read_only_session).await?;

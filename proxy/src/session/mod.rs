@@ -46,7 +46,7 @@ pub async fn serve(ctx: Arc<Context>, mut tcp: TcpStream, peer: SocketAddr) {
     // Behind a load balancer speaking PROXY protocol, the session is from the address it
     // names: the start-up limit and the audit use that one.
     let timeout = Duration::from_secs(ctx.settings.limits.startup_timeout_secs);
-    let resolved = tokio::time::timeout(
+    let resolved = crate::clock::timeout(
         timeout,
         crate::client_address::resolve(&mut tcp, peer, &ctx.settings.proxy_protocol),
     )
@@ -95,7 +95,7 @@ async fn serve_in_span(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr, mut 
         return;
     };
 
-    let opened = tokio::time::timeout(timeout, open(&ctx, tcp, peer, &mut info)).await;
+    let opened = crate::clock::timeout(timeout, open(&ctx, tcp, peer, &mut info)).await;
     drop(handshake);
     let Ok(Some((client, upstream, login))) = opened else {
         if opened.is_err() {

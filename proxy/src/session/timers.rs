@@ -189,7 +189,7 @@ pub async fn run(
 
         let deadline = async {
             match next {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
+                Some((at, _)) => crate::clock::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
