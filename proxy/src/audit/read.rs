@@ -338,7 +338,7 @@ mod tests {
             record::statement(
                 &s,
                 V::Extended {
-                    steps: &["parse", "bind", "execute"],
+                    steps: r#"["parse","bind","execute"]"#,
                     statement: "",
                     portal: "",
                 },
@@ -349,7 +349,7 @@ mod tests {
             record::statement(
                 &s,
                 V::Extended {
-                    steps: &["execute"],
+                    steps: r#"["execute"]"#,
                     statement: "",
                     portal: "p",
                 },

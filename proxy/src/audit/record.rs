@@ -281,7 +281,8 @@ pub enum Via<'a> {
     },
     /// Parse, Bind and/or Execute (`steps`); names as the client gave them ("" is unnamed).
     Extended {
-        steps: &'a [&'static str],
+        /// The JSON array of the steps the record covers, e.g. `["bind","execute"]`.
+        steps: &'static str,
         statement: &'a str,
         portal: &'a str,
     },
@@ -332,15 +333,9 @@ pub fn statement_into(
             statement,
             portal,
         } => {
-            b.push_str(",\"protocol\":\"extended\",\"steps\":[");
-            for (i, s) in steps.iter().enumerate() {
-                if i > 0 {
-                    b.push(',');
-                }
-                // The step names are the proxy's own constants: nothing to escape.
-                push_json_str_known(b, s, true);
-            }
-            b.push_str("],");
+            b.push_str(",\"protocol\":\"extended\",\"steps\":");
+            b.push_str(steps);
+            b.push(',');
             member_str(b, "prepared", statement);
             b.push(',');
             member_str(b, "portal", portal);

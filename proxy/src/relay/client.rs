@@ -364,29 +364,21 @@ fn body(b: &mut String, info: &SessionInfo, intent: &Intent) {
             portal,
             prepared,
             params,
-        } => {
-            let mut names = [""; 3];
-            let mut n = 0;
-            for step in steps.names() {
-                names[n] = step;
-                n += 1;
-            }
-            record::statement_into(
-                b,
-                info,
-                Via::Extended {
-                    steps: &names[..n],
-                    statement,
-                    portal,
-                },
-                prepared.text.as_deref().map(|text| Text {
-                    text,
-                    plain: prepared.plain,
-                }),
-                prepared.redacted,
-                params.as_deref(),
-            )
-        }
+        } => record::statement_into(
+            b,
+            info,
+            Via::Extended {
+                steps: steps.json(),
+                statement,
+                portal,
+            },
+            prepared.text.as_deref().map(|text| Text {
+                text,
+                plain: prepared.plain,
+            }),
+            prepared.redacted,
+            params.as_deref(),
+        ),
         Intent::Refused {
             text: t, redacted, ..
         } => record::statement_into(

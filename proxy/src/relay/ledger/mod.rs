@@ -181,6 +181,21 @@ impl Steps {
         execute: false,
     };
 
+    /// The steps as the record's JSON array, e.g. `["bind","execute"]`: a constant per
+    /// combination, not built for every statement.
+    pub fn json(self) -> &'static str {
+        match (self.parse, self.bind, self.execute) {
+            (false, false, false) => "[]",
+            (true, false, false) => r#"["parse"]"#,
+            (false, true, false) => r#"["bind"]"#,
+            (false, false, true) => r#"["execute"]"#,
+            (true, true, false) => r#"["parse","bind"]"#,
+            (true, false, true) => r#"["parse","execute"]"#,
+            (false, true, true) => r#"["bind","execute"]"#,
+            (true, true, true) => r#"["parse","bind","execute"]"#,
+        }
+    }
+
     pub fn names(self) -> impl Iterator<Item = &'static str> {
         [
             (self.parse, "parse"),
@@ -378,6 +393,15 @@ impl<T> ByName<T> {
         match self.named.get_key_value(n) {
             Some((k, _)) => k.clone(),
             None => name(n),
+        }
+    }
+
+    /// Forgets every entry, keeping the map's memory (a portal map empties at every
+    /// ReadyForQuery outside a transaction).
+    fn clear(&mut self) {
+        self.unnamed = None;
+        if !self.named.is_empty() {
+            self.named.clear();
         }
     }
 

@@ -664,14 +664,16 @@ impl Ledger {
         self.failed = None;
         self.last_executed = None;
         if self.status == b'I' {
-            self.portals = ByName::default();
-            let ended: Vec<u64> = self
-                .runs
-                .iter()
-                .filter(|(_, r)| r.pending == 0)
-                .map(|(s, _)| *s)
-                .collect();
-            self.close_runs(ended, emit);
+            self.portals.clear();
+            if self.runs.iter().any(|(_, r)| r.pending == 0) {
+                let ended: Vec<u64> = self
+                    .runs
+                    .iter()
+                    .filter(|(_, r)| r.pending == 0)
+                    .map(|(s, _)| *s)
+                    .collect();
+                self.close_runs(ended, emit);
+            }
         }
         Ok(())
     }

@@ -552,3 +552,17 @@ fn a_read_only_session_waits_behind_a_sync_and_ends_when_read_only_is_off() {
         ))
     ));
 }
+
+/// A record's `steps` array is a constant per combination: the same as the names, in JSON.
+#[test]
+fn steps_json_lists_the_names() {
+    for bits in 0..8u8 {
+        let steps = Steps {
+            parse: bits & 1 != 0,
+            bind: bits & 2 != 0,
+            execute: bits & 4 != 0,
+        };
+        let names: Vec<String> = serde_json::from_str(steps.json()).unwrap();
+        assert_eq!(names, steps.names().collect::<Vec<_>>(), "{steps:?}");
+    }
+}
