@@ -2,7 +2,7 @@
 //!
 //! Session threads run tokio without its timer driver. With it, every park of a session
 //! thread (two per statement: waiting for the client, then for the database) also locked and
-//! scanned the timer wheel and read the clock: about 800 instructions per statement under
+//! scanned the timer wheel and read the clock: about 730 instructions per statement under
 //! callgrind, for timers that almost never fire. The proxy's timers (start-up and connect
 //! deadlines, idle limits, drains, waits for disk space) are per session or rarer, never per
 //! statement, so they are registered with the `timers` thread's runtime instead. When one
