@@ -487,17 +487,17 @@ fn push_ascii(out: &mut String, ascii: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Readers of a live fsync file stop at the first NUL byte (`source::written`): no text
     /// a client sends (SQL, parameters, names) may put one in a record.
     #[test]
     fn a_nul_from_a_client_never_reaches_a_record() {
         let mut b = String::new();
-        super::push_json_str(&mut b, "SELECT 'a\0b'");
+        push_json_str(&mut b, "SELECT 'a\0b'");
         assert!(!b.as_bytes().contains(&0), "{b:?}");
         assert_eq!(serde_json::from_str::<String>(&b).unwrap(), "SELECT 'a\0b'");
     }
-
-    use super::*;
 
     #[test]
     fn strings_are_escaped_only_when_needed() {

@@ -665,15 +665,13 @@ impl Ledger {
         self.last_executed = None;
         if self.status == b'I' {
             self.portals.clear();
-            if self.runs.iter().any(|(_, r)| r.pending == 0) {
-                let ended: Vec<u64> = self
-                    .runs
-                    .iter()
-                    .filter(|(_, r)| r.pending == 0)
-                    .map(|(s, _)| *s)
-                    .collect();
-                self.close_runs(ended, emit);
-            }
+            let ended: Vec<u64> = self
+                .runs
+                .iter()
+                .filter(|(_, r)| r.pending == 0)
+                .map(|(s, _)| *s)
+                .collect();
+            self.close_runs(ended, emit);
         }
         Ok(())
     }
