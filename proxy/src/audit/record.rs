@@ -175,7 +175,7 @@ pub fn push_ts(out: &mut String) {
             *digit = b'0' + (micros % 10) as u8;
             micros /= 10;
         }
-        out.push_str(std::str::from_utf8(&tail).expect("ASCII digits"));
+        push_ascii(out, &tail);
     });
 }
 
@@ -323,7 +323,20 @@ pub fn statement_into(
     redacted: bool,
     params: Option<&str>,
 ) {
+    statement_head_into(b, session);
+    statement_middle_into(b, via, text, redacted);
+    params_into(b, params);
+}
+
+/// A statement record's first part: the time, the type and the session's members.
+pub fn statement_head_into(b: &mut String, session: &SessionInfo) {
     head_into(b, "statement", session);
+}
+
+/// A statement record's middle part: how it came (protocol, steps, names) and its text.
+/// It depends only on its arguments, so a session may keep it for a prepared statement
+/// executed again the same way ([`statement_into`] is head, middle, parameters).
+pub fn statement_middle_into(b: &mut String, via: Via, text: Option<Text>, redacted: bool) {
     match via {
         Via::Simple { statements } => {
             let _ = write!(b, ",\"protocol\":\"simple\",\"of\":{}", statements.len());
@@ -364,6 +377,10 @@ pub fn statement_into(
     if redacted {
         b.push_str(",\"redacted\":true");
     }
+}
+
+/// A statement record's last part: its parameters' JSON array, if it has parameters.
+pub fn params_into(b: &mut String, params: Option<&str>) {
     if let Some(p) = params {
         b.push_str(",\"params\":");
         b.push_str(p);

@@ -69,6 +69,11 @@ impl<'a> Reader<'a> {
         let end = self.buf.iter().position(|&b| b == 0).ok_or_else(|| {
             ProtocolError(format!("{} message: string not terminated", self.what))
         })?;
+        if end == 0 {
+            // The unnamed statement or portal, in most messages of most drivers.
+            self.buf = &self.buf[1..];
+            return Ok("");
+        }
         let s = std::str::from_utf8(&self.buf[..end])
             .map_err(|_| ProtocolError(format!("{} message: string is not UTF-8", self.what)))?;
         self.buf = &self.buf[end + 1..];

@@ -7,12 +7,13 @@
 //! stream. COPY data streams through without being buffered whole.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::ledger::{Action, Intent};
+use super::ledger::{Action, Intent, Prepared, Steps};
 use super::{not_forwarded, Deps, Link, Stop};
 use crate::audit::record::{self, Outcome, Text, Via};
 use crate::audit::SessionInfo;
@@ -202,7 +203,7 @@ fn fail(
 ) -> Stop {
     let mut bodies = Bodies::default();
     for intent in ledger.intents() {
-        body(bodies.next(), info, intent);
+        bodies.push(info, intent);
     }
     if !bodies.is_empty() {
         // The session ends either way; a log that refuses these records is already failing.
@@ -249,7 +250,7 @@ async fn accept(
 ) -> Result<bool, Stop> {
     bodies.clear();
     for intent in link.ledger().intents() {
-        body(bodies.next(), info, intent);
+        bodies.push(info, intent);
     }
     let first = if bodies.is_empty() {
         0
@@ -304,6 +305,30 @@ async fn accept(
 struct Bodies {
     bufs: Vec<String>,
     len: usize,
+    /// The middle part of the last extended-protocol record with a known statement: a
+    /// prepared statement executed again the same way (most drivers' steady state) copies
+    /// it instead of encoding it again.
+    middle: Option<Middle>,
+}
+
+/// What a record's middle part ([`record::statement_middle_into`]) was built from, and
+/// the part. `prepared` (a [`Prepared::id`], unique in the session) stands for the text, its
+/// redaction and whether it needs escaping; the rest is compared as it is.
+struct Middle {
+    prepared: u64,
+    steps: Steps,
+    statement: Arc<str>,
+    portal: Arc<str>,
+    json: String,
+}
+
+impl Middle {
+    fn is_for(&self, prepared: &Prepared, steps: Steps, statement: &str, portal: &str) -> bool {
+        self.prepared == prepared.id
+            && self.steps == steps
+            && *self.statement == *statement
+            && *self.portal == *portal
+    }
 }
 
 impl Bodies {
@@ -324,6 +349,76 @@ impl Bodies {
         b
     }
 
+    /// Adds the record body of an intent.
+    fn push(&mut self, info: &SessionInfo, intent: &Intent) {
+        fn text(text: &str) -> Option<Text<'_>> {
+            Some(Text {
+                text,
+                plain: record::is_plain(text),
+            })
+        }
+        let (via, text, redacted) = match intent {
+            Intent::Query {
+                text: t,
+                redacted,
+                statements,
+            } => (Via::Simple { statements }, text(t), *redacted),
+            Intent::Extended {
+                steps,
+                statement,
+                portal,
+                prepared,
+                params,
+            } => {
+                // A statement whose text is not known (id 0) is never kept: that text is
+                // not the statement's.
+                let known = prepared.id != 0 && prepared.text.is_some();
+                let kept = self
+                    .middle
+                    .take()
+                    .filter(|m| m.is_for(prepared, *steps, statement, portal));
+                let middle = match kept {
+                    Some(m) => m,
+                    None => {
+                        let mut json = String::new();
+                        record::statement_middle_into(
+                            &mut json,
+                            Via::Extended {
+                                steps: steps.json(),
+                                statement,
+                                portal,
+                            },
+                            prepared.text.as_deref().map(|text| Text {
+                                text,
+                                plain: prepared.plain,
+                            }),
+                            prepared.redacted,
+                        );
+                        Middle {
+                            prepared: prepared.id,
+                            steps: *steps,
+                            statement: statement.clone(),
+                            portal: portal.clone(),
+                            json,
+                        }
+                    }
+                };
+                let b = self.next();
+                record::statement_head_into(b, info);
+                b.push_str(&middle.json);
+                record::params_into(b, params.as_deref());
+                if known && middle.json.len() <= Self::KEEP_MAX {
+                    self.middle = Some(middle);
+                }
+                return;
+            }
+            Intent::Refused {
+                text: t, redacted, ..
+            } => (Via::Simple { statements: &[] }, text(t), *redacted),
+        };
+        record::statement_into(self.next(), info, via, text, redacted, None);
+    }
+
     fn as_slice(&self) -> &[String] {
         &self.bufs[..self.len]
     }
@@ -334,61 +429,6 @@ impl Bodies {
 
     fn clear(&mut self) {
         self.len = 0;
-    }
-}
-
-/// Writes the record body of an intent into `b`.
-fn body(b: &mut String, info: &SessionInfo, intent: &Intent) {
-    fn text(text: &str) -> Option<Text<'_>> {
-        Some(Text {
-            text,
-            plain: record::is_plain(text),
-        })
-    }
-    match intent {
-        Intent::Query {
-            text: t,
-            redacted,
-            statements,
-        } => record::statement_into(
-            b,
-            info,
-            Via::Simple { statements },
-            text(t),
-            *redacted,
-            None,
-        ),
-        Intent::Extended {
-            steps,
-            statement,
-            portal,
-            prepared,
-            params,
-        } => record::statement_into(
-            b,
-            info,
-            Via::Extended {
-                steps: steps.json(),
-                statement,
-                portal,
-            },
-            prepared.text.as_deref().map(|text| Text {
-                text,
-                plain: prepared.plain,
-            }),
-            prepared.redacted,
-            params.as_deref(),
-        ),
-        Intent::Refused {
-            text: t, redacted, ..
-        } => record::statement_into(
-            b,
-            info,
-            Via::Simple { statements: &[] },
-            text(t),
-            *redacted,
-            None,
-        ),
     }
 }
 
@@ -412,4 +452,103 @@ async fn gone<W: AsyncWrite + Unpin>(upstream: &mut W, link: &Link) -> Result<()
     let _ = upstream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
     let _ = upstream.flush().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Touches;
+
+    fn prepared(id: u64, text: Option<&str>, redacted: bool) -> Arc<Prepared> {
+        Arc::new(Prepared {
+            id,
+            text: text.map(Arc::from),
+            plain: text.is_none_or(record::is_plain),
+            redacted,
+            param_types: Vec::new(),
+            copy: false,
+            touches: Touches::default(),
+        })
+    }
+
+    fn extended(steps: Steps, statement: &str, portal: &str, p: &Arc<Prepared>) -> Intent {
+        Intent::Extended {
+            steps,
+            statement: Arc::from(statement),
+            portal: Arc::from(portal),
+            prepared: p.clone(),
+            params: steps.bind.then(|| Arc::from(r#"["1"]"#)),
+        }
+    }
+
+    /// The kept middle part is used only for the same statement executed the same way: each
+    /// body equals the one built from scratch (its time apart).
+    #[test]
+    fn a_kept_record_part_never_stands_for_another_statement() {
+        let info = SessionInfo::new("s".into(), "127.0.0.1:1".into());
+        let run = Steps {
+            bind: true,
+            execute: true,
+            ..Steps::default()
+        };
+        let parse = Steps {
+            parse: true,
+            ..Steps::default()
+        };
+        let select = prepared(1, Some("SELECT $1"), false);
+        let again = prepared(2, Some("DELETE FROM t WHERE id = $1"), false);
+        let secret = prepared(3, Some("ALTER ROLE a PASSWORD <redacted>"), true);
+        let quoted = prepared(4, Some("SELECT '\"'"), false);
+        let unknown = prepared(0, None, false);
+        let intents = [
+            extended(run, "P_0", "", &select),
+            extended(run, "P_0", "", &select),
+            extended(run, "P_0", "c1", &select),
+            extended(parse, "P_0", "", &select),
+            // The same name prepared again with another text: a new id.
+            extended(run, "P_0", "", &again),
+            extended(run, "P_1", "", &again),
+            extended(run, "P_1", "", &secret),
+            extended(run, "P_1", "", &secret),
+            extended(run, "", "", &quoted),
+            extended(run, "", "", &quoted),
+            extended(run, "P_0", "", &unknown),
+            extended(run, "P_0", "", &unknown),
+            extended(run, "P_0", "", &select),
+        ];
+        let mut bodies = Bodies::default();
+        for (i, intent) in intents.iter().enumerate() {
+            bodies.clear();
+            bodies.push(&info, intent);
+            let Intent::Extended {
+                steps,
+                statement,
+                portal,
+                prepared,
+                params,
+            } = intent
+            else {
+                unreachable!()
+            };
+            let mut fresh = String::new();
+            record::statement_into(
+                &mut fresh,
+                &info,
+                Via::Extended {
+                    steps: steps.json(),
+                    statement,
+                    portal,
+                },
+                prepared.text.as_deref().map(|text| Text {
+                    text,
+                    plain: prepared.plain,
+                }),
+                prepared.redacted,
+                params.as_deref(),
+            );
+            // Both start with `"ts":"<date>T<time>.<micros>Z",`: compare what follows.
+            let after_ts = |b: &str| b[b.find(",\"type\"").unwrap()..].to_string();
+            assert_eq!(after_ts(&bodies.as_slice()[0]), after_ts(&fresh), "intent {i}");
+        }
+    }
 }

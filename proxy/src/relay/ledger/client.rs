@@ -257,11 +257,10 @@ impl Ledger {
     }
 
     fn bind(&mut self, b: &fe::Bind<'_>) -> Result<Action, Violation> {
-        let Some(prepared) = self.expected_statement(b.statement) else {
+        let Some((statement, prepared)) = self.expected_statement(b.statement) else {
             return Ok(Action::Wait);
         };
         let portal = self.portals.key(b.portal);
-        let statement = self.statements.key(b.statement);
         self.params_buf.clear();
         params::to_json_into(
             &mut self.params_buf,
@@ -418,14 +417,13 @@ impl Ledger {
     }
 
     /// The statement a Bind of `name` will bind: the server's confirmed one, or the latest
-    /// change in flight; `None` while a change in flight behind a Sync is not settled.
-    fn expected_statement(&self, name: &str) -> Option<Arc<Prepared>> {
+    /// change in flight; `None` while a change in flight behind a Sync is not settled. With
+    /// `name` as the ledger keeps it (one lookup for both).
+    fn expected_statement(&self, name: &str) -> Option<(Arc<str>, Arc<Prepared>)> {
         let named = !name.is_empty();
-        let confirmed = || {
-            self.statements
-                .get(name)
-                .cloned()
-                .unwrap_or_else(Prepared::unknown)
+        let confirmed = || match self.statements.get_with_key(name) {
+            Some((key, p)) => (key, p.clone()),
+            None => (self::name(name), Prepared::unknown()),
         };
         if !(self.in_flight_statements.contains(name) || named && self.in_flight_touches > 0) {
             return Some(confirmed());
@@ -437,12 +435,12 @@ impl Ledger {
                     return None;
                 }
                 return Some(match s {
-                    Sent::Parse { prepared, .. } => prepared.clone(),
-                    _ => Prepared::unknown(),
+                    Sent::Parse { prepared, name, .. } => (name.clone(), prepared.clone()),
+                    _ => (self.statements.key(name), Prepared::unknown()),
                 });
             }
             if named && s.touches().statements {
-                return Some(Prepared::unknown());
+                return Some((self.statements.key(name), Prepared::unknown()));
             }
             behind_sync |= matches!(s, Sent::Sync);
         }

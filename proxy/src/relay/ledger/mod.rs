@@ -385,6 +385,14 @@ impl<T> ByName<T> {
         }
     }
 
+    /// The entry of `name`, with the name as this map keeps it.
+    fn get_with_key(&self, name: &str) -> Option<(Arc<str>, &T)> {
+        match name {
+            "" => self.unnamed.as_ref().map(|v| (self::name(""), v)),
+            _ => self.named.get_key_value(name).map(|(k, v)| (k.clone(), v)),
+        }
+    }
+
     /// `n` as this map keeps it, so a name used again is not allocated again.
     fn key(&self, n: &str) -> Arc<str> {
         if n.is_empty() {
