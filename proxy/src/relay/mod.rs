@@ -173,19 +173,18 @@ where
         tokio::pin!(c2u, u2c, halted);
         // Each side is polled only when its own wake-up fired ([`wakes`]), in this order:
         // a halt wins over whatever either side waits for, a blocked write included.
-        let (halt_branch, server_branch, client_branch) = (
-            wakes::Branch::new(),
-            wakes::Branch::new(),
-            wakes::Branch::new(),
-        );
+        let task = wakes::Task::new();
+        let (halt_branch, server_branch, client_branch) =
+            (task.branch(), task.branch(), task.branch());
         let first = std::future::poll_fn(|cx| {
-            if halt_branch.poll(halted.as_mut(), cx).is_ready() {
+            task.register(cx);
+            if halt_branch.poll(halted.as_mut()).is_ready() {
                 return Poll::Ready(First::Halted);
             }
-            if let Poll::Ready(end) = server_branch.poll(u2c.as_mut(), cx) {
+            if let Poll::Ready(end) = server_branch.poll(u2c.as_mut()) {
                 return Poll::Ready(First::Server(end));
             }
-            client_branch.poll(c2u.as_mut(), cx).map(First::Client)
+            client_branch.poll(c2u.as_mut()).map(First::Client)
         })
         .await;
         match first {

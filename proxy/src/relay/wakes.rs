@@ -13,7 +13,8 @@ use futures_util::task::AtomicWaker;
 
 struct Flag {
     woken: AtomicBool,
-    task: AtomicWaker,
+    /// The relay's task, shared by its branches.
+    task: Arc<AtomicWaker>,
 }
 
 impl Wake for Flag {
@@ -27,18 +28,24 @@ impl Wake for Flag {
     }
 }
 
-/// One branch of the relay's task: its waker, and whether it fired.
-pub(super) struct Branch {
-    flag: Arc<Flag>,
-    waker: Waker,
+/// The relay's task as its branches wake it: registered once per poll of the task, not
+/// once per branch.
+pub(super) struct Task {
+    waker: Arc<AtomicWaker>,
 }
 
-impl Branch {
-    /// A branch not polled yet (so its first poll happens).
-    pub(super) fn new() -> Branch {
+impl Task {
+    pub(super) fn new() -> Task {
+        Task {
+            waker: Arc::new(AtomicWaker::new()),
+        }
+    }
+
+    /// A branch of this task, not polled yet (so its first poll happens).
+    pub(super) fn branch(&self) -> Branch {
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
+            task: self.waker.clone(),
         });
         Branch {
             waker: Waker::from(flag.clone()),
@@ -46,15 +53,24 @@ impl Branch {
         }
     }
 
+    /// Call at the start of every poll of the task, before its branches: a branch's wake
+    /// between this and the branch's check then reaches the task.
+    pub(super) fn register(&self, cx: &Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+}
+
+/// One branch of the relay's task: its waker, and whether it fired.
+pub(super) struct Branch {
+    flag: Arc<Flag>,
+    waker: Waker,
+}
+
+impl Branch {
     /// Polls `f` with this branch's waker if it fired since `f`'s last poll; otherwise
-    /// `f` still waits for what it waited for, and is not polled.
-    pub(super) fn poll<F: Future + ?Sized>(
-        &self,
-        f: Pin<&mut F>,
-        cx: &Context<'_>,
-    ) -> Poll<F::Output> {
-        // Before the check: a wake between the two then reaches this task.
-        self.flag.task.register(cx.waker());
+    /// `f` still waits for what it waited for, and is not polled. The task must have been
+    /// registered ([`Task::register`]) in this poll.
+    pub(super) fn poll<F: Future + ?Sized>(&self, f: Pin<&mut F>) -> Poll<F::Output> {
         if !self.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
@@ -88,9 +104,12 @@ mod tests {
         let task = Arc::new(Count(AtomicUsize::new(0)));
         let task_waker = Waker::from(task.clone());
         let cx = Context::from_waker(&task_waker);
-        let branch = Branch::new();
-        assert!(branch.poll(f.as_mut(), &cx).is_pending());
-        assert!(branch.poll(f.as_mut(), &cx).is_pending());
+        let relay = Task::new();
+        let branch = relay.branch();
+        relay.register(&cx);
+        assert!(branch.poll(f.as_mut()).is_pending());
+        relay.register(&cx);
+        assert!(branch.poll(f.as_mut()).is_pending());
         assert_eq!(
             polls.load(Ordering::SeqCst),
             1,
@@ -99,7 +118,8 @@ mod tests {
         let fired = saved.lock().unwrap().take().unwrap();
         fired.wake();
         assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task was not woken");
-        assert!(branch.poll(f.as_mut(), &cx).is_pending());
+        relay.register(&cx);
+        assert!(branch.poll(f.as_mut()).is_pending());
         assert_eq!(
             polls.load(Ordering::SeqCst),
             2,
