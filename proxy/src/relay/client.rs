@@ -388,10 +388,7 @@ impl Bodies {
                                 statement,
                                 portal,
                             },
-                            prepared.text.as_deref().map(|text| Text {
-                                text,
-                                plain: prepared.plain,
-                            }),
+                            recorded_text(prepared),
                             prepared.redacted,
                         );
                         Middle {
@@ -430,6 +427,14 @@ impl Bodies {
     fn clear(&mut self) {
         self.len = 0;
     }
+}
+
+/// A prepared statement's text as its records carry it.
+fn recorded_text(prepared: &Prepared) -> Option<Text<'_>> {
+    prepared.text.as_deref().map(|text| Text {
+        text,
+        plain: prepared.plain,
+    })
 }
 
 /// Whether the message at the front of `buf` must still wait.
@@ -539,10 +544,7 @@ mod tests {
                     statement,
                     portal,
                 },
-                prepared.text.as_deref().map(|text| Text {
-                    text,
-                    plain: prepared.plain,
-                }),
+                recorded_text(prepared),
                 prepared.redacted,
                 params.as_deref(),
             );
