@@ -164,7 +164,10 @@ pub fn push_ts(out: &mut String) {
                 .ok()
                 .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
                 .unwrap_or_default();
-            *cache = (secs, second.format("\"ts\":\"%Y-%m-%dT%H:%M:%S").to_string());
+            *cache = (
+                secs,
+                second.format("\"ts\":\"%Y-%m-%dT%H:%M:%S").to_string(),
+            );
         }
         out.push_str(&cache.1);
         // `.123456Z"` by hand: this runs twice per statement and `write!` is slower.

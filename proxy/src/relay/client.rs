@@ -550,7 +550,11 @@ mod tests {
             );
             // Both start with `"ts":"<date>T<time>.<micros>Z",`: compare what follows.
             let after_ts = |b: &str| b[b.find(",\"type\"").unwrap()..].to_string();
-            assert_eq!(after_ts(&bodies.as_slice()[0]), after_ts(&fresh), "intent {i}");
+            assert_eq!(
+                after_ts(&bodies.as_slice()[0]),
+                after_ts(&fresh),
+                "intent {i}"
+            );
         }
     }
 }
