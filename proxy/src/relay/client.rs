@@ -370,41 +370,17 @@ impl Bodies {
                 prepared,
                 params,
             } => {
-                // A statement whose text is not known (id 0) is never kept: that text is
-                // not the statement's.
-                let known = prepared.id != 0 && prepared.text.is_some();
-                let kept = self
-                    .middle
-                    .take()
-                    .filter(|m| m.is_for(prepared, *steps, statement, portal));
-                let middle = match kept {
-                    Some(m) => m,
-                    None => {
-                        let mut json = String::new();
-                        record::statement_middle_into(
-                            &mut json,
-                            Via::Extended {
-                                steps: steps.json(),
-                                statement,
-                                portal,
-                            },
-                            recorded_text(prepared),
-                            prepared.redacted,
-                        );
-                        Middle {
-                            prepared: prepared.id,
-                            steps: *steps,
-                            statement: statement.clone(),
-                            portal: portal.clone(),
-                            json,
-                        }
-                    }
-                };
+                let middle = self.middle_for(*steps, statement, portal, prepared);
                 let b = self.next();
                 record::statement_head_into(b, info);
                 b.push_str(&middle.json);
                 record::params_into(b, params.as_deref());
-                if known && middle.json.len() <= Self::KEEP_MAX {
+                // A statement whose text is not known (id 0) is never kept: that text is
+                // not the statement's.
+                if prepared.id != 0
+                    && prepared.text.is_some()
+                    && middle.json.len() <= Self::KEEP_MAX
+                {
                     self.middle = Some(middle);
                 }
                 return;
@@ -414,6 +390,41 @@ impl Bodies {
             } => (Via::Simple { statements: &[] }, text(t), *redacted),
         };
         record::statement_into(self.next(), info, via, text, redacted, None);
+    }
+
+    /// The kept middle part if it was built for this execution, else a new one.
+    fn middle_for(
+        &mut self,
+        steps: Steps,
+        statement: &Arc<str>,
+        portal: &Arc<str>,
+        prepared: &Prepared,
+    ) -> Middle {
+        if let Some(kept) = self
+            .middle
+            .take()
+            .filter(|m| m.is_for(prepared, steps, statement, portal))
+        {
+            return kept;
+        }
+        let mut json = String::new();
+        record::statement_middle_into(
+            &mut json,
+            Via::Extended {
+                steps: steps.json(),
+                statement,
+                portal,
+            },
+            recorded_text(prepared),
+            prepared.redacted,
+        );
+        Middle {
+            prepared: prepared.id,
+            steps,
+            statement: statement.clone(),
+            portal: portal.clone(),
+            json,
+        }
     }
 
     fn as_slice(&self) -> &[String] {

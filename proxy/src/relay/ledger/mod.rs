@@ -196,6 +196,8 @@ impl Steps {
         }
     }
 
+    /// The step names one by one: the tests' reference for [`Steps::json`].
+    #[cfg(test)]
     pub fn names(self) -> impl Iterator<Item = &'static str> {
         [
             (self.parse, "parse"),
@@ -395,13 +397,7 @@ impl<T> ByName<T> {
 
     /// `n` as this map keeps it, so a name used again is not allocated again.
     fn key(&self, n: &str) -> Arc<str> {
-        if n.is_empty() {
-            return name(n);
-        }
-        match self.named.get_key_value(n) {
-            Some((k, _)) => k.clone(),
-            None => name(n),
-        }
+        self.get_with_key(n).map_or_else(|| name(n), |(k, _)| k)
     }
 
     /// Forgets every entry, keeping the map's memory (a portal map empties at every
