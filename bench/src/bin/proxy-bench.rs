@@ -12,7 +12,8 @@
 //! - the proxy and pgbouncer with TLS towards the database, as in production (`-S` only).
 //!
 //! Each contender runs at 8 clients and at 1 client, several rounds in rotating order; the
-//! tables show medians. Then, when valgrind is installed, pgbouncer and the proxy (one
+//! tables show medians, with the 99th percentile of latency from pgbench's transaction log
+//! (one transaction in ten logged, every row alike). Then, when valgrind is installed, pgbouncer and the proxy (one
 //! session thread) run again under callgrind for the instructions each executes per
 //! transaction: a count that does not depend on what else the machine is doing, with the
 //! proxy's instructions grouped by what they do and its allocations per transaction. Run it
@@ -33,6 +34,8 @@
 
 #[path = "proxy-bench/callgrind.rs"]
 mod callgrind;
+#[path = "proxy-bench/latency.rs"]
+mod latency;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -187,6 +190,8 @@ struct Contender {
 struct Sample {
     tps: f64,
     latency_ms: f64,
+    /// The 99th percentile of transaction latency, from pgbench's sampled log.
+    p99_ms: Option<f64>,
     cpu_us_per_tx: Option<f64>,
     /// The proxy's audit `fdatasync`s per transaction (fsync durability).
     syncs_per_tx: Option<f64>,
@@ -309,7 +314,7 @@ fn wall_clock(
             for (ci, &c) in clients.iter().enumerate() {
                 for k in 0..runs.len() {
                     let i = runs[(k + round) % runs.len()];
-                    let s = measure(&contenders[i], workload, password, c, args.seconds)?;
+                    let s = measure(&contenders[i], workload, password, c, args.seconds, work)?;
                     eprintln!(
                         "{} round {} clients {c} {:<40} {:>8.0} tps {:>7.3} ms",
                         workload.flag,
@@ -355,8 +360,8 @@ fn print_table(
         args.rounds,
         cpus
     );
-    println!("| target | clients | TPS | vs direct | vs socat | mean latency | added latency | CPU per transaction | CPU per statement |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| target | clients | TPS | vs direct | vs socat | mean latency | added latency | p99 latency | CPU per transaction | CPU per statement |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (ci, &c) in clients.iter().enumerate() {
         let med = |i: usize| median(&samples[i][ci]);
         let direct = med(0);
@@ -369,13 +374,16 @@ fn print_table(
                     .unwrap_or_else(|| "-".into())
             };
             println!(
-                "| {} | {c} | {:.0} | {:.2} | {:.2} | {:.1} µs | {:+.1} µs | {} | {} |",
+                "| {} | {c} | {:.0} | {:.2} | {:.2} | {:.1} µs | {:+.1} µs | {} | {} | {} |",
                 contenders[i].name,
                 s.tps,
                 s.tps / direct.tps,
                 s.tps / socat.tps,
                 s.latency_ms * 1000.0,
                 (s.latency_ms - direct.latency_ms) * 1000.0,
+                s.p99_ms
+                    .map(|v| format!("{:.0} µs", v * 1000.0))
+                    .unwrap_or_else(|| "-".into()),
                 cpu(1.0),
                 cpu(workload.statements as f64),
             );
@@ -401,6 +409,7 @@ fn print_table(
 fn median(v: &[Sample]) -> Sample {
     let mut tps: Vec<f64> = v.iter().map(|s| s.tps).collect();
     let mut lat: Vec<f64> = v.iter().map(|s| s.latency_ms).collect();
+    let mut p99: Vec<f64> = v.iter().filter_map(|s| s.p99_ms).collect();
     let mut cpu: Vec<f64> = v.iter().filter_map(|s| s.cpu_us_per_tx).collect();
     let mid = |x: &mut Vec<f64>| {
         x.sort_by(f64::total_cmp);
@@ -410,6 +419,7 @@ fn median(v: &[Sample]) -> Sample {
     Sample {
         tps: mid(&mut tps).unwrap_or(0.0),
         latency_ms: mid(&mut lat).unwrap_or(0.0),
+        p99_ms: mid(&mut p99),
         cpu_us_per_tx: mid(&mut cpu),
         syncs_per_tx: mid(&mut syncs),
     }
@@ -421,11 +431,15 @@ fn measure(
     password: &str,
     clients: u32,
     seconds: u64,
+    work: &Path,
 ) -> anyhow::Result<Sample> {
     let cpu_before = c.process.as_ref().map(|p| cpu_ticks(p.id())).transpose()?;
     let syncs_before = c.admin.map(audit_syncs).transpose()?;
+    let log_prefix = work.join("pgbench-tx");
     let out = pgbench_cmd(c.port, password)
         .args(["-n", workload.flag, "-M", "prepared"])
+        .args(["-l", "--sampling-rate", latency::SAMPLING_RATE])
+        .arg(format!("--log-prefix={}", log_prefix.display()))
         .args([
             "-c",
             &clients.to_string(),
@@ -457,6 +471,8 @@ fn measure(
     let tps = field("tps = ")?;
     let latency_ms = field("latency average = ")?;
     let transactions = field("number of transactions actually processed: ")?;
+    let p99_ms = latency::percentile(&mut latency::take_logged(work, "pgbench-tx")?, 0.99)
+        .map(|us| us as f64 / 1000.0);
     let cpu_us_per_tx = match (cpu_before, c.process.as_ref()) {
         (Some(before), Some(p)) => {
             // socat's per-connection children are counted once reaped.
@@ -476,6 +492,7 @@ fn measure(
     Ok(Sample {
         tps,
         latency_ms,
+        p99_ms,
         cpu_us_per_tx,
         syncs_per_tx,
     })
@@ -722,6 +739,7 @@ fn instructions(
                 let dump = dir.join(format!("callgrind.{pid}"));
                 profiles.push(callgrind::Profile::read(&dump)?);
                 if let Ok(keep) = std::env::var("BENCH_CALLGRIND_KEEP") {
+                    std::fs::create_dir_all(&keep)?;
                     std::fs::copy(
                         &dump,
                         Path::new(&keep).join(format!("{target}{}.{transactions}", workload.flag)),
