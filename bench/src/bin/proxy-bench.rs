@@ -193,6 +193,8 @@ struct Sample {
     /// The 99th percentile of transaction latency, from pgbench's sampled log.
     p99_ms: Option<f64>,
     cpu_us_per_tx: Option<f64>,
+    /// Where that CPU went: user space, the kernel, and the audit writer thread (both).
+    split_us_per_tx: Option<Split>,
     /// The proxy's audit `fdatasync`s per transaction (fsync durability).
     syncs_per_tx: Option<f64>,
 }
@@ -390,6 +392,31 @@ fn print_table(
         }
     }
     println!();
+    println!(
+        "Where the CPU per statement goes (from /proc: clock ticks of {} ms, so rough in a short run):\n",
+        1000 / unsafe { libc_sysconf_clk_tck() }.max(1)
+    );
+    println!("| target | clients | user space | kernel | of which the audit writer thread |");
+    println!("|---|---:|---:|---:|---:|");
+    for (ci, &c) in clients.iter().enumerate() {
+        for &i in runs {
+            if let Some(split) = median(&samples[i][ci]).split_us_per_tx {
+                let per = workload.statements as f64;
+                println!(
+                    "| {} | {c} | {:.1} µs | {:.1} µs | {} |",
+                    contenders[i].name,
+                    split.user / per,
+                    split.system / per,
+                    if contenders[i].admin.is_some() {
+                        format!("{:.1} µs", split.writer / per)
+                    } else {
+                        "-".into()
+                    },
+                );
+            }
+        }
+    }
+    println!();
     // Group commit: how many statements one audit fdatasync covered.
     for (ci, &c) in clients.iter().enumerate() {
         for &i in runs {
@@ -406,6 +433,14 @@ fn print_table(
     println!();
 }
 
+/// A process's CPU time per transaction, split (from /proc's clock ticks).
+#[derive(Default, Clone, Copy)]
+struct Split {
+    user: f64,
+    system: f64,
+    writer: f64,
+}
+
 fn median(v: &[Sample]) -> Sample {
     let mut tps: Vec<f64> = v.iter().map(|s| s.tps).collect();
     let mut lat: Vec<f64> = v.iter().map(|s| s.latency_ms).collect();
@@ -416,11 +451,19 @@ fn median(v: &[Sample]) -> Sample {
         x.get(x.len() / 2).copied()
     };
     let mut syncs: Vec<f64> = v.iter().filter_map(|s| s.syncs_per_tx).collect();
+    let splits: Vec<Split> = v.iter().filter_map(|s| s.split_us_per_tx).collect();
+    let part = |f: fn(&Split) -> f64| mid(&mut splits.iter().map(f).collect());
+    let split_us_per_tx = part(|s| s.user).map(|user| Split {
+        user,
+        system: part(|s| s.system).unwrap_or(0.0),
+        writer: part(|s| s.writer).unwrap_or(0.0),
+    });
     Sample {
         tps: mid(&mut tps).unwrap_or(0.0),
         latency_ms: mid(&mut lat).unwrap_or(0.0),
         p99_ms: mid(&mut p99),
         cpu_us_per_tx: mid(&mut cpu),
+        split_us_per_tx,
         syncs_per_tx: mid(&mut syncs),
     }
 }
@@ -473,15 +516,20 @@ fn measure(
     let transactions = field("number of transactions actually processed: ")?;
     let p99_ms = latency::percentile(&mut latency::take_logged(work, "pgbench-tx")?, 0.99)
         .map(|us| us as f64 / 1000.0);
-    let cpu_us_per_tx = match (cpu_before, c.process.as_ref()) {
+    let (cpu_us_per_tx, split_us_per_tx) = match (cpu_before, c.process.as_ref()) {
         (Some(before), Some(p)) => {
             // socat's per-connection children are counted once reaped.
             std::thread::sleep(Duration::from_millis(300));
             let after = cpu_ticks(p.id())?;
-            let ticks_per_sec = unsafe { libc_sysconf_clk_tck() } as f64;
-            Some((after - before) as f64 / ticks_per_sec * 1e6 / transactions)
+            let us = unsafe { 1e6 / libc_sysconf_clk_tck() as f64 } / transactions;
+            let split = Split {
+                user: (after.user - before.user) as f64 * us,
+                system: (after.system - before.system) as f64 * us,
+                writer: after.writer.saturating_sub(before.writer) as f64 * us,
+            };
+            (Some(split.user + split.system), Some(split))
         }
-        _ => None,
+        _ => (None, None),
     };
     let syncs_per_tx = match (syncs_before, c.admin) {
         (Some(before), Some(admin)) => {
@@ -494,6 +542,7 @@ fn measure(
         latency_ms,
         p99_ms,
         cpu_us_per_tx,
+        split_us_per_tx,
         syncs_per_tx,
     })
 }
@@ -513,17 +562,46 @@ fn audit_syncs(admin: u16) -> anyhow::Result<f64> {
         .context("dbgw_proxy_audit_syncs_total")
 }
 
-/// User + system CPU ticks of a process and its reaped children (socat forks per client).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+/// CPU clock ticks so far of a process.
+struct Ticks {
+    /// User space, the process's and its reaped children's (socat forks per client).
+    user: u64,
+    /// The kernel on their behalf.
+    system: u64,
+    /// Both, of the proxy's `audit-writer` thread.
+    writer: u64,
+}
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<Ticks> {
+    let f = stat_fields(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)?;
+    let mut writer = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        let is_writer = std::fs::read_to_string(dir.join("comm"))
+            .is_ok_and(|name| name.trim() == "audit-writer");
+        if let (true, Ok(stat)) = (is_writer, std::fs::read_to_string(dir.join("stat"))) {
+            let t = stat_fields(&stat)?;
+            writer += t[0] + t[1];
+        }
+    }
+    Ok(Ticks {
+        user: f[0] + f[2],
+        system: f[1] + f[3],
+        writer,
+    })
+}
+
+/// utime, stime, cutime, cstime of a `/proc/.../stat` line (fields 14-17, 1-based).
+fn stat_fields(stat: &str) -> anyhow::Result<[u64; 4]> {
     let after_name = &stat[stat.rfind(')').context("bad stat")? + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14-17 (1-based, counting pid and comm): utime stime cutime cstime.
-    let sum: u64 = fields[11..15]
-        .iter()
-        .map(|f| f.parse::<u64>().unwrap_or(0))
-        .sum();
-    Ok(sum)
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .context("bad stat")
+    };
+    Ok([field(11)?, field(12)?, field(13)?, field(14)?])
 }
 
 unsafe fn libc_sysconf_clk_tck() -> i64 {
