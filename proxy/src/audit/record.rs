@@ -427,11 +427,13 @@ pub fn outcome(
     duration_us: u64,
 ) -> String {
     let mut b = String::with_capacity(320);
-    outcome_into(&mut b, session, seq, index, outcome, duration_us);
+    let kept = &mut KeptOk::default();
+    outcome_into(&mut b, session, seq, index, outcome, duration_us, kept);
     b
 }
 
-/// [`outcome`] appended to `b` (a buffer the session's thread reuses).
+/// [`outcome`] appended to `b` (a buffer the session's thread reuses), with the status part
+/// of an `ok` outcome taken from `kept` when its tag and row count are the last ones.
 pub fn outcome_into(
     b: &mut String,
     session: &SessionInfo,
@@ -439,6 +441,7 @@ pub fn outcome_into(
     index: Option<usize>,
     outcome: &Outcome,
     duration_us: u64,
+    kept: &mut KeptOk,
 ) {
     push_ts(b);
     b.push_str(",\"type\":\"outcome\",");
@@ -450,14 +453,7 @@ pub fn outcome_into(
         push_u64(b, i as u64);
     }
     match outcome {
-        Outcome::Ok { tag, rows } => {
-            b.push_str(",\"status\":\"ok\",");
-            member_str(b, "tag", tag);
-            if let Some(rows) = rows {
-                b.push_str(",\"rows\":");
-                push_u64(b, *rows);
-            }
-        }
+        Outcome::Ok { tag, rows } => kept.push(b, tag, *rows),
         Outcome::Error {
             code,
             message,
@@ -489,6 +485,44 @@ pub fn outcome_into(
     }
     b.push_str(",\"duration_us\":");
     push_u64(b, duration_us);
+}
+
+/// The status part of the last `ok` outcome (`,"status":"ok","tag":"SELECT 1","rows":1`)
+/// and what it was built from. A session runs the same kind of statement again and again,
+/// so the next outcome's tag and row count are usually the same: compared, not encoded.
+#[derive(Debug, Default)]
+pub struct KeptOk {
+    tag: String,
+    rows: Option<u64>,
+    json: String,
+}
+
+impl KeptOk {
+    /// A tag longer than this (none that PostgreSQL sends) is encoded each time, not kept.
+    const TAG_MAX: usize = 64;
+
+    fn push(&mut self, b: &mut String, tag: &str, rows: Option<u64>) {
+        if tag.len() > Self::TAG_MAX {
+            return ok_status_into(b, tag, rows);
+        }
+        if self.json.is_empty() || self.rows != rows || self.tag != tag {
+            self.tag.clear();
+            self.tag.push_str(tag);
+            self.rows = rows;
+            self.json.clear();
+            ok_status_into(&mut self.json, tag, rows);
+        }
+        b.push_str(&self.json);
+    }
+}
+
+fn ok_status_into(b: &mut String, tag: &str, rows: Option<u64>) {
+    b.push_str(",\"status\":\"ok\",");
+    member_str(b, "tag", tag);
+    if let Some(rows) = rows {
+        b.push_str(",\"rows\":");
+        push_u64(b, rows);
+    }
 }
 
 /// Appends `n` in decimal (as `{n}` formats it) without `core::fmt`.
@@ -580,6 +614,46 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&format!("{{{o}}}")).unwrap();
         assert_eq!((v["ref"].as_u64(), v["rows"].as_u64()), (Some(7), Some(1)));
+    }
+
+    /// The relay keeps the last `ok` status part for the thread's sessions: whatever came
+    /// before, each outcome reads as if built from scratch.
+    #[test]
+    fn a_kept_ok_status_never_stands_for_another_outcome() {
+        let s = SessionInfo::new("s1".into(), "127.0.0.1:5000".into());
+        let long = "SELECT ".to_string() + &"9".repeat(70);
+        let ok = |tag, rows| Outcome::Ok { tag, rows };
+        let outcomes = [
+            ok("SELECT 1", Some(1)),
+            ok("SELECT 1", Some(1)),
+            ok("SELECT 1", Some(2)),
+            ok("SELECT 1", None),
+            ok("SELECT 1", Some(1)),
+            ok("INSERT 0 1", Some(1)),
+            ok("tag \"quoted\"", None),
+            ok(&long, Some(9)),
+            Outcome::Error {
+                code: "42P01",
+                message: "no such table",
+                step: None,
+            },
+            ok("SELECT 1", Some(1)),
+            ok("SELECT 2", Some(1)),
+            ok(&long, Some(9)),
+            ok("SELECT 2", Some(1)),
+        ];
+        let mut kept = KeptOk::default();
+        let after_ts = |b: &str| b.split_once(',').map(|(_, rest)| rest.to_string());
+        for (i, o) in outcomes.iter().enumerate() {
+            let mut b = String::new();
+            outcome_into(&mut b, &s, i as u64, None, o, 5, &mut kept);
+            assert_eq!(
+                after_ts(&b),
+                after_ts(&outcome(&s, i as u64, None, o, 5)),
+                "{o:?}"
+            );
+            serde_json::from_str::<serde_json::Value>(&format!("{{{b}}}")).unwrap();
+        }
     }
 
     #[test]

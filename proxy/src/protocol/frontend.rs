@@ -87,8 +87,12 @@ pub enum Param<'a> {
 pub struct Bind<'a> {
     pub portal: &'a str,
     pub statement: &'a str,
-    pub params: Vec<Param<'a>>,
+    pub params: Params<'a>,
 }
+
+/// A Bind's parameters, held inline up to eight (nearly every statement's count): decoding
+/// a Bind, once per statement, allocates nothing.
+pub type Params<'a> = smallvec::SmallVec<[Param<'a>; 8]>;
 
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
     let mut r = Reader::new(body, "Bind");
@@ -124,7 +128,7 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
             ))),
         }
     };
-    let mut params = Vec::with_capacity(nparams);
+    let mut params = Params::with_capacity(nparams);
     for i in 0..nparams {
         let len = r.i32()?;
         let param = match len {

@@ -243,12 +243,13 @@ where
 fn emit(deps: &Deps<'_>, info: &SessionInfo, now: Instant, f: Finished<'_>) {
     use std::cell::RefCell;
     thread_local! {
-        static OUTCOME: RefCell<String> = RefCell::new(String::with_capacity(320));
+        static OUTCOME: RefCell<(String, record::KeptOk)> =
+            RefCell::new((String::with_capacity(320), record::KeptOk::default()));
     }
     let micros = now.saturating_duration_since(f.since).as_micros() as u64;
-    OUTCOME.with_borrow_mut(|b| {
+    OUTCOME.with_borrow_mut(|(b, kept)| {
         b.clear();
-        record::outcome_into(b, info, f.seq, f.index, &f.outcome, micros);
+        record::outcome_into(b, info, f.seq, f.index, &f.outcome, micros, kept);
         deps.audit.record_str(b);
         if b.capacity() > 64 * 1024 {
             *b = String::with_capacity(320);
