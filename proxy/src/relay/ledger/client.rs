@@ -320,8 +320,12 @@ impl Ledger {
     }
 
     fn execute(&mut self, portal: &str, now: Instant) -> Result<Action, Violation> {
-        let Some(expected) = self.expected_portal(portal) else {
-            return Ok(Action::Wait);
+        let expected = match self.open_bind(portal) {
+            Some(bound) => Expected::Bound(bound),
+            None => match self.expected_portal(portal) {
+                Some(expected) => expected,
+                None => return Ok(Action::Wait),
+            },
         };
         if self.read_only {
             let text = match &expected {
@@ -445,6 +449,32 @@ impl Ledger {
             behind_sync |= matches!(s, Sent::Sync);
         }
         Some(confirmed())
+    }
+
+    /// The portal bound by the open record's Bind, when an Execute of `name` continues that
+    /// record (most drivers send Bind, Execute). Nothing that names a portal can come
+    /// between them without closing the record, so this is what [`Ledger::expected_portal`]
+    /// would find behind it, without searching what is in flight.
+    fn open_bind(&self, name: &str) -> Option<Portal> {
+        let (rec, steps) = self.open?;
+        if !steps.bind || steps.execute {
+            return None;
+        }
+        match &self.intents[rec] {
+            Intent::Extended {
+                statement,
+                portal,
+                prepared,
+                params: Some(params),
+                ..
+            } if **portal == *name => Some(Portal {
+                statement: statement.clone(),
+                prepared: prepared.clone(),
+                params: params.clone(),
+                execution: None,
+            }),
+            _ => None,
+        }
     }
 
     /// The portal an Execute of `name` will run; `None` while a change in flight behind a

@@ -553,6 +553,49 @@ fn a_read_only_session_waits_behind_a_sync_and_ends_when_read_only_is_off() {
     ));
 }
 
+/// An Execute that continues the open Bind record runs what that Bind bound (not an earlier
+/// Bind of the same portal, not another portal's): in a read-only session a bound COMMIT
+/// ends the transaction for what follows before the Sync.
+#[test]
+fn an_execute_after_its_bind_runs_what_that_bind_bound() {
+    let prepared = || {
+        let mut t = T::new();
+        t.l.set_read_only();
+        t.send(fe::PARSE, parse("a", "SELECT 1", &[]));
+        t.send(fe::PARSE, parse("c", "COMMIT", &[]));
+        t.send(fe::SYNC, vec![]);
+        t.commit();
+        for tg in [be::PARSE_COMPLETE, be::PARSE_COMPLETE] {
+            t.ok(tg, &[]);
+        }
+        t.ok(be::READY_FOR_QUERY, b"I");
+        t
+    };
+    let refused = |t: &mut T, portal: &str| {
+        t.send(fe::BIND, bind(portal, "a", &[]));
+        matches!(
+            t.l.client(fe::EXECUTE, &execute(portal, 0), Instant::now()),
+            Err(Violation::Refused(
+                sql::Refusal::ReadOnlyAfterTransactionEnd
+            ))
+        )
+    };
+
+    let mut t = prepared();
+    t.send(fe::BIND, bind("p", "a", &[]));
+    t.send(fe::EXECUTE, execute("p", 0));
+    t.send(fe::BIND, bind("p", "c", &[]));
+    t.send(fe::DESCRIBE, vec![b'P', b'p', 0]);
+    t.send(fe::EXECUTE, execute("p", 0));
+    assert!(refused(&mut t, "q"), "the second Execute of p runs COMMIT");
+
+    // The open Bind is another portal's: the Execute of an unbound portal runs nothing known.
+    let mut t = prepared();
+    t.send(fe::BIND, bind("p", "c", &[]));
+    t.send(fe::EXECUTE, execute("q", 0));
+    assert!(!refused(&mut t, "r"), "q is not p");
+}
+
 /// A record's `steps` array is a constant per combination: the same as the names, in JSON.
 #[test]
 fn steps_json_lists_the_names() {
