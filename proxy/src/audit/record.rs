@@ -617,13 +617,15 @@ mod tests {
     }
 
     /// The relay keeps the last `ok` status part for the thread's sessions: whatever came
-    /// before, each outcome reads as if built from scratch.
+    /// before (nothing, at first), each outcome reads as if built from scratch.
     #[test]
     fn a_kept_ok_status_never_stands_for_another_outcome() {
         let s = SessionInfo::new("s1".into(), "127.0.0.1:5000".into());
         let long = "SELECT ".to_string() + &"9".repeat(70);
         let ok = |tag, rows| Outcome::Ok { tag, rows };
         let outcomes = [
+            // What an empty kept part was built from: still built, not taken.
+            ok("", None),
             ok("SELECT 1", Some(1)),
             ok("SELECT 1", Some(1)),
             ok("SELECT 1", Some(2)),
@@ -652,7 +654,12 @@ mod tests {
                 after_ts(&outcome(&s, i as u64, None, o, 5)),
                 "{o:?}"
             );
-            serde_json::from_str::<serde_json::Value>(&format!("{{{b}}}")).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&format!("{{{b}}}")).unwrap();
+            if let Outcome::Ok { tag, rows } = o {
+                assert_eq!(v["status"], "ok", "{b}");
+                assert_eq!(v["tag"].as_str(), Some(*tag), "{b}");
+                assert_eq!(v["rows"].as_u64(), *rows, "{b}");
+            }
         }
     }
 

@@ -454,7 +454,9 @@ impl Ledger {
     /// The portal bound by the open record's Bind, when an Execute of `name` continues that
     /// record (most drivers send Bind, Execute). Nothing that names a portal can come
     /// between them without closing the record, so this is what [`Ledger::expected_portal`]
-    /// would find behind it, without searching what is in flight.
+    /// would find behind it, without searching what is in flight. (The open record lives
+    /// only within one client scan, under the ledger's lock, until `commit`: no server
+    /// answer is paired between that Bind and this Execute.)
     fn open_bind(&self, name: &str) -> Option<Portal> {
         let (rec, steps) = self.open?;
         if !steps.bind || steps.execute {
