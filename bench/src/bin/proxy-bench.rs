@@ -13,11 +13,12 @@
 //!
 //! Each contender runs at 8 clients and at 1 client, several rounds in rotating order; the
 //! tables show medians, with the 99th percentile of latency from pgbench's transaction log
-//! (one transaction in ten logged, every row alike). Then, when valgrind is installed, pgbouncer and the proxy (one
-//! session thread) run again under callgrind for the instructions each executes per
-//! transaction: a count that does not depend on what else the machine is doing, with the
-//! proxy's instructions grouped by what they do and its allocations per transaction. Run it
-//! with `make bench-proxy` (it builds the release proxy first).
+//! (one transaction in ten logged, every row alike). Then, when valgrind is installed,
+//! pgbouncer and the proxy (one session thread) run again under callgrind for the
+//! instructions each executes per transaction: a count that does not depend on what else
+//! the machine is doing, with the proxy's instructions grouped by what they do and its
+//! allocations per transaction. Run it with `make bench-proxy` (it builds the release proxy
+//! first).
 //!
 //! - `--instructions`: only the callgrind part, with the functions that cost most (exclusive
 //!   and inclusive) for the proxy and pgbouncer. With `BENCH_CALLGRIND_KEEP=DIR` the

@@ -320,12 +320,8 @@ impl Ledger {
     }
 
     fn execute(&mut self, portal: &str, now: Instant) -> Result<Action, Violation> {
-        let expected = match self.open_bind(portal) {
-            Some(bound) => Expected::Bound(bound),
-            None => match self.expected_portal(portal) {
-                Some(expected) => expected,
-                None => return Ok(Action::Wait),
-            },
+        let Some(expected) = self.expected_portal(portal) else {
+            return Ok(Action::Wait);
         };
         if self.read_only {
             let text = match &expected {
@@ -453,8 +449,8 @@ impl Ledger {
 
     /// The portal bound by the open record's Bind, when an Execute of `name` continues that
     /// record (most drivers send Bind, Execute). Nothing that names a portal can come
-    /// between them without closing the record, so this is what [`Ledger::expected_portal`]
-    /// would find behind it, without searching what is in flight. (The open record lives
+    /// between them without closing the record, so this is what the search of what is in
+    /// flight ([`Ledger::expected_portal`]) would find; it answers first. (The open record lives
     /// only within one client scan, under the ledger's lock, until `commit`: no server
     /// answer is paired between that Bind and this Execute.)
     fn open_bind(&self, name: &str) -> Option<Portal> {
@@ -482,6 +478,9 @@ impl Ledger {
     /// The portal an Execute of `name` will run; `None` while a change in flight behind a
     /// Sync is not settled.
     fn expected_portal(&self, name: &str) -> Option<Expected> {
+        if let Some(bound) = self.open_bind(name) {
+            return Some(Expected::Bound(bound));
+        }
         let named = !name.is_empty();
         let confirmed = || match self.portals.get(name) {
             Some(p) => match p.execution.filter(|seq| self.runs.contains_key(seq)) {
