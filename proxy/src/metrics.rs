@@ -269,6 +269,16 @@ impl Metrics {
             m.audit.syncs.clone(),
         );
         registry.register(
+            "audit_sync_seconds",
+            "Time each of those fdatasync calls took",
+            m.audit.sync_seconds.clone(),
+        );
+        registry.register(
+            "audit_durable_wait_seconds",
+            "Time a statement waited for the sync that made its audit record durable (fsync durability)",
+            m.audit.durable_wait_seconds.clone(),
+        );
+        registry.register(
             "audit_write_errors",
             "Failed audit writes",
             m.audit.write_errors.clone(),

@@ -198,6 +198,9 @@ struct Sample {
     split_us_per_tx: Option<Split>,
     /// The proxy's audit `fdatasync`s per transaction (fsync durability).
     syncs_per_tx: Option<f64>,
+    /// How long one of those took, and how long a statement waited for its own (means).
+    sync_us: Option<f64>,
+    wait_us: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -421,12 +424,16 @@ fn print_table(
     // Group commit: how many statements one audit fdatasync covered.
     for (ci, &c) in clients.iter().enumerate() {
         for &i in runs {
-            if let Some(syncs) = median(&samples[i][ci]).syncs_per_tx {
+            let m = median(&samples[i][ci]);
+            if let Some(syncs) = m.syncs_per_tx {
                 println!(
-                    "- {}, {c} client{}: {:.2} statements per audit `fdatasync`",
+                    "- {}, {c} client{}: {:.2} statements per audit `fdatasync`; \
+                     an `fdatasync` took {:.0} µs, a statement waited {:.0} µs for its own (means)",
                     contenders[i].name,
                     if c == 1 { "" } else { "s" },
                     workload.statements as f64 / syncs,
+                    m.sync_us.unwrap_or(f64::NAN),
+                    m.wait_us.unwrap_or(f64::NAN),
                 );
             }
         }
@@ -466,6 +473,8 @@ fn median(v: &[Sample]) -> Sample {
         cpu_us_per_tx: mid(&mut cpu),
         split_us_per_tx,
         syncs_per_tx: mid(&mut syncs),
+        sync_us: mid(&mut v.iter().filter_map(|s| s.sync_us).collect()),
+        wait_us: mid(&mut v.iter().filter_map(|s| s.wait_us).collect()),
     }
 }
 
@@ -532,11 +541,17 @@ fn measure(
         }
         _ => (None, None),
     };
-    let syncs_per_tx = match (syncs_before, c.admin) {
+    let (syncs_per_tx, sync_us, wait_us) = match (syncs_before, c.admin) {
         (Some(before), Some(admin)) => {
-            Some((audit_syncs(admin)? - before) / transactions).filter(|&s| s > 0.0)
+            let d = audit_syncs(admin)?.since(&before);
+            let per = |sum: f64, n: f64| (n > 0.0).then(|| sum * 1e6 / n);
+            (
+                Some(d.syncs / transactions).filter(|&s| s > 0.0),
+                per(d.sync_seconds, d.syncs),
+                per(d.wait_seconds, d.waits),
+            )
         }
-        _ => None,
+        _ => (None, None, None),
     };
     Ok(Sample {
         tps,
@@ -545,22 +560,59 @@ fn measure(
         cpu_us_per_tx,
         split_us_per_tx,
         syncs_per_tx,
+        sync_us,
+        wait_us,
     })
 }
 
-/// The proxy's `dbgw_proxy_audit_syncs_total`, read from its admin port.
-fn audit_syncs(admin: u16) -> anyhow::Result<f64> {
+/// The proxy's group-commit counters (fsync durability), from its metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Syncs {
+    /// `fdatasync`s, and the seconds they took.
+    syncs: f64,
+    sync_seconds: f64,
+    /// Statements that waited for their sync, and the seconds they waited.
+    waits: f64,
+    wait_seconds: f64,
+}
+
+impl Syncs {
+    fn parse(metrics: &str) -> anyhow::Result<Syncs> {
+        let value = |name: &str| -> anyhow::Result<f64> {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .with_context(|| format!("no {name} in the proxy's metrics"))?
+                .trim()
+                .parse()
+                .with_context(|| name.to_string())
+        };
+        Ok(Syncs {
+            syncs: value("dbgw_proxy_audit_syncs_total")?,
+            sync_seconds: value("dbgw_proxy_audit_sync_seconds_sum")?,
+            waits: value("dbgw_proxy_audit_durable_wait_seconds_count")?,
+            wait_seconds: value("dbgw_proxy_audit_durable_wait_seconds_sum")?,
+        })
+    }
+
+    fn since(&self, before: &Syncs) -> Syncs {
+        Syncs {
+            syncs: self.syncs - before.syncs,
+            sync_seconds: self.sync_seconds - before.sync_seconds,
+            waits: self.waits - before.waits,
+            wait_seconds: self.wait_seconds - before.wait_seconds,
+        }
+    }
+}
+
+/// The proxy's group-commit counters, read from its admin port.
+fn audit_syncs(admin: u16) -> anyhow::Result<Syncs> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", admin))?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("dbgw_proxy_audit_syncs_total "))
-        .context("no dbgw_proxy_audit_syncs_total in the proxy's metrics")?
-        .trim()
-        .parse()
-        .context("dbgw_proxy_audit_syncs_total")
+    Syncs::parse(&text)
 }
 
 /// CPU clock ticks so far of a process.
@@ -1403,4 +1455,57 @@ fn make_traversable(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Syncs;
+
+    /// The proxy's exposition as prometheus-client writes it: buckets, `_sum`, `_count`.
+    const METRICS: &str = "\
+# HELP dbgw_proxy_audit_syncs fdatasync calls that made audit batches durable
+# TYPE dbgw_proxy_audit_syncs counter
+dbgw_proxy_audit_syncs_total 4
+# HELP dbgw_proxy_audit_sync_seconds Time each of those fdatasync calls took
+# TYPE dbgw_proxy_audit_sync_seconds histogram
+dbgw_proxy_audit_sync_seconds_sum 0.0008
+dbgw_proxy_audit_sync_seconds_count 4
+dbgw_proxy_audit_sync_seconds_bucket{le=\"0.000025\"} 0
+dbgw_proxy_audit_sync_seconds_bucket{le=\"+Inf\"} 4
+# TYPE dbgw_proxy_audit_durable_wait_seconds histogram
+dbgw_proxy_audit_durable_wait_seconds_sum 0.003
+dbgw_proxy_audit_durable_wait_seconds_count 10
+dbgw_proxy_audit_durable_wait_seconds_bucket{le=\"+Inf\"} 10
+";
+
+    #[test]
+    fn group_commit_counters_are_read_by_their_own_names() {
+        let s = Syncs::parse(METRICS).unwrap();
+        assert_eq!(
+            s,
+            Syncs {
+                syncs: 4.0,
+                sync_seconds: 0.0008,
+                waits: 10.0,
+                wait_seconds: 0.003,
+            }
+        );
+        let later = Syncs {
+            syncs: 6.0,
+            sync_seconds: 0.0012,
+            waits: 15.0,
+            wait_seconds: 0.0045,
+        };
+        let d = later.since(&s);
+        assert_eq!((d.syncs, d.waits), (2.0, 5.0));
+        assert!((d.sync_seconds - 0.0004).abs() < 1e-12);
+        assert!((d.wait_seconds - 0.0015).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_proxy_without_the_counters_is_an_error() {
+        let without = METRICS.replace("dbgw_proxy_audit_durable_wait_seconds_sum", "other_sum");
+        let e = Syncs::parse(&without).unwrap_err();
+        assert!(e.to_string().contains("durable_wait_seconds_sum"), "{e}");
+    }
 }
