@@ -29,6 +29,8 @@
 //! - `--no-instructions`: only the wall-clock tables.
 //! - `--only fsync,pgbouncer`: the wall-clock rows of those intermediaries only (for one
 //!   change at a time); PostgreSQL direct and socat always run, the tables compare to them.
+//! - `--clients 32,8`: the wall-clock tables at other client counts (group commit's groups
+//!   grow with the sessions waiting).
 //! - `--flamegraph FILE.svg`: `perf record` of the proxy and of pgbouncer under load, drawn
 //!   as flame graphs with inferno, and their CPU time per transaction, kernel (by system
 //!   call) and user space (by what the code does).
@@ -68,6 +70,8 @@ struct Args {
     workloads: Vec<Workload>,
     /// Only the intermediaries whose name contains one of these (direct and socat always run).
     only: Vec<String>,
+    /// The wall-clock tables' client counts.
+    clients: Vec<u32>,
 }
 
 /// A pgbench workload, prepared protocol.
@@ -127,6 +131,7 @@ fn args() -> anyhow::Result<Args> {
         mode: Mode::Full,
         workloads: vec![SELECT_ONLY, WRITES],
         only: Vec::new(),
+        clients: vec![8, 1],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -140,6 +145,15 @@ fn args() -> anyhow::Result<Args> {
             "--no-instructions" => a.mode = Mode::WallClock,
             "--flamegraph" => a.mode = Mode::Flamegraph(value()?.leak()),
             "--only" => a.only = value()?.split(',').map(str::to_string).collect(),
+            "--clients" => {
+                a.clients = value()?
+                    .split(',')
+                    .map(|n| match n.parse() {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => Err(anyhow::anyhow!("--clients: {n} is not a client count")),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
             "--workloads" => {
                 a.workloads = value()?
                     .split(',')
@@ -153,7 +167,7 @@ fn args() -> anyhow::Result<Args> {
             "--help" | "-h" => {
                 println!(
                     "proxy-bench [--seconds N (4)] [--rounds N (3)] [--scale N (10)] [--workloads S,N]\n\
-                     \x20           [--no-instructions | --instructions | --syscalls]\n\n\
+                     \x20           [--clients 8,1] [--no-instructions | --instructions | --syscalls]\n\n\
                      pgbench -S and -N (prepared protocol) at 8 and 1 clients against PostgreSQL,\n\
                      socat, pgbouncer (session mode) and the dbgw proxy, then pgbouncer and the\n\
                      proxy under callgrind (instructions per transaction, if valgrind is\n\
@@ -163,6 +177,7 @@ fn args() -> anyhow::Result<Args> {
                      --syscalls: system calls (strace -c -f) and context switches per transaction.\n\
                      --only fsync,pgbouncer: the wall-clock rows of the intermediaries whose name\n\
                      \x20 contains one of these (PostgreSQL direct and socat always run).\n\
+                     --clients 32,8: the wall-clock tables at these client counts (8,1).\n\
                      --flamegraph FILE.svg: perf record of the proxy (1 session thread) and of\n\
                      \x20 pgbouncer under pgbench at 8 clients (first workload), drawn with inferno\n\
                      \x20 into FILE.svg and FILE-pgbouncer.svg, and their CPU time per transaction."
@@ -268,7 +283,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The wall-clock tables: every contender at 8 and 1 clients, each workload.
+/// The wall-clock tables: every contender at each client count (8 and 1 unless
+/// `--clients`), each workload.
 fn wall_clock(
     cluster: &Cluster,
     proxy_bin: &Path,
@@ -309,7 +325,7 @@ fn wall_clock(
         wait_for_port(c.port)?;
     }
 
-    let clients = [8u32, 1];
+    let clients = &args.clients[..];
     for workload in &args.workloads {
         let runs: Vec<usize> = (0..contenders.len())
             .filter(|&i| *workload == SELECT_ONLY || contenders[i].writes)
