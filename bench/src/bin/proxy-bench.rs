@@ -349,7 +349,7 @@ fn wall_clock(
                 }
             }
         }
-        print_table(&contenders, &runs, workload, &clients, &samples, args);
+        print_table(&contenders, &runs, workload, clients, &samples, args);
     }
     for c in &mut contenders {
         if let Some(p) = c.process.as_mut() {
