@@ -466,15 +466,12 @@ struct Split {
 }
 
 fn median(v: &[Sample]) -> Sample {
-    let mut tps: Vec<f64> = v.iter().map(|s| s.tps).collect();
-    let mut lat: Vec<f64> = v.iter().map(|s| s.latency_ms).collect();
-    let mut p99: Vec<f64> = v.iter().filter_map(|s| s.p99_ms).collect();
-    let mut cpu: Vec<f64> = v.iter().filter_map(|s| s.cpu_us_per_tx).collect();
     let mid = |x: &mut Vec<f64>| {
         x.sort_by(f64::total_cmp);
         x.get(x.len() / 2).copied()
     };
-    let mut syncs: Vec<f64> = v.iter().filter_map(|s| s.syncs_per_tx).collect();
+    // The median of a field the samples may lack.
+    let of = |f: fn(&Sample) -> Option<f64>| mid(&mut v.iter().filter_map(f).collect());
     let splits: Vec<Split> = v.iter().filter_map(|s| s.split_us_per_tx).collect();
     let part = |f: fn(&Split) -> f64| mid(&mut splits.iter().map(f).collect());
     let split_us_per_tx = part(|s| s.user).map(|user| Split {
@@ -483,14 +480,14 @@ fn median(v: &[Sample]) -> Sample {
         writer: part(|s| s.writer).unwrap_or(0.0),
     });
     Sample {
-        tps: mid(&mut tps).unwrap_or(0.0),
-        latency_ms: mid(&mut lat).unwrap_or(0.0),
-        p99_ms: mid(&mut p99),
-        cpu_us_per_tx: mid(&mut cpu),
+        tps: of(|s| Some(s.tps)).unwrap_or(0.0),
+        latency_ms: of(|s| Some(s.latency_ms)).unwrap_or(0.0),
+        p99_ms: of(|s| s.p99_ms),
+        cpu_us_per_tx: of(|s| s.cpu_us_per_tx),
         split_us_per_tx,
-        syncs_per_tx: mid(&mut syncs),
-        sync_us: mid(&mut v.iter().filter_map(|s| s.sync_us).collect()),
-        wait_us: mid(&mut v.iter().filter_map(|s| s.wait_us).collect()),
+        syncs_per_tx: of(|s| s.syncs_per_tx),
+        sync_us: of(|s| s.sync_us),
+        wait_us: of(|s| s.wait_us),
     }
 }
 
