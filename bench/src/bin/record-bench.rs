@@ -80,11 +80,7 @@ fn main() {
     // SHA-256 alone, over the bytes `append_after` hashes (each line up to its hash).
     let hashed: Vec<Vec<u8>> = String::from_utf8_lossy(&out)
         .lines()
-        .map(|l| {
-            l[..l.find(",\"hash\":").expect("a line has a hash")]
-                .as_bytes()
-                .to_vec()
-        })
+        .map(|l| l.as_bytes()[..l.find(",\"hash\":").expect("a line has a hash")].to_vec())
         .collect();
     let sha = ns_per_call(|| {
         for h in &hashed {
