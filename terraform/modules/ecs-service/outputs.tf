@@ -19,6 +19,11 @@ output "containers" {
   value       = jsondecode(aws_ecs_task_definition.this.container_definitions)
 }
 
+output "cpu" {
+  description = "The task's CPU units (1024 per vCPU), as planned."
+  value       = aws_ecs_task_definition.this.cpu
+}
+
 output "volumes" {
   value = [for v in aws_ecs_task_definition.this.volume : v.name]
 }

@@ -62,6 +62,9 @@ output "posture" {
       rates-api = module.rates_api.scaling
       approvals = module.approvals.scaling
     }
+    task_cpu = {
+      proxy = module.proxy.cpu
+    }
     tasks = {
       proxy     = module.proxy.containers
       rates-api = module.rates_api.containers

@@ -236,11 +236,10 @@ run "design" {
     error_message = "a task sets an environment variable that is not one of its service's <PREFIX>* configuration keys"
   }
 
-  # One session thread per vCPU of the proxy's task (1024 CPU units by default), not one per
-  # CPU the task happens to see.
+  # One session thread per vCPU of the proxy's task, not one per CPU the task happens to see.
   assert {
-    condition     = anytrue([for c in module.dbgw.posture.tasks["proxy"] : contains([for e in c.environment : "${e.name}=${e.value}"], "PROXY_WORKER_THREADS=1") if c.name == "proxy"])
-    error_message = "the proxy (a 1-vCPU task by default) does not set PROXY_WORKER_THREADS to its vCPUs: it would run one session thread per CPU Fargate shows it"
+    condition     = anytrue([for c in module.dbgw.posture.tasks["proxy"] : contains([for e in c.environment : "${e.name}=${e.value}"], "PROXY_WORKER_THREADS=${max(1, floor(tonumber(module.dbgw.posture.task_cpu.proxy) / 1024))}") if c.name == "proxy"])
+    error_message = "the proxy does not set PROXY_WORKER_THREADS to its task's vCPUs: it would run one session thread per CPU Fargate shows it"
   }
 
   # The audit shipper is a shell script: each variable its container sets is one it reads.
