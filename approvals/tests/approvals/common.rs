@@ -16,7 +16,7 @@ use dev_idp::DevIdp;
 use secrecy::SecretString;
 use secret_store::{DbCredentials, FileStore, SecretStore};
 use serde_json::Value;
-use testkit::{Served, TestDb};
+use testkit::{Served, TestDb, Watchdog};
 
 pub struct Stack {
     pub cluster: Arc<Cluster>,
@@ -34,7 +34,12 @@ pub struct Stack {
     pub base: String,
     served: Served<anyhow::Result<()>>,
     pub proxy: Option<Proxy>,
+    /// Fails a test that hangs, naming its last step (its browsers record theirs).
+    pub watchdog: Watchdog,
 }
+
+/// The longest an approvals test may take: the slowest take about 30 s.
+const TEST_LIMIT: Duration = Duration::from_secs(300);
 
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
@@ -83,6 +88,8 @@ impl Stack {
     }
 
     pub async fn with(opts: Options) -> Stack {
+        let watchdog = Watchdog::start(TEST_LIMIT);
+        watchdog.step("starting the cluster");
         let db = TestDb::start().await;
         let app_login = db.login("dbgw_approvals", "dbgw/approvals-db").await;
         let TestDb {
@@ -103,6 +110,7 @@ impl Stack {
             .unwrap();
         let users_file = dir.path().join("users.json");
         std::fs::copy(dev_idp::idp_dir().join("users.json"), &users_file).unwrap();
+        watchdog.step("starting the identity provider");
         let idp = DevIdp::start_with(&[
             ("IDP_APPROVALS_CLIENT_SECRET", &client_secret),
             ("IDP_USERS_FILE", users_file.to_str().unwrap()),
@@ -166,9 +174,11 @@ impl Stack {
                 .unwrap();
             settings.people.login = grants::PeopleLogin::RdsIam;
         }
+        watchdog.step("building the app");
         let application = Application::build(settings).await.expect("build the app");
         let app = application.app();
         let served = Served::spawn(|stop| application.run_until_stopped(stop));
+        watchdog.step("starting the proxy");
         let proxy = if opts.proxy {
             Some(Proxy::start(&cluster, dir.path(), idp.issuer()).await)
         } else {
@@ -187,11 +197,15 @@ impl Stack {
             base: format!("http://127.0.0.1:{port}"),
             served,
             proxy,
+            watchdog,
         }
     }
 
     pub fn browser(&self) -> Browser {
-        Browser::new(&self.base)
+        Browser {
+            watchdog: Some(self.watchdog.clone()),
+            ..Browser::new(&self.base)
+        }
     }
 
     /// Waits for the scheduler's first pass (made at start), so that a test acting on
@@ -316,6 +330,7 @@ impl Stack {
     }
 
     pub async fn stop(mut self) {
+        self.watchdog.step("stopping the app and the proxy");
         if let Some(p) = self.proxy.take() {
             p.stop().await;
         }
@@ -405,6 +420,8 @@ impl Proxy {
 pub struct Browser {
     pub http: reqwest::Client,
     pub base: String,
+    /// The test's watchdog, told each request (none for a browser made outside a stack).
+    watchdog: Option<Watchdog>,
 }
 
 /// What a page answered.
@@ -436,6 +453,13 @@ impl Browser {
                 .build()
                 .unwrap(),
             base: base.to_string(),
+            watchdog: None,
+        }
+    }
+
+    fn step(&self, what: String) {
+        if let Some(dog) = &self.watchdog {
+            dog.step(what);
         }
     }
 
@@ -448,6 +472,7 @@ impl Browser {
     }
 
     pub async fn get(&self, path: &str) -> Answer {
+        self.step(format!("GET {path}"));
         Self::answer(
             self.http
                 .get(format!("{}{path}", self.base))
@@ -459,6 +484,7 @@ impl Browser {
     }
 
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        self.step(format!("POST {path}"));
         Self::answer(
             self.http
                 .post(format!("{}{path}", self.base))
@@ -480,6 +506,7 @@ impl Browser {
             assert_eq!(form.status, 200, "{}", form.body);
             assert!(form.body.contains("Sign in to"), "{}", form.body);
             let action = form.url.clone() + "/login";
+            self.step(format!("signing in as {email} at the provider"));
             Self::answer(
                 self.http
                     .post(action)

@@ -11,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, ensure, Context};
 
+/// How long the provider may take to start (node and `oidc-provider` load in about a second).
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A running development identity provider.
 pub struct DevIdp {
     issuer: String,
@@ -41,8 +44,23 @@ impl DevIdp {
             .stderr(Stdio::null())
             .spawn()
             .context("node is needed for the identity provider (run `make test-deps`)")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        // Its first line says where it listens. Read on a thread of its own, so a provider
+        // that neither says it nor exits fails the caller instead of holding it for ever.
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = tx.send(read);
+        });
+        let line = match rx.recv_timeout(START_LIMIT) {
+            Ok(read) => read?,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the identity provider did not say where it listens within {START_LIMIT:?}");
+            }
+        };
         let Some(issuer) = line.trim().strip_prefix("idp listening on ") else {
             let _ = child.kill();
             let _ = child.wait();

@@ -10,6 +10,7 @@
 //! - [`docs`]: every configuration key and metric documented, every deployed variable a key.
 //! - [`eventually`]: waiting on a condition with a deadline.
 //! - [`logs`]: the code's logs behind `DBGW_TEST_LOG`.
+//! - [`watchdog`]: a limit on a whole test, so a hang fails naming where it stopped.
 
 pub mod db;
 pub mod docs;
@@ -17,6 +18,7 @@ pub mod eventually;
 pub mod logs;
 pub mod moto;
 pub mod served;
+pub mod watchdog;
 
 pub use db::TestDb;
 pub use docs::{assert_deployed_keys, assert_documented, config_keys, metric_names};
@@ -24,3 +26,4 @@ pub use eventually::{eventually, eventually_blocking};
 pub use logs::init_logs;
 pub use moto::Moto;
 pub use served::{Served, StopSignal};
+pub use watchdog::Watchdog;

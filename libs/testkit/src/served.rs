@@ -2,12 +2,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The future a served task gets: it resolves when the test asks the task to stop.
 pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How long a served task may take to stop once asked. The apps' own drain limits in tests
+/// are seconds; past this the test fails saying so instead of waiting for ever.
+const STOP_LIMIT: Duration = Duration::from_secs(120);
 
 /// A task serving for a test (an app, the proxy) that stops when asked, as on SIGTERM.
 pub struct Served<T> {
@@ -37,6 +42,9 @@ impl<T: Send + 'static> Served<T> {
             let _ = tx.send(());
         }
         let task = self.task.take().expect("stopped once");
-        task.await.expect("the served task panicked")
+        match tokio::time::timeout(STOP_LIMIT, task).await {
+            Ok(joined) => joined.expect("the served task panicked"),
+            Err(_) => panic!("the served task did not stop within {STOP_LIMIT:?} of being asked"),
+        }
     }
 }
