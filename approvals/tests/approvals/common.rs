@@ -34,13 +34,9 @@ pub struct Stack {
     pub base: String,
     served: Served<anyhow::Result<()>>,
     pub proxy: Option<Proxy>,
-    /// Fails a test that hangs, naming its last step (its browsers record theirs).
+    /// The test's watchdog (from [`TestDb`]); its browsers record each request in it.
     pub watchdog: Watchdog,
 }
-
-/// The longest an approvals test may take: the slowest (a grant left to expire) take about
-/// 70 s, so this allows for a machine several times slower.
-const TEST_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
@@ -89,15 +85,13 @@ impl Stack {
     }
 
     pub async fn with(opts: Options) -> Stack {
-        let watchdog = Watchdog::start(TEST_LIMIT);
-        watchdog.step("starting the cluster");
         let db = TestDb::start().await;
         let app_login = db.login("dbgw_approvals", "dbgw/approvals-db").await;
         let TestDb {
             cluster,
             dir,
             store,
-            ..
+            watchdog,
         } = db;
         let client_secret = secret_store::generate_password();
         store

@@ -9,6 +9,7 @@ use dbgw_db::Cluster;
 use secret_store::{DbCredentials, FileStore, SecretStore};
 
 use crate::logs::init_logs;
+use crate::watchdog::{test_limit, Watchdog};
 
 /// A throwaway cluster with the rates data and a temporary secret store beside it.
 pub struct TestDb {
@@ -16,6 +17,9 @@ pub struct TestDb {
     /// Removed when the test ends; the secret store lives in `secrets/` inside it.
     pub dir: tempfile::TempDir,
     pub store: SecretStore,
+    /// Watches the test that started the cluster: a hang fails it within
+    /// [`test_limit`], naming it (keep this as long as the test runs).
+    pub watchdog: Watchdog,
 }
 
 impl TestDb {
@@ -26,6 +30,8 @@ impl TestDb {
     /// [`TestDb::start`] with a cluster started with `options` (pgaudit on, for one).
     pub async fn start_with(options: Options) -> TestDb {
         init_logs();
+        let watchdog = Watchdog::start(test_limit());
+        watchdog.step("starting a throwaway cluster");
         // Starting a cluster waits on processes: not on the runtime's threads.
         let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
             .await
@@ -33,10 +39,12 @@ impl TestDb {
             .expect("start a throwaway cluster (PostgreSQL's server packages: `make test` installs them)");
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = SecretStore::File(FileStore::new(dir.path().join("secrets")));
+        watchdog.step("running (the cluster started)");
         TestDb {
             cluster: Arc::new(cluster),
             dir,
             store,
+            watchdog,
         }
     }
 

@@ -10,7 +10,8 @@
 //! - [`docs`]: every configuration key and metric documented, every deployed variable a key.
 //! - [`eventually`]: waiting on a condition with a deadline.
 //! - [`logs`]: the code's logs behind `DBGW_TEST_LOG`.
-//! - [`watchdog`]: a limit on a whole test, so a hang fails naming where it stopped.
+//! - [`watchdog`]: a limit on a whole test, so a hang fails naming where it stopped
+//!   ([`TestDb`] starts one).
 
 pub mod db;
 pub mod docs;

@@ -6,6 +6,16 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// The limit of a test with a throwaway cluster ([`crate::TestDb`] starts the watch): the
+/// slowest in CI take about 70 s. `DBGW_TEST_LIMIT_SECS` sets another, for a long run by
+/// hand (`make fuzz-ledger` with thousands of sessions).
+pub fn test_limit() -> Duration {
+    std::env::var("DBGW_TEST_LIMIT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(600), Duration::from_secs)
+}
+
 /// Watches the test that started it; cheap to clone (each browser of a test keeps a clone
 /// to record its steps). The watch ends when the last clone is dropped.
 #[derive(Clone)]

@@ -32,6 +32,8 @@ pub struct Stack {
     pub app: DbCredentials,
     pub writer: DbCredentials,
     served: Served<anyhow::Result<()>>,
+    /// Fails the test if it hangs (from [`TestDb`]).
+    _watchdog: testkit::Watchdog,
 }
 
 pub struct Options {
@@ -160,6 +162,7 @@ impl Stack {
             app,
             writer,
             served,
+            _watchdog: db.watchdog,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Db {
     pub store: SecretStore,
     pub creds: DbCredentials,
     pub admin: tokio_postgres::Client,
+    /// Fails the test if it hangs (from [`TestDb`]).
+    _watchdog: testkit::Watchdog,
 }
 
 impl Db {
@@ -36,6 +38,7 @@ impl Db {
             store: db.store,
             creds,
             admin,
+            _watchdog: db.watchdog,
         }
     }
 
