@@ -173,12 +173,13 @@ impl Stack {
         let application = Application::build(settings).await.expect("build the app");
         let app = application.app();
         let served = Served::spawn(|stop| application.run_until_stopped(stop));
-        watchdog.step("starting the proxy");
         let proxy = if opts.proxy {
+            watchdog.step("starting the proxy");
             Some(Proxy::start(&cluster, dir.path(), idp.issuer()).await)
         } else {
             None
         };
+        watchdog.step("running (the stack is up)");
         Stack {
             cluster,
             idp,
